@@ -1,0 +1,8 @@
+// Every CLI command, one module each. Add new commands here.
+import type { CommandModule } from 'yargs';
+import { infoCommand } from './info.js';
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export const commands: CommandModule<any, any>[] = [
+  infoCommand,
+];

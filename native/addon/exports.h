@@ -1,0 +1,12 @@
+// Registration of the addon's functions, one function per area of the engine (models, distillation...), each
+// defined in its own .cpp file of native/addon.
+#pragma once
+
+#include <napi.h>
+
+namespace g2l::addon {
+
+void register_models(Napi::Env env, Napi::Object exports);   // models.cpp: load, embed, dispose
+void register_distill(Napi::Env env, Napi::Object exports);  // distill.cpp: logSumLoss, Distiller
+
+}  // namespace g2l::addon
