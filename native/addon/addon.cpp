@@ -57,6 +57,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // Each area of the engine adds its functions here (see exports.h).
   register_models(env, exports);
   register_distill(env, exports);
+  register_augment(env, exports);
   return exports;
 }
 

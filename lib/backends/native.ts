@@ -1,0 +1,125 @@
+// Finds and loads the native engine (the cmake-js build of CMakeLists.txt). When it cannot load, the error lists
+// the likely causes with the command that fixes each, as sharp does; lib/backends/index.ts then falls back to js.
+import { createRequire } from 'node:module';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { PACKAGE_ROOT } from '../version.js';
+import type { Backend, BackendInfo, Float32Tensor, Uint8Tensor } from './types.js';
+
+/** The functions the addon exports (native/addon). */
+export interface EngineAddon {
+  runtimeInfo(): Promise<{
+    engineVersion: string;
+    libtorchVersion: string;
+    cudaBuilt: boolean;
+    cudaArchitectures: string[];
+    cudaAvailable: boolean;
+    cudaRuntimeVersion: string;
+    devices: BackendInfo['devices'];
+    cpuThreads: number;
+    parallelInfo: string;
+  }>;
+  normalizeImages(images: Uint8Tensor, mean: readonly number[], std: readonly number[], device: string): Promise<Float32Tensor>;
+}
+
+/** Where `npm run setup` records which libtorch the engine was built against (tools/setup.mjs). */
+export interface EngineBuildRecord {
+  libtorch: { version: string; root: string; source: string };
+  cuda: boolean;
+  cudaArchitectures: string[];
+}
+
+export const DEFAULT_ENGINE_PATH = path.join(PACKAGE_ROOT, 'build-engine', 'Release', 'g2l_engine.node');
+
+/** The engine binary to load: G2L_ENGINE_PATH when set (a custom build), else the one `npm run setup` builds. */
+export function enginePath(): string {
+  return process.env.G2L_ENGINE_PATH || DEFAULT_ENGINE_PATH;
+}
+
+export function readBuildRecord(): EngineBuildRecord | null {
+  const file = path.join(path.dirname(path.dirname(enginePath())), 'g2l-build.json');
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as EngineBuildRecord;
+  } catch {
+    return null;
+  }
+}
+
+export class EngineLoadError extends Error {
+  constructor(
+    message: string,
+    readonly enginePath: string,
+    readonly causeMessage: string,
+  ) {
+    super(message);
+    this.name = 'EngineLoadError';
+  }
+}
+
+/** Turns a dlopen/require failure into the causes a user can act on. */
+export function explainLoadFailure(file: string, err: unknown): EngineLoadError {
+  const detail = (err as Error)?.message ?? String(err);
+  const causes: string[] = [];
+  if (!existsSync(file)) {
+    causes.push(`the engine is not built (no ${file}): run \`npm run setup\``);
+  } else if (/lib(c10|torch[a-z_]*)\.so|libtorch|c10/.test(detail)) {
+    causes.push(
+      'the libtorch it was built against has moved or been removed: run `npm run setup` to rebuild, ' +
+        'or point LIBTORCH at a libtorch folder and run `npm run setup` again',
+    );
+  } else if (/NODE_MODULE_VERSION|napi|Module did not self-register/i.test(detail)) {
+    causes.push(`it was built for another Node.js: run \`npm run setup\` with this Node.js (${process.version})`);
+  } else if (/GLIBC|CXXABI/.test(detail)) {
+    causes.push('it was built with a newer C++ runtime than this machine has: run `npm run setup` on this machine');
+  } else if (/cuda|cudart|cublas|nvrtc|nccl/i.test(detail)) {
+    causes.push(
+      'it was built with CUDA but the CUDA libraries are missing here: install the NVIDIA driver and CUDA runtime, ' +
+        'or rebuild a CPU engine with `G2L_CUDA=OFF npm run setup`',
+    );
+  } else {
+    causes.push('the binary is damaged or from another machine: run `npm run setup` to rebuild it');
+  }
+  const msg =
+    `the native engine could not be loaded from ${file}.\n` +
+    `  Cause: ${detail.split('\n')[0]}\n` +
+    causes.map((c) => `  Likely: ${c}`).join('\n');
+  return new EngineLoadError(msg, file, detail);
+}
+
+let cached: { file: string; addon: EngineAddon } | null = null;
+
+/** Loads the addon once per path; throws EngineLoadError with the causes when it cannot. */
+export function loadEngineAddon(file: string = enginePath()): EngineAddon {
+  if (cached && cached.file === file) return cached.addon;
+  if (!existsSync(file)) throw explainLoadFailure(file, new Error(`${file} does not exist`));
+  try {
+    const addon = createRequire(import.meta.url)(file) as EngineAddon;
+    cached = { file, addon };
+    return addon;
+  } catch (e) {
+    throw explainLoadFailure(file, e);
+  }
+}
+
+export class NativeBackend implements Backend {
+  readonly name = 'native' as const;
+  constructor(readonly addon: EngineAddon) {}
+
+  async info(): Promise<BackendInfo> {
+    const r = await this.addon.runtimeInfo();
+    return {
+      backend: 'native',
+      libtorchVersion: r.libtorchVersion,
+      cudaBuilt: r.cudaBuilt,
+      cudaArchitectures: r.cudaArchitectures,
+      cudaAvailable: r.cudaAvailable,
+      cudaRuntimeVersion: r.cudaRuntimeVersion || null,
+      devices: r.devices,
+      cpuThreads: r.cpuThreads,
+    };
+  }
+
+  normalizeImages(images: Uint8Tensor, mean: readonly number[], std: readonly number[], device = 'cpu'): Promise<Float32Tensor> {
+    return this.addon.normalizeImages(images, mean, std, device);
+  }
+}

@@ -1,0 +1,44 @@
+// Loads the slide-reader addon (binding.gyp: OpenSlide through dlopen). Its absence is not fatal: plain images and
+// TIFF still read through sharp/libvips.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { PACKAGE_ROOT } from '../version.js';
+
+export interface SlidesAddon {
+  openslideVersion(): string | null;
+  openslideError(): string | null;
+}
+
+export const DEFAULT_SLIDES_ADDON_PATH = path.join(PACKAGE_ROOT, 'build', 'Release', 'g2l_slides.node');
+
+let cached: SlidesAddon | null = null;
+let cachedError: string | null = null;
+
+/** The addon, or null with slidesAddonError() telling why. */
+export function loadSlidesAddon(): SlidesAddon | null {
+  if (cached || cachedError) return cached;
+  const file = process.env.G2L_SLIDES_ADDON_PATH || DEFAULT_SLIDES_ADDON_PATH;
+  if (!existsSync(file)) {
+    cachedError = `the slide-reader addon is not built (no ${file}): run \`npm run setup\``;
+    return null;
+  }
+  try {
+    cached = createRequire(import.meta.url)(file) as SlidesAddon;
+  } catch (e) {
+    cachedError = `the slide-reader addon could not be loaded from ${file}: ${(e as Error).message.split('\n')[0]}; run \`npm run setup\``;
+  }
+  return cached;
+}
+
+export function slidesAddonError(): string | null {
+  loadSlidesAddon();
+  return cachedError;
+}
+
+/** OpenSlide's version, or null with the reason when OpenSlide (or the addon) is unavailable. */
+export function openslideStatus(): { version: string | null; error: string | null } {
+  const addon = loadSlidesAddon();
+  if (!addon) return { version: null, error: slidesAddonError() };
+  return { version: addon.openslideVersion(), error: addon.openslideError() };
+}

@@ -1,0 +1,67 @@
+#include "openslide_loader.h"
+
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <mutex>
+
+namespace g2l::slides {
+
+namespace {
+
+OpenSlideApi g_api;
+std::string g_error;
+std::once_flag g_once;
+
+template <typename F>
+bool resolve(void* lib, const char* name, F& slot) {
+  slot = reinterpret_cast<F>(dlsym(lib, name));
+  if (slot == nullptr) g_error = std::string("libopenslide has no symbol ") + name;
+  return slot != nullptr;
+}
+
+void load() {
+  // G2L_OPENSLIDE_LIB names a library explicitly (a user's own OpenSlide build); else the usual sonames.
+  const char* override_path = std::getenv("G2L_OPENSLIDE_LIB");
+  const char* candidates[] = {override_path, "libopenslide.so.1", "libopenslide.so.0", "libopenslide.so",
+                              "libopenslide.1.dylib", "libopenslide.0.dylib"};
+  void* lib = nullptr;
+  std::string tried;
+  for (const char* c : candidates) {
+    if (c == nullptr || *c == '\0') continue;
+    lib = dlopen(c, RTLD_NOW | RTLD_LOCAL);
+    if (lib != nullptr) break;
+    dlerror();
+    tried += std::string(tried.empty() ? "" : ", ") + c;
+  }
+  if (lib == nullptr) {
+    g_error = "OpenSlide is not installed (none of " + tried +
+              " could be loaded): install it (Debian/Ubuntu: apt-get install libopenslide0) or set G2L_OPENSLIDE_LIB";
+    return;
+  }
+  OpenSlideApi a;
+  bool ok = resolve(lib, "openslide_get_version", a.get_version) && resolve(lib, "openslide_open", a.open) &&
+            resolve(lib, "openslide_close", a.close) && resolve(lib, "openslide_get_error", a.get_error) &&
+            resolve(lib, "openslide_get_level_count", a.get_level_count) &&
+            resolve(lib, "openslide_get_level_dimensions", a.get_level_dimensions) &&
+            resolve(lib, "openslide_get_level_downsample", a.get_level_downsample) &&
+            resolve(lib, "openslide_get_best_level_for_downsample", a.get_best_level_for_downsample) &&
+            resolve(lib, "openslide_read_region", a.read_region) &&
+            resolve(lib, "openslide_get_property_names", a.get_property_names) &&
+            resolve(lib, "openslide_get_property_value", a.get_property_value) &&
+            resolve(lib, "openslide_detect_vendor", a.detect_vendor);
+  if (ok) g_api = a;
+}
+
+}  // namespace
+
+const OpenSlideApi* openslide_api(std::string* error) {
+  std::call_once(g_once, load);
+  if (g_api.get_version == nullptr) {
+    if (error) *error = g_error;
+    return nullptr;
+  }
+  return &g_api;
+}
+
+}  // namespace g2l::slides

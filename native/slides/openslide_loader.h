@@ -1,0 +1,29 @@
+// OpenSlide loaded at run time (dlopen): the C API's functions as pointers, resolved once. Nothing here needs
+// OpenSlide's headers; the signatures are those of openslide.h (OpenSlide 3.4 and 4.x).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace g2l::slides {
+
+struct OpenSlideApi {
+  using openslide_t = void;
+  const char* (*get_version)() = nullptr;
+  openslide_t* (*open)(const char*) = nullptr;
+  void (*close)(openslide_t*) = nullptr;
+  const char* (*get_error)(openslide_t*) = nullptr;
+  int32_t (*get_level_count)(openslide_t*) = nullptr;
+  void (*get_level_dimensions)(openslide_t*, int32_t, int64_t*, int64_t*) = nullptr;
+  double (*get_level_downsample)(openslide_t*, int32_t) = nullptr;
+  int32_t (*get_best_level_for_downsample)(openslide_t*, double) = nullptr;
+  void (*read_region)(openslide_t*, uint32_t*, int64_t, int64_t, int32_t, int64_t, int64_t) = nullptr;
+  const char* const* (*get_property_names)(openslide_t*) = nullptr;
+  const char* (*get_property_value)(openslide_t*, const char*) = nullptr;
+  const char* (*detect_vendor)(const char*) = nullptr;
+};
+
+/** The loaded API, or null with `error` set to why (library missing, symbol missing). Thread-safe, loads once. */
+const OpenSlideApi* openslide_api(std::string* error);
+
+}  // namespace g2l::slides
