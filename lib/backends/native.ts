@@ -119,7 +119,7 @@ export class NativeBackend implements Backend {
     };
   }
 
-  normalizeImages(images: Uint8Tensor, mean: readonly number[], std: readonly number[], device = 'cpu'): Promise<Float32Tensor> {
+  async normalizeImages(images: Uint8Tensor, mean: readonly number[], std: readonly number[], device = 'cpu'): Promise<Float32Tensor> {
     return this.addon.normalizeImages(images, mean, std, device);
   }
 }
