@@ -5,6 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../version.js';
 import type { Backend, BackendInfo, Float32Tensor, Uint8Tensor } from './types.js';
+import type { AugmentConfig, AugmentedBatch, AugmentOptions, Normalization, TeacherDtype } from './types.js';
 
 /** The functions the addon exports (native/addon). */
 export interface EngineAddon {
@@ -20,6 +21,16 @@ export interface EngineAddon {
     parallelInfo: string;
   }>;
   normalizeImages(images: Uint8Tensor, mean: readonly number[], std: readonly number[], device: string): Promise<Float32Tensor>;
+  sampleAugmentParams(batch: number, tileH: number, tileW: number, config: AugmentConfig, seed: number | bigint): Promise<Float32Tensor>;
+  augmentBatch(
+    tiles: Uint8Tensor,
+    params: Float32Tensor,
+    config: AugmentConfig,
+    teacherNorm: Normalization,
+    studentNorm: Normalization,
+    teacherDtype: TeacherDtype,
+    device: string,
+  ): Promise<AugmentedBatch>;
 }
 
 /** Where `npm run setup` records which libtorch the engine was built against (tools/setup.mjs). */
@@ -121,5 +132,21 @@ export class NativeBackend implements Backend {
 
   async normalizeImages(images: Uint8Tensor, mean: readonly number[], std: readonly number[], device = 'cpu'): Promise<Float32Tensor> {
     return this.addon.normalizeImages(images, mean, std, device);
+  }
+
+  sampleAugmentParams(batch: number, tileH: number, tileW: number, config: AugmentConfig, seed: number | bigint): Promise<Float32Tensor> {
+    return this.addon.sampleAugmentParams(batch, tileH, tileW, config, seed);
+  }
+
+  async augmentBatch(
+    tiles: Uint8Tensor,
+    params: Float32Tensor | { seed: number | bigint },
+    config: AugmentConfig,
+    teacherNorm: Normalization,
+    studentNorm: Normalization,
+    options: AugmentOptions = {},
+  ): Promise<AugmentedBatch> {
+    const p = 'seed' in params ? await this.sampleAugmentParams(tiles.shape[0], tiles.shape[1], tiles.shape[2], config, params.seed) : params;
+    return this.addon.augmentBatch(tiles, p, config, teacherNorm, studentNorm, options.teacherDtype ?? 'float16', options.device ?? 'cpu');
   }
 }

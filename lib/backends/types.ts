@@ -32,11 +32,121 @@ export interface BackendInfo {
 
 export type BackendName = 'native' | 'js';
 
-export interface Backend {
+export interface Backend extends AugmentBackend {
   readonly name: BackendName;
   info(): Promise<BackendInfo>;
   /**
    * uint8 RGB images (N,H,W,3) -> float32 (N,3,H,W), (x/255 - mean[c]) / std[c]: the model input of an image.
    */
   normalizeImages(images: Uint8Tensor, mean: readonly number[], std: readonly number[], device?: string): Promise<Float32Tensor>;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Tile augmentation (G2L, DESIGN.md "Augmentation"; engine: native/engine/augment.h)
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Augmentation options; every field defaults to G2L's recipe (DEFAULT_AUGMENT_CONFIG). */
+export interface AugmentConfig {
+  /** false: centre crop only. */
+  enabled?: boolean;
+  crop?: number;
+  pHflip?: number;
+  pVflip?: number;
+  pJitter?: number;
+  brightness?: number;
+  contrast?: number;
+  saturation?: number;
+  hue?: number;
+  pBlur?: number;
+  blurKernel?: number;
+  blurSigmaMin?: number;
+  blurSigmaMax?: number;
+}
+
+/** G2L's augmentation: crop 224 of 256, flips p 0.5, jitter p 0.5 (0.15, 0.15, 0.1, 0.05), blur p 0.1 9x9 sigma U[0.1, 2]. */
+export const DEFAULT_AUGMENT_CONFIG: Required<AugmentConfig> = Object.freeze({
+  enabled: true,
+  crop: 224,
+  pHflip: 0.5,
+  pVflip: 0.5,
+  pJitter: 0.5,
+  brightness: 0.15,
+  contrast: 0.15,
+  saturation: 0.1,
+  hue: 0.05,
+  pBlur: 0.1,
+  blurKernel: 9,
+  blurSigmaMin: 0.1,
+  blurSigmaMax: 2.0,
+});
+
+/**
+ * Columns of the per-sample parameter rows (B,15) float32 (g2l/augment.h AugmentParamColumn). The jitter factors
+ * and order apply only when `jitter` is 1; order slots hold a permutation of 0 brightness, 1 contrast,
+ * 2 saturation, 3 hue (torchvision's ColorJitter fn_idx).
+ */
+export const AugmentParam = Object.freeze({
+  cropX: 0,
+  cropY: 1,
+  hflip: 2,
+  vflip: 3,
+  jitter: 4,
+  brightness: 5,
+  contrast: 6,
+  saturation: 7,
+  hue: 8,
+  order0: 9,
+  blur: 13,
+  sigma: 14,
+  count: 15,
+});
+
+export interface Normalization {
+  mean: readonly number[];
+  std: readonly number[];
+}
+
+/** Per-model normalisations (DESIGN.md, from each model's pretrained config). */
+export const NORMALIZATIONS = Object.freeze({
+  hOptimus0: { mean: [0.707223, 0.578729, 0.703617], std: [0.211883, 0.230117, 0.177517] } as Normalization,
+  hibou: { mean: [0.7068, 0.5755, 0.722], std: [0.195, 0.2316, 0.1816] } as Normalization,
+  imagenet: { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] } as Normalization,
+});
+
+export type TeacherDtype = 'float16' | 'bfloat16' | 'float32';
+
+export interface AugmentOptions {
+  /** Element type of the teacher's input (default float16: the teacher runs in half precision). */
+  teacherDtype?: TeacherDtype;
+  device?: string;
+}
+
+/** float16/bfloat16 tensors hold their IEEE bits in a Uint16Array. */
+export interface TypedTensor extends Tensor<Float32Array | Uint16Array> {
+  dtype: TeacherDtype;
+}
+
+export interface AugmentedBatch {
+  /** (B,3,crop,crop), teacherDtype, teacher normalisation. */
+  teacher: TypedTensor;
+  /** (B,3,crop,crop) float32, student normalisation. */
+  student: Float32Tensor & { dtype: 'float32' };
+}
+
+/** The augmentation half of Backend; both backends give the same parameters for a seed and the same images. */
+export interface AugmentBackend {
+  /** (B,15) float32 parameters drawn from mt19937(seed), identical on both backends. */
+  sampleAugmentParams(batch: number, tileH: number, tileW: number, config: AugmentConfig, seed: number | bigint): Promise<Float32Tensor>;
+  /**
+   * tiles uint8 (B,H,W,3) -> one augmented view for both models, (B,3,crop,crop) each. `params` are fixed
+   * parameters (sampleAugmentParams) or a seed to draw them from.
+   */
+  augmentBatch(
+    tiles: Uint8Tensor,
+    params: Float32Tensor | { seed: number | bigint },
+    config: AugmentConfig,
+    teacherNorm: Normalization,
+    studentNorm: Normalization,
+    options?: AugmentOptions,
+  ): Promise<AugmentedBatch>;
 }

@@ -14,31 +14,15 @@
 #include <array>
 #include <cstdint>
 
+#include "g2l/augment.h"
+
 namespace g2l {
 
-struct AugmentConfig {
-  bool enabled = true;  // false: centre crop only
-  int64_t crop = 224;
-  double p_hflip = 0.5;
-  double p_vflip = 0.5;
-  double p_jitter = 0.5;
-  double brightness = 0.15;
-  double contrast = 0.15;
-  double saturation = 0.1;
-  double hue = 0.05;
-  double p_blur = 0.1;
-  int64_t blur_kernel = 9;
-  double blur_sigma_min = 0.1;
-  double blur_sigma_max = 2.0;
-};
-
-struct Normalization {
-  std::array<float, 3> mean;
-  std::array<float, 3> std;
-};
+// AugmentConfig, Normalization and the parameter columns (AugmentParamColumn, kAugmentParamCount) are defined in
+// the public header g2l/augment.h, so the addon (no torch headers) shares them.
 
 /**
- * Per-sample parameters, float32 (B, kAugmentParamCount) on the CPU. Columns: see AugmentParamColumn in augment.cpp
+ * Per-sample parameters, float32 (B, kAugmentParamCount) on the CPU. Columns: see AugmentParamColumn in g2l/augment.h
  * (crop x, crop y, hflip, vflip, jitter on, brightness, contrast, saturation, hue factors, 4 order slots, blur on,
  * sigma).
  */

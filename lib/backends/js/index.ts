@@ -3,6 +3,8 @@
 import os from 'node:os';
 import { UserError } from '../../errors.js';
 import type { Backend, BackendInfo, Float32Tensor, Uint8Tensor } from '../types.js';
+import type { AugmentConfig, AugmentedBatch, AugmentOptions, Normalization } from '../types.js';
+import { augmentBatch, sampleAugmentParams } from './augment.js';
 
 export class JsBackend implements Backend {
   readonly name = 'js' as const;
@@ -40,6 +42,23 @@ export class JsBackend implements Backend {
       }
     }
     return { data: out, shape: [n, 3, h, w] };
+  }
+
+  async sampleAugmentParams(batch: number, tileH: number, tileW: number, config: AugmentConfig, seed: number | bigint): Promise<Float32Tensor> {
+    return sampleAugmentParams(batch, tileH, tileW, config, seed);
+  }
+
+  async augmentBatch(
+    tiles: Uint8Tensor,
+    params: Float32Tensor | { seed: number | bigint },
+    config: AugmentConfig,
+    teacherNorm: Normalization,
+    studentNorm: Normalization,
+    options: AugmentOptions = {},
+  ): Promise<AugmentedBatch> {
+    requireCpu(options.device ?? 'cpu');
+    const p = 'seed' in params ? sampleAugmentParams(tiles.shape[0], tiles.shape[1], tiles.shape[2], config, params.seed) : params;
+    return augmentBatch(tiles, p, config, teacherNorm, studentNorm, options.teacherDtype ?? 'float16');
   }
 }
 
