@@ -6,6 +6,7 @@ import path from 'node:path';
 import { PACKAGE_ROOT } from '../version.js';
 import type { Backend, BackendInfo, Float32Tensor, Uint8Tensor } from './types.js';
 import type { AugmentConfig, AugmentedBatch, AugmentOptions, Normalization, TeacherDtype } from './types.js';
+import type { FloatTensor, LogSumLossOptions, LogSumLossResult } from './types.js';
 
 /** The functions the addon exports (native/addon). */
 export interface EngineAddon {
@@ -31,6 +32,21 @@ export interface EngineAddon {
     teacherDtype: TeacherDtype,
     device: string,
   ): Promise<AugmentedBatch>;
+  // Distillation (native/addon/distill.cpp)
+  logSumLoss(
+    zs: FloatTensor,
+    zt: FloatTensor,
+    W: FloatTensor,
+    b: FloatTensor,
+    options: { alpha?: number; reduction?: string; bnEps?: number; teacherBn?: boolean },
+    device: string,
+  ): Promise<LogSumLossResult>;
+  runOptimizer(names: string[], params: Float32Tensor[], gradsPerStep: Float32Tensor[][], config: object): Promise<{
+    params: Float32Tensor[][];
+    lr: number[];
+    weightDecay: number[];
+    gradNorm: number[];
+  }>;
 }
 
 /** Where `npm run setup` records which libtorch the engine was built against (tools/setup.mjs). */
@@ -148,5 +164,10 @@ export class NativeBackend implements Backend {
   ): Promise<AugmentedBatch> {
     const p = 'seed' in params ? await this.sampleAugmentParams(tiles.shape[0], tiles.shape[1], tiles.shape[2], config, params.seed) : params;
     return this.addon.augmentBatch(tiles, p, config, teacherNorm, studentNorm, options.teacherDtype ?? 'float16', options.device ?? 'cpu');
+  }
+
+  logSumLoss(zs: FloatTensor, zt: FloatTensor, options: LogSumLossOptions): Promise<LogSumLossResult> {
+    const { W, b, device, ...loss } = options;
+    return this.addon.logSumLoss(zs, zt, W, b, loss, device ?? 'cpu');
   }
 }

@@ -32,7 +32,7 @@ export interface BackendInfo {
 
 export type BackendName = 'native' | 'js';
 
-export interface Backend extends AugmentBackend {
+export interface Backend extends AugmentBackend, DistillBackend {
   readonly name: BackendName;
   info(): Promise<BackendInfo>;
   /**
@@ -149,4 +149,43 @@ export interface AugmentBackend {
     studentNorm: Normalization,
     options?: AugmentOptions,
   ): Promise<AugmentedBatch>;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Distillation: the log-sum loss (Miles & Mikolajczyk, AAAI 2024; engine: native/engine/loss.h)
+// ---------------------------------------------------------------------------------------------------------------
+
+export type Float64Tensor = Tensor<Float64Array>;
+/** float32 or float64: the loss is computed in the dtype it is given. */
+export type FloatTensor = Tensor<Float32Array | Float64Array>;
+
+export interface LogSumLossOptions {
+  /** Projector weight (Dt,Ds). */
+  W: FloatTensor;
+  /** Projector bias (Dt). */
+  b: FloatTensor;
+  /** Exponent of |f_s - f_t| (default 4). */
+  alpha?: number;
+  /** 'batch' (default): log of the sum over batch and features; 'sample': mean over samples of log row sums. */
+  reduction?: 'batch' | 'sample';
+  /** BatchNorm1d eps of both sides (default 1e-4). */
+  bnEps?: number;
+  /** Normalise the teacher features too (default true). */
+  teacherBn?: boolean;
+  device?: string;
+}
+
+export interface LogSumLossResult {
+  loss: number;
+  /** Gradients of the loss, in the inputs' dtype: zs (B,Ds), W (Dt,Ds), b (Dt). */
+  grads: { zs: FloatTensor; W: FloatTensor; b: FloatTensor };
+}
+
+/** The distillation half of Backend. */
+export interface DistillBackend {
+  /**
+   * log-sum(BN(zs W^T + b), BN(zt)) and its gradients, for zs (B,Ds) student features and zt (B,Dt) teacher
+   * features: scores how well two feature sets align under a linear projector.
+   */
+  logSumLoss(zs: FloatTensor, zt: FloatTensor, options: LogSumLossOptions): Promise<LogSumLossResult>;
 }

@@ -1,8 +1,164 @@
-// Log-sum loss and the Distiller (filled in by the distillation work).
+// Distillation in the addon: the log-sum loss, the optimiser reference run, and the Distiller object. Converts
+// arguments and schedules the engine calls on worker threads; nothing is computed here.
+#include <napi.h>
+
+#include <memory>
+#include <mutex>
+
+#include "async.h"
+#include "convert.h"
 #include "exports.h"
+#include "g2l/distill.h"
 
 namespace g2l::addon {
 
-void register_distill(Napi::Env, Napi::Object) {}
+// ---------------------------------------------------------------------------------------------------------------
+// Option readers: a missing or undefined key keeps the engine's default; a wrong type is a TypeError naming it.
+// ---------------------------------------------------------------------------------------------------------------
+
+static bool has(const Napi::Object& o, const char* key) {
+  return o.Has(key) && !o.Get(key).IsUndefined() && !o.Get(key).IsNull();
+}
+
+static void read_number(const Napi::Object& o, const char* key, double& out, const std::string& what) {
+  if (!has(o, key)) return;
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), what + "." + key + " must be a number");
+  out = v.As<Napi::Number>().DoubleValue();
+}
+
+static void read_int(const Napi::Object& o, const char* key, int64_t& out, const std::string& what) {
+  double d = static_cast<double>(out);
+  read_number(o, key, d, what);
+  if (d != static_cast<double>(static_cast<int64_t>(d))) {
+    throw Napi::TypeError::New(o.Env(), what + "." + key + " must be an integer");
+  }
+  out = static_cast<int64_t>(d);
+}
+
+static void read_bool(const Napi::Object& o, const char* key, bool& out, const std::string& what) {
+  if (!has(o, key)) return;
+  Napi::Value v = o.Get(key);
+  if (!v.IsBoolean()) throw Napi::TypeError::New(o.Env(), what + "." + key + " must be a boolean");
+  out = v.As<Napi::Boolean>().Value();
+}
+
+static void read_string(const Napi::Object& o, const char* key, std::string& out, const std::string& what) {
+  if (!has(o, key)) return;
+  out = string_from_js(o.Get(key), what + "." + key);
+}
+
+static Napi::Object object_arg(const Napi::Value& v, const std::string& what) {
+  if (v.IsUndefined()) return Napi::Object::New(v.Env());
+  if (!v.IsObject()) throw Napi::TypeError::New(v.Env(), what + " must be an object");
+  return v.As<Napi::Object>();
+}
+
+static LossOptions loss_options_from_js(const Napi::Object& o) {
+  LossOptions opts;
+  read_number(o, "alpha", opts.alpha, "loss");
+  read_string(o, "reduction", opts.reduction, "loss");
+  read_number(o, "bnEps", opts.bn_eps, "loss");
+  read_bool(o, "teacherBn", opts.teacher_bn, "loss");
+  return opts;
+}
+
+static OptimizerConfig optimizer_config_from_js(const Napi::Object& o) {
+  OptimizerConfig c;
+  read_number(o, "lr", c.lr, "optimizer");
+  read_number(o, "finalLr", c.final_lr, "optimizer");
+  read_number(o, "weightDecay", c.weight_decay, "optimizer");
+  read_number(o, "finalWeightDecay", c.final_weight_decay, "optimizer");
+  read_int(o, "warmupSteps", c.warmup_steps, "optimizer");
+  read_int(o, "totalSteps", c.total_steps, "optimizer");
+  read_number(o, "beta1", c.beta1, "optimizer");
+  read_number(o, "beta2", c.beta2, "optimizer");
+  read_number(o, "eps", c.eps, "optimizer");
+  read_number(o, "clipGradNorm", c.clip_grad_norm, "optimizer");
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// logSumLoss(zs, zt, W, b, options, device) -> Promise<{ loss, grads: { zs, W, b } }>
+// ---------------------------------------------------------------------------------------------------------------
+
+static Napi::Value LogSumLossJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  HostTensor zs = tensor_from_js(info[0], "zs");
+  HostTensor zt = tensor_from_js(info[1], "zt");
+  HostTensor w = tensor_from_js(info[2], "W");
+  HostTensor b = tensor_from_js(info[3], "b");
+  LossOptions opts = loss_options_from_js(object_arg(info[4], "options"));
+  std::string device = info.Length() > 5 && !info[5].IsUndefined() ? string_from_js(info[5], "device") : "cpu";
+  return run_async<LossResult>(
+      env, [=] { return log_sum_loss_with_grads(zs, zt, w, b, opts, device); },
+      [](Napi::Env e, LossResult& r) -> Napi::Value {
+        Napi::Object grads = Napi::Object::New(e);
+        grads.Set("zs", tensor_to_js(e, r.grad_student));
+        grads.Set("W", tensor_to_js(e, r.grad_weight));
+        grads.Set("b", tensor_to_js(e, r.grad_bias));
+        Napi::Object out = Napi::Object::New(e);
+        out.Set("loss", r.loss);
+        out.Set("grads", grads);
+        return out;
+      },
+      {info[0], info[1], info[2], info[3]});
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// runOptimizer(names, params, gradsPerStep, config) -> Promise<{ params: Tensor[][], lr[], weightDecay[], gradNorm[] }>
+// ---------------------------------------------------------------------------------------------------------------
+
+static Napi::Value RunOptimizerJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArray() || !info[1].IsArray() || !info[2].IsArray()) {
+    throw Napi::TypeError::New(env, "runOptimizer(names, params, gradsPerStep, config): the first three must be arrays");
+  }
+  Napi::Array names_js = info[0].As<Napi::Array>(), params_js = info[1].As<Napi::Array>();
+  Napi::Array grads_js = info[2].As<Napi::Array>();
+  std::vector<std::string> names;
+  std::vector<HostTensor> params;
+  for (uint32_t i = 0; i < names_js.Length(); ++i) names.push_back(string_from_js(names_js.Get(i), "names[i]"));
+  for (uint32_t i = 0; i < params_js.Length(); ++i) params.push_back(tensor_from_js(params_js.Get(i), "params[i]"));
+  std::vector<std::vector<HostTensor>> grads;
+  for (uint32_t s = 0; s < grads_js.Length(); ++s) {
+    Napi::Value row = grads_js.Get(s);
+    if (!row.IsArray()) throw Napi::TypeError::New(env, "gradsPerStep[s] must be an array of tensors");
+    std::vector<HostTensor> g;
+    for (uint32_t i = 0; i < row.As<Napi::Array>().Length(); ++i) {
+      g.push_back(tensor_from_js(row.As<Napi::Array>().Get(i), "gradsPerStep[s][i]"));
+    }
+    grads.push_back(std::move(g));
+  }
+  OptimizerConfig config = optimizer_config_from_js(object_arg(info[3], "config"));
+  return run_async<OptimizerTrace>(
+      env, [=] { return run_optimizer(names, params, grads, config); },
+      [](Napi::Env e, OptimizerTrace& t) -> Napi::Value {
+        Napi::Array steps = Napi::Array::New(e, t.params.size());
+        Napi::Array lr = Napi::Array::New(e, t.params.size());
+        Napi::Array wd = Napi::Array::New(e, t.params.size());
+        Napi::Array norm = Napi::Array::New(e, t.params.size());
+        for (uint32_t s = 0; s < t.params.size(); ++s) {
+          Napi::Array ps = Napi::Array::New(e, t.params[s].size());
+          for (uint32_t i = 0; i < t.params[s].size(); ++i) ps.Set(i, tensor_to_js(e, t.params[s][i]));
+          steps.Set(s, ps);
+          lr.Set(s, t.schedule[s].lr);
+          wd.Set(s, t.schedule[s].weight_decay);
+          norm.Set(s, t.grad_norm[s]);
+        }
+        Napi::Object out = Napi::Object::New(e);
+        out.Set("params", steps);
+        out.Set("lr", lr);
+        out.Set("weightDecay", wd);
+        out.Set("gradNorm", norm);
+        return out;
+      },
+      {info[1], info[2]});
+}
+
+void register_distill(Napi::Env env, Napi::Object exports) {
+  exports.Set("logSumLoss", Napi::Function::New(env, LogSumLossJs, "logSumLoss"));
+  exports.Set("runOptimizer", Napi::Function::New(env, RunOptimizerJs, "runOptimizer"));
+}
 
 }  // namespace g2l::addon

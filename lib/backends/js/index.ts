@@ -5,6 +5,8 @@ import { UserError } from '../../errors.js';
 import type { Backend, BackendInfo, Float32Tensor, Uint8Tensor } from '../types.js';
 import type { AugmentConfig, AugmentedBatch, AugmentOptions, Normalization } from '../types.js';
 import { augmentBatch, sampleAugmentParams } from './augment.js';
+import type { FloatTensor, LogSumLossOptions, LogSumLossResult } from '../types.js';
+import { logSumLossJs } from './loss.js';
 
 export class JsBackend implements Backend {
   readonly name = 'js' as const;
@@ -59,6 +61,11 @@ export class JsBackend implements Backend {
     requireCpu(options.device ?? 'cpu');
     const p = 'seed' in params ? sampleAugmentParams(tiles.shape[0], tiles.shape[1], tiles.shape[2], config, params.seed) : params;
     return augmentBatch(tiles, p, config, teacherNorm, studentNorm, options.teacherDtype ?? 'float16');
+  }
+
+  async logSumLoss(zs: FloatTensor, zt: FloatTensor, options: LogSumLossOptions): Promise<LogSumLossResult> {
+    requireCpu(options.device ?? 'cpu');
+    return logSumLossJs(zs, zt, options);
   }
 }
 

@@ -18,6 +18,31 @@ void normalize_u8_nhwc_to_f32_nchw(const uint8_t* images, float* out, int64_t n,
 
 }  // namespace g2l::cuda
 
+// ---------------------------------------------------------------------------------------------------------------
+// Log-sum distillation loss (loss.cu; the math is in native/engine/loss.h). All float32, row-major (B,D).
+// ---------------------------------------------------------------------------------------------------------------
+namespace g2l::cuda {
+
+/**
+ * Forward. p, t: (B,D). Writes the BN statistics of both sides, mean_p/rstd_p/mean_t/rstd_t (D), the per-row sums
+ * row_sum (B) of |f_s - f_t|^alpha, and the scalar loss (1). teacher_bn = 0 leaves t unnormalised (mean 0, rstd 1).
+ * sample_reduction = 0: loss = log(sum_i row_sum_i); 1: loss = mean_i log(row_sum_i).
+ */
+void log_sum_loss_forward(const float* p, const float* t, int64_t b, int64_t d, float alpha, float eps,
+                          int teacher_bn, int sample_reduction, float* mean_p, float* rstd_p, float* mean_t,
+                          float* rstd_t, float* row_sum, float* loss, cudaStream_t stream);
+
+/**
+ * Backward to the projector output: grad_p (B,D) = dL/dp * grad_loss[0], from the forward's saved statistics and
+ * row sums (the BN backward with batch statistics is folded in).
+ */
+void log_sum_loss_backward(const float* p, const float* t, int64_t b, int64_t d, float alpha,
+                           int sample_reduction, const float* mean_p, const float* rstd_p, const float* mean_t,
+                           const float* rstd_t, const float* row_sum, const float* grad_loss, float* grad_p,
+                           cudaStream_t stream);
+
+}  // namespace g2l::cuda
+
 // ---- tile augmentation (augment.cu; the contract is native/engine/augment.h) ----
 namespace g2l::cuda {
 
