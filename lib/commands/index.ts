@@ -1,8 +1,12 @@
 // Every CLI command, one module each. Add new commands here.
 import type { CommandModule } from 'yargs';
 import { infoCommand } from './info.js';
+import { evalCommand } from './eval.js';
+import { ckaCommand } from './cka.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const commands: CommandModule<any, any>[] = [
   infoCommand,
+  evalCommand,
+  ckaCommand,
 ];

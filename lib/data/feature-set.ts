@@ -91,8 +91,11 @@ export function checkFinite(set: FeatureSet): void {
   }
 }
 
-/** Writes a feature-set folder atomically. Meta columns absent from `set.meta` are left out of meta.csv. */
-export async function writeFeatureSet(dir: string, set: Omit<FeatureSet, 'dir'>): Promise<void> {
+/**
+ * Writes a feature-set folder atomically. Meta columns absent from `set.meta` are left out of meta.csv;
+ * `extraFiles` (name -> text) are written into the same folder.
+ */
+export async function writeFeatureSet(dir: string, set: Omit<FeatureSet, 'dir'>, extraFiles: Record<string, string> = {}): Promise<void> {
   if (set.features.length !== set.n * set.d) throw new Error(`writeFeatureSet: ${set.features.length} values for [${set.n}, ${set.d}]`);
   if (set.ids.length !== set.n) throw new Error(`writeFeatureSet: ${set.ids.length} ids for ${set.n} rows`);
   const cols = META_COLUMNS.filter((c) => c === 'id' || set.meta[c] !== undefined);
@@ -100,6 +103,7 @@ export async function writeFeatureSet(dir: string, set: Omit<FeatureSet, 'dir'>)
   await writeDirAtomic(dir, async (tmp) => {
     await fs.writeFile(path.join(tmp, 'features.npy'), encodeNpy({ dtype: 'float32', shape: [set.n, set.d], data: set.features }));
     await fs.writeFile(path.join(tmp, 'meta.csv'), formatCsv({ header: [...cols], rows }));
+    for (const [name, text] of Object.entries(extraFiles)) await fs.writeFile(path.join(tmp, name), text);
   });
 }
 

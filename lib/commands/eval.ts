@@ -1,0 +1,235 @@
+// `g2l-native eval`: kNN, linear probing and the robustness index on one or more feature sets, models side by
+// side, written as report.json / report.md / report.html with PNG figures. With --models and --dataset it embeds
+// the dataset with each model first (cached under <out>/features/<name>/) and evaluates those features.
+import type { CommandModule } from 'yargs';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import cliProgress from 'cli-progress';
+import { UserError } from '../errors.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { readFeatureSet, selectRows, type FeatureSet } from '../data/feature-set.js';
+import { readImageDataset, embedDataset, type ImageEncoder } from '../data/image-dataset.js';
+import { evaluateSet, PROTOCOLS, type EvalOptions, type Protocol } from '../eval/evaluate.js';
+import { cka } from '../eval/cka.js';
+import { writeReport, type CkaPair, type NamedSet } from '../eval/report.js';
+import type { KnnVote } from '../eval/knn.js';
+
+export interface EvalArgs {
+  features?: string[];
+  models?: string[];
+  dataset?: string;
+  protocol: string;
+  k: string[];
+  C: string[];
+  knnVote: KnnVote;
+  robustnessK: string[];
+  bootstrap: number;
+  seed: number;
+  cka: boolean;
+  rbfMaxRows: number;
+  out: string;
+  device: string;
+  dtype?: string;
+  batchSize: number;
+  verbose?: boolean;
+}
+
+/** "10,20" or ["10", "20"] -> [10, 20]; every value checked by `ok`. */
+export function parseNumberList(values: string[] | string, flag: string, ok: (v: number) => boolean, what: string): number[] {
+  const parts = (Array.isArray(values) ? values : [values]).flatMap((v) => String(v).split(',')).map((s) => s.trim()).filter((s) => s !== '');
+  if (parts.length === 0) throw new UserError(`${flag} needs at least one value`);
+  const out = parts.map((s) => {
+    const v = Number(s);
+    if (!Number.isFinite(v) || !ok(v)) throw new UserError(`${flag} ${s}: expected ${what}`);
+    return v;
+  });
+  return [...new Set(out)];
+}
+
+/** "name:folder" (name made of letters, digits, . _ -) or a bare folder named after its basename. */
+export function parseNamed(spec: string, flag: string): { name: string; dir: string } {
+  const m = /^([A-Za-z0-9_.-]+):(.+)$/.exec(spec);
+  if (m && !/^[A-Za-z]$/.test(m[1])) return { name: m[1], dir: m[2] };
+  if (flag === '--models') throw new UserError(`--models ${spec}: expected name:<model folder>, e.g. --models g2l:./g2l-student`);
+  return { name: path.basename(path.resolve(spec)), dir: spec };
+}
+
+/** Rows of a and b that share ids, both in a's order. */
+function sharedRows(a: FeatureSet, b: FeatureSet): [FeatureSet, FeatureSet] {
+  const index = new Map(b.ids.map((id, i) => [id, i]));
+  const ra: number[] = [], rb: number[] = [];
+  a.ids.forEach((id, i) => {
+    const j = index.get(id);
+    if (j !== undefined) {
+      ra.push(i);
+      rb.push(j);
+    }
+  });
+  return [selectRows(a, ra), selectRows(b, rb)];
+}
+
+function progressFactory(enabled: boolean) {
+  return (label: string) => {
+    if (!enabled) return undefined;
+    let bar: cliProgress.SingleBar | undefined;
+    return (done: number, total: number) => {
+      if (!bar) {
+        bar = new cliProgress.SingleBar({ format: `${label.padEnd(18)} [{bar}] {value}/{total} {eta_formatted}`, stream: process.stderr, hideCursor: true },
+          cliProgress.Presets.shades_classic);
+        bar.start(total, 0);
+      }
+      bar.update(done);
+      if (done >= total) bar.stop();
+    };
+  };
+}
+
+interface EncoderModule { Encoder: { load(folder: string, o: { device: string; dtype?: string; batchSize: number }): Promise<ImageEncoder & { dispose?(): void | Promise<void> }> } }
+
+async function loadEncoderModule(): Promise<EncoderModule> {
+  // Imported by name at run time: the models part of the package provides lib/models/encoder.ts.
+  const spec = '../models/encoder.js';
+  try {
+    return (await import(spec)) as EncoderModule;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND') {
+      throw new UserError('--models needs the model encoder (dist/models/encoder.js), which this build does not include; run npm run setup, or embed elsewhere and pass --features');
+    }
+    throw e;
+  }
+}
+
+/** Embeds the dataset with each model into <out>/features/<name>/, reusing folders made from the same inputs. */
+async function embedModels(argv: EvalArgs, log: (event: string, d: Record<string, unknown>) => void,
+  progress: ReturnType<typeof progressFactory>): Promise<{ name: string; dir: string }[]> {
+  if (!argv.dataset) throw new UserError('--models needs --dataset <ImageFolder | CSV> to embed');
+  const models = argv.models!.map((m) => parseNamed(m, '--models'));
+  const dataset = await readImageDataset(argv.dataset);
+  const out: { name: string; dir: string }[] = [];
+  let mod: EncoderModule | undefined;
+  for (const m of models) {
+    const dir = path.join(argv.out, 'features', m.name);
+    const source = JSON.stringify({ dataset: path.resolve(argv.dataset), model: path.resolve(m.dir), items: dataset.items.length, dtype: argv.dtype ?? null });
+    const cached = await fs.readFile(path.join(dir, 'source.json'), 'utf8').catch(() => undefined);
+    if (cached?.trim() === source) {
+      log('embed.cached', { model: m.name, dir });
+      out.push({ name: m.name, dir });
+      continue;
+    }
+    mod ??= await loadEncoderModule();
+    const enc = await mod.Encoder.load(m.dir, { device: argv.device, dtype: argv.dtype, batchSize: argv.batchSize });
+    try {
+      log('embed.start', { model: m.name, folder: m.dir, images: dataset.items.length });
+      const res = await embedDataset(enc, dataset, dir, { batchSize: argv.batchSize, onProgress: progress(`embed ${m.name}`), extraFiles: { 'source.json': `${source}\n` } });
+      log('embed.done', { model: m.name, embedded: res.embedded, skipped: res.skipped.length, dim: res.dim });
+      for (const s of res.skipped) process.stderr.write(`g2l-native: skipped unreadable image ${s.path}: ${s.reason}\n`);
+    } finally {
+      await enc.dispose?.();
+    }
+    out.push({ name: m.name, dir });
+  }
+  return out;
+}
+
+export async function runEval(argv: EvalArgs): Promise<{ files: string[]; sets: NamedSet[]; cka: CkaPair[] }> {
+  const protocols = argv.protocol.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  for (const p of protocols) if (!PROTOCOLS.includes(p as Protocol)) throw new UserError(`--protocol ${p}: unknown; choose from ${PROTOCOLS.join(',')}`);
+  if (protocols.length === 0) throw new UserError(`--protocol needs at least one of ${PROTOCOLS.join(',')}`);
+  const positiveInt = (v: number) => Number.isInteger(v) && v >= 1;
+  const opts: EvalOptions = {
+    protocols: protocols as Protocol[],
+    ks: parseNumberList(argv.k, '--k', positiveInt, 'a positive integer'),
+    Cs: parseNumberList(argv.C, '--C', (v) => v > 0, 'a positive number'),
+    vote: argv.knnVote,
+    robustnessKs: parseNumberList(argv.robustnessK, '--robustness-k', positiveInt, 'a positive integer'),
+    bootstrap: argv.bootstrap,
+    seed: argv.seed,
+  };
+  if (!Number.isInteger(argv.bootstrap) || argv.bootstrap < 0) throw new UserError(`--bootstrap ${argv.bootstrap}: expected a number of rounds (0 for none)`);
+  if (!argv.features?.length && !argv.models?.length) throw new UserError('name what to evaluate: --features <folder> (repeatable) or --models name:<folder> --dataset <data>');
+  if (argv.dataset && !argv.models?.length) throw new UserError('--dataset is embedded with --models name:<folder>; give at least one model');
+  const logLines: string[] = [];
+  const log = (event: string, detail: Record<string, unknown>) => {
+    logLines.push(JSON.stringify({ time: new Date().toISOString(), event, ...detail }));
+    if (argv.verbose) process.stderr.write(`${event} ${JSON.stringify(detail)}\n`);
+  };
+  opts.log = log;
+  opts.progress = progressFactory(Boolean(process.stderr.isTTY));
+  await fs.mkdir(argv.out, { recursive: true });
+  try {
+    const named = (argv.features ?? []).map((f) => parseNamed(f, '--features'));
+    if (argv.models?.length) named.push(...(await embedModels(argv, log, opts.progress)));
+    const names = new Set<string>();
+    for (const n of named) {
+      if (names.has(n.name)) throw new UserError(`two feature sets are named '${n.name}'; name them with name:<folder>`);
+      names.add(n.name);
+    }
+    const sets: NamedSet[] = [];
+    const loaded: FeatureSet[] = [];
+    for (const n of named) {
+      const set = await readFeatureSet(n.dir);
+      loaded.push(set);
+      log('set.loaded', { name: n.name, dir: n.dir, n: set.n, dim: set.d });
+      const { report, roc } = evaluateSet(set, opts);
+      sets.push({ name: n.name, dir: n.dir, report, roc });
+    }
+    const pairs: CkaPair[] = [];
+    if (argv.cka && loaded.length > 1) {
+      for (let i = 0; i < loaded.length; i++) {
+        for (let j = i + 1; j < loaded.length; j++) {
+          const [a, b] = sharedRows(loaded[i], loaded[j]);
+          if (a.n < 4) {
+            log('cka.skipped', { a: sets[i].name, b: sets[j].name, shared: a.n });
+            continue;
+          }
+          const r = cka(a.features, a.d, b.features, b.d, a.n, { maxRbfRows: argv.rbfMaxRows, seed: argv.seed });
+          pairs.push({ a: sets[i].name, b: sets[j].name, n: a.n, ...r });
+          log('cka.result', { ...pairs[pairs.length - 1] });
+        }
+      }
+    }
+    const files = await writeReport(argv.out, { sets, cka: pairs, options: opts, created: new Date().toISOString() });
+    log('report.written', { out: argv.out, files });
+    return { files, sets, cka: pairs };
+  } finally {
+    await writeFileAtomic(path.join(argv.out, 'eval.log.jsonl'), logLines.length ? `${logLines.join('\n')}\n` : '');
+  }
+}
+
+function summary(sets: NamedSet[]): string {
+  const lines: string[] = [];
+  for (const s of sets) {
+    const parts: string[] = [];
+    for (const [k, e] of Object.entries(s.report.knn ?? {})) parts.push(`kNN ${k} bacc ${e.bacc.toFixed(4)}`);
+    for (const [c, e] of Object.entries(s.report.linear ?? {})) parts.push(`linear ${c} AUC ${e.auc.toFixed(4)} bacc ${e.bacc.toFixed(4)}`);
+    for (const [k, e] of Object.entries(s.report.robustness ?? {})) parts.push(`robustness ${k} ${e.ratio === null ? 'n/a' : e.ratio.toFixed(3)}`);
+    lines.push(`${s.name}: ${parts.join('; ')}`);
+  }
+  return lines.join('\n');
+}
+
+export const evalCommand: CommandModule<object, EvalArgs> = {
+  command: 'eval',
+  describe: 'kNN, linear probe and robustness index on feature sets (or models embedding a dataset); writes a report',
+  builder: (y) => y
+    .option('features', { type: 'string', array: true, describe: 'Feature-set folder, [name:]<folder>; repeat for models side by side' })
+    .option('models', { type: 'string', array: true, describe: 'name:<model folder> to embed --dataset with (features cached under <out>/features/<name>)' })
+    .option('dataset', { type: 'string', describe: 'ImageFolder (root/<class>/<image>) or CSV (path,label,split,site,slide) for --models' })
+    .option('protocol', { type: 'string', default: 'knn,linear,robustness', describe: 'Comma-separated: knn, linear, robustness' })
+    .option('k', { type: 'string', array: true, default: ['20'], describe: 'kNN k values, e.g. 10,20' })
+    .option('C', { type: 'string', array: true, default: ['1'], describe: 'Linear-probe C values (inverse L2 strength), e.g. 0.01,1' })
+    .option('knn-vote', { choices: ['weighted', 'majority'] as const, default: 'weighted' as const, describe: 'DINOv2 weighted vote (exp(sim/0.07)) or majority' })
+    .option('robustness-k', { type: 'string', array: true, default: ['3,5,10,20'], describe: 'Robustness-index k values' })
+    .option('bootstrap', { type: 'number', default: 0, describe: 'Bootstrap rounds for 95% intervals on test metrics (e.g. 1000; 0: none)' })
+    .option('seed', { type: 'number', default: 0, describe: 'Seed for bootstrap resamples and the RBF CKA subset' })
+    .option('cka', { type: 'boolean', default: true, describe: 'CKA between every pair of feature sets (--no-cka to skip)' })
+    .option('rbf-max-rows', { type: 'number', default: 5000, describe: 'RBF CKA uses a seeded random subset above this many rows' })
+    .option('out', { type: 'string', demandOption: true, describe: 'Output folder for report.json, report.md, report.html, figures/' })
+    .option('device', { type: 'string', default: 'cpu', describe: 'Device for --models (cpu, cuda, cuda:1)' })
+    .option('dtype', { type: 'string', describe: 'Model dtype for --models (e.g. float32, bfloat16)' })
+    .option('batch-size', { type: 'number', default: 32, describe: 'Images per batch for --models' }) as never,
+  handler: async (argv) => {
+    const { files, sets } = await runEval(argv);
+    process.stdout.write(`${summary(sets)}\nwrote ${files.map((f) => path.join(argv.out, f)).join(', ')}\n`);
+  },
+};

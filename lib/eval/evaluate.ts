@@ -1,0 +1,191 @@
+// One feature set through the protocols of the issue: kNN and the linear probe trained on split=train and
+// scored on split=test (val, when present, scores every k and C so the best can be picked without touching test),
+// and the robustness index on the test split (the whole set when there is no split column). The result object is
+// the per-set part of report.json: knn.k<k>.{acc,bacc}, linear.C<C>.{auc,acc,bacc,f1},
+// robustness.k<k>.{ratio,bounded,SO,OS,SS,OO}, plus optional val scores, bootstrap intervals and an info block.
+import { UserError } from '../errors.js';
+import {
+  classList, labelsOf, requireTwoClasses, selectRows, splitRows, type FeatureSet,
+} from '../data/feature-set.js';
+import { knnClassify, type KnnVote } from './knn.js';
+import { fitLogistic, predictProba, argmaxRows } from './logistic.js';
+import { accuracy, balancedAccuracy, bootstrapCi, metricsOn, rocAuc, rocCurve, weightedF1 } from './metrics.js';
+import { robustnessIndex, codes, type RobustnessCounts } from './robustness.js';
+
+export type Protocol = 'knn' | 'linear' | 'robustness';
+export const PROTOCOLS: Protocol[] = ['knn', 'linear', 'robustness'];
+
+export interface EvalOptions {
+  protocols: Protocol[];
+  /** kNN k values (default [20]). */
+  ks: number[];
+  /** Linear-probe C values (default [1]). */
+  Cs: number[];
+  vote: KnnVote;
+  /** Robustness-index k values (default [3, 5, 10, 20]). */
+  robustnessKs: number[];
+  /** Bootstrap rounds for 95% intervals on test metrics; 0 for none. */
+  bootstrap: number;
+  seed: number;
+  /** One line per step (for the JSON-lines log and the console). */
+  log?: (event: string, detail: Record<string, unknown>) => void;
+  progress?: (label: string) => ((done: number, total: number) => void) | undefined;
+}
+
+type Interval = [number, number];
+export interface KnnEntry { acc: number; bacc: number; val?: { acc: number; bacc: number }; ci?: { acc: Interval; bacc: Interval } }
+export interface LinearEntry {
+  auc: number; acc: number; bacc: number; f1: number;
+  val?: { auc: number; acc: number; bacc: number; f1: number };
+  ci?: { auc: Interval; acc: Interval; bacc: Interval; f1: Interval };
+}
+
+export interface SetReport {
+  knn?: Record<string, KnnEntry>;
+  linear?: Record<string, LinearEntry>;
+  robustness?: Record<string, RobustnessCounts>;
+  /** Best k and C by validation balanced accuracy (only when a val split exists). */
+  selected?: { knn?: string; linear?: string };
+  info: {
+    n: number; dim: number; classes?: string[]; n_train?: number; n_val?: number; n_test?: number;
+    robustness_rows?: number; robustness_scope?: 'test' | 'all';
+    linear_fit?: Record<string, { iterations: number; converged: boolean; grad_max: number }>;
+  };
+}
+
+/** Per-class ROC curves of the probe on test, for the figure (the selected C, else the first). */
+export interface RocCurves { C: number; classes: string[]; curves: { fpr: number[]; tpr: number[] }[]; auc: number }
+
+export const kKey = (k: number) => `k${k}`;
+/** C as JavaScript prints the number: C0.01, C1. */
+export const cKey = (C: number) => `C${C}`;
+
+function bestBy<T>(keys: string[], score: (k: string) => number | undefined): string | undefined {
+  let best: string | undefined;
+  let bestScore = -Infinity;
+  for (const k of keys) {
+    const s = score(k);
+    if (s !== undefined && s > bestScore) {
+      best = k;
+      bestScore = s;
+    }
+  }
+  return best;
+}
+
+export function evaluateSet(set: FeatureSet, opts: EvalOptions): { report: SetReport; roc?: RocCurves } {
+  const log = opts.log ?? (() => {});
+  const report: SetReport = { info: { n: set.n, dim: set.d } };
+  let roc: RocCurves | undefined;
+  const classes = classList(set);
+  report.info.classes = classes;
+  const K = classes.length;
+  const supervised = opts.protocols.includes('knn') || opts.protocols.includes('linear');
+  if (supervised) {
+    if (!set.meta.split) {
+      throw new UserError(`${set.dir}: meta.csv has no 'split' column; kNN and linear probing train on split=train and score split=test (add the column, or run --protocol robustness alone)`);
+    }
+    const trRows = splitRows(set, 'train'), teRows = splitRows(set, 'test'), vaRows = splitRows(set, 'val');
+    if (trRows.length === 0) throw new UserError(`${set.dir}: no rows with split=train; kNN and linear probing need a training split`);
+    if (teRows.length === 0) throw new UserError(`${set.dir}: no rows with split=test; kNN and linear probing are scored on the test split`);
+    const yTr = labelsOf(set, trRows, classes, 'train split');
+    requireTwoClasses(set, yTr, classes, 'train split');
+    const yTe = labelsOf(set, teRows, classes, 'test split');
+    const yVa = vaRows.length > 0 ? labelsOf(set, vaRows, classes, 'val split') : undefined;
+    const train = selectRows(set, trRows), test = selectRows(set, teRows);
+    const val = yVa ? selectRows(set, vaRows) : undefined;
+    Object.assign(report.info, { n_train: train.n, n_test: test.n, ...(val ? { n_val: val.n } : {}) });
+    const ci = (metric: (rows: Int32Array) => number): Interval => bootstrapCi(test.n, metric, opts.bootstrap, opts.seed);
+    const pick = (y: Int32Array, rows: Int32Array) => Int32Array.from(rows, (r) => y[r]);
+
+    if (opts.protocols.includes('knn')) {
+      const tooBig = opts.ks.find((k) => k > train.n);
+      if (tooBig !== undefined) throw new UserError(`--k ${tooBig} is larger than the ${train.n} training samples of ${set.dir}; use a smaller k`);
+      log('knn.start', { set: set.dir, ks: opts.ks, vote: opts.vote, train: train.n, test: test.n });
+      const preds = knnClassify(train.features, train.n, yTr, test.features, test.n, set.d, K, opts.ks, opts.vote,
+        { onProgress: opts.progress?.('kNN search') });
+      const valPreds = val && yVa ? knnClassify(train.features, train.n, yTr, val.features, val.n, set.d, K, opts.ks, opts.vote) : undefined;
+      report.knn = {};
+      for (const k of opts.ks) {
+        const p = preds.get(k)!.pred;
+        const e: KnnEntry = { acc: accuracy(yTe, p), bacc: balancedAccuracy(yTe, p, K) };
+        if (valPreds && yVa) {
+          const pv = valPreds.get(k)!.pred;
+          e.val = { acc: accuracy(yVa, pv), bacc: balancedAccuracy(yVa, pv, K) };
+        }
+        if (opts.bootstrap > 0) {
+          e.ci = {
+            acc: ci((r) => accuracy(pick(yTe, r), pick(p, r))),
+            bacc: ci((r) => balancedAccuracy(pick(yTe, r), pick(p, r), K)),
+          };
+        }
+        report.knn[kKey(k)] = e;
+        log('knn.result', { set: set.dir, k, acc: e.acc, bacc: e.bacc });
+      }
+      if (valPreds) {
+        (report.selected ??= {}).knn = bestBy(opts.ks.map(kKey), (k) => report.knn![k].val?.bacc);
+      }
+    }
+
+    if (opts.protocols.includes('linear')) {
+      report.linear = {};
+      report.info.linear_fit = {};
+      const probas = new Map<number, Float64Array>();
+      for (const C of opts.Cs) {
+        log('linear.start', { set: set.dir, C, train: train.n, classes: K });
+        const model = fitLogistic(train.features, yTr, train.n, set.d, K, { C });
+        if (!model.converged) {
+          log('linear.not_converged', { set: set.dir, C, iterations: model.iterations, grad_max: model.gradMax });
+        }
+        const proba = predictProba(model, test.features, test.n);
+        probas.set(C, proba);
+        const pred = argmaxRows(proba, K);
+        const e: LinearEntry = { auc: rocAuc(yTe, proba, K), acc: accuracy(yTe, pred), bacc: balancedAccuracy(yTe, pred, K), f1: weightedF1(yTe, pred, K) };
+        if (val && yVa) {
+          const pv = predictProba(model, val.features, val.n);
+          const m = metricsOn(Int32Array.from({ length: val.n }, (_, i) => i), yVa, argmaxRows(pv, K), pv, K);
+          e.val = { auc: m.auc!, acc: m.acc, bacc: m.bacc, f1: m.f1 };
+        }
+        if (opts.bootstrap > 0) {
+          const samples = (metric: 'auc' | 'acc' | 'bacc' | 'f1') => ci((r) => metricsOn(r, yTe, pred, metric === 'auc' ? proba : undefined, K)[metric] ?? NaN);
+          e.ci = { auc: samples('auc'), acc: samples('acc'), bacc: samples('bacc'), f1: samples('f1') };
+        }
+        report.linear[cKey(C)] = e;
+        report.info.linear_fit[cKey(C)] = { iterations: model.iterations, converged: model.converged, grad_max: model.gradMax };
+        log('linear.result', { set: set.dir, C, auc: e.auc, acc: e.acc, bacc: e.bacc, f1: e.f1, iterations: model.iterations });
+      }
+      if (val) (report.selected ??= {}).linear = bestBy(opts.Cs.map(cKey), (c) => report.linear![c].val?.bacc);
+      const rocC = opts.Cs.find((C) => cKey(C) === report.selected?.linear) ?? opts.Cs[0];
+      const proba = probas.get(rocC)!;
+      const curves = (K === 2 ? [1] : classes.map((_, c) => c)).map((c) =>
+        rocCurve(Uint8Array.from(yTe, (v) => (v === c ? 1 : 0)), Float64Array.from({ length: test.n }, (_, i) => proba[i * K + c])));
+      roc = { C: rocC, classes: K === 2 ? [classes[1]] : classes, curves, auc: report.linear[cKey(rocC)].auc };
+    }
+  }
+
+  if (opts.protocols.includes('robustness')) {
+    const scope = set.meta.split ? 'test' : 'all';
+    const rows = splitRows(set, scope);
+    if (rows.length === 0) throw new UserError(`${set.dir}: no rows with split=test for the robustness index`);
+    for (const col of ['site', 'slide'] as const) {
+      const v = set.meta[col];
+      if (!v) throw new UserError(`${set.dir}: meta.csv has no '${col}' column; the robustness index needs the site and slide of every sample`);
+      const missing = rows.find((r) => v[r] === '');
+      if (missing !== undefined) throw new UserError(`${set.dir}: sample '${set.ids[missing]}' has no ${col}; the robustness index needs the site and slide of every evaluated sample`);
+    }
+    const y = labelsOf(set, rows, classes, scope === 'test' ? 'test split' : 'set');
+    const sub = selectRows(set, rows);
+    log('robustness.start', { set: set.dir, ks: opts.robustnessKs, rows: sub.n, scope });
+    const res = robustnessIndex(sub.features, sub.n, sub.d, y, codes(sub.meta.site!), codes(sub.meta.slide!), opts.robustnessKs,
+      { onProgress: opts.progress?.('robustness search') });
+    report.robustness = {};
+    for (const k of opts.robustnessKs) {
+      report.robustness[kKey(k)] = res.get(k)!;
+      log('robustness.result', { set: set.dir, k, ...res.get(k)! });
+    }
+    Object.assign(report.info, { robustness_rows: sub.n, robustness_scope: scope });
+  }
+  // Protocol results first, the info block last, so report.json reads in the order of the contract.
+  const { info, ...results } = report;
+  return { report: { ...results, info }, roc };
+}
