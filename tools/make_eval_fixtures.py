@@ -283,6 +283,10 @@ def main():
         "linear_debiased": gram_cka(a @ a.T, b @ b.T, debiased=True),
         "rbf": gram_cka(rbf_gram(a), rbf_gram(b)),
     }
+    # numpy's default (linear) percentile, used for bootstrap intervals.
+    vals = np.random.default_rng(7).random(37)
+    expected["percentile"] = {"values": vals.tolist(), "p2_5": float(np.percentile(vals, 2.5)),
+                              "p97_5": float(np.percentile(vals, 97.5)), "p50": float(np.percentile(vals, 50))}
     with open(os.path.join(OUT, "expected.json"), "w") as f:
         json.dump(expected, f, indent=1)
 
