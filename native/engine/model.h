@@ -2,12 +2,24 @@
 //
 // One implementation covers H-optimus-0 (timm vit_giant_patch14_reg4_dinov2), UNI2-h, Hibou-L/B (transformers
 // Dinov2WithRegisters) and the other supported names; see DESIGN.md "Model formats".
+//
+// A folder resolves to a ModelSpec (model_spec.cpp: config.json, preprocessor_config.json, the timm registry
+// defaults and the presets); the module (vit.h) is built from the spec with parameters named exactly as the
+// folder's checkpoint keys, so named_weights, strict loading and export need no key mapping.
+//
+// Usage:
+//   g2l::LoadedModel teacher = g2l::load_model("/models/h-optimus-0", "", at::Device("cuda:0"), at::kHalf);
+//   at::Tensor z = teacher.forward(images);  // (B,3,224,224) normalised -> (B,1536)
+//   g2l::LoadedModel student = g2l::load_model("/models/hibou-l", "hibou-l", at::kCPU, at::kFloat);
+//   g2l::export_model(student, "/runs/r1/student");  // same layout and config.json as the input folder
 #pragma once
 
 #include <torch/torch.h>
 
 #include <array>
+#include <functional>
 #include <map>
+#include <memory>
 #include <string>
 
 namespace g2l {
@@ -16,7 +28,10 @@ namespace g2l {
 struct ModelSpec {
   std::string family;   // e.g. "vit_giant_patch14_reg4_dinov2", "dinov2_with_registers"
   std::string layout;   // "timm" or "hf": the key names and config.json format of the folder
-  int64_t img_size = 224;
+  std::string preset;   // the preset applied ("" when none), e.g. "uni2-h"
+  std::string folder;   // where the weights are ("" for a preset without a folder, or a random model)
+  int64_t img_size = 224;           // the size the position embeddings were trained at (their grid * patch)
+  int64_t input_size = 224;         // the size images are resized to before embedding (preprocessing)
   int64_t patch_size = 14;
   int64_t embed_dim = 768;
   int64_t depth = 12;
@@ -24,15 +39,39 @@ struct ModelSpec {
   int64_t num_registers = 0;
   int64_t mlp_hidden = 3072;        // hidden width of the MLP (SwiGLU: width of each half)
   std::string mlp = "gelu";         // "gelu", "swiglu_packed" (timm fc1 -> silu(x1)*x2), "swiglu_hf" (weights_in/out)
-  double init_values = 0.0;         // LayerScale present when > 0 (or when the weights carry it)
+  double init_values = 0.0;         // LayerScale initial value (create_model), when layer_scale
   bool layer_scale = false;
   bool no_embed_class = false;      // timm: pos_embed covers the patches only
   bool qkv_fused = true;            // timm fused qkv; HF separate query/key/value
   bool qkv_bias = true;
   double norm_eps = 1e-6;
+  bool pos_antialias = true;        // resample position embeddings with antialiased bicubic (timm, HF with registers)
+  bool mask_token = false;          // HF: embeddings.mask_token is in the checkpoint (unused at inference)
+  int64_t num_classes = 0;          // timm: a classifier head in the checkpoint (kept, unused: embeddings are pre-logits)
   std::array<float, 3> mean{0.485f, 0.456f, 0.406f};
   std::array<float, 3> std{0.229f, 0.224f, 0.225f};
+  std::string config_json;          // the folder's config.json as read (exported unchanged); synthesised when empty
+  std::string preprocessor_json;    // HF preprocessor_config.json as read, when present
+
+  /** Tokens before the patches: class token and registers. */
+  int64_t prefix_tokens() const { return 1 + num_registers; }
+  /** Rows of the stored position embedding. */
+  int64_t pos_tokens() const;
+  /** One line for messages: "timm vit_giant_patch14_reg4_dinov2 (dim 1536, depth 40, heads 24, 4 registers)". */
+  std::string describe() const;
 };
+
+/** The presets known to the engine: h-optimus-0, hibou-l, hibou-b, uni2-h. */
+std::vector<std::string> preset_names();
+
+/**
+ * Resolves a folder and/or a preset to a spec without reading weights. With a folder: config.json (timm hub
+ * layout {architecture, model_args, pretrained_cfg} or transformers {model_type, ...}) over the registry defaults
+ * of the architecture, preprocessor_config.json for mean/std when present; the preset (given, or auto-detected
+ * from an incomplete config such as UNI2-h's) fills what config.json does not say. Throws g2l::Error with the
+ * folder and what to do when neither says enough.
+ */
+ModelSpec resolve_model_spec(const std::string& folder, const std::string& preset);
 
 /** The network: (B,3,H,W) normalised images -> (B,embed_dim) class token after the final norm. */
 class VisionTransformerImpl;
@@ -41,13 +80,26 @@ struct LoadedModel {
   ModelSpec spec;
   std::shared_ptr<torch::nn::Module> module;            // a VisionTransformerImpl
   std::function<at::Tensor(const at::Tensor&)> forward;  // (B,3,H,W) -> (B,D)
-  /** Checkpoint key -> parameter, in the folder's own layout (used by export and by weight-decay grouping). */
+  /**
+   * Checkpoint key -> tensor, in the folder's own layout (used by export and by weight-decay grouping). The
+   * trainable ones are module->parameters() (same tensors); checkpoint entries that the forward pass does not use
+   * (HF embeddings.mask_token, a timm classifier head) are module buffers, kept so that export writes them back.
+   */
   std::map<std::string, at::Tensor> named_weights;
+  /** Number of elements over named_weights, as timm / transformers count parameters. */
+  int64_t parameter_count() const;
 };
 
 /** Loads config + safetensors from a hub folder (or a preset), strict about keys and shapes. */
 LoadedModel load_model(const std::string& folder, const std::string& preset, at::Device device,
                        at::ScalarType dtype);
+
+/**
+ * Loads the weights of spec.folder into a model of `spec`: every missing, unexpected and mis-shaped key is listed
+ * in one g2l::Error before any tensor is allocated; stored F32/F16/BF16 are converted to `dtype` on the way to
+ * `device`.
+ */
+LoadedModel load_model(const ModelSpec& spec, at::Device device, at::ScalarType dtype);
 
 /** Builds a model with random weights (for benchmarks and the demo). */
 LoadedModel create_model(const ModelSpec& spec, at::Device device, at::ScalarType dtype, uint64_t seed);

@@ -1,0 +1,79 @@
+// g2l engine: teacher and student models behind an opaque handle (no torch headers), for the N-API addon and
+// C++ callers. One Model is a loaded ViT on one device in one dtype; embed() turns images into embeddings.
+//
+// Usage:
+//   auto enc = g2l::Model::load("/models/h-optimus-0", "", "cuda:0", "fp16");
+//   g2l::HostTensor tiles = g2l::HostTensor::borrow(g2l::DType::U8, {n, 224, 224, 3}, pixels);
+//   g2l::HostTensor z = enc->embed(tiles);  // float32 (n, 1536)
+//   enc->release();                         // frees the weights now rather than at the last reference
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "g2l/engine.h"
+
+namespace g2l {
+
+/** What a model is, as reported to users (Encoder.info). */
+struct ModelInfo {
+  std::string family;   // "vit_giant_patch14_reg4_dinov2", "dinov2_with_registers", ...
+  std::string layout;   // "timm" or "hf"
+  std::string preset;   // "" when none applied
+  std::string folder;
+  std::string mlp;      // "gelu", "swiglu_packed", "swiglu_hf"
+  int64_t dims = 0;     // embedding width
+  int64_t depth = 0;
+  int64_t num_heads = 0;
+  int64_t num_registers = 0;
+  int64_t patch_size = 0;
+  int64_t input_size = 0;  // px: uint8 images are resized to this
+  int64_t parameters = 0;
+  std::array<float, 3> mean{};
+  std::array<float, 3> std{};
+  std::string dtype;    // "fp32", "fp16", "bf16" (empty for describe())
+  std::string device;   // "cpu", "cuda:0" (empty for describe())
+};
+
+class Model {
+ public:
+  /** Loads a hub folder (timm or transformers layout) and/or a preset; dtype "fp32" | "fp16" | "bf16". */
+  static std::shared_ptr<Model> load(const std::string& folder, const std::string& preset, const std::string& device,
+                                     const std::string& dtype);
+  /** The architecture of a folder/preset with random weights (benchmarks, demos): no weights are read. */
+  static std::shared_ptr<Model> create_random(const std::string& folder, const std::string& preset,
+                                              const std::string& device, const std::string& dtype, uint64_t seed);
+  /** Resolves a folder/preset without reading or allocating weights (parameters counted from shapes). */
+  static ModelInfo describe(const std::string& folder, const std::string& preset);
+
+  ~Model();
+
+  const ModelInfo& info() const { return info_; }
+
+  /**
+   * images: uint8 (N,H,W,3) RGB, resized to info().input_size if needed (bicubic, antialiased), scaled to [0,1]
+   * and normalised with the model's mean/std; or float32 (N,3,H,W) already normalised, used as given (sizes other
+   * than the model's interpolate its position embeddings). Returns float32 (N,D) on the host.
+   */
+  HostTensor embed(const HostTensor& images) const;
+
+  /** Writes the model in its folder's layout (config.json + model.safetensors) to `folder`, atomically. */
+  void export_to(const std::string& folder) const;
+
+  /** Frees the weights now; later calls fail with a clear error. */
+  void release();
+
+  struct Impl;  // defined in the engine: only the static constructors above can build one
+  Model(std::unique_ptr<Impl> impl, ModelInfo info);
+
+ private:
+  std::unique_ptr<Impl> impl_;
+  ModelInfo info_;
+  mutable std::mutex mutex_;  // one forward at a time per model; release waits for it
+};
+
+}  // namespace g2l

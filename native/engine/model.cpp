@@ -1,0 +1,378 @@
+// Loading, creating and exporting models (model.h), and the handle the addon uses (g2l/models.h).
+#include "model.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "g2l/models.h"
+#include "model_json.h"
+#include "preprocess.h"
+#include "safetensors.h"
+#include "tensor_bridge.h"
+#include "vit.h"
+
+namespace fs = std::filesystem;
+
+namespace g2l {
+
+namespace {
+
+std::string shape_str(at::IntArrayRef s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? "," : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+std::string join_limited(const std::vector<std::string>& items, size_t limit = 12) {
+  std::string out;
+  for (size_t i = 0; i < items.size() && i < limit; ++i) out += (i ? ", " : "") + items[i];
+  if (items.size() > limit) out += ", ... and " + std::to_string(items.size() - limit) + " more";
+  return out;
+}
+
+LoadedModel wrap(std::shared_ptr<VisionTransformerImpl> vit) {
+  LoadedModel m;
+  m.spec = vit->spec();
+  m.named_weights = vit->named_weights();
+  VisionTransformerImpl* raw = vit.get();
+  m.module = vit;
+  // The module outlives the closure's uses: LoadedModel owns both.
+  m.forward = [raw](const at::Tensor& x) { return raw->forward(x); };
+  return m;
+}
+
+/** Compares the model's expected tensors with the files' and throws one error listing every difference. */
+void check_keys(const VisionTransformerImpl& shapes, const WeightFiles& files) {
+  std::vector<std::string> missing, unexpected, misshaped;
+  auto expected = shapes.named_weights();
+  for (const auto& [key, t] : expected) {
+    auto it = files.entries().find(key);
+    if (it == files.entries().end()) {
+      missing.push_back(key);
+    } else if (at::IntArrayRef(it->second.first->shape) != t.sizes()) {
+      misshaped.push_back(key + " (file " + shape_str(it->second.first->shape) + ", model " + shape_str(t.sizes()) + ")");
+    }
+  }
+  for (const auto& [key, e] : files.entries()) {
+    if (!expected.count(key)) unexpected.push_back(key);
+  }
+  if (missing.empty() && unexpected.empty() && misshaped.empty()) return;
+  std::ostringstream msg;
+  const ModelSpec& spec = shapes.spec();
+  msg << "the weights in " << files.describe() << " do not match " << spec.describe() << ": ";
+  std::vector<std::string> parts;
+  if (!missing.empty()) parts.push_back(std::to_string(missing.size()) + " missing (" + join_limited(missing) + ")");
+  if (!unexpected.empty()) parts.push_back(std::to_string(unexpected.size()) + " unexpected (" + join_limited(unexpected) + ")");
+  if (!misshaped.empty()) parts.push_back(std::to_string(misshaped.size()) + " mis-shaped (" + join_limited(misshaped) + ")");
+  for (size_t i = 0; i < parts.size(); ++i) msg << (i ? "; " : "") << parts[i];
+  msg << ". Check that config.json (or the preset";
+  if (!spec.preset.empty()) msg << " '" << spec.preset << "'";
+  msg << ") describes these weights";
+  throw Error(msg.str());
+}
+
+at::ScalarType parse_dtype(const std::string& s) {
+  if (s == "fp32" || s == "float32" || s == "float") return at::kFloat;
+  if (s == "fp16" || s == "float16" || s == "half") return at::kHalf;
+  if (s == "bf16" || s == "bfloat16") return at::kBFloat16;
+  throw Error("unknown dtype '" + s + "': use fp32, fp16 or bf16");
+}
+
+std::string dtype_label(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "fp32";
+    case at::kHalf: return "fp16";
+    case at::kBFloat16: return "bf16";
+    default: return c10::toString(t);
+  }
+}
+
+ModelInfo info_of(const ModelSpec& spec, int64_t parameters) {
+  ModelInfo i;
+  i.family = spec.family;
+  i.layout = spec.layout;
+  i.preset = spec.preset;
+  i.folder = spec.folder;
+  i.mlp = spec.mlp;
+  i.dims = spec.embed_dim;
+  i.depth = spec.depth;
+  i.num_heads = spec.num_heads;
+  i.num_registers = spec.num_registers;
+  i.patch_size = spec.patch_size;
+  i.input_size = spec.input_size;
+  i.parameters = parameters;
+  i.mean = spec.mean;
+  i.std = spec.std;
+  return i;
+}
+
+json::Value triple(const std::array<float, 3>& v) {
+  // Print the float32 values as the short decimals they came from (0.707223, not 0.70722299814).
+  json::Value a = json::Value::array();
+  for (float f : v) a.items().push_back(json::Value::number(std::stod(c10::str(f))));
+  return a;
+}
+
+/** config.json for a model that has none (a random model): what timm / transformers need to rebuild it. */
+std::string synthesize_config(const ModelSpec& spec) {
+  json::Value c = json::Value::object();
+  auto num = [](double d) { return json::Value::number(d); };
+  if (spec.layout == "timm") {
+    c.set("architecture", json::Value::string(spec.family));
+    c.set("num_classes", num(static_cast<double>(spec.num_classes)));
+    c.set("num_features", num(static_cast<double>(spec.embed_dim)));
+    c.set("global_pool", json::Value::string("token"));
+    json::Value a = json::Value::object();
+    a.set("img_size", num(static_cast<double>(spec.img_size)));
+    a.set("patch_size", num(static_cast<double>(spec.patch_size)));
+    a.set("embed_dim", num(static_cast<double>(spec.embed_dim)));
+    a.set("depth", num(static_cast<double>(spec.depth)));
+    a.set("num_heads", num(static_cast<double>(spec.num_heads)));
+    const double fc1 = static_cast<double>(spec.mlp == "gelu" ? spec.mlp_hidden : 2 * spec.mlp_hidden);
+    a.set("mlp_ratio", num(fc1 / static_cast<double>(spec.embed_dim)));
+    a.set("init_values", spec.layer_scale ? num(spec.init_values > 0 ? spec.init_values : 1e-5) : json::Value());
+    a.set("reg_tokens", num(static_cast<double>(spec.num_registers)));
+    a.set("no_embed_class", json::Value::boolean(spec.no_embed_class));
+    a.set("qkv_bias", json::Value::boolean(spec.qkv_bias));
+    // timm takes the SwiGLU layer as a class in code (mlp_layer=SwiGLUPacked, act_layer=SiLU), as UNI2-h's card
+    // shows; the name is recorded here for the engine, and for timm when the architecture's default has it.
+    if (spec.mlp == "swiglu_packed") {
+      a.set("mlp_layer", json::Value::string("swiglu_packed"));
+      a.set("act_layer", json::Value::string("silu"));
+    }
+    c.set("model_args", a);
+    json::Value p = json::Value::object();
+    json::Value input = json::Value::array({num(3), num(static_cast<double>(spec.input_size)), num(static_cast<double>(spec.input_size))});
+    p.set("input_size", input);
+    p.set("interpolation", json::Value::string("bicubic"));
+    p.set("crop_pct", num(1.0));
+    p.set("mean", triple(spec.mean));
+    p.set("std", triple(spec.std));
+    p.set("num_classes", num(static_cast<double>(spec.num_classes)));
+    c.set("pretrained_cfg", p);
+  } else {
+    const bool regs = spec.num_registers > 0;
+    c.set("architectures", json::Value::array({json::Value::string(regs ? "Dinov2WithRegistersModel" : "Dinov2Model")}));
+    c.set("model_type", json::Value::string(regs ? "dinov2_with_registers" : "dinov2"));
+    c.set("hidden_size", num(static_cast<double>(spec.embed_dim)));
+    c.set("num_hidden_layers", num(static_cast<double>(spec.depth)));
+    c.set("num_attention_heads", num(static_cast<double>(spec.num_heads)));
+    c.set("patch_size", num(static_cast<double>(spec.patch_size)));
+    c.set("image_size", num(static_cast<double>(spec.img_size)));
+    c.set("layer_norm_eps", num(spec.norm_eps));
+    c.set("layerscale_value", num(spec.init_values));
+    c.set("qkv_bias", json::Value::boolean(spec.qkv_bias));
+    c.set("use_swiglu_ffn", json::Value::boolean(spec.mlp == "swiglu_hf"));
+    if (spec.mlp == "gelu") c.set("mlp_ratio", num(static_cast<double>(spec.mlp_hidden) / static_cast<double>(spec.embed_dim)));
+    else c.set("mlp_ratio", num(4));  // transformers derives the SwiGLU width from hidden * mlp_ratio
+    if (regs) c.set("num_register_tokens", num(static_cast<double>(spec.num_registers)));
+    c.set("hidden_act", json::Value::string("gelu"));
+  }
+  return c.dump(2) + "\n";
+}
+
+std::string synthesize_preprocessor(const ModelSpec& spec) {
+  json::Value p = json::Value::object();
+  auto num = [](double d) { return json::Value::number(d); };
+  json::Value crop = json::Value::object();
+  crop.set("height", num(static_cast<double>(spec.input_size)));
+  crop.set("width", num(static_cast<double>(spec.input_size)));
+  p.set("crop_size", crop);
+  p.set("do_center_crop", json::Value::boolean(true));
+  p.set("do_normalize", json::Value::boolean(true));
+  p.set("do_rescale", json::Value::boolean(true));
+  p.set("do_resize", json::Value::boolean(true));
+  p.set("image_mean", triple(spec.mean));
+  p.set("image_std", triple(spec.std));
+  p.set("image_processor_type", json::Value::string("BitImageProcessor"));
+  p.set("resample", num(3));
+  p.set("rescale_factor", num(1.0 / 255.0));
+  json::Value size = json::Value::object();
+  size.set("shortest_edge", num(static_cast<double>(spec.input_size)));
+  p.set("size", size);
+  return p.dump(2) + "\n";
+}
+
+void write_text(const fs::path& p, const std::string& text) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  if (!out) throw Error("cannot write " + p.string() + ": check that the folder is writable");
+  out << text;
+  if (!out.flush()) throw Error("writing " + p.string() + " failed (disk full?)");
+}
+
+}  // namespace
+
+int64_t LoadedModel::parameter_count() const {
+  int64_t n = 0;
+  for (const auto& [k, t] : named_weights) n += t.numel();
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// load / create / export
+// ---------------------------------------------------------------------------------------------------------------
+LoadedModel load_model(const std::string& folder, const std::string& preset, at::Device device, at::ScalarType dtype) {
+  return load_model(resolve_model_spec(folder, preset), device, dtype);
+}
+
+LoadedModel load_model(const ModelSpec& spec, at::Device device, at::ScalarType dtype) {
+  return with_torch_errors([&] {
+    if (spec.folder.empty()) {
+      throw Error("preset '" + spec.preset + "' names an architecture but no weights: pass preset:" + spec.preset + ":<folder>");
+    }
+    WeightFiles files = WeightFiles::open(spec.folder);
+    // Shapes first, on the meta device: a mismatch fails before a byte is allocated or copied.
+    check_keys(VisionTransformerImpl(spec, at::TensorOptions().device(at::kMeta).dtype(dtype)), files);
+    auto vit = std::make_shared<VisionTransformerImpl>(spec, at::TensorOptions().device(device).dtype(dtype));
+    at::NoGradGuard no_grad;
+    for (auto& [key, t] : vit->named_weights()) {
+      // From the mapped file straight to the target: copy_ converts dtype and moves device in one call.
+      t.copy_(files.view(key), /*non_blocking=*/false);
+    }
+    return wrap(vit);
+  });
+}
+
+LoadedModel create_model(const ModelSpec& spec, at::Device device, at::ScalarType dtype, uint64_t seed) {
+  return with_torch_errors([&] {
+    auto vit = std::make_shared<VisionTransformerImpl>(spec, at::TensorOptions().device(device).dtype(dtype));
+    vit->init_random(seed);
+    return wrap(vit);
+  });
+}
+
+void export_model(const LoadedModel& model, const std::string& folder) {
+  with_torch_errors([&] {
+    fs::path target = fs::absolute(fs::path(folder));
+    if (target.filename().empty()) target = target.parent_path();
+    fs::create_directories(target.parent_path());
+    const std::string tag = "." + target.filename().string() + "." + std::to_string(::getpid()) + ".tmp";
+    fs::path tmp = target.parent_path() / tag;
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    try {
+      std::vector<std::pair<std::string, at::Tensor>> tensors(model.named_weights.begin(), model.named_weights.end());
+      write_safetensors((tmp / "model.safetensors").string(), tensors);
+      const ModelSpec& spec = model.spec;
+      write_text(tmp / "config.json", spec.config_json.empty() ? synthesize_config(spec) : spec.config_json);
+      if (spec.layout == "hf") {
+        write_text(tmp / "preprocessor_config.json",
+                   spec.preprocessor_json.empty() ? synthesize_preprocessor(spec) : spec.preprocessor_json);
+      }
+      fs::path old = target.parent_path() / (tag + ".old");
+      const bool had = fs::exists(target);
+      if (had) fs::rename(target, old);
+      fs::rename(tmp, target);
+      if (had) fs::remove_all(old);
+    } catch (...) {
+      std::error_code ec;
+      fs::remove_all(tmp, ec);
+      throw;
+    }
+    return 0;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The handle of g2l/models.h
+// ---------------------------------------------------------------------------------------------------------------
+struct Model::Impl {
+  LoadedModel model;
+  at::Device device{at::kCPU};
+  at::ScalarType dtype = at::kFloat;
+};
+
+Model::Model(std::unique_ptr<Impl> impl, ModelInfo info) : impl_(std::move(impl)), info_(std::move(info)) {}
+Model::~Model() = default;
+
+static std::shared_ptr<Model> make_model(LoadedModel m, at::Device device, at::ScalarType dtype) {
+  ModelInfo info = info_of(m.spec, m.parameter_count());
+  info.dtype = dtype_label(dtype);
+  info.device = device.str();
+  auto impl = std::make_unique<Model::Impl>();
+  impl->model = std::move(m);
+  impl->device = device;
+  impl->dtype = dtype;
+  impl->model.module->eval();
+  return std::make_shared<Model>(std::move(impl), std::move(info));
+}
+
+std::shared_ptr<Model> Model::load(const std::string& folder, const std::string& preset, const std::string& device,
+                                   const std::string& dtype) {
+  return with_torch_errors([&] {
+    at::Device dev = parse_device(device);
+    at::ScalarType dt = parse_dtype(dtype);
+    return make_model(load_model(folder, preset, dev, dt), dev, dt);
+  });
+}
+
+std::shared_ptr<Model> Model::create_random(const std::string& folder, const std::string& preset,
+                                            const std::string& device, const std::string& dtype, uint64_t seed) {
+  return with_torch_errors([&] {
+    at::Device dev = parse_device(device);
+    at::ScalarType dt = parse_dtype(dtype);
+    return make_model(create_model(resolve_model_spec(folder, preset), dev, dt, seed), dev, dt);
+  });
+}
+
+ModelInfo Model::describe(const std::string& folder, const std::string& preset) {
+  return with_torch_errors([&] {
+    ModelSpec spec = resolve_model_spec(folder, preset);
+    VisionTransformerImpl shapes(spec, at::TensorOptions().device(at::kMeta));
+    int64_t n = 0;
+    for (const auto& [k, t] : shapes.named_weights()) n += t.numel();
+    return info_of(spec, n);
+  });
+}
+
+HostTensor Model::embed(const HostTensor& images) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return with_torch_errors([&] {
+    if (!impl_) throw Error("embed: the model has been disposed");
+    const ModelSpec& spec = impl_->model.spec;
+    c10::InferenceMode inference;
+    at::Tensor x;
+    if (images.dtype == DType::U8) {
+      if (images.shape.size() != 4 || images.shape[3] != 3) {
+        throw Error("embed: uint8 images must have shape (N,H,W,3) (RGB), got " + shape_str(images.shape));
+      }
+      x = view_as_aten(images);
+      if (images.shape[0] == 0) return to_host(at::empty({0, spec.embed_dim}, at::kFloat));
+      if (!impl_->device.is_cpu()) x = x.to(impl_->device);
+      x = normalize_images(x, spec.mean, spec.std);  // (N,3,H,W) float32
+      if (x.size(2) != spec.input_size || x.size(3) != spec.input_size) {
+        x = at::_upsample_bicubic2d_aa(x, {spec.input_size, spec.input_size}, false, c10::nullopt, c10::nullopt);
+      }
+    } else if (images.dtype == DType::F32) {
+      if (images.shape.size() != 4 || images.shape[1] != 3) {
+        throw Error("embed: float32 images must have shape (N,3,H,W), normalised, got " + shape_str(images.shape));
+      }
+      if (images.shape[2] < spec.patch_size || images.shape[3] < spec.patch_size) {
+        throw Error("embed: images of " + std::to_string(images.shape[2]) + "x" + std::to_string(images.shape[3]) +
+                    " px are smaller than one " + std::to_string(spec.patch_size) + " px patch");
+      }
+      x = view_as_aten(images);
+      if (images.shape[0] == 0) return to_host(at::empty({0, spec.embed_dim}, at::kFloat));
+      x = x.to(impl_->device);
+    } else {
+      throw Error(std::string("embed: images must be uint8 (N,H,W,3) or float32 (N,3,H,W), got ") + dtype_name(images.dtype));
+    }
+    return to_host(impl_->model.forward(x.to(impl_->dtype)).to(at::kFloat));
+  });
+}
+
+void Model::export_to(const std::string& folder) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!impl_) throw Error("export: the model has been disposed");
+  export_model(impl_->model, folder);
+}
+
+void Model::release() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  impl_.reset();
+}
+
+}  // namespace g2l

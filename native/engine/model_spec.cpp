@@ -1,0 +1,540 @@
+// Model folder -> ModelSpec: the timm registry defaults, the hub config.json of either library, the presets.
+//
+// timm: a hub folder's config.json names a registered architecture and overrides its defaults with model_args
+// (timm.create_model(architecture, **model_args)); pretrained_cfg carries mean, std and input_size. transformers:
+// config.json holds every field of Dinov2Config / Dinov2WithRegistersConfig (defaults apply to absent ones), and
+// preprocessor_config.json holds mean and std. Presets carry what an official checkpoint's config.json leaves to
+// code (UNI2-h's SwiGLU layer and 8 registers are timm kwargs in its model card), and everything when a folder has
+// no config.json at all.
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <filesystem>
+#include <functional>
+#include <fstream>
+#include <sstream>
+
+#include "g2l/engine.h"
+#include "model.h"
+#include "model_json.h"
+
+namespace fs = std::filesystem;
+
+namespace g2l {
+
+namespace {
+
+constexpr std::array<float, 3> kImagenetMean{0.485f, 0.456f, 0.406f};
+constexpr std::array<float, 3> kImagenetStd{0.229f, 0.224f, 0.225f};
+constexpr std::array<float, 3> kInceptionMean{0.5f, 0.5f, 0.5f};
+constexpr std::array<float, 3> kInceptionStd{0.5f, 0.5f, 0.5f};
+// DESIGN.md "Method constants": the official model cards' normalisations.
+constexpr std::array<float, 3> kHoptimusMean{0.707223f, 0.578729f, 0.703617f};
+constexpr std::array<float, 3> kHoptimusStd{0.211883f, 0.230117f, 0.177517f};
+constexpr std::array<float, 3> kHibouMean{0.7068f, 0.5755f, 0.722f};
+constexpr std::array<float, 3> kHibouStd{0.195f, 0.2316f, 0.1816f};
+
+json::Value num(double d) { return json::Value::number(d); }
+json::Value str(const char* s) { return json::Value::string(s); }
+json::Value boolean(bool b) { return json::Value::boolean(b); }
+
+/** A timm registered architecture: the model_args of its entry function (timm/models/vision_transformer.py). */
+struct TimmArch {
+  const char* name;
+  int64_t patch, dim, depth, heads;
+  double mlp_ratio;
+  const char* mlp_layer;  // "mlp" or "swiglu_packed"
+  double init_values;     // 0: no LayerScale
+  int64_t reg_tokens;
+  bool no_embed_class;
+  int64_t img_size;       // the default pretrained_cfg's input size
+  bool imagenet_norm;     // default pretrained_cfg mean/std: ImageNet (DINOv2) or Inception (0.5)
+};
+
+const std::vector<TimmArch>& timm_registry() {
+  static const std::vector<TimmArch> r = {
+      {"vit_small_patch14_dinov2", 14, 384, 12, 6, 4.0, "mlp", 1e-5, 0, false, 518, true},
+      {"vit_base_patch14_dinov2", 14, 768, 12, 12, 4.0, "mlp", 1e-5, 0, false, 518, true},
+      {"vit_large_patch14_dinov2", 14, 1024, 24, 16, 4.0, "mlp", 1e-5, 0, false, 518, true},
+      {"vit_giant_patch14_dinov2", 14, 1536, 40, 24, 2.66667 * 2, "swiglu_packed", 1e-5, 0, false, 518, true},
+      {"vit_small_patch14_reg4_dinov2", 14, 384, 12, 6, 4.0, "mlp", 1e-5, 4, true, 518, true},
+      {"vit_base_patch14_reg4_dinov2", 14, 768, 12, 12, 4.0, "mlp", 1e-5, 4, true, 518, true},
+      {"vit_large_patch14_reg4_dinov2", 14, 1024, 24, 16, 4.0, "mlp", 1e-5, 4, true, 518, true},
+      {"vit_giant_patch14_reg4_dinov2", 14, 1536, 40, 24, 2.66667 * 2, "swiglu_packed", 1e-5, 4, true, 518, true},
+      {"vit_small_patch16_224", 16, 384, 12, 6, 4.0, "mlp", 0, 0, false, 224, false},
+      {"vit_base_patch16_224", 16, 768, 12, 12, 4.0, "mlp", 0, 0, false, 224, false},
+      {"vit_large_patch16_224", 16, 1024, 24, 16, 4.0, "mlp", 0, 0, false, 224, false},
+      {"vit_huge_patch14_224", 14, 1280, 32, 16, 4.0, "mlp", 0, 0, false, 224, false},
+      {"vit_giant_patch14_224", 14, 1408, 40, 16, 48.0 / 11.0, "mlp", 0, 0, false, 224, false},
+  };
+  return r;
+}
+
+/** A preset: a config.json (in the folder's layout) whose values the folder's own config.json overrides. */
+struct Preset {
+  const char* name;
+  const char* layout;
+  std::function<json::Value()> config;
+  std::array<float, 3> mean, std;
+  const char* about;
+};
+
+const std::vector<Preset>& presets() {
+  static const std::vector<Preset> p = {
+      {"h-optimus-0", "timm",
+       [] {
+         json::Value c = json::Value::object();
+         c.set("architecture", str("vit_giant_patch14_reg4_dinov2"));
+         c.set("num_classes", num(0));
+         json::Value a = json::Value::object();
+         a.set("img_size", num(224));
+         a.set("init_values", num(1e-5));
+         a.set("dynamic_img_size", boolean(false));
+         c.set("model_args", a);
+         return c;
+       },
+       kHoptimusMean, kHoptimusStd, "Bioptimus H-optimus-0, timm ViT-g/14, 4 registers, packed SwiGLU"},
+      {"uni2-h", "timm",
+       [] {
+         // The model card's timm_kwargs: its config.json names vit_giant_patch14_224 but not the SwiGLU layer.
+         json::Value c = json::Value::object();
+         c.set("architecture", str("vit_giant_patch14_224"));
+         c.set("num_classes", num(0));
+         json::Value a = json::Value::object();
+         a.set("img_size", num(224));
+         a.set("patch_size", num(14));
+         a.set("depth", num(24));
+         a.set("num_heads", num(24));
+         a.set("init_values", num(1e-5));
+         a.set("embed_dim", num(1536));
+         a.set("mlp_ratio", num(2.66667 * 2));
+         a.set("no_embed_class", boolean(true));
+         a.set("mlp_layer", str("swiglu_packed"));
+         a.set("act_layer", str("silu"));
+         a.set("reg_tokens", num(8));
+         a.set("dynamic_img_size", boolean(true));
+         c.set("model_args", a);
+         return c;
+       },
+       kImagenetMean, kImagenetStd, "MahmoodLab UNI2-h, timm ViT-H/14-like (dim 1536, depth 24), 8 registers, packed SwiGLU"},
+      {"hibou-l", "hf",
+       [] {
+         json::Value c = json::Value::object();
+         c.set("model_type", str("dinov2_with_registers"));
+         c.set("hidden_size", num(1024));
+         c.set("num_hidden_layers", num(24));
+         c.set("num_attention_heads", num(16));
+         c.set("mlp_ratio", num(4));
+         c.set("use_swiglu_ffn", boolean(true));
+         c.set("num_register_tokens", num(4));
+         c.set("image_size", num(224));
+         c.set("patch_size", num(14));
+         c.set("layer_norm_eps", num(1e-6));
+         c.set("layerscale_value", num(1e-5));
+         return c;
+       },
+       kHibouMean, kHibouStd, "HistAI Hibou-L, DINOv2 ViT-L/14 with 4 registers and SwiGLU"},
+      {"hibou-b", "hf",
+       [] {
+         json::Value c = json::Value::object();
+         c.set("model_type", str("dinov2_with_registers"));
+         c.set("hidden_size", num(768));
+         c.set("num_hidden_layers", num(12));
+         c.set("num_attention_heads", num(12));
+         c.set("mlp_ratio", num(4));
+         c.set("use_swiglu_ffn", boolean(true));
+         c.set("num_register_tokens", num(4));
+         c.set("image_size", num(224));
+         c.set("patch_size", num(14));
+         c.set("layer_norm_eps", num(1e-6));
+         c.set("layerscale_value", num(1e-5));
+         return c;
+       },
+       kHibouMean, kHibouStd, "HistAI Hibou-B, DINOv2 ViT-B/14 with 4 registers and SwiGLU"},
+  };
+  return p;
+}
+
+std::string known_presets() {
+  std::string s;
+  for (const auto& p : presets()) s += (s.empty() ? "" : ", ") + std::string(p.name);
+  return s;
+}
+
+std::string known_timm() {
+  std::string s;
+  for (const auto& a : timm_registry()) s += (s.empty() ? "" : ", ") + std::string(a.name);
+  return s;
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) throw Error("cannot read " + p.string() + ": check its permissions");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+/** Overlays `top` onto `base` (one level, plus model_args one level deeper). */
+json::Value overlay(json::Value base, const json::Value& top) {
+  for (const auto& [k, v] : top.members()) {
+    const json::Value* b = base.find(k);
+    if (k == "model_args" && b && b->is_object() && v.is_object()) {
+      json::Value merged = *b;
+      for (const auto& [mk, mv] : v.members()) merged.set(mk, mv);
+      base.set(k, merged);
+    } else {
+      base.set(k, v);
+    }
+  }
+  return base;
+}
+
+// Typed reads that name the file and key on a wrong type.
+struct Reader {
+  const json::Value& obj;
+  std::string where;
+
+  const json::Value* get(const std::string& key) const {
+    const json::Value* v = obj.find(key);
+    return v && !v->is_null() ? v : nullptr;
+  }
+  double number(const std::string& key, double fallback) const {
+    const json::Value* v = get(key);
+    if (!v) return fallback;
+    if (!v->is_number()) throw Error(where + ": '" + key + "' must be a number");
+    return v->as_number();
+  }
+  int64_t integer(const std::string& key, int64_t fallback) const {
+    const json::Value* v = get(key);
+    if (!v) return fallback;
+    if (v->is_array() && !v->items().empty() && v->items()[0].is_number()) {
+      // image_size / patch_size / img_size may be [h, w]: the engine supports square grids.
+      const auto& items = v->items();
+      if (items.size() == 2 && items[0].as_number() != items[1].as_number()) {
+        throw Error(where + ": '" + key + "' is not square; the engine supports square sizes only");
+      }
+      return static_cast<int64_t>(items.back().as_number());
+    }
+    if (!v->is_number() || v->as_number() != std::floor(v->as_number())) {
+      throw Error(where + ": '" + key + "' must be an integer");
+    }
+    return static_cast<int64_t>(v->as_number());
+  }
+  bool flag(const std::string& key, bool fallback) const {
+    const json::Value* v = get(key);
+    if (!v) return fallback;
+    if (!v->is_bool()) throw Error(where + ": '" + key + "' must be true or false");
+    return v->as_bool();
+  }
+  std::string text(const std::string& key, const std::string& fallback) const {
+    const json::Value* v = get(key);
+    if (!v) return fallback;
+    if (!v->is_string()) throw Error(where + ": '" + key + "' must be a string");
+    return v->as_string();
+  }
+  bool triple(const std::string& key, std::array<float, 3>& out) const {
+    const json::Value* v = get(key);
+    if (!v) return false;
+    if (!v->is_array() || v->items().size() != 3) throw Error(where + ": '" + key + "' must be a list of 3 numbers");
+    for (int i = 0; i < 3; ++i) out[i] = static_cast<float>(v->items()[i].as_number());
+    return true;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// timm
+// ---------------------------------------------------------------------------------------------------------------
+void resolve_timm(const json::Value& config, const std::string& where, ModelSpec& spec) {
+  Reader root{config, where};
+  std::string arch = root.text("architecture", "");
+  if (arch.empty()) throw Error(where + ": no \"architecture\" (a timm model name) in the timm config");
+  const TimmArch* reg = nullptr;
+  for (const auto& a : timm_registry()) {
+    if (arch == a.name) reg = &a;
+  }
+  if (!reg) {
+    throw Error(where + ": timm architecture '" + arch + "' is not supported; supported: " + known_timm());
+  }
+  static const json::Value empty = json::Value::object();
+  const json::Value* args_v = root.get("model_args");
+  Reader args{args_v ? *args_v : empty, where + " model_args"};
+
+  // Arguments that change nothing the engine computes, or that it supports only at their default.
+  static const std::vector<std::string> known = {
+      "img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "init_values",
+      "reg_tokens", "no_embed_class", "class_token", "global_pool", "num_classes", "mlp_layer", "act_layer",
+      "dynamic_img_size", "dynamic_img_pad", "in_chans", "drop_rate", "pos_drop_rate", "patch_drop_rate",
+      "proj_drop_rate", "attn_drop_rate", "drop_path_rate", "weight_init", "fix_init", "pre_norm", "fc_norm",
+      "qk_norm", "pos_embed", "num_features"};
+  if (args_v) {
+    for (const auto& [k, v] : args_v->members()) {
+      if (std::find(known.begin(), known.end(), k) == known.end()) {
+        throw Error(where + ": model_args '" + k + "' is not supported by the engine's ViT; remove it if it does not "
+                    "change the architecture, or open an issue with the model's name");
+      }
+    }
+  }
+  if (!args.flag("class_token", true)) throw Error(where + ": class_token false is not supported (embeddings are the class token)");
+  if (args.flag("pre_norm", false)) throw Error(where + ": pre_norm is not supported");
+  if (args.flag("qk_norm", false)) throw Error(where + ": qk_norm is not supported");
+  if (args.flag("dynamic_img_pad", false)) throw Error(where + ": dynamic_img_pad is not supported");
+  if (args.integer("in_chans", 3) != 3) throw Error(where + ": in_chans must be 3 (RGB)");
+  if (args.text("pos_embed", "learn") != "learn") throw Error(where + ": only learned position embeddings are supported");
+  if (const json::Value* fc = args.get("fc_norm"); fc && fc->is_bool() && fc->as_bool()) {
+    throw Error(where + ": fc_norm is not supported (embeddings are the class token after the final norm)");
+  }
+  std::string pool = args.text("global_pool", root.text("global_pool", "token"));
+  if (pool != "token") {
+    throw Error(where + ": global_pool '" + pool + "' is not supported; the engine embeds with the class token ('token')");
+  }
+
+  spec.layout = "timm";
+  spec.family = arch;
+  spec.patch_size = args.integer("patch_size", reg->patch);
+  spec.embed_dim = args.integer("embed_dim", reg->dim);
+  spec.depth = args.integer("depth", reg->depth);
+  spec.num_heads = args.integer("num_heads", reg->heads);
+  double mlp_ratio = args.number("mlp_ratio", reg->mlp_ratio);
+  std::string mlp_layer = args.text("mlp_layer", reg->mlp_layer);
+  for (auto& c : mlp_layer) c = static_cast<char>(std::tolower(c));
+  if (mlp_layer == "swiglupacked" || mlp_layer == "timm.layers.swiglupacked") mlp_layer = "swiglu_packed";
+  std::string act = args.text("act_layer", mlp_layer == "swiglu_packed" ? "silu" : "gelu");
+  // timm's Mlp / GluMlp: hidden_features = int(dim * mlp_ratio); GluMlp's fc2 takes half of it.
+  int64_t hidden = static_cast<int64_t>(static_cast<double>(spec.embed_dim) * mlp_ratio);
+  if (mlp_layer == "swiglu_packed") {
+    if (act != "silu" && act != "swish") throw Error(where + ": SwiGLU with act_layer '" + act + "' is not supported");
+    spec.mlp = "swiglu_packed";
+    spec.mlp_hidden = hidden / 2;
+  } else if (mlp_layer == "mlp") {
+    if (act != "gelu") throw Error(where + ": Mlp with act_layer '" + act + "' is not supported (GELU only)");
+    spec.mlp = "gelu";
+    spec.mlp_hidden = hidden;
+  } else {
+    throw Error(where + ": mlp_layer '" + mlp_layer + "' is not supported (Mlp with GELU, or swiglu_packed)");
+  }
+  const json::Value* iv = args_v ? args_v->find("init_values") : nullptr;
+  if (iv && !iv->is_null()) {
+    spec.init_values = args.number("init_values", 0);
+    spec.layer_scale = true;
+  } else if (!iv) {
+    spec.init_values = reg->init_values;
+    spec.layer_scale = reg->init_values > 0;
+  } else {
+    spec.layer_scale = false;  // init_values: null disables LayerScale
+  }
+  spec.num_registers = args.integer("reg_tokens", reg->reg_tokens);
+  spec.no_embed_class = args.flag("no_embed_class", reg->no_embed_class);
+  spec.qkv_bias = args.flag("qkv_bias", true);
+  spec.qkv_fused = true;
+  spec.norm_eps = 1e-6;
+  spec.pos_antialias = true;  // timm resample_abs_pos_embed: bicubic, antialias=True
+  spec.mask_token = false;
+  spec.num_classes = args.integer("num_classes", root.integer("num_classes", 0));
+
+  // Image size: model_args, else the pretrained_cfg's fixed input size, else the registry's default cfg.
+  static const json::Value empty_cfg = json::Value::object();
+  const json::Value* pcfg_v = root.get("pretrained_cfg");
+  Reader pcfg{pcfg_v ? *pcfg_v : empty_cfg, where + " pretrained_cfg"};
+  int64_t cfg_input = reg->img_size;
+  if (const json::Value* is = pcfg.get("input_size"); is && is->is_array() && is->items().size() == 3) {
+    cfg_input = static_cast<int64_t>(is->items()[2].as_number());
+    if (is->items()[1].as_number() != is->items()[2].as_number()) throw Error(where + ": non-square input_size is not supported");
+  }
+  spec.img_size = args.integer("img_size", cfg_input);
+  spec.input_size = pcfg_v && pcfg.get("input_size") ? cfg_input : spec.img_size;
+  spec.mean = reg->imagenet_norm ? kImagenetMean : kInceptionMean;
+  spec.std = reg->imagenet_norm ? kImagenetStd : kInceptionStd;
+  pcfg.triple("mean", spec.mean);
+  pcfg.triple("std", spec.std);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// transformers
+// ---------------------------------------------------------------------------------------------------------------
+void resolve_hf(const json::Value& config, const std::string& where, ModelSpec& spec) {
+  Reader c{config, where};
+  std::string type = c.text("model_type", "");
+  if (type != "dinov2" && type != "dinov2_with_registers") {
+    throw Error(where + ": model_type '" + type + "' is not supported; supported: dinov2, dinov2_with_registers "
+                "(transformers layout) or a timm hub config with \"architecture\"");
+  }
+  const bool with_registers = type == "dinov2_with_registers";
+  spec.layout = "hf";
+  spec.family = type;
+  spec.embed_dim = c.integer("hidden_size", 768);
+  spec.depth = c.integer("num_hidden_layers", 12);
+  spec.num_heads = c.integer("num_attention_heads", 12);
+  spec.patch_size = c.integer("patch_size", with_registers ? 16 : 14);
+  spec.img_size = c.integer("image_size", 224);
+  if (c.integer("num_channels", 3) != 3) throw Error(where + ": num_channels must be 3 (RGB)");
+  spec.qkv_bias = c.flag("qkv_bias", true);
+  spec.qkv_fused = false;
+  spec.norm_eps = c.number("layer_norm_eps", 1e-6);
+  spec.layer_scale = true;  // Dinov2Layer always has layer_scale1/2
+  spec.init_values = c.number("layerscale_value", 1.0);
+  // Registers: Dinov2WithRegisters (default 4); plain dinov2 configs that carry them (Hibou's remote code) too.
+  spec.num_registers = c.integer("num_register_tokens", with_registers ? 4 : 0);
+  spec.no_embed_class = false;
+  // transformers' Dinov2 interpolates with plain bicubic; Dinov2WithRegisters with antialias=True.
+  spec.pos_antialias = with_registers || spec.num_registers > 0;
+  spec.mask_token = with_registers ? true : c.flag("use_mask_token", true);
+  spec.num_classes = 0;
+  double mlp_ratio = c.number("mlp_ratio", 4);
+  int64_t hidden = static_cast<int64_t>(static_cast<double>(spec.embed_dim) * mlp_ratio);
+  if (c.flag("use_swiglu_ffn", false)) {
+    // Dinov2SwiGLUFFN: hidden = (int(hidden * 2 / 3) + 7) // 8 * 8; weights_in is 2 * hidden wide.
+    spec.mlp = "swiglu_hf";
+    spec.mlp_hidden = (static_cast<int64_t>(static_cast<double>(hidden) * 2.0 / 3.0) + 7) / 8 * 8;
+  } else {
+    std::string act = c.text("hidden_act", "gelu");
+    if (act != "gelu") throw Error(where + ": hidden_act '" + act + "' is not supported (gelu only)");
+    spec.mlp = "gelu";
+    spec.mlp_hidden = hidden;
+  }
+  spec.input_size = spec.img_size;
+  spec.mean = kImagenetMean;
+  spec.std = kImagenetStd;
+}
+
+void apply_preprocessor(const json::Value& pre, const std::string& where, ModelSpec& spec) {
+  Reader p{pre, where};
+  p.triple("image_mean", spec.mean);
+  p.triple("image_std", spec.std);
+  if (const json::Value* crop = p.get("crop_size"); crop && p.flag("do_center_crop", true)) {
+    if (crop->is_object()) {
+      Reader cr{*crop, where + " crop_size"};
+      spec.input_size = cr.integer("height", spec.input_size);
+    } else if (crop->is_number()) {
+      spec.input_size = static_cast<int64_t>(crop->as_number());
+    }
+  }
+}
+
+/** Presets whose config.json is incomplete without them, recognised from that config (UNI2-h). */
+std::string detect_preset(const json::Value& config) {
+  Reader r{config, ""};
+  if (r.text("architecture", "") == "vit_giant_patch14_224") {
+    const json::Value* args = config.find("model_args");
+    if (args && args->is_object()) {
+      Reader a{*args, ""};
+      if (a.integer("reg_tokens", 0) == 8 && !a.get("mlp_layer")) return "uni2-h";
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+std::vector<std::string> preset_names() {
+  std::vector<std::string> names;
+  for (const auto& p : presets()) names.emplace_back(p.name);
+  return names;
+}
+
+int64_t ModelSpec::pos_tokens() const {
+  int64_t grid = img_size / patch_size;
+  if (layout == "hf") return grid * grid + 1;
+  return grid * grid + (no_embed_class ? 0 : prefix_tokens());
+}
+
+std::string ModelSpec::describe() const {
+  std::ostringstream s;
+  s << layout << " " << family << " (dim " << embed_dim << ", depth " << depth << ", heads " << num_heads << ", patch "
+    << patch_size;
+  if (num_registers) s << ", " << num_registers << " registers";
+  s << ", " << (mlp == "gelu" ? "GELU MLP" : "SwiGLU") << ")";
+  return s.str();
+}
+
+ModelSpec resolve_model_spec(const std::string& folder, const std::string& preset_name) {
+  const Preset* preset = nullptr;
+  if (!preset_name.empty()) {
+    for (const auto& p : presets()) {
+      if (preset_name == p.name) preset = &p;
+    }
+    if (!preset) throw Error("unknown preset '" + preset_name + "': known presets are " + known_presets());
+  }
+  json::Value config;
+  bool has_config = false;
+  std::string where = "preset " + preset_name;
+  if (!folder.empty()) {
+    if (!fs::is_directory(folder)) {
+      throw Error("model folder " + folder + " does not exist or is not a folder: pass the folder that holds config.json and model.safetensors");
+    }
+    fs::path cfg = fs::path(folder) / "config.json";
+    if (fs::exists(cfg)) {
+      config = json::parse_file(cfg.string());
+      if (!config.is_object()) throw Error(cfg.string() + " is not a JSON object");
+      has_config = true;
+      where = cfg.string();
+    } else if (!preset) {
+      throw Error(folder + " has no config.json and no preset was given: pass --model preset:<name>:" + folder +
+                  " (presets: " + known_presets() + "), or put the model's config.json next to its weights");
+    }
+  } else if (!preset) {
+    throw Error("no model folder and no preset given: pass a model folder, or preset:<name>[:<folder>]");
+  }
+
+  std::string detected;
+  if (!preset && has_config) {
+    detected = detect_preset(config);
+    for (const auto& p : presets()) {
+      if (detected == p.name) preset = &p;
+    }
+  }
+
+  // The layout is the config's own; a preset of the other layout cannot describe these weights.
+  std::string layout = has_config ? (config.has("architecture") ? "timm" : config.has("model_type") ? "hf" : "") : preset->layout;
+  if (layout.empty()) {
+    throw Error(where + " is neither a timm hub config (no \"architecture\") nor a transformers config (no \"model_type\")" +
+                (preset ? "" : ": pass a preset (" + known_presets() + ")"));
+  }
+  if (preset && layout != preset->layout) {
+    throw Error(where + " is a " + layout + " config but preset '" + preset->name + "' describes a " + preset->layout +
+                " folder: drop the preset or use the folder of the model it names");
+  }
+  json::Value merged = preset ? preset->config() : json::Value::object();
+  if (has_config) merged = overlay(merged, config);
+
+  ModelSpec spec;
+  if (layout == "timm") {
+    resolve_timm(merged, where, spec);
+  } else {
+    resolve_hf(merged, where, spec);
+  }
+  // Normalisation: a preset's official values unless the folder's own files say otherwise.
+  if (preset) {
+    const bool cfg_has_norm = has_config && layout == "timm" && config.find("pretrained_cfg") &&
+                              config.find("pretrained_cfg")->has("mean");
+    if (!cfg_has_norm) {
+      spec.mean = preset->mean;
+      spec.std = preset->std;
+    }
+  }
+  if (!folder.empty()) {
+    fs::path pre = fs::path(folder) / "preprocessor_config.json";
+    if (layout == "hf" && fs::exists(pre)) {
+      spec.preprocessor_json = read_text(pre);
+      apply_preprocessor(json::parse(spec.preprocessor_json, pre.string()), pre.string(), spec);
+    }
+    if (has_config) spec.config_json = read_text(fs::path(folder) / "config.json");
+  }
+  spec.preset = preset ? preset->name : "";
+  spec.folder = folder;
+
+  if (spec.embed_dim % spec.num_heads != 0) {
+    throw Error(where + ": embedding dim " + std::to_string(spec.embed_dim) + " is not divisible by " +
+                std::to_string(spec.num_heads) + " heads");
+  }
+  if (spec.patch_size <= 0 || spec.img_size % spec.patch_size != 0) {
+    throw Error(where + ": image size " + std::to_string(spec.img_size) + " is not a multiple of patch size " +
+                std::to_string(spec.patch_size));
+  }
+  for (float s : spec.std) {
+    if (!(s > 0)) throw Error(where + ": std must be positive");
+  }
+  return spec;
+}
+
+}  // namespace g2l

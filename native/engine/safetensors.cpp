@@ -1,0 +1,256 @@
+// safetensors reader (mmap) and writer; see safetensors.h. Every check names the file, and a file cut short names
+// the byte where it ends and the byte the header says it should reach, which is what a user needs to decide to
+// download it again.
+#include "safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "g2l/engine.h"
+#include "model_json.h"
+
+namespace fs = std::filesystem;
+
+namespace g2l {
+
+static const std::map<std::string, std::pair<at::ScalarType, size_t>>& stored_dtypes() {
+  static const std::map<std::string, std::pair<at::ScalarType, size_t>> m = {
+      {"F64", {at::kDouble, 8}}, {"F32", {at::kFloat, 4}}, {"F16", {at::kHalf, 2}}, {"BF16", {at::kBFloat16, 2}},
+      {"I64", {at::kLong, 8}},   {"I32", {at::kInt, 4}},   {"I16", {at::kShort, 2}}, {"I8", {at::kChar, 1}},
+      {"U8", {at::kByte, 1}},    {"BOOL", {at::kBool, 1}},
+  };
+  return m;
+}
+
+std::string safetensors_dtype_name(at::ScalarType type) {
+  for (const auto& [name, t] : stored_dtypes()) {
+    if (t.first == type) return name;
+  }
+  throw Error(std::string("safetensors: cannot store dtype ") + c10::toString(type));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Reading
+// ---------------------------------------------------------------------------------------------------------------
+SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error("cannot open " + path + ": " + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    throw Error("cannot stat " + path + ": " + std::strerror(errno));
+  }
+  size_ = static_cast<size_t>(st.st_size);
+  if (size_ < 8) {
+    ::close(fd);
+    throw Error(path + " is truncated: it ends at byte " + std::to_string(size_) +
+                ", before the end of the 8-byte header length: download it again");
+  }
+  map_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (map_ == MAP_FAILED) {
+    map_ = nullptr;
+    throw Error("cannot map " + path + ": " + std::strerror(errno));
+  }
+  try {
+    const auto* bytes = static_cast<const uint8_t*>(map_);
+    uint64_t header_len = 0;
+    for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | bytes[i];
+    if (header_len > 100u * 1024 * 1024) {
+      throw Error(path + " is not a safetensors file (its header length field reads " + std::to_string(header_len) +
+                  " bytes): check the file, or download it again");
+    }
+    if (8 + header_len > size_) {
+      throw Error(path + " is truncated: it ends at byte " + std::to_string(size_) + " but its header runs to byte " +
+                  std::to_string(8 + header_len) + ": download it again");
+    }
+    json::Value header =
+        json::parse(std::string(reinterpret_cast<const char*>(bytes + 8), header_len), path + " (safetensors header)");
+    if (!header.is_object()) throw Error(path + ": the safetensors header is not a JSON object");
+    const uint64_t data_start = 8 + header_len;
+    uint64_t needed_end = data_start;
+    std::string last_key;
+    for (const auto& [key, v] : header.members()) {
+      if (key == "__metadata__") {
+        for (const auto& [mk, mv] : v.members()) {
+          if (mv.is_string()) metadata_[mk] = mv.as_string();
+        }
+        continue;
+      }
+      const json::Value* dt = v.find("dtype");
+      const json::Value* shape = v.find("shape");
+      const json::Value* offsets = v.find("data_offsets");
+      if (!dt || !dt->is_string() || !shape || !shape->is_array() || !offsets || !offsets->is_array() ||
+          offsets->items().size() != 2) {
+        throw Error(path + ": header entry '" + key + "' lacks dtype, shape or data_offsets: the file is damaged");
+      }
+      auto found = stored_dtypes().find(dt->as_string());
+      if (found == stored_dtypes().end()) {
+        throw Error(path + ": tensor '" + key + "' has dtype " + dt->as_string() +
+                    ", which the engine does not read (F32, F16, BF16 and F64 are read for weights)");
+      }
+      SafetensorsEntry e;
+      e.key = key;
+      e.dtype_name = dt->as_string();
+      e.dtype = found->second.first;
+      int64_t numel = 1;
+      for (const auto& d : shape->items()) {
+        if (!d.is_number() || d.as_number() < 0) throw Error(path + ": tensor '" + key + "' has a bad shape");
+        e.shape.push_back(static_cast<int64_t>(d.as_number()));
+        numel *= e.shape.back();
+      }
+      uint64_t begin = static_cast<uint64_t>(offsets->items()[0].as_number());
+      uint64_t end = static_cast<uint64_t>(offsets->items()[1].as_number());
+      if (end < begin || end - begin != static_cast<uint64_t>(numel) * found->second.second) {
+        throw Error(path + ": tensor '" + key + "' spans " + std::to_string(end - begin) + " bytes but its shape and dtype need " +
+                    std::to_string(static_cast<uint64_t>(numel) * found->second.second) + ": the file is damaged");
+      }
+      e.file_begin = data_start + begin;
+      e.file_end = data_start + end;
+      if (e.file_end > needed_end) {
+        needed_end = e.file_end;
+        last_key = key;
+      }
+      entries_.emplace(key, std::move(e));
+    }
+    if (needed_end > size_) {
+      // Name the first tensor the cut reaches, so the message says what is lost, not only where.
+      const SafetensorsEntry* first_cut = nullptr;
+      for (const auto& [k, e] : entries_) {
+        if (e.file_end > size_ && (!first_cut || e.file_begin < first_cut->file_begin)) first_cut = &e;
+      }
+      throw Error(path + " is truncated: the file ends at byte " + std::to_string(size_) + " but its header says the data runs to byte " +
+                  std::to_string(needed_end) + " (tensor '" + first_cut->key + "' needs bytes " +
+                  std::to_string(first_cut->file_begin) + " to " + std::to_string(first_cut->file_end) +
+                  "): download it again");
+    }
+  } catch (...) {
+    ::munmap(map_, size_);
+    map_ = nullptr;
+    throw;
+  }
+}
+
+SafetensorsFile::~SafetensorsFile() {
+  if (map_) ::munmap(map_, size_);
+}
+
+at::Tensor SafetensorsFile::view(const SafetensorsEntry& e) const {
+  void* p = static_cast<uint8_t*>(map_) + e.file_begin;
+  // The map is read-only: the view is only ever a copy source.
+  return at::from_blob(p, e.shape, at::TensorOptions().dtype(e.dtype));
+}
+
+WeightFiles WeightFiles::open(const std::string& folder) {
+  WeightFiles w;
+  fs::path dir(folder);
+  fs::path single = dir / "model.safetensors";
+  fs::path index = dir / "model.safetensors.index.json";
+  auto add = [&w](const std::shared_ptr<SafetensorsFile>& f, const std::string* only = nullptr) {
+    for (const auto& [k, e] : f->entries()) {
+      if (only && k != *only) continue;
+      w.entries_[k] = {&e, f.get()};
+    }
+  };
+  if (fs::exists(single)) {
+    auto f = std::make_shared<SafetensorsFile>(single.string());
+    w.files_.push_back(f);
+    add(f);
+    w.describe_ = single.string();
+    return w;
+  }
+  if (fs::exists(index)) {
+    json::Value idx = json::parse_file(index.string());
+    const json::Value* map = idx.find("weight_map");
+    if (!map || !map->is_object()) throw Error(index.string() + " has no \"weight_map\" object: the index is damaged");
+    std::map<std::string, std::shared_ptr<SafetensorsFile>> shards;
+    for (const auto& [key, file] : map->members()) {
+      if (!file.is_string()) throw Error(index.string() + ": weight_map['" + key + "'] is not a file name");
+      auto it = shards.find(file.as_string());
+      if (it == shards.end()) {
+        fs::path shard = dir / file.as_string();
+        if (!fs::exists(shard)) {
+          throw Error(index.string() + " lists shard " + file.as_string() + ", which is not in " + folder + ": download it");
+        }
+        it = shards.emplace(file.as_string(), std::make_shared<SafetensorsFile>(shard.string())).first;
+        w.files_.push_back(it->second);
+      }
+      auto e = it->second->entries().find(key);
+      if (e == it->second->entries().end()) {
+        throw Error(index.string() + " places '" + key + "' in " + file.as_string() + ", which does not hold it: the index and shards disagree");
+      }
+      w.entries_[key] = {&e->second, it->second.get()};
+    }
+    w.describe_ = std::to_string(shards.size()) + " shard(s) of " + index.string();
+    return w;
+  }
+  std::string hint;
+  if (fs::exists(dir / "pytorch_model.bin")) {
+    hint = " (pytorch_model.bin is not read: convert it with safetensors' convert script or save_pretrained(safe_serialization=True))";
+  }
+  throw Error("no weights in " + folder + ": expected model.safetensors or model.safetensors.index.json" + hint);
+}
+
+at::Tensor WeightFiles::view(const std::string& key) const {
+  auto it = entries_.find(key);
+  if (it == entries_.end()) throw Error("weights: no tensor '" + key + "' in " + describe_);
+  return it->second.second->view(*it->second.first);
+}
+
+std::string WeightFiles::describe() const { return describe_; }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Writing
+// ---------------------------------------------------------------------------------------------------------------
+void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  std::vector<std::pair<std::string, at::Tensor>> sorted = tensors;
+  std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<at::Tensor> host;
+  json::Value header = json::Value::object();
+  if (!metadata.empty()) {
+    json::Value meta = json::Value::object();
+    for (const auto& [k, v] : metadata) meta.set(k, json::Value::string(v));
+    header.set("__metadata__", std::move(meta));
+  }
+  uint64_t offset = 0;
+  for (const auto& [key, t] : sorted) {
+    at::Tensor h = t.detach().to(at::kCPU).contiguous();
+    json::Value entry = json::Value::object();
+    entry.set("dtype", json::Value::string(safetensors_dtype_name(h.scalar_type())));
+    json::Value shape = json::Value::array();
+    for (int64_t d : h.sizes()) shape.items().push_back(json::Value::number(static_cast<double>(d)));
+    entry.set("shape", std::move(shape));
+    uint64_t n = h.nbytes();
+    entry.set("data_offsets", json::Value::array({json::Value::number(static_cast<double>(offset)),
+                                                  json::Value::number(static_cast<double>(offset + n))}));
+    header.set(key, std::move(entry));
+    offset += n;
+    host.push_back(h);
+  }
+  std::string text = header.dump();
+  // Pad with spaces so that the data section starts 8-byte aligned, as the reference writer does.
+  while ((8 + text.size()) % 8 != 0) text += ' ';
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) throw Error("cannot write " + path + ": check that the folder is writable");
+  uint64_t len = text.size();
+  char len_bytes[8];
+  for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<char>((len >> (8 * i)) & 0xFF);
+  out.write(len_bytes, 8);
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  for (const at::Tensor& h : host) {
+    out.write(static_cast<const char*>(h.data_ptr()), static_cast<std::streamsize>(h.nbytes()));
+  }
+  out.flush();
+  if (!out) throw Error("writing " + path + " failed (disk full?)");
+}
+
+}  // namespace g2l

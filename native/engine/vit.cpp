@@ -1,0 +1,261 @@
+// ViT forward pass for the timm and transformers DINOv2 families; see vit.h.
+//
+// Reference code, followed line for line where numbers depend on it:
+//   timm 1.0 models/vision_transformer.py  VisionTransformer._pos_embed, Block, Attention; layers/mlp.py GluMlp;
+//                                         layers/pos_embed.py resample_abs_pos_embed (bicubic, antialias=True)
+//   transformers 5 models/dinov2*/modeling_dinov2*.py  Embeddings.interpolate_pos_encoding (Dinov2: bicubic;
+//                                         WithRegisters: bicubic, antialias=True), Dinov2Layer, Dinov2SwiGLUFFN
+#include "vit.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+
+#include <sstream>
+
+#include "g2l/engine.h"
+
+namespace g2l {
+
+namespace {
+
+std::vector<std::string> split_key(const std::string& key) {
+  std::vector<std::string> parts;
+  std::stringstream in(key);
+  std::string item;
+  while (std::getline(in, item, '.')) parts.push_back(item);
+  return parts;
+}
+
+at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, double eps) {
+  return at::layer_norm(x, {x.size(-1)}, w, b, eps);
+}
+
+/** (1,D,h,w) float32 -> (1,D,nh,nw) bicubic, align_corners=False, as F.interpolate(size=...) computes it. */
+at::Tensor resize_bicubic(const at::Tensor& grid, int64_t nh, int64_t nw, bool antialias) {
+  if (antialias) return at::_upsample_bicubic2d_aa(grid, {nh, nw}, /*align_corners=*/false, c10::nullopt, c10::nullopt);
+  return at::upsample_bicubic2d(grid, {nh, nw}, /*align_corners=*/false, c10::nullopt, c10::nullopt);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------------
+// Construction: one tensor per checkpoint key, in the layout of the spec
+// ---------------------------------------------------------------------------------------------------------------
+at::Tensor VisionTransformerImpl::add(const std::string& key, std::vector<int64_t> shape, bool trainable) {
+  std::vector<std::string> parts = split_key(key);
+  torch::nn::Module* parent = this;
+  std::string prefix;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    prefix += (prefix.empty() ? "" : ".") + parts[i];
+    auto it = tree_.find(prefix);
+    if (it == tree_.end()) {
+      auto child = std::make_shared<torch::nn::Module>(parts[i]);
+      parent->register_module(parts[i], child);
+      it = tree_.emplace(prefix, child).first;
+    }
+    parent = it->second.get();
+  }
+  at::Tensor t = at::empty(shape, options_);
+  at::Tensor live = trainable ? parent->register_parameter(parts.back(), t) : parent->register_buffer(parts.back(), t);
+  weights_.emplace_back(key, live);
+  return live;
+}
+
+VisionTransformerImpl::VisionTransformerImpl(const ModelSpec& spec, at::TensorOptions options)
+    : spec_(spec), options_(options) {
+  const int64_t d = spec.embed_dim;
+  const int64_t p = spec.patch_size;
+  const int64_t r = spec.num_registers;
+  const int64_t hidden = spec.mlp_hidden;
+  const int64_t mlp_in = spec.mlp == "gelu" ? hidden : 2 * hidden;
+  const bool hf = spec.layout == "hf";
+  if (d % spec.num_heads != 0) throw Error("ViT: dim " + std::to_string(d) + " is not divisible by heads");
+
+  if (!hf) {
+    cls_ = add("cls_token", {1, 1, d});
+    if (r > 0) reg_ = add("reg_token", {1, r, d});
+    pos_ = add("pos_embed", {1, spec.pos_tokens(), d});
+    patch_w_ = add("patch_embed.proj.weight", {d, 3, p, p});
+    patch_b_ = add("patch_embed.proj.bias", {d});
+  } else {
+    cls_ = add("embeddings.cls_token", {1, 1, d});
+    if (spec.mask_token) add("embeddings.mask_token", {1, d}, /*trainable=*/false);
+    if (r > 0) reg_ = add("embeddings.register_tokens", {1, r, d});
+    pos_ = add("embeddings.position_embeddings", {1, spec.pos_tokens(), d});
+    patch_w_ = add("embeddings.patch_embeddings.projection.weight", {d, 3, p, p});
+    patch_b_ = add("embeddings.patch_embeddings.projection.bias", {d});
+  }
+  for (int64_t i = 0; i < spec.depth; ++i) {
+    Block b;
+    const std::string n = std::to_string(i);
+    if (!hf) {
+      const std::string s = "blocks." + n + ".";
+      b.norm1_w = add(s + "norm1.weight", {d});
+      b.norm1_b = add(s + "norm1.bias", {d});
+      b.qkv_w = add(s + "attn.qkv.weight", {3 * d, d});
+      if (spec.qkv_bias) b.qkv_b = add(s + "attn.qkv.bias", {3 * d});
+      b.proj_w = add(s + "attn.proj.weight", {d, d});
+      b.proj_b = add(s + "attn.proj.bias", {d});
+      if (spec.layer_scale) b.ls1 = add(s + "ls1.gamma", {d});
+      b.norm2_w = add(s + "norm2.weight", {d});
+      b.norm2_b = add(s + "norm2.bias", {d});
+      b.fc1_w = add(s + "mlp.fc1.weight", {mlp_in, d});
+      b.fc1_b = add(s + "mlp.fc1.bias", {mlp_in});
+      b.fc2_w = add(s + "mlp.fc2.weight", {d, hidden});
+      b.fc2_b = add(s + "mlp.fc2.bias", {d});
+      if (spec.layer_scale) b.ls2 = add(s + "ls2.gamma", {d});
+    } else {
+      const std::string s = "encoder.layer." + n + ".";
+      b.norm1_w = add(s + "norm1.weight", {d});
+      b.norm1_b = add(s + "norm1.bias", {d});
+      b.q_w = add(s + "attention.attention.query.weight", {d, d});
+      if (spec.qkv_bias) b.q_b = add(s + "attention.attention.query.bias", {d});
+      b.k_w = add(s + "attention.attention.key.weight", {d, d});
+      if (spec.qkv_bias) b.k_b = add(s + "attention.attention.key.bias", {d});
+      b.v_w = add(s + "attention.attention.value.weight", {d, d});
+      if (spec.qkv_bias) b.v_b = add(s + "attention.attention.value.bias", {d});
+      b.proj_w = add(s + "attention.output.dense.weight", {d, d});
+      b.proj_b = add(s + "attention.output.dense.bias", {d});
+      b.ls1 = add(s + "layer_scale1.lambda1", {d});
+      b.norm2_w = add(s + "norm2.weight", {d});
+      b.norm2_b = add(s + "norm2.bias", {d});
+      const bool swiglu = spec.mlp == "swiglu_hf";
+      b.fc1_w = add(s + (swiglu ? "mlp.weights_in.weight" : "mlp.fc1.weight"), {mlp_in, d});
+      b.fc1_b = add(s + (swiglu ? "mlp.weights_in.bias" : "mlp.fc1.bias"), {mlp_in});
+      b.fc2_w = add(s + (swiglu ? "mlp.weights_out.weight" : "mlp.fc2.weight"), {d, hidden});
+      b.fc2_b = add(s + (swiglu ? "mlp.weights_out.bias" : "mlp.fc2.bias"), {d});
+      b.ls2 = add(s + "layer_scale2.lambda1", {d});
+    }
+    blocks_.push_back(std::move(b));
+  }
+  norm_w_ = add(hf ? "layernorm.weight" : "norm.weight", {d});
+  norm_b_ = add(hf ? "layernorm.bias" : "norm.bias", {d});
+  if (!hf && spec.num_classes > 0) {
+    add("head.weight", {spec.num_classes, d}, /*trainable=*/false);
+    add("head.bias", {spec.num_classes}, /*trainable=*/false);
+  }
+}
+
+std::map<std::string, at::Tensor> VisionTransformerImpl::named_weights() const {
+  return std::map<std::string, at::Tensor>(weights_.begin(), weights_.end());
+}
+
+void VisionTransformerImpl::init_random(uint64_t seed) {
+  at::NoGradGuard no_grad;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  for (auto& [key, t] : weights_) {
+    at::Tensor cpu = at::empty(t.sizes(), at::TensorOptions().dtype(at::kFloat));
+    const bool is_norm = key.find("norm") != std::string::npos;
+    const std::string leaf = key.substr(key.rfind('.') + 1);
+    if (leaf == "gamma" || leaf == "lambda1") {
+      cpu.fill_(spec_.init_values > 0 ? spec_.init_values : 1.0);
+    } else if (is_norm && leaf == "weight") {
+      cpu.fill_(1.0);
+    } else if (leaf == "bias" || key.find("mask_token") != std::string::npos) {
+      cpu.zero_();
+    } else if (key.find("cls_token") != std::string::npos || key.find("reg") != std::string::npos) {
+      cpu.normal_(0.0, 1e-6, gen);  // timm: cls and register tokens start near zero
+    } else {
+      cpu.normal_(0.0, 0.02, gen);  // timm trunc_normal_(std=.02); the +-2 cut never matters at this std
+    }
+    t.copy_(cpu);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Forward
+// ---------------------------------------------------------------------------------------------------------------
+at::Tensor VisionTransformerImpl::position_embedding(int64_t gh, int64_t gw, int64_t h, int64_t w) const {
+  const int64_t d = spec_.embed_dim;
+  // Rows of pos_ before the patch grid: timm with class position covers class and registers; HF the class only.
+  const int64_t prefix = spec_.layout == "hf" ? 1 : (spec_.no_embed_class ? 0 : spec_.prefix_tokens());
+  const int64_t positions = pos_.size(1) - prefix;
+  const int64_t old = spec_.img_size / spec_.patch_size;
+  bool same;
+  if (spec_.layout == "hf") {
+    same = gh * gw == positions && h == w;  // transformers' test, pixels included
+  } else {
+    same = gh == old && gw == old;  // timm compares grids
+  }
+  if (same) return pos_;
+  const int64_t side = spec_.layout == "hf" ? static_cast<int64_t>(std::sqrt(static_cast<double>(positions))) : old;
+  at::Tensor grid = pos_.narrow(1, prefix, positions).to(at::kFloat).reshape({1, side, side, d}).permute({0, 3, 1, 2});
+  at::Tensor resized = resize_bicubic(grid, gh, gw, spec_.pos_antialias);
+  resized = resized.permute({0, 2, 3, 1}).reshape({1, gh * gw, d}).to(pos_.scalar_type());
+  if (prefix == 0) return resized;
+  return at::cat({pos_.narrow(1, 0, prefix), resized}, 1);
+}
+
+at::Tensor VisionTransformerImpl::attention(const Block& b, const at::Tensor& x) const {
+  const int64_t bsz = x.size(0), t = x.size(1), d = x.size(2);
+  const int64_t heads = spec_.num_heads, hd = d / heads;
+  at::Tensor q, k, v;
+  if (spec_.qkv_fused) {
+    // (B,T,3D) -> (3,B,heads,T,hd), as timm's Attention reshapes it.
+    at::Tensor qkv = at::linear(x, b.qkv_w, b.qkv_b).reshape({bsz, t, 3, heads, hd}).permute({2, 0, 3, 1, 4});
+    q = qkv[0];
+    k = qkv[1];
+    v = qkv[2];
+  } else {
+    q = at::linear(x, b.q_w, b.q_b).view({bsz, t, heads, hd}).transpose(1, 2);
+    k = at::linear(x, b.k_w, b.k_b).view({bsz, t, heads, hd}).transpose(1, 2);
+    v = at::linear(x, b.v_w, b.v_b).view({bsz, t, heads, hd}).transpose(1, 2);
+  }
+  at::Tensor o = at::scaled_dot_product_attention(q, k, v);  // (B,heads,T,hd), scale hd^-0.5
+  o = o.transpose(1, 2).reshape({bsz, t, d});
+  return at::linear(o, b.proj_w, b.proj_b);
+}
+
+at::Tensor VisionTransformerImpl::mlp(const Block& b, const at::Tensor& x) const {
+  at::Tensor hdn = at::linear(x, b.fc1_w, b.fc1_b);
+  if (spec_.mlp == "gelu") {
+    hdn = at::gelu(hdn);  // exact erf GELU: nn.GELU() in timm, ACT2FN["gelu"] in transformers
+  } else {
+    // Both SwiGLU layouts: silu(first half) * second half (timm GluMlp gate_last=False; HF Dinov2SwiGLUFFN).
+    auto halves = hdn.chunk(2, -1);
+    hdn = at::silu(halves[0]) * halves[1];
+  }
+  return at::linear(hdn, b.fc2_w, b.fc2_b);
+}
+
+at::Tensor VisionTransformerImpl::forward_tokens(const at::Tensor& images) {
+  TORCH_CHECK(images.dim() == 4 && images.size(1) == 3, "ViT: expected images (B,3,H,W), got ", images.sizes());
+  TORCH_CHECK(images.size(2) >= spec_.patch_size && images.size(3) >= spec_.patch_size, "ViT: images of ",
+              images.size(2), "x", images.size(3), " px are smaller than one ", spec_.patch_size, " px patch");
+  const int64_t bsz = images.size(0), h = images.size(2), w = images.size(3);
+  at::Tensor x = at::conv2d(images.to(patch_w_.scalar_type()), patch_w_, patch_b_, {spec_.patch_size, spec_.patch_size});
+  const int64_t gh = x.size(2), gw = x.size(3);
+  x = x.flatten(2).transpose(1, 2);  // (B,N,D)
+  at::Tensor pos = position_embedding(gh, gw, h, w);
+  at::Tensor cls = cls_.expand({bsz, -1, -1});
+  if (spec_.layout == "hf") {
+    // Dinov2(WithRegisters)Embeddings: [cls, patches] + pos, then registers inserted after the class token.
+    x = at::cat({cls, x}, 1) + pos;
+    if (reg_.defined()) x = at::cat({x.narrow(1, 0, 1), reg_.expand({bsz, -1, -1}), x.narrow(1, 1, x.size(1) - 1)}, 1);
+  } else {
+    std::vector<at::Tensor> parts{cls};
+    if (reg_.defined()) parts.push_back(reg_.expand({bsz, -1, -1}));
+    if (spec_.no_embed_class) {
+      parts.push_back(x + pos);  // position covers the patches only: add, then prepend class and registers
+      x = at::cat(parts, 1);
+    } else {
+      parts.push_back(x);
+      x = at::cat(parts, 1) + pos;
+    }
+  }
+  for (const Block& b : blocks_) {
+    at::Tensor a = attention(b, layer_norm(x, b.norm1_w, b.norm1_b, spec_.norm_eps));
+    x = x + (b.ls1.defined() ? a * b.ls1 : a);
+    at::Tensor m = mlp(b, layer_norm(x, b.norm2_w, b.norm2_b, spec_.norm_eps));
+    x = x + (b.ls2.defined() ? m * b.ls2 : m);
+  }
+  return layer_norm(x, norm_w_, norm_b_, spec_.norm_eps);
+}
+
+at::Tensor VisionTransformerImpl::forward(const at::Tensor& images) {
+  return forward_tokens(images).select(1, 0);
+}
+
+}  // namespace g2l

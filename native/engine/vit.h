@@ -1,0 +1,68 @@
+// The Vision Transformer of the timm and transformers DINOv2 families (engine-internal).
+//
+// The module tree mirrors the checkpoint layout of the spec (timm: blocks.N.attn.qkv, HF:
+// encoder.layer.N.attention.attention.query...), so named_parameters() are the checkpoint keys and loading,
+// strict checks, weight-decay grouping and export need no mapping. The forward pass holds the same tensors in
+// plain structs and is written once for both layouts: the layouts differ only in where the registers sit relative
+// to the position embedding, how the position embedding is resampled, and how q/k/v and the SwiGLU are stored.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "model.h"
+
+namespace g2l {
+
+class VisionTransformerImpl : public torch::nn::Module {
+ public:
+  /** Allocates every tensor uninitialised with `options` (device and dtype; the meta device for shapes only). */
+  VisionTransformerImpl(const ModelSpec& spec, at::TensorOptions options);
+
+  /** images (B,3,H,W) normalised, any H,W >= patch -> (B,D): the class token after the final norm. */
+  at::Tensor forward(const at::Tensor& images);
+
+  /** images (B,3,H,W) -> (B,T,D) all tokens after the final norm: class, registers, then patches row-major. */
+  at::Tensor forward_tokens(const at::Tensor& images);
+
+  const ModelSpec& spec() const { return spec_; }
+
+  /** Checkpoint key -> tensor: the parameters and the unused checkpoint buffers (mask token, classifier head). */
+  std::map<std::string, at::Tensor> named_weights() const;
+
+  /** Fills every tensor the way timm initialises a ViT (trunc-normal 0.02 weights, zero biases, LayerScale at
+   *  init_values), from a seeded CPU generator, so random models are the same on every device. */
+  void init_random(uint64_t seed);
+
+ private:
+  struct Block {
+    at::Tensor norm1_w, norm1_b;
+    at::Tensor qkv_w, qkv_b;                 // fused (3D,D), timm
+    at::Tensor q_w, q_b, k_w, k_b, v_w, v_b;  // separate (D,D), HF
+    at::Tensor proj_w, proj_b;
+    at::Tensor ls1, ls2;                     // (D) LayerScale, when present
+    at::Tensor norm2_w, norm2_b;
+    at::Tensor fc1_w, fc1_b, fc2_w, fc2_b;   // MLP in (hidden or 2*hidden, D), out (D, hidden)
+  };
+
+  /** Registers the tensor `key` (dotted checkpoint path) in a nested module tree; returns the live tensor. */
+  at::Tensor add(const std::string& key, std::vector<int64_t> shape, bool trainable = true);
+  /** (1,P,D) position embedding for a (gh,gw) grid of an (h,w) image, resampled as the reference library does. */
+  at::Tensor position_embedding(int64_t gh, int64_t gw, int64_t h, int64_t w) const;
+  at::Tensor attention(const Block& b, const at::Tensor& x) const;
+  at::Tensor mlp(const Block& b, const at::Tensor& x) const;
+
+  ModelSpec spec_;
+  at::TensorOptions options_;
+  std::map<std::string, std::shared_ptr<torch::nn::Module>> tree_;  // dotted prefix -> submodule
+  std::vector<std::pair<std::string, at::Tensor>> weights_;         // checkpoint order of registration
+  at::Tensor patch_w_, patch_b_, cls_, reg_, pos_, norm_w_, norm_b_;
+  std::vector<Block> blocks_;
+};
+
+TORCH_MODULE(VisionTransformer);
+
+}  // namespace g2l
