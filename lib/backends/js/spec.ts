@@ -1,0 +1,426 @@
+// Model folder -> ViT spec for the pure-JS backend: the same resolution as the engine's (native/engine/
+// model_spec.cpp: timm registry defaults + hub config.json model_args, transformers config.json +
+// preprocessor_config.json, presets for what an official config.json leaves to code), in TypeScript so that the js
+// backend runs where the engine cannot load. The two are held together by the tests, which load every fixture
+// folder on both backends.
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { UserError } from '../../errors.js';
+
+export interface VitSpec {
+  family: string;
+  layout: 'timm' | 'hf';
+  preset: string;
+  folder: string;
+  /** Size the position embeddings were trained at (grid * patch). */
+  imgSize: number;
+  /** Size images are resized to before embedding. */
+  inputSize: number;
+  patchSize: number;
+  embedDim: number;
+  depth: number;
+  numHeads: number;
+  numRegisters: number;
+  /** Width of the MLP hidden layer (SwiGLU: of each half). */
+  mlpHidden: number;
+  mlp: 'gelu' | 'swiglu_packed' | 'swiglu_hf';
+  initValues: number;
+  layerScale: boolean;
+  /** timm: pos_embed covers the patches only. */
+  noEmbedClass: boolean;
+  qkvFused: boolean;
+  qkvBias: boolean;
+  normEps: number;
+  /** Resample position embeddings with antialiased bicubic (timm, HF with registers) or plain bicubic (HF dinov2). */
+  posAntialias: boolean;
+  /** HF: embeddings.mask_token is in the checkpoint (unused). */
+  maskToken: boolean;
+  /** timm: a classifier head in the checkpoint (kept, unused). */
+  numClasses: number;
+  mean: [number, number, number];
+  std: [number, number, number];
+}
+
+type Json = Record<string, unknown>;
+
+const IMAGENET: [number[], number[]] = [[0.485, 0.456, 0.406], [0.229, 0.224, 0.225]];
+const INCEPTION: [number[], number[]] = [[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]];
+// DESIGN.md "Method constants": the official model cards' normalisations.
+const HOPTIMUS: [number[], number[]] = [[0.707223, 0.578729, 0.703617], [0.211883, 0.230117, 0.177517]];
+const HIBOU: [number[], number[]] = [[0.7068, 0.5755, 0.722], [0.195, 0.2316, 0.1816]];
+
+/** timm registered architectures: the model_args of their entry functions (timm/models/vision_transformer.py). */
+const TIMM: Record<string, { patch: number; dim: number; depth: number; heads: number; mlpRatio: number; mlpLayer: string;
+  initValues: number; reg: number; noEmbedClass: boolean; imgSize: number; imagenet: boolean }> = {};
+for (const [name, patch, dim, depth, heads, mlpRatio, mlpLayer, initValues, reg, noEmbedClass, imgSize, imagenet] of [
+  ['vit_small_patch14_dinov2', 14, 384, 12, 6, 4.0, 'mlp', 1e-5, 0, false, 518, true],
+  ['vit_base_patch14_dinov2', 14, 768, 12, 12, 4.0, 'mlp', 1e-5, 0, false, 518, true],
+  ['vit_large_patch14_dinov2', 14, 1024, 24, 16, 4.0, 'mlp', 1e-5, 0, false, 518, true],
+  ['vit_giant_patch14_dinov2', 14, 1536, 40, 24, 2.66667 * 2, 'swiglu_packed', 1e-5, 0, false, 518, true],
+  ['vit_small_patch14_reg4_dinov2', 14, 384, 12, 6, 4.0, 'mlp', 1e-5, 4, true, 518, true],
+  ['vit_base_patch14_reg4_dinov2', 14, 768, 12, 12, 4.0, 'mlp', 1e-5, 4, true, 518, true],
+  ['vit_large_patch14_reg4_dinov2', 14, 1024, 24, 16, 4.0, 'mlp', 1e-5, 4, true, 518, true],
+  ['vit_giant_patch14_reg4_dinov2', 14, 1536, 40, 24, 2.66667 * 2, 'swiglu_packed', 1e-5, 4, true, 518, true],
+  ['vit_small_patch16_224', 16, 384, 12, 6, 4.0, 'mlp', 0, 0, false, 224, false],
+  ['vit_base_patch16_224', 16, 768, 12, 12, 4.0, 'mlp', 0, 0, false, 224, false],
+  ['vit_large_patch16_224', 16, 1024, 24, 16, 4.0, 'mlp', 0, 0, false, 224, false],
+  ['vit_huge_patch14_224', 14, 1280, 32, 16, 4.0, 'mlp', 0, 0, false, 224, false],
+  ['vit_giant_patch14_224', 14, 1408, 40, 16, 48.0 / 11.0, 'mlp', 0, 0, false, 224, false],
+] as const) {
+  TIMM[name] = { patch, dim, depth, heads, mlpRatio, mlpLayer, initValues, reg, noEmbedClass, imgSize, imagenet };
+}
+
+const PRESETS: Record<string, { layout: 'timm' | 'hf'; config: Json; norm: [number[], number[]] }> = {
+  'h-optimus-0': {
+    layout: 'timm', norm: HOPTIMUS,
+    config: { architecture: 'vit_giant_patch14_reg4_dinov2', num_classes: 0, model_args: { img_size: 224, init_values: 1e-5, dynamic_img_size: false } },
+  },
+  'uni2-h': {
+    // The model card's timm_kwargs: its config.json names vit_giant_patch14_224 but not the SwiGLU layer.
+    layout: 'timm', norm: IMAGENET,
+    config: {
+      architecture: 'vit_giant_patch14_224', num_classes: 0,
+      model_args: { img_size: 224, patch_size: 14, depth: 24, num_heads: 24, init_values: 1e-5, embed_dim: 1536, mlp_ratio: 2.66667 * 2,
+        no_embed_class: true, mlp_layer: 'swiglu_packed', act_layer: 'silu', reg_tokens: 8, dynamic_img_size: true },
+    },
+  },
+  'hibou-l': {
+    layout: 'hf', norm: HIBOU,
+    config: { model_type: 'dinov2_with_registers', hidden_size: 1024, num_hidden_layers: 24, num_attention_heads: 16, mlp_ratio: 4,
+      use_swiglu_ffn: true, num_register_tokens: 4, image_size: 224, patch_size: 14, layer_norm_eps: 1e-6, layerscale_value: 1e-5 },
+  },
+  'hibou-b': {
+    layout: 'hf', norm: HIBOU,
+    config: { model_type: 'dinov2_with_registers', hidden_size: 768, num_hidden_layers: 12, num_attention_heads: 12, mlp_ratio: 4,
+      use_swiglu_ffn: true, num_register_tokens: 4, image_size: 224, patch_size: 14, layer_norm_eps: 1e-6, layerscale_value: 1e-5 },
+  },
+};
+
+export const presetNames = (): string[] => Object.keys(PRESETS);
+
+/** Typed reads that name the file and key on a wrong type. */
+class Reader {
+  constructor(readonly obj: Json, readonly where: string) {}
+  get(key: string): unknown {
+    const v = this.obj[key];
+    return v === null ? undefined : v;
+  }
+  number(key: string, fallback: number): number {
+    const v = this.get(key);
+    if (v === undefined) return fallback;
+    if (typeof v !== 'number') throw new UserError(`${this.where}: '${key}' must be a number`);
+    return v;
+  }
+  integer(key: string, fallback: number): number {
+    let v = this.get(key);
+    if (v === undefined) return fallback;
+    if (Array.isArray(v) && v.length && typeof v[0] === 'number') {
+      if (v.length === 2 && v[0] !== v[1]) throw new UserError(`${this.where}: '${key}' is not square; square sizes only`);
+      v = v[v.length - 1];
+    }
+    if (typeof v !== 'number' || !Number.isInteger(v)) throw new UserError(`${this.where}: '${key}' must be an integer`);
+    return v;
+  }
+  flag(key: string, fallback: boolean): boolean {
+    const v = this.get(key);
+    if (v === undefined) return fallback;
+    if (typeof v !== 'boolean') throw new UserError(`${this.where}: '${key}' must be true or false`);
+    return v;
+  }
+  text(key: string, fallback: string): string {
+    const v = this.get(key);
+    if (v === undefined) return fallback;
+    if (typeof v !== 'string') throw new UserError(`${this.where}: '${key}' must be a string`);
+    return v;
+  }
+  triple(key: string): [number, number, number] | null {
+    const v = this.get(key);
+    if (v === undefined) return null;
+    if (!Array.isArray(v) || v.length !== 3 || v.some((x) => typeof x !== 'number')) throw new UserError(`${this.where}: '${key}' must be a list of 3 numbers`);
+    return [v[0], v[1], v[2]];
+  }
+}
+
+const TIMM_KNOWN_ARGS = new Set(['img_size', 'patch_size', 'embed_dim', 'depth', 'num_heads', 'mlp_ratio', 'qkv_bias', 'init_values',
+  'reg_tokens', 'no_embed_class', 'class_token', 'global_pool', 'num_classes', 'mlp_layer', 'act_layer', 'dynamic_img_size',
+  'dynamic_img_pad', 'in_chans', 'drop_rate', 'pos_drop_rate', 'patch_drop_rate', 'proj_drop_rate', 'attn_drop_rate',
+  'drop_path_rate', 'weight_init', 'fix_init', 'pre_norm', 'fc_norm', 'qk_norm', 'pos_embed', 'num_features']);
+
+function resolveTimm(config: Json, where: string): VitSpec {
+  const root = new Reader(config, where);
+  const arch = root.text('architecture', '');
+  if (!arch) throw new UserError(`${where}: no "architecture" (a timm model name) in the timm config`);
+  const reg = TIMM[arch];
+  if (!reg) throw new UserError(`${where}: timm architecture '${arch}' is not supported; supported: ${Object.keys(TIMM).join(', ')}`);
+  const argsObj = (root.get('model_args') ?? {}) as Json;
+  const args = new Reader(argsObj, `${where} model_args`);
+  for (const k of Object.keys(argsObj)) {
+    if (!TIMM_KNOWN_ARGS.has(k)) {
+      throw new UserError(`${where}: model_args '${k}' is not supported by the ViT; remove it if it does not change the architecture, or open an issue with the model's name`);
+    }
+  }
+  if (!args.flag('class_token', true)) throw new UserError(`${where}: class_token false is not supported (embeddings are the class token)`);
+  if (args.flag('pre_norm', false)) throw new UserError(`${where}: pre_norm is not supported`);
+  if (args.flag('qk_norm', false)) throw new UserError(`${where}: qk_norm is not supported`);
+  if (args.flag('dynamic_img_pad', false)) throw new UserError(`${where}: dynamic_img_pad is not supported`);
+  if (args.integer('in_chans', 3) !== 3) throw new UserError(`${where}: in_chans must be 3 (RGB)`);
+  if (args.text('pos_embed', 'learn') !== 'learn') throw new UserError(`${where}: only learned position embeddings are supported`);
+  if (argsObj.fc_norm === true) throw new UserError(`${where}: fc_norm is not supported (embeddings are the class token after the final norm)`);
+  const pool = args.text('global_pool', root.text('global_pool', 'token'));
+  if (pool !== 'token') throw new UserError(`${where}: global_pool '${pool}' is not supported; the class token ('token') is the embedding`);
+
+  const embedDim = args.integer('embed_dim', reg.dim);
+  const mlpRatio = args.number('mlp_ratio', reg.mlpRatio);
+  let mlpLayer = args.text('mlp_layer', reg.mlpLayer).toLowerCase();
+  if (mlpLayer === 'swiglupacked' || mlpLayer === 'timm.layers.swiglupacked') mlpLayer = 'swiglu_packed';
+  const act = args.text('act_layer', mlpLayer === 'swiglu_packed' ? 'silu' : 'gelu');
+  // timm's Mlp / GluMlp: hidden_features = int(dim * mlp_ratio); GluMlp's fc2 takes half of it.
+  const hidden = Math.trunc(embedDim * mlpRatio);
+  let mlp: VitSpec['mlp'];
+  let mlpHidden: number;
+  if (mlpLayer === 'swiglu_packed') {
+    if (act !== 'silu' && act !== 'swish') throw new UserError(`${where}: SwiGLU with act_layer '${act}' is not supported`);
+    mlp = 'swiglu_packed';
+    mlpHidden = Math.trunc(hidden / 2);
+  } else if (mlpLayer === 'mlp') {
+    if (act !== 'gelu') throw new UserError(`${where}: Mlp with act_layer '${act}' is not supported (GELU only)`);
+    mlp = 'gelu';
+    mlpHidden = hidden;
+  } else {
+    throw new UserError(`${where}: mlp_layer '${mlpLayer}' is not supported (Mlp with GELU, or swiglu_packed)`);
+  }
+  let initValues = 0;
+  let layerScale: boolean;
+  if ('init_values' in argsObj && argsObj.init_values !== null) {
+    initValues = args.number('init_values', 0);
+    layerScale = true;
+  } else if (!('init_values' in argsObj)) {
+    initValues = reg.initValues;
+    layerScale = reg.initValues > 0;
+  } else {
+    layerScale = false;  // init_values: null disables LayerScale
+  }
+  const pcfgObj = (root.get('pretrained_cfg') ?? null) as Json | null;
+  const pcfg = new Reader(pcfgObj ?? {}, `${where} pretrained_cfg`);
+  let cfgInput = reg.imgSize;
+  const is = pcfg.get('input_size');
+  if (Array.isArray(is) && is.length === 3) {
+    if (is[1] !== is[2]) throw new UserError(`${where}: non-square input_size is not supported`);
+    cfgInput = is[2] as number;
+  }
+  const imgSize = args.integer('img_size', cfgInput);
+  const [mean, std] = reg.imagenet ? IMAGENET : INCEPTION;
+  return {
+    family: arch, layout: 'timm', preset: '', folder: '',
+    imgSize, inputSize: pcfgObj && pcfg.get('input_size') !== undefined ? cfgInput : imgSize,
+    patchSize: args.integer('patch_size', reg.patch), embedDim, depth: args.integer('depth', reg.depth),
+    numHeads: args.integer('num_heads', reg.heads), numRegisters: args.integer('reg_tokens', reg.reg), mlpHidden, mlp,
+    initValues, layerScale, noEmbedClass: args.flag('no_embed_class', reg.noEmbedClass), qkvFused: true,
+    qkvBias: args.flag('qkv_bias', true), normEps: 1e-6, posAntialias: true, maskToken: false,
+    numClasses: args.integer('num_classes', root.integer('num_classes', 0)),
+    mean: pcfg.triple('mean') ?? (mean.slice() as VitSpec['mean']), std: pcfg.triple('std') ?? (std.slice() as VitSpec['std']),
+  };
+}
+
+function resolveHf(config: Json, where: string): VitSpec {
+  const c = new Reader(config, where);
+  const type = c.text('model_type', '');
+  if (type !== 'dinov2' && type !== 'dinov2_with_registers') {
+    throw new UserError(`${where}: model_type '${type}' is not supported; supported: dinov2, dinov2_with_registers (transformers layout) or a timm hub config with "architecture"`);
+  }
+  const withRegisters = type === 'dinov2_with_registers';
+  if (c.integer('num_channels', 3) !== 3) throw new UserError(`${where}: num_channels must be 3 (RGB)`);
+  const embedDim = c.integer('hidden_size', 768);
+  const numRegisters = c.integer('num_register_tokens', withRegisters ? 4 : 0);
+  const hidden = Math.trunc(embedDim * c.number('mlp_ratio', 4));
+  let mlp: VitSpec['mlp'] = 'gelu';
+  let mlpHidden = hidden;
+  if (c.flag('use_swiglu_ffn', false)) {
+    // Dinov2SwiGLUFFN: hidden = (int(hidden * 2 / 3) + 7) // 8 * 8; weights_in is 2 * hidden wide.
+    mlp = 'swiglu_hf';
+    mlpHidden = Math.floor((Math.trunc((hidden * 2) / 3) + 7) / 8) * 8;
+  } else {
+    const act = c.text('hidden_act', 'gelu');
+    if (act !== 'gelu') throw new UserError(`${where}: hidden_act '${act}' is not supported (gelu only)`);
+  }
+  const imgSize = c.integer('image_size', 224);
+  return {
+    family: type, layout: 'hf', preset: '', folder: '', imgSize, inputSize: imgSize,
+    patchSize: c.integer('patch_size', withRegisters ? 16 : 14), embedDim, depth: c.integer('num_hidden_layers', 12),
+    numHeads: c.integer('num_attention_heads', 12), numRegisters, mlpHidden, mlp,
+    initValues: c.number('layerscale_value', 1.0), layerScale: true, noEmbedClass: false, qkvFused: false,
+    qkvBias: c.flag('qkv_bias', true), normEps: c.number('layer_norm_eps', 1e-6),
+    // transformers' Dinov2 interpolates with plain bicubic; Dinov2WithRegisters with antialias=True.
+    posAntialias: withRegisters || numRegisters > 0,
+    maskToken: withRegisters ? true : c.flag('use_mask_token', true), numClasses: 0,
+    mean: IMAGENET[0].slice() as VitSpec['mean'], std: IMAGENET[1].slice() as VitSpec['std'],
+  };
+}
+
+/** Presets whose config.json is incomplete without them, recognised from that config (UNI2-h). */
+function detectPreset(config: Json): string {
+  if (config.architecture === 'vit_giant_patch14_224') {
+    const args = config.model_args as Json | undefined;
+    if (args && typeof args === 'object' && args.reg_tokens === 8 && args.mlp_layer === undefined) return 'uni2-h';
+  }
+  return '';
+}
+
+function readJson(file: string): Json {
+  let v: unknown;
+  try {
+    v = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new UserError(`${file} is not valid JSON (${(e as Error).message}); download it again`);
+  }
+  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new UserError(`${file} is not a JSON object`);
+  return v as Json;
+}
+
+/** Folder and/or preset -> spec, without reading weights (the engine's resolve_model_spec). */
+export function resolveVitSpec(folder: string, presetName = ''): VitSpec {
+  let preset = presetName ? PRESETS[presetName] : undefined;
+  if (presetName && !preset) throw new UserError(`unknown preset '${presetName}': known presets are ${presetNames().join(', ')}`);
+  let config: Json | null = null;
+  let where = `preset ${presetName}`;
+  if (folder) {
+    if (!existsSync(folder) || !statSync(folder).isDirectory()) {
+      throw new UserError(`model folder ${folder} does not exist or is not a folder: pass the folder that holds config.json and model.safetensors`);
+    }
+    const cfg = path.join(folder, 'config.json');
+    if (existsSync(cfg)) {
+      config = readJson(cfg);
+      where = cfg;
+    } else if (!preset) {
+      throw new UserError(`${folder} has no config.json and no preset was given: pass --model preset:<name>:${folder} (presets: ${presetNames().join(', ')}), or put the model's config.json next to its weights`);
+    }
+  } else if (!preset) {
+    throw new UserError('no model folder and no preset given: pass a model folder, or preset:<name>[:<folder>]');
+  }
+  let resolvedPreset = presetName;
+  if (!preset && config) {
+    resolvedPreset = detectPreset(config);
+    preset = PRESETS[resolvedPreset];
+  }
+  const layout = config ? ('architecture' in config ? 'timm' : 'model_type' in config ? 'hf' : '') : preset!.layout;
+  if (!layout) {
+    throw new UserError(`${where} is neither a timm hub config (no "architecture") nor a transformers config (no "model_type")${preset ? '' : `: pass a preset (${presetNames().join(', ')})`}`);
+  }
+  if (preset && layout !== preset.layout) {
+    throw new UserError(`${where} is a ${layout} config but preset '${resolvedPreset}' describes a ${preset.layout} folder: drop the preset or use the folder of the model it names`);
+  }
+  let merged: Json = preset ? structuredClone(preset.config) : {};
+  if (config) {
+    for (const [k, v] of Object.entries(config)) {
+      if (k === 'model_args' && merged.model_args && typeof merged.model_args === 'object' && v && typeof v === 'object') {
+        merged.model_args = { ...(merged.model_args as Json), ...(v as Json) };
+      } else {
+        merged[k] = v;
+      }
+    }
+  }
+  const spec = layout === 'timm' ? resolveTimm(merged, where) : resolveHf(merged, where);
+  if (preset) {
+    const cfgHasNorm = !!config && layout === 'timm' && !!config.pretrained_cfg && 'mean' in (config.pretrained_cfg as Json);
+    if (!cfgHasNorm) {
+      spec.mean = preset.norm[0].slice() as VitSpec['mean'];
+      spec.std = preset.norm[1].slice() as VitSpec['std'];
+    }
+  }
+  if (folder && layout === 'hf') {
+    const pre = path.join(folder, 'preprocessor_config.json');
+    if (existsSync(pre)) {
+      const p = new Reader(readJson(pre), pre);
+      spec.mean = p.triple('image_mean') ?? spec.mean;
+      spec.std = p.triple('image_std') ?? spec.std;
+      const crop = p.get('crop_size');
+      if (crop !== undefined && p.flag('do_center_crop', true)) {
+        if (typeof crop === 'object') spec.inputSize = new Reader(crop as Json, `${pre} crop_size`).integer('height', spec.inputSize);
+        else if (typeof crop === 'number') spec.inputSize = crop;
+      }
+    }
+  }
+  spec.preset = preset ? resolvedPreset : '';
+  spec.folder = folder;
+  if (spec.embedDim % spec.numHeads !== 0) throw new UserError(`${where}: embedding dim ${spec.embedDim} is not divisible by ${spec.numHeads} heads`);
+  if (spec.patchSize <= 0 || spec.imgSize % spec.patchSize !== 0) throw new UserError(`${where}: image size ${spec.imgSize} is not a multiple of patch size ${spec.patchSize}`);
+  if (spec.std.some((s) => !(s > 0))) throw new UserError(`${where}: std must be positive`);
+  return spec;
+}
+
+/** Rows of the stored position embedding. */
+export function posTokens(spec: VitSpec): number {
+  const grid = spec.imgSize / spec.patchSize;
+  if (spec.layout === 'hf') return grid * grid + 1;
+  return grid * grid + (spec.noEmbedClass ? 0 : 1 + spec.numRegisters);
+}
+
+/** "timm vit_giant_patch14_reg4_dinov2 (dim 1536, depth 40, heads 24, patch 14, 4 registers, SwiGLU)" */
+export function describeSpec(s: VitSpec): string {
+  return `${s.layout} ${s.family} (dim ${s.embedDim}, depth ${s.depth}, heads ${s.numHeads}, patch ${s.patchSize}` +
+    `${s.numRegisters ? `, ${s.numRegisters} registers` : ''}, ${s.mlp === 'gelu' ? 'GELU MLP' : 'SwiGLU'})`;
+}
+
+/** Checkpoint key -> shape of every tensor of the spec, in its layout (what strict loading checks against). */
+export function expectedShapes(spec: VitSpec): Map<string, number[]> {
+  const d = spec.embedDim, p = spec.patchSize, r = spec.numRegisters, hid = spec.mlpHidden;
+  const mlpIn = spec.mlp === 'gelu' ? hid : 2 * hid;
+  const m = new Map<string, number[]>();
+  if (spec.layout === 'timm') {
+    m.set('cls_token', [1, 1, d]);
+    if (r > 0) m.set('reg_token', [1, r, d]);
+    m.set('pos_embed', [1, posTokens(spec), d]);
+    m.set('patch_embed.proj.weight', [d, 3, p, p]);
+    m.set('patch_embed.proj.bias', [d]);
+    for (let i = 0; i < spec.depth; i++) {
+      const s = `blocks.${i}.`;
+      m.set(`${s}norm1.weight`, [d]); m.set(`${s}norm1.bias`, [d]);
+      m.set(`${s}attn.qkv.weight`, [3 * d, d]);
+      if (spec.qkvBias) m.set(`${s}attn.qkv.bias`, [3 * d]);
+      m.set(`${s}attn.proj.weight`, [d, d]); m.set(`${s}attn.proj.bias`, [d]);
+      if (spec.layerScale) m.set(`${s}ls1.gamma`, [d]);
+      m.set(`${s}norm2.weight`, [d]); m.set(`${s}norm2.bias`, [d]);
+      m.set(`${s}mlp.fc1.weight`, [mlpIn, d]); m.set(`${s}mlp.fc1.bias`, [mlpIn]);
+      m.set(`${s}mlp.fc2.weight`, [d, hid]); m.set(`${s}mlp.fc2.bias`, [d]);
+      if (spec.layerScale) m.set(`${s}ls2.gamma`, [d]);
+    }
+    m.set('norm.weight', [d]); m.set('norm.bias', [d]);
+    if (spec.numClasses > 0) { m.set('head.weight', [spec.numClasses, d]); m.set('head.bias', [spec.numClasses]); }
+  } else {
+    m.set('embeddings.cls_token', [1, 1, d]);
+    if (spec.maskToken) m.set('embeddings.mask_token', [1, d]);
+    if (r > 0) m.set('embeddings.register_tokens', [1, r, d]);
+    m.set('embeddings.position_embeddings', [1, posTokens(spec), d]);
+    m.set('embeddings.patch_embeddings.projection.weight', [d, 3, p, p]);
+    m.set('embeddings.patch_embeddings.projection.bias', [d]);
+    const sw = spec.mlp === 'swiglu_hf';
+    for (let i = 0; i < spec.depth; i++) {
+      const s = `encoder.layer.${i}.`;
+      m.set(`${s}norm1.weight`, [d]); m.set(`${s}norm1.bias`, [d]);
+      for (const q of ['query', 'key', 'value']) {
+        m.set(`${s}attention.attention.${q}.weight`, [d, d]);
+        if (spec.qkvBias) m.set(`${s}attention.attention.${q}.bias`, [d]);
+      }
+      m.set(`${s}attention.output.dense.weight`, [d, d]); m.set(`${s}attention.output.dense.bias`, [d]);
+      m.set(`${s}layer_scale1.lambda1`, [d]);
+      m.set(`${s}norm2.weight`, [d]); m.set(`${s}norm2.bias`, [d]);
+      m.set(`${s}mlp.${sw ? 'weights_in' : 'fc1'}.weight`, [mlpIn, d]); m.set(`${s}mlp.${sw ? 'weights_in' : 'fc1'}.bias`, [mlpIn]);
+      m.set(`${s}mlp.${sw ? 'weights_out' : 'fc2'}.weight`, [d, hid]); m.set(`${s}mlp.${sw ? 'weights_out' : 'fc2'}.bias`, [d]);
+      m.set(`${s}layer_scale2.lambda1`, [d]);
+    }
+    m.set('layernorm.weight', [d]); m.set('layernorm.bias', [d]);
+  }
+  return m;
+}
+
+/** Keys present in the checkpoint but unused by the forward pass (kept for export, never trained). */
+export function isBufferKey(key: string): boolean {
+  return key === 'embeddings.mask_token' || key === 'head.weight' || key === 'head.bias';
+}
+
+/** Parameters as timm / transformers count them (every checkpoint tensor). */
+export function parameterCount(spec: VitSpec): number {
+  let n = 0;
+  for (const s of expectedShapes(spec).values()) n += s.reduce((a, b) => a * b, 1);
+  return n;
+}
