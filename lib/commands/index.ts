@@ -3,10 +3,12 @@ import type { CommandModule } from 'yargs';
 import { infoCommand } from './info.js';
 import { evalCommand } from './eval.js';
 import { ckaCommand } from './cka.js';
+import { tileCommand } from './tile.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const commands: CommandModule<any, any>[] = [
   infoCommand,
   evalCommand,
   ckaCommand,
+  tileCommand,
 ];

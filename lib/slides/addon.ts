@@ -5,9 +5,37 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../version.js';
 
+/** An open OpenSlide handle (opaque; closed by closeSlide or garbage collection). */
+export type OpenSlideHandle = { readonly __openslide: unique symbol };
+
+export interface OpenSlideOpened {
+  handle: OpenSlideHandle;
+  vendor: string | null;
+  levelDimensions: [number, number][];
+  levelDownsamples: number[];
+  properties: Record<string, string>;
+  associatedImages: Record<string, [number, number]>;
+  /** null with OpenSlide < 4.0, which cannot report it. */
+  iccProfileSize: number | null;
+}
+
+/** RGB pixels, composited on white where the slide is transparent. */
+export interface RgbPixels {
+  data: Uint8Array;
+  width: number;
+  height: number;
+}
+
 export interface SlidesAddon {
   openslideVersion(): string | null;
   openslideError(): string | null;
+  /** Every call below runs on the libuv threadpool. */
+  detectVendor(path: string): Promise<string | null>;
+  openSlide(path: string): Promise<OpenSlideOpened>;
+  /** x, y at level 0; width, height in pixels of `level`. */
+  readRegion(handle: OpenSlideHandle, x: number, y: number, level: number, width: number, height: number): Promise<RgbPixels>;
+  readAssociatedImage(handle: OpenSlideHandle, name: string): Promise<RgbPixels>;
+  closeSlide(handle: OpenSlideHandle): void;
 }
 
 export const DEFAULT_SLIDES_ADDON_PATH = path.join(PACKAGE_ROOT, 'build', 'Release', 'g2l_slides.node');
@@ -34,6 +62,12 @@ export function loadSlidesAddon(): SlidesAddon | null {
 export function slidesAddonError(): string | null {
   loadSlidesAddon();
   return cachedError;
+}
+
+/** The addon when OpenSlide itself loads too, else null (slidesAddonError / openslideStatus say why). */
+export function openslideAddon(): SlidesAddon | null {
+  const addon = loadSlidesAddon();
+  return addon && addon.openslideVersion() ? addon : null;
 }
 
 /** OpenSlide's version, or null with the reason when OpenSlide (or the addon) is unavailable. */

@@ -1,9 +1,108 @@
-// N-API module of the slide reader. Converts arguments and schedules OpenSlide calls; no libtorch.
+// N-API module of the slide reader. Converts arguments and runs every OpenSlide call on the libuv threadpool
+// (open, region and associated-image reads); the JS thread only wraps results. No libtorch.
+//
+// A slide handle is a JS External owning a shared_ptr<Slide>: reads in flight hold their own reference, so
+// closeSlide() (or garbage collection) never frees an openslide_t that a worker is still reading. OpenSlide
+// handles are thread-safe, so reads of one slide may run in parallel.
 #include <napi.h>
 
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../addon/async.h"
 #include "openslide_loader.h"
 
 namespace g2l::slides {
+
+using g2l::addon::run_async;
+
+namespace {
+
+struct Slide {
+  const OpenSlideApi* api = nullptr;
+  void* osr = nullptr;
+  std::string path;
+  std::atomic<bool> closed{false};
+  ~Slide() {
+    if (osr != nullptr) api->close(osr);
+  }
+};
+using SlidePtr = std::shared_ptr<Slide>;
+
+struct SlideInfo {
+  SlidePtr slide;
+  std::string vendor;
+  std::vector<std::pair<int64_t, int64_t>> level_dimensions;
+  std::vector<double> level_downsamples;
+  std::vector<std::pair<std::string, std::string>> properties;
+  std::vector<std::pair<std::string, std::pair<int64_t, int64_t>>> associated;
+  int64_t icc_profile_size = -1;  // -1: unknown (OpenSlide < 4.0)
+};
+
+struct Pixels {
+  std::vector<uint8_t> rgb;
+  int64_t width = 0, height = 0;
+};
+
+const OpenSlideApi* require_api() {
+  std::string err;
+  const OpenSlideApi* api = openslide_api(&err);
+  if (api == nullptr) throw std::runtime_error(err);
+  return api;
+}
+
+/** OpenSlide's error for this handle, prefixed by what was being done, or nothing. */
+void check_error(const Slide& s, const std::string& what) {
+  const char* e = s.api->get_error(s.osr);
+  if (e != nullptr) throw std::runtime_error(what + " " + s.path + ": " + e);
+}
+
+/** Premultiplied ARGB -> RGB composited on white (transparent areas outside the scanned region become white). */
+void argb_to_rgb(const std::vector<uint32_t>& argb, std::vector<uint8_t>& rgb) {
+  rgb.resize(argb.size() * 3);
+  for (size_t i = 0; i < argb.size(); ++i) {
+    uint32_t p = argb[i];
+    uint32_t a = p >> 24, r = (p >> 16) & 0xff, g = (p >> 8) & 0xff, b = p & 0xff;
+    uint32_t white = 255 - a;  // premultiplied over white: c + (255 - a)
+    rgb[3 * i] = static_cast<uint8_t>(r + white);
+    rgb[3 * i + 1] = static_cast<uint8_t>(g + white);
+    rgb[3 * i + 2] = static_cast<uint8_t>(b + white);
+  }
+}
+
+SlidePtr slide_from_js(const Napi::Value& v) {
+  if (!v.IsExternal()) throw Napi::TypeError::New(v.Env(), "expected a slide handle from openSlide()");
+  SlidePtr s = *v.As<Napi::External<SlidePtr>>().Data();
+  if (s->closed) throw Napi::Error::New(v.Env(), "slide " + s->path + " is closed");
+  return s;
+}
+
+int64_t int_arg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  Napi::Value v = info[i];
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : 0.5;
+  if (d != static_cast<double>(static_cast<int64_t>(d))) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be an integer");
+  return static_cast<int64_t>(d);
+}
+
+Napi::Value pixels_to_js(Napi::Env env, Pixels& px) {
+  auto* keep = new std::vector<uint8_t>(std::move(px.rgb));
+  Napi::Object o = Napi::Object::New(env);
+  Napi::ArrayBuffer buf =
+      keep->empty() ? Napi::ArrayBuffer::New(env, 0)
+                    : Napi::ArrayBuffer::New(env, keep->data(), keep->size(), [](Napi::Env, void*, std::vector<uint8_t>* k) { delete k; }, keep);
+  if (keep->empty()) delete keep;
+  o.Set("data", Napi::Uint8Array::New(env, buf.ByteLength(), buf, 0));
+  o.Set("width", static_cast<double>(px.width));
+  o.Set("height", static_cast<double>(px.height));
+  return o;
+}
+
+}  // namespace
 
 // openslideVersion() -> string | null; openslideError() -> why it is not available, or null.
 static Napi::Value OpenSlideVersion(const Napi::CallbackInfo& info) {
@@ -19,11 +118,159 @@ static Napi::Value OpenSlideError(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), err);
 }
 
+// detectVendor(path) -> Promise<string | null>: the format OpenSlide would open the file as, without opening it.
+static Napi::Value DetectVendor(const Napi::CallbackInfo& info) {
+  if (!info[0].IsString()) throw Napi::TypeError::New(info.Env(), "path must be a string");
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  return run_async<std::string>(
+      info.Env(),
+      [path] {
+        const char* v = require_api()->detect_vendor(path.c_str());
+        return std::string(v ? v : "");
+      },
+      [](Napi::Env env, std::string& v) -> Napi::Value { return v.empty() ? env.Null() : Napi::String::New(env, v); });
+}
+
+// openSlide(path) -> Promise<{ handle, vendor, levelDimensions, levelDownsamples, properties, associatedImages,
+// iccProfileSize }>; rejects with OpenSlide's own message when the file is not a slide it can read.
+static Napi::Value OpenSlide(const Napi::CallbackInfo& info) {
+  if (!info[0].IsString()) throw Napi::TypeError::New(info.Env(), "path must be a string");
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  return run_async<SlideInfo>(
+      info.Env(),
+      [path] {
+        const OpenSlideApi* api = require_api();
+        SlideInfo r;
+        const char* vendor = api->detect_vendor(path.c_str());
+        r.slide = std::make_shared<Slide>();
+        r.slide->api = api;
+        r.slide->path = path;
+        r.slide->osr = api->open(path.c_str());
+        if (r.slide->osr == nullptr) {
+          throw std::runtime_error("OpenSlide cannot open " + path + ": not a file format it supports" +
+                                   (vendor ? std::string(" (detected vendor ") + vendor + ")" : std::string()));
+        }
+        check_error(*r.slide, "OpenSlide cannot open");
+        r.vendor = vendor ? vendor : "";
+        int32_t levels = api->get_level_count(r.slide->osr);
+        check_error(*r.slide, "OpenSlide cannot read the levels of");
+        for (int32_t l = 0; l < levels; ++l) {
+          int64_t w = -1, h = -1;
+          api->get_level_dimensions(r.slide->osr, l, &w, &h);
+          r.level_dimensions.emplace_back(w, h);
+          r.level_downsamples.push_back(api->get_level_downsample(r.slide->osr, l));
+        }
+        for (const char* const* n = api->get_property_names(r.slide->osr); n && *n; ++n) {
+          const char* v = api->get_property_value(r.slide->osr, *n);
+          r.properties.emplace_back(*n, v ? v : "");
+        }
+        for (const char* const* n = api->get_associated_image_names(r.slide->osr); n && *n; ++n) {
+          int64_t w = -1, h = -1;
+          api->get_associated_image_dimensions(r.slide->osr, *n, &w, &h);
+          r.associated.push_back({*n, {w, h}});
+        }
+        if (api->get_icc_profile_size) r.icc_profile_size = api->get_icc_profile_size(r.slide->osr);
+        check_error(*r.slide, "OpenSlide cannot read");
+        return r;
+      },
+      [](Napi::Env env, SlideInfo& r) -> Napi::Value {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("handle", Napi::External<SlidePtr>::New(env, new SlidePtr(r.slide), [](Napi::Env, SlidePtr* p) { delete p; }));
+        o.Set("vendor", r.vendor.empty() ? env.Null() : Napi::String::New(env, r.vendor));
+        Napi::Array dims = Napi::Array::New(env, r.level_dimensions.size());
+        Napi::Array ds = Napi::Array::New(env, r.level_downsamples.size());
+        for (uint32_t i = 0; i < r.level_dimensions.size(); ++i) {
+          Napi::Array d = Napi::Array::New(env, 2);
+          d.Set(0u, static_cast<double>(r.level_dimensions[i].first));
+          d.Set(1u, static_cast<double>(r.level_dimensions[i].second));
+          dims.Set(i, d);
+          ds.Set(i, r.level_downsamples[i]);
+        }
+        o.Set("levelDimensions", dims);
+        o.Set("levelDownsamples", ds);
+        Napi::Object props = Napi::Object::New(env);
+        for (auto& [k, v] : r.properties) props.Set(k, v);
+        o.Set("properties", props);
+        Napi::Object assoc = Napi::Object::New(env);
+        for (auto& [k, wh] : r.associated) {
+          Napi::Array d = Napi::Array::New(env, 2);
+          d.Set(0u, static_cast<double>(wh.first));
+          d.Set(1u, static_cast<double>(wh.second));
+          assoc.Set(k, d);
+        }
+        o.Set("associatedImages", assoc);
+        o.Set("iccProfileSize", r.icc_profile_size < 0 ? env.Null() : Napi::Number::New(env, static_cast<double>(r.icc_profile_size)));
+        return o;
+      });
+}
+
+// readRegion(handle, x, y, level, width, height) -> Promise<{ data: Uint8Array RGB, width, height }>.
+// x, y are level-0 coordinates (OpenSlide's convention); width, height are in pixels of `level`.
+static Napi::Value ReadRegion(const Napi::CallbackInfo& info) {
+  SlidePtr s = slide_from_js(info[0]);
+  int64_t x = int_arg(info, 1, "x"), y = int_arg(info, 2, "y"), level = int_arg(info, 3, "level");
+  int64_t w = int_arg(info, 4, "width"), h = int_arg(info, 5, "height");
+  if (w <= 0 || h <= 0 || w * h > (int64_t(1) << 28)) {
+    throw Napi::RangeError::New(info.Env(), "readRegion: width and height must be positive with at most 2^28 pixels");
+  }
+  return run_async<Pixels>(
+      info.Env(),
+      [s, x, y, level, w, h] {
+        std::vector<uint32_t> argb(static_cast<size_t>(w * h));
+        s->api->read_region(s->osr, argb.data(), x, y, static_cast<int32_t>(level), w, h);
+        check_error(*s, "OpenSlide cannot read a region of");
+        Pixels px;
+        px.width = w;
+        px.height = h;
+        argb_to_rgb(argb, px.rgb);
+        return px;
+      },
+      pixels_to_js);
+}
+
+// readAssociatedImage(handle, name) -> Promise<{ data: Uint8Array RGB, width, height }>
+static Napi::Value ReadAssociatedImage(const Napi::CallbackInfo& info) {
+  SlidePtr s = slide_from_js(info[0]);
+  if (!info[1].IsString()) throw Napi::TypeError::New(info.Env(), "name must be a string");
+  std::string name = info[1].As<Napi::String>().Utf8Value();
+  return run_async<Pixels>(
+      info.Env(),
+      [s, name] {
+        int64_t w = -1, h = -1;
+        s->api->get_associated_image_dimensions(s->osr, name.c_str(), &w, &h);
+        if (w < 0 || h < 0) throw std::runtime_error("slide " + s->path + " has no associated image '" + name + "'");
+        std::vector<uint32_t> argb(static_cast<size_t>(w * h));
+        s->api->read_associated_image(s->osr, name.c_str(), argb.data());
+        check_error(*s, "OpenSlide cannot read an associated image of");
+        Pixels px;
+        px.width = w;
+        px.height = h;
+        argb_to_rgb(argb, px.rgb);
+        return px;
+      },
+      pixels_to_js);
+}
+
+// closeSlide(handle): later reads reject; the file closes once reads in flight finish.
+static Napi::Value CloseSlide(const Napi::CallbackInfo& info) {
+  if (!info[0].IsExternal()) throw Napi::TypeError::New(info.Env(), "expected a slide handle from openSlide()");
+  SlidePtr* p = info[0].As<Napi::External<SlidePtr>>().Data();
+  (*p)->closed = true;
+  p->reset();
+  return info.Env().Undefined();
+}
+
 }  // namespace g2l::slides
 
 static Napi::Object InitSlides(Napi::Env env, Napi::Object exports) {
-  exports.Set("openslideVersion", Napi::Function::New(env, g2l::slides::OpenSlideVersion, "openslideVersion"));
-  exports.Set("openslideError", Napi::Function::New(env, g2l::slides::OpenSlideError, "openslideError"));
+  using namespace g2l::slides;
+  exports.Set("openslideVersion", Napi::Function::New(env, OpenSlideVersion, "openslideVersion"));
+  exports.Set("openslideError", Napi::Function::New(env, OpenSlideError, "openslideError"));
+  exports.Set("detectVendor", Napi::Function::New(env, DetectVendor, "detectVendor"));
+  exports.Set("openSlide", Napi::Function::New(env, OpenSlide, "openSlide"));
+  exports.Set("readRegion", Napi::Function::New(env, ReadRegion, "readRegion"));
+  exports.Set("readAssociatedImage", Napi::Function::New(env, ReadAssociatedImage, "readAssociatedImage"));
+  exports.Set("closeSlide", Napi::Function::New(env, CloseSlide, "closeSlide"));
   return exports;
 }
 

@@ -49,7 +49,12 @@ void load() {
             resolve(lib, "openslide_read_region", a.read_region) &&
             resolve(lib, "openslide_get_property_names", a.get_property_names) &&
             resolve(lib, "openslide_get_property_value", a.get_property_value) &&
-            resolve(lib, "openslide_detect_vendor", a.detect_vendor);
+            resolve(lib, "openslide_detect_vendor", a.detect_vendor) &&
+            resolve(lib, "openslide_get_associated_image_names", a.get_associated_image_names) &&
+            resolve(lib, "openslide_get_associated_image_dimensions", a.get_associated_image_dimensions) &&
+            resolve(lib, "openslide_read_associated_image", a.read_associated_image);
+  // Optional (OpenSlide >= 4.0).
+  a.get_icc_profile_size = reinterpret_cast<decltype(a.get_icc_profile_size)>(dlsym(lib, "openslide_get_icc_profile_size"));
   if (ok) g_api = a;
 }
 

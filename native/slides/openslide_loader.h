@@ -21,6 +21,12 @@ struct OpenSlideApi {
   const char* const* (*get_property_names)(openslide_t*) = nullptr;
   const char* (*get_property_value)(openslide_t*, const char*) = nullptr;
   const char* (*detect_vendor)(const char*) = nullptr;
+  // Associated images (label, macro, thumbnail): in every OpenSlide this addon supports.
+  const char* const* (*get_associated_image_names)(openslide_t*) = nullptr;
+  void (*get_associated_image_dimensions)(openslide_t*, const char*, int64_t*, int64_t*) = nullptr;
+  void (*read_associated_image)(openslide_t*, const char*, uint32_t*) = nullptr;
+  // OpenSlide 4.0 and later only (null on 3.4): the slide's ICC colour profile.
+  int64_t (*get_icc_profile_size)(openslide_t*) = nullptr;
 };
 
 /** The loaded API, or null with `error` set to why (library missing, symbol missing). Thread-safe, loads once. */
