@@ -7,6 +7,9 @@ import { PACKAGE_ROOT } from '../version.js';
 import type { Backend, BackendInfo, Float32Tensor, Uint8Tensor } from './types.js';
 import type { AugmentConfig, AugmentedBatch, AugmentOptions, Normalization, TeacherDtype } from './types.js';
 import type { FloatTensor, LogSumLossOptions, LogSumLossResult } from './types.js';
+import type { NativeDistillerConstructor } from '../distill/native-types.js';
+import type { EmbedInput, ModelDescription, ModelDtype, ModelHandle, ModelInfo, ModelLoadOptions, ModelSource } from './types.js';
+import { UserError } from '../errors.js';
 
 /** The functions the addon exports (native/addon). */
 export interface EngineAddon {
@@ -41,13 +44,27 @@ export interface EngineAddon {
     options: { alpha?: number; reduction?: string; bnEps?: number; teacherBn?: boolean },
     device: string,
   ): Promise<LogSumLossResult>;
+  // Models (native/addon/models.cpp); a handle is an opaque External
+  loadModel(folder: string, preset: string, device: string, dtype: string): Promise<NativeModelRef>;
+  createModel(folder: string, preset: string, device: string, dtype: string, seed: number): Promise<NativeModelRef>;
+  describeModel(folder: string, preset: string): Promise<NativeModelInfo>;
+  modelInfo(handle: NativeModelRef): NativeModelInfo;
+  modelEmbed(handle: NativeModelRef, images: EmbedInput): Promise<Float32Tensor>;
+  modelExport(handle: NativeModelRef, folder: string): Promise<void>;
+  modelDispose(handle: NativeModelRef): Promise<void>;
   runOptimizer(names: string[], params: Float32Tensor[], gradsPerStep: Float32Tensor[][], config: object): Promise<{
     params: Float32Tensor[][];
     lr: number[];
     weightDecay: number[];
     gradNorm: number[];
   }>;
+  Distiller: NativeDistillerConstructor;
 }
+
+/** An engine model (an N-API External); only the addon reads it. */
+export type NativeModelRef = { readonly __nativeModel: unique symbol };
+/** ModelInfo as the addon returns it: dtype and device are null from describeModel. */
+export type NativeModelInfo = Omit<ModelInfo, 'dtype' | 'device'> & { dtype: ModelDtype | null; device: string | null };
 
 /** Where `npm run setup` records which libtorch the engine was built against (tools/setup.mjs). */
 export interface EngineBuildRecord {
@@ -169,5 +186,64 @@ export class NativeBackend implements Backend {
   logSumLoss(zs: FloatTensor, zt: FloatTensor, options: LogSumLossOptions): Promise<LogSumLossResult> {
     const { W, b, device, ...loss } = options;
     return this.addon.logSumLoss(zs, zt, W, b, loss, device ?? 'cpu');
+  }
+
+  // Engine errors about a model folder (no config.json, mismatched weights, a truncated file) are the user's to fix.
+  async describeModel(source: ModelSource): Promise<ModelDescription> {
+    const { dtype: _d, device: _v, ...desc } = await userErrors(this.addon.describeModel(source.folder ?? '', source.preset ?? ''));
+    return desc;
+  }
+
+  async loadModel(source: ModelSource, options: ModelLoadOptions = {}): Promise<ModelHandle> {
+    const ref = await userErrors(this.addon.loadModel(source.folder ?? '', source.preset ?? '', options.device ?? 'cpu', options.dtype ?? 'fp32'));
+    return new NativeModel(this.addon, ref);
+  }
+
+  async createModel(source: ModelSource, options: ModelLoadOptions & { seed?: number } = {}): Promise<ModelHandle> {
+    const ref = await userErrors(
+      this.addon.createModel(source.folder ?? '', source.preset ?? '', options.device ?? 'cpu', options.dtype ?? 'fp32', options.seed ?? 0),
+    );
+    return new NativeModel(this.addon, ref);
+  }
+}
+
+async function userErrors<T>(p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (e) {
+    throw new UserError((e as Error).message);
+  }
+}
+
+/** A model held by the engine. */
+class NativeModel implements ModelHandle {
+  readonly info: ModelInfo;
+  private ref: NativeModelRef | null;
+
+  constructor(
+    private readonly addon: EngineAddon,
+    ref: NativeModelRef,
+  ) {
+    this.ref = ref;
+    this.info = addon.modelInfo(ref) as ModelInfo;
+  }
+
+  private handle(what: string): NativeModelRef {
+    if (!this.ref) throw new UserError(`${what}: the model has been disposed`);
+    return this.ref;
+  }
+
+  embed(images: EmbedInput): Promise<Float32Tensor> {
+    return this.addon.modelEmbed(this.handle('embed'), images);
+  }
+
+  exportTo(folder: string): Promise<void> {
+    return userErrors(this.addon.modelExport(this.handle('export'), folder));
+  }
+
+  async dispose(): Promise<void> {
+    const ref = this.ref;
+    this.ref = null;
+    if (ref) await this.addon.modelDispose(ref);
   }
 }

@@ -32,7 +32,7 @@ export interface BackendInfo {
 
 export type BackendName = 'native' | 'js';
 
-export interface Backend extends AugmentBackend, DistillBackend {
+export interface Backend extends AugmentBackend, DistillBackend, ModelBackend {
   readonly name: BackendName;
   info(): Promise<BackendInfo>;
   /**
@@ -188,4 +188,77 @@ export interface DistillBackend {
    * features: scores how well two feature sets align under a linear projector.
    */
   logSumLoss(zs: FloatTensor, zt: FloatTensor, options: LogSumLossOptions): Promise<LogSumLossResult>;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Models: teacher and student ViTs (timm and transformers DINOv2 families; engine: native/engine/model.h)
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Weight precision of a loaded model: fp32 on the CPU; fp16 or bf16 on CUDA. */
+export type ModelDtype = 'fp32' | 'fp16' | 'bf16';
+
+/** Where a model comes from: a hub folder (timm or transformers layout), a preset, or a preset over a folder. */
+export interface ModelSource {
+  folder?: string;
+  /** h-optimus-0, hibou-l, hibou-b, uni2-h: what the official config.json leaves out. */
+  preset?: string;
+}
+
+/** What a model is: the architecture resolved from its folder and/or preset. */
+export interface ModelDescription {
+  /** timm architecture ("vit_giant_patch14_reg4_dinov2") or transformers model_type ("dinov2_with_registers"). */
+  family: string;
+  layout: 'timm' | 'hf';
+  preset: string | null;
+  folder: string | null;
+  mlp: 'gelu' | 'swiglu_packed' | 'swiglu_hf';
+  /** Embedding width D. */
+  dims: number;
+  depth: number;
+  numHeads: number;
+  numRegisters: number;
+  patchSize: number;
+  /** px: uint8 images are resized to inputSize x inputSize before embedding. */
+  inputSize: number;
+  /** Elements over every checkpoint tensor, as timm / transformers count them. */
+  parameters: number;
+  mean: [number, number, number];
+  std: [number, number, number];
+}
+
+/** A loaded model: its description plus where and how it runs. */
+export interface ModelInfo extends ModelDescription {
+  dtype: ModelDtype;
+  device: string;
+}
+
+export interface ModelLoadOptions {
+  /** cpu, cuda, cuda:<i> (default cpu). */
+  device?: string;
+  /** Default fp32. */
+  dtype?: ModelDtype;
+}
+
+/** Images as embed takes them: RGB uint8 (N,H,W,3), or normalised float32 (N,3,H,W) used as given. */
+export type EmbedInput = Uint8Tensor | Float32Tensor;
+
+/** A model held by a backend. One call runs at a time per handle; the Encoder queues and batches calls. */
+export interface ModelHandle {
+  readonly info: ModelInfo;
+  /** (N,H,W,3) uint8 or (N,3,H,W) float32 -> (N,D) float32: the class token after the final norm. */
+  embed(images: EmbedInput): Promise<Float32Tensor>;
+  /** Writes config.json + model.safetensors in the folder's own layout (atomically). */
+  exportTo(folder: string): Promise<void>;
+  /** Frees the weights; the handle cannot be used afterwards. */
+  dispose(): Promise<void>;
+}
+
+/** The model half of Backend. */
+export interface ModelBackend {
+  /** Resolves a folder/preset without reading weights (config.json, preprocessor_config.json, presets). */
+  describeModel(source: ModelSource): Promise<ModelDescription>;
+  /** Loads the weights (strict: missing, unexpected and mis-shaped keys fail together, before any work). */
+  loadModel(source: ModelSource, options?: ModelLoadOptions): Promise<ModelHandle>;
+  /** The same architecture with random weights from `seed` (benchmarks, demos): no weights are read. */
+  createModel(source: ModelSource, options?: ModelLoadOptions & { seed?: number }): Promise<ModelHandle>;
 }

@@ -7,6 +7,7 @@ import type { AugmentConfig, AugmentedBatch, AugmentOptions, Normalization } fro
 import { augmentBatch, sampleAugmentParams } from './augment.js';
 import type { FloatTensor, LogSumLossOptions, LogSumLossResult } from '../types.js';
 import { logSumLossJs } from './loss.js';
+import type { ModelDescription, ModelHandle, ModelLoadOptions, ModelSource } from '../types.js';
 
 export class JsBackend implements Backend {
   readonly name = 'js' as const;
@@ -63,10 +64,27 @@ export class JsBackend implements Backend {
     return augmentBatch(tiles, p, config, teacherNorm, studentNorm, options.teacherDtype ?? 'float16');
   }
 
+  // Models: the pure-JS ViT is not wired in yet; the engine runs them (lib/backends/native.ts).
+  async describeModel(_source: ModelSource): Promise<ModelDescription> {
+    throw modelsNotYet();
+  }
+
+  async loadModel(_source: ModelSource, _options?: ModelLoadOptions): Promise<ModelHandle> {
+    throw modelsNotYet();
+  }
+
+  async createModel(_source: ModelSource, _options?: ModelLoadOptions & { seed?: number }): Promise<ModelHandle> {
+    throw modelsNotYet();
+  }
+
   async logSumLoss(zs: FloatTensor, zt: FloatTensor, options: LogSumLossOptions): Promise<LogSumLossResult> {
     requireCpu(options.device ?? 'cpu');
     return logSumLossJs(zs, zt, options);
   }
+}
+
+function modelsNotYet(): UserError {
+  return new UserError('the js backend cannot run models yet: use --backend native (build the engine with `npm run setup`)');
 }
 
 export function requireCpu(device: string): void {
