@@ -156,9 +156,163 @@ static Napi::Value RunOptimizerJs(const Napi::CallbackInfo& info) {
       {info[1], info[2]});
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Distiller.create(config) -> Promise<{ step, features, save, load, exportStudent, info }>
+// ---------------------------------------------------------------------------------------------------------------
+
+static AugmentConfig augment_config_from_js(const Napi::Object& o) {
+  AugmentConfig c;
+  read_bool(o, "enabled", c.enabled, "augment");
+  read_int(o, "crop", c.crop, "augment");
+  read_number(o, "pHflip", c.p_hflip, "augment");
+  read_number(o, "pVflip", c.p_vflip, "augment");
+  read_number(o, "pJitter", c.p_jitter, "augment");
+  read_number(o, "brightness", c.brightness, "augment");
+  read_number(o, "contrast", c.contrast, "augment");
+  read_number(o, "saturation", c.saturation, "augment");
+  read_number(o, "hue", c.hue, "augment");
+  read_number(o, "pBlur", c.p_blur, "augment");
+  read_int(o, "blurKernel", c.blur_kernel, "augment");
+  read_number(o, "blurSigmaMin", c.blur_sigma_min, "augment");
+  read_number(o, "blurSigmaMax", c.blur_sigma_max, "augment");
+  return c;
+}
+
+static DistillerConfig distiller_config_from_js(const Napi::Object& o) {
+  DistillerConfig c;
+  read_string(o, "teacher", c.teacher, "config");
+  read_string(o, "teacherPreset", c.teacher_preset, "config");
+  read_string(o, "student", c.student, "config");
+  read_string(o, "studentPreset", c.student_preset, "config");
+  read_string(o, "device", c.device, "config");
+  int64_t seed = 0;
+  read_int(o, "seed", seed, "config");
+  if (seed < 0) throw Napi::RangeError::New(o.Env(), "config.seed must be a non-negative integer");
+  c.seed = static_cast<uint64_t>(seed);
+  read_string(o, "teacherDtype", c.teacher_dtype, "config");
+  read_bool(o, "autocast", c.autocast, "config");
+  read_int(o, "accumulationSteps", c.accumulation_steps, "config");
+  if (has(o, "loss")) c.loss = loss_options_from_js(object_arg(o.Get("loss"), "config.loss"));
+  if (has(o, "optimizer")) c.optimizer = optimizer_config_from_js(object_arg(o.Get("optimizer"), "config.optimizer"));
+  if (has(o, "augment")) c.augment = augment_config_from_js(object_arg(o.Get("augment"), "config.augment"));
+  return c;
+}
+
+namespace {
+
+// One engine Distiller shared by the closures of its JS object; calls are serialised (a step and a save never
+// overlap even when JS does not wait between them).
+struct DistillerHandle {
+  std::unique_ptr<Distiller> engine;
+  std::mutex busy;
+};
+using Handle = std::shared_ptr<DistillerHandle>;
+
+Napi::Value float_array(Napi::Env env, const std::vector<float>& v) {
+  Napi::Array a = Napi::Array::New(env, v.size());
+  for (uint32_t i = 0; i < v.size(); ++i) a.Set(i, v[i]);
+  return a;
+}
+
+Napi::Object info_to_js(Napi::Env env, const DistillerInfo& i, int64_t step) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("studentDim", static_cast<double>(i.student_dim));
+  o.Set("teacherDim", static_cast<double>(i.teacher_dim));
+  o.Set("studentParams", static_cast<double>(i.student_params));
+  o.Set("teacherParams", static_cast<double>(i.teacher_params));
+  o.Set("device", i.device);
+  o.Set("teacherModel", i.teacher_model);
+  o.Set("studentModel", i.student_model);
+  o.Set("teacherMean", float_array(env, i.teacher_mean));
+  o.Set("teacherStd", float_array(env, i.teacher_std));
+  o.Set("studentMean", float_array(env, i.student_mean));
+  o.Set("studentStd", float_array(env, i.student_std));
+  o.Set("step", static_cast<double>(step));
+  return o;
+}
+
+Napi::Value resolve_undefined(Napi::Env env, int&) { return env.Undefined(); }
+
+Napi::Object distiller_to_js(Napi::Env env, Handle h) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("step", Napi::Function::New(env, [h](const Napi::CallbackInfo& info) -> Napi::Value {
+    HostTensor tiles = tensor_from_js(info[0], "tiles");
+    return run_async<StepResult>(
+        info.Env(),
+        [h, tiles] {
+          std::lock_guard<std::mutex> lock(h->busy);
+          return h->engine->step(tiles);
+        },
+        [](Napi::Env e, StepResult& r) -> Napi::Value {
+          Napi::Object out = Napi::Object::New(e);
+          out.Set("step", static_cast<double>(r.step));
+          out.Set("loss", r.loss);
+          out.Set("lr", r.lr);
+          out.Set("weightDecay", r.weight_decay);
+          out.Set("gradNorm", r.grad_norm);
+          out.Set("deviceMemoryBytes", static_cast<double>(r.device_memory_bytes));
+          return out;
+        },
+        {info[0]});
+  }));
+  o.Set("features", Napi::Function::New(env, [h](const Napi::CallbackInfo& info) -> Napi::Value {
+    HostTensor tiles = tensor_from_js(info[0], "tiles");
+    std::string which = string_from_js(info[1], "which");
+    if (which != "student" && which != "teacher") {
+      throw Napi::TypeError::New(info.Env(), "features: which must be 'student' or 'teacher'");
+    }
+    const bool teacher = which == "teacher";
+    return run_async<HostTensor>(
+        info.Env(),
+        [h, tiles, teacher] {
+          std::lock_guard<std::mutex> lock(h->busy);
+          return h->engine->features(tiles, teacher);
+        },
+        [](Napi::Env e, HostTensor& t) -> Napi::Value { return tensor_to_js(e, t); }, {info[0]});
+  }));
+  auto folder_op = [h](const char* name, void (Distiller::*op)(const std::string&)) {
+    return [h, name, op](const Napi::CallbackInfo& info) -> Napi::Value {
+      std::string folder = string_from_js(info[0], std::string(name) + ": folder");
+      return run_async<int>(
+          info.Env(),
+          [h, folder, op] {
+            std::lock_guard<std::mutex> lock(h->busy);
+            ((*h->engine).*op)(folder);
+            return 0;
+          },
+          resolve_undefined);
+    };
+  };
+  o.Set("save", Napi::Function::New(env, folder_op("save", &Distiller::save)));
+  o.Set("load", Napi::Function::New(env, folder_op("load", &Distiller::load)));
+  o.Set("exportStudent", Napi::Function::New(env, folder_op("exportStudent", &Distiller::export_student)));
+  o.Set("info", Napi::Function::New(env, [h](const Napi::CallbackInfo& info) -> Napi::Value {
+    std::lock_guard<std::mutex> lock(h->busy);
+    return info_to_js(info.Env(), h->engine->info(), h->engine->steps_taken());
+  }));
+  return o;
+}
+
+}  // namespace
+
+static Napi::Value CreateDistillerJs(const Napi::CallbackInfo& info) {
+  DistillerConfig config = distiller_config_from_js(object_arg(info[0], "config"));
+  return run_async<Handle>(
+      info.Env(),
+      [config] {
+        auto h = std::make_shared<DistillerHandle>();
+        h->engine = Distiller::create(config);
+        return h;
+      },
+      [](Napi::Env e, Handle& h) -> Napi::Value { return distiller_to_js(e, h); });
+}
+
 void register_distill(Napi::Env env, Napi::Object exports) {
   exports.Set("logSumLoss", Napi::Function::New(env, LogSumLossJs, "logSumLoss"));
   exports.Set("runOptimizer", Napi::Function::New(env, RunOptimizerJs, "runOptimizer"));
+  Napi::Object distiller = Napi::Object::New(env);
+  distiller.Set("create", Napi::Function::New(env, CreateDistillerJs, "create"));
+  exports.Set("Distiller", distiller);
 }
 
 }  // namespace g2l::addon

@@ -89,4 +89,73 @@ struct OptimizerTrace {
 OptimizerTrace run_optimizer(const std::vector<std::string>& names, const std::vector<HostTensor>& params,
                              const std::vector<std::vector<HostTensor>>& grads, const OptimizerConfig& config);
 
+// ---------------------------------------------------------------------------------------------------------------
+// The Distiller: frozen teacher, trained student + projector, one step per batch of tiles
+// ---------------------------------------------------------------------------------------------------------------
+
+struct DistillerConfig {
+  std::string teacher;                // model folder (config.json + model.safetensors), or "" with a preset
+  std::string teacher_preset;         // e.g. "h-optimus-0"; "" to read the folder's config alone
+  std::string student;
+  std::string student_preset;
+  std::string device = "cpu";         // "cpu", "cuda", "cuda:1"
+  uint64_t seed = 0;                  // projector initialisation and the per-step augmentation draws
+  std::string teacher_dtype = "auto"; // "auto" (float16 on CUDA, float32 on the CPU), "float16", "bfloat16", "float32"
+  bool autocast = true;               // student forward in bfloat16 autocast on CUDA (fp32 master weights)
+  int64_t accumulation_steps = 1;     // split each batch into this many micro-batches (BN statistics per micro-batch)
+  LossOptions loss;
+  OptimizerConfig optimizer;
+  AugmentConfig augment;
+};
+
+struct StepResult {
+  int64_t step = 0;                   // 0-based index of the step just taken
+  double loss = 0.0;                  // mean over micro-batches; NaN/Inf are returned as they are
+  double lr = 0.0;
+  double weight_decay = 0.0;
+  double grad_norm = 0.0;             // total L2 norm of student + projector gradients, before clipping
+  int64_t device_memory_bytes = 0;    // peak CUDA memory allocated so far (0 on the CPU)
+};
+
+struct DistillerInfo {
+  int64_t student_dim = 0;
+  int64_t teacher_dim = 0;
+  int64_t student_params = 0;
+  int64_t teacher_params = 0;
+  std::string device;
+  std::string teacher_model;          // one-line description of each model
+  std::string student_model;
+  std::vector<float> teacher_mean, teacher_std, student_mean, student_std;
+};
+
+/**
+ * One distillation run's state. Not thread-safe: one call at a time (the addon serialises them). Every method
+ * throws g2l::Error with what failed and what to do.
+ */
+class Distiller {
+ public:
+  /** Loads both models (strict about weights), builds the projector and the optimiser. */
+  static std::unique_ptr<Distiller> create(const DistillerConfig& config);
+  virtual ~Distiller() = default;
+
+  /**
+   * tiles: uint8 (B,H,W,3), B >= 2 per micro-batch. Augments (one view for both models), runs the frozen teacher
+   * and the student, the loss, its backward and one AdamW update at the current step.
+   */
+  virtual StepResult step(const HostTensor& tiles) = 0;
+
+  /** Embeddings of centre-cropped tiles, no augmentation: (B,D) float32 of the student or the teacher. */
+  virtual HostTensor features(const HostTensor& tiles, bool teacher) = 0;
+
+  /** Writes student, projector, optimiser moments and the step into `folder` (state.pt); the caller renames. */
+  virtual void save(const std::string& folder) = 0;
+  /** Restores what save() wrote; the models and config must be those of the run that saved it. */
+  virtual void load(const std::string& folder) = 0;
+  /** Writes the student in its own layout (config.json + model.safetensors), loadable by timm / transformers. */
+  virtual void export_student(const std::string& folder) = 0;
+
+  virtual int64_t steps_taken() const = 0;
+  virtual DistillerInfo info() const = 0;
+};
+
 }  // namespace g2l

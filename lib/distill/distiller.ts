@@ -1,0 +1,176 @@
+// Distiller: the library face of one distillation run in the engine (native/engine/distiller.cpp). Every call runs
+// off the event loop; calls are serialised in the engine, so a caller may prepare the next batch while a step runs.
+//
+//   const d = await Distiller.create({ teacher: 'models/h-optimus-0', student: 'models/hibou-l', totalSteps: 1000 });
+//   const r = await d.step(tiles);            // tiles: uint8 (B,256,256,3) -> { loss, lr, weightDecay, gradNorm }
+//   await d.save('run/checkpoints/step-100'); await d.export('run/student');
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { UserError } from '../errors.js';
+import { writeDirAtomic } from '../io/atomic.js';
+import { getBackend, NativeBackend } from '../backends/index.js';
+import type { AugmentConfig, BackendName, Float32Tensor, Uint8Tensor } from '../backends/index.js';
+import type { NativeDistiller, NativeDistillerConfig, NativeDistillerInfo, NativeStepResult } from './native-types.js';
+
+/** G2L's method constants (DESIGN.md); each is configurable. */
+export const DISTILL_DEFAULTS = Object.freeze({
+  lr: 1e-4,
+  finalLr: 0,
+  weightDecay: 0.05,
+  finalWeightDecay: 0,
+  warmupSteps: 0,
+  clipGradNorm: 0,
+  alpha: 4,
+  reduction: 'batch' as const,
+  bnEps: 1e-4,
+  teacherBn: true,
+  accumulationSteps: 1,
+});
+
+export interface DistillerConfig {
+  /** Teacher model folder (config.json + model.safetensors). */
+  teacher: string;
+  teacherPreset?: string;
+  /** Student model folder; the student is exported in this folder's layout. */
+  student: string;
+  studentPreset?: string;
+  /** The planned number of steps: the cosine schedules run over it. */
+  totalSteps: number;
+  device?: string;
+  seed?: number;
+  lr?: number;
+  finalLr?: number;
+  weightDecay?: number;
+  finalWeightDecay?: number;
+  warmupSteps?: number;
+  /** 0: no clipping. */
+  clipGradNorm?: number;
+  accumulationSteps?: number;
+  alpha?: number;
+  reduction?: 'batch' | 'sample';
+  bnEps?: number;
+  teacherBn?: boolean;
+  teacherDtype?: 'auto' | 'float16' | 'bfloat16' | 'float32';
+  /** bf16 autocast of the student on CUDA (default true). */
+  autocast?: boolean;
+  augment?: AugmentConfig;
+  backend?: BackendName;
+}
+
+export type StepResult = NativeStepResult;
+export type DistillerInfo = NativeDistillerInfo;
+
+/** What Distiller.save writes next to the engine's state.pt. */
+const META_FILE = 'distiller.json';
+
+export function toNativeConfig(c: DistillerConfig): NativeDistillerConfig {
+  const d = DISTILL_DEFAULTS;
+  return {
+    teacher: c.teacher,
+    teacherPreset: c.teacherPreset ?? '',
+    student: c.student,
+    studentPreset: c.studentPreset ?? '',
+    device: c.device ?? 'cpu',
+    seed: c.seed ?? 0,
+    accumulationSteps: c.accumulationSteps ?? d.accumulationSteps,
+    teacherDtype: c.teacherDtype ?? 'auto',
+    autocast: c.autocast ?? true,
+    loss: { alpha: c.alpha ?? d.alpha, reduction: c.reduction ?? d.reduction, bnEps: c.bnEps ?? d.bnEps, teacherBn: c.teacherBn ?? d.teacherBn },
+    optimizer: {
+      lr: c.lr ?? d.lr,
+      finalLr: c.finalLr ?? d.finalLr,
+      weightDecay: c.weightDecay ?? d.weightDecay,
+      finalWeightDecay: c.finalWeightDecay ?? d.finalWeightDecay,
+      warmupSteps: c.warmupSteps ?? d.warmupSteps,
+      totalSteps: c.totalSteps,
+      clipGradNorm: c.clipGradNorm ?? d.clipGradNorm,
+    },
+    augment: { ...(c.augment ?? {}) } as Record<string, number | boolean>,
+  };
+}
+
+export class Distiller {
+  private constructor(
+    private readonly engine: NativeDistiller,
+    readonly config: DistillerConfig,
+  ) {}
+
+  /** Loads teacher and student (strict about their weights) and builds projector and optimiser. */
+  static async create(config: DistillerConfig): Promise<Distiller> {
+    if (!Number.isInteger(config.totalSteps) || config.totalSteps < 1) {
+      throw new UserError(`Distiller: totalSteps must be a positive integer, got ${config.totalSteps}`);
+    }
+    const backend = getBackend({ backend: config.backend ?? 'native' });
+    if (!(backend instanceof NativeBackend)) {
+      throw new UserError('distillation needs the native engine (libtorch): build it with `npm run setup`, and do not pass --backend js');
+    }
+    try {
+      const engine = await backend.addon.Distiller.create(toNativeConfig(config));
+      return new Distiller(engine, config);
+    } catch (e) {
+      throw asUserError(e);
+    }
+  }
+
+  /** One step on uint8 tiles (B,H,W,3): augmentation, teacher, student, loss, backward, AdamW. */
+  async step(tiles: Uint8Tensor): Promise<StepResult> {
+    try {
+      return await this.engine.step(tiles);
+    } catch (e) {
+      throw asUserError(e);
+    }
+  }
+
+  /** Embeddings (B,D) float32 of centre-cropped tiles, without augmentation. */
+  async features(tiles: Uint8Tensor, which: 'student' | 'teacher'): Promise<Float32Tensor> {
+    return this.engine.features(tiles, which);
+  }
+
+  /**
+   * Writes the full state (student, projector, optimiser moments, step; `extra` for the caller's own state such as
+   * the sampler position) into `folder`, atomically: a temporary sibling folder renamed into place.
+   */
+  async save(folder: string, extra: Record<string, unknown> = {}): Promise<void> {
+    await writeDirAtomic(folder, async (tmp) => {
+      await this.engine.save(tmp);
+      const meta = { format: 'g2l-native/distiller@1', step: this.engine.info().step, extra };
+      await fs.writeFile(path.join(tmp, META_FILE), `${JSON.stringify(meta, null, 2)}\n`);
+    });
+  }
+
+  /** Restores a folder written by save(); returns its `extra`. */
+  async load(folder: string): Promise<Record<string, unknown>> {
+    let meta: { step: number; extra: Record<string, unknown> };
+    try {
+      meta = JSON.parse(await fs.readFile(path.join(folder, META_FILE), 'utf8'));
+    } catch {
+      throw new UserError(`${folder} is not a g2l-native checkpoint (no readable ${META_FILE}): pass a checkpoints/step-N folder`);
+    }
+    try {
+      await this.engine.load(folder);
+    } catch (e) {
+      throw asUserError(e);
+    }
+    return meta.extra ?? {};
+  }
+
+  /** Exports the student in its own layout (config.json + model.safetensors) to `folder`. */
+  async export(folder: string): Promise<void> {
+    await this.engine.exportStudent(path.resolve(folder));
+  }
+
+  info(): DistillerInfo {
+    return this.engine.info();
+  }
+
+  get stepsTaken(): number {
+    return this.engine.info().step;
+  }
+}
+
+/** Engine errors are about the user's input (models, shapes, files): one line, no stack. */
+function asUserError(e: unknown): Error {
+  if (e instanceof UserError) return e;
+  const msg = (e as Error)?.message ?? String(e);
+  return new UserError(msg.split('\n')[0]);
+}

@@ -1,0 +1,305 @@
+// The Distiller (public API in g2l/distill.h): G2L's training step, read top to bottom in step().
+//
+//   tiles uint8 (B,H,W,3) -> augment_batch (one view, both normalisations)
+//     -> teacher (frozen, inference mode, fp16 on CUDA)            zt (B,Dt)
+//     -> student (fp32 master weights, bf16 autocast on CUDA)      zs (B,Ds)
+//     -> projector Linear(Ds -> Dt) + log-sum loss (loss.h)        scalar
+//     -> backward -> AdamW with cosine schedules (optim.h)
+//
+// Randomness is a pure function of (seed, step): the projector is drawn from the seed, each step's augmentation
+// from a generator seeded by mix(seed, step). A resumed run therefore needs only the step to continue exactly.
+// Data parallelism (issue 7) slots in between backward and the optimiser (gradient all-reduce) and inside the
+// loss (the BN column sums reduced across ranks); nothing here assumes a single process beyond that.
+#ifdef G2L_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
+#include <torch/serialize.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "augment.h"
+#include "g2l/distill.h"
+#include "loss.h"
+#include "model.h"
+#include "optim.h"
+#include "tensor_bridge.h"
+
+namespace g2l {
+
+namespace {
+
+constexpr const char* kStateFile = "state.pt";
+
+at::ScalarType teacher_dtype_for(const std::string& name, const at::Device& device) {
+  if (name == "auto") return device.is_cuda() ? at::kHalf : at::kFloat;
+  if (name == "float16") return at::kHalf;
+  if (name == "bfloat16") return at::kBFloat16;
+  if (name == "float32") return at::kFloat;
+  throw Error("teacherDtype must be auto, float16, bfloat16 or float32, got '" + name + "'");
+}
+
+// splitmix64 of (seed, step): independent, reproducible augmentation draws per step.
+uint64_t step_seed(uint64_t seed, int64_t step) {
+  uint64_t z = seed + 0x9E3779B97F4A7C15ull * (static_cast<uint64_t>(step) + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+Normalization normalization_of(const ModelSpec& spec) { return Normalization{spec.mean, spec.std}; }
+
+// bf16 autocast of the student's forward on CUDA, restored on scope exit (also on exceptions).
+class CudaAutocast {
+ public:
+  explicit CudaAutocast(bool on) : on_(on) {
+    if (!on_) return;
+    prev_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
+    prev_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::increment_nesting();
+  }
+  ~CudaAutocast() {
+    if (!on_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(at::kCUDA, prev_enabled_);
+    at::autocast::set_autocast_dtype(at::kCUDA, prev_dtype_);
+  }
+
+ private:
+  bool on_;
+  bool prev_enabled_ = false;
+  at::ScalarType prev_dtype_ = at::kBFloat16;
+};
+
+class DistillerImpl final : public Distiller {
+ public:
+  explicit DistillerImpl(const DistillerConfig& config)
+      : config_(config), device_(parse_device(config.device)) {
+    if (config_.accumulation_steps < 1) throw Error("accumulationSteps must be at least 1");
+    loss_options_.alpha = config_.loss.alpha;
+    loss_options_.reduction = parse_loss_reduction(config_.loss.reduction);
+    loss_options_.bn_eps = config_.loss.bn_eps;
+    loss_options_.teacher_bn = config_.loss.teacher_bn;
+    teacher_dtype_ = teacher_dtype_for(config_.teacher_dtype, device_);
+
+    teacher_ = load_model(config_.teacher, config_.teacher_preset, device_, teacher_dtype_);
+    teacher_.module->eval();
+    for (auto& p : teacher_.module->parameters()) p.requires_grad_(false);
+    student_ = load_model(config_.student, config_.student_preset, device_, at::kFloat);
+    student_.module->train();
+
+    // Projector Linear(Ds -> Dt) with nn.Linear's initialisation, U(-1/sqrt(Ds), 1/sqrt(Ds)), drawn from the seed.
+    const int64_t ds = student_.spec.embed_dim, dt = teacher_.spec.embed_dim;
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(config_.seed);
+    const double bound = 1.0 / std::sqrt(static_cast<double>(ds));
+    projector_weight_ = at::empty({dt, ds}, at::kFloat).uniform_(-bound, bound, gen).to(device_).requires_grad_(true);
+    projector_bias_ = at::empty({dt}, at::kFloat).uniform_(-bound, bound, gen).to(device_).requires_grad_(true);
+
+    std::vector<std::pair<std::string, at::Tensor>> trained;
+    for (const auto& item : student_.module->named_parameters(/*recurse=*/true)) {
+      if (item.value().requires_grad()) trained.emplace_back("student/" + item.key(), item.value());
+    }
+    if (trained.empty()) throw Error("the student model has no trainable parameters: " + student_.spec.describe());
+    trained.emplace_back("projector.weight", projector_weight_);
+    trained.emplace_back("projector.bias", projector_bias_);
+    optimizer_ = std::make_unique<AdamW>(std::move(trained), config_.optimizer);
+  }
+
+  StepResult step(const HostTensor& tiles) override {
+    return with_torch_errors([&] {
+      at::Tensor x = check_tiles(tiles, "step");
+      const int64_t batch = x.size(0), accum = config_.accumulation_steps;
+      if (batch % accum != 0 || batch / accum < 2) {
+        throw Error("step: a batch of " + std::to_string(batch) + " tiles cannot be split into " +
+                    std::to_string(accum) + " micro-batches of at least 2 (BatchNorm needs 2 samples): change " +
+                    "batchSize or accumulationSteps");
+      }
+      at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(step_seed(config_.seed, step_));
+      at::Tensor params = sample_augment_params(batch, x.size(1), x.size(2), config_.augment, gen);
+      AugmentedBatch views = augment_batch(x, params, config_.augment, normalization_of(teacher_.spec),
+                                           normalization_of(student_.spec), teacher_dtype_);
+
+      optimizer_->zero_grad();
+      const int64_t micro = batch / accum;
+      at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device_));
+      for (int64_t m = 0; m < accum; ++m) {
+        at::Tensor teacher_in = views.teacher.narrow(0, m * micro, micro);
+        at::Tensor student_in = views.student.narrow(0, m * micro, micro);
+        at::Tensor zt;
+        {
+          c10::InferenceMode frozen;
+          zt = teacher_.forward(teacher_in);  // (b,Dt)
+        }
+        // A float32 copy outside inference mode: the loss saves it for backward.
+        zt = zt.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
+        at::Tensor zs;
+        {
+          CudaAutocast autocast(device_.is_cuda() && config_.autocast);
+          zs = student_.forward(student_in);  // (b,Ds)
+        }
+        at::Tensor loss = log_sum_loss(zs.to(at::kFloat), zt, projector_weight_, projector_bias_, loss_options_);
+        (accum > 1 ? loss / static_cast<double>(accum) : loss).backward();
+        loss_sum.add_(loss.detach());
+      }
+      at::Tensor grad_norm = optimizer_->step(step_);
+      const ScheduleValues sched = schedule_at(optimizer_->config(), step_);
+      // The one host synchronisation of the step: loss and gradient norm together.
+      at::Tensor host = at::stack({loss_sum / static_cast<double>(accum), grad_norm.to(at::kFloat)}).to(at::kCPU);
+      StepResult r;
+      r.step = step_;
+      r.loss = host[0].item<double>();
+      r.grad_norm = host[1].item<double>();
+      r.lr = sched.lr;
+      r.weight_decay = sched.weight_decay;
+      r.device_memory_bytes = peak_device_memory();
+      step_ += 1;
+      return r;
+    });
+  }
+
+  HostTensor features(const HostTensor& tiles, bool teacher) override {
+    return with_torch_errors([&] {
+      at::Tensor x = check_tiles(tiles, "features");
+      AugmentConfig centre = config_.augment;
+      centre.enabled = false;
+      at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(0);
+      at::Tensor params = sample_augment_params(x.size(0), x.size(1), x.size(2), centre, gen);
+      c10::InferenceMode no_grad;
+      AugmentedBatch views = augment_batch(x, params, centre, normalization_of(teacher_.spec),
+                                           normalization_of(student_.spec), teacher_dtype_);
+      at::Tensor z = teacher ? teacher_.forward(views.teacher) : student_.forward(views.student);
+      return to_host(z.to(at::kCPU, at::kFloat).contiguous());
+    });
+  }
+
+  void save(const std::string& folder) override {
+    with_torch_errors([&] {
+      c10::Dict<std::string, at::Tensor> state;
+      for (const auto& item : student_.module->named_parameters(true)) {
+        state.insert("student/" + item.key(), item.value().detach().to(at::kCPU).contiguous());
+      }
+      state.insert("projector.weight", projector_weight_.detach().to(at::kCPU).contiguous());
+      state.insert("projector.bias", projector_bias_.detach().to(at::kCPU).contiguous());
+      for (const auto& [key, t] : optimizer_->state_dict()) {
+        state.insert("optimizer/" + key, t.detach().to(at::kCPU).contiguous());
+      }
+      state.insert("step", at::tensor({step_}, at::kLong));
+      state.insert("seed", at::tensor({static_cast<int64_t>(config_.seed)}, at::kLong));
+      std::vector<char> bytes = torch::pickle_save(c10::IValue(state));
+      std::filesystem::create_directories(folder);
+      const std::string path = (std::filesystem::path(folder) / kStateFile).string();
+      std::ofstream out(path, std::ios::binary | std::ios::trunc);
+      out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+      out.close();
+      if (!out) throw Error("save: could not write " + path + ": check free space and permissions");
+      return 0;
+    });
+  }
+
+  void load(const std::string& folder) override {
+    with_torch_errors([&] {
+      const std::string path = (std::filesystem::path(folder) / kStateFile).string();
+      std::ifstream in(path, std::ios::binary);
+      if (!in) throw Error("load: cannot read " + path + ": is this a checkpoint folder of a g2l-native run?");
+      std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      c10::IValue value = torch::pickle_load(bytes);
+      if (!value.isGenericDict()) throw Error("load: " + path + " is not a g2l-native checkpoint");
+      std::map<std::string, at::Tensor> state;
+      for (const auto& entry : value.toGenericDict()) state[entry.key().toStringRef()] = entry.value().toTensor();
+      auto take = [&](const std::string& key, at::Tensor& dst) {
+        auto it = state.find(key);
+        if (it == state.end()) throw Error("load: " + path + " has no '" + key + "': it is from another model or run");
+        if (it->second.sizes() != dst.sizes()) {
+          throw Error("load: '" + key + "' in " + path + " has shape " + c10::str(it->second.sizes()) +
+                      " but the model has " + c10::str(dst.sizes()) + ": it is from another model");
+        }
+        at::NoGradGuard no_grad;
+        dst.copy_(it->second);
+      };
+      for (auto& item : student_.module->named_parameters(true)) take("student/" + item.key(), item.value());
+      take("projector.weight", projector_weight_);
+      take("projector.bias", projector_bias_);
+      std::map<std::string, at::Tensor> opt_state;
+      for (const auto& [key, t] : state) {
+        if (key.rfind("optimizer/", 0) == 0) opt_state[key.substr(10)] = t.to(device_);
+      }
+      optimizer_->load_state_dict(opt_state);
+      auto it = state.find("step");
+      if (it == state.end()) throw Error("load: " + path + " has no 'step'");
+      step_ = it->second.item<int64_t>();
+      return 0;
+    });
+  }
+
+  void export_student(const std::string& folder) override {
+    with_torch_errors([&] {
+      export_model(student_, folder);
+      return 0;
+    });
+  }
+
+  int64_t steps_taken() const override { return step_; }
+
+  DistillerInfo info() const override {
+    DistillerInfo i;
+    i.student_dim = student_.spec.embed_dim;
+    i.teacher_dim = teacher_.spec.embed_dim;
+    i.student_params = student_.parameter_count();
+    i.teacher_params = teacher_.parameter_count();
+    i.device = device_.str();
+    i.teacher_model = teacher_.spec.describe();
+    i.student_model = student_.spec.describe();
+    i.teacher_mean.assign(teacher_.spec.mean.begin(), teacher_.spec.mean.end());
+    i.teacher_std.assign(teacher_.spec.std.begin(), teacher_.spec.std.end());
+    i.student_mean.assign(student_.spec.mean.begin(), student_.spec.mean.end());
+    i.student_std.assign(student_.spec.std.begin(), student_.spec.std.end());
+    return i;
+  }
+
+ private:
+  at::Tensor check_tiles(const HostTensor& tiles, const char* what) const {
+    if (tiles.dtype != DType::U8 || tiles.shape.size() != 4 || tiles.shape[3] != 3) {
+      throw Error(std::string(what) + ": expected uint8 tiles (B,H,W,3)");
+    }
+    const int64_t crop = config_.augment.crop;
+    if (tiles.shape[1] < crop || tiles.shape[2] < crop) {
+      throw Error(std::string(what) + ": tiles of " + std::to_string(tiles.shape[1]) + "x" +
+                  std::to_string(tiles.shape[2]) + " are smaller than the crop (" + std::to_string(crop) + ")");
+    }
+    return view_as_aten(tiles).to(device_, /*non_blocking=*/false, /*copy=*/!device_.is_cpu());
+  }
+
+  int64_t peak_device_memory() const {
+#ifdef G2L_WITH_CUDA
+    if (device_.is_cuda()) {
+      auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device_.index() < 0 ? 0 : device_.index());
+      return stats.allocated_bytes[0].peak;  // StatType::AGGREGATE
+    }
+#endif
+    return 0;
+  }
+
+  DistillerConfig config_;
+  at::Device device_;
+  at::ScalarType teacher_dtype_ = at::kFloat;
+  LogSumLossOptions loss_options_;
+  LoadedModel teacher_, student_;
+  at::Tensor projector_weight_, projector_bias_;
+  std::unique_ptr<AdamW> optimizer_;
+  int64_t step_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Distiller> Distiller::create(const DistillerConfig& config) {
+  return with_torch_errors([&]() -> std::unique_ptr<Distiller> { return std::make_unique<DistillerImpl>(config); });
+}
+
+}  // namespace g2l
