@@ -4,6 +4,7 @@ import { infoCommand } from './info.js';
 import { evalCommand } from './eval.js';
 import { ckaCommand } from './cka.js';
 import { tileCommand } from './tile.js';
+import { embedCommand } from './embed.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const commands: CommandModule<any, any>[] = [
@@ -11,4 +12,5 @@ export const commands: CommandModule<any, any>[] = [
   evalCommand,
   ckaCommand,
   tileCommand,
+  embedCommand,
 ];

@@ -1,0 +1,141 @@
+// `g2l-native embed`: images in, embeddings out, with one model.
+//   .npy in  (uint8 (N,H,W,3) RGB, or float32 (N,3,H,W) normalised)  ->  float32 (N,D) .npy out
+//   image folder (ImageFolder root/<class>/*) or dataset CSV in       ->  feature-set folder (features.npy + meta.csv,
+//                                                                         skipped.csv listing unreadable images)
+import type { CommandModule } from 'yargs';
+import path from 'node:path';
+import { promises as fs } from 'node:fs';
+import cliProgress from 'cli-progress';
+import { UserError } from '../errors.js';
+import type { BackendName, EmbedInput, ModelDtype } from '../backends/types.js';
+import { readNpy, writeNpy } from '../io/npy.js';
+import { embedDataset, readImageDataset } from '../data/image-dataset.js';
+import { Encoder } from '../models/encoder.js';
+import { PRESETS } from '../models/source.js';
+
+export interface EmbedArgs {
+  model: string;
+  input: string;
+  out: string;
+  device?: string;
+  dtype?: ModelDtype;
+  batchSize: number;
+  backend?: BackendName;
+}
+
+export interface EmbedSummary {
+  out: string;
+  embedded: number;
+  dims: number;
+  skipped: { path: string; reason: string }[];
+  seconds: number;
+}
+
+function progressBar(label: string): ((done: number, total: number) => void) | undefined {
+  if (!process.stderr.isTTY) return undefined;
+  let bar: cliProgress.SingleBar | undefined;
+  return (done, total) => {
+    if (!bar) {
+      bar = new cliProgress.SingleBar(
+        { format: `${label} [{bar}] {value}/{total} images {eta_formatted}`, stream: process.stderr, hideCursor: true },
+        cliProgress.Presets.shades_classic,
+      );
+      bar.start(total, 0);
+    }
+    bar.update(done);
+    if (done >= total) bar.stop();
+  };
+}
+
+/** Reads an embed .npy input: uint8 (N,H,W,3) or float32 (N,3,H,W), anything else refused with the fix. */
+export async function readEmbedNpy(file: string): Promise<EmbedInput> {
+  const arr = await readNpy(file);
+  const shape = `(${arr.shape.join(', ')})`;
+  if (arr.dtype === 'uint8') {
+    if (arr.shape.length !== 4 || arr.shape[3] !== 3) {
+      throw new UserError(`${file}: uint8 array of shape ${shape}; embed takes uint8 images as (N, H, W, 3) RGB: transpose or add a batch axis`);
+    }
+    return { data: arr.data as Uint8Array, shape: arr.shape };
+  }
+  if (arr.dtype === 'float32') {
+    if (arr.shape.length !== 4 || arr.shape[1] !== 3) {
+      throw new UserError(`${file}: float32 array of shape ${shape}; embed takes float32 images as (N, 3, H, W), normalised: transpose to channels-first`);
+    }
+    return { data: arr.data as Float32Array, shape: arr.shape };
+  }
+  throw new UserError(
+    `${file}: dtype ${arr.dtype} ${shape}; embed takes uint8 (N, H, W, 3) RGB or float32 (N, 3, H, W) normalised images: ` +
+      `convert with arr.astype(np.uint8) or arr.astype(np.float32)`,
+  );
+}
+
+export async function runEmbed(argv: EmbedArgs): Promise<EmbedSummary> {
+  const started = Date.now();
+  const stat = await fs.stat(argv.input).catch(() => undefined);
+  if (!stat) throw new UserError(`--input ${argv.input}: not found; give a .npy file, an image folder or a dataset CSV`);
+  const npyIn = stat.isFile() && argv.input.toLowerCase().endsWith('.npy');
+  const npyOut = argv.out.toLowerCase().endsWith('.npy');
+  if (npyIn && !npyOut) throw new UserError(`--out ${argv.out}: a .npy input writes a .npy output; name it <file>.npy`);
+  if (!npyIn && npyOut) {
+    throw new UserError(`--out ${argv.out}: an image folder or CSV writes a feature-set folder (features.npy + meta.csv); give a folder`);
+  }
+  // Read the input before loading the model, so a bad input fails in milliseconds rather than after the load.
+  const images = npyIn ? await readEmbedNpy(argv.input) : undefined;
+  const dataset = npyIn ? undefined : await readImageDataset(argv.input);
+
+  const enc = await Encoder.load(argv.model, { device: argv.device, dtype: argv.dtype, batchSize: argv.batchSize, backend: argv.backend });
+  try {
+    if (images) {
+      const n = images.shape[0];
+      const progress = progressBar('embed');
+      const dims = enc.info.dims;
+      const features = new Float32Array(n * dims);
+      const perImage = n > 0 ? images.data.length / n : 0;
+      // Chunks of a few batches: the progress bar moves, and memory stays one chunk of outputs at a time.
+      const chunk = enc.batchSize * 4;
+      for (let start = 0; start < n; start += chunk) {
+        const count = Math.min(chunk, n - start);
+        const data = images.data.subarray(start * perImage, (start + count) * perImage) as EmbedInput['data'];
+        const y = await enc.embed({ data, shape: [count, ...images.shape.slice(1)] } as EmbedInput);
+        features.set(y.data, start * dims);
+        progress?.(start + count, n);
+      }
+      await writeNpy(argv.out, { dtype: 'float32', shape: [n, dims], data: features });
+      return { out: argv.out, embedded: n, dims, skipped: [], seconds: (Date.now() - started) / 1000 };
+    }
+    const res = await embedDataset(enc, dataset!, argv.out, { batchSize: argv.batchSize, onProgress: progressBar('embed') });
+    return {
+      out: argv.out,
+      embedded: res.embedded,
+      dims: res.dim,
+      skipped: res.skipped.map((s) => ({ path: s.path, reason: s.reason })),
+      seconds: (Date.now() - started) / 1000,
+    };
+  } finally {
+    await enc.dispose();
+  }
+}
+
+export const embedCommand: CommandModule<{ backend?: BackendName }, EmbedArgs> = {
+  command: 'embed',
+  describe: 'Embed images with a model: .npy (uint8 N,H,W,3 or float32 N,3,H,W) to .npy (N,D), or an image folder / CSV to a feature set',
+  builder: (y) =>
+    y
+      .option('model', {
+        type: 'string',
+        demandOption: true,
+        describe: `Model folder (timm or transformers hub layout), preset:<name>:<folder> (presets: ${PRESETS.join(', ')})`,
+      })
+      .option('input', { type: 'string', demandOption: true, describe: '.npy images, an ImageFolder (root/<class>/*) or a dataset CSV' })
+      .option('out', { type: 'string', demandOption: true, describe: '.npy for a .npy input; a feature-set folder otherwise' })
+      .option('device', { type: 'string', describe: 'cpu, cuda or cuda:<i> (default: cuda when available, else cpu)' })
+      .option('dtype', { choices: ['fp32', 'fp16', 'bf16'] as const, describe: 'Weights precision (default: fp32 on cpu, fp16 on cuda)' })
+      .option('batch-size', { type: 'number', default: 32, describe: 'Images per forward pass' }) as never,
+  handler: async (argv) => {
+    const s = await runEmbed(argv);
+    for (const k of s.skipped) process.stderr.write(`g2l-native: skipped unreadable image ${k.path}: ${k.reason}\n`);
+    const rate = s.seconds > 0 ? ` (${(s.embedded / s.seconds).toFixed(1)} img/s including load)` : '';
+    const skipped = s.skipped.length ? `; skipped ${s.skipped.length} unreadable (listed in ${path.join(s.out, 'skipped.csv')})` : '';
+    process.stdout.write(`embedded ${s.embedded} images (${s.dims}-d) to ${s.out} in ${s.seconds.toFixed(1)} s${rate}${skipped}\n`);
+  },
+};

@@ -1,0 +1,42 @@
+// How users name a model: a hub folder, `preset:<name>:<folder>` (a preset over a folder whose config.json is
+// incomplete, or has none), or `preset:<name>` (the architecture alone: random weights for benchmarks).
+import { UserError } from '../errors.js';
+import type { ModelSource } from '../backends/types.js';
+
+/** The presets the engine knows (native/engine/model_spec.cpp). */
+export const PRESETS = ['h-optimus-0', 'hibou-l', 'hibou-b', 'uni2-h'] as const;
+export type PresetName = (typeof PRESETS)[number];
+
+/** Parses a --model value. */
+export function parseModelArg(value: string): ModelSource {
+  if (!value.startsWith('preset:')) return { folder: value };
+  const rest = value.slice('preset:'.length);
+  const colon = rest.indexOf(':');
+  const preset = colon < 0 ? rest : rest.slice(0, colon);
+  const folder = colon < 0 ? undefined : rest.slice(colon + 1);
+  if (!(PRESETS as readonly string[]).includes(preset)) {
+    throw new UserError(`--model ${value}: unknown preset '${preset}'; known presets are ${PRESETS.join(', ')}`);
+  }
+  if (folder !== undefined && folder.length === 0) {
+    throw new UserError(`--model ${value}: no folder after the preset; write preset:${preset}:<folder>`);
+  }
+  return folder === undefined ? { preset } : { preset, folder };
+}
+
+/** Normalises what Encoder.load accepts into a ModelSource. */
+export function toModelSource(source: string | ModelSource): ModelSource {
+  if (typeof source === 'string') return parseModelArg(source);
+  if (!source || (!source.folder && !source.preset)) {
+    throw new UserError('a model needs a folder, a preset, or both: { folder } | { preset, folder }');
+  }
+  if (source.preset && !(PRESETS as readonly string[]).includes(source.preset)) {
+    throw new UserError(`unknown preset '${source.preset}'; known presets are ${PRESETS.join(', ')}`);
+  }
+  return { folder: source.folder, preset: source.preset };
+}
+
+/** The form parseModelArg reads, for messages and logs. */
+export function formatModelSource(s: ModelSource): string {
+  if (!s.preset) return s.folder ?? '';
+  return s.folder ? `preset:${s.preset}:${s.folder}` : `preset:${s.preset}`;
+}
