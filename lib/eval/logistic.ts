@@ -3,7 +3,11 @@
 // solved by L-BFGS (10 pairs, strong-Wolfe line search) until the largest gradient component of the objective
 // divided by N (scikit-learn's scaling, so the tolerance means the same thing) is at most 1e-8. Binary problems
 // are the two-class case of the same softmax model (equivalent to a binomial model with C doubled).
-// Float64 throughout; features stay float32 [N, D] and are read row by row.
+// Float64 throughout. The objective's two products (logits X·Wᵀ and gradient Rᵀ·X) run through the f64 SIMD
+// kernel over float64 copies of X kept in WebAssembly memory, row-major for the logits and transposed in blocks of
+// 512 samples for the gradient, so each pass streams X once (2 x N x D x 8 bytes, e.g. 2 GB for 80k x 1536). When
+// that does not fit in the 4 GiB of WebAssembly memory, a plain JavaScript loop over the float32 rows is used.
+import { simdKernels, wasm } from './simd.js';
 
 export interface LogisticOptions {
   /** Inverse regularisation strength (scikit-learn's C). */
@@ -11,6 +15,8 @@ export interface LogisticOptions {
   /** Stop when max |∇(objective / N)| <= gtol. */
   gtol?: number;
   maxIter?: number;
+  /** 'auto' (SIMD when it fits in memory), or force one implementation (tests). */
+  engine?: 'auto' | 'simd' | 'js';
   onIteration?: (iter: number, loss: number, gradMax: number) => void;
 }
 
@@ -26,6 +32,7 @@ export interface LogisticModel {
   gradMax: number;
   /** Final objective / N. */
   loss: number;
+  engine: 'simd' | 'js';
 }
 
 /** Objective/N and its gradient at theta = [W (K*D), b (K)], written into grad. */
@@ -76,6 +83,82 @@ function objective(theta: Float64Array, grad: Float64Array, X: Float32Array, y: 
   }
   for (let k = 0; k < K; k++) grad[bOff + k] /= n;
   return loss / n + pen / (2 * C * n);
+}
+
+const BLOCK = 512;
+const PAGE = 65536;
+const pad = (v: number, m: number) => Math.ceil(v / m) * m;
+
+/** The same objective as `objective`, with both products in the SIMD kernel. Undefined when it does not fit. */
+function simdObjective(X: Float32Array, y: Int32Array, n: number, d: number, K: number, C: number):
+  ((theta: Float64Array, grad: Float64Array) => number) | undefined {
+  const Dp = pad(d, 4), Kp = pad(K, 4), Np = pad(n, BLOCK);
+  const sizes = { x: Np * Dp, xtb: Np * Dp, w: Kp * Dp, z: Np * Kp, rtb: Np * Kp, gt: Dp * Kp };
+  const bytes = Object.values(sizes).reduce((a, b) => a + b, 0) * 8;
+  if (bytes > 65535 * PAGE) return undefined;
+  const memory = new wasm.Memory({ initial: Math.ceil(bytes / PAGE) });
+  const k = simdKernels(memory);
+  const buf = memory.buffer as ArrayBuffer;
+  let off = 0;
+  const take = (len: number) => {
+    const o = off;
+    off += len * 8;
+    return { o, a: new Float64Array(buf, o, len) };
+  };
+  const x64 = take(sizes.x), xtb = take(sizes.xtb), w = take(sizes.w), z = take(sizes.z), rtb = take(sizes.rtb), gt = take(sizes.gt);
+  // x64: [Np, Dp] row-major; xtb: per block of BLOCK samples a [Dp, BLOCK] transposed slab.
+  for (let i = 0; i < n; i++) {
+    const blk = Math.floor(i / BLOCK), r = i % BLOCK;
+    const slab = blk * Dp * BLOCK;
+    for (let j = 0; j < d; j++) {
+      const v = X[i * d + j];
+      x64.a[i * Dp + j] = v;
+      xtb.a[slab + j * BLOCK + r] = v;
+    }
+  }
+  return (theta, grad) => {
+    for (let c = 0; c < K; c++) w.a.set(theta.subarray(c * d, (c + 1) * d), c * Dp);
+    k.nt64(x64.o, w.o, z.o, Np, Kp, Dp, Kp, 0);
+    const bOff = K * d;
+    const p = new Float64Array(K);
+    const gb = new Float64Array(K);
+    let loss = 0;
+    for (let i = 0; i < n; i++) {
+      let zmax = -Infinity;
+      for (let c = 0; c < K; c++) {
+        const v = z.a[i * Kp + c] + theta[bOff + c];
+        p[c] = v;
+        if (v > zmax) zmax = v;
+      }
+      let sum = 0;
+      for (let c = 0; c < K; c++) {
+        p[c] = Math.exp(p[c] - zmax);
+        sum += p[c];
+      }
+      const yi = y[i];
+      loss += Math.log(sum) - Math.log(p[yi]);
+      const slab = Math.floor(i / BLOCK) * Kp * BLOCK, r = i % BLOCK;
+      for (let c = 0; c < K; c++) {
+        const res = p[c] / sum - (c === yi ? 1 : 0);
+        rtb.a[slab + c * BLOCK + r] = res;
+        gb[c] += res;
+      }
+    }
+    // gt [Dp, Kp] = Σ over blocks of xtbᵀ-slab · rtb-slabᵀ, i.e. (Rᵀ X)ᵀ.
+    for (let blk = 0; blk < Np / BLOCK; blk++) {
+      k.nt64(xtb.o + blk * Dp * BLOCK * 8, rtb.o + blk * Kp * BLOCK * 8, gt.o, Dp, Kp, BLOCK, Kp, blk > 0 ? 1 : 0);
+    }
+    let pen = 0;
+    for (let c = 0; c < K; c++) {
+      for (let j = 0; j < d; j++) {
+        const t = theta[c * d + j];
+        pen += t * t;
+        grad[c * d + j] = gt.a[j * Kp + c] / n + t / (C * n);
+      }
+      grad[bOff + c] = gb[c] / n;
+    }
+    return loss / n + pen / (2 * C * n);
+  };
 }
 
 function dot(a: Float64Array, b: Float64Array): number {
@@ -222,12 +305,16 @@ export function fitLogistic(X: Float32Array, y: Int32Array, n: number, d: number
   opts: LogisticOptions): LogisticModel {
   const K = nClasses;
   const theta = new Float64Array(K * d + K);
-  const res = lbfgs((t, g) => objective(t, g, X, y, n, d, K, opts.C), theta, {
+  const engine = opts.engine ?? 'auto';
+  const simd = engine === 'js' ? undefined : simdObjective(X, y, n, d, K, opts.C);
+  if (engine === 'simd' && !simd) throw new Error('fitLogistic: the SIMD objective does not fit in WebAssembly memory');
+  const fg = simd ?? ((t: Float64Array, g: Float64Array) => objective(t, g, X, y, n, d, K, opts.C));
+  const res = lbfgs(fg, theta, {
     gtol: opts.gtol ?? 1e-8, maxIter: opts.maxIter ?? 10000, onIteration: opts.onIteration,
   });
   return {
     nClasses: K, d, W: theta.slice(0, K * d), b: theta.slice(K * d), iterations: res.iterations,
-    converged: res.converged, gradMax: res.gradMax, loss: res.f,
+    converged: res.converged, gradMax: res.gradMax, loss: res.f, engine: simd ? 'simd' : 'js',
   };
 }
 

@@ -57,10 +57,11 @@ for (const name of ['multi', 'binary']) {
 
   t.test(`${name}: linear probe matches scikit-learn LogisticRegression`, async (t) => {
     const { classes, train, test, yTrain, yTest } = await load(name);
-    for (const C of [0.01, 1]) {
+    for (const [C, engine] of [[0.01, 'simd'], [1, 'simd'], [0.01, 'js'], [1, 'js']] as const) {
       const want = expected[name].linear[`C${C}`];
-      const model = fitLogistic(train.features, yTrain, train.n, train.d, classes.length, { C });
-      t.ok(model.converged, `C=${C} converged to max|grad| ${model.gradMax} in ${model.iterations} iterations`);
+      const model = fitLogistic(train.features, yTrain, train.n, train.d, classes.length, { C, engine });
+      t.equal(model.engine, engine);
+      t.ok(model.converged, `${engine} C=${C} converged to max|grad| ${model.gradMax} in ${model.iterations} iterations`);
       // Our objective (sum form) at our optimum is no higher than at scikit-learn's solution (tol 1e-12 there).
       const ours = model.loss * train.n;
       t.ok(ours <= want.objective + 1e-7 * Math.abs(want.objective), `C=${C} objective ${ours} <= sklearn's ${want.objective}`);
