@@ -2,7 +2,7 @@
 // into float32, write float32. Format: u64 little-endian header length N, N bytes of JSON
 // {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__"?: {...}}, then the data, offsets relative to
 // its start (https://github.com/huggingface/safetensors, "Format").
-import { existsSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../../errors.js';
 import { writeFileAtomic } from '../../io/atomic.js';
@@ -54,6 +54,21 @@ export function readSafetensors(file: string): Map<string, NamedTensor> {
     out.set(name, { shape: info.shape.slice(), data: decode(buf, base + begin, count, info.dtype), storedDtype: info.dtype as NamedTensor['storedDtype'] });
   }
   return out;
+}
+
+/** The __metadata__ strings of a safetensors file's header ({} when absent). */
+export function readSafetensorsMetadata(file: string): Record<string, string> {
+  const fd = openSync(file, 'r');
+  try {
+    const len = Buffer.alloc(8);
+    if (readSync(fd, len, 0, 8, 0) !== 8) throw new UserError(`${file} is truncated: not even the 8-byte header length`);
+    const n = Number(len.readBigUInt64LE(0));
+    const head = Buffer.alloc(n);
+    if (readSync(fd, head, 0, n, 8) !== n) throw new UserError(`${file} is truncated: its header needs bytes 8..${8 + n}`);
+    return (JSON.parse(head.toString('utf8')).__metadata__ ?? {}) as Record<string, string>;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function decode(buf: Buffer, offset: number, count: number, dtype: string): Float32Array {

@@ -1,0 +1,329 @@
+// G2L's distillation step on the pure-JS backend: the engine's Distiller (native/engine/distiller.cpp) step for
+// step, so that both backends give the same weights from the same models, seed and tiles.
+//
+//   tiles uint8 (B,H,W,3) -> augmentBatch (one view, both normalisations; params from mt19937(mix(seed, step)))
+//     -> teacher forward, no grad                                     zt (B,Dt)
+//     -> student forward, keeping activations                         zs (B,Ds)
+//     -> projector Linear(Ds -> Dt) + log-sum loss (./loss.ts)        scalar, dzs, dW, db
+//     -> student backward (./vit.ts) -> AdamW with cosine lr and wd schedules
+//
+// The projector starts as nn.Linear does, U(-1/sqrt(Ds), 1/sqrt(Ds)), drawn by libtorch's CPU generator from the
+// seed: the same numbers as the engine. Checkpoints hold the engine's state keys (student/<checkpoint key>,
+// projector.weight/bias, optimizer/exp_avg[_sq]/<key>, updates, step, seed) in a safetensors file.
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { UserError } from '../../errors.js';
+import type { AugmentConfig, Float32Tensor, Normalization, Uint8Tensor } from '../types.js';
+import { augmentBatch, Mt19937, sampleAugmentParams } from './augment.js';
+import { logSumLossJs } from './loss.js';
+import { checkJsModelSize, JsModel, loadJsModel } from './model.js';
+import { readSafetensors, readSafetensorsMetadata, writeSafetensors } from './safetensors.js';
+import { describeSpec } from './spec.js';
+
+/** The engine's DistillerConfig, camelCased (lib/distill's configuration passes straight through). */
+export interface JsDistillerConfig {
+  teacher: string;
+  teacherPreset?: string;
+  student: string;
+  studentPreset?: string;
+  device?: string;
+  seed?: number;
+  accumulationSteps?: number;
+  teacherDtype?: 'auto' | 'float16' | 'bfloat16' | 'float32';
+  autocast?: boolean;
+  loss?: { alpha?: number; reduction?: string; bnEps?: number; teacherBn?: boolean };
+  optimizer?: {
+    lr?: number; finalLr?: number; weightDecay?: number; finalWeightDecay?: number; warmupSteps?: number;
+    totalSteps?: number; beta1?: number; beta2?: number; eps?: number; clipGradNorm?: number;
+  };
+  augment?: AugmentConfig;
+  /** Run models the js backend would need hours for (see checkJsModelSize). */
+  force?: boolean;
+}
+
+export interface JsStepResult {
+  step: number;
+  loss: number;
+  lr: number;
+  weightDecay: number;
+  gradNorm: number;
+  deviceMemoryBytes: number;
+}
+
+type Optim = Required<NonNullable<JsDistillerConfig['optimizer']>>;
+
+const OPTIMIZER_DEFAULTS: Optim = {
+  lr: 1e-4, finalLr: 0, weightDecay: 0.05, finalWeightDecay: 0, warmupSteps: 0, totalSteps: 1,
+  beta1: 0.9, beta2: 0.999, eps: 1e-8, clipGradNorm: 0,
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Schedules and weight-decay groups (native/engine/optim.cpp)
+// ---------------------------------------------------------------------------------------------------------------
+
+function cosine(start: number, end: number, k: number, kMax: number): number {
+  // torch.optim.lr_scheduler.CosineAnnealingLR's closed form
+  if (kMax <= 0) return start;
+  if (k > kMax) k = kMax;
+  return end + ((start - end) * (1 + Math.cos((Math.PI * k) / kMax))) / 2;
+}
+
+export function scheduleAt(c: Optim, step: number): { lr: number; weightDecay: number } {
+  if (step < 0) step = 0;
+  const lr = step < c.warmupSteps
+    ? (c.lr * (step + 1)) / c.warmupSteps
+    : cosine(c.lr, c.finalLr, step - c.warmupSteps, c.totalSteps - c.warmupSteps);
+  return { lr, weightDecay: cosine(c.weightDecay, c.finalWeightDecay, step, c.totalSteps) };
+}
+
+const NO_DECAY = ['bias', 'norm', 'token', 'pos_embed', 'position_embeddings', 'ls1.', 'ls2.', 'layer_scale', 'gamma', 'lambda1'];
+
+/** No weight decay on biases, norms, LayerScale, tokens and position embeddings (1-D tensors and by name). */
+export function takesWeightDecay(key: string, shape: number[]): boolean {
+  if (shape.length <= 1) return false;
+  return !NO_DECAY.some((p) => key.includes(p));
+}
+
+/** splitmix64 of (seed, step): the seed of each step's augmentation draws. */
+export function stepSeed(seed: number | bigint, step: number): bigint {
+  const M = (1n << 64n) - 1n;
+  let z = (BigInt(seed) + 0x9e3779b97f4a7c15n * (BigInt(step) + 1n)) & M;
+  z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & M;
+  z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & M;
+  return z ^ (z >> 31n);
+}
+
+/** libtorch's CPU uniform_(from, to) on float32: 24 low bits of each mt19937 draw, arithmetic in float32. */
+function torchUniform(n: number, from: number, to: number, rng: Mt19937): Float32Array {
+  const out = new Float32Array(n);
+  const f = Math.fround(from), range = Math.fround(Math.fround(to) - f);
+  for (let i = 0; i < n; i++) {
+    const x = Math.fround((rng.next() & 0xffffff) * 2 ** -24);
+    out[i] = Math.fround(Math.fround(x * range) + f);
+  }
+  return out;
+}
+
+interface Slot { key: string; shape: number[]; param: Float32Array; grad: Float32Array; m: Float32Array; v: Float32Array; decay: boolean }
+
+// ---------------------------------------------------------------------------------------------------------------
+// The Distiller
+// ---------------------------------------------------------------------------------------------------------------
+
+export class JsDistiller {
+  private stepIndex = 0;
+  private updates = 0;
+  private readonly slots: Slot[] = [];
+  private readonly optim: Optim;
+  readonly projectorWeight: Float32Array;
+  readonly projectorBias: Float32Array;
+
+  private constructor(readonly config: JsDistillerConfig, readonly teacher: JsModel, readonly student: JsModel) {
+    this.optim = { ...OPTIMIZER_DEFAULTS, ...definedOnly(config.optimizer ?? {}) } as Optim;
+    const ds = student.spec.embedDim, dt = teacher.spec.embedDim;
+    const rng = new Mt19937(BigInt(config.seed ?? 0));
+    const bound = 1 / Math.sqrt(ds);
+    this.projectorWeight = torchUniform(dt * ds, -bound, bound, rng);
+    this.projectorBias = torchUniform(dt, -bound, bound, rng);
+    for (const key of student.vit.trainableKeys()) {
+      const w = student.vit.weights.get(key)!;
+      this.addSlot(`student/${key}`, w.shape, w.data);
+    }
+    this.addSlot('projector.weight', [dt, ds], this.projectorWeight);
+    this.addSlot('projector.bias', [dt], this.projectorBias);
+  }
+
+  private addSlot(key: string, shape: number[], param: Float32Array): void {
+    this.slots.push({ key, shape, param, grad: new Float32Array(param.length), m: new Float32Array(param.length),
+      v: new Float32Array(param.length), decay: takesWeightDecay(key, shape) });
+  }
+
+  /** Loads both models (strict about weights; refused over the js size limit unless config.force). */
+  static async create(config: JsDistillerConfig): Promise<JsDistiller> {
+    if ((config.device ?? 'cpu') !== 'cpu') {
+      throw new UserError(`the js backend runs on the CPU only, but device '${config.device}' was asked for: use --device cpu or --backend native`);
+    }
+    const td = config.teacherDtype ?? 'auto';
+    if (td !== 'auto' && td !== 'float32') {
+      throw new UserError(`the js backend runs the teacher in float32 only, but teacherDtype '${td}' was asked for: use auto or float32, or --backend native`);
+    }
+    const teacher = loadJsModel(config.teacher, config.teacherPreset ?? '', { force: true });
+    const student = loadJsModel(config.student, config.studentPreset ?? '', { force: true });
+    // The step costs about a teacher forward plus three student forwards: refuse by the larger of the two.
+    checkJsModelSize(teacher.spec, teacher.vit.parameterCount(), config.force, 'teacher');
+    checkJsModelSize(student.spec, student.vit.parameterCount(), config.force, 'student');
+    if ((config.accumulationSteps ?? 1) < 1) throw new UserError('accumulationSteps must be at least 1');
+    return new JsDistiller(config, teacher, student);
+  }
+
+  private norms(): { teacher: Normalization; student: Normalization } {
+    return {
+      teacher: { mean: this.teacher.spec.mean, std: this.teacher.spec.std },
+      student: { mean: this.student.spec.mean, std: this.student.spec.std },
+    };
+  }
+
+  private checkTiles(tiles: Uint8Tensor, what: string): void {
+    const crop = this.config.augment?.crop ?? 224;
+    if (!(tiles.data instanceof Uint8Array) || tiles.shape.length !== 4 || tiles.shape[3] !== 3) {
+      throw new UserError(`${what}: expected uint8 tiles (B,H,W,3), got (${tiles.shape.join(',')})`);
+    }
+    if (tiles.shape[1] < crop || tiles.shape[2] < crop) {
+      throw new UserError(`${what}: tiles of ${tiles.shape[1]}x${tiles.shape[2]} are smaller than the crop (${crop})`);
+    }
+  }
+
+  /** One step on tiles uint8 (B,H,W,3): augmentation, both models, loss, backward, AdamW. */
+  async step(tiles: Uint8Tensor): Promise<JsStepResult> {
+    this.checkTiles(tiles, 'step');
+    const [batch, H, W] = tiles.shape;
+    const accum = this.config.accumulationSteps ?? 1;
+    if (batch % accum !== 0 || batch / accum < 2) {
+      throw new UserError(`step: a batch of ${batch} tiles cannot be split into ${accum} micro-batches of at least 2 (BatchNorm needs 2 samples): change batchSize or accumulationSteps`);
+    }
+    const augment = this.config.augment ?? {};
+    const params = sampleAugmentParams(batch, H, W, augment, stepSeed(this.config.seed ?? 0, this.stepIndex));
+    const { teacher: tn, student: sn } = this.norms();
+    const views = augmentBatch(tiles, params, augment, tn, sn, 'float32');
+    const crop = views.student.shape[2];
+    const per = 3 * crop * crop;
+    for (const s of this.slots) s.grad.fill(0);
+    const grads = new Map<string, Float32Array>();
+    for (const s of this.slots) if (s.key.startsWith('student/')) grads.set(s.key.slice(8), s.grad);
+    const projW = this.slots[this.slots.length - 2].grad, projB = this.slots[this.slots.length - 1].grad;
+    const micro = batch / accum;
+    const Ds = this.student.spec.embedDim, Dt = this.teacher.spec.embedDim;
+    let lossSum = 0;
+    for (let m = 0; m < accum; m++) {
+      const tIn = (views.teacher.data as Float32Array).subarray(m * micro * per, (m + 1) * micro * per);
+      const sIn = views.student.data.subarray(m * micro * per, (m + 1) * micro * per);
+      const zt = this.teacher.vit.forward(tIn, micro, crop, crop).embeddings;
+      const { embeddings: zs, cache } = this.student.vit.forward(sIn, micro, crop, crop, true);
+      const r = logSumLossJs({ data: zs, shape: [micro, Ds] }, { data: zt, shape: [micro, Dt] }, {
+        W: { data: this.projectorWeight, shape: [Dt, Ds] }, b: { data: this.projectorBias, shape: [Dt] },
+        alpha: this.config.loss?.alpha, reduction: this.config.loss?.reduction as 'batch' | 'sample' | undefined,
+        bnEps: this.config.loss?.bnEps, teacherBn: this.config.loss?.teacherBn,
+      });
+      const scale = 1 / accum;
+      const dzs = new Float32Array(micro * Ds);
+      for (let i = 0; i < dzs.length; i++) dzs[i] = r.grads.zs.data[i] * scale;
+      for (let i = 0; i < projW.length; i++) projW[i] += r.grads.W.data[i] * scale;
+      for (let i = 0; i < projB.length; i++) projB[i] += r.grads.b.data[i] * scale;
+      this.student.vit.backward(cache!, dzs, grads);
+      lossSum += r.loss;
+    }
+    const gradNorm = this.adamw();
+    const sched = scheduleAt(this.optim, this.stepIndex);
+    const result = { step: this.stepIndex, loss: lossSum / accum, lr: sched.lr, weightDecay: sched.weightDecay, gradNorm, deviceMemoryBytes: 0 };
+    this.stepIndex += 1;
+    return result;
+  }
+
+  /** AdamW at the current step (torch.optim.AdamW's arithmetic, as the engine's foreach version); returns the grad norm. */
+  private adamw(): number {
+    const c = this.optim;
+    const { lr, weightDecay: wd } = scheduleAt(c, this.stepIndex);
+    let sq = 0;
+    for (const s of this.slots) for (let i = 0; i < s.grad.length; i++) sq += s.grad[i] * s.grad[i];
+    const gradNorm = Math.sqrt(sq);
+    const clip = c.clipGradNorm > 0 ? Math.min(1, c.clipGradNorm / (gradNorm + 1e-6)) : 1;
+    this.updates += 1;
+    const bc1 = 1 - c.beta1 ** this.updates, bc2 = 1 - c.beta2 ** this.updates;
+    const stepSize = lr / bc1, sqrtBc2 = Math.sqrt(bc2);
+    for (const s of this.slots) {
+      const decay = s.decay && wd !== 0 ? 1 - lr * wd : 1;
+      const { param: p, grad: g, m, v } = s;
+      for (let i = 0; i < p.length; i++) {
+        const gi = g[i] * clip;
+        p[i] *= decay;
+        m[i] += (1 - c.beta1) * (gi - m[i]);
+        v[i] = c.beta2 * v[i] + (1 - c.beta2) * gi * gi;
+        p[i] -= (stepSize * m[i]) / (Math.sqrt(v[i]) / sqrtBc2 + c.eps);
+      }
+    }
+    return gradNorm;
+  }
+
+  /** Embeddings of centre-cropped tiles, no augmentation: (B,D) of the student or the teacher. */
+  async features(tiles: Uint8Tensor, which: 'student' | 'teacher'): Promise<Float32Tensor> {
+    this.checkTiles(tiles, 'features');
+    const [B, H, W] = tiles.shape;
+    const centre = { ...(this.config.augment ?? {}), enabled: false };
+    const { teacher: tn, student: sn } = this.norms();
+    const views = augmentBatch(tiles, sampleAugmentParams(B, H, W, centre, 0), centre, tn, sn, 'float32');
+    const model = which === 'teacher' ? this.teacher : this.student;
+    const input = which === 'teacher' ? (views.teacher.data as Float32Array) : views.student.data;
+    const crop = views.student.shape[2];
+    return { data: model.vit.forward(input, B, crop, crop).embeddings, shape: [B, model.spec.embedDim] };
+  }
+
+  /** Writes the engine's state keys into `folder`/state.safetensors (the caller renames the folder into place). */
+  async save(folder: string): Promise<void> {
+    const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
+    for (const s of this.slots) {
+      tensors.set(s.key, { shape: s.shape, data: s.param });
+      tensors.set(`optimizer/exp_avg/${s.key}`, { shape: s.shape, data: s.m });
+      tensors.set(`optimizer/exp_avg_sq/${s.key}`, { shape: s.shape, data: s.v });
+    }
+    await writeSafetensors(path.join(folder, STATE_FILE), tensors, {
+      format: 'g2l-native-js', step: String(this.stepIndex), seed: String(this.config.seed ?? 0), 'optimizer/updates': String(this.updates),
+    });
+  }
+
+  /** Restores what save() wrote; the models must be those of the run that saved it. */
+  async load(folder: string): Promise<void> {
+    const file = path.join(folder, STATE_FILE);
+    if (!existsSync(file)) {
+      throw new UserError(`load: cannot read ${file}: is this a checkpoint folder of a g2l-native run on the js backend?${existsSync(path.join(folder, 'state.pt')) ? ' (state.pt is the native engine\'s: resume it with --backend native)' : ''}`);
+    }
+    const { tensors, metadata } = readState(file);
+    const take = (key: string, dst: Float32Array, shape: number[]) => {
+      const t = tensors.get(key);
+      if (!t) throw new UserError(`load: ${file} has no '${key}': it is from another model or run`);
+      if (t.shape.join(',') !== shape.join(',')) {
+        throw new UserError(`load: '${key}' in ${file} has shape (${t.shape}) but the model has (${shape}): it is from another model`);
+      }
+      dst.set(t.data);
+    };
+    for (const s of this.slots) {
+      take(s.key, s.param, s.shape);
+      take(`optimizer/exp_avg/${s.key}`, s.m, s.shape);
+      take(`optimizer/exp_avg_sq/${s.key}`, s.v, s.shape);
+    }
+    if (metadata.step === undefined || metadata['optimizer/updates'] === undefined) throw new UserError(`load: ${file} has no step: it is not a g2l-native checkpoint`);
+    this.stepIndex = Number(metadata.step);
+    this.updates = Number(metadata['optimizer/updates']);
+  }
+
+  async exportStudent(folder: string): Promise<void> {
+    await this.student.exportTo(folder);
+  }
+
+  get stepsTaken(): number {
+    return this.stepIndex;
+  }
+
+  info() {
+    const t = this.teacher.spec, s = this.student.spec;
+    return {
+      studentDim: s.embedDim, teacherDim: t.embedDim, studentParams: this.student.vit.parameterCount(),
+      teacherParams: this.teacher.vit.parameterCount(), device: 'cpu', teacherModel: describeSpec(t), studentModel: describeSpec(s),
+      teacherMean: [...t.mean], teacherStd: [...t.std], studentMean: [...s.mean], studentStd: [...s.std], step: this.stepIndex,
+    };
+  }
+
+  /** Trained tensors by state key (student/<checkpoint key>, projector.weight, projector.bias), live views. */
+  trainedState(): Map<string, Float32Array> {
+    return new Map(this.slots.map((s) => [s.key, s.param]));
+  }
+}
+
+const STATE_FILE = 'state.safetensors';
+
+function readState(file: string): { tensors: Map<string, { shape: number[]; data: Float32Array }>; metadata: Record<string, string> } {
+  return { tensors: readSafetensors(file), metadata: readSafetensorsMetadata(file) };
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
