@@ -85,11 +85,12 @@ class OpenSlideSlide implements Slide {
     private readonly handle: OpenSlideHandle,
   ) {}
 
-  readRegion(x: number, y: number, level: number, width: number, height: number): Promise<RgbPixels> {
+  // async: the addon's argument errors (a closed handle) become rejections like its read errors.
+  async readRegion(x: number, y: number, level: number, width: number, height: number): Promise<RgbPixels> {
     return openslideAddon()!.readRegion(this.handle, x, y, level, width, height);
   }
 
-  readAssociatedImage(name: string): Promise<RgbPixels> {
+  async readAssociatedImage(name: string): Promise<RgbPixels> {
     return openslideAddon()!.readAssociatedImage(this.handle, name);
   }
 

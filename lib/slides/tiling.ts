@@ -1,5 +1,6 @@
 // Magnification-aware tiling of one slide: which pyramid level to read, at what size, on which grid, and which
 // grid cells hold enough tissue. Tiles are non-overlapping squares of `tileSizePx` at the target mpp.
+import sharp from 'sharp';
 import type { RgbPixels } from './addon.js';
 import type { Slide } from './reader.js';
 import { MaskIntegral, tissueMask, type TissueMask, type TissueMaskOptions } from './tissue.js';
@@ -158,4 +159,23 @@ export function outlineTiles(thumb: Thumbnail, tiles: readonly TileRow[], stepL0
     for (let y = y0; y <= y1; y++) for (const x of [x0, x0 + 1, x1 - 1, x1]) put(x, y);
   }
   return { data: out, width: w, height: h };
+}
+
+/**
+ * A thumbnail that fits in maxWidth x maxHeight keeping the aspect ratio, as openslide-python's get_thumbnail
+ * sizes it (boxes.tiff 300x250 in 100x100 -> 100x83): read near that scale, then resized with lanczos3.
+ */
+export async function slideThumbnail(slide: Slide, maxWidth: number, maxHeight: number): Promise<RgbPixels> {
+  const { width, height } = slide.info;
+  const downsample = Math.max(width / maxWidth, height / maxHeight);
+  const scale = 1 / downsample;
+  const w = Math.max(1, Math.round(width * scale)), h = Math.max(1, Math.round(height * scale));
+  const near = await readThumbnail(slide, Math.max(1, downsample / 2));
+  const data = await sharp(Buffer.from(near.data.buffer, near.data.byteOffset, near.data.byteLength), {
+    raw: { width: near.width, height: near.height, channels: 3 },
+  })
+    .resize(w, h, { fit: 'fill', kernel: 'lanczos3' })
+    .raw()
+    .toBuffer();
+  return { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: w, height: h };
 }

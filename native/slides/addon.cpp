@@ -78,7 +78,7 @@ void argb_to_rgb(const std::vector<uint32_t>& argb, std::vector<uint8_t>& rgb) {
 SlidePtr slide_from_js(const Napi::Value& v) {
   if (!v.IsExternal()) throw Napi::TypeError::New(v.Env(), "expected a slide handle from openSlide()");
   SlidePtr s = *v.As<Napi::External<SlidePtr>>().Data();
-  if (s->closed) throw Napi::Error::New(v.Env(), "slide " + s->path + " is closed");
+  if (!s || s->closed) throw Napi::Error::New(v.Env(), "the slide is closed: open it again to read it");
   return s;
 }
 
@@ -255,7 +255,7 @@ static Napi::Value ReadAssociatedImage(const Napi::CallbackInfo& info) {
 static Napi::Value CloseSlide(const Napi::CallbackInfo& info) {
   if (!info[0].IsExternal()) throw Napi::TypeError::New(info.Env(), "expected a slide handle from openSlide()");
   SlidePtr* p = info[0].As<Napi::External<SlidePtr>>().Data();
-  (*p)->closed = true;
+  if (*p) (*p)->closed = true;
   p->reset();
   return info.Env().Undefined();
 }
