@@ -5,6 +5,7 @@ import { evalCommand } from './eval.js';
 import { ckaCommand } from './cka.js';
 import { tileCommand } from './tile.js';
 import { embedCommand } from './embed.js';
+import { distillCommand } from './distill.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const commands: CommandModule<any, any>[] = [
@@ -13,4 +14,5 @@ export const commands: CommandModule<any, any>[] = [
   ckaCommand,
   tileCommand,
   embedCommand,
+  distillCommand,
 ];

@@ -1,0 +1,109 @@
+// `g2l-native distill --teacher <folder> --student <folder> --slides <manifest dir | synthetic[:N]> --out <run>
+//  [--config <yaml|json>] [--steps N | --epochs E] [--batch-size B] [--device D] [--resume [<run>]] [--force]
+//  [--seed S] [--until N]`: distils the teacher into the student (lib/distill/run.ts has the run folder's layout).
+// Exit codes: 0 done (or paused by --until), 2 bad input or refused resume, 1 NaN/Inf loss, 130 interrupted (SIGINT,
+// after writing a checkpoint).
+import type { CommandModule } from 'yargs';
+import { UserError } from '../errors.js';
+import { mergeInputs, readConfigFile, type RunConfigInput } from '../distill/config.js';
+import { runDistill } from '../distill/run.js';
+
+interface DistillArgs {
+  teacher?: string;
+  'teacher-preset'?: string;
+  student?: string;
+  'student-preset'?: string;
+  slides?: string;
+  out?: string;
+  config?: string;
+  steps?: number;
+  epochs?: number;
+  'batch-size'?: number;
+  device?: string;
+  seed?: number;
+  lr?: number;
+  'checkpoint-every'?: number;
+  resume?: string;
+  force: boolean;
+  until?: number;
+  progress: boolean;
+}
+
+/** The options the user set explicitly, as a partial run configuration (flags over the config file). */
+function flagsInput(a: DistillArgs): RunConfigInput {
+  const input: RunConfigInput = {
+    teacher: a.teacher,
+    teacherPreset: a['teacher-preset'],
+    student: a.student,
+    studentPreset: a['student-preset'],
+    slides: a.slides,
+    steps: a.steps,
+    batchSize: a['batch-size'],
+    device: a.device,
+    seed: a.seed,
+    checkpointEvery: a['checkpoint-every'],
+  };
+  if (a.lr !== undefined) input.optimizer = { lr: a.lr };
+  return Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)) as RunConfigInput;
+}
+
+export const distillCommand: CommandModule<object, DistillArgs> = {
+  command: 'distill',
+  describe: 'Distil a teacher model into a student on tiles of the target cancer (G2L)',
+  builder: (y) =>
+    y
+      .option('teacher', { type: 'string', describe: 'Teacher model folder (config.json + model.safetensors)' })
+      .option('teacher-preset', { type: 'string', describe: 'Teacher preset (h-optimus-0, uni2-h, ...) when its config.json is incomplete' })
+      .option('student', { type: 'string', describe: 'Student model folder; exported in the same layout' })
+      .option('student-preset', { type: 'string', describe: 'Student preset (hibou-l, hibou-b, ...)' })
+      .option('slides', { type: 'string', describe: 'Tile manifest folder from `g2l-native tile`, or synthetic[:N]' })
+      .option('out', { type: 'string', describe: 'Run folder: config.json, log.jsonl, checkpoints/, student/' })
+      .option('config', { type: 'string', describe: 'YAML or JSON file with any run settings (flags win)' })
+      .option('steps', { type: 'number', describe: 'Planned steps (the cosine schedules run over them)' })
+      .option('epochs', { type: 'number', describe: 'Planned length in passes over the tiles, instead of --steps' })
+      .option('batch-size', { type: 'number', describe: 'Tiles per step (default 32)' })
+      .option('device', { type: 'string', describe: 'cpu, cuda or cuda:<index> (default cpu)' })
+      .option('seed', { type: 'number', describe: 'Seed of the tile order, augmentations and projector (default 0)' })
+      .option('lr', { type: 'number', describe: 'Peak learning rate (default 1e-4)' })
+      .option('checkpoint-every', { type: 'number', describe: 'Steps between checkpoints (default 500)' })
+      .option('resume', { type: 'string', describe: 'Continue the run in --out (or in the folder given) from its latest checkpoint' })
+      .option('force', { type: 'boolean', default: false, describe: 'Resume even with options that change the saved configuration' })
+      .option('until', { type: 'number', describe: 'Pause after this many steps (checkpoint, no export); --resume continues' })
+      .option('progress', { type: 'boolean', default: true, describe: 'Show a progress bar (on a terminal)' }) as never,
+  handler: async (argv) => {
+    const resume = argv.resume !== undefined;
+    const out = (resume && argv.resume) || argv.out;
+    if (!out) throw new UserError('distill: no run folder: pass --out <run> (or --resume <run> to continue one)');
+    if (resume && argv.resume && argv.out && argv.out !== argv.resume) {
+      throw new UserError(`distill: --resume ${argv.resume} and --out ${argv.out} name different runs: give one of them`);
+    }
+    const input = mergeInputs(argv.config ? readConfigFile(argv.config) : {}, flagsInput(argv));
+    const controller = new AbortController();
+    const onSigint = () => {
+      if (controller.signal.aborted) process.exit(130);  // a second Ctrl-C does not wait for the checkpoint
+      process.stderr.write('\ng2l-native: interrupted: finishing the current step and writing a checkpoint (Ctrl-C again to quit now)\n');
+      controller.abort();
+    };
+    process.on('SIGINT', onSigint);
+    try {
+      const r = await runDistill({
+        out,
+        input,
+        epochs: argv.epochs,
+        resume,
+        force: argv.force,
+        until: argv.until,
+        progress: argv.progress && process.stderr.isTTY === true,
+        signal: controller.signal,
+      });
+      for (const s of r.skippedSlides) process.stderr.write(`g2l-native: warning: slide ${s.slide} skipped: ${s.error}\n`);
+      const what =
+        r.stoppedBy === 'until'
+          ? `paused after ${r.stepsDone} of ${r.config.steps} steps; continue with --resume --out ${r.runDir}`
+          : `${r.stepsDone} steps${r.stoppedBy === 'early-stopping' ? ' (early stopping)' : ''}; student: ${r.studentDir}`;
+      process.stdout.write(`distilled ${what}\n  run: ${r.runDir}\n`);
+    } finally {
+      process.off('SIGINT', onSigint);
+    }
+  },
+};

@@ -1,0 +1,193 @@
+// The configuration of a distillation run: G2L's defaults (DESIGN.md), a YAML or JSON file over them, command-line
+// flags over the file. The resolved result is what <run>/config.json holds and what a resume compares against.
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import yaml from 'js-yaml';
+import { z } from 'zod';
+import { UserError } from '../errors.js';
+
+const augmentSchema = z
+  .object({
+    enabled: z.boolean(),
+    crop: z.number().int().positive(),
+    pHflip: z.number().min(0).max(1),
+    pVflip: z.number().min(0).max(1),
+    pJitter: z.number().min(0).max(1),
+    brightness: z.number().min(0),
+    contrast: z.number().min(0),
+    saturation: z.number().min(0),
+    hue: z.number().min(0).max(0.5),
+    pBlur: z.number().min(0).max(1),
+    blurKernel: z.number().int().positive(),
+    blurSigmaMin: z.number().positive(),
+    blurSigmaMax: z.number().positive(),
+  })
+  .strict()
+  .partial();
+
+/** Every key of a run; the file may give any subset, nested groups as objects. */
+export const runConfigSchema = z
+  .object({
+    teacher: z.string().min(1),
+    teacherPreset: z.string(),
+    student: z.string().min(1),
+    studentPreset: z.string(),
+    /** A folder of tile manifests (g2l-native tile), or "synthetic[:N]" for generated tiles. */
+    slides: z.string().min(1),
+    /** Planned steps (the cosine schedules run over them); --epochs converts to steps. */
+    steps: z.number().int().positive(),
+    batchSize: z.number().int().min(2),
+    device: z.string(),
+    seed: z.number().int().min(0),
+    tileSizePx: z.number().int().positive(),
+    accumulationSteps: z.number().int().positive(),
+    teacherDtype: z.enum(['auto', 'float16', 'bfloat16', 'float32']),
+    autocast: z.boolean(),
+    optimizer: z
+      .object({
+        lr: z.number().positive(),
+        finalLr: z.number().min(0),
+        weightDecay: z.number().min(0),
+        finalWeightDecay: z.number().min(0),
+        warmupSteps: z.number().int().min(0),
+        clipGradNorm: z.number().min(0),
+      })
+      .strict(),
+    loss: z
+      .object({
+        alpha: z.number().min(1),
+        reduction: z.enum(['batch', 'sample']),
+        bnEps: z.number().min(0),
+        teacherBn: z.boolean(),
+      })
+      .strict(),
+    earlyStopping: z
+      .object({
+        enabled: z.boolean(),
+        /** Steps in the running mean. */
+        window: z.number().int().positive(),
+        /** Stop once more than this many steps had a loss above the running mean of the previous `window`. */
+        patience: z.number().int().min(0),
+      })
+      .strict(),
+    augment: augmentSchema,
+    /** Write checkpoints/step-N every this many steps (and at the end). */
+    checkpointEvery: z.number().int().positive(),
+  })
+  .strict();
+
+export type RunConfig = z.infer<typeof runConfigSchema>;
+
+/** A partial config: what a file or the flags give. */
+export type RunConfigInput = {
+  [K in keyof RunConfig]?: RunConfig[K] extends object ? Partial<RunConfig[K]> : RunConfig[K];
+};
+
+/** G2L's defaults (DESIGN.md "Method constants"): AdamW lr 1e-4, wd 0.05, both cosine to 0; alpha 4; batch 32. */
+export const RUN_DEFAULTS: Omit<RunConfig, 'teacher' | 'student' | 'slides' | 'steps'> = {
+  teacherPreset: '',
+  studentPreset: '',
+  batchSize: 32,
+  device: 'cpu',
+  seed: 0,
+  tileSizePx: 256,
+  accumulationSteps: 1,
+  teacherDtype: 'auto',
+  autocast: true,
+  optimizer: { lr: 1e-4, finalLr: 0, weightDecay: 0.05, finalWeightDecay: 0, warmupSteps: 0, clipGradNorm: 0 },
+  loss: { alpha: 4, reduction: 'batch', bnEps: 1e-4, teacherBn: true },
+  earlyStopping: { enabled: true, window: 100, patience: 10 },
+  augment: {},
+  checkpointEvery: 500,
+};
+
+const partialSchema = runConfigSchema
+  .extend({
+    optimizer: runConfigSchema.shape.optimizer.partial(),
+    loss: runConfigSchema.shape.loss.partial(),
+    earlyStopping: runConfigSchema.shape.earlyStopping.partial(),
+  })
+  .partial();
+
+function issuesLine(error: z.ZodError): string {
+  return error.issues.map((i) => `${i.path.join('.') || '(top level)'}: ${i.message}`).join('; ');
+}
+
+/** Reads a YAML or JSON config file (any subset of RunConfig). */
+export function readConfigFile(file: string): RunConfigInput {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    throw new UserError(`cannot read the config file ${file}: check the path`);
+  }
+  let raw: unknown;
+  try {
+    raw = /\.json$/i.test(file) ? JSON.parse(text) : yaml.load(text);
+  } catch (e) {
+    throw new UserError(`${file} is not valid ${/\.json$/i.test(file) ? 'JSON' : 'YAML'}: ${(e as Error).message.split('\n')[0]}`);
+  }
+  const parsed = partialSchema.safeParse(raw ?? {});
+  if (!parsed.success) throw new UserError(`${file}: ${issuesLine(parsed.error)}: fix these keys (see g2l-native distill --help)`);
+  const cfg = parsed.data as RunConfigInput;
+  // Model and slide paths in a file are relative to the file.
+  for (const key of ['teacher', 'student', 'slides'] as const) {
+    const v = cfg[key];
+    if (v && !v.startsWith('synthetic') && !path.isAbsolute(v)) cfg[key] = path.resolve(path.dirname(file), v);
+  }
+  return cfg;
+}
+
+/** Layers inputs left to right (later wins), nested groups key by key. */
+export function mergeInputs(...inputs: RunConfigInput[]): RunConfigInput {
+  const out: Record<string, unknown> = {};
+  for (const input of inputs) {
+    for (const [k, v] of Object.entries(input)) {
+      if (v === undefined) continue;
+      if (v && typeof v === 'object' && !Array.isArray(v)) out[k] = { ...((out[k] as object) ?? {}), ...dropUndefined(v) };
+      else out[k] = v;
+    }
+  }
+  return out as RunConfigInput;
+}
+
+function dropUndefined(o: object): object {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
+}
+
+/** Defaults + input -> a complete, validated config; names what is missing. */
+export function resolveConfig(input: RunConfigInput): RunConfig {
+  const merged = mergeInputs(RUN_DEFAULTS as RunConfigInput, input);
+  for (const key of ['teacher', 'student', 'slides', 'steps'] as const) {
+    if (merged[key] === undefined) {
+      throw new UserError(`distill: no ${key} given: pass --${key} (or set "${key}" in the --config file)`);
+    }
+  }
+  for (const key of ['teacher', 'student'] as const) merged[key] = path.resolve(merged[key] as string);
+  if (!String(merged.slides).startsWith('synthetic')) merged.slides = path.resolve(merged.slides as string);
+  const parsed = runConfigSchema.safeParse(merged);
+  if (!parsed.success) throw new UserError(`distill: invalid configuration: ${issuesLine(parsed.error)}`);
+  if (parsed.data.batchSize % parsed.data.accumulationSteps !== 0 || parsed.data.batchSize / parsed.data.accumulationSteps < 2) {
+    throw new UserError(
+      `distill: batchSize ${parsed.data.batchSize} must split into accumulationSteps ${parsed.data.accumulationSteps} micro-batches of at least 2 tiles`,
+    );
+  }
+  return parsed.data;
+}
+
+/** Leaf-by-leaf differences "key: saved -> requested" for the keys `requested` sets. */
+export function configDifferences(saved: RunConfig, requested: RunConfigInput): string[] {
+  const diffs: string[] = [];
+  const walk = (a: unknown, b: unknown, prefix: string) => {
+    if (b && typeof b === 'object' && !Array.isArray(b)) {
+      for (const [k, v] of Object.entries(b)) {
+        if (v === undefined) continue;
+        walk((a as Record<string, unknown> | undefined)?.[k], v, prefix ? `${prefix}.${k}` : k);
+      }
+    } else if (JSON.stringify(a) !== JSON.stringify(b)) {
+      diffs.push(`${prefix}: ${JSON.stringify(a)} -> ${JSON.stringify(b)}`);
+    }
+  };
+  walk(saved, requested, '');
+  return diffs;
+}

@@ -1,0 +1,299 @@
+// A distillation run in a folder, as `g2l-native distill` and the demo drive it:
+//
+// <run>/config.json              the resolved configuration (defaults < config file < flags)
+// <run>/log.jsonl                one line a step: step (1-based), loss, lr, wd, gradNorm, imgPerSec, memoryBytes
+// <run>/checkpoints/step-N/      after N steps: state.pt (student, projector, AdamW moments, step) and distiller.json
+//                                (sampler position, early-stopping window), written to a temporary folder and renamed
+// <run>/student/                 the student in its own layout (config.json + model.safetensors), at the end
+//
+// Resume continues exactly: batches, augmentations and the projector are functions of (seed, step), and the
+// checkpoint holds everything else, so N steps straight equal N/2 + resume + N/2.
+import { existsSync, promises as fs, readFileSync } from 'node:fs';
+import path from 'node:path';
+import cliProgress from 'cli-progress';
+import { ExitCode, UserError } from '../errors.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import {
+  configDifferences,
+  mergeInputs,
+  resolveConfig,
+  runConfigSchema,
+  type RunConfig,
+  type RunConfigInput,
+} from './config.js';
+import { Distiller, type StepResult } from './distiller.js';
+import { EarlyStopping, type EarlyStopState } from './early-stop.js';
+import { openTileSource, type TileSource } from './tiles.js';
+
+export interface DistillRunOptions {
+  /** The run folder. */
+  out: string;
+  /** What the config file and the flags set (unset keys take the defaults, or the saved run's on resume). */
+  input: RunConfigInput;
+  /** Planned length in epochs of the tile source instead of input.steps. */
+  epochs?: number;
+  /** Continue the run in `out` from its latest checkpoint. */
+  resume?: boolean;
+  /** Resume even when `input` changes the saved configuration. */
+  force?: boolean;
+  /** Pause (with a checkpoint, without exporting) once this many steps are done. */
+  until?: number;
+  /** Draw a progress bar on stderr. */
+  progress?: boolean;
+  /** Aborted (SIGINT): the run checkpoints after the step in flight and throws an exit-130 UserError. */
+  signal?: AbortSignal;
+  /** Called after every step, with the line written to log.jsonl. */
+  onStep?: (line: LogLine) => void;
+  /** Messages for the person running it (default: stderr). */
+  log?: (message: string) => void;
+}
+
+export interface LogLine {
+  step: number;
+  loss: number;
+  lr: number;
+  wd: number;
+  gradNorm: number;
+  imgPerSec: number;
+  memoryBytes: number;
+}
+
+export type StopReason = 'completed' | 'early-stopping' | 'until';
+
+export interface DistillRunResult {
+  runDir: string;
+  config: RunConfig;
+  stepsDone: number;
+  stoppedBy: StopReason;
+  lastCheckpoint: string | null;
+  /** The exported student (null when paused by `until`). */
+  studentDir: string | null;
+  skippedSlides: { slide: string; error: string }[];
+}
+
+const CONFIG_FILE = 'config.json';
+const LOG_FILE = 'log.jsonl';
+const KEEP_CHECKPOINTS = 3;
+
+interface CheckpointExtra {
+  earlyStop: EarlyStopState;
+  sampler: { step: number; tiles: number };
+  lastLoss: number | null;
+}
+
+export function checkpointDir(runDir: string, steps: number): string {
+  return path.join(runDir, 'checkpoints', `step-${steps}`);
+}
+
+/** The complete checkpoints of a run, oldest first, as [steps, folder]. */
+export async function listCheckpoints(runDir: string): Promise<[number, string][]> {
+  const dir = path.join(runDir, 'checkpoints');
+  const names = await fs.readdir(dir).catch(() => [] as string[]);
+  return names
+    .map((n) => /^step-(\d+)$/.exec(n))
+    .filter((m): m is RegExpExecArray => m !== null && existsSync(path.join(dir, m[0], 'distiller.json')))
+    .map((m): [number, string] => [Number(m[1]), path.join(dir, m[0])])
+    .sort((a, b) => a[0] - b[0]);
+}
+
+function resolvePaths(input: RunConfigInput): RunConfigInput {
+  const out = { ...input };
+  for (const key of ['teacher', 'student'] as const) if (out[key]) out[key] = path.resolve(out[key]!);
+  if (out.slides && !out.slides.startsWith('synthetic')) out.slides = path.resolve(out.slides);
+  return out;
+}
+
+function readSavedConfig(runDir: string): RunConfig {
+  const file = path.join(runDir, CONFIG_FILE);
+  if (!existsSync(file)) {
+    throw new UserError(`nothing to resume in ${runDir}: it has no ${CONFIG_FILE}; start the run without --resume`);
+  }
+  const parsed = runConfigSchema.safeParse(JSON.parse(readFileSync(file, 'utf8')));
+  if (!parsed.success) throw new UserError(`${file} is not a g2l-native run configuration: start a new run in another --out folder`);
+  return parsed.data;
+}
+
+/** Keeps the log consistent with the checkpoint a run resumes from: drops lines of steps after it. */
+async function truncateLog(file: string, steps: number): Promise<void> {
+  const text = await fs.readFile(file, 'utf8').catch(() => '');
+  const kept = text
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .filter((l) => {
+      try {
+        return (JSON.parse(l) as LogLine).step <= steps;
+      } catch {
+        return false;
+      }
+    });
+  await writeFileAtomic(file, kept.length ? `${kept.join('\n')}\n` : '');
+}
+
+export async function runDistill(options: DistillRunOptions): Promise<DistillRunResult> {
+  const runDir = path.resolve(options.out);
+  const say = options.log ?? ((m: string) => process.stderr.write(`${m}\n`));
+  const input = resolvePaths(options.input);
+
+  // ---- configuration --------------------------------------------------------------------------------------------
+  let config: RunConfig;
+  if (options.resume) {
+    const saved = readSavedConfig(runDir);
+    const diffs = configDifferences(saved, input);
+    if (options.epochs !== undefined) diffs.push(`--epochs ${options.epochs} (the saved run plans ${saved.steps} steps)`);
+    if (diffs.length && !options.force) {
+      throw new UserError(
+        `the resumed run's configuration differs from ${path.join(runDir, CONFIG_FILE)}: ${diffs.join('; ')}. ` +
+          'Drop those options to resume as it was, or pass --force to resume with them',
+      );
+    }
+    config = diffs.length ? resolveConfig(mergeInputs(saved as RunConfigInput, input)) : saved;
+    if (diffs.length) say(`g2l-native: resuming with changed configuration (--force): ${diffs.join('; ')}`);
+  } else {
+    if ((await listCheckpoints(runDir)).length > 0 || existsSync(path.join(runDir, 'student'))) {
+      throw new UserError(`${runDir} already holds a run: continue it with --resume, or choose another --out folder`);
+    }
+    let withSteps = input;
+    if (options.epochs !== undefined) {
+      if (input.steps !== undefined) throw new UserError('distill: give --steps or --epochs, not both');
+      const probe = resolveConfig({ ...input, steps: 1 });
+      const source = await openTileSource(probe.slides, { seed: probe.seed, tileSizePx: probe.tileSizePx });
+      await source.close();
+      withSteps = { ...input, steps: Math.max(1, Math.ceil((options.epochs * source.size) / probe.batchSize)) };
+    }
+    config = resolveConfig(withSteps);
+  }
+  await fs.mkdir(runDir, { recursive: true });
+  await writeFileAtomic(path.join(runDir, CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
+
+  // ---- data and engine ------------------------------------------------------------------------------------------
+  const source: TileSource = await openTileSource(config.slides, { seed: config.seed, tileSizePx: config.tileSizePx });
+  const distiller = await Distiller.create({
+    teacher: config.teacher,
+    teacherPreset: config.teacherPreset,
+    student: config.student,
+    studentPreset: config.studentPreset,
+    totalSteps: config.steps,
+    device: config.device,
+    seed: config.seed,
+    ...config.optimizer,
+    ...config.loss,
+    accumulationSteps: config.accumulationSteps,
+    teacherDtype: config.teacherDtype,
+    autocast: config.autocast,
+    augment: config.augment,
+  });
+
+  let start = 0;
+  let early = new EarlyStopping(config.earlyStopping.window, config.earlyStopping.patience);
+  let lastCheckpoint: string | null = null;
+  const logFile = path.join(runDir, LOG_FILE);
+  if (options.resume) {
+    const checkpoints = await listCheckpoints(runDir);
+    const latest = checkpoints.at(-1);
+    if (latest) {
+      const extra = (await distiller.load(latest[1])) as unknown as CheckpointExtra;
+      start = latest[0];
+      early = new EarlyStopping(config.earlyStopping.window, config.earlyStopping.patience, extra.earlyStop);
+      lastCheckpoint = latest[1];
+      say(`g2l-native: resuming ${runDir} from ${path.relative(runDir, latest[1])}`);
+    } else {
+      say(`g2l-native: ${runDir} has no checkpoint yet: starting it from step 0`);
+    }
+  }
+  await truncateLog(logFile, start);
+
+  const save = async (steps: number, lastLoss: number | null): Promise<string> => {
+    const dir = checkpointDir(runDir, steps);
+    const extra: CheckpointExtra = { earlyStop: early.snapshot(), sampler: { step: steps, tiles: source.size }, lastLoss };
+    await distiller.save(dir, extra as unknown as Record<string, unknown>);
+    const all = await listCheckpoints(runDir);
+    for (const [, old] of all.slice(0, Math.max(0, all.length - KEEP_CHECKPOINTS))) await fs.rm(old, { recursive: true, force: true });
+    return dir;
+  };
+
+  // ---- the loop ---------------------------------------------------------------------------------------------------
+  const end = Math.min(config.steps, options.until ?? Number.POSITIVE_INFINITY);
+  const bar = options.progress
+    ? new cliProgress.SingleBar(
+        { format: ' {bar} {value}/{total} steps | loss {loss} | {ips} img/s | ETA {eta_formatted}', stream: process.stderr, hideCursor: true },
+        cliProgress.Presets.shades_classic,
+      )
+    : null;
+  bar?.start(config.steps, start, { loss: '-', ips: '-' });
+  let stoppedBy: StopReason = 'completed';
+  let steps = start;
+  let lastSavedAt = lastCheckpoint ? start : -1;
+  let lastLoss: number | null = null;
+  try {
+    let next = start < end ? source.batch(start, config.batchSize) : null;
+    while (steps < end) {
+      const tiles = await next!;
+      const t0 = performance.now();
+      const pending = distiller.step(tiles);
+      // The next batch is prepared while the engine runs this step on its worker thread.
+      next = steps + 1 < end ? source.batch(steps + 1, config.batchSize) : null;
+      const r: StepResult = await pending;
+      const seconds = (performance.now() - t0) / 1000;
+      steps += 1;
+      const line: LogLine = {
+        step: steps,
+        loss: r.loss,
+        lr: r.lr,
+        wd: r.weightDecay,
+        gradNorm: r.gradNorm,
+        imgPerSec: config.batchSize / seconds,
+        memoryBytes: r.deviceMemoryBytes || process.memoryUsage().rss,
+      };
+      await fs.appendFile(logFile, `${JSON.stringify(line)}\n`);
+      options.onStep?.(line);
+      if (!Number.isFinite(r.loss)) {
+        throw new UserError(
+          `the loss became ${r.loss} at step ${steps}: the run stopped. Last good checkpoint: ` +
+            `${lastCheckpoint ?? 'none (no checkpoint was written before it)'}; resume from it with a lower learning rate ` +
+            'or gradient clipping (optimizer.lr, optimizer.clipGradNorm in --config, then --resume --force)',
+          ExitCode.failure,
+        );
+      }
+      lastLoss = r.loss;
+      bar?.update(steps, { loss: r.loss.toFixed(4), ips: line.imgPerSec.toFixed(1) });
+      const stop = config.earlyStopping.enabled && early.update(r.loss);
+      if (options.signal?.aborted) {
+        lastCheckpoint = await save(steps, lastLoss);
+        bar?.stop();
+        throw new UserError(
+          `interrupted after step ${steps}: checkpoint written to ${lastCheckpoint}; continue with g2l-native distill --resume --out ${runDir}`,
+          ExitCode.interrupted,
+        );
+      }
+      if (stop) {
+        stoppedBy = 'early-stopping';
+        say(`\ng2l-native: early stopping at step ${steps}: ${early.exceeded} steps exceeded the running mean of the previous ${config.earlyStopping.window}`);
+        break;
+      }
+      if (steps % config.checkpointEvery === 0 && steps < end) {
+        lastCheckpoint = await save(steps, lastLoss);
+        lastSavedAt = steps;
+      }
+    }
+    if (stoppedBy === 'completed' && steps < config.steps) stoppedBy = 'until';
+    if (lastSavedAt !== steps) lastCheckpoint = await save(steps, lastLoss);
+    let studentDir: string | null = null;
+    if (stoppedBy !== 'until') {
+      studentDir = path.join(runDir, 'student');
+      await distiller.export(studentDir);
+    }
+    return { runDir, config, stepsDone: steps, stoppedBy, lastCheckpoint, studentDir, skippedSlides: source.skipped };
+  } finally {
+    bar?.stop();
+    await source.close();
+  }
+}
+
+/** The steps of log.jsonl, in order. */
+export async function readLog(runDir: string): Promise<LogLine[]> {
+  const text = await fs.readFile(path.join(runDir, LOG_FILE), 'utf8').catch(() => '');
+  return text
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as LogLine);
+}

@@ -1,0 +1,171 @@
+// Distillation runs end to end on the CPU with the tiny timm teacher and HF student of test/fixtures/models:
+// exact resume, refused config changes, NaN stop, config files, early stopping, and SIGINT in a real child process.
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { readModelWeights } from '../../lib/backends/js/safetensors.js';
+import { ExitCode, UserError } from '../../lib/errors.js';
+import { EarlyStopping } from '../../lib/distill/early-stop.js';
+import { listCheckpoints, readLog, runDistill } from '../../lib/distill/run.js';
+import { readConfigFile, mergeInputs, resolveConfig } from '../../lib/distill/config.js';
+import { BIN, ROOT, childEnv } from '../helpers/cli.js';
+
+const TEACHER = path.join(ROOT, 'test/fixtures/models/timm_giant_reg4_swiglu');
+const STUDENT = path.join(ROOT, 'test/fixtures/models/hf_dinov2_reg_swiglu');
+const tmp = () => mkdtempSync(path.join(os.tmpdir(), 'g2l-distill-'));
+const quiet = () => {};
+
+const base = {
+  teacher: TEACHER,
+  student: STUDENT,
+  slides: 'synthetic:40',
+  batchSize: 4,
+  seed: 3,
+  checkpointEvery: 1000,
+  optimizer: { lr: 1e-3, warmupSteps: 2 },
+};
+
+/** Largest absolute difference between two model folders' weights (Infinity when their keys differ). */
+function maxAbsDiff(a: string, b: string): number {
+  const wa = readModelWeights(a);
+  const wb = readModelWeights(b);
+  if ([...wa.keys()].sort().join() !== [...wb.keys()].sort().join()) return Infinity;
+  let worst = 0;
+  for (const [k, x] of wa) {
+    const y = wb.get(k)!;
+    for (let i = 0; i < x.data.length; i++) worst = Math.max(worst, Math.abs(x.data[i] - y.data[i]));
+  }
+  return worst;
+}
+
+t.test('N steps straight equal N/2 + resume + N/2 (max abs difference <= 1e-6)', async (t) => {
+  const N = 8;
+  const straight = path.join(tmp(), 'straight');
+  const a = await runDistill({ out: straight, input: { ...base, steps: N }, log: quiet });
+  t.equal(a.stepsDone, N);
+  t.equal(a.stoppedBy, 'completed');
+  t.ok(existsSync(path.join(straight, 'student', 'model.safetensors')), 'student exported');
+
+  const halves = path.join(tmp(), 'halves');
+  const b1 = await runDistill({ out: halves, input: { ...base, steps: N }, until: N / 2, log: quiet });
+  t.equal(b1.stoppedBy, 'until');
+  t.equal(b1.studentDir, null, 'a paused run does not export');
+  t.same((await listCheckpoints(halves)).map(([s]) => s), [N / 2]);
+  const b2 = await runDistill({ out: halves, input: {}, resume: true, log: quiet });
+  t.equal(b2.stepsDone, N);
+
+  const diff = maxAbsDiff(path.join(straight, 'student'), path.join(halves, 'student'));
+  t.ok(diff <= 1e-6, `student weights differ by ${diff}`);
+  const la = await readLog(straight);
+  const lb = await readLog(halves);
+  t.same(lb.map((l) => l.step), la.map((l) => l.step), 'one log line per step, none repeated');
+  t.same(lb.map((l) => l.loss), la.map((l) => l.loss), 'the same losses, step by step');
+  t.same(lb.map((l) => l.lr), la.map((l) => l.lr), 'the same schedule');
+  const cfg = JSON.parse(readFileSync(path.join(straight, 'config.json'), 'utf8'));
+  t.equal(cfg.optimizer.weightDecay, 0.05, 'config.json holds the resolved defaults');
+  t.equal(cfg.steps, N);
+});
+
+t.test('a resume that changes the configuration is refused with the differences, unless --force', async (t) => {
+  const run = path.join(tmp(), 'run');
+  await runDistill({ out: run, input: { ...base, steps: 4 }, until: 2, log: quiet });
+  const refused = await runDistill({ out: run, input: { optimizer: { lr: 5e-4 }, batchSize: 6 }, resume: true, log: quiet }).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  t.ok(refused instanceof UserError, 'refused');
+  t.match((refused as Error).message, /optimizer\.lr: 0\.001 -> 0\.0005/);
+  t.match((refused as Error).message, /batchSize: 4 -> 6/);
+  t.match((refused as Error).message, /--force/);
+  const messages: string[] = [];
+  const r = await runDistill({ out: run, input: { steps: 5 }, resume: true, force: true, log: (m) => messages.push(m) });
+  t.equal(r.stepsDone, 5);
+  t.match(messages.join('\n'), /steps: 4 -> 5/);
+  await t.rejects(runDistill({ out: run, input: { ...base, steps: 4 }, log: quiet }), /already holds a run: continue it with --resume/);
+  await t.rejects(runDistill({ out: path.join(tmp(), 'none'), input: {}, resume: true, log: quiet }), /nothing to resume/);
+});
+
+t.test('a NaN/Inf loss stops the run, naming the step and the last good checkpoint', async (t) => {
+  const run = path.join(tmp(), 'nan');
+  const err = await runDistill({
+    out: run,
+    input: { ...base, steps: 12, checkpointEvery: 1, optimizer: { lr: 1e15 } },
+    log: quiet,
+  }).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  t.ok(err instanceof UserError, 'a user error');
+  const e = err as UserError;
+  t.equal(e.exitCode, ExitCode.failure);
+  const m = /the loss became (NaN|-?Infinity) at step (\d+).*Last good checkpoint: (\S+);/.exec(e.message);
+  t.ok(m, e.message);
+  if (m) {
+    const step = Number(m[2]);
+    t.equal(m[3], path.join(run, 'checkpoints', `step-${step - 1}`), 'the checkpoint of the step before');
+    const last = (await listCheckpoints(run)).at(-1);
+    t.equal(last?.[0], step - 1, 'nothing was saved after the bad step');
+  }
+});
+
+t.test('config files (YAML, JSON) are validated; flags win over them', async (t) => {
+  const dir = tmp();
+  const yamlFile = path.join(dir, 'run.yaml');
+  writeFileSync(yamlFile, 'teacher: teacher-folder\nsteps: 100\noptimizer:\n  lr: 0.0002\n  warmupSteps: 10\nloss:\n  reduction: sample\n');
+  const fromFile = readConfigFile(yamlFile);
+  t.equal(fromFile.teacher, path.join(dir, 'teacher-folder'), 'paths are relative to the file');
+  const cfg = resolveConfig(mergeInputs(fromFile, { student: 's', slides: 'synthetic', optimizer: { lr: 3e-4 } }));
+  t.equal(cfg.optimizer.lr, 3e-4, 'the flag wins');
+  t.equal(cfg.optimizer.warmupSteps, 10, 'the file fills the rest of the group');
+  t.equal(cfg.optimizer.weightDecay, 0.05, 'defaults fill what neither says');
+  t.equal(cfg.loss.reduction, 'sample');
+  const bad = path.join(dir, 'bad.json');
+  writeFileSync(bad, JSON.stringify({ optimizer: { lr: -1 }, bogus: 1 }));
+  t.throws(() => readConfigFile(bad), /bad\.json: .*optimizer\.lr.*/);
+  t.throws(() => resolveConfig({ teacher: 'a', student: 'b', slides: 'synthetic' }), /no steps given: pass --steps/);
+});
+
+t.test('early stopping counts losses above the running mean of the previous window', async (t) => {
+  const e = new EarlyStopping(3, 2);
+  const decisions = [5, 4, 3, 2, 4, 1, 5, 6].map((l) => e.update(l));
+  // window full from the 4th loss: 2 < 4 (no), 4 > 3 (1), 1 < 3 (no), 5 > 2.33 (2), 6 > 3.33 (3 > patience)
+  t.same(decisions, [false, false, false, false, false, false, false, true]);
+  t.equal(e.exceeded, 3);
+  const resumed = new EarlyStopping(3, 2, new EarlyStopping(3, 2).snapshot());
+  t.same(resumed.snapshot(), { recent: [], exceeded: 0 });
+});
+
+t.test('SIGINT writes a checkpoint and exits 130; --resume continues from it', async (t) => {
+  const run = path.join(tmp(), 'sigint');
+  const args = [BIN, 'distill', '--teacher', TEACHER, '--student', STUDENT, '--slides', 'synthetic:40', '--out', run,
+    '--steps', '400', '--batch-size', '4', '--checkpoint-every', '1000'];
+  const child = spawn(process.execPath, args, { cwd: ROOT, env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  // Interrupt once a few steps are logged.
+  await new Promise<void>((resolve, reject) => {
+    const timer = setInterval(() => {
+      const log = path.join(run, 'log.jsonl');
+      if (existsSync(log) && readFileSync(log, 'utf8').split('\n').length > 3) {
+        clearInterval(timer);
+        child.kill('SIGINT');
+        resolve();
+      }
+    }, 100);
+    child.on('exit', () => {
+      clearInterval(timer);
+      reject(new Error(`the run ended before it was interrupted: ${stderr}`));
+    });
+  });
+  const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+  t.equal(code, 130, stderr);
+  t.match(stderr, /interrupted after step (\d+): checkpoint written to/);
+  const steps = Number(/interrupted after step (\d+)/.exec(stderr)?.[1]);
+  const cps = await listCheckpoints(run);
+  t.equal(cps.at(-1)?.[0], steps, 'the checkpoint is of the last finished step');
+  t.equal((await readLog(run)).length, steps, 'the log has every finished step');
+  const r = await runDistill({ out: run, input: {}, resume: true, until: steps + 2, log: quiet });
+  t.equal(r.stepsDone, steps + 2, 'resumed from the interrupted step');
+});
