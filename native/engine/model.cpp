@@ -48,7 +48,7 @@ LoadedModel wrap(std::shared_ptr<VisionTransformerImpl> vit) {
 void check_keys(const VisionTransformerImpl& shapes, const WeightFiles& files) {
   std::vector<std::string> missing, unexpected, misshaped;
   auto expected = shapes.named_weights();
-  for (const auto& [key, t] : expected) {
+  for (const auto& [key, t] : shapes.ordered_weights()) {
     auto it = files.entries().find(key);
     if (it == files.entries().end()) {
       missing.push_back(key);

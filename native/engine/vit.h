@@ -32,6 +32,8 @@ class VisionTransformerImpl : public torch::nn::Module {
 
   /** Checkpoint key -> tensor: the parameters and the unused checkpoint buffers (mask token, classifier head). */
   std::map<std::string, at::Tensor> named_weights() const;
+  /** The same, in the checkpoint's natural order (embeddings, blocks 0..N-1, final norm): for messages. */
+  const std::vector<std::pair<std::string, at::Tensor>>& ordered_weights() const { return weights_; }
 
   /** Fills every tensor the way timm initialises a ViT (trunc-normal 0.02 weights, zero biases, LayerScale at
    *  init_values), from a seeded CPU generator, so random models are the same on every device. */
