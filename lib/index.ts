@@ -5,3 +5,10 @@ export { getBackend, chooseBackend, EngineLoadError, JsBackend, NativeBackend } 
 export type { Backend, BackendInfo, BackendName, Tensor, Float32Tensor, Uint8Tensor } from './backends/index.js';
 export { installationInfo } from './commands/info.js';
 export { Encoder, type EncoderOptions } from './models/encoder.js';
+export { openSlide, type Slide, type SlideProperties } from './slides/reader.js';
+export { runTiling, type TileRunOptions, type TileRunResult } from './slides/tile-run.js';
+export { makeSyntheticSlides } from './slides/synthetic.js';
+export { TileSampler, type TileRef, type SamplerOptions, type SamplerState } from './data/sampler.js';
+export { TileBatchLoader, type TileBatch, type LoaderOptions } from './data/batches.js';
+export { DEFAULT_AUGMENT_CONFIG, NORMALIZATIONS, AugmentParam } from './backends/types.js';
+export type { AugmentConfig, AugmentedBatch, Normalization } from './backends/types.js';

@@ -1,0 +1,178 @@
+// Tile pixels for training: the sampler's batches read from the slides and packed into one contiguous uint8 buffer
+// (B, T, T, 3), ready to hand to the engine (augmentBatch / the trainer borrow it without copying).
+//
+// Reads run on the libuv threadpool (OpenSlide through the slide addon, libvips through sharp), up to `concurrency`
+// at once, so decoding is parallel; UV_THREADPOOL_SIZE (default 4) bounds how many decode at the same instant. At
+// most `prefetch` batches are in flight or waiting: a slow consumer stops the reads (backpressure). A tile that
+// cannot be read is reported through onTileError and replaced by another tile of the same batch, never fatal.
+import sharp from 'sharp';
+import { openSlide, type Slide } from '../slides/reader.js';
+import type { SamplerState, TileRef, TileSampler } from './sampler.js';
+
+export interface TileBatch {
+  /** (B, T, T, 3) RGB, row-major, one allocation. */
+  data: Uint8Array;
+  shape: [number, number, number, 3];
+  tiles: TileRef[];
+  epoch: number;
+  batch: number;
+  /** The sampler state after this batch: save it with a checkpoint to resume right after it. */
+  state: SamplerState;
+  /** Indices (in the batch) of tiles that could not be read and were replaced. */
+  replaced: number[];
+}
+
+export interface LoaderOptions {
+  /** Batches read ahead of the consumer (default 4). */
+  prefetch?: number;
+  /** Tile reads in flight (default 16). */
+  concurrency?: number;
+  /** Slides kept open (least recently used are closed; default 64). */
+  maxOpenSlides?: number;
+  /** Stop after this many batches (default: one epoch; Infinity for no end). */
+  maxBatches?: number;
+  onTileError?: (tile: TileRef, error: Error) => void;
+}
+
+/** A counting semaphore: at most `n` holders. */
+class Semaphore {
+  private waiting: (() => void)[] = [];
+  constructor(private n: number) {}
+  async acquire(): Promise<void> {
+    if (this.n > 0) {
+      this.n--;
+      return;
+    }
+    await new Promise<void>((resolve) => this.waiting.push(resolve));
+  }
+  release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.n++;
+  }
+}
+
+export class TileBatchLoader implements AsyncIterable<TileBatch> {
+  private readonly prefetch: number;
+  private readonly reads: Semaphore;
+  private readonly maxOpenSlides: number;
+  private readonly slides = new Map<string, Promise<Slide>>();
+  private readonly options: LoaderOptions;
+
+  constructor(
+    readonly sampler: TileSampler,
+    options: LoaderOptions = {},
+  ) {
+    this.options = options;
+    this.prefetch = Math.max(1, options.prefetch ?? 4);
+    this.reads = new Semaphore(Math.max(1, options.concurrency ?? 16));
+    this.maxOpenSlides = Math.max(1, options.maxOpenSlides ?? 64);
+  }
+
+  private slide(file: string): Promise<Slide> {
+    let s = this.slides.get(file);
+    if (s) {
+      this.slides.delete(file); // most recently used goes last
+      this.slides.set(file, s);
+      return s;
+    }
+    s = openSlide(file);
+    s.catch(() => this.slides.delete(file));
+    this.slides.set(file, s);
+    while (this.slides.size > this.maxOpenSlides) {
+      const [oldest, p] = this.slides.entries().next().value as [string, Promise<Slide>];
+      this.slides.delete(oldest);
+      // Reads in flight keep the native handle alive; close only stops new ones.
+      p.then((x) => x.close()).catch(() => {});
+    }
+    return s;
+  }
+
+  /** One tile as (T,T,3) RGB, resized with lanczos3 when its read size is not T. */
+  private async readTile(tile: TileRef, size: number): Promise<Uint8Array> {
+    await this.reads.acquire();
+    try {
+      const slide = await this.slide(tile.path);
+      const px = await slide.readRegion(tile.x, tile.y, tile.level, tile.readSizePx, tile.readSizePx);
+      if (tile.readSizePx === size) return px.data;
+      const resized = await sharp(Buffer.from(px.data.buffer, px.data.byteOffset, px.data.byteLength), {
+        raw: { width: px.width, height: px.height, channels: 3 },
+      })
+        .resize(size, size, { kernel: 'lanczos3', fit: 'fill' })
+        .raw()
+        .toBuffer();
+      return new Uint8Array(resized.buffer, resized.byteOffset, resized.byteLength);
+    } finally {
+      this.reads.release();
+    }
+  }
+
+  /** Reads batch (epoch, batch) of the sampler into one buffer. */
+  async readBatch(epoch: number, batch: number): Promise<Omit<TileBatch, 'state'>> {
+    const tiles = this.sampler.batchAt(epoch, batch);
+    const t = this.sampler.tileSizePx;
+    const tileBytes = t * t * 3;
+    const data = new Uint8Array(tiles.length * tileBytes);
+    const failed: number[] = [];
+    await Promise.all(
+      tiles.map(async (tile, i) => {
+        try {
+          data.set(await this.readTile(tile, t), i * tileBytes);
+        } catch (e) {
+          failed.push(i);
+          (this.options.onTileError ?? defaultTileError)(tile, e as Error);
+        }
+      }),
+    );
+    if (failed.length === tiles.length) throw new Error(`no tile of batch ${batch} (epoch ${epoch}) could be read; the first was ${tiles[0].path}`);
+    failed.sort((a, b) => a - b);
+    const good = tiles.map((_, i) => i).filter((i) => !failed.includes(i));
+    failed.forEach((i, k) => data.copyWithin(i * tileBytes, good[k % good.length] * tileBytes, (good[k % good.length] + 1) * tileBytes));
+    return { data, shape: [tiles.length, t, t, 3], tiles, epoch, batch, replaced: failed };
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<TileBatch> {
+    const perEpoch = this.sampler.batchesPerEpoch();
+    const start = this.sampler.state();
+    const limit = this.options.maxBatches ?? perEpoch - start.batch;
+    let produced = 0;
+    let cursor = { epoch: start.epoch, batch: start.batch };
+    const queue: Promise<Omit<TileBatch, 'state'>>[] = [];
+    const fill = () => {
+      while (queue.length < this.prefetch && produced < limit) {
+        const p = this.readBatch(cursor.epoch, cursor.batch);
+        p.catch(() => {}); // surfaced when the consumer reaches it
+        queue.push(p);
+        produced++;
+        cursor = cursor.batch + 1 >= perEpoch ? { epoch: cursor.epoch + 1, batch: 0 } : { epoch: cursor.epoch, batch: cursor.batch + 1 };
+      }
+    };
+    try {
+      fill();
+      while (queue.length > 0) {
+        const b = await queue.shift()!;
+        const after = b.batch + 1 >= perEpoch ? { epoch: b.epoch + 1, batch: 0 } : { epoch: b.epoch, batch: b.batch + 1 };
+        const state = { seed: this.sampler.seed, ...after };
+        this.sampler.restore(state);
+        fill();
+        yield { ...b, state };
+      }
+    } finally {
+      await this.close();
+    }
+  }
+
+  /** Closes the slides this loader opened. */
+  async close(): Promise<void> {
+    const open = [...this.slides.values()];
+    this.slides.clear();
+    await Promise.all(open.map((p) => p.then((s) => s.close()).catch(() => {})));
+  }
+}
+
+const warned = new Set<string>();
+function defaultTileError(tile: TileRef, e: Error): void {
+  if (warned.has(tile.path)) return;
+  warned.add(tile.path);
+  process.stderr.write(`g2l-native: warning: a tile of ${tile.slide} could not be read (${e.message}); replaced by another tile of its batch\n`);
+}
