@@ -8,7 +8,9 @@ import cliProgress from 'cli-progress';
 import { UserError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { readFeatureSet, selectRows, type FeatureSet } from '../data/feature-set.js';
-import { readImageDataset, embedDataset, type ImageEncoder } from '../data/image-dataset.js';
+import { readImageDataset, embedDataset } from '../data/image-dataset.js';
+import { Encoder } from '../models/encoder.js';
+import type { ModelDtype } from '../backends/types.js';
 import { evaluateSet, PROTOCOLS, type EvalOptions, type Protocol } from '../eval/evaluate.js';
 import { cka } from '../eval/cka.js';
 import { writeReport, type CkaPair, type NamedSet } from '../eval/report.js';
@@ -28,7 +30,7 @@ export interface EvalArgs {
   cka: boolean;
   rbfMaxRows: number;
   out: string;
-  device: string;
+  device?: string;
   dtype?: string;
   batchSize: number;
   verbose?: boolean;
@@ -84,21 +86,6 @@ function progressFactory(enabled: boolean) {
   };
 }
 
-interface EncoderModule { Encoder: { load(folder: string, o: { device: string; dtype?: string; batchSize: number }): Promise<ImageEncoder & { dispose?(): void | Promise<void> }> } }
-
-async function loadEncoderModule(): Promise<EncoderModule> {
-  // Imported by name at run time: the models part of the package provides lib/models/encoder.ts.
-  const spec = '../models/encoder.js';
-  try {
-    return (await import(spec)) as EncoderModule;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND') {
-      throw new UserError('--models needs the model encoder (dist/models/encoder.js), which this build does not include; run npm run setup, or embed elsewhere and pass --features');
-    }
-    throw e;
-  }
-}
-
 /** Embeds the dataset with each model into <out>/features/<name>/, reusing folders made from the same inputs. */
 async function embedModels(argv: EvalArgs, log: (event: string, d: Record<string, unknown>) => void,
   progress: ReturnType<typeof progressFactory>): Promise<{ name: string; dir: string }[]> {
@@ -106,7 +93,6 @@ async function embedModels(argv: EvalArgs, log: (event: string, d: Record<string
   const models = argv.models!.map((m) => parseNamed(m, '--models'));
   const dataset = await readImageDataset(argv.dataset);
   const out: { name: string; dir: string }[] = [];
-  let mod: EncoderModule | undefined;
   for (const m of models) {
     const dir = path.join(argv.out, 'features', m.name);
     const source = JSON.stringify({ dataset: path.resolve(argv.dataset), model: path.resolve(m.dir), items: dataset.items.length, dtype: argv.dtype ?? null });
@@ -116,15 +102,14 @@ async function embedModels(argv: EvalArgs, log: (event: string, d: Record<string
       out.push({ name: m.name, dir });
       continue;
     }
-    mod ??= await loadEncoderModule();
-    const enc = await mod.Encoder.load(m.dir, { device: argv.device, dtype: argv.dtype, batchSize: argv.batchSize });
+    const enc = await Encoder.load(m.dir, { device: argv.device, dtype: argv.dtype as ModelDtype | undefined, batchSize: argv.batchSize });
     try {
       log('embed.start', { model: m.name, folder: m.dir, images: dataset.items.length });
       const res = await embedDataset(enc, dataset, dir, { batchSize: argv.batchSize, onProgress: progress(`embed ${m.name}`), extraFiles: { 'source.json': `${source}\n` } });
       log('embed.done', { model: m.name, embedded: res.embedded, skipped: res.skipped.length, dim: res.dim });
       for (const s of res.skipped) process.stderr.write(`g2l-native: skipped unreadable image ${s.path}: ${s.reason}\n`);
     } finally {
-      await enc.dispose?.();
+      await enc.dispose();
     }
     out.push({ name: m.name, dir });
   }
@@ -225,8 +210,8 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
     .option('cka', { type: 'boolean', default: true, describe: 'CKA between every pair of feature sets (--no-cka to skip)' })
     .option('rbf-max-rows', { type: 'number', default: 5000, describe: 'RBF CKA uses a seeded random subset above this many rows' })
     .option('out', { type: 'string', demandOption: true, describe: 'Output folder for report.json, report.md, report.html, figures/' })
-    .option('device', { type: 'string', default: 'cpu', describe: 'Device for --models (cpu, cuda, cuda:1)' })
-    .option('dtype', { type: 'string', describe: 'Model dtype for --models (e.g. float32, bfloat16)' })
+    .option('device', { type: 'string', describe: 'Device for --models: cpu, cuda, cuda:<i> (default: cuda when available)' })
+    .option('dtype', { type: 'string', describe: 'Model dtype for --models: fp32, fp16, bf16 (default: fp16 on CUDA, fp32 on CPU)' })
     .option('batch-size', { type: 'number', default: 32, describe: 'Images per batch for --models' }) as never,
   handler: async (argv) => {
     const { files, sets } = await runEval(argv);

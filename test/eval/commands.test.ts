@@ -156,3 +156,60 @@ t.test('bad input: exit 2 and one clear line each', async (t) => {
   t.equal(r.code, 2);
   t.match(r.err, /mismatched rows: 405 id\(s\) of .*multi are not in .*mism/);
 });
+
+t.test('--models with --dataset: cached features are reused; an uncached model is loaded (and a missing one named)', async (t) => {
+  const root = t.testdir();
+  const data = path.join(root, 'data');
+  for (const cls of ['a', 'b']) {
+    mkdirSync(path.join(data, cls), { recursive: true });
+    await sharp({ create: { width: 8, height: 8, channels: 3, background: { r: 9, g: 9, b: 9 } } }).png().toFile(path.join(data, cls, 'x.png'));
+  }
+  const out = path.join(root, 'out');
+  // A cache entry made from the same dataset and model folder: eval must use it without loading any model.
+  const cached = path.join(out, 'features', 'teacher');
+  mkdirSync(cached, { recursive: true });
+  for (const f of ['features.npy', 'meta.csv']) cpSync(path.join(fx, 'multi', f), path.join(cached, f));
+  writeFileSync(path.join(cached, 'source.json'), `${JSON.stringify({ dataset: path.resolve(data), model: path.resolve(root, 'teacher-model'), items: 2, dtype: null })}\n`);
+  const r = await run(['eval', '--models', `teacher:${path.join(root, 'teacher-model')}`, '--dataset', data, '--protocol', 'knn', '--k', '10', '--out', out]);
+  t.equal(r.code, 0, r.err);
+  const rep = JSON.parse(readFileSync(path.join(out, 'report.json'), 'utf8'));
+  close(t, rep.knn.k10.acc, expected.multi.knn.k10.weighted.acc, 1e-9, 'cached features evaluated');
+  const log = readFileSync(path.join(out, 'eval.log.jsonl'), 'utf8');
+  t.match(log, /"event":"embed\.cached"/);
+
+  const other = await run(['eval', '--models', `student:${path.join(root, 'student-model')}`, '--dataset', data, '--out', out]);
+  t.equal(other.code, 2, `a model that is not cached has to be loaded: ${other.err}`);
+  t.equal(other.err.trim().split('\n').length, 1, 'one line');
+  t.match(other.err, /student-model/, 'names the missing model folder');
+});
+
+t.test('--models end to end with a tiny real model (timm layout fixture) on a CSV dataset', async (t) => {
+  const root = t.testdir();
+  const rows = ['path,label,split,site,slide'];
+  for (let i = 0; i < 24; i++) {
+    const label = i % 2 === 0 ? 'pink' : 'purple';
+    const rgb = label === 'pink' ? { r: 230, g: 120 + (i % 5) * 9, b: 190 } : { r: 110, g: 50 + (i % 5) * 9, b: 170 };
+    const file = path.join(root, 'img', `${i}.png`);
+    mkdirSync(path.dirname(file), { recursive: true });
+    await sharp({ create: { width: 40, height: 40, channels: 3, background: rgb } }).png().toFile(file);
+    rows.push(`img/${i}.png,${label},${i < 16 ? 'train' : 'test'},site${i % 3},slide${i % 6}`);
+  }
+  writeFileSync(path.join(root, 'data.csv'), rows.join('\n') + '\n');
+  const model = path.join(fx, '..', 'models', 'timm_large_gelu');
+  const out = path.join(root, 'out');
+  const args = ['eval', '--models', `tiny:${model}`, '--dataset', path.join(root, 'data.csv'), '--k', '3', '--robustness-k', '3',
+    '--device', 'cpu', '--batch-size', '5', '--out', out];
+  const r = await run(args);
+  t.equal(r.code, 0, r.err);
+  const rep = JSON.parse(readFileSync(path.join(out, 'report.json'), 'utf8'));
+  t.same(Object.keys(rep.knn), ['k3']);
+  t.same(Object.keys(rep.linear), ['C1']);
+  t.same(Object.keys(rep.robustness), ['k3']);
+  t.equal(rep.info.n, 24);
+  const meta = readFileSync(path.join(out, 'features', 'tiny', 'meta.csv'), 'utf8').trim().split('\n');
+  t.equal(meta[0], 'id,label,split,site,slide');
+  t.equal(meta.length, 25);
+  const again = await run(args);
+  t.equal(again.code, 0, again.err);
+  t.match(readFileSync(path.join(out, 'eval.log.jsonl'), 'utf8'), /"event":"embed\.cached"/, 'second run reuses the features');
+});
