@@ -18,7 +18,7 @@ import { augmentBatch, Mt19937, sampleAugmentParams } from './augment.js';
 import { logSumLossJs } from './loss.js';
 import { checkJsModelSize, JsModel, loadJsModel } from './model.js';
 import { readSafetensors, readSafetensorsMetadata, writeSafetensors } from './safetensors.js';
-import { describeSpec } from './spec.js';
+import { describeSpec, parameterCount, resolveVitSpec } from './spec.js';
 
 /** The engine's DistillerConfig, camelCased (lib/distill's configuration passes straight through). */
 export interface JsDistillerConfig {
@@ -147,12 +147,14 @@ export class JsDistiller {
     if (td !== 'auto' && td !== 'float32') {
       throw new UserError(`the js backend runs the teacher in float32 only, but teacherDtype '${td}' was asked for: use auto or float32, or --backend native`);
     }
+    if ((config.accumulationSteps ?? 1) < 1) throw new UserError('accumulationSteps must be at least 1');
+    // Before any weights are read: a step costs a teacher forward plus about three student forwards.
+    for (const [what, folder, preset] of [['teacher', config.teacher, config.teacherPreset], ['student', config.student, config.studentPreset]] as const) {
+      const spec = resolveVitSpec(folder, preset ?? '');
+      checkJsModelSize(spec, parameterCount(spec), config.force, what);
+    }
     const teacher = loadJsModel(config.teacher, config.teacherPreset ?? '', { force: true });
     const student = loadJsModel(config.student, config.studentPreset ?? '', { force: true });
-    // The step costs about a teacher forward plus three student forwards: refuse by the larger of the two.
-    checkJsModelSize(teacher.spec, teacher.vit.parameterCount(), config.force, 'teacher');
-    checkJsModelSize(student.spec, student.vit.parameterCount(), config.force, 'student');
-    if ((config.accumulationSteps ?? 1) < 1) throw new UserError('accumulationSteps must be at least 1');
     return new JsDistiller(config, teacher, student);
   }
 
