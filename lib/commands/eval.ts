@@ -51,7 +51,8 @@ export function parseNumberList(values: string[] | string, flag: string, ok: (v:
 /** "name:folder" (name made of letters, digits, . _ -) or a bare folder named after its basename. */
 export function parseNamed(spec: string, flag: string): { name: string; dir: string } {
   const m = /^([A-Za-z0-9_.-]+):(.+)$/.exec(spec);
-  if (m && !/^[A-Za-z]$/.test(m[1])) return { name: m[1], dir: m[2] };
+  // A one-letter prefix of a --features value is more likely a Windows drive letter than a name.
+  if (m && (flag === '--models' || !/^[A-Za-z]$/.test(m[1]))) return { name: m[1], dir: m[2] };
   if (flag === '--models') throw new UserError(`--models ${spec}: expected name:<model folder>, e.g. --models g2l:./g2l-student`);
   return { name: path.basename(path.resolve(spec)), dir: spec };
 }

@@ -9,7 +9,7 @@ import {
 } from '../data/feature-set.js';
 import { knnClassify, type KnnVote } from './knn.js';
 import { fitLogistic, predictProba, argmaxRows } from './logistic.js';
-import { accuracy, balancedAccuracy, bootstrapCi, metricsOn, rocAuc, rocCurve, weightedF1 } from './metrics.js';
+import { accuracy, balancedAccuracy, bootstrapCis, metricsOn, rocAuc, rocCurve, weightedF1 } from './metrics.js';
 import { robustnessIndex, codes, type RobustnessCounts } from './robustness.js';
 
 export type Protocol = 'knn' | 'linear' | 'robustness';
@@ -95,7 +95,14 @@ export function evaluateSet(set: FeatureSet, opts: EvalOptions): { report: SetRe
     const train = selectRows(set, trRows), test = selectRows(set, teRows);
     const val = yVa ? selectRows(set, vaRows) : undefined;
     Object.assign(report.info, { n_train: train.n, n_test: test.n, ...(val ? { n_val: val.n } : {}) });
-    const ci = (metric: (rows: Int32Array) => number): Interval => bootstrapCi(test.n, metric, opts.bootstrap, opts.seed);
+    // A class the probe never saw in training cannot be predicted: refuse rather than report skewed metrics.
+    const seen = new Set(yTr);
+    for (const [what, ys] of [['test', yTe], ['val', yVa]] as const) {
+      const unseen = ys && [...new Set(ys)].find((c) => !seen.has(c));
+      if (unseen !== undefined) {
+        throw new UserError(`${set.dir}: class '${classes[unseen]}' appears in the ${what} split but not in train; add training samples of it or drop it`);
+      }
+    }
     const pick = (y: Int32Array, rows: Int32Array) => Int32Array.from(rows, (r) => y[r]);
 
     if (opts.protocols.includes('knn')) {
@@ -114,10 +121,10 @@ export function evaluateSet(set: FeatureSet, opts: EvalOptions): { report: SetRe
           e.val = { acc: accuracy(yVa, pv), bacc: balancedAccuracy(yVa, pv, K) };
         }
         if (opts.bootstrap > 0) {
-          e.ci = {
-            acc: ci((r) => accuracy(pick(yTe, r), pick(p, r))),
-            bacc: ci((r) => balancedAccuracy(pick(yTe, r), pick(p, r), K)),
-          };
+          e.ci = bootstrapCis(test.n, (r) => {
+            const yy = pick(yTe, r), pp = pick(p, r);
+            return { acc: accuracy(yy, pp), bacc: balancedAccuracy(yy, pp, K) };
+          }, opts.bootstrap, opts.seed);
         }
         report.knn[kKey(k)] = e;
         log('knn.result', { set: set.dir, k, acc: e.acc, bacc: e.bacc });
@@ -147,8 +154,10 @@ export function evaluateSet(set: FeatureSet, opts: EvalOptions): { report: SetRe
           e.val = { auc: m.auc!, acc: m.acc, bacc: m.bacc, f1: m.f1 };
         }
         if (opts.bootstrap > 0) {
-          const samples = (metric: 'auc' | 'acc' | 'bacc' | 'f1') => ci((r) => metricsOn(r, yTe, pred, metric === 'auc' ? proba : undefined, K)[metric] ?? NaN);
-          e.ci = { auc: samples('auc'), acc: samples('acc'), bacc: samples('bacc'), f1: samples('f1') };
+          e.ci = bootstrapCis(test.n, (r) => {
+            const m = metricsOn(r, yTe, pred, proba, K);
+            return { auc: m.auc!, acc: m.acc, bacc: m.bacc, f1: m.f1 };
+          }, opts.bootstrap, opts.seed);
         }
         report.linear[cKey(C)] = e;
         report.info.linear_fit[cKey(C)] = { iterations: model.iterations, converged: model.converged, grad_max: model.gradMax };

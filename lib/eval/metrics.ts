@@ -132,20 +132,27 @@ export function mulberry32(seed: number): () => number {
 }
 
 /**
- * Percentile bootstrap 95% interval of metric(sampleIndices) over `rounds` resamples of n test samples with
- * replacement. Resamples where the metric is undefined (NaN, e.g. AUC with one class drawn) are dropped.
+ * Percentile bootstrap 95% intervals of several metrics over the same resamples (paired): metrics(rows) returns
+ * one value per metric name. NaN values (undefined on a resample) are dropped per metric.
  */
-export function bootstrapCi(n: number, metric: (rows: Int32Array) => number, rounds = 1000, seed = 0): [number, number] {
+export function bootstrapCis<M extends string>(n: number, metrics: (rows: Int32Array) => Record<M, number>, rounds = 1000,
+  seed = 0): Record<M, [number, number]> {
   const rand = mulberry32(seed);
-  const values: number[] = [];
+  const values = new Map<M, number[]>();
   const rows = new Int32Array(n);
   for (let b = 0; b < rounds; b++) {
     for (let i = 0; i < n; i++) rows[i] = Math.floor(rand() * n);
-    const v = metric(rows);
-    if (!Number.isNaN(v)) values.push(v);
+    for (const [name, v] of Object.entries(metrics(rows)) as [M, number][]) {
+      if (!values.has(name)) values.set(name, []);
+      if (!Number.isNaN(v)) values.get(name)!.push(v);
+    }
   }
-  values.sort((a, b) => a - b);
-  return [percentile(values, 2.5), percentile(values, 97.5)];
+  const out = {} as Record<M, [number, number]>;
+  for (const [name, vs] of values) {
+    vs.sort((a, b) => a - b);
+    out[name] = [percentile(vs, 2.5), percentile(vs, 97.5)];
+  }
+  return out;
 }
 
 /** Linear-interpolated percentile (NumPy's default method) of sorted values. */

@@ -130,11 +130,13 @@ t.test('bad input: exit 2 and one clear line each', async (t) => {
   };
   const single = mk('single', 'id,label,split\na,x,train\nb,x,train\nc,y,test\n', 3);
   const unlabelled = mk('unlabelled', 'id,label,split\na,x,train\nb,,test\nc,y,train\n', 3);
+  const unseen = mk('unseen', 'id,label,split\na,x,train\nb,y,train\nc,z,test\n', 3);
   const nosplit = mk('nosplit', 'id,label\na,x\nb,y\n', 2);
   const nosite = mk('nosite', 'id,label,split,slide\na,x,train\nb,y,test\nc,x,test\n'.replace(/\n(\w),(\w),(\w+)/g, '\n$1,$2,$3,s$1'), 3);
   const cases: [string[], RegExp][] = [
     [['--features', single], /a single class: the train split has only class 'x'/],
     [['--features', unlabelled], /missing labels for the test split: 1 row\(s\) have no label \(e\.g\. 'b'\)/],
+    [['--features', unseen], /class 'z' appears in the test split but not in train/],
     [['--features', nosplit], /no 'split' column; kNN and linear probing train on split=train/],
     [['--features', nosite, '--protocol', 'robustness'], /no 'site' column; the robustness index needs the site and slide/],
     [['--features', path.join(fx, 'multi'), '--protocol', 'knn,svm'], /--protocol svm: unknown; choose from knn,linear,robustness/],

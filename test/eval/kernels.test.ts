@@ -3,7 +3,7 @@
 import t from 'tap';
 import { simdKernels, wasm } from '../../lib/eval/simd.js';
 import { cosineTopK } from '../../lib/eval/topk.js';
-import { mulberry32, percentile, bootstrapCi } from '../../lib/eval/metrics.js';
+import { mulberry32, percentile, bootstrapCis } from '../../lib/eval/metrics.js';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -102,7 +102,10 @@ t.test('percentile matches numpy.percentile (linear); bootstrap interval of a co
   for (const [p, key] of [[2.5, 'p2_5'], [97.5, 'p97_5'], [50, 'p50']] as const) {
     t.ok(Math.abs(percentile(v, p) - e[key]) < 1e-15, `p${p}`);
   }
-  t.same(bootstrapCi(20, () => 0.25, 50, 1), [0.25, 0.25]);
-  const [lo, hi] = bootstrapCi(200, (rows) => rows.reduce((s, r) => s + (r < 100 ? 1 : 0), 0) / rows.length, 400, 3);
-  t.ok(lo < 0.5 && hi > 0.5 && hi - lo < 0.2, `interval of a proportion 0.5 over 200 samples: [${lo}, ${hi}]`);
+  t.same(bootstrapCis(20, () => ({ c: 0.25 }), 50, 1), { c: [0.25, 0.25] });
+  const ci = bootstrapCis(200, (rows) => ({ p: rows.reduce((s, r) => s + (r < 100 ? 1 : 0), 0) / rows.length, never: NaN }), 400, 3);
+  const [lo, hi] = ci.p;
+  // Normal approximation of a proportion 0.5 over 200 draws: 0.5 ± 1.96 * sqrt(0.25 / 200) = [0.431, 0.569].
+  t.ok(Math.abs(lo - 0.431) < 0.02 && Math.abs(hi - 0.569) < 0.02, `interval of a proportion 0.5 over 200 samples: [${lo}, ${hi}]`);
+  t.same(ci.never, [NaN, NaN], 'a metric undefined on every resample has no interval');
 });
