@@ -172,6 +172,56 @@ class SharpSlide implements Slide {
   async close(): Promise<void> {}
 }
 
+/**
+ * The first directory's ImageDescription of a classic or Big TIFF, read from the file's header (libvips does not
+ * expose it): Aperio writes its MPP and AppMag there.
+ */
+export async function tiffImageDescription(file: string): Promise<string | null> {
+  const fh = await fs.open(file, 'r');
+  try {
+    const read = async (pos: number, len: number) => {
+      const b = Buffer.alloc(len);
+      const { bytesRead } = await fh.read(b, 0, len, pos);
+      return b.subarray(0, bytesRead);
+    };
+    const head = await read(0, 16);
+    if (head.length < 8) return null;
+    const le = head.toString('latin1', 0, 2) === 'II';
+    if (!le && head.toString('latin1', 0, 2) !== 'MM') return null;
+    const u16 = (b: Buffer, o: number) => (le ? b.readUInt16LE(o) : b.readUInt16BE(o));
+    const u32 = (b: Buffer, o: number) => (le ? b.readUInt32LE(o) : b.readUInt32BE(o));
+    const u64 = (b: Buffer, o: number) => Number(le ? b.readBigUInt64LE(o) : b.readBigUInt64BE(o));
+    const big = u16(head, 2) === 43;
+    if (!big && u16(head, 2) !== 42) return null;
+    const ifd = big ? u64(head, 8) : u32(head, 4);
+    const countBuf = await read(ifd, big ? 8 : 2);
+    const count = big ? u64(countBuf, 0) : u16(countBuf, 0);
+    const entrySize = big ? 20 : 12;
+    const entries = await read(ifd + (big ? 8 : 2), Math.min(count, 4096) * entrySize);
+    for (let i = 0; i + entrySize <= entries.length; i += entrySize) {
+      if (u16(entries, i) !== 270) continue;
+      const n = big ? u64(entries, i + 4) : u32(entries, i + 4);
+      const inline = big ? 8 : 4;
+      const bytes = n <= inline ? entries.subarray(i + (big ? 12 : 8), i + (big ? 12 : 8) + n) : await read(big ? u64(entries, i + 12) : u32(entries, i + 8), Math.min(n, 1 << 20));
+      return bytes.toString('latin1').replace(/\0+$/, '');
+    }
+    return null;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Aperio's "...|MPP = 0.2500|AppMag = 40|..." as aperio.* properties, as OpenSlide names them. */
+export function aperioProperties(description: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (!description.startsWith('Aperio')) return out;
+  for (const part of description.split('|').slice(1)) {
+    const m = /^\s*([^=]+?)\s*=\s*(.*?)\s*$/.exec(part);
+    if (m) out[`aperio.${m[1]}`] = m[2];
+  }
+  return out;
+}
+
 async function openWithSharp(file: string): Promise<Slide> {
   const meta = await sharp(file, { limitInputPixels: false }).metadata();
   if (!meta.width || !meta.height) throw new Error(`${file} has no image size`);
@@ -194,16 +244,23 @@ async function openWithSharp(file: string): Promise<Slide> {
     properties['tiff.YResolution'] = String(perUnit);
     properties['tiff.ResolutionUnit'] = meta.resolutionUnit === 'cm' ? 'centimeter' : 'inch';
   }
+  if (meta.format === 'tiff') {
+    const description = await tiffImageDescription(file).catch(() => null);
+    if (description !== null) {
+      properties['tiff.ImageDescription'] = description;
+      Object.assign(properties, aperioProperties(description));
+    }
+  }
   return new SharpSlide({
     path: file,
     reader: 'sharp',
-    vendor: meta.format ?? null,
+    vendor: properties['tiff.ImageDescription']?.startsWith('Aperio') ? 'aperio' : (meta.format ?? null),
     width: meta.width,
     height: meta.height,
     levelDimensions,
     levelDownsamples,
     mpp: mppFromProperties(properties),
-    objectivePower: null,
+    objectivePower: objectivePowerFromProperties(properties),
     associatedImages: {},
     hasIccProfile: Boolean(meta.hasProfile),
     properties,

@@ -42,6 +42,18 @@ t.test('the SVS opens in OpenSlide as Aperio with its MPP, AppMag and pyramid', 
   await s.close();
 });
 
+t.test('without OpenSlide, libvips reads the SVS and its Aperio MPP and AppMag from the description', async (t) => {
+  const dir = t.testdir();
+  const file = path.join(dir, 'a.svs');
+  await writeSyntheticSvs(file, { ...svsSpec, width: 1024, height: 768, regions: randomTissueRegions(1024, 768, 2) });
+  const s = await openSlide(file, { reader: 'sharp' });
+  t.equal(s.info.vendor, 'aperio');
+  t.same(s.info.levelDimensions, [[1024, 768], [512, 384]]);
+  t.same(s.info.mpp, { x: 0.25, y: 0.25, source: 'aperio' });
+  t.equal(s.info.objectivePower, 40);
+  t.match(s.info.properties['tiff.ImageDescription'], /^Aperio Image Library/);
+});
+
 t.test('the pyramidal TIFF opens as generic-tiff in OpenSlide and in libvips, mpp from its resolution', async (t) => {
   const dir = t.testdir();
   const file = path.join(dir, 'b.tiff');
