@@ -31,6 +31,29 @@ for (const backend of backends()) {
   }
 }
 
+t.test('CUDA: the fused kernel matches torchvision and the CPU path (on a GPU host)', async (t) => {
+  const [native] = backends();
+  const info = await native.info();
+  if (!info.cudaAvailable) {
+    t.skip(`no CUDA device here (engine built with CUDA: ${info.cudaBuilt}); this runs on a GPU host`);
+    return;
+  }
+  for (const name of ['small', 'full']) {
+    const fx = loadFixture(name);
+    const c = fx.config.crop;
+    for (const teacherDtype of ['float16', 'float32'] as TeacherDtype[]) {
+      const gpu = await native.augmentBatch(fx.tiles, fx.params, fx.config, teacherNorm, studentNorm, { teacherDtype, device: 'cuda' });
+      const student = maxAbsDiff(denormalise(gpu.student, studentNorm), fx.expected);
+      const teacher = maxAbsDiff(denormalise(gpu.teacher, teacherNorm), fx.expected);
+      t.ok(student.max <= TOL, `${name} cuda student max abs error ${student.max.toExponential(2)} (sample ${Math.floor(student.at / (3 * c * c))})`);
+      t.ok(teacher.max <= TOL, `${name} cuda teacher (${teacherDtype}) max abs error ${teacher.max.toExponential(2)}`);
+    }
+    const seeded = await native.augmentBatch(fx.tiles, { seed: 9 }, fx.config, teacherNorm, studentNorm, { device: 'cuda' });
+    const cpu = await native.augmentBatch(fx.tiles, { seed: 9 }, fx.config, teacherNorm, studentNorm, { device: 'cpu' });
+    t.ok(maxAbsDiff(seeded.student.data, cpu.student.data).max < 1e-3 / 0.17, `${name}: a seed gives the same views on CUDA and CPU`);
+  }
+});
+
 t.test('the native and js backends agree on every sample', async (t) => {
   const [native, js] = backends();
   const fx = loadFixture('small');
