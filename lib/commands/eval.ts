@@ -26,6 +26,7 @@ export interface EvalArgs {
   knnVote: KnnVote;
   robustnessK: string[];
   bootstrap: number;
+  maxIter: number;
   seed: number;
   cka: boolean;
   rbfMaxRows: number;
@@ -34,6 +35,8 @@ export interface EvalArgs {
   dtype?: string;
   batchSize: number;
   verbose?: boolean;
+  /** The CLI's global --backend, for --models. */
+  backend?: 'native' | 'js';
 }
 
 /** "10,20" or ["10", "20"] -> [10, 20]; every value checked by `ok`. */
@@ -103,7 +106,9 @@ async function embedModels(argv: EvalArgs, log: (event: string, d: Record<string
       out.push({ name: m.name, dir });
       continue;
     }
-    const enc = await Encoder.load(m.dir, { device: argv.device, dtype: argv.dtype as ModelDtype | undefined, batchSize: argv.batchSize });
+    const enc = await Encoder.load(m.dir, {
+      device: argv.device, dtype: argv.dtype as ModelDtype | undefined, batchSize: argv.batchSize, backend: argv.backend,
+    });
     try {
       log('embed.start', { model: m.name, folder: m.dir, images: dataset.items.length });
       const res = await embedDataset(enc, dataset, dir, { batchSize: argv.batchSize, onProgress: progress(`embed ${m.name}`), extraFiles: { 'source.json': `${source}\n` } });
@@ -129,8 +134,11 @@ export async function runEval(argv: EvalArgs): Promise<{ files: string[]; sets: 
     vote: argv.knnVote,
     robustnessKs: parseNumberList(argv.robustnessK, '--robustness-k', positiveInt, 'a positive integer'),
     bootstrap: argv.bootstrap,
+    maxIter: argv.maxIter,
     seed: argv.seed,
+    warn: (line) => process.stderr.write(`g2l-native: warning: ${line}\n`),
   };
+  if (!Number.isInteger(argv.maxIter) || argv.maxIter < 1) throw new UserError(`--max-iter ${argv.maxIter}: expected a positive integer`);
   if (!Number.isInteger(argv.bootstrap) || argv.bootstrap < 0) throw new UserError(`--bootstrap ${argv.bootstrap}: expected a number of rounds (0 for none)`);
   if (!argv.features?.length && !argv.models?.length) throw new UserError('name what to evaluate: --features <folder> (repeatable) or --models name:<folder> --dataset <data>');
   if (argv.dataset && !argv.models?.length) throw new UserError('--dataset is embedded with --models name:<folder>; give at least one model');
@@ -207,6 +215,7 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
     .option('knn-vote', { choices: ['weighted', 'majority'] as const, default: 'weighted' as const, describe: 'DINOv2 weighted vote (exp(sim/0.07)) or majority' })
     .option('robustness-k', { type: 'string', array: true, default: ['3,5,10,20'], describe: 'Robustness-index k values' })
     .option('bootstrap', { type: 'number', default: 0, describe: 'Bootstrap rounds for 95% intervals on test metrics (e.g. 1000; 0: none)' })
+    .option('max-iter', { type: 'number', default: 1000, describe: 'L-BFGS iteration cap of the linear probe (it stops at max |gradient| 1e-8)' })
     .option('seed', { type: 'number', default: 0, describe: 'Seed for bootstrap resamples and the RBF CKA subset' })
     .option('cka', { type: 'boolean', default: true, describe: 'CKA between every pair of feature sets (--no-cka to skip)' })
     .option('rbf-max-rows', { type: 'number', default: 5000, describe: 'RBF CKA uses a seeded random subset above this many rows' })

@@ -24,11 +24,14 @@ export interface EvalOptions {
   vote: KnnVote;
   /** Robustness-index k values (default [3, 5, 10, 20]). */
   robustnessKs: number[];
+  /** L-BFGS iteration cap of the linear probe (it stops earlier at max |gradient| 1e-8). */
+  maxIter: number;
   /** Bootstrap rounds for 95% intervals on test metrics; 0 for none. */
   bootstrap: number;
   seed: number;
   /** One line per step (for the JSON-lines log and the console). */
   log?: (event: string, detail: Record<string, unknown>) => void;
+  warn?: (line: string) => void;
   progress?: (label: string) => ((done: number, total: number) => void) | undefined;
 }
 
@@ -140,9 +143,10 @@ export function evaluateSet(set: FeatureSet, opts: EvalOptions): { report: SetRe
       const probas = new Map<number, Float64Array>();
       for (const C of opts.Cs) {
         log('linear.start', { set: set.dir, C, train: train.n, classes: K });
-        const model = fitLogistic(train.features, yTr, train.n, set.d, K, { C });
+        const model = fitLogistic(train.features, yTr, train.n, set.d, K, { C, maxIter: opts.maxIter });
         if (!model.converged) {
           log('linear.not_converged', { set: set.dir, C, iterations: model.iterations, grad_max: model.gradMax });
+          opts.warn?.(`${set.dir}: linear probe C=${C} stopped after ${model.iterations} iterations at max |gradient| ${model.gradMax.toExponential(2)} (target 1e-8); raise --max-iter for a tighter fit`);
         }
         const proba = predictProba(model, test.features, test.n);
         probas.set(C, proba);

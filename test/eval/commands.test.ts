@@ -215,3 +215,16 @@ t.test('--models end to end with a tiny real model (timm layout fixture) on a CS
   t.equal(again.code, 0, again.err);
   t.match(readFileSync(path.join(out, 'eval.log.jsonl'), 'utf8'), /"event":"embed\.cached"/, 'second run reuses the features');
 });
+
+t.test('--max-iter: an unconverged probe is reported and warned about, not hidden', async (t) => {
+  const out = t.testdir();
+  const r = await run(['eval', '--features', path.join(fx, 'multi'), '--protocol', 'linear', '--max-iter', '2', '--out', out]);
+  t.equal(r.code, 0, r.err);
+  t.match(r.err, /warning: .*linear probe C=1 stopped after 2 iterations at max \|gradient\| .* \(target 1e-8\); raise --max-iter/);
+  const rep = JSON.parse(readFileSync(path.join(out, 'report.json'), 'utf8'));
+  t.equal(rep.info.linear_fit.C1.converged, false);
+  t.equal(rep.info.linear_fit.C1.iterations, 2);
+  const bad = await run(['eval', '--features', path.join(fx, 'multi'), '--max-iter', '0', '--out', out]);
+  t.equal(bad.code, 2);
+  t.match(bad.err, /--max-iter 0: expected a positive integer/);
+});
