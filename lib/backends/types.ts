@@ -222,8 +222,8 @@ export interface ModelDescription {
   inputSize: number;
   /** Elements over every checkpoint tensor, as timm / transformers count them. */
   parameters: number;
-  mean: [number, number, number];
-  std: [number, number, number];
+  mean: number[];
+  std: number[];
 }
 
 /** A loaded model: its description plus where and how it runs. */
@@ -237,6 +237,8 @@ export interface ModelLoadOptions {
   device?: string;
   /** Default fp32. */
   dtype?: ModelDtype;
+  /** js backend: load even a model it would need hours for (refused otherwise, with the reason). */
+  force?: boolean;
 }
 
 /** Images as embed takes them: RGB uint8 (N,H,W,3), or normalised float32 (N,3,H,W) used as given. */

@@ -7,7 +7,8 @@ import type { AugmentConfig, AugmentedBatch, AugmentOptions, Normalization } fro
 import { augmentBatch, sampleAugmentParams } from './augment.js';
 import type { FloatTensor, LogSumLossOptions, LogSumLossResult } from '../types.js';
 import { logSumLossJs } from './loss.js';
-import type { ModelDescription, ModelHandle, ModelLoadOptions, ModelSource } from '../types.js';
+import type { EmbedInput, ModelDescription, ModelHandle, ModelInfo, ModelLoadOptions, ModelSource } from '../types.js';
+import { createJsModel, describeJsModel, JsModel, loadJsModel } from './model.js';
 
 export class JsBackend implements Backend {
   readonly name = 'js' as const;
@@ -64,17 +65,18 @@ export class JsBackend implements Backend {
     return augmentBatch(tiles, p, config, teacherNorm, studentNorm, options.teacherDtype ?? 'float16');
   }
 
-  // Models: the pure-JS ViT is not wired in yet; the engine runs them (lib/backends/native.ts).
-  async describeModel(_source: ModelSource): Promise<ModelDescription> {
-    throw modelsNotYet();
+  // Models: the pure-JS ViT (./vit.ts), refused over JS_MAX_PARAMETERS unless options.force (./model.ts).
+  async describeModel(source: ModelSource): Promise<ModelDescription> {
+    const { dtype: _d, device: _v, ...desc } = describeJsModel(source.folder ?? '', source.preset ?? '');
+    return desc;
   }
 
-  async loadModel(_source: ModelSource, _options?: ModelLoadOptions): Promise<ModelHandle> {
-    throw modelsNotYet();
+  async loadModel(source: ModelSource, options: ModelLoadOptions = {}): Promise<ModelHandle> {
+    return new JsModelHandle(loadJsModel(source.folder ?? '', source.preset ?? '', options));
   }
 
-  async createModel(_source: ModelSource, _options?: ModelLoadOptions & { seed?: number }): Promise<ModelHandle> {
-    throw modelsNotYet();
+  async createModel(source: ModelSource, options: ModelLoadOptions & { seed?: number } = {}): Promise<ModelHandle> {
+    return new JsModelHandle(createJsModel(source.folder ?? '', source.preset ?? '', options.seed ?? 0, options));
   }
 
   async logSumLoss(zs: FloatTensor, zt: FloatTensor, options: LogSumLossOptions): Promise<LogSumLossResult> {
@@ -83,8 +85,33 @@ export class JsBackend implements Backend {
   }
 }
 
-function modelsNotYet(): UserError {
-  return new UserError('the js backend cannot run models yet: use --backend native (build the engine with `npm run setup`)');
+/** A model held by the js backend. Calls run on the calling thread, one at a time (the Encoder queues them). */
+class JsModelHandle implements ModelHandle {
+  readonly info: ModelInfo;
+  private model: JsModel | null;
+
+  constructor(model: JsModel) {
+    this.model = model;
+    this.info = model.info() as ModelInfo;
+  }
+
+  private live(what: string): JsModel {
+    if (!this.model) throw new UserError(`${what}: the model has been disposed`);
+    return this.model;
+  }
+
+  async embed(images: EmbedInput): Promise<Float32Tensor> {
+    return this.live('embed').embed(images);
+  }
+
+  async exportTo(folder: string): Promise<void> {
+    await this.live('export').exportTo(folder);
+  }
+
+  async dispose(): Promise<void> {
+    this.model?.dispose();
+    this.model = null;
+  }
 }
 
 export function requireCpu(device: string): void {

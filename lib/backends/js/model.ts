@@ -26,8 +26,8 @@ export interface JsModelInfo {
   patchSize: number;
   inputSize: number;
   parameters: number;
-  mean: number[];
-  std: number[];
+  mean: [number, number, number];
+  std: [number, number, number];
   dtype: 'fp32' | null;
   device: 'cpu' | null;
 }
@@ -185,9 +185,12 @@ function infoOf(s: VitSpec, parameters: number, loaded: boolean): JsModelInfo {
   return {
     family: s.family, layout: s.layout, preset: s.preset || null, folder: s.folder || null, mlp: s.mlp, dims: s.embedDim,
     depth: s.depth, numHeads: s.numHeads, numRegisters: s.numRegisters, patchSize: s.patchSize, inputSize: s.inputSize,
-    parameters, mean: [...s.mean], std: [...s.std], dtype: loaded ? 'fp32' : null, device: loaded ? 'cpu' : null,
+    parameters, mean: float32x3(s.mean), std: float32x3(s.std), dtype: loaded ? 'fp32' : null, device: loaded ? 'cpu' : null,
   };
 }
+
+/** mean/std as the float32 values images are normalised with (what the engine reports too). */
+const float32x3 = (v: readonly number[]): [number, number, number] => [Math.fround(v[0]), Math.fround(v[1]), Math.fround(v[2])];
 
 function readIf(file: string): string | null {
   return existsSync(file) ? readFileSync(file, 'utf8') : null;
