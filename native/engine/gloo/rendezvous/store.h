@@ -1,0 +1,22 @@
+// Declarations only, for c10d's ProcessGroupGloo.hpp (see ../README.md): ProcessGroupGloo::GlooStore overrides these
+// four virtual functions. The engine never constructs a GlooStore; libtorch builds its own from the c10d store.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace gloo {
+namespace rendezvous {
+
+class Store {
+ public:
+  virtual ~Store() = default;
+  virtual void set(const std::string& key, const std::vector<char>& data) = 0;
+  virtual std::vector<char> get(const std::string& key) = 0;
+  virtual void wait(const std::vector<std::string>& keys) = 0;
+  virtual void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) = 0;
+};
+
+}  // namespace rendezvous
+}  // namespace gloo
