@@ -44,16 +44,81 @@ at::Tensor abs_pow_grad(const at::Tensor& x, double alpha) {
   return x.abs().pow(alpha - 1.0) * x.sign() * alpha;
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Data parallelism (cross_rank.h): the same formulas over the global batch of all ranks. Each rank holds its rows;
+// column sums, then centred squares, then the power sum are summed across ranks (three small collectives forward,
+// one backward), so N ranks with batch B compute what one process with batch N*B computes.
+// ---------------------------------------------------------------------------------------------------------------
+
+struct GlobalForward {
+  at::Tensor mean_p, rstd_p, mean_t, rstd_t, row_sum, count, total, loss;
+};
+
+// p, t: (B,D) this rank's rows -> global statistics (D), this rank's row sums (B), the global count and sum ((1)),
+// the global loss ().
+GlobalForward global_forward(const at::Tensor& p, const at::Tensor& t, double alpha, bool sample, double eps,
+                             bool teacher_bn, const CrossRankSum& cross) {
+  GlobalForward g;
+  const int64_t d = p.size(1);
+  g.count = at::full({1}, static_cast<double>(p.size(0)), p.options());
+  at::Tensor sum_p = p.sum(0);
+  at::Tensor sum_t = teacher_bn ? t.sum(0) : at::zeros({d}, t.options());
+  cross.sum_({sum_p, sum_t, g.count});
+  g.mean_p = sum_p / g.count;
+  at::Tensor sq_p = (p - g.mean_p).square().sum(0);
+  if (teacher_bn) {
+    g.mean_t = sum_t / g.count;
+    at::Tensor sq_t = (t - g.mean_t).square().sum(0);
+    cross.sum_({sq_p, sq_t});
+    g.rstd_t = (sq_t / g.count + eps).rsqrt();
+  } else {
+    cross.sum_({sq_p});
+    g.mean_t = at::zeros({d}, t.options());
+    g.rstd_t = at::ones({d}, t.options());
+  }
+  g.rstd_p = (sq_p / g.count + eps).rsqrt();
+  at::Tensor diff = (p - g.mean_p) * g.rstd_p - (t - g.mean_t) * g.rstd_t;  // (B,D) f_s - f_t
+  g.row_sum = abs_pow(diff, alpha).sum(1);                                 // (B)
+  g.total = (sample ? g.row_sum.log().sum() : g.row_sum.sum()).reshape({1});
+  cross.sum_({g.total});
+  g.loss = sample ? (g.total / g.count).reshape({}) : g.total.log().reshape({});
+  return g;
+}
+
+// dL/dp for this rank's rows of the global loss; grad_loss is the same on every rank.
+at::Tensor global_backward(const at::Tensor& p, const at::Tensor& t, double alpha, bool sample,
+                           const at::Tensor& mean_p, const at::Tensor& rstd_p, const at::Tensor& mean_t,
+                           const at::Tensor& rstd_t, const at::Tensor& row_sum, const at::Tensor& count,
+                           const at::Tensor& total, const at::Tensor& grad_loss, const CrossRankSum& cross) {
+  at::Tensor f = (p - mean_p) * rstd_p;
+  at::Tensor diff = f - (t - mean_t) * rstd_t;
+  at::Tensor w = sample ? (row_sum * count).reciprocal().unsqueeze(1) : total.reciprocal();
+  at::Tensor g = abs_pow_grad(diff, alpha) * w;  // dL/df_s
+  at::Tensor sum_g = g.sum(0), sum_gf = (g * f).sum(0);
+  cross.sum_({sum_g, sum_gf});
+  return (g - sum_g / count - f * (sum_gf / count)) * rstd_p * grad_loss;
+}
+
 class LogSumLossFunction : public torch::autograd::Function<LogSumLossFunction> {
  public:
   // projected, teacher: (B,D) -> () ; saves both inputs, both sides' statistics and the per-row power sums.
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& projected, const at::Tensor& teacher,
-                            double alpha, int64_t reduction, double eps, bool teacher_bn) {
+                            double alpha, int64_t reduction, double eps, bool teacher_bn,
+                            const c10::intrusive_ptr<CrossRankSum>& cross_rank) {
     at::Tensor p = projected.contiguous();
     at::Tensor t = teacher.contiguous();
     const int64_t b = p.size(0), d = p.size(1);
     at::Tensor mean_p, rstd_p, mean_t, rstd_t, row_sum, loss;
     const bool sample = reduction == static_cast<int64_t>(LossReduction::Sample);
+    if (cross_rank) {
+      GlobalForward g = global_forward(p, t, alpha, sample, eps, teacher_bn, *cross_rank);
+      ctx->save_for_backward({p, t, g.mean_p, g.rstd_p, g.mean_t, g.rstd_t, g.row_sum, g.count, g.total});
+      ctx->saved_data["alpha"] = alpha;
+      ctx->saved_data["sample"] = sample;
+      ctx->saved_data["cross_rank"] =
+          c10::IValue::make_capsule(c10::static_intrusive_pointer_cast<torch::CustomClassHolder>(cross_rank));
+      return g.loss;
+    }
 #ifdef G2L_WITH_CUDA
     if (p.is_cuda() && p.scalar_type() == at::kFloat) {
       auto opts = p.options();
@@ -97,6 +162,12 @@ class LogSumLossFunction : public torch::autograd::Function<LogSumLossFunction> 
     at::Tensor grad_loss = grad_outputs[0].to(p.scalar_type()).contiguous();
     const int64_t b = p.size(0), d = p.size(1);
     at::Tensor grad_p;
+    if (ctx->saved_data.count("cross_rank") != 0) {
+      auto cross = c10::static_intrusive_pointer_cast<CrossRankSum>(ctx->saved_data["cross_rank"].toCapsule());
+      grad_p = global_backward(p, t, alpha, sample, mean_p, rstd_p, mean_t, rstd_t, row_sum, saved[7], saved[8],
+                               grad_loss, *cross);
+      return {grad_p, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    }
 #ifdef G2L_WITH_CUDA
     if (p.is_cuda() && p.scalar_type() == at::kFloat) {
       grad_p = at::empty_like(p);
@@ -117,7 +188,7 @@ class LogSumLossFunction : public torch::autograd::Function<LogSumLossFunction> 
       // BatchNorm backward with batch statistics: rstd (g - mean_i g - f mean_i(g f)).
       grad_p = (g - g.mean(0) - f * (g * f).mean(0)) * rstd_p * grad_loss;
     }
-    return {grad_p, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {grad_p, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -145,7 +216,8 @@ at::Tensor log_sum_loss(const at::Tensor& projected, const at::Tensor& teacher, 
   if (!(options.alpha >= 1.0)) throw Error("log_sum_loss: alpha must be >= 1, got " + std::to_string(options.alpha));
   if (!(options.bn_eps >= 0.0)) throw Error("log_sum_loss: bnEps must be >= 0");
   return LogSumLossFunction::apply(projected, teacher.detach(), options.alpha,
-                                   static_cast<int64_t>(options.reduction), options.bn_eps, options.teacher_bn);
+                                   static_cast<int64_t>(options.reduction), options.bn_eps, options.teacher_bn,
+                                   options.cross_rank);
 }
 
 at::Tensor log_sum_loss(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& weight,

@@ -18,6 +18,8 @@
 
 #include <string>
 
+#include "cross_rank.h"
+
 namespace g2l {
 
 enum class LossReduction { Batch, Sample };
@@ -27,6 +29,10 @@ struct LogSumLossOptions {
   LossReduction reduction = LossReduction::Batch;
   double bn_eps = 1e-4;     // BatchNorm1d eps of both sides
   bool teacher_bn = true;   // normalise the teacher features too
+  // Data parallelism (dist.h): when set, the BN statistics, the power sum and the batch size are summed across ranks,
+  // so each rank gets the global loss and dL/dp for its own rows (the ranks' parameter gradients then add up to the
+  // global gradient). Null: this process's batch is the whole batch, computed exactly as without it.
+  c10::intrusive_ptr<CrossRankSum> cross_rank;
 };
 
 /** "batch" | "sample" -> LossReduction, with an error naming the value otherwise. */
