@@ -58,6 +58,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_models(env, exports);
   register_distill(env, exports);
   register_augment(env, exports);
+  register_dist(env, exports);
   return exports;
 }
 

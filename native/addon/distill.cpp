@@ -7,6 +7,7 @@
 
 #include "async.h"
 #include "convert.h"
+#include "dist.h"
 #include "exports.h"
 #include "g2l/distill.h"
 
@@ -297,9 +298,14 @@ Napi::Object distiller_to_js(Napi::Env env, Handle h) {
 
 static Napi::Value CreateDistillerJs(const Napi::CallbackInfo& info) {
   DistillerConfig config = distiller_config_from_js(object_arg(info[0], "config"));
+  // Data parallelism (issue 7): `dist` joins the process group on the worker thread (the rendezvous blocks).
+  std::shared_ptr<DistConfig> dist;
+  Napi::Object o = object_arg(info[0], "config");
+  if (has(o, "dist")) dist = std::make_shared<DistConfig>(dist_config_from_js(object_arg(o.Get("dist"), "config.dist"), config.device));
   return run_async<Handle>(
       info.Env(),
-      [config] {
+      [config, dist]() mutable {
+        if (dist && dist->world_size > 1) config.dist = init_distributed(*dist);
         auto h = std::make_shared<DistillerHandle>();
         h->engine = Distiller::create(config);
         return h;

@@ -24,6 +24,7 @@
 #include <iterator>
 
 #include "augment.h"
+#include "dist.h"
 #include "g2l/distill.h"
 #include "loss.h"
 #include "model.h"
@@ -109,7 +110,10 @@ class DistillerImpl final : public Distiller {
     if (trained.empty()) throw Error("the student model has no trainable parameters: " + student_.spec.describe());
     trained.emplace_back("projector.weight", projector_weight_);
     trained.emplace_back("projector.bias", projector_bias_);
+    std::vector<at::Tensor> trained_tensors;
+    for (const auto& item : trained) trained_tensors.push_back(item.second);
     optimizer_ = std::make_unique<AdamW>(std::move(trained), config_.optimizer);
+    if (config_.dist && config_.dist->world_size() > 1) join_world(trained_tensors);
   }
 
   StepResult step(const HostTensor& tiles) override {
@@ -122,7 +126,7 @@ class DistillerImpl final : public Distiller {
                     "batchSize or accumulationSteps");
       }
       at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(step_seed(config_.seed, step_));
-      at::Tensor params = sample_augment_params(batch, x.size(1), x.size(2), config_.augment, gen);
+      at::Tensor params = augment_params_for(batch, x.size(1), x.size(2), gen);
       AugmentedBatch views = augment_batch(x, params, config_.augment, normalization_of(teacher_.spec),
                                            normalization_of(student_.spec), teacher_dtype_);
 
@@ -145,9 +149,11 @@ class DistillerImpl final : public Distiller {
           zs = student_.forward(student_in);  // (b,Ds)
         }
         at::Tensor loss = log_sum_loss(zs.to(at::kFloat), zt, projector_weight_, projector_bias_, loss_options_);
+        if (grad_sync_) grad_sync_->set_enabled(m == accum - 1);  // reduce once, after the last micro-batch
         (accum > 1 ? loss / static_cast<double>(accum) : loss).backward();
         loss_sum.add_(loss.detach());
       }
+      if (grad_sync_) grad_sync_->finish();
       at::Tensor grad_norm = optimizer_->step(step_);
       const ScheduleValues sched = schedule_at(optimizer_->config(), step_);
       // The one host synchronisation of the step: loss and gradient norm together.
@@ -276,6 +282,31 @@ class DistillerImpl final : public Distiller {
     return view_as_aten(tiles).to(device_, /*non_blocking=*/false, /*copy=*/!device_.is_cpu());
   }
 
+  // -- Data parallelism (issue 7; dist.h) -------------------------------------------------------------------------
+  // Every rank starts from rank 0's weights; the loss takes its BatchNorm statistics and sums over the global batch
+  // (so each rank's backward gives its share of the global gradient), and GradientSync adds the shares up in buckets
+  // during backward. With no world (or a world of one) none of this runs.
+  void join_world(const std::vector<at::Tensor>& trained) {
+    std::vector<at::Tensor> weights;
+    for (const auto& p : student_.module->parameters(true)) weights.push_back(p);
+    weights.push_back(projector_weight_);
+    weights.push_back(projector_bias_);
+    config_.dist->broadcast_(weights, 0);
+    loss_options_.cross_rank = config_.dist->cross_rank_sum();
+    grad_sync_ = std::make_unique<GradientSync>(config_.dist, trained, GradientSync::Reduction::Sum,
+                                                config_.dist->config().bucket_bytes);
+  }
+
+  // Augmentation parameters drawn per global sample: every rank draws the whole global batch's rows from the step's
+  // generator and keeps its own, rows rank, rank + W, rank + 2W... (the rows the tile sampler gives it), so a tile
+  // gets the same view whatever the number of ranks.
+  at::Tensor augment_params_for(int64_t batch, int64_t h, int64_t w, at::Generator& gen) const {
+    const int64_t world = config_.dist ? config_.dist->world_size() : 1;
+    if (world == 1) return sample_augment_params(batch, h, w, config_.augment, gen);
+    at::Tensor all = sample_augment_params(batch * world, h, w, config_.augment, gen);  // (B*W,P)
+    return all.view({batch, world, all.size(1)}).select(1, config_.dist->rank()).contiguous();
+  }
+
   int64_t peak_device_memory() const {
 #ifdef G2L_WITH_CUDA
     if (device_.is_cuda()) {
@@ -293,6 +324,7 @@ class DistillerImpl final : public Distiller {
   LoadedModel teacher_, student_;
   at::Tensor projector_weight_, projector_bias_;
   std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<GradientSync> grad_sync_;  // data parallelism only
   int64_t step_ = 0;
 };
 

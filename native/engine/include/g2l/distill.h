@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "g2l/augment.h"
+#include "g2l/dist.h"
 #include "g2l/engine.h"
 
 namespace g2l {
@@ -106,6 +107,10 @@ struct DistillerConfig {
   LossOptions loss;
   OptimizerConfig optimizer;
   AugmentConfig augment;
+  // Data parallelism (g2l/dist.h): this process is one rank of a world of W; the B `tiles` given to step() are its
+  // share of the global batch of B*W, global rows rank, rank + W, rank + 2W... (as the tile sampler shards them).
+  // Null (the default): one process.
+  std::shared_ptr<DistContext> dist;
 };
 
 struct StepResult {
