@@ -27,6 +27,7 @@ export interface EvalArgs {
   robustnessK: string[];
   bootstrap: number;
   maxIter: number;
+  threads?: number;
   seed: number;
   cka: boolean;
   rbfMaxRows: number;
@@ -135,9 +136,11 @@ export async function runEval(argv: EvalArgs): Promise<{ files: string[]; sets: 
     robustnessKs: parseNumberList(argv.robustnessK, '--robustness-k', positiveInt, 'a positive integer'),
     bootstrap: argv.bootstrap,
     maxIter: argv.maxIter,
+    threads: argv.threads,
     seed: argv.seed,
     warn: (line) => process.stderr.write(`g2l-native: warning: ${line}\n`),
   };
+  if (argv.threads !== undefined && (!Number.isInteger(argv.threads) || argv.threads < 1)) throw new UserError(`--threads ${argv.threads}: expected a positive integer`);
   if (!Number.isInteger(argv.maxIter) || argv.maxIter < 1) throw new UserError(`--max-iter ${argv.maxIter}: expected a positive integer`);
   if (!Number.isInteger(argv.bootstrap) || argv.bootstrap < 0) throw new UserError(`--bootstrap ${argv.bootstrap}: expected a number of rounds (0 for none)`);
   if (!argv.features?.length && !argv.models?.length) throw new UserError('name what to evaluate: --features <folder> (repeatable) or --models name:<folder> --dataset <data>');
@@ -164,7 +167,7 @@ export async function runEval(argv: EvalArgs): Promise<{ files: string[]; sets: 
       const set = await readFeatureSet(n.dir);
       loaded.push(set);
       log('set.loaded', { name: n.name, dir: n.dir, n: set.n, dim: set.d });
-      const { report, roc } = evaluateSet(set, opts);
+      const { report, roc } = await evaluateSet(set, opts);
       sets.push({ name: n.name, dir: n.dir, report, roc });
     }
     const pairs: CkaPair[] = [];
@@ -215,6 +218,7 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
     .option('knn-vote', { choices: ['weighted', 'majority'] as const, default: 'weighted' as const, describe: 'DINOv2 weighted vote (exp(sim/0.07)) or majority' })
     .option('robustness-k', { type: 'string', array: true, default: ['3,5,10,20'], describe: 'Robustness-index k values' })
     .option('bootstrap', { type: 'number', default: 0, describe: 'Bootstrap rounds for 95% intervals on test metrics (e.g. 1000; 0: none)' })
+    .option('threads', { type: 'number', describe: 'Threads for the kNN and robustness searches (default: all CPUs for large searches)' })
     .option('max-iter', { type: 'number', default: 1000, describe: 'L-BFGS iteration cap of the linear probe (it stops at max |gradient| 1e-8)' })
     .option('seed', { type: 'number', default: 0, describe: 'Seed for bootstrap resamples and the RBF CKA subset' })
     .option('cka', { type: 'boolean', default: true, describe: 'CKA between every pair of feature sets (--no-cka to skip)' })

@@ -26,6 +26,8 @@ export interface EvalOptions {
   robustnessKs: number[];
   /** L-BFGS iteration cap of the linear probe (it stops earlier at max |gradient| 1e-8). */
   maxIter: number;
+  /** Threads for the neighbour searches (default: all CPUs when the search is large). */
+  threads?: number;
   /** Bootstrap rounds for 95% intervals on test metrics; 0 for none. */
   bootstrap: number;
   seed: number;
@@ -76,7 +78,7 @@ function bestBy<T>(keys: string[], score: (k: string) => number | undefined): st
   return best;
 }
 
-export function evaluateSet(set: FeatureSet, opts: EvalOptions): { report: SetReport; roc?: RocCurves } {
+export async function evaluateSet(set: FeatureSet, opts: EvalOptions): Promise<{ report: SetReport; roc?: RocCurves }> {
   const log = opts.log ?? (() => {});
   const report: SetReport = { info: { n: set.n, dim: set.d } };
   let roc: RocCurves | undefined;
@@ -112,9 +114,11 @@ export function evaluateSet(set: FeatureSet, opts: EvalOptions): { report: SetRe
       const tooBig = opts.ks.find((k) => k > train.n);
       if (tooBig !== undefined) throw new UserError(`--k ${tooBig} is larger than the ${train.n} training samples of ${set.dir}; use a smaller k`);
       log('knn.start', { set: set.dir, ks: opts.ks, vote: opts.vote, train: train.n, test: test.n });
-      const preds = knnClassify(train.features, train.n, yTr, test.features, test.n, set.d, K, opts.ks, opts.vote,
-        { onProgress: opts.progress?.('kNN search') });
-      const valPreds = val && yVa ? knnClassify(train.features, train.n, yTr, val.features, val.n, set.d, K, opts.ks, opts.vote) : undefined;
+      const preds = await knnClassify(train.features, train.n, yTr, test.features, test.n, set.d, K, opts.ks, opts.vote,
+        { threads: opts.threads, onProgress: opts.progress?.('kNN search') });
+      const valPreds = val && yVa
+        ? await knnClassify(train.features, train.n, yTr, val.features, val.n, set.d, K, opts.ks, opts.vote, { threads: opts.threads })
+        : undefined;
       report.knn = {};
       for (const k of opts.ks) {
         const p = preds.get(k)!.pred;
@@ -189,8 +193,8 @@ export function evaluateSet(set: FeatureSet, opts: EvalOptions): { report: SetRe
     const y = labelsOf(set, rows, classes, scope === 'test' ? 'test split' : 'set');
     const sub = selectRows(set, rows);
     log('robustness.start', { set: set.dir, ks: opts.robustnessKs, rows: sub.n, scope });
-    const res = robustnessIndex(sub.features, sub.n, sub.d, y, codes(sub.meta.site!), codes(sub.meta.slide!), opts.robustnessKs,
-      { onProgress: opts.progress?.('robustness search') });
+    const res = await robustnessIndex(sub.features, sub.n, sub.d, y, codes(sub.meta.site!), codes(sub.meta.slide!), opts.robustnessKs,
+      { threads: opts.threads, onProgress: opts.progress?.('robustness search') });
     report.robustness = {};
     for (const k of opts.robustnessKs) {
       report.robustness[kKey(k)] = res.get(k)!;

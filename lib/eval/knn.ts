@@ -40,10 +40,10 @@ export function knnVote(top: TopK, yTrain: Int32Array, nClasses: number, k: numb
  * kNN predictions for several k at once (one search for the largest k).
  * train [nTrain, d], test [nTest, d] row-major float32.
  */
-export function knnClassify(train: Float32Array, nTrain: number, yTrain: Int32Array, test: Float32Array, nTest: number,
-  d: number, nClasses: number, ks: number[], vote: KnnVote, opts: TopKOptions = {}): Map<number, KnnPrediction> {
+export async function knnClassify(train: Float32Array, nTrain: number, yTrain: Int32Array, test: Float32Array, nTest: number,
+  d: number, nClasses: number, ks: number[], vote: KnnVote, opts: TopKOptions = {}): Promise<Map<number, KnnPrediction>> {
   const kMax = Math.min(Math.max(...ks), nTrain);
-  const top = cosineTopK(test, nTest, train, nTrain, d, kMax, opts);
+  const top = await cosineTopK(test, nTest, train, nTrain, d, kMax, opts);
   const out = new Map<number, KnnPrediction>();
   for (const k of ks) out.set(k, knnVote(top, yTrain, nClasses, Math.min(k, kMax), vote));
   return out;

@@ -30,10 +30,10 @@ export function codes(values: string[]): Int32Array {
 /**
  * Robustness index for each k. x [n, d]; y class index, site and slide codes per row.
  */
-export function robustnessIndex(x: Float32Array, n: number, d: number, y: Int32Array, site: Int32Array, slide: Int32Array,
-  ks: number[], opts: TopKOptions = {}): Map<number, RobustnessCounts> {
+export async function robustnessIndex(x: Float32Array, n: number, d: number, y: Int32Array, site: Int32Array, slide: Int32Array,
+  ks: number[], opts: TopKOptions = {}): Promise<Map<number, RobustnessCounts>> {
   const kMax = Math.max(...ks);
-  const top = cosineTopK(x, n, x, n, d, kMax, { ...opts, queryGroup: slide, baseGroup: slide });
+  const top = await cosineTopK(x, n, x, n, d, kMax, { ...opts, queryGroup: slide, baseGroup: slide });
   for (let i = 0; i < n; i++) {
     if (top.idx[i * kMax + kMax - 1] < 0) {
       throw new UserError(`robustness index with k=${kMax}: a sample has fewer than ${kMax} neighbours outside its own slide; use smaller k (--robustness-k) or more slides`);

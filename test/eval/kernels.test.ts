@@ -69,7 +69,7 @@ function bruteTopK(q: Float32Array, nq: number, b: Float32Array, nb: number, d: 
 t.test('cosineTopK equals a brute-force float64 search on awkward shapes', async (t) => {
   for (const [nq, nb, d, k] of [[1, 5, 3, 5], [67, 4099, 13, 7], [3, 9, 1, 2], [130, 300, 64, 20]]) {
     const q = randn(nq * d), b = randn(nb * d);
-    const got = cosineTopK(q, nq, b, nb, d, k);
+    const got = await cosineTopK(q, nq, b, nb, d, k);
     const want = bruteTopK(q, nq, b, nb, d, k);
     let sameIdx = true, worst = 0;
     for (let i = 0; i < nq; i++) {
@@ -83,15 +83,30 @@ t.test('cosineTopK equals a brute-force float64 search on awkward shapes', async
   }
 });
 
+t.test('worker threads give the same neighbours as one thread and as brute force', async (t) => {
+  const nq = 300, nb = 900, d = 20, k = 9;
+  const q = randn(nq * d), b = randn(nb * d);
+  const one = await cosineTopK(q, nq, b, nb, d, k, { threads: 1 });
+  let progressed = 0;
+  const three = await cosineTopK(q, nq, b, nb, d, k, { threads: 3, onProgress: (done) => { progressed = done; } });
+  t.same(Array.from(three.idx), Array.from(one.idx));
+  t.same(Array.from(three.sim), Array.from(one.sim));
+  t.same(Array.from(three.idx), bruteTopK(q, nq, b, nb, d, k).flatMap((w) => w.idx));
+  t.equal(progressed, nq, 'progress reaches the total');
+  const g = Int32Array.from({ length: nb }, (_, i) => i % 11);
+  const self = await cosineTopK(b, nb, b, nb, d, k, { threads: 2, queryGroup: g, baseGroup: g });
+  t.same(Array.from(self.idx), bruteTopK(b, nb, b, nb, d, k, g, g).flatMap((w) => w.idx), 'grouped self-search in 2 threads');
+});
+
 t.test('grouped exclusion never returns a neighbour from the query\'s own group; -1 when too few remain', async (t) => {
   const n = 50, d = 8;
   const x = randn(n * d);
   const g = Int32Array.from({ length: n }, (_, i) => i % 7);
-  const got = cosineTopK(x, n, x, n, d, 10, { queryGroup: g, baseGroup: g });
+  const got = await cosineTopK(x, n, x, n, d, 10, { queryGroup: g, baseGroup: g });
   const want = bruteTopK(x, n, x, n, d, 10, g, g);
   t.same(Array.from(got.idx), want.flatMap((w) => w.idx));
   const two = Int32Array.from({ length: 6 }, (_, i) => (i < 5 ? 0 : 1));
-  const few = cosineTopK(x, 6, x, 6, d, 3, { queryGroup: two, baseGroup: two });
+  const few = await cosineTopK(x, 6, x, 6, d, 3, { queryGroup: two, baseGroup: two });
   t.same(Array.from(few.idx.subarray(0, 3)), [5, -1, -1], 'a query of group 0 has one allowed neighbour');
   t.ok(Number.isNaN(few.sim[1]));
 });

@@ -34,7 +34,7 @@ for (const name of ['multi', 'binary']) {
     const { classes, train, test, yTrain, yTest } = await load(name);
     const exp = expected[name];
     t.same(classes, exp.classes, 'classes sorted as strings');
-    const top = cosineTopK(test.features, test.n, train.features, train.n, train.d, 20);
+    const top = await cosineTopK(test.features, test.n, train.features, train.n, train.d, 20);
     const topIdx: number[][] = exp.knn.top_idx, topSim: number[][] = exp.knn.top_sim;
     let worst = 0;
     for (let i = 0; i < test.n; i++) {
@@ -43,7 +43,7 @@ for (const name of ['multi', 'binary']) {
     }
     t.ok(worst < 1e-12, `cosine similarities within 1e-12 of numpy float64 (worst ${worst})`);
     for (const vote of ['weighted', 'majority'] as const) {
-      const preds = knnClassify(train.features, train.n, yTrain, test.features, test.n, train.d, classes.length,
+      const preds = await knnClassify(train.features, train.n, yTrain, test.features, test.n, train.d, classes.length,
         [1, 5, 10, 20], vote);
       for (const k of [1, 5, 10, 20]) {
         const want = exp.knn[`k${k}`][vote];
@@ -84,7 +84,7 @@ for (const name of ['multi', 'binary']) {
       const rows = splitRows(set, scope);
       const sub = selectRows(set, rows);
       const y = labelsOf(set, rows, classes, 'evaluated rows');
-      const got = robustnessIndex(sub.features, sub.n, sub.d, y, codes(sub.meta.site!), codes(sub.meta.slide!), [3, 5, 10, 20]);
+      const got = await robustnessIndex(sub.features, sub.n, sub.d, y, codes(sub.meta.site!), codes(sub.meta.slide!), [3, 5, 10, 20]);
       for (const k of [3, 5, 10, 20]) {
         const want = expected[name][`robustness_${scope}`][`k${k}`];
         const g = got.get(k)!;
