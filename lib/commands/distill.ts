@@ -7,6 +7,8 @@ import type { CommandModule } from 'yargs';
 import { UserError } from '../errors.js';
 import { mergeInputs, readConfigFile, type RunConfigInput } from '../distill/config.js';
 import { runDistill } from '../distill/run.js';
+import { distFromEnv } from '../parallel/env.js';
+import { launchIfRequested, nprocOption } from '../parallel/cli.js';
 
 interface DistillArgs {
   teacher?: string;
@@ -27,6 +29,7 @@ interface DistillArgs {
   force: boolean;
   until?: number;
   progress: boolean;
+  nproc?: number;
 }
 
 /** The options the user set explicitly, as a partial run configuration (flags over the config file). */
@@ -69,7 +72,8 @@ export const distillCommand: CommandModule<object, DistillArgs> = {
       .option('resume', { type: 'string', describe: 'Continue the run in --out (or in the folder given) from its latest checkpoint' })
       .option('force', { type: 'boolean', default: false, describe: 'Resume even with options that change the saved configuration' })
       .option('until', { type: 'number', describe: 'Pause after this many steps (checkpoint, no export); --resume continues' })
-      .option('progress', { type: 'boolean', default: true, describe: 'Show a progress bar (on a terminal)' }) as never,
+      .option('progress', { type: 'boolean', default: true, describe: 'Show a progress bar (on a terminal)' })
+      .option('nproc', nprocOption) as never,
   handler: async (argv) => {
     const resume = argv.resume !== undefined;
     const out = (resume && argv.resume) || argv.out;
@@ -77,6 +81,14 @@ export const distillCommand: CommandModule<object, DistillArgs> = {
     if (resume && argv.resume && argv.out && argv.out !== argv.resume) {
       throw new UserError(`distill: --resume ${argv.resume} and --out ${argv.out} name different runs: give one of them`);
     }
+    // Data parallelism (lib/parallel): --nproc N runs N workers of this command; a worker (or a torchrun/SLURM process)
+    // finds its rank in the environment.
+    const launched = await launchIfRequested(argv.nproc, out, `g2l-native distill --resume --out ${out} --nproc ${argv.nproc}`);
+    if (launched !== null) {
+      process.exitCode = launched;
+      return;
+    }
+    const dist = distFromEnv();
     const input = mergeInputs(argv.config ? readConfigFile(argv.config) : {}, flagsInput(argv));
     const controller = new AbortController();
     const onSigint = () => {
@@ -95,7 +107,9 @@ export const distillCommand: CommandModule<object, DistillArgs> = {
         until: argv.until,
         progress: argv.progress && process.stderr.isTTY === true,
         signal: controller.signal,
+        dist,
       });
+      if (dist && dist.rank !== 0) return;  // rank 0 reports
       for (const s of r.skippedSlides) process.stderr.write(`g2l-native: warning: slide ${s.slide} skipped: ${s.error}\n`);
       const what =
         r.stoppedBy === 'until'

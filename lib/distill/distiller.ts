@@ -11,6 +11,7 @@ import { writeDirAtomic } from '../io/atomic.js';
 import { getBackend, NativeBackend } from '../backends/index.js';
 import type { AugmentConfig, BackendName, Float32Tensor, Uint8Tensor } from '../backends/index.js';
 import type { NativeDistiller, NativeDistillerConfig, NativeDistillerInfo, NativeStepResult } from './native-types.js';
+import type { DistSettings } from '../parallel/env.js';
 
 /** G2L's method constants (DESIGN.md); each is configurable. */
 export const DISTILL_DEFAULTS = Object.freeze({
@@ -55,6 +56,11 @@ export interface DistillerConfig {
   autocast?: boolean;
   augment?: AugmentConfig;
   backend?: BackendName;
+  /**
+   * Data parallelism (lib/parallel): this process is one rank of a world; create() joins the others (it returns once all
+   * have joined) and step() takes this rank's share of each global batch. Null or absent: one process.
+   */
+  dist?: DistSettings | null;
 }
 
 export type StepResult = NativeStepResult;
@@ -86,6 +92,7 @@ export function toNativeConfig(c: DistillerConfig): NativeDistillerConfig {
       clipGradNorm: c.clipGradNorm ?? d.clipGradNorm,
     },
     augment: { ...(c.augment ?? {}) } as Record<string, number | boolean>,
+    ...(c.dist && c.dist.worldSize > 1 ? { dist: { ...c.dist } } : {}),
   };
 }
 

@@ -26,6 +26,17 @@ export interface NativeDistillerConfig {
     clipGradNorm?: number;
   };
   augment?: Record<string, number | boolean>;
+  /** Data parallelism (native/addon/dist.cpp): joins the process group before loading the models. */
+  dist?: {
+    rank: number;
+    worldSize: number;
+    localRank?: number;
+    masterAddr?: string;
+    masterPort?: number;
+    backend?: string;
+    timeoutMs?: number;
+    bucketBytes?: number;
+  };
 }
 
 export interface NativeStepResult {

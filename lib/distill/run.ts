@@ -24,6 +24,7 @@ import {
 import { Distiller, type StepResult } from './distiller.js';
 import { EarlyStopping, type EarlyStopState } from './early-stop.js';
 import { openTileSource, type TileSource } from './tiles.js';
+import { deviceForRank, type DistSettings } from '../parallel/env.js';
 
 export interface DistillRunOptions {
   /** The run folder. */
@@ -46,6 +47,11 @@ export interface DistillRunOptions {
   onStep?: (line: LogLine) => void;
   /** Messages for the person running it (default: stderr). */
   log?: (message: string) => void;
+  /**
+   * Data parallelism (lib/parallel): this process is one rank of a world. Every rank steps on its share of each global
+   * batch (batchSize tiles per rank); rank 0 alone writes config.json, log.jsonl, checkpoints and the export.
+   */
+  dist?: DistSettings | null;
 }
 
 export interface LogLine {
@@ -158,12 +164,19 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
       const probe = resolveConfig({ ...input, steps: 1 });
       const source = await openTileSource(probe.slides, { seed: probe.seed, tileSizePx: probe.tileSizePx });
       await source.close();
-      withSteps = { ...input, steps: Math.max(1, Math.ceil((options.epochs * source.size) / probe.batchSize)) };
+      const world = options.dist?.worldSize ?? 1;
+      withSteps = { ...input, steps: Math.max(1, Math.ceil((options.epochs * source.size) / (probe.batchSize * world))) };
     }
     config = resolveConfig(withSteps);
   }
-  await fs.mkdir(runDir, { recursive: true });
-  await writeFileAtomic(path.join(runDir, CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
+  const dist = options.dist ?? null;
+  const primary = !dist || dist.rank === 0;  // the one rank that writes
+  const world = dist?.worldSize ?? 1;
+  const shard = dist ? { rank: dist.rank, worldSize: dist.worldSize } : null;
+  if (primary) {
+    await fs.mkdir(runDir, { recursive: true });
+    await writeFileAtomic(path.join(runDir, CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
+  }
 
   // ---- data and engine ------------------------------------------------------------------------------------------
   const source: TileSource = await openTileSource(config.slides, { seed: config.seed, tileSizePx: config.tileSizePx });
@@ -173,7 +186,7 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
     student: config.student,
     studentPreset: config.studentPreset,
     totalSteps: config.steps,
-    device: config.device,
+    device: deviceForRank(config.device, dist),
     seed: config.seed,
     ...config.optimizer,
     ...config.loss,
@@ -181,6 +194,7 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
     teacherDtype: config.teacherDtype,
     autocast: config.autocast,
     augment: config.augment,
+    dist,
   });
 
   let start = 0;
@@ -200,10 +214,11 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
       say(`g2l-native: ${runDir} has no checkpoint yet: starting it from step 0`);
     }
   }
-  await truncateLog(logFile, start);
+  if (primary) await truncateLog(logFile, start);
 
   const save = async (steps: number, lastLoss: number | null): Promise<string> => {
     const dir = checkpointDir(runDir, steps);
+    if (!primary) return dir;
     const extra: CheckpointExtra = { earlyStop: early.snapshot(), sampler: { step: steps, tiles: source.size }, lastLoss };
     await distiller.save(dir, extra as unknown as Record<string, unknown>);
     const all = await listCheckpoints(runDir);
@@ -225,13 +240,13 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
   let lastSavedAt = lastCheckpoint ? start : -1;
   let lastLoss: number | null = null;
   try {
-    let next = start < end ? source.batch(start, config.batchSize) : null;
+    let next = start < end ? source.batch(start, config.batchSize, shard) : null;
     while (steps < end) {
       const tiles = await next!;
       const t0 = performance.now();
       const pending = distiller.step(tiles);
       // The next batch is prepared while the engine runs this step on its worker thread.
-      next = steps + 1 < end ? source.batch(steps + 1, config.batchSize) : null;
+      next = steps + 1 < end ? source.batch(steps + 1, config.batchSize, shard) : null;
       const r: StepResult = await pending;
       const seconds = (performance.now() - t0) / 1000;
       steps += 1;
@@ -241,10 +256,10 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
         lr: r.lr,
         wd: r.weightDecay,
         gradNorm: r.gradNorm,
-        imgPerSec: config.batchSize / seconds,
+        imgPerSec: (config.batchSize * world) / seconds,
         memoryBytes: r.deviceMemoryBytes || process.memoryUsage().rss,
       };
-      await fs.appendFile(logFile, `${JSON.stringify(line)}\n`);
+      if (primary) await fs.appendFile(logFile, `${JSON.stringify(line)}\n`);
       options.onStep?.(line);
       if (!Number.isFinite(r.loss)) {
         throw new UserError(
@@ -280,7 +295,7 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
     let studentDir: string | null = null;
     if (stoppedBy !== 'until') {
       studentDir = path.join(runDir, 'student');
-      await distiller.export(studentDir);
+      if (primary) await distiller.export(studentDir);
     }
     return { runDir, config, stepsDone: steps, stoppedBy, lastCheckpoint, studentDir, skippedSlides: source.skipped };
   } finally {

@@ -12,13 +12,17 @@ import sharp from 'sharp';
 import { UserError } from '../errors.js';
 import { parseCsv } from '../io/csv.js';
 import type { Uint8Tensor } from '../backends/index.js';
+import { shardPosition, type Shard } from '../parallel/shard.js';
 
 export interface TileSource {
   /** Tiles in one epoch. */
   readonly size: number;
   readonly description: string;
-  /** uint8 (B, tileSizePx, tileSizePx, 3) for 0-based step `step`. */
-  batch(step: number, batchSize: number): Promise<Uint8Tensor>;
+  /**
+   * uint8 (B, tileSizePx, tileSizePx, 3) for 0-based step `step`; with a shard (data parallelism), this rank's B
+   * rows of the step's global batch of B * worldSize (lib/parallel/shard.ts).
+   */
+  batch(step: number, batchSize: number, shard?: Shard | null): Promise<Uint8Tensor>;
   /** Slides that could not be read, with the reason (reported, never fatal). */
   readonly skipped: { slide: string; error: string }[];
   close(): Promise<void>;
@@ -128,10 +132,10 @@ class SyntheticTiles implements TileSource {
   get description(): string {
     return `${this.size} synthetic tiles`;
   }
-  async batch(step: number, batchSize: number): Promise<Uint8Tensor> {
+  async batch(step: number, batchSize: number, shard?: Shard | null): Promise<Uint8Tensor> {
     const n = this.tileSizePx * this.tileSizePx * 3;
     const data = new Uint8Array(batchSize * n);
-    for (let i = 0; i < batchSize; i++) syntheticTile(mix(this.seed, this.order.at(step * batchSize + i)), this.tileSizePx, data, i * n);
+    for (let i = 0; i < batchSize; i++) syntheticTile(mix(this.seed, this.order.at(shardPosition(step, batchSize, i, shard))), this.tileSizePx, data, i * n);
     return { data, shape: [batchSize, this.tileSizePx, this.tileSizePx, 3] };
   }
   async close(): Promise<void> {}
@@ -183,14 +187,14 @@ class ManifestTiles implements TileSource {
     return p;
   }
 
-  async batch(step: number, batchSize: number): Promise<Uint8Tensor> {
+  async batch(step: number, batchSize: number, shard?: Shard | null): Promise<Uint8Tensor> {
     const s = this.tileSizePx;
     const n = s * s * 3;
     const data = new Uint8Array(batchSize * n);
     await Promise.all(
       Array.from({ length: batchSize }, async (_, i) => {
         // A tile whose slide cannot be read is replaced by the next readable one in the epoch's order.
-        const first = this.order.at(step * batchSize + i);
+        const first = this.order.at(shardPosition(step, batchSize, i, shard));
         for (let k = 0; k < this.tiles.length; k++) {
           const t = this.tiles[(first + k) % this.tiles.length];
           const slide = await this.slide(t.slide);
