@@ -35,7 +35,7 @@ async function child(mode, workDir, workers, opts) {
   }
   if (mode === 'batches') {
     const sampler = await TileSampler.open(path.join(workDir, 'tiles'), { seed: 1, batchSize: opts.batch });
-    const loader = new TileBatchLoader(sampler, { prefetch: 4, concurrency: Math.max(4, workers * 2), maxBatches: opts.batches + 2 });
+    const loader = new TileBatchLoader(sampler, { prefetch: 4, concurrency: Math.max(4, workers * 2), threads: workers, maxBatches: opts.batches + 2 });
     let n = 0, t0 = 0, tiles = 0;
     for await (const b of loader) {
       if (++n === 2) t0 = performance.now(); // the first batches include opening the slides
@@ -83,6 +83,9 @@ async function main() {
       UV_THREADPOOL_SIZE: String(workers),
       OMP_NUM_THREADS: String(workers),
       VIPS_CONCURRENCY: '1',
+      // libtorch's OpenMP threads spin while waiting; on a CPU shared with other work that spin starves the
+      // threads doing the work (seen: 8 augmentations/s instead of 60 with 2 threads on 2 busy cores).
+      OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? 'PASSIVE',
       G2L_PIPELINE_CHILD: JSON.stringify({ mode, workDir, workers, opts }),
     };
     const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url)], { env, encoding: 'utf8', maxBuffer: 1 << 24 });

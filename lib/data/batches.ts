@@ -1,11 +1,13 @@
 // Tile pixels for training: the sampler's batches read from the slides and packed into one contiguous uint8 buffer
 // (B, T, T, 3), ready to hand to the engine (augmentBatch / the trainer borrow it without copying).
 //
-// Reads run on the libuv threadpool (OpenSlide through the slide addon, libvips through sharp), up to `concurrency`
-// at once, so decoding is parallel; UV_THREADPOOL_SIZE (default 4) bounds how many decode at the same instant. At
+// Tiles that OpenSlide reads at the tile size are decoded by the slide addon in one call per batch, on its own
+// threads (all cores by default), straight into the batch buffer. Other reads (libvips, resized tiles) run on the
+// libuv threadpool, up to `concurrency` at once; UV_THREADPOOL_SIZE (default 4) bounds how many decode at once. At
 // most `prefetch` batches are in flight or waiting: a slow consumer stops the reads (backpressure). A tile that
 // cannot be read is reported through onTileError and replaced by another tile of the same batch, never fatal.
 import sharp from 'sharp';
+import { openslideAddon } from '../slides/addon.js';
 import { openSlide, type Slide } from '../slides/reader.js';
 import type { SamplerState, TileRef, TileSampler } from './sampler.js';
 
@@ -32,6 +34,10 @@ export interface LoaderOptions {
   /** Stop after this many batches (default: one epoch; Infinity for no end). */
   maxBatches?: number;
   onTileError?: (tile: TileRef, error: Error) => void;
+  /** Threads the slide addon decodes a batch's OpenSlide tiles on (default: all cores). */
+  threads?: number;
+  /** false: read every tile through the per-tile path (the threadpool) instead of the addon's batched reads. */
+  directReads?: boolean;
 }
 
 /** A counting semaphore: at most `n` holders. */
@@ -107,6 +113,43 @@ export class TileBatchLoader implements AsyncIterable<TileBatch> {
     }
   }
 
+  /**
+   * Fast path: the tiles OpenSlide reads at the tile size go to the slide addon in one call that decodes them on its
+   * own threads straight into `data`. Returns the indices it did not handle (other readers, resized reads).
+   */
+  private async readDirect(tiles: TileRef[], size: number, data: Uint8Array, failed: number[]): Promise<number[]> {
+    const addon = openslideAddon();
+    if (!addon || this.options.directReads === false) return tiles.map((_, i) => i);
+    const slides = await Promise.all(tiles.map((tile) => (tile.readSizePx === size ? this.slide(tile.path).catch(() => null) : null)));
+    const direct = tiles.map((_, i) => i).filter((i) => slides[i]?.openslideHandle !== undefined);
+    if (direct.length === 0) return tiles.map((_, i) => i);
+    const tileBytes = size * size * 3;
+    const out = new Uint8Array(direct.length * tileBytes);
+    let errors: (string | null)[];
+    try {
+      errors = await addon.readTilesInto(
+        direct.map((i) => slides[i]!.openslideHandle!),
+        direct.map((i) => tiles[i].x),
+        direct.map((i) => tiles[i].y),
+        direct.map((i) => tiles[i].level),
+        size,
+        out,
+        this.options.threads,
+      );
+    } catch {
+      return tiles.map((_, i) => i); // a slide closed under us: the per-tile path reopens it
+    }
+    direct.forEach((i, k) => {
+      if (errors[k] === null) data.set(out.subarray(k * tileBytes, (k + 1) * tileBytes), i * tileBytes);
+      else {
+        failed.push(i);
+        (this.options.onTileError ?? defaultTileError)(tiles[i], new Error(errors[k]!));
+      }
+    });
+    const handled = new Set(direct);
+    return tiles.map((_, i) => i).filter((i) => !handled.has(i));
+  }
+
   /** Reads batch (epoch, batch) of the sampler into one buffer. */
   async readBatch(epoch: number, batch: number): Promise<Omit<TileBatch, 'state'>> {
     const tiles = this.sampler.batchAt(epoch, batch);
@@ -114,8 +157,10 @@ export class TileBatchLoader implements AsyncIterable<TileBatch> {
     const tileBytes = t * t * 3;
     const data = new Uint8Array(tiles.length * tileBytes);
     const failed: number[] = [];
+    const rest = await this.readDirect(tiles, t, data, failed);
     await Promise.all(
-      tiles.map(async (tile, i) => {
+      rest.map(async (i) => {
+        const tile = tiles[i];
         try {
           data.set(await this.readTile(tile, t), i * tileBytes);
         } catch (e) {

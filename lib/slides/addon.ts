@@ -35,6 +35,19 @@ export interface SlidesAddon {
   /** x, y at level 0; width, height in pixels of `level`. */
   readRegion(handle: OpenSlideHandle, x: number, y: number, level: number, width: number, height: number): Promise<RgbPixels>;
   readAssociatedImage(handle: OpenSlideHandle, name: string): Promise<RgbPixels>;
+  /**
+   * Square regions of `size` straight into `out` (n,size,size,3), on `threads` threads of the addon's own (default:
+   * all cores); resolves to one error message or null per region.
+   */
+  readTilesInto(
+    handles: OpenSlideHandle[],
+    xs: number[],
+    ys: number[],
+    levels: number[],
+    size: number,
+    out: Uint8Array,
+    threads?: number,
+  ): Promise<(string | null)[]>;
   closeSlide(handle: OpenSlideHandle): void;
 }
 

@@ -34,6 +34,8 @@ export interface Slide {
   readRegion(x: number, y: number, level: number, width: number, height: number): Promise<RgbPixels>;
   readAssociatedImage(name: string): Promise<RgbPixels>;
   close(): Promise<void>;
+  /** The OpenSlide handle when OpenSlide reads this slide (for batched reads, lib/data/batches.ts). */
+  readonly openslideHandle?: OpenSlideHandle;
 }
 
 /** Extensions the tile command picks up from a folder. */
@@ -84,6 +86,10 @@ class OpenSlideSlide implements Slide {
     readonly info: SlideProperties,
     private readonly handle: OpenSlideHandle,
   ) {}
+
+  get openslideHandle(): OpenSlideHandle {
+    return this.handle;
+  }
 
   // async: the addon's argument errors (a closed handle) become rejections like its read errors.
   async readRegion(x: number, y: number, level: number, width: number, height: number): Promise<RgbPixels> {

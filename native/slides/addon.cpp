@@ -6,8 +6,10 @@
 // handles are thread-safe, so reads of one slide may run in parallel.
 #include <napi.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <thread>
 #include <map>
 #include <memory>
 #include <string>
@@ -86,6 +88,12 @@ int64_t int_arg(const Napi::CallbackInfo& info, size_t i, const char* what) {
   Napi::Value v = info[i];
   double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : 0.5;
   if (d != static_cast<double>(static_cast<int64_t>(d))) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be an integer");
+  return static_cast<int64_t>(d);
+}
+
+int64_t int_arg_value(const Napi::Value& v, const char* what) {
+  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : 0.5;
+  if (d != static_cast<double>(static_cast<int64_t>(d))) throw Napi::TypeError::New(v.Env(), std::string(what) + " must hold integers");
   return static_cast<int64_t>(d);
 }
 
@@ -251,6 +259,78 @@ static Napi::Value ReadAssociatedImage(const Napi::CallbackInfo& info) {
       pixels_to_js);
 }
 
+// readTilesInto(handles[], xs[], ys[], levels[], size, out: Uint8Array(n*size*size*3), threads)
+//   -> Promise<(string | null)[]>: n square regions read straight into one packed (n,size,size,3) buffer by
+// `threads` threads of its own (not the libuv pool), one error message (or null) per tile. The batch loader's
+// fast path: no per-tile round trip through JS and no copy after the read.
+static Napi::Value ReadTilesInto(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto array = [&](size_t i, const char* what) {
+    if (!info[i].IsArray()) throw Napi::TypeError::New(env, std::string(what) + " must be an array");
+    return info[i].As<Napi::Array>();
+  };
+  Napi::Array handles = array(0, "handles"), xs = array(1, "xs"), ys = array(2, "ys"), levels = array(3, "levels");
+  const uint32_t n = handles.Length();
+  if (xs.Length() != n || ys.Length() != n || levels.Length() != n) {
+    throw Napi::RangeError::New(env, "readTilesInto: handles, xs, ys and levels must have the same length");
+  }
+  int64_t size = int_arg(info, 4, "size");
+  if (size <= 0 || size > 8192) throw Napi::RangeError::New(env, "readTilesInto: size must be in 1..8192");
+  if (!info[5].IsTypedArray() || info[5].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    throw Napi::TypeError::New(env, "readTilesInto: out must be a Uint8Array");
+  }
+  Napi::Uint8Array out = info[5].As<Napi::Uint8Array>();
+  const size_t tile_bytes = static_cast<size_t>(size * size * 3);
+  if (out.ByteLength() != tile_bytes * n) {
+    throw Napi::RangeError::New(env, "readTilesInto: out must hold exactly n*size*size*3 bytes");
+  }
+  int64_t threads = info.Length() > 6 && info[6].IsNumber() ? int_arg(info, 6, "threads") : 0;
+  if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  threads = std::min<int64_t>(threads, std::max<uint32_t>(1, n));
+  struct Job {
+    SlidePtr slide;
+    int64_t x, y, level;
+  };
+  std::vector<Job> jobs(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    jobs[i] = {slide_from_js(handles.Get(i)), int_arg_value(xs.Get(i), "xs"), int_arg_value(ys.Get(i), "ys"),
+               int_arg_value(levels.Get(i), "levels")};
+  }
+  uint8_t* dst = out.Data();
+  return run_async<std::vector<std::string>>(
+      env,
+      [jobs = std::move(jobs), dst, size, tile_bytes, threads]() {
+        std::vector<std::string> errors(jobs.size());
+        std::atomic<size_t> next{0};
+        auto work = [&] {
+          std::vector<uint32_t> argb(static_cast<size_t>(size * size));
+          std::vector<uint8_t> rgb;
+          for (size_t i = next++; i < jobs.size(); i = next++) {
+            const Job& j = jobs[i];
+            try {
+              j.slide->api->read_region(j.slide->osr, argb.data(), j.x, j.y, static_cast<int32_t>(j.level), size, size);
+              check_error(*j.slide, "OpenSlide cannot read a region of");
+              argb_to_rgb(argb, rgb);
+              std::memcpy(dst + i * tile_bytes, rgb.data(), tile_bytes);
+            } catch (const std::exception& e) {
+              errors[i] = e.what();
+            }
+          }
+        };
+        std::vector<std::thread> pool;
+        for (int64_t t = 1; t < threads; ++t) pool.emplace_back(work);
+        work();
+        for (auto& t : pool) t.join();
+        return errors;
+      },
+      [](Napi::Env e, std::vector<std::string>& errors) -> Napi::Value {
+        Napi::Array a = Napi::Array::New(e, errors.size());
+        for (uint32_t i = 0; i < errors.size(); ++i) a.Set(i, errors[i].empty() ? e.Null() : Napi::String::New(e, errors[i]));
+        return a;
+      },
+      {info[5], info[0]});
+}
+
 // closeSlide(handle): later reads reject; the file closes once reads in flight finish.
 static Napi::Value CloseSlide(const Napi::CallbackInfo& info) {
   if (!info[0].IsExternal()) throw Napi::TypeError::New(info.Env(), "expected a slide handle from openSlide()");
@@ -270,6 +350,7 @@ static Napi::Object InitSlides(Napi::Env env, Napi::Object exports) {
   exports.Set("openSlide", Napi::Function::New(env, OpenSlide, "openSlide"));
   exports.Set("readRegion", Napi::Function::New(env, ReadRegion, "readRegion"));
   exports.Set("readAssociatedImage", Napi::Function::New(env, ReadAssociatedImage, "readAssociatedImage"));
+  exports.Set("readTilesInto", Napi::Function::New(env, ReadTilesInto, "readTilesInto"));
   exports.Set("closeSlide", Napi::Function::New(env, CloseSlide, "closeSlide"));
   return exports;
 }

@@ -83,6 +83,15 @@ t.test('batches are packed (B,T,T,3) buffers equal to direct reads; resume conti
   t.throws(() => resumed.restore({ seed: 4, epoch: 0, batch: 0 }), /seed/);
 });
 
+t.test('batched OpenSlide reads (the addon\'s own threads) equal the per-tile path', async (t) => {
+  const a = await TileSampler.open(manifest, { seed: 6, batchSize: 8 });
+  const b = await TileSampler.open(manifest, { seed: 6, batchSize: 8 });
+  const fast = [], slow = [];
+  for await (const x of new TileBatchLoader(a, { maxBatches: 2, threads: 3 })) fast.push(x);
+  for await (const x of new TileBatchLoader(b, { maxBatches: 2, directReads: false })) slow.push(x);
+  for (let i = 0; i < 2; i++) t.ok(Buffer.from(fast[i].data).equals(Buffer.from(slow[i].data)), `batch ${i} identical`);
+});
+
 t.test('the loader runs over epoch ends', async (t) => {
   const sampler = await TileSampler.open(manifest, { seed: 5, batchSize: 8 });
   const per = sampler.batchesPerEpoch();
