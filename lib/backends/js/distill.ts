@@ -318,6 +318,11 @@ export class JsDistiller {
   trainedState(): Map<string, Float32Array> {
     return new Map(this.slots.map((s) => [s.key, s.param]));
   }
+
+  /** The gradients of the last step (before clipping), by state key. */
+  lastGradients(): Map<string, Float32Array> {
+    return new Map(this.slots.map((s) => [s.key, s.grad]));
+  }
 }
 
 const STATE_FILE = 'state.safetensors';
