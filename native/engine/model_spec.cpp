@@ -296,10 +296,14 @@ void resolve_timm(const json::Value& config, const std::string& where, ModelSpec
   spec.depth = args.integer("depth", reg->depth);
   spec.num_heads = args.integer("num_heads", reg->heads);
   double mlp_ratio = args.number("mlp_ratio", reg->mlp_ratio);
+  // Names as hub configs write them: "swiglu_packed", "SwiGLUPacked", "timm.layers.SwiGLUPacked"; "silu", "torch.nn.SiLU".
   std::string mlp_layer = args.text("mlp_layer", reg->mlp_layer);
-  for (auto& c : mlp_layer) c = static_cast<char>(std::tolower(c));
-  if (mlp_layer == "swiglupacked" || mlp_layer == "timm.layers.swiglupacked") mlp_layer = "swiglu_packed";
+  for (auto& ch : mlp_layer) ch = static_cast<char>(std::tolower(ch));
+  if (mlp_layer.rfind("timm.layers.", 0) == 0) mlp_layer = mlp_layer.substr(12);
+  if (mlp_layer == "swiglupacked") mlp_layer = "swiglu_packed";
   std::string act = args.text("act_layer", mlp_layer == "swiglu_packed" ? "silu" : "gelu");
+  for (auto& ch : act) ch = static_cast<char>(std::tolower(ch));
+  if (act.rfind("torch.nn.", 0) == 0) act = act.substr(9);
   // timm's Mlp / GluMlp: hidden_features = int(dim * mlp_ratio); GluMlp's fc2 takes half of it.
   int64_t hidden = static_cast<int64_t>(static_cast<double>(spec.embed_dim) * mlp_ratio);
   if (mlp_layer == "swiglu_packed") {
