@@ -119,8 +119,8 @@ export class MaskIntegral {
     const w = this.m.width;
     const cx0 = Math.max(0, Math.ceil(x0 - 0.5)), cx1 = Math.min(this.m.width, Math.ceil(x1 - 0.5));
     const cy0 = Math.max(0, Math.ceil(y0 - 0.5)), cy1 = Math.min(this.m.height, Math.ceil(y1 - 0.5));
+    if (cx1 <= cx0 || cy1 <= cy0) return 0;
     const area = (cx1 - cx0) * (cy1 - cy0);
-    if (area <= 0) return 0;
     const s = this.sat;
     const sum = s[cy1 * (w + 1) + cx1] - s[cy0 * (w + 1) + cx1] - s[cy1 * (w + 1) + cx0] + s[cy0 * (w + 1) + cx0];
     return sum / area;
