@@ -154,16 +154,13 @@ function moduleBytes(shared: boolean): Uint8Array {
 }
 
 // tsconfig's lib (ES2022, no DOM) has no WebAssembly declarations; the few used here are typed locally.
-interface WasmMemory { readonly buffer: ArrayBuffer | SharedArrayBuffer; grow(pages: number): number }
+export interface WasmMemory { readonly buffer: ArrayBuffer | SharedArrayBuffer; grow(pages: number): number }
 interface WasmApi {
   Module: new (bytes: Uint8Array) => object;
   Instance: new (mod: object, imports: object) => { exports: Record<string, unknown> };
   Memory: new (desc: { initial: number; maximum?: number; shared?: boolean }) => WasmMemory;
 }
-const wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
-
-export type { WasmMemory };
-export { wasm };
+export const wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
 
 export type NtKernel = (a: number, b: number, c: number, m: number, n: number, d: number, ldc: number,
   accumulate: number) => void;
@@ -176,7 +173,7 @@ export interface SimdKernels {
   nt64: NtKernel;
 }
 
-let compiled: { plain?: object; shared?: object } = {};
+const compiled: { plain?: object; shared?: object } = {};
 
 /** Instantiates the kernels over `memory` (a fresh growable memory when omitted). */
 export function simdKernels(memory?: WasmMemory): SimdKernels {
@@ -187,9 +184,4 @@ export function simdKernels(memory?: WasmMemory): SimdKernels {
   const inst = new wasm.Instance(mod, { e: { m: mem } });
   const ex = inst.exports as unknown as { nt32: NtKernel; nt64: NtKernel };
   return { memory: mem, nt32: ex.nt32, nt64: ex.nt64 };
-}
-
-/** Resets the module cache (tests only). */
-export function _resetSimdCache(): void {
-  compiled = {};
 }
