@@ -64,3 +64,18 @@ t.test('presets describe the official architectures (parameter counts from timm 
   t.equal(hibou.layout, 'hf');
   t.equal(hibou.mlp, 'swiglu_hf');
 });
+
+t.test('half precision on the CPU (fp16 weights, as the teacher runs on CUDA): within 2e-2 of the fp32 references', async (t) => {
+  // The Encoder keeps the CPU in fp32; the backend handle runs any dtype, which exercises the conversions of
+  // stored F32/F16/BF16 weights to fp16 and the position-embedding resampling in float32 between fp16 tensors.
+  for (const [name, fx] of Object.entries(manifest.models)) {
+    const h = await backend.loadModel(fx.preset ? { preset: fx.preset, folder: modelFolder(name) } : { folder: modelFolder(name) }, { device: 'cpu', dtype: 'fp16' });
+    t.equal(h.info.dtype, 'fp16');
+    for (const [caseName, expected] of Object.entries(fx.expected)) {
+      const y = await h.embed(caseInput(caseName));
+      const err = relativeError(y.data, expected.flat());
+      t.ok(err.rel <= 2e-2, `${name} ${caseName}: fp16 relative error ${err.rel.toExponential(2)} <= 2e-2`);
+    }
+    await h.dispose();
+  }
+});
