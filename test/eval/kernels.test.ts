@@ -50,7 +50,12 @@ t.test('nt32 and nt64 equal a brute-force A·Bᵀ (overwrite and accumulate)', a
 });
 
 function bruteTopK(q: Float32Array, nq: number, b: Float32Array, nb: number, d: number, k: number, qg?: Int32Array, bg?: Int32Array) {
-  const norm = (x: Float32Array, i: number) => Math.sqrt(x.subarray(i * d, (i + 1) * d).reduce((s, v) => s + v * v, 0));
+  const norms = (x: Float32Array, n: number) => Float64Array.from({ length: n }, (_, i) => {
+    let s = 0;
+    for (let j = 0; j < d; j++) s += x[i * d + j] * x[i * d + j];
+    return Math.sqrt(s);
+  });
+  const qn = norms(q, nq), bn = norms(b, nb);
   const out: { idx: number[]; sim: number[] }[] = [];
   for (let i = 0; i < nq; i++) {
     const cands: { j: number; s: number }[] = [];
@@ -58,7 +63,7 @@ function bruteTopK(q: Float32Array, nq: number, b: Float32Array, nb: number, d: 
       if (qg && bg && qg[i] === bg[j]) continue;
       let s = 0;
       for (let x = 0; x < d; x++) s += q[i * d + x] * b[j * d + x];
-      cands.push({ j, s: s / (norm(q, i) * norm(b, j)) });
+      cands.push({ j, s: s / (qn[i] * bn[j]) });
     }
     cands.sort((a, c) => (c.s - a.s) || (a.j - c.j));
     out.push({ idx: cands.slice(0, k).map((c) => c.j), sim: cands.slice(0, k).map((c) => c.s) });
