@@ -2,7 +2,8 @@
 import { UserError } from '../errors.js';
 import { JsBackend } from './js/index.js';
 import { EngineLoadError, NativeBackend, loadEngineAddon } from './native.js';
-import type { Backend, BackendName } from './types.js';
+import type { Backend, BackendDistiller, BackendDistillerConfig, BackendName } from './types.js';
+import { JsDistiller } from './js/distill.js';
 
 export * from './types.js';
 export { EngineLoadError, NativeBackend, enginePath, loadEngineAddon, readBuildRecord } from './native.js';
@@ -13,6 +14,8 @@ export interface BackendOptions {
   backend?: BackendName;
   /** Where the fallback warning goes (default: stderr). */
   warn?: (message: string) => void;
+  /** js backend: load models it would need hours for instead of refusing them (--force). */
+  force?: boolean;
 }
 
 export interface BackendChoice {
@@ -22,7 +25,7 @@ export interface BackendChoice {
 }
 
 export function chooseBackend(options: BackendOptions = {}): BackendChoice {
-  if (options.backend === 'js') return { backend: new JsBackend(), fallbackReason: null };
+  if (options.backend === 'js') return { backend: new JsBackend({ force: options.force }), fallbackReason: null };
   try {
     return { backend: new NativeBackend(loadEngineAddon()), fallbackReason: null };
   } catch (e) {
@@ -30,10 +33,23 @@ export function chooseBackend(options: BackendOptions = {}): BackendChoice {
     if (options.backend === 'native') throw new UserError(e.message);
     const warn = options.warn ?? ((m: string) => process.stderr.write(`${m}\n`));
     warn(`g2l-native: warning: ${e.message}\n  Continuing with the pure-JS backend (slower); pass --backend js to silence this.`);
-    return { backend: new JsBackend(), fallbackReason: e.message };
+    return { backend: new JsBackend({ force: options.force }), fallbackReason: e.message };
   }
 }
 
 export function getBackend(options: BackendOptions = {}): Backend {
   return chooseBackend(options).backend;
+}
+
+/**
+ * A Distiller on `backend`: the engine's (addon Distiller) or the js backend's, which takes the same step on the
+ * same models, seed and tiles (test/js-backend/distill.test.ts). The js one refuses models it would need hours for
+ * unless config.force.
+ */
+export async function createBackendDistiller(backend: Backend, config: BackendDistillerConfig): Promise<BackendDistiller> {
+  if (backend instanceof NativeBackend) {
+    const { force: _force, augment, ...engineConfig } = config;
+    return backend.addon.Distiller.create({ ...engineConfig, augment: { ...augment } as Record<string, number | boolean> }) as Promise<BackendDistiller>;
+  }
+  return JsDistiller.create({ ...config, force: config.force ?? (backend instanceof JsBackend ? backend.force : false) });
 }

@@ -149,6 +149,11 @@ export interface AugmentBackend {
     studentNorm: Normalization,
     options?: AugmentOptions,
   ): Promise<AugmentedBatch>;
+  /**
+   * Memory for tile batches (TileBatchLoader's `allocate`): page-locked when `pinned` and the native engine has a
+   * CUDA device, so a batch goes to the GPU in one DMA; plain memory otherwise (and always on the js backend).
+   */
+  allocateTileBuffer(bytes: number, options?: { pinned?: boolean }): Uint8Array;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -263,4 +268,52 @@ export interface ModelBackend {
   loadModel(source: ModelSource, options?: ModelLoadOptions): Promise<ModelHandle>;
   /** The same architecture with random weights from `seed` (benchmarks, demos): no weights are read. */
   createModel(source: ModelSource, options?: ModelLoadOptions & { seed?: number }): Promise<ModelHandle>;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The Distiller on a backend (the engine's addon Distiller, or the js backend's twin in lib/backends/js/distill.ts)
+// ---------------------------------------------------------------------------------------------------------------
+
+/** The engine's DistillerConfig, camelCased (lib/distill builds it); `force` lets the js backend run large models. */
+export interface BackendDistillerConfig {
+  teacher: string;
+  teacherPreset?: string;
+  student: string;
+  studentPreset?: string;
+  device?: string;
+  seed?: number;
+  accumulationSteps?: number;
+  teacherDtype?: 'auto' | 'float16' | 'bfloat16' | 'float32';
+  autocast?: boolean;
+  loss?: { alpha?: number; reduction?: string; bnEps?: number; teacherBn?: boolean };
+  optimizer?: {
+    lr?: number; finalLr?: number; weightDecay?: number; finalWeightDecay?: number; warmupSteps?: number;
+    totalSteps?: number; beta1?: number; beta2?: number; eps?: number; clipGradNorm?: number;
+  };
+  augment?: AugmentConfig;
+  force?: boolean;
+}
+
+export interface BackendStepResult {
+  step: number;
+  loss: number;
+  lr: number;
+  weightDecay: number;
+  gradNorm: number;
+  deviceMemoryBytes: number;
+}
+
+/** One run's state on a backend: both implement these calls with the same results (test/js-backend/distill.test.ts). */
+export interface BackendDistiller {
+  step(tiles: Uint8Tensor): Promise<BackendStepResult>;
+  features(tiles: Uint8Tensor, which: 'student' | 'teacher'): Promise<Float32Tensor>;
+  /** Writes the state into `folder` (engine: state.pt; js: state.safetensors, same keys). */
+  save(folder: string): Promise<void>;
+  load(folder: string): Promise<void>;
+  exportStudent(folder: string): Promise<void>;
+  info(): {
+    studentDim: number; teacherDim: number; studentParams: number; teacherParams: number; device: string;
+    teacherModel: string; studentModel: string; teacherMean: number[]; teacherStd: number[]; studentMean: number[];
+    studentStd: number[]; step: number;
+  };
 }

@@ -124,3 +124,14 @@ t.test('schedules, decay groups and step seeds follow the engine', async (t) => 
   // splitmix64 reference values (seed 0, step 0 is splitmix64's first output for state 0).
   t.equal(stepSeed(0, 0), 0xe220a8397b1dcdafn);
 });
+
+t.test('createBackendDistiller gives the same step on either backend', { skip }, async (t) => {
+  const { createBackendDistiller, JsBackend, NativeBackend } = await import('../../lib/backends/index.js');
+  const cfg = config();
+  const batch = tiles(2, 232, 9);
+  const [n, j] = [await createBackendDistiller(new NativeBackend(addon), cfg), await createBackendDistiller(new JsBackend(), cfg)];
+  const [a, b] = [await n.step(batch), await j.step(batch)];
+  t.ok(Math.abs(a.loss - b.loss) <= 1e-4 * Math.abs(a.loss), `loss ${a.loss} vs ${b.loss}`);
+  t.equal(n.info().step, 1);
+  t.equal(j.info().step, 1);
+});

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { UserError } from '../../lib/errors.js';
 import { checkJsModelSize, createJsModel, describeJsModel, JS_MAX_PARAMETERS, loadJsModel } from '../../lib/backends/js/model.js';
 import { JsDistiller } from '../../lib/backends/js/distill.js';
+import { chooseBackend, createBackendDistiller } from '../../lib/backends/index.js';
 import { resolveVitSpec } from '../../lib/backends/js/spec.js';
 import { folder, manifest } from './helpers.js';
 
@@ -45,4 +46,17 @@ t.test('loading refuses before reading weights; the distiller refuses a large te
 t.test('the js backend says what to do for a GPU device or half precision', async (t) => {
   t.throws(() => loadJsModel(folder('hf_dinov2_gelu'), '', { device: 'cuda' }), /CPU only, but device 'cuda' was asked for: use --device cpu or --backend native/);
   t.throws(() => loadJsModel(folder('hf_dinov2_gelu'), '', { dtype: 'fp16' }), /fp32 only, but dtype 'fp16'/);
+});
+
+t.test('--force reaches the js backend through chooseBackend, for models and distillers', async (t) => {
+  const dir = path.join(t.testdir(), 'hibou-l');
+  mkdirSync(dir);
+  writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ model_type: 'dinov2_with_registers', hidden_size: 1024, num_hidden_layers: 24,
+    num_attention_heads: 16, use_swiglu_ffn: true, num_register_tokens: 4, image_size: 224, patch_size: 14 }));
+  const plain = chooseBackend({ backend: 'js' }).backend;
+  await t.rejects(plain.loadModel({ folder: dir }), /303\.7 M parameters/);
+  const forced = chooseBackend({ backend: 'js', force: true }).backend;
+  await t.rejects(forced.loadModel({ folder: dir }), /has no model.safetensors/, 'forced: on to the (missing) weights');
+  await t.rejects(createBackendDistiller(plain, { teacher: dir, student: folder('hf_dinov2_swiglu') }), /303\.7 M parameters/);
+  await t.rejects(createBackendDistiller(forced, { teacher: dir, student: folder('hf_dinov2_swiglu') }), /has no model.safetensors/);
 });

@@ -12,6 +12,12 @@ import { createJsModel, describeJsModel, JsModel, loadJsModel } from './model.js
 
 export class JsBackend implements Backend {
   readonly name = 'js' as const;
+  /** Load models over the js size limit instead of refusing them (--force). */
+  readonly force: boolean;
+
+  constructor(options: { force?: boolean } = {}) {
+    this.force = options.force ?? false;
+  }
 
   async info(): Promise<BackendInfo> {
     return {
@@ -65,6 +71,10 @@ export class JsBackend implements Backend {
     return augmentBatch(tiles, p, config, teacherNorm, studentNorm, options.teacherDtype ?? 'float16');
   }
 
+  allocateTileBuffer(bytes: number): Uint8Array {
+    return new Uint8Array(bytes);
+  }
+
   // Models: the pure-JS ViT (./vit.ts), refused over JS_MAX_PARAMETERS unless options.force (./model.ts).
   async describeModel(source: ModelSource): Promise<ModelDescription> {
     const { dtype: _d, device: _v, ...desc } = describeJsModel(source.folder ?? '', source.preset ?? '');
@@ -72,11 +82,11 @@ export class JsBackend implements Backend {
   }
 
   async loadModel(source: ModelSource, options: ModelLoadOptions = {}): Promise<ModelHandle> {
-    return new JsModelHandle(loadJsModel(source.folder ?? '', source.preset ?? '', options));
+    return new JsModelHandle(loadJsModel(source.folder ?? '', source.preset ?? '', { force: this.force, ...options }));
   }
 
   async createModel(source: ModelSource, options: ModelLoadOptions & { seed?: number } = {}): Promise<ModelHandle> {
-    return new JsModelHandle(createJsModel(source.folder ?? '', source.preset ?? '', options.seed ?? 0, options));
+    return new JsModelHandle(createJsModel(source.folder ?? '', source.preset ?? '', options.seed ?? 0, { force: this.force, ...options }));
   }
 
   async logSumLoss(zs: FloatTensor, zt: FloatTensor, options: LogSumLossOptions): Promise<LogSumLossResult> {
