@@ -4,7 +4,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
 import { distFromEnv } from './env.js';
-import { launchWorkers, withoutNproc } from './launcher.js';
+import { followLauncher, launchWorkers, withoutNproc } from './launcher.js';
 
 export const nprocOption = {
   type: 'number',
@@ -32,7 +32,10 @@ export function latestCheckpoint(runDir: string): string | null {
 export async function launchIfRequested(nproc: number | undefined, runDir: string | undefined, resumeHint: string): Promise<number | null> {
   const n = nproc ?? 1;
   if (!Number.isInteger(n) || n < 1) throw new UserError(`--nproc must be a positive integer, got ${nproc}`);
-  if (n === 1) return null;
+  if (n === 1) {
+    followLauncher();
+    return null;
+  }
   if (distFromEnv()) {
     throw new UserError('--nproc was given to a process that already has a rank (RANK/WORLD_SIZE are set): use one or the other');
   }

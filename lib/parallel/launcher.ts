@@ -5,8 +5,12 @@
 // Supervision: rank 0's output passes through; other ranks' stderr is kept, each line prefixed with its rank. The
 // first worker that ends with an error (non-zero exit code or a signal) ends the others (SIGTERM, then SIGKILL after
 // a grace period) and is reported with its rank and cause; nothing is written by the launcher, so the run folder
-// keeps its last complete checkpoint (rank 0 writes them atomically). SIGINT/SIGTERM to the launcher are passed on
-// to the workers, which checkpoint and exit 130 as a single process does.
+// keeps its last complete checkpoint (rank 0 writes them atomically).
+//
+// Signals: the workers run in their own process group, so a Ctrl-C reaches the launcher alone, which passes SIGINT on
+// exactly once (a worker's second SIGINT means "quit now, no checkpoint"); SIGTERM and SIGHUP are passed on too. A
+// worker also ends when its launcher goes away without a word (SIGKILL): its stdin is a pipe from the launcher, and
+// followLauncher() ends the worker when that pipe closes.
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { ExitCode } from '../errors.js';
@@ -37,6 +41,21 @@ export interface LaunchResult {
   /** The worker whose failure ended the run, if one did. */
   failed: WorkerExit | null;
   exits: WorkerExit[];
+}
+
+/** Set in the environment of the workers this launcher starts. */
+export const LAUNCHER_ENV = 'G2L_LAUNCHER';
+
+/**
+ * In a worker started by launchWorkers: end this process (SIGTERM) when the launcher's end of stdin closes, i.e.
+ * when the launcher is gone. A no-op elsewhere.
+ */
+export function followLauncher(): void {
+  if (process.env[LAUNCHER_ENV] !== '1') return;
+  process.stdin.on('data', () => undefined);
+  process.stdin.on('end', () => process.kill(process.pid, 'SIGTERM'));
+  process.stdin.on('error', () => process.kill(process.pid, 'SIGTERM'));
+  process.stdin.unref?.();
 }
 
 /** A TCP port that is free on the loopback interface now (the OS picks it). */
@@ -114,8 +133,10 @@ export async function launchWorkers(options: LaunchOptions): Promise<LaunchResul
   };
   const onSigint = forward('SIGINT');
   const onSigterm = forward('SIGTERM');
+  const onSighup = forward('SIGHUP');
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigterm);
+  process.on('SIGHUP', onSighup);
 
   try {
     const done = Array.from({ length: nproc }, (_, rank) => {
@@ -128,10 +149,12 @@ export async function launchWorkers(options: LaunchOptions): Promise<LaunchResul
         LOCAL_WORLD_SIZE: String(nproc),
         MASTER_ADDR: '127.0.0.1',
         MASTER_PORT: String(port),
+        [LAUNCHER_ENV]: '1',
       };
       const child = spawn(process.execPath, options.args, {
         env,
-        stdio: ['ignore', rank === 0 ? 'inherit' : 'ignore', rank === 0 ? 'inherit' : 'pipe'],
+        detached: true,
+        stdio: ['pipe', rank === 0 ? 'inherit' : 'ignore', rank === 0 ? 'inherit' : 'pipe'],
       });
       children[rank] = child;
       if (rank !== 0 && child.stderr) prefixLines(child.stderr, `[rank ${rank}] `, log);
@@ -140,6 +163,7 @@ export async function launchWorkers(options: LaunchOptions): Promise<LaunchResul
           log(`g2l-native: could not start worker rank ${rank}: ${err.message}`);
         });
         child.on('exit', (code, signal) => {
+          child.stdin?.destroy();
           const e: WorkerExit = { rank, pid: child.pid, code, signal };
           exits[rank] = e;
           if ((code !== 0 || signal) && !failed && !interrupted) {
@@ -159,6 +183,7 @@ export async function launchWorkers(options: LaunchOptions): Promise<LaunchResul
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigterm);
+    process.off('SIGHUP', onSighup);
     if (killTimer) clearTimeout(killTimer);
   }
 

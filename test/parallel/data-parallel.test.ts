@@ -1,7 +1,7 @@
 // Data parallelism on the CPU with real processes over loopback (Gloo): the --nproc launcher, the c10d rendezvous,
 // cross-rank BatchNorm statistics in the loss, bucketed gradient all-reduce and per-global-row augmentation, checked
 // by running the same distillation as 2 ranks x batch 4 and as 1 process x batch 8.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import os from 'node:os';
@@ -26,28 +26,11 @@ const distillArgs = (out: string, batch: number, nproc: number, steps: number, e
   '--steps', String(steps), '--batch-size', String(batch), '--seed', '5', '--no-progress', '--nproc', String(nproc), ...extra,
 ];
 
-t.test('2 ranks x batch 4 equal 1 process x batch 8: losses step by step, exported student within 1e-5', async (t) => {
-  const steps = 4;
-  const one = path.join(tmp(), 'one');
-  const two = path.join(tmp(), 'two');
-  const r1 = await runCli(distillArgs(one, 8, 1, steps));
-  t.equal(r1.code, 0, `one process: ${r1.stderr}`);
-  const r2 = await runCli(distillArgs(two, 4, 2, steps));
-  t.equal(r2.code, 0, `two ranks: ${r2.stderr}`);
-
-  const l1 = await readLog(one);
-  const l2 = await readLog(two);
-  t.equal(l2.length, steps, 'rank 0 alone wrote the log: one line a step');
-  for (let i = 0; i < steps; i++) {
-    t.ok(Math.abs(l1[i].loss - l2[i].loss) <= 1e-5 * Math.abs(l1[i].loss), `step ${i + 1} loss ${l2[i].loss} vs ${l1[i].loss}`);
-    t.ok(Math.abs(l1[i].gradNorm - l2[i].gradNorm) <= 1e-5 * l1[i].gradNorm, `step ${i + 1} gradient norm ${l2[i].gradNorm} vs ${l1[i].gradNorm}`);
-    t.equal(l2[i].lr, l1[i].lr, 'the same schedule');
-  }
-
+/** Asserts two exported students equal within 1e-5 (the ZERO_GRADIENT parameters within `noiseBound`). */
+function compareStudents(t: Test, one: string, two: string, noiseBound: number): void {
   const w1 = readModelWeights(path.join(one, 'student'));
   const w2 = readModelWeights(path.join(two, 'student'));
   t.same([...w2.keys()].sort(), [...w1.keys()].sort(), 'the same parameters exported');
-  const noiseBound = 2 * l1.reduce((s, l) => s + l.lr, 0);
   let worst = 0;
   let worstKey = '';
   let checked = 0;
@@ -64,7 +47,35 @@ t.test('2 ranks x batch 4 equal 1 process x batch 8: losses step by step, export
   }
   t.ok(checked >= w1.size - 3, `${checked} of ${w1.size} tensors held to 1e-5`);
   t.ok(worst <= 1e-5, `student weights differ by at most ${worst} (${worstKey})`);
-  t.notOk(existsSync(path.join(two, 'checkpoints', 'step-4', 'rank-1')), 'only rank 0 wrote checkpoints');
+}
+
+t.test('2 ranks x batch 4 equal 1 process x batch 8: losses step by step, exported student within 1e-5', async (t) => {
+  const steps = 4;
+  const one = path.join(tmp(), 'one');
+  const r1 = await runCli(distillArgs(one, 8, 1, steps));
+  t.equal(r1.code, 0, `one process: ${r1.stderr}`);
+  const l1 = await readLog(one);
+  const noiseBound = 2 * l1.reduce((s, l) => s + l.lr, 0);
+
+  // One 25 MB bucket (the tiny student fits in it), then 16 KB buckets: several all-reduces launched in order
+  // during backward.
+  for (const [label, env] of [['default buckets', {}], ['16 KB buckets', { G2L_DIST_BUCKET_BYTES: '16384' }]] as const) {
+    await t.test(label, async (t) => {
+      const two = path.join(tmp(), 'two');
+      const r2 = await runCli(distillArgs(two, 4, 2, steps), { env });
+      t.equal(r2.code, 0, `two ranks: ${r2.stderr}`);
+      t.match(r2.stdout, /distilled 4 steps/, 'rank 0 reports');
+      t.equal((r2.stdout.match(/distilled/g) ?? []).length, 1, 'rank 0 alone reports');
+      const l2 = await readLog(two);
+      t.equal(l2.length, steps, 'rank 0 alone wrote the log: one line a step');
+      for (let i = 0; i < steps; i++) {
+        t.ok(Math.abs(l1[i].loss - l2[i].loss) <= 1e-5 * Math.abs(l1[i].loss), `step ${i + 1} loss ${l2[i].loss} vs ${l1[i].loss}`);
+        t.ok(Math.abs(l1[i].gradNorm - l2[i].gradNorm) <= 1e-5 * l1[i].gradNorm, `step ${i + 1} gradient norm ${l2[i].gradNorm} vs ${l1[i].gradNorm}`);
+        t.equal(l2[i].lr, l1[i].lr, 'the same schedule');
+      }
+      compareStudents(t, one, two, noiseBound);
+    });
+  }
 });
 
 /** The child processes of `pid` with their RANK, from /proc. */
@@ -117,4 +128,28 @@ t.test('a killed worker ends the run: its rank and signal reported, the last che
   const steps = Number(/step-(\d+)/.exec(last ?? '')?.[1]);
   const resumed = await runCli(['distill', '--resume', run, '--until', String(steps + 2), '--no-progress', '--force', '--nproc', '1']);
   t.equal(resumed.code, 0, `resumes from it: ${resumed.stderr}`);
+});
+
+t.test('SIGINT to the launcher: every worker finishes its step, rank 0 checkpoints, exit 130', async (t) => {
+  const run = path.join(tmp(), 'interrupted');
+  const child = spawn(process.execPath, [BIN, ...distillArgs(run, 4, 2, 200, ['--checkpoint-every', '1000'])], {
+    cwd: ROOT,
+    env: childEnv(),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  const log = path.join(run, 'log.jsonl');
+  const deadline = Date.now() + 240_000;
+  const lines = () => (existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').filter(Boolean).length : 0);
+  while (lines() < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  child.kill('SIGINT');
+  const code = await exited;
+  t.equal(code, 130, `exit 130: ${stderr}`);
+  const steps = lines();
+  t.ok(existsSync(path.join(run, 'checkpoints', `step-${steps}`, 'distiller.json')), `checkpoint after the last logged step (${steps})`);
+  t.match(stderr, /interrupted after step \d+: checkpoint written/);
+  t.notMatch(stderr, /the run stopped because/, 'an interrupt is not reported as a failed worker');
+  t.same(workersOf(child.pid!), [], 'no worker is left running');
 });
