@@ -1,0 +1,60 @@
+// Shared by benchmarks/run.mjs (CPU) and benchmarks/gpu.mjs (GPU host): inputs, timing, the PyTorch reference.
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** Deterministic tissue-like uint8 tiles (B,S,S,3). */
+export function makeTiles(B, S, seed) {
+  const data = new Uint8Array(B * S * S * 3);
+  let h = seed >>> 0;
+  for (let i = 0; i < data.length; i++) {
+    h = (Math.imul(h ^ (h >>> 15), 2246822519) + 0x9e3779b9) >>> 0;
+    const p = Math.floor(i / 3), x = p % S, y = Math.floor(p / S) % S, c = i % 3;
+    data[i] = Math.max(0, Math.min(255, Math.round(170 + 50 * Math.sin(x / 13 + y / (7 + c)) + ((h & 31) - 16))));
+  }
+  return { data, shape: [B, S, S, 3] };
+}
+
+export const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const n = s.length;
+  return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+};
+
+/** Seconds of each of `runs` calls of `fn` after `warmup` untimed ones (each call awaited: it ends on the host). */
+export async function timeRuns(fn, warmup, runs) {
+  for (let i = 0; i < warmup; i++) await fn();
+  const times = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    await fn();
+    times.push((performance.now() - t0) / 1000);
+  }
+  return times;
+}
+
+/** A python with torch, timm, transformers and safetensors: --python, G2L_PYTHON, the .venv, python3; else null. */
+export function findPython(explicit) {
+  for (const py of [explicit, process.env.G2L_PYTHON, path.join(ROOT, '.venv', 'bin', 'python'), 'python3'].filter(Boolean)) {
+    if (py.includes('/') && !existsSync(py)) continue;
+    const r = spawnSync(py, ['-c', 'import torch, timm, transformers, safetensors'], { encoding: 'utf8' });
+    if (r.status === 0) return py;
+  }
+  return null;
+}
+
+/** Runs tools/reference_step.py with `args`; returns its JSON line, or { error }. */
+export function runReference(python, args, timeoutMs = 20 * 60 * 1000) {
+  const r = spawnSync(python, [path.join(ROOT, 'tools', 'reference_step.py'), ...args], { encoding: 'utf8', maxBuffer: 1 << 26, timeout: timeoutMs });
+  const last = (r.stdout ?? '').trim().split('\n').pop() ?? '';
+  if (r.status !== 0 || !last.startsWith('{')) {
+    return { error: `exit ${r.status}${r.signal ? ` (${r.signal})` : ''}: ${(r.stderr || '').trim().split('\n').slice(-3).join(' | ')}` };
+  }
+  return JSON.parse(last);
+}
+
+export const fmt = (x) => (x === null || x === undefined ? 'n/a' : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+export const ratio = (a, b) => (a && b ? +(a / b).toFixed(2) : null);

@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""The PyTorch reference step the benchmarks time the engine against: G2L's distillation step and embedding, written
+the way a PyTorch user would, with timm and transformers loading the same model folders the engine loads.
+
+Pinned (tools/requirements.txt): torch 2.11.0, timm 1.0.29, transformers 5.17.0, safetensors.
+Run:  .venv/bin/python tools/reference_step.py --teacher DIR --student DIR [--batch 8] [--steps 5] [--warmup 1]
+      [--threads 2] [--embed-batch 8] [--mode both|distill|embed]
+      GPU host:  python3 tools/reference_step.py --gpu --teacher DIR --student DIR --batch 128 [--compile]
+Prints one JSON line last: {"distill_img_s", "embed_img_s", "step_times_s", ...}.
+
+The step (DESIGN.md "Method constants"; native/engine/distiller.cpp):
+  tiles uint8 (B,256,256,3) -> random crop 224 and flips per sample, each model's normalisation
+  -> teacher forward without grad (fp32 on the CPU; fp16 on CUDA)                       zt (B,Dt)
+  -> student forward (fp32 on the CPU; bf16 autocast over fp32 weights on CUDA)        zs (B,Ds)
+  -> projector Linear(Ds -> Dt) + log-sum loss: log sum |BN(zs W^T + b) - BN(zt)|^4, BatchNorm1d without affine,
+     eps 1e-4, batch statistics
+  -> backward -> AdamW (betas 0.9/0.999, eps 1e-8; fused on CUDA) with lr 1e-4 and weight decay 0.05 on cosine
+     schedules, no decay on biases, norms, LayerScale, tokens and position embeddings.
+The augmentation here is crop + flips + normalisation only (the engine also draws colour jitter and blur): this
+leaves the reference a little less work than the engine, so ratios against it are conservative.
+"""
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Models: the folders the engine reads, loaded by the reference libraries
+# ---------------------------------------------------------------------------------------------------------------
+def load_model(folder: Path, device, dtype):
+    """(model, embed(x) -> (B,D), mean, std) for a timm hub folder or a transformers folder."""
+    cfg = json.loads((folder / 'config.json').read_text())
+    if 'architecture' in cfg:
+        import timm
+        from safetensors.torch import load_file
+        args = dict(cfg.get('model_args', {}))
+        # The engine records SwiGLU by name (UNI2-h's card passes the classes in code): map names to timm classes.
+        if args.get('mlp_layer') in ('swiglu_packed', 'SwiGLUPacked'):
+            from timm.layers import SwiGLUPacked
+            args['mlp_layer'] = SwiGLUPacked
+        if args.get('act_layer') in ('silu', 'swish'):
+            args['act_layer'] = torch.nn.SiLU
+        args.pop('num_classes', None)
+        model = timm.create_model(cfg['architecture'], pretrained=False, num_classes=cfg.get('num_classes', 0), **args)
+        model.load_state_dict(load_file(str(folder / 'model.safetensors')), strict=True)
+        pcfg = cfg.get('pretrained_cfg', {})
+        mean, std = pcfg.get('mean', (0.485, 0.456, 0.406)), pcfg.get('std', (0.229, 0.224, 0.225))
+        embed = model
+    else:
+        import transformers
+        model = transformers.AutoModel.from_pretrained(folder, attn_implementation='sdpa', dtype=torch.float32)
+        pre = folder / 'preprocessor_config.json'
+        p = json.loads(pre.read_text()) if pre.exists() else {}
+        mean, std = p.get('image_mean', (0.485, 0.456, 0.406)), p.get('image_std', (0.229, 0.224, 0.225))
+        embed = lambda x: model(pixel_values=x).pooler_output  # noqa: E731
+    model.to(device=device, dtype=dtype)
+    return model, embed, torch.tensor(mean, device=device).view(1, 3, 1, 1), torch.tensor(std, device=device).view(1, 3, 1, 1)
+
+
+def takes_weight_decay(name: str, p: torch.Tensor) -> bool:
+    """native/engine/optim.cpp takes_weight_decay."""
+    if p.dim() <= 1:
+        return False
+    return not any(k in name for k in ('bias', 'norm', 'token', 'pos_embed', 'position_embeddings', 'ls1.', 'ls2.',
+                                       'layer_scale', 'gamma', 'lambda1'))
+
+
+def cosine(start, end, k, k_max):
+    return start if k_max <= 0 else end + (start - end) * (1 + math.cos(math.pi * min(k, k_max) / k_max)) / 2
+
+
+def log_sum_loss(zs, zt, W, b, alpha=4.0, eps=1e-4):
+    fs = F.batch_norm(zs @ W.t() + b, None, None, training=True, eps=eps)
+    ft = F.batch_norm(zt, None, None, training=True, eps=eps)
+    return torch.log((fs - ft).abs().pow(alpha).sum())
+
+
+def augment(tiles, crop, gen):
+    """uint8 (B,H,W,3) -> float (B,3,crop,crop) in [0,1]: a random crop and flips per sample."""
+    B, H, W, _ = tiles.shape
+    dev = tiles.device
+    oy = torch.randint(0, H - crop + 1, (B,), generator=gen, device='cpu').to(dev)
+    ox = torch.randint(0, W - crop + 1, (B,), generator=gen, device='cpu').to(dev)
+    ar = torch.arange(crop, device=dev)
+    rows = (oy[:, None] + ar[None, :])
+    cols = (ox[:, None] + ar[None, :])
+    hflip = torch.rand(B, generator=gen).to(dev) < 0.5
+    vflip = torch.rand(B, generator=gen).to(dev) < 0.5
+    rows = torch.where(vflip[:, None], rows.flip(1), rows)
+    cols = torch.where(hflip[:, None], cols.flip(1), cols)
+    x = tiles[torch.arange(B, device=dev)[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B,crop,crop,3)
+    return x.permute(0, 3, 1, 2).float().div_(255)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------------------------------
+def timed(fn, warmup, runs, cuda):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1000)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--teacher', required=True)
+    ap.add_argument('--student', required=True)
+    ap.add_argument('--batch', type=int, default=8)
+    ap.add_argument('--embed-batch', type=int, default=8)
+    ap.add_argument('--steps', type=int, default=5)
+    ap.add_argument('--warmup', type=int, default=1)
+    ap.add_argument('--tile', type=int, default=256)
+    ap.add_argument('--crop', type=int, default=224)
+    ap.add_argument('--threads', type=int, default=0, help='intra-op CPU threads (0: torch default)')
+    ap.add_argument('--gpu', action='store_true', help='CUDA: teacher fp16, student bf16 autocast, fused AdamW')
+    ap.add_argument('--compile', action='store_true', help='torch.compile both models (default mode)')
+    ap.add_argument('--mode', choices=('both', 'distill', 'embed'), default='both')
+    ap.add_argument('--seed', type=int, default=0)
+    a = ap.parse_args()
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    device = torch.device('cuda' if a.gpu else 'cpu')
+    if a.gpu:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(a.seed)
+    gen = torch.Generator().manual_seed(a.seed)
+
+    teacher, t_embed, t_mean, t_std = load_model(Path(a.teacher), device, torch.float16 if a.gpu else torch.float32)
+    student, s_embed, s_mean, s_std = load_model(Path(a.student), device, torch.float32)
+    teacher.eval().requires_grad_(False)
+    student.train()
+    if a.compile:
+        t_embed, s_embed = torch.compile(t_embed), torch.compile(s_embed)
+    ds = student.config.hidden_size if hasattr(student, 'config') else student.num_features
+    dt = teacher.config.hidden_size if hasattr(teacher, 'config') else teacher.num_features
+    proj = torch.nn.Linear(ds, dt).to(device)
+
+    named = [(f'student/{n}', p) for n, p in student.named_parameters() if p.requires_grad]
+    named += [('projector.weight', proj.weight), ('projector.bias', proj.bias)]
+    groups = [{'params': [p for n, p in named if takes_weight_decay(n, p)], 'weight_decay': 0.05},
+              {'params': [p for n, p in named if not takes_weight_decay(n, p)], 'weight_decay': 0.0}]
+    opt = torch.optim.AdamW(groups, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, **({'fused': True} if a.gpu else {'foreach': True}))
+    total = a.warmup + a.steps
+    state = {'step': 0}
+
+    tiles = torch.randint(0, 256, (a.batch, a.tile, a.tile, 3), generator=gen, dtype=torch.uint8).to(device)
+
+    def distill_step():
+        k = state['step']
+        lr, wd = cosine(1e-4, 0.0, k, total), cosine(0.05, 0.0, k, total)
+        opt.param_groups[0].update(lr=lr, weight_decay=wd)
+        opt.param_groups[1].update(lr=lr)
+        x = augment(tiles, a.crop, gen)
+        with torch.no_grad():
+            zt = t_embed(((x - t_mean) / t_std).to(torch.float16 if a.gpu else torch.float32))
+        with torch.autocast('cuda', dtype=torch.bfloat16, enabled=a.gpu):
+            zs = s_embed((x - s_mean) / s_std)
+        loss = log_sum_loss(zs.float(), zt.float(), proj.weight, proj.bias)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        state['step'] = k + 1
+        state['loss'] = loss.detach()
+
+    images = torch.randint(0, 256, (a.embed_batch, a.crop, a.crop, 3), generator=gen, dtype=torch.uint8).to(device)
+
+    def embed_batch():
+        with torch.no_grad():
+            x = images.permute(0, 3, 1, 2).float().div_(255)
+            return t_embed(((x - t_mean) / t_std).to(torch.float16 if a.gpu else torch.float32)).float()
+
+    out = {'torch': torch.__version__, 'device': str(device), 'threads': torch.get_num_threads(), 'batch': a.batch,
+           'embed_batch': a.embed_batch, 'compile': a.compile, 'python': platform.python_version()}
+    if a.gpu:
+        out['gpu'] = torch.cuda.get_device_name(0)
+    if a.mode in ('both', 'distill'):
+        times = timed(distill_step, a.warmup, a.steps, a.gpu)
+        out['step_times_s'] = times
+        out['distill_img_s'] = a.batch / statistics.median(times)
+        out['final_loss'] = float(state['loss'])
+        if not math.isfinite(out['final_loss']):
+            sys.exit('reference step: the loss is not finite')
+    if a.mode in ('both', 'embed'):
+        teacher.eval()
+        times = timed(embed_batch, a.warmup, a.steps, a.gpu)
+        out['embed_times_s'] = times
+        out['embed_img_s'] = a.embed_batch / statistics.median(times)
+    print(json.dumps(out))
+
+
+if __name__ == '__main__':
+    main()
