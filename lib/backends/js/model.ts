@@ -9,7 +9,7 @@ import { writeDirAtomic } from '../../io/atomic.js';
 import type { Float32Tensor, Uint8Tensor } from '../types.js';
 import { Mt19937 } from './augment.js';
 import { writeSafetensors } from './safetensors.js';
-import { describeSpec, expectedShapes, isBufferKey, parameterCount, resolveVitSpec, type VitSpec } from './spec.js';
+import { describeSpec, expectedShapes, isBufferKey, parameterCount, resolveVitSpec, timmDefaultMlp, type VitSpec } from './spec.js';
 import { loadVit, resizeBicubic, Vit, type Weight } from './vit.js';
 
 /** What a model is (the engine's ModelInfo). */
@@ -226,7 +226,12 @@ function synthesizeConfig(s: VitSpec): string {
       mlp_ratio: fc1 / s.embedDim, init_values: s.layerScale ? (s.initValues > 0 ? s.initValues : 1e-5) : null,
       reg_tokens: s.numRegisters, no_embed_class: s.noEmbedClass, qkv_bias: s.qkvBias,
     };
-    if (s.mlp === 'swiglu_packed') Object.assign(args, { mlp_layer: 'swiglu_packed', act_layer: 'silu' });
+    // timm takes the MLP layer as a class in code, so a name here would stop timm.create_model: written only where
+    // the architecture's default differs and no preset says it (the engine's synthesize_config_json).
+    const defaultMlp = timmDefaultMlp(s.family);
+    if ((defaultMlp === null || (s.mlp === 'swiglu_packed') !== (defaultMlp === 'swiglu_packed')) && s.preset !== 'uni2-h') {
+      Object.assign(args, s.mlp === 'swiglu_packed' ? { mlp_layer: 'swiglu_packed', act_layer: 'silu' } : { mlp_layer: 'mlp', act_layer: 'gelu' });
+    }
     c = {
       architecture: s.family, num_classes: s.numClasses, num_features: s.embedDim, global_pool: 'token', model_args: args,
       pretrained_cfg: { input_size: [3, s.inputSize, s.inputSize], interpolation: 'bicubic', crop_pct: 1.0, mean: s.mean, std: s.std, num_classes: s.numClasses },

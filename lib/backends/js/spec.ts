@@ -98,6 +98,9 @@ const PRESETS: Record<string, { layout: 'timm' | 'hf'; config: Json; norm: [numb
 
 export const presetNames = (): string[] => Object.keys(PRESETS);
 
+/** The MLP of a timm registered architecture by default ('mlp' or 'swiglu_packed'), or null when not registered. */
+export const timmDefaultMlp = (architecture: string): string | null => TIMM[architecture]?.mlpLayer ?? null;
+
 /** Typed reads that name the file and key on a wrong type. */
 class Reader {
   constructor(readonly obj: Json, readonly where: string) {}
