@@ -46,8 +46,13 @@ def load_model(folder: Path, device, dtype):
         if args.get('mlp_layer') in ('swiglu_packed', 'SwiGLUPacked'):
             from timm.layers import SwiGLUPacked
             args['mlp_layer'] = SwiGLUPacked
+        elif args.get('mlp_layer') in ('mlp', 'Mlp'):
+            from timm.layers import Mlp
+            args['mlp_layer'] = Mlp
         if args.get('act_layer') in ('silu', 'swish'):
             args['act_layer'] = torch.nn.SiLU
+        elif args.get('act_layer') == 'gelu':
+            args['act_layer'] = torch.nn.GELU
         args.pop('num_classes', None)
         model = timm.create_model(cfg['architecture'], pretrained=False, num_classes=cfg.get('num_classes', 0), **args)
         model.load_state_dict(load_file(str(folder / 'model.safetensors')), strict=True)
