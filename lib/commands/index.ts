@@ -6,6 +6,7 @@ import { ckaCommand } from './cka.js';
 import { tileCommand } from './tile.js';
 import { embedCommand } from './embed.js';
 import { distillCommand } from './distill.js';
+import { demoCommand } from './demo.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const commands: CommandModule<any, any>[] = [
@@ -15,4 +16,5 @@ export const commands: CommandModule<any, any>[] = [
   tileCommand,
   embedCommand,
   distillCommand,
+  demoCommand,
 ];

@@ -52,6 +52,9 @@ export interface DistillRunOptions {
    * batch (batchSize tiles per rank); rank 0 alone writes config.json, log.jsonl, checkpoints and the export.
    */
   dist?: DistSettings | null;
+  /** Called with the ready Distiller before the first step (after a resume's load), and after the export. */
+  onReady?: (distiller: Distiller) => Promise<void>;
+  onDone?: (distiller: Distiller) => Promise<void>;
 }
 
 export interface LogLine {
@@ -215,6 +218,7 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
     }
   }
   if (primary) await truncateLog(logFile, start);
+  await options.onReady?.(distiller);
 
   const save = async (steps: number, lastLoss: number | null): Promise<string> => {
     const dir = checkpointDir(runDir, steps);
@@ -297,6 +301,7 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
       studentDir = path.join(runDir, 'student');
       if (primary) await distiller.export(studentDir);
     }
+    await options.onDone?.(distiller);
     return { runDir, config, stepsDone: steps, stoppedBy, lastCheckpoint, studentDir, skippedSlides: source.skipped };
   } finally {
     bar?.stop();

@@ -1,0 +1,243 @@
+// The demo a newcomer runs first (`npm run demo`): the whole G2L pipeline at toy size on the CPU, in a few minutes.
+//
+//   synthetic slides (pyramidal SVS/TIFF, tissue-like texture on glass) -> tile manifests (3 training slides, 1 held out)
+//   -> a small random teacher of H-optimus-0's family (timm layout) and a smaller random student of Hibou's (HF layout)
+//   -> linear CKA between student and teacher features of held-out tiles -> distillation -> CKA again
+//   -> <out>/report.json { steps, loss: { first, last }, cka: { before, after } }, report.md, loss.png
+//
+// <out> is also the run folder (config.json, log.jsonl, checkpoints/, student/), so `g2l-native distill --resume
+// --out <out>` and every other command work on it as on a real run.
+import { existsSync, promises as fs } from 'node:fs';
+import path from 'node:path';
+import { getBackend } from '../backends/index.js';
+import { readModelWeights, writeSafetensors } from '../backends/js/safetensors.js';
+import type { Uint8Tensor } from '../backends/index.js';
+import { UserError } from '../errors.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { linearCka } from '../eval/cka.js';
+import { lineChartSvg, svgToPng } from '../eval/plot.js';
+import { makeSyntheticSlides } from '../slides/synthetic.js';
+import { runTiling } from '../slides/tile-run.js';
+import type { Distiller } from './distiller.js';
+import { readLog, runDistill } from './run.js';
+import { openTileSource } from './tiles.js';
+
+export interface DemoOptions {
+  out: string;
+  steps?: number;
+  batchSize?: number;
+  nproc?: number;
+  seed?: number;
+  progress?: boolean;
+  log?: (message: string) => void;
+}
+
+export interface DemoReport {
+  steps: number;
+  loss: { first: number; last: number };
+  cka: { before: number; after: number };
+}
+
+const MARKER = '.g2l-demo';
+/** What a demo writes into <out>; a rerun replaces exactly these. */
+const DEMO_ENTRIES = [MARKER, 'slides', 'tiles', 'heldout-tiles', 'models', 'checkpoints', 'student', 'config.json', 'log.jsonl', 'report.json', 'report.md', 'loss.png'];
+const HELD_OUT_TILES = 64;
+const STUDENT_WEIGHT_SCALE = 8;
+
+// The toy models: the real families and layouts at a size a laptop trains in minutes.
+const TEACHER_CONFIG = {
+  architecture: 'vit_giant_patch14_reg4_dinov2',
+  num_classes: 0,
+  global_pool: 'token',
+  model_args: { img_size: 224, embed_dim: 96, depth: 3, num_heads: 4, init_values: 1.0 },
+  pretrained_cfg: {
+    input_size: [3, 224, 224],
+    mean: [0.707223, 0.578729, 0.703617],
+    std: [0.211883, 0.230117, 0.177517],
+    num_classes: 0,
+  },
+};
+// Written as text: transformers validates float fields strictly, and JSON.stringify would write 1.0 as 1.
+const STUDENT_CONFIG_JSON = `{
+  "architectures": ["Dinov2WithRegistersModel"],
+  "model_type": "dinov2_with_registers",
+  "hidden_size": 48,
+  "num_hidden_layers": 2,
+  "num_attention_heads": 4,
+  "num_register_tokens": 4,
+  "mlp_ratio": 4,
+  "use_swiglu_ffn": true,
+  "hidden_act": "gelu",
+  "image_size": 224,
+  "patch_size": 14,
+  "num_channels": 3,
+  "layer_norm_eps": 1e-06,
+  "layerscale_value": 1.0,
+  "qkv_bias": true,
+  "drop_path_rate": 0.0,
+  "hidden_dropout_prob": 0.0,
+  "attention_probs_dropout_prob": 0.0,
+  "initializer_range": 0.02,
+  "apply_layernorm": true
+}
+`;
+const STUDENT_CONFIG = JSON.parse(STUDENT_CONFIG_JSON) as { hidden_size: number; num_hidden_layers: number };
+const STUDENT_PREPROCESSOR = {
+  do_normalize: true,
+  image_mean: [0.7068, 0.5755, 0.722],
+  image_std: [0.195, 0.2316, 0.1816],
+  crop_size: { height: 224, width: 224 },
+  size: { shortest_edge: 224 },
+};
+
+async function prepareOut(out: string): Promise<void> {
+  if (existsSync(out)) {
+    const entries = await fs.readdir(out);
+    if (entries.length > 0 && !entries.includes(MARKER)) {
+      throw new UserError(`${out} exists and is not a demo folder: pass --out <new folder> (the demo only replaces its own output)`);
+    }
+    for (const e of DEMO_ENTRIES) await fs.rm(path.join(out, e), { recursive: true, force: true });
+  }
+  await fs.mkdir(out, { recursive: true });
+  await fs.writeFile(path.join(out, MARKER), 'written by g2l-native demo; a rerun replaces this folder\'s demo output\n');
+}
+
+/** Writes a model folder with random weights of the given config (the engine builds and exports it). */
+async function randomModel(dir: string, files: Record<string, object | string>, seed: number): Promise<void> {
+  const spec = `${dir}.config`;
+  await fs.mkdir(spec, { recursive: true });
+  for (const [name, content] of Object.entries(files)) {
+    await fs.writeFile(path.join(spec, name), typeof content === 'string' ? content : `${JSON.stringify(content, null, 2)}\n`);
+  }
+  const handle = await getBackend({ backend: 'native' }).createModel({ folder: spec }, { seed, device: 'cpu', dtype: 'fp32' });
+  try {
+    await handle.exportTo(dir);
+  } finally {
+    await handle.dispose();
+    await fs.rm(spec, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Scales a model's weight matrices in place. A random ViT at timm's init (std 0.02) is nearly linear in its input, so
+ * any two such networks agree on tiles (linear CKA about 0.999) and the demo would have nothing to show; a student
+ * drawn at a larger scale starts from a genuinely different representation, as a pretrained Hibou does.
+ */
+async function scaleWeightMatrices(folder: string, factor: number): Promise<void> {
+  const weights = readModelWeights(folder);
+  for (const [name, t] of weights) {
+    if (t.shape.length !== 2 || /norm|token|position/.test(name)) continue;
+    for (let i = 0; i < t.data.length; i++) t.data[i] *= factor;
+  }
+  await writeSafetensors(path.join(folder, 'model.safetensors'), weights);
+}
+
+async function ckaOf(distiller: Distiller, tiles: Uint8Tensor): Promise<number> {
+  const s = await distiller.features(tiles, 'student');
+  const t = await distiller.features(tiles, 'teacher');
+  return linearCka(s.data, s.shape[1], t.data, t.shape[1], s.shape[0]).linear;
+}
+
+async function lossCurvePng(steps: number[], losses: number[]): Promise<Uint8Array> {
+  const svg = lineChartSvg([{ name: 'log-sum loss', x: steps, y: losses }], {
+    title: 'Distillation loss (demo)',
+    xLabel: 'step',
+    yLabel: 'loss',
+  });
+  return svgToPng(svg);
+}
+
+export async function runDemo(options: DemoOptions): Promise<DemoReport> {
+  const out = path.resolve(options.out);
+  const say = options.log ?? ((m: string) => process.stderr.write(`${m}\n`));
+  const seed = options.seed ?? 0;
+  const steps = options.steps ?? 300;
+  const batchSize = options.batchSize ?? 16;
+  if ((options.nproc ?? 1) !== 1) {
+    throw new UserError('demo --nproc above 1 needs the data-parallel launcher, which this build does not have yet: run with --nproc 1');
+  }
+  await prepareOut(out);
+
+  say('g2l-native demo: writing 4 synthetic slides');
+  const set = await makeSyntheticSlides(path.join(out, 'slides'), { count: 4, seed: seed + 1, width: 3072, height: 2304 });
+  const [heldOut, ...training] = set.slides;
+  const csv = (rows: typeof set.slides) => `slide,path\n${rows.map((r) => `${r.name},${r.file}`).join('\n')}\n`;
+  await fs.writeFile(path.join(out, 'slides', 'train.csv'), csv(training));
+  await fs.writeFile(path.join(out, 'slides', 'heldout.csv'), csv([heldOut]));
+  say('g2l-native demo: tiling them at 0.5 um/px (3 for training, 1 held out)');
+  for (const [csvName, dir] of [['train.csv', 'tiles'], ['heldout.csv', 'heldout-tiles']]) {
+    const r = await runTiling({ slides: path.join(out, 'slides', csvName), out: path.join(out, dir), mpp: 0.5, tileSizePx: 256 });
+    if (r.ok === 0) throw new UserError(`demo: the synthetic slides could not be tiled (${r.rows.map((x) => x.error).join('; ')})`);
+  }
+
+  say('g2l-native demo: creating a random teacher (timm H-optimus-0 family) and a smaller student (HF Hibou family)');
+  const teacher = path.join(out, 'models', 'teacher');
+  const student = path.join(out, 'models', 'student');
+  await randomModel(teacher, { 'config.json': TEACHER_CONFIG }, seed + 11);
+  await randomModel(student, { 'config.json': STUDENT_CONFIG_JSON, 'preprocessor_config.json': STUDENT_PREPROCESSOR }, seed + 12);
+  await scaleWeightMatrices(student, STUDENT_WEIGHT_SCALE);
+
+  const heldOutSource = await openTileSource(path.join(out, 'heldout-tiles'), { seed, tileSizePx: 256 });
+  const heldOutTiles = await heldOutSource.batch(0, Math.min(HELD_OUT_TILES, heldOutSource.size));
+  await heldOutSource.close();
+
+  let before = NaN;
+  let after = NaN;
+  say(`g2l-native demo: distilling for ${steps} steps of ${batchSize} tiles on the CPU`);
+  const result = await runDistill({
+    out,
+    input: {
+      teacher,
+      student,
+      slides: path.join(out, 'tiles'),
+      steps,
+      batchSize,
+      seed,
+      device: 'cpu',
+      checkpointEvery: Math.max(50, Math.ceil(steps / 4)),
+      // A random toy student learns faster than a pretrained Hibou: a larger peak learning rate, a short warm-up.
+      optimizer: { lr: 1e-3, warmupSteps: Math.min(20, Math.floor(steps / 10)) },
+    },
+    progress: options.progress,
+    log: say,
+    onReady: async (d) => {
+      before = await ckaOf(d, heldOutTiles);
+    },
+    onDone: async (d) => {
+      after = await ckaOf(d, heldOutTiles);
+    },
+  });
+
+  const log = await readLog(out);
+  const report: DemoReport = {
+    steps: result.stepsDone,
+    loss: { first: log[0].loss, last: log[log.length - 1].loss },
+    cka: { before, after },
+  };
+  await writeFileAtomic(path.join(out, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
+  await writeFileAtomic(path.join(out, 'loss.png'), await lossCurvePng(log.map((l) => l.step), log.map((l) => l.loss)));
+  const md = [
+    '# g2l-native demo',
+    '',
+    `A random ${TEACHER_CONFIG.architecture} teacher (timm layout, dim ${TEACHER_CONFIG.model_args.embed_dim}, depth ${TEACHER_CONFIG.model_args.depth}) ` +
+      `distilled into a random Dinov2WithRegisters student (Hugging Face layout, dim ${STUDENT_CONFIG.hidden_size}, ` +
+      `${STUDENT_CONFIG.num_hidden_layers} layers, weight matrices drawn at ${STUDENT_WEIGHT_SCALE}x timm's scale so that it starts ` +
+      `from a representation unlike the teacher's) on ${training.length} synthetic slides, with G2L's loss, augmentation and schedules.`,
+    '',
+    '| | value |',
+    '| --- | --- |',
+    `| steps | ${report.steps}${result.stoppedBy === 'early-stopping' ? ' (early stopping)' : ''} |`,
+    `| loss, first step | ${report.loss.first.toFixed(4)} |`,
+    `| loss, last step | ${report.loss.last.toFixed(4)} |`,
+    `| linear CKA student vs teacher, held-out tiles, before | ${before.toFixed(4)} |`,
+    `| linear CKA student vs teacher, held-out tiles, after | ${after.toFixed(4)} |`,
+    '',
+    '![loss curve](loss.png)',
+    '',
+    `The distilled student is in \`student/\` (loads with transformers' AutoModel); the run's log, configuration and ` +
+      'checkpoints are next to it.',
+    '',
+  ].join('\n');
+  await writeFileAtomic(path.join(out, 'report.md'), md);
+  return report;
+}
