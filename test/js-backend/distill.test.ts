@@ -135,3 +135,33 @@ t.test('createBackendDistiller gives the same step on either backend', { skip },
   t.equal(n.info().step, 1);
   t.equal(j.info().step, 1);
 });
+
+t.test('a checkpoint of either backend resumes on the other (state.pt, same keys)', { skip }, async (t) => {
+  const cfg = config();
+  const batches = [1, 2, 3, 4].map((s) => tiles(2, 240, s + 20));
+  const dir = t.testdir();
+  // native 2 steps -> save -> js resumes 2 steps; js 2 steps -> save -> native resumes 2 steps; against straight runs
+  const native = await addon.Distiller.create(cfg);
+  const js = await JsDistiller.create(cfg);
+  const nLoss: number[] = [], jLoss: number[] = [];
+  for (const x of batches.slice(0, 2)) { nLoss.push((await native.step(x)).loss); jLoss.push((await js.step(x)).loss); }
+  await native.save(path.join(dir, 'native'));
+  await js.save(path.join(dir, 'js'));
+  const { readTorchState } = await import('../../lib/backends/js/torch-state.js');
+  const nState = readTorchState(path.join(dir, 'native', 'state.pt')), jState = readTorchState(path.join(dir, 'js', 'state.pt'));
+  t.same([...jState.keys()].sort(), [...nState.keys()].sort(), 'same keys');
+  t.same(jState.get('step')!.data, nState.get('step')!.data);
+  const jsFromNative = await JsDistiller.create(cfg);
+  await jsFromNative.load(path.join(dir, 'native'));
+  const nativeFromJs = await addon.Distiller.create(cfg);
+  await nativeFromJs.load(path.join(dir, 'js'));
+  t.equal(jsFromNative.stepsTaken, 2);
+  t.equal(nativeFromJs.info().step, 2);
+  for (const x of batches.slice(2)) {
+    const [a, b, c, d] = [await native.step(x), await jsFromNative.step(x), await js.step(x), await nativeFromJs.step(x)];
+    t.ok(Math.abs(a.loss - b.loss) <= 1e-4 * Math.abs(a.loss), `step ${a.step}: native ${a.loss} vs js resumed from native ${b.loss}`);
+    t.ok(Math.abs(c.loss - d.loss) <= 1e-4 * Math.abs(c.loss), `step ${c.step}: js ${c.loss} vs native resumed from js ${d.loss}`);
+    t.equal(b.lr, a.lr, 'schedules continue from the saved step');
+  }
+  t.ok(nLoss.every((l, i) => Math.abs(l - jLoss[i]) <= 1e-4 * Math.abs(l)));
+});

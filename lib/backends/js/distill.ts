@@ -8,8 +8,8 @@
 //     -> student backward (./vit.ts) -> AdamW with cosine lr and wd schedules
 //
 // The projector starts as nn.Linear does, U(-1/sqrt(Ds), 1/sqrt(Ds)), drawn by libtorch's CPU generator from the
-// seed: the same numbers as the engine. Checkpoints hold the engine's state keys (student/<checkpoint key>,
-// projector.weight/bias, optimizer/exp_avg[_sq]/<key>, updates, step, seed) in a safetensors file.
+// seed: the same numbers as the engine. Checkpoints are the engine's state.pt (same keys, same file format:
+// ./torch-state.ts), so a run saved on one backend resumes on the other.
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../../errors.js';
@@ -17,7 +17,7 @@ import type { AugmentConfig, Float32Tensor, Normalization, Uint8Tensor } from '.
 import { augmentBatch, Mt19937, sampleAugmentParams } from './augment.js';
 import { logSumLossJs } from './loss.js';
 import { checkJsModelSize, JsModel, loadJsModel } from './model.js';
-import { readSafetensors, readSafetensorsMetadata, writeSafetensors } from './safetensors.js';
+import { readTorchState, type StateTensor, writeTorchState } from './torch-state.js';
 import { describeSpec, parameterCount, resolveVitSpec } from './spec.js';
 
 /** The engine's DistillerConfig, camelCased (lib/distill's configuration passes straight through). */
@@ -259,30 +259,37 @@ export class JsDistiller {
     return { data: model.vit.forward(input, B, crop, crop).embeddings, shape: [B, model.spec.embedDim] };
   }
 
-  /** Writes the engine's state keys into `folder`/state.safetensors (the caller renames the folder into place). */
+  /**
+   * Writes the state into `folder`/state.pt in the engine's own format and keys (student/<key>, projector.*,
+   * optimizer/exp_avg[_sq]/<key>, optimizer/updates, step, seed): either backend resumes from it.
+   */
   async save(folder: string): Promise<void> {
-    const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
+    const tensors = new Map<string, StateTensor>();
+    for (const s of this.slots) tensors.set(s.key, { dtype: 'float32', shape: s.shape, data: s.param });
     for (const s of this.slots) {
-      tensors.set(s.key, { shape: s.shape, data: s.param });
-      tensors.set(`optimizer/exp_avg/${s.key}`, { shape: s.shape, data: s.m });
-      tensors.set(`optimizer/exp_avg_sq/${s.key}`, { shape: s.shape, data: s.v });
+      tensors.set(`optimizer/exp_avg/${s.key}`, { dtype: 'float32', shape: s.shape, data: s.m });
+      tensors.set(`optimizer/exp_avg_sq/${s.key}`, { dtype: 'float32', shape: s.shape, data: s.v });
     }
-    await writeSafetensors(path.join(folder, STATE_FILE), tensors, {
-      format: 'g2l-native-js', step: String(this.stepIndex), seed: String(this.config.seed ?? 0), 'optimizer/updates': String(this.updates),
-    });
+    const long = (v: number | bigint): StateTensor => ({ dtype: 'int64', shape: [1], data: BigInt64Array.from([BigInt(v)]) });
+    tensors.set('optimizer/updates', long(this.updates));
+    tensors.set('step', long(this.stepIndex));
+    tensors.set('seed', long(BigInt.asIntN(64, BigInt(this.config.seed ?? 0))));
+    await writeTorchState(path.join(folder, STATE_FILE), tensors);
   }
 
-  /** Restores what save() wrote; the models must be those of the run that saved it. */
+  /** Restores a state.pt written by save() on either backend; the models must be those of the run that saved it. */
   async load(folder: string): Promise<void> {
     const file = path.join(folder, STATE_FILE);
-    if (!existsSync(file)) {
-      throw new UserError(`load: cannot read ${file}: is this a checkpoint folder of a g2l-native run on the js backend?${existsSync(path.join(folder, 'state.pt')) ? ' (state.pt is the native engine\'s: resume it with --backend native)' : ''}`);
-    }
-    const { tensors, metadata } = readState(file);
-    const take = (key: string, dst: Float32Array, shape: number[]) => {
-      const t = tensors.get(key);
+    if (!existsSync(file)) throw new UserError(`load: cannot read ${file}: is this a checkpoint folder of a g2l-native run?`);
+    const state = readTorchState(file);
+    const get = (key: string): StateTensor => {
+      const t = state.get(key);
       if (!t) throw new UserError(`load: ${file} has no '${key}': it is from another model or run`);
-      if (t.shape.join(',') !== shape.join(',')) {
+      return t;
+    };
+    const take = (key: string, dst: Float32Array, shape: number[]) => {
+      const t = get(key);
+      if (t.dtype !== 'float32' || t.shape.join(',') !== shape.join(',')) {
         throw new UserError(`load: '${key}' in ${file} has shape (${t.shape}) but the model has (${shape}): it is from another model`);
       }
       dst.set(t.data);
@@ -292,9 +299,8 @@ export class JsDistiller {
       take(`optimizer/exp_avg/${s.key}`, s.m, s.shape);
       take(`optimizer/exp_avg_sq/${s.key}`, s.v, s.shape);
     }
-    if (metadata.step === undefined || metadata['optimizer/updates'] === undefined) throw new UserError(`load: ${file} has no step: it is not a g2l-native checkpoint`);
-    this.stepIndex = Number(metadata.step);
-    this.updates = Number(metadata['optimizer/updates']);
+    this.updates = Number(get('optimizer/updates').data[0]);
+    this.stepIndex = Number(get('step').data[0]);
   }
 
   async exportStudent(folder: string): Promise<void> {
@@ -325,11 +331,7 @@ export class JsDistiller {
   }
 }
 
-const STATE_FILE = 'state.safetensors';
-
-function readState(file: string): { tensors: Map<string, { shape: number[]; data: Float32Array }>; metadata: Record<string, string> } {
-  return { tensors: readSafetensors(file), metadata: readSafetensorsMetadata(file) };
-}
+const STATE_FILE = 'state.pt';
 
 function definedOnly<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
