@@ -35,6 +35,7 @@ export interface EngineAddon {
     teacherDtype: TeacherDtype,
     device: string,
   ): Promise<AugmentedBatch>;
+  allocTileBuffer(bytes: number, pinned: boolean): Uint8Array;
   // Distillation (native/addon/distill.cpp)
   logSumLoss(
     zs: FloatTensor,
@@ -181,6 +182,10 @@ export class NativeBackend implements Backend {
   ): Promise<AugmentedBatch> {
     const p = 'seed' in params ? await this.sampleAugmentParams(tiles.shape[0], tiles.shape[1], tiles.shape[2], config, params.seed) : params;
     return this.addon.augmentBatch(tiles, p, config, teacherNorm, studentNorm, options.teacherDtype ?? 'float16', options.device ?? 'cpu');
+  }
+
+  allocateTileBuffer(bytes: number, options: { pinned?: boolean } = {}): Uint8Array {
+    return this.addon.allocTileBuffer(bytes, options.pinned ?? true);
   }
 
   logSumLoss(zs: FloatTensor, zt: FloatTensor, options: LogSumLossOptions): Promise<LogSumLossResult> {

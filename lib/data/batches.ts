@@ -38,6 +38,11 @@ export interface LoaderOptions {
   threads?: number;
   /** false: read every tile through the per-tile path (the threadpool) instead of the addon's batched reads. */
   directReads?: boolean;
+  /**
+   * Where batch buffers come from (default: new Uint8Array). For CUDA training pass
+   * `(n) => backend.allocateTileBuffer(n, { pinned: true })`: batches then land in page-locked memory.
+   */
+  allocate?: (bytes: number) => Uint8Array;
 }
 
 /** A counting semaphore: at most `n` holders. */
@@ -155,7 +160,8 @@ export class TileBatchLoader implements AsyncIterable<TileBatch> {
     const tiles = this.sampler.batchAt(epoch, batch);
     const t = this.sampler.tileSizePx;
     const tileBytes = t * t * 3;
-    const data = new Uint8Array(tiles.length * tileBytes);
+    const data = this.options.allocate ? this.options.allocate(tiles.length * tileBytes) : new Uint8Array(tiles.length * tileBytes);
+    if (data.length !== tiles.length * tileBytes) throw new Error(`allocate(${tiles.length * tileBytes}) returned ${data.length} bytes`);
     const failed: number[] = [];
     const rest = await this.readDirect(tiles, t, data, failed);
     await Promise.all(

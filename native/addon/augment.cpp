@@ -138,9 +138,18 @@ Napi::Value AugmentBatchJs(const Napi::CallbackInfo& info) {
       {info[0], info[1]});
 }
 
+// allocTileBuffer(bytes, pinned) -> Uint8Array: engine-owned memory for tile batches (pinned on CUDA machines).
+Napi::Value AllocTileBufferJs(const Napi::CallbackInfo& info) {
+  int64_t bytes = int_from_js(info[0], "bytes");
+  bool pinned = info.Length() > 1 && info[1].ToBoolean().Value();
+  HostTensor t = alloc_tile_buffer(bytes, pinned);
+  return tensor_to_js(info.Env(), t).Get("data");
+}
+
 }  // namespace
 
 void register_augment(Napi::Env env, Napi::Object exports) {
+  exports.Set("allocTileBuffer", Napi::Function::New(env, AllocTileBufferJs, "allocTileBuffer"));
   exports.Set("sampleAugmentParams", Napi::Function::New(env, SampleAugmentParamsJs, "sampleAugmentParams"));
   exports.Set("augmentBatch", Napi::Function::New(env, AugmentBatchJs, "augmentBatch"));
 }

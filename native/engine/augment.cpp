@@ -315,6 +315,15 @@ HostTensor sample_augment_params(int64_t batch, int64_t tile_h, int64_t tile_w, 
   });
 }
 
+HostTensor alloc_tile_buffer(int64_t bytes, bool pinned) {
+  return with_torch_errors([&] {
+    if (bytes < 0) throw Error("alloc_tile_buffer: bytes must be non-negative");
+    auto opts = at::TensorOptions().dtype(at::kByte);
+    if (pinned && at::hasCUDA()) opts = opts.pinned_memory(true);
+    return to_host(at::empty({bytes}, opts));
+  });
+}
+
 HostAugmentedBatch augment_batch(const HostTensor& tiles, const HostTensor& params, const AugmentConfig& config,
                                  const Normalization& teacher, const Normalization& student, DType teacher_dtype,
                                  const std::string& device) {

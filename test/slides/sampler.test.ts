@@ -92,6 +92,20 @@ t.test('batched OpenSlide reads (the addon\'s own threads) equal the per-tile pa
   for (let i = 0; i < 2; i++) t.ok(Buffer.from(fast[i].data).equals(Buffer.from(slow[i].data)), `batch ${i} identical`);
 });
 
+t.test('batch buffers come from `allocate` when given (pinned memory on CUDA machines)', async (t) => {
+  const sampler = await TileSampler.open(manifest, { seed: 6, batchSize: 4 });
+  const given: Uint8Array[] = [];
+  const allocate = (n: number) => {
+    const b = new Uint8Array(n);
+    given.push(b);
+    return b;
+  };
+  const got = [];
+  for await (const b of new TileBatchLoader(sampler, { maxBatches: 2, allocate })) got.push(b.data);
+  t.equal(given.length, 2);
+  t.ok(got[0] === given[0] && got[1] === given[1], 'the batches are the allocated buffers themselves');
+});
+
 t.test('the loader runs over epoch ends', async (t) => {
   const sampler = await TileSampler.open(manifest, { seed: 5, batchSize: 8 });
   const per = sampler.batchesPerEpoch();

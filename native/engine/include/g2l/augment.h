@@ -76,4 +76,10 @@ HostAugmentedBatch augment_batch(const HostTensor& tiles, const HostTensor& para
                                  const Normalization& teacher, const Normalization& student, DType teacher_dtype,
                                  const std::string& device);
 
+/**
+ * A host buffer of `bytes` for tile batches, page-locked (pinned) when `pinned` and a CUDA device is available, so
+ * copying a batch to the GPU is one DMA with no staging copy; plain memory otherwise.
+ */
+HostTensor alloc_tile_buffer(int64_t bytes, bool pinned);
+
 }  // namespace g2l
