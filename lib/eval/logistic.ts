@@ -1,7 +1,10 @@
 // Linear probe: multinomial logistic regression with scikit-learn's objective,
 //   minimise  Σ_i cross-entropy(softmax(W x_i + b), y_i) + 1/(2C) ‖W‖²   (intercept b unpenalised),
 // solved by L-BFGS (10 pairs, strong-Wolfe line search) until the largest gradient component of the objective
-// divided by N (scikit-learn's scaling, so the tolerance means the same thing) is at most 1e-8. Binary problems
+// divided by N (scikit-learn's scaling, so the tolerance means the same thing) is at most 1e-8. Foundation-model
+// features have large means and norms, which makes this objective badly conditioned in (W, b); L-BFGS therefore
+// iterates in the exactly equivalent parametrisation of centred, unit-scale features, W' = s W, b' = b + W μ
+// (μ the column means, s the overall standard deviation), and tests convergence on the original gradient. Binary problems
 // are the two-class case of the same softmax model (equivalent to a binomial model with C doubled).
 // Float64 throughout. The objective's two products (logits X·Wᵀ and gradient Rᵀ·X) run through the f64 SIMD
 // kernel over float64 copies of X kept in WebAssembly memory, row-major for the logits and transposed in blocks of
@@ -196,7 +199,9 @@ function cubicMin(a: number, fa: number, da: number, b: number, fb: number, db: 
  * Wolfe conditions.
  */
 export function lbfgs(fg: (x: Float64Array, g: Float64Array) => number, x: Float64Array,
-  opts: { gtol: number; maxIter: number; m?: number; onIteration?: (it: number, f: number, gmax: number) => void }):
+  opts: { gtol: number; maxIter: number; m?: number; onIteration?: (it: number, f: number, gmax: number) => void;
+    /** The size compared with gtol (default max |g|). */
+    measure?: (g: Float64Array) => number }):
   { f: number; gradMax: number; iterations: number; converged: boolean } {
   const m = opts.m ?? 10;
   const n = x.length;
@@ -207,7 +212,8 @@ export function lbfgs(fg: (x: Float64Array, g: Float64Array) => number, x: Float
   const alphaH = new Float64Array(m);
   const c1 = 1e-4, c2 = 0.9;
   let it = 0;
-  let gmax = maxAbs(g);
+  const measure = opts.measure ?? maxAbs;
+  let gmax = measure(g);
   while (gmax > opts.gtol && it < opts.maxIter) {
     // Two-loop recursion: p = -H g.
     for (let i = 0; i < n; i++) p[i] = -g[i];
@@ -294,7 +300,7 @@ export function lbfgs(fg: (x: Float64Array, g: Float64Array) => number, x: Float
       S.push(sVec); Y.push(yVec); rho.push(1 / sy);
     }
     it++;
-    gmax = maxAbs(g);
+    gmax = measure(g);
     opts.onIteration?.(it, f, gmax);
   }
   return { f, gradMax: gmax, iterations: it, converged: gmax <= opts.gtol };
@@ -309,11 +315,53 @@ export function fitLogistic(X: Float32Array, y: Int32Array, n: number, d: number
   const simd = engine === 'js' ? undefined : simdObjective(X, y, n, d, K, opts.C);
   if (engine === 'simd' && !simd) throw new Error('fitLogistic: the SIMD objective does not fit in WebAssembly memory');
   const fg = simd ?? ((t: Float64Array, g: Float64Array) => objective(t, g, X, y, n, d, K, opts.C));
-  const res = lbfgs(fg, theta, {
-    gtol: opts.gtol ?? 1e-8, maxIter: opts.maxIter ?? 10000, onIteration: opts.onIteration,
+  // Preconditioning by reparametrisation: theta = (W, b) = (W' / s, b' - W' μ / s) for the iterate theta' = (W', b').
+  const mu = new Float64Array(d);
+  for (let i = 0; i < n; i++) for (let j = 0; j < d; j++) mu[j] += X[i * d + j];
+  for (let j = 0; j < d; j++) mu[j] /= n;
+  let ss = 0;
+  for (let i = 0; i < n; i++) for (let j = 0; j < d; j++) ss += (X[i * d + j] - mu[j]) ** 2;
+  const scale = Math.sqrt(ss / (n * d)) || 1;
+  const bOff = K * d;
+  const toOriginal = (tp: Float64Array, out: Float64Array) => {
+    for (let c = 0; c < K; c++) {
+      let shift = 0;
+      for (let j = 0; j < d; j++) {
+        const w = tp[c * d + j] / scale;
+        out[c * d + j] = w;
+        shift += w * mu[j];
+      }
+      out[bOff + c] = tp[bOff + c] - shift;
+    }
+  };
+  const thetaOrig = new Float64Array(theta.length), gradOrig = new Float64Array(theta.length);
+  const fgPrime = (tp: Float64Array, gp: Float64Array) => {
+    toOriginal(tp, thetaOrig);
+    const f = fg(thetaOrig, gradOrig);
+    // ∂f/∂W' = (∂f/∂W - ∂f/∂b ⊗ μ) / s, ∂f/∂b' = ∂f/∂b
+    for (let c = 0; c < K; c++) {
+      const gb = gradOrig[bOff + c];
+      for (let j = 0; j < d; j++) gp[c * d + j] = (gradOrig[c * d + j] - gb * mu[j]) / scale;
+      gp[bOff + c] = gb;
+    }
+    return f;
+  };
+  // max |∂f/∂θ| from the iterate's gradient: ∂f/∂W = s ∂f/∂W' + ∂f/∂b' ⊗ μ.
+  const originalGradMax = (gp: Float64Array) => {
+    let m = 0;
+    for (let c = 0; c < K; c++) {
+      const gb = gp[bOff + c];
+      m = Math.max(m, Math.abs(gb));
+      for (let j = 0; j < d; j++) m = Math.max(m, Math.abs(scale * gp[c * d + j] + gb * mu[j]));
+    }
+    return m;
+  };
+  const res = lbfgs(fgPrime, theta, {
+    gtol: opts.gtol ?? 1e-8, maxIter: opts.maxIter ?? 10000, onIteration: opts.onIteration, measure: originalGradMax,
   });
+  toOriginal(theta, thetaOrig);
   return {
-    nClasses: K, d, W: theta.slice(0, K * d), b: theta.slice(K * d), iterations: res.iterations,
+    nClasses: K, d, W: thetaOrig.slice(0, K * d), b: thetaOrig.slice(K * d), iterations: res.iterations,
     converged: res.converged, gradMax: res.gradMax, loss: res.f, engine: simd ? 'simd' : 'js',
   };
 }
