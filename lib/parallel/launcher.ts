@@ -13,6 +13,7 @@
 // followLauncher() ends the worker when that pipe closes.
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
+import os from 'node:os';
 import { ExitCode } from '../errors.js';
 
 export interface LaunchOptions {
@@ -142,6 +143,9 @@ export async function launchWorkers(options: LaunchOptions): Promise<LaunchResul
     const done = Array.from({ length: nproc }, (_, rank) => {
       const env: NodeJS.ProcessEnv = {
         ...process.env,
+        // The CPU's cores shared between the workers, as torchrun does, unless the user chose: N workers that each
+        // start a thread per core oversubscribe the machine (GPU workers need few CPU threads anyway).
+        OMP_NUM_THREADS: process.env.OMP_NUM_THREADS ?? String(Math.max(1, Math.floor(os.availableParallelism() / nproc))),
         ...options.env,
         RANK: String(rank),
         LOCAL_RANK: String(rank),

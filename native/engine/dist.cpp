@@ -93,6 +93,10 @@ std::shared_ptr<DistContext> DistContext::create(const DistConfig& config) {
   validate_dist_config(config);
   std::shared_ptr<DistContext> ctx(new DistContext(config));
   ctx->device_ = parse_device(config.device);
+  // One GPU per process: a bare "cuda" means this process's own, cuda:<local_rank>.
+  if (ctx->device_.is_cuda() && !ctx->device_.has_index()) {
+    ctx->device_ = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(config.local_rank));
+  }
   std::string backend = config.backend;
   if (backend == "auto") backend = ctx->device_.is_cuda() ? "nccl" : "gloo";
   if (backend == "nccl" && !ctx->device_.is_cuda()) {
@@ -118,10 +122,24 @@ std::shared_ptr<DistContext> DistContext::create(const DistConfig& config) {
     }
     if (backend == "gloo") {
       auto options = c10d::ProcessGroupGloo::Options::create(timeout);
-      // Loopback for a single-node world (the --nproc launcher), the host's own address otherwise.
-      options->devices.push_back(config.master_addr == "127.0.0.1" || config.master_addr == "localhost"
-                                     ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
-                                     : c10d::ProcessGroupGloo::createDefaultDevice());
+      // The network interface as torch.distributed picks it: GLOO_SOCKET_IFNAME when set (comma-separated names),
+      // loopback for a single-node world (the --nproc launcher), else the address the host name resolves to.
+      const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+      if (ifname != nullptr && *ifname != '\0') {
+        std::string names = ifname;
+        for (size_t start = 0; start <= names.size();) {
+          size_t end = names.find(',', start);
+          if (end == std::string::npos) end = names.size();
+          if (end > start) {
+            options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(names.substr(start, end - start)));
+          }
+          start = end + 1;
+        }
+      } else if (config.master_addr == "127.0.0.1" || config.master_addr == "localhost") {
+        options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+      } else {
+        options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+      }
       ctx->backend_ = c10::make_intrusive<c10d::ProcessGroupGloo>(ctx->store_, config.rank, config.world_size, options);
     } else {
 #ifdef USE_C10D_NCCL
