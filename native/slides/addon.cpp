@@ -155,7 +155,7 @@ static Napi::Value OpenSlide(const Napi::CallbackInfo& info) {
         r.slide->path = path;
         r.slide->osr = api->open(path.c_str());
         if (r.slide->osr == nullptr) {
-          throw std::runtime_error("OpenSlide cannot open " + path + ": not a file format it supports" +
+          throw std::runtime_error("OpenSlide cannot open " + path + ": not a format it reads, or a damaged or truncated file" +
                                    (vendor ? std::string(" (detected vendor ") + vendor + ")" : std::string()));
         }
         check_error(*r.slide, "OpenSlide cannot open");
