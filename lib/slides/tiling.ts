@@ -72,7 +72,8 @@ export async function readThumbnail(slide: Slide, downsample: number): Promise<T
   const [lw, lh] = slide.info.levelDimensions[level];
   const tw = Math.max(1, Math.floor(lw / f)), th = Math.max(1, Math.floor(lh / f));
   const out = new Uint8Array(tw * th * 3);
-  const stripRows = Math.max(1, Math.floor(2048 / f)); // thumbnail rows per read
+  // Thumbnail rows per read: at most ~16 M level pixels per read, whatever the slide's width.
+  const stripRows = Math.max(1, Math.floor(2 ** 24 / (Math.min(lw, tw * f) * f * f)));
   for (let ty0 = 0; ty0 < th; ty0 += stripRows) {
     const rows = Math.min(stripRows, th - ty0);
     const readW = Math.min(lw, tw * f), readH = Math.min(lh - ty0 * f, rows * f);

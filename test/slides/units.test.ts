@@ -52,3 +52,28 @@ t.test('MaskIntegral: fraction of mask pixels whose centres fall in a rectangle'
   t.equal(m.fraction(4, 0, 6, 4), 0);
   t.equal(m.fraction(10, 10, 12, 12), 0, 'outside the mask');
 });
+
+t.test('readThumbnail box-averages the nearest level in strips, as a brute-force average does', async (t) => {
+  const { readThumbnail } = await import('../../lib/slides/tiling.js');
+  const { openSlide } = await import('../../lib/slides/reader.js');
+  const sharp = (await import('sharp')).default;
+  const path = await import('node:path');
+  const dir = t.testdir();
+  const [w, h, f] = [1203, 157, 4];
+  const img = new Uint8Array(w * h * 3);
+  for (let i = 0; i < img.length; i++) img[i] = (i * 2654435761) >>> 24;
+  const file = path.join(dir, 'wide.png');
+  await sharp(Buffer.from(img), { raw: { width: w, height: h, channels: 3 } }).png().toFile(file);
+  const slide = await openSlide(file);
+  const thumb = await readThumbnail(slide, f);
+  t.same([thumb.width, thumb.height, thumb.downsample], [Math.floor(w / f), Math.floor(h / f), f]);
+  let maxDiff = 0;
+  for (let y = 0; y < thumb.height; y++)
+    for (let x = 0; x < thumb.width; x++)
+      for (let c = 0; c < 3; c++) {
+        let sum = 0;
+        for (let dy = 0; dy < f; dy++) for (let dx = 0; dx < f; dx++) sum += img[((y * f + dy) * w + x * f + dx) * 3 + c];
+        maxDiff = Math.max(maxDiff, Math.abs(thumb.data[(y * thumb.width + x) * 3 + c] - Math.round(sum / (f * f))));
+      }
+  t.equal(maxDiff, 0, 'every thumbnail pixel is the mean of its f x f block');
+});
