@@ -94,7 +94,7 @@ async function main() {
   };
   try {
     const prep = run('prepare', Math.min(4, os.availableParallelism()));
-    console.log(`${prep.slides} synthetic slides (8192x6144 at 0.25 um/px), ${prep.tiles} tissue tiles at 0.5 um/px; tile command ${prep.tileCommandSeconds.toFixed(1)} s`);
+    console.log(`${prep.slides} synthetic slides (8192x6144, SVS at 0.25 and TIFF at 0.5 um/px), ${prep.tiles} tissue tiles at 0.5 um/px; tile command ${prep.tileCommandSeconds.toFixed(1)} s`);
     const rows = [];
     for (const w of workerCounts) {
       const b = run('batches', w);
