@@ -12,3 +12,8 @@ export { TileSampler, type TileRef, type SamplerOptions, type SamplerState } fro
 export { TileBatchLoader, type TileBatch, type LoaderOptions } from './data/batches.js';
 export { DEFAULT_AUGMENT_CONFIG, NORMALIZATIONS, AugmentParam } from './backends/types.js';
 export type { AugmentConfig, AugmentedBatch, Normalization } from './backends/types.js';
+export { Distiller, DISTILL_DEFAULTS, type DistillerConfig, type StepResult, type DistillerInfo } from './distill/distiller.js';
+export { logSumLoss, type LogSumLossOptions, type LogSumLossResult } from './distill/loss.js';
+export { runDistill, readLog, listCheckpoints, type DistillRunOptions, type DistillRunResult, type LogLine } from './distill/run.js';
+export { RUN_DEFAULTS, readConfigFile, resolveConfig, type RunConfig, type RunConfigInput } from './distill/config.js';
+export { runDemo, type DemoOptions, type DemoReport } from './distill/demo.js';
