@@ -2,6 +2,7 @@
 // toy size on the CPU (lib/distill/demo.ts), ending with report.json/report.md in the output folder.
 import type { CommandModule } from 'yargs';
 import { runDemo } from '../distill/demo.js';
+import { distFromEnv } from '../parallel/env.js';
 
 interface DemoArgs {
   out: string;
@@ -30,6 +31,7 @@ export const demoCommand: CommandModule<object, DemoArgs> = {
       seed: argv.seed,
       progress: process.stderr.isTTY === true,
     });
+    if (distFromEnv()) return;  // a --nproc worker: the launching process reports
     process.stdout.write(
       `demo: ${r.steps} steps, loss ${r.loss.first.toFixed(3)} -> ${r.loss.last.toFixed(3)}, ` +
         `linear CKA (student vs teacher, held-out tiles) ${r.cka.before.toFixed(3)} -> ${r.cka.after.toFixed(3)}\n` +

@@ -21,6 +21,9 @@ import { runTiling } from '../slides/tile-run.js';
 import type { Distiller } from './distiller.js';
 import { readLog, runDistill } from './run.js';
 import { openTileSource } from './tiles.js';
+import { distFromEnv } from '../parallel/env.js';
+import { launchDemoWorkers, PREPARED_ENV } from '../parallel/demo.js';
+import { followLauncher } from '../parallel/launcher.js';
 
 export interface DemoOptions {
   out: string;
@@ -153,11 +156,58 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
   const seed = options.seed ?? 0;
   const steps = options.steps ?? 300;
   const batchSize = options.batchSize ?? 16;
-  if ((options.nproc ?? 1) !== 1) {
-    throw new UserError('demo --nproc above 1 needs the data-parallel launcher, which this build does not have yet: run with --nproc 1');
-  }
-  await prepareOut(out);
+  // Data parallelism (lib/parallel/demo.ts): with --nproc N this process prepares the slides, tiles and models, then
+  // N workers (this demo again, told so by PREPARED_ENV) distil them; rank 0 writes the report, returned here.
+  const nproc = options.nproc ?? 1;
+  const dist = distFromEnv();
+  const prepared = process.env[PREPARED_ENV] === out;
+  if (!Number.isInteger(nproc) || nproc < 1) throw new UserError(`demo: --nproc must be a positive integer, got ${options.nproc}`);
+  if (nproc > 1 && dist) throw new UserError('demo: --nproc was given to a process that already has a rank (RANK/WORLD_SIZE are set)');
+  if (prepared) followLauncher();
+  else await prepareDemoInputs(out, seed, say);
+  if (nproc > 1) return launchDemoWorkers({ out, steps, batchSize, seed, nproc });
+  const teacher = path.join(out, 'models', 'teacher');
+  const student = path.join(out, 'models', 'student');
+  const primary = !dist || dist.rank === 0;
 
+  const heldOutSource = await openTileSource(path.join(out, 'heldout-tiles'), { seed, tileSizePx: 256 });
+  const heldOutTiles = await heldOutSource.batch(0, Math.min(HELD_OUT_TILES, heldOutSource.size));
+  await heldOutSource.close();
+
+  let before = NaN;
+  let after = NaN;
+  if (primary) say(`g2l-native demo: distilling for ${steps} steps of ${batchSize} tiles on the CPU${dist ? ` in each of ${dist.worldSize} processes` : ''}`);
+  const result = await runDistill({
+    out,
+    input: {
+      teacher,
+      student,
+      slides: path.join(out, 'tiles'),
+      steps,
+      batchSize,
+      seed,
+      device: 'cpu',
+      checkpointEvery: Math.max(50, Math.ceil(steps / 4)),
+      // A random toy student learns faster than a pretrained Hibou: a larger peak learning rate, a short warm-up.
+      optimizer: { lr: 1e-3, warmupSteps: Math.min(20, Math.floor(steps / 10)) },
+    },
+    progress: options.progress && primary,
+    log: say,
+    dist,
+    onReady: async (d) => {
+      if (primary) before = await ckaOf(d, heldOutTiles);
+    },
+    onDone: async (d) => {
+      if (primary) after = await ckaOf(d, heldOutTiles);
+    },
+  });
+  if (!primary) return { steps: result.stepsDone, loss: { first: NaN, last: NaN }, cka: { before, after } };
+  return writeDemoReport(out, result, before, after);
+}
+
+/** The demo's inputs in `out`: synthetic slides, their tile manifests, the random teacher and student. */
+async function prepareDemoInputs(out: string, seed: number, say: (m: string) => void): Promise<void> {
+  await prepareOut(out);
   say('g2l-native demo: writing 4 synthetic slides');
   const set = await makeSyntheticSlides(path.join(out, 'slides'), { count: 4, seed: seed + 1, width: 3072, height: 2304 });
   const [heldOut, ...training] = set.slides;
@@ -176,39 +226,16 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
   await randomModel(teacher, { 'config.json': TEACHER_CONFIG }, seed + 11);
   await randomModel(student, { 'config.json': STUDENT_CONFIG_JSON, 'preprocessor_config.json': STUDENT_PREPROCESSOR }, seed + 12);
   await scaleWeightMatrices(student, STUDENT_WEIGHT_SCALE);
+}
 
-  const heldOutSource = await openTileSource(path.join(out, 'heldout-tiles'), { seed, tileSizePx: 256 });
-  const heldOutTiles = await heldOutSource.batch(0, Math.min(HELD_OUT_TILES, heldOutSource.size));
-  await heldOutSource.close();
-
-  let before = NaN;
-  let after = NaN;
-  say(`g2l-native demo: distilling for ${steps} steps of ${batchSize} tiles on the CPU`);
-  const result = await runDistill({
-    out,
-    input: {
-      teacher,
-      student,
-      slides: path.join(out, 'tiles'),
-      steps,
-      batchSize,
-      seed,
-      device: 'cpu',
-      checkpointEvery: Math.max(50, Math.ceil(steps / 4)),
-      // A random toy student learns faster than a pretrained Hibou: a larger peak learning rate, a short warm-up.
-      optimizer: { lr: 1e-3, warmupSteps: Math.min(20, Math.floor(steps / 10)) },
-    },
-    progress: options.progress,
-    log: say,
-    onReady: async (d) => {
-      before = await ckaOf(d, heldOutTiles);
-    },
-    onDone: async (d) => {
-      after = await ckaOf(d, heldOutTiles);
-    },
-  });
-
+async function writeDemoReport(
+  out: string,
+  result: Awaited<ReturnType<typeof runDistill>>,
+  before: number,
+  after: number,
+): Promise<DemoReport> {
   const log = await readLog(out);
+  const trainingSlides = (await fs.readFile(path.join(out, 'slides', 'train.csv'), 'utf8')).trim().split('\n').length - 1;
   const report: DemoReport = {
     steps: result.stepsDone,
     loss: { first: log[0].loss, last: log[log.length - 1].loss },
@@ -222,7 +249,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
     `A random ${TEACHER_CONFIG.architecture} teacher (timm layout, dim ${TEACHER_CONFIG.model_args.embed_dim}, depth ${TEACHER_CONFIG.model_args.depth}) ` +
       `distilled into a random Dinov2WithRegisters student (Hugging Face layout, dim ${STUDENT_CONFIG.hidden_size}, ` +
       `${STUDENT_CONFIG.num_hidden_layers} layers, weight matrices drawn at ${STUDENT_WEIGHT_SCALE}x timm's scale so that it starts ` +
-      `from a representation unlike the teacher's) on ${training.length} synthetic slides, with G2L's loss, augmentation and schedules.`,
+      `from a representation unlike the teacher's) on ${trainingSlides} synthetic slides, with G2L's loss, augmentation and schedules.`,
     '',
     '| | value |',
     '| --- | --- |',
