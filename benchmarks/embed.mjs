@@ -156,6 +156,8 @@ const result = {
   device: values.device,
   deviceName: gpu ? backendInfo.devices[0]?.name ?? values.device : `${os.cpus()[0]?.model ?? 'cpu'} (${backendInfo.cpuThreads} threads)`,
   libtorch: backendInfo.libtorchVersion,
+  // Shared machines make CPU numbers noisy: the load says how much.
+  loadAverage: os.loadavg().map((v) => +v.toFixed(2)),
   dtype,
   batch,
   warmup,

@@ -109,93 +109,6 @@ ModelInfo info_of(const ModelSpec& spec, int64_t parameters) {
   return i;
 }
 
-json::Value triple(const std::array<float, 3>& v) {
-  // Print the float32 values as the short decimals they came from (0.707223, not 0.70722299814).
-  json::Value a = json::Value::array();
-  for (float f : v) a.items().push_back(json::Value::number(std::stod(c10::str(f))));
-  return a;
-}
-
-/** config.json for a model that has none (a random model): what timm / transformers need to rebuild it. */
-std::string synthesize_config(const ModelSpec& spec) {
-  json::Value c = json::Value::object();
-  auto num = [](double d) { return json::Value::number(d); };
-  if (spec.layout == "timm") {
-    c.set("architecture", json::Value::string(spec.family));
-    c.set("num_classes", num(static_cast<double>(spec.num_classes)));
-    c.set("num_features", num(static_cast<double>(spec.embed_dim)));
-    c.set("global_pool", json::Value::string("token"));
-    json::Value a = json::Value::object();
-    a.set("img_size", num(static_cast<double>(spec.img_size)));
-    a.set("patch_size", num(static_cast<double>(spec.patch_size)));
-    a.set("embed_dim", num(static_cast<double>(spec.embed_dim)));
-    a.set("depth", num(static_cast<double>(spec.depth)));
-    a.set("num_heads", num(static_cast<double>(spec.num_heads)));
-    const double fc1 = static_cast<double>(spec.mlp == "gelu" ? spec.mlp_hidden : 2 * spec.mlp_hidden);
-    a.set("mlp_ratio", num(fc1 / static_cast<double>(spec.embed_dim)));
-    a.set("init_values", spec.layer_scale ? num(spec.init_values > 0 ? spec.init_values : 1e-5) : json::Value());
-    a.set("reg_tokens", num(static_cast<double>(spec.num_registers)));
-    a.set("no_embed_class", json::Value::boolean(spec.no_embed_class));
-    a.set("qkv_bias", json::Value::boolean(spec.qkv_bias));
-    // timm takes the SwiGLU layer as a class in code (mlp_layer=SwiGLUPacked, act_layer=SiLU), as UNI2-h's card
-    // shows; the name is recorded here for the engine, and for timm when the architecture's default has it.
-    if (spec.mlp == "swiglu_packed") {
-      a.set("mlp_layer", json::Value::string("swiglu_packed"));
-      a.set("act_layer", json::Value::string("silu"));
-    }
-    c.set("model_args", a);
-    json::Value p = json::Value::object();
-    json::Value input = json::Value::array({num(3), num(static_cast<double>(spec.input_size)), num(static_cast<double>(spec.input_size))});
-    p.set("input_size", input);
-    p.set("interpolation", json::Value::string("bicubic"));
-    p.set("crop_pct", num(1.0));
-    p.set("mean", triple(spec.mean));
-    p.set("std", triple(spec.std));
-    p.set("num_classes", num(static_cast<double>(spec.num_classes)));
-    c.set("pretrained_cfg", p);
-  } else {
-    const bool regs = spec.num_registers > 0;
-    c.set("architectures", json::Value::array({json::Value::string(regs ? "Dinov2WithRegistersModel" : "Dinov2Model")}));
-    c.set("model_type", json::Value::string(regs ? "dinov2_with_registers" : "dinov2"));
-    c.set("hidden_size", num(static_cast<double>(spec.embed_dim)));
-    c.set("num_hidden_layers", num(static_cast<double>(spec.depth)));
-    c.set("num_attention_heads", num(static_cast<double>(spec.num_heads)));
-    c.set("patch_size", num(static_cast<double>(spec.patch_size)));
-    c.set("image_size", num(static_cast<double>(spec.img_size)));
-    c.set("layer_norm_eps", num(spec.norm_eps));
-    c.set("layerscale_value", num(spec.init_values));
-    c.set("qkv_bias", json::Value::boolean(spec.qkv_bias));
-    c.set("use_swiglu_ffn", json::Value::boolean(spec.mlp == "swiglu_hf"));
-    if (spec.mlp == "gelu") c.set("mlp_ratio", num(static_cast<double>(spec.mlp_hidden) / static_cast<double>(spec.embed_dim)));
-    else c.set("mlp_ratio", num(4));  // transformers derives the SwiGLU width from hidden * mlp_ratio
-    if (regs) c.set("num_register_tokens", num(static_cast<double>(spec.num_registers)));
-    c.set("hidden_act", json::Value::string("gelu"));
-  }
-  return c.dump(2) + "\n";
-}
-
-std::string synthesize_preprocessor(const ModelSpec& spec) {
-  json::Value p = json::Value::object();
-  auto num = [](double d) { return json::Value::number(d); };
-  json::Value crop = json::Value::object();
-  crop.set("height", num(static_cast<double>(spec.input_size)));
-  crop.set("width", num(static_cast<double>(spec.input_size)));
-  p.set("crop_size", crop);
-  p.set("do_center_crop", json::Value::boolean(true));
-  p.set("do_normalize", json::Value::boolean(true));
-  p.set("do_rescale", json::Value::boolean(true));
-  p.set("do_resize", json::Value::boolean(true));
-  p.set("image_mean", triple(spec.mean));
-  p.set("image_std", triple(spec.std));
-  p.set("image_processor_type", json::Value::string("BitImageProcessor"));
-  p.set("resample", num(3));
-  p.set("rescale_factor", num(1.0 / 255.0));
-  json::Value size = json::Value::object();
-  size.set("shortest_edge", num(static_cast<double>(spec.input_size)));
-  p.set("size", size);
-  return p.dump(2) + "\n";
-}
-
 void write_text(const fs::path& p, const std::string& text) {
   std::ofstream out(p, std::ios::binary | std::ios::trunc);
   if (!out) throw Error("cannot write " + p.string() + ": check that the folder is writable");
@@ -257,10 +170,10 @@ void export_model(const LoadedModel& model, const std::string& folder) {
       std::vector<std::pair<std::string, at::Tensor>> tensors(model.named_weights.begin(), model.named_weights.end());
       write_safetensors((tmp / "model.safetensors").string(), tensors);
       const ModelSpec& spec = model.spec;
-      write_text(tmp / "config.json", spec.config_json.empty() ? synthesize_config(spec) : spec.config_json);
+      write_text(tmp / "config.json", spec.config_json.empty() ? synthesize_config_json(spec) : spec.config_json);
       if (spec.layout == "hf") {
         write_text(tmp / "preprocessor_config.json",
-                   spec.preprocessor_json.empty() ? synthesize_preprocessor(spec) : spec.preprocessor_json);
+                   spec.preprocessor_json.empty() ? synthesize_preprocessor_json(spec) : spec.preprocessor_json);
       }
       fs::path old = target.parent_path() / (tag + ".old");
       const bool had = fs::exists(target);

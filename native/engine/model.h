@@ -73,6 +73,11 @@ std::vector<std::string> preset_names();
  */
 ModelSpec resolve_model_spec(const std::string& folder, const std::string& preset);
 
+/** config.json in the spec's layout, for a model that has none (a random model): what timm / transformers need. */
+std::string synthesize_config_json(const ModelSpec& spec);
+/** transformers preprocessor_config.json with the spec's input size, mean and std. */
+std::string synthesize_preprocessor_json(const ModelSpec& spec);
+
 /** The network: (B,3,H,W) normalised images -> (B,embed_dim) class token after the final norm. */
 class VisionTransformerImpl;
 
