@@ -58,3 +58,18 @@ t.test('random models of the same architecture on js', async (t) => {
   t.same(Array.from(z.data), Array.from((await again.embed(u8Images('images_224'))).data), 'deterministic in the seed');
   t.ok(z.data.every(Number.isFinite));
 });
+
+t.test('js embedding runs off the event loop (a worker thread per model)', async (t) => {
+  const enc = await Encoder.load(folder('timm_large_gelu'), { backend: js });
+  const input = floatImages(u8Images('images_280'));
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 1);
+  const started = performance.now();
+  const out = await enc.embed(input);
+  const ms = performance.now() - started;
+  clearInterval(timer);
+  t.ok(relativeError(out.data, manifest.models.timm_large_gelu.expected.f32_280.flat()) <= 1e-4, 'same embeddings from the worker');
+  t.ok(ticks >= 3, `the event loop kept turning during a ${ms.toFixed(0)} ms embed (${ticks} timer ticks)`);
+  await enc.dispose();
+  await t.rejects(enc.embed(input), /disposed/);
+});

@@ -8,7 +8,8 @@ import { augmentBatch, sampleAugmentParams } from './augment.js';
 import type { FloatTensor, LogSumLossOptions, LogSumLossResult } from '../types.js';
 import { logSumLossJs } from './loss.js';
 import type { EmbedInput, ModelDescription, ModelHandle, ModelInfo, ModelLoadOptions, ModelSource } from '../types.js';
-import { createJsModel, describeJsModel, JsModel, loadJsModel } from './model.js';
+import { Worker } from 'node:worker_threads';
+import { describeJsModel, preflightJsModel } from './model.js';
 
 export class JsBackend implements Backend {
   readonly name = 'js' as const;
@@ -82,11 +83,11 @@ export class JsBackend implements Backend {
   }
 
   async loadModel(source: ModelSource, options: ModelLoadOptions = {}): Promise<ModelHandle> {
-    return new JsModelHandle(loadJsModel(source.folder ?? '', source.preset ?? '', { force: this.force, ...options }));
+    return JsModelHandle.start('load', source, { force: this.force, ...options });
   }
 
   async createModel(source: ModelSource, options: ModelLoadOptions & { seed?: number } = {}): Promise<ModelHandle> {
-    return new JsModelHandle(createJsModel(source.folder ?? '', source.preset ?? '', options.seed ?? 0, { force: this.force, ...options }));
+    return JsModelHandle.start('create', source, { force: this.force, ...options });
   }
 
   async logSumLoss(zs: FloatTensor, zt: FloatTensor, options: LogSumLossOptions): Promise<LogSumLossResult> {
@@ -95,34 +96,89 @@ export class JsBackend implements Backend {
   }
 }
 
-/** A model held by the js backend. Calls run on the calling thread, one at a time (the Encoder queues them). */
+/**
+ * A model held by the js backend, in its own worker thread (./model-worker.ts): embed and export run off the event
+ * loop, one call at a time (the Encoder queues them).
+ */
 class JsModelHandle implements ModelHandle {
-  readonly info: ModelInfo;
-  private model: JsModel | null;
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (m: WorkerReply) => void; reject: (e: Error) => void }>();
+  private disposed = false;
 
-  constructor(model: JsModel) {
-    this.model = model;
-    this.info = model.info() as ModelInfo;
+  private constructor(private readonly worker: Worker, readonly info: ModelInfo) {
+    worker.on('message', (m: WorkerReply) => this.settle(m));
+    worker.on('error', (e) => this.failAll(e));
+    worker.on('exit', () => this.failAll(new Error('the js model worker exited')));
   }
 
-  private live(what: string): JsModel {
-    if (!this.model) throw new UserError(`${what}: the model has been disposed`);
-    return this.model;
+  static start(kind: 'load' | 'create', source: ModelSource, options: ModelLoadOptions & { seed?: number; force?: boolean }): Promise<JsModelHandle> {
+    // Refusals (device, dtype, config, size) here and now; the worker then reads the weights.
+    preflightJsModel(source.folder ?? '', source.preset ?? '', options);
+    const here = import.meta.url;
+    const file = new URL(here.endsWith('.ts') ? './model-worker.ts' : './model-worker.js', here);
+    const worker = new Worker(file, {
+      workerData: { kind, folder: source.folder ?? '', preset: source.preset ?? '', seed: options.seed ?? 0,
+        options: { device: options.device, dtype: options.dtype, force: options.force } },
+    });
+    return new Promise((resolve, reject) => {
+      const onError = (e: Error) => reject(e);
+      worker.once('error', onError);
+      worker.once('message', (m: WorkerReply) => {
+        worker.off('error', onError);
+        if (!m.ok) {
+          void worker.terminate();
+          reject(m.user ? new UserError(m.message!) : new Error(m.message));
+        } else {
+          worker.unref();
+          resolve(new JsModelHandle(worker, m.info as ModelInfo));
+        }
+      });
+    });
+  }
+
+  private call(op: string, payload: Record<string, unknown> = {}, transfer: ArrayBuffer[] = []): Promise<WorkerReply> {
+    if (this.disposed) return Promise.reject(new UserError(`${op}: the model has been disposed`));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.ref();
+      this.worker.postMessage({ op, id, ...payload }, transfer);
+    });
+  }
+
+  private settle(m: WorkerReply): void {
+    const p = this.pending.get(m.id);
+    if (!p) return;
+    this.pending.delete(m.id);
+    if (this.pending.size === 0) this.worker.unref();
+    if (m.ok) p.resolve(m);
+    else p.reject(m.user ? new UserError(m.message!) : new Error(m.message));
+  }
+
+  private failAll(e: Error): void {
+    for (const p of this.pending.values()) p.reject(e);
+    this.pending.clear();
   }
 
   async embed(images: EmbedInput): Promise<Float32Tensor> {
-    return this.live('embed').embed(images);
+    // A copy travels to the worker (the caller keeps its buffer); the result comes back without a copy.
+    const r = await this.call('embed', { data: images.data.slice(), shape: [...images.shape] });
+    return { data: r.data as Float32Array, shape: r.shape! };
   }
 
   async exportTo(folder: string): Promise<void> {
-    await this.live('export').exportTo(folder);
+    await this.call('export', { folder });
   }
 
   async dispose(): Promise<void> {
-    this.model?.dispose();
-    this.model = null;
+    if (this.disposed) return;
+    await this.call('dispose');
+    this.disposed = true;
+    await this.worker.terminate();
   }
 }
+
+interface WorkerReply { id: number; ok: boolean; message?: string; user?: boolean; info?: unknown; data?: Float32Array; shape?: number[] }
 
 export function requireCpu(device: string): void {
   if (device !== 'cpu') {

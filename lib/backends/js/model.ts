@@ -142,20 +142,24 @@ function checkCpuFp32(options: JsModelOptions): void {
   }
 }
 
-/** Loads a hub folder and/or preset; refuses models over JS_MAX_PARAMETERS unless options.force. */
-export function loadJsModel(folder: string, preset = '', options: JsModelOptions = {}): JsModel {
+/** What loading would refuse, checked without reading weights: device, dtype, the folder's config, the size. */
+export function preflightJsModel(folder: string, preset = '', options: JsModelOptions = {}): VitSpec {
   checkCpuFp32(options);
   const spec = resolveVitSpec(folder, preset);
   checkJsModelSize(spec, parameterCount(spec), options.force);
+  return spec;
+}
+
+/** Loads a hub folder and/or preset; refuses models over JS_MAX_PARAMETERS unless options.force. */
+export function loadJsModel(folder: string, preset = '', options: JsModelOptions = {}): JsModel {
+  const spec = preflightJsModel(folder, preset, options);
   const vit = loadVit(folder, preset);
   return new JsModel(vit, readIf(path.join(folder, 'config.json')), spec.layout === 'hf' ? readIf(path.join(folder, 'preprocessor_config.json')) : null);
 }
 
 /** The architecture of a folder/preset with random weights (the engine's init_random scheme, js's own draws). */
 export function createJsModel(folder: string, preset = '', seed = 0, options: JsModelOptions = {}): JsModel {
-  checkCpuFp32(options);
-  const spec = resolveVitSpec(folder, preset);
-  checkJsModelSize(spec, parameterCount(spec), options.force);
+  const spec = preflightJsModel(folder, preset, options);
   const rng = new Mt19937(seed);
   const normal = (std: number) => {
     const u1 = (rng.next() + 1) / 4294967297, u2 = rng.next() / 4294967296;
