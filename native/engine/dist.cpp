@@ -109,7 +109,11 @@ std::shared_ptr<DistContext> DistContext::create(const DistConfig& config) {
   return with_torch_errors([&] {
     c10d::TCPStoreOptions opts;
     opts.port = static_cast<uint16_t>(config.master_port);
-    opts.isServer = config.rank == 0;
+    // Rank 0 serves the store, unless torchrun's agent already does (it says so in TORCHELASTIC_USE_AGENT_STORE and
+    // puts its own address in MASTER_ADDR/MASTER_PORT): then every rank is a client, as in torch.distributed.
+    const char* agent_store = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
+    const bool agent_serves = agent_store != nullptr && std::string(agent_store) == "True";
+    opts.isServer = config.rank == 0 && !agent_serves;
     opts.numWorkers = static_cast<size_t>(config.world_size);
     opts.waitWorkers = true;
     opts.timeout = timeout;

@@ -8,7 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { readModelWeights } from '../../lib/backends/js/safetensors.js';
 import { readLog } from '../../lib/distill/run.js';
-import { BIN, ROOT, childEnv, runCli } from '../helpers/cli.js';
+import { freePort } from '../../lib/parallel/launcher.js';
+import { BIN, ROOT, childEnv, runCli, runProcess } from '../helpers/cli.js';
 
 const TEACHER = path.join(ROOT, 'test/fixtures/models/timm_giant_reg4_swiglu');
 const STUDENT = path.join(ROOT, 'test/fixtures/models/hf_dinov2_reg_swiglu');
@@ -177,4 +178,19 @@ t.test('SIGINT to the launcher: every worker finishes its step, rank 0 checkpoin
   t.match(stderr, /interrupted after step \d+: checkpoint written/);
   t.notMatch(stderr, /the run stopped because/, 'an interrupt is not reported as a failed worker');
   t.same(workersOf(child.pid!), [], 'no worker is left running');
+});
+
+t.test('torchrun --no-python starts the same world (its agent serves the store)', { skip: !existsSync(path.join(ROOT, '.venv/bin/torchrun')) && 'no torchrun in .venv' }, async (t) => {
+  const steps = 2;
+  const one = path.join(tmp(), 'one');
+  const viaTorchrun = path.join(tmp(), 'torchrun');
+  const r1 = await runCli(distillArgs(one, 8, 1, steps), { env: ONE_THREAD });
+  t.equal(r1.code, 0, r1.stderr);
+  const args = distillArgs(viaTorchrun, 4, 1, steps).slice(0, -2);  // without --nproc: torchrun sets the ranks
+  const r = await runProcess(path.join(ROOT, '.venv/bin/torchrun'), ['--no-python', '--nproc-per-node', '2', '--master-port', String(await freePort()), process.execPath, BIN, ...args], { env: ONE_THREAD });
+  t.equal(r.code, 0, `torchrun: ${r.stderr}`);
+  const l1 = await readLog(one);
+  const l2 = await readLog(viaTorchrun);
+  t.equal(l2.length, steps);
+  for (let i = 0; i < steps; i++) t.ok(Math.abs(l1[i].loss - l2[i].loss) <= 1e-5 * Math.abs(l1[i].loss), `step ${i + 1} loss ${l2[i].loss} vs ${l1[i].loss}`);
 });
