@@ -10,7 +10,10 @@ import { ExitCode, UserError } from '../../lib/errors.js';
 import { EarlyStopping } from '../../lib/distill/early-stop.js';
 import { listCheckpoints, readLog, runDistill } from '../../lib/distill/run.js';
 import { readConfigFile, mergeInputs, resolveConfig } from '../../lib/distill/config.js';
-import { BIN, ROOT, childEnv } from '../helpers/cli.js';
+import { BIN, ROOT, VENV_PYTHON, childEnv, runProcess } from '../helpers/cli.js';
+import { getBackend } from '../../lib/backends/index.js';
+import { syntheticTile } from '../../lib/distill/tiles.js';
+import { writeNpy } from '../../lib/io/npy.js';
 
 const TEACHER = path.join(ROOT, 'test/fixtures/models/timm_giant_reg4_swiglu');
 const STUDENT = path.join(ROOT, 'test/fixtures/models/hf_dinov2_reg_swiglu');
@@ -168,4 +171,33 @@ t.test('SIGINT writes a checkpoint and exits 130; --resume continues from it', a
   t.equal((await readLog(run)).length, steps, 'the log has every finished step');
   const r = await runDistill({ out: run, input: {}, resume: true, until: steps + 2, log: quiet });
   t.equal(r.stepsDone, steps + 2, 'resumed from the interrupted step');
+});
+
+t.test('--epochs plans steps from the tile count', async (t) => {
+  const run = path.join(tmp(), 'epochs');
+  const r = await runDistill({ out: run, input: { ...base, steps: undefined }, epochs: 0.5, until: 1, log: quiet });
+  t.equal(r.config.steps, 5, 'half of 40 tiles in batches of 4');
+  await t.rejects(runDistill({ out: path.join(tmp(), 'both'), input: { ...base, steps: 3 }, epochs: 1, log: quiet }), /--steps or --epochs, not both/);
+});
+
+t.test('a timm-layout student is exported in its layout and timm loads it unchanged', async (t) => {
+  const run = path.join(tmp(), 'timm-student');
+  const r = await runDistill({ out: run, input: { ...base, teacher: STUDENT, student: TEACHER, steps: 2 }, log: quiet });
+  const studentDir = r.studentDir!;
+  t.same(JSON.parse(readFileSync(path.join(studentDir, 'config.json'), 'utf8')).architecture, 'vit_giant_patch14_reg4_dinov2');
+  const n = 3;
+  const crop = new Uint8Array(n * 224 * 224 * 3);
+  for (let i = 0; i < n; i++) syntheticTile(i + 1, 224, crop, i * 224 * 224 * 3);
+  const model = await getBackend({ backend: 'native' }).loadModel({ folder: studentDir });
+  const z = await model.embed({ data: crop, shape: [n, 224, 224, 3] });
+  await model.dispose();
+  const dir = path.dirname(studentDir);
+  await writeNpy(path.join(dir, 'images.npy'), { dtype: 'uint8', shape: [n, 224, 224, 3], data: crop });
+  await writeNpy(path.join(dir, 'features.npy'), { dtype: 'float32', shape: z.shape, data: z.data });
+  const p = await runProcess(VENV_PYTHON, [path.join(ROOT, 'tools', 'check_student_export.py'), studentDir,
+    path.join(dir, 'images.npy'), path.join(dir, 'features.npy')], { timeoutMs: 300_000 });
+  t.equal(p.code, 0, p.stderr || p.stdout);
+  const check = JSON.parse(p.stdout.trim().split('\n').at(-1) ?? '{}');
+  t.equal(check.library, 'timm');
+  t.ok(check.maxRelDiff <= 1e-4, `engine vs timm: ${check.maxRelDiff}`);
 });
