@@ -69,6 +69,7 @@ export class TileBatchLoader implements AsyncIterable<TileBatch> {
   private readonly maxOpenSlides: number;
   private readonly slides = new Map<string, Promise<Slide>>();
   private readonly options: LoaderOptions;
+  private readonly warned = new Set<string>();
 
   constructor(
     readonly sampler: TileSampler,
@@ -148,7 +149,7 @@ export class TileBatchLoader implements AsyncIterable<TileBatch> {
       if (errors[k] === null) data.set(out.subarray(k * tileBytes, (k + 1) * tileBytes), i * tileBytes);
       else {
         failed.push(i);
-        (this.options.onTileError ?? defaultTileError)(tiles[i], new Error(errors[k]!));
+        this.tileError(tiles[i], new Error(errors[k]!));
       }
     });
     const handled = new Set(direct);
@@ -171,7 +172,7 @@ export class TileBatchLoader implements AsyncIterable<TileBatch> {
           data.set(await this.readTile(tile, t), i * tileBytes);
         } catch (e) {
           failed.push(i);
-          (this.options.onTileError ?? defaultTileError)(tile, e as Error);
+          this.tileError(tile, e as Error);
         }
       }),
     );
@@ -213,6 +214,14 @@ export class TileBatchLoader implements AsyncIterable<TileBatch> {
     }
   }
 
+  /** The default onTileError: one warning per slide on stderr. */
+  private tileError(tile: TileRef, e: Error): void {
+    if (this.options.onTileError) return this.options.onTileError(tile, e);
+    if (this.warned.has(tile.path)) return;
+    this.warned.add(tile.path);
+    process.stderr.write(`g2l-native: warning: a tile of ${tile.slide} could not be read (${e.message}); replaced by another tile of its batch\n`);
+  }
+
   /** Closes the slides this loader opened. */
   async close(): Promise<void> {
     const open = [...this.slides.values()];
@@ -221,9 +230,3 @@ export class TileBatchLoader implements AsyncIterable<TileBatch> {
   }
 }
 
-const warned = new Set<string>();
-function defaultTileError(tile: TileRef, e: Error): void {
-  if (warned.has(tile.path)) return;
-  warned.add(tile.path);
-  process.stderr.write(`g2l-native: warning: a tile of ${tile.slide} could not be read (${e.message}); replaced by another tile of its batch\n`);
-}
