@@ -85,3 +85,26 @@ t.test('errors name the problem', async (t) => {
   await t.rejects(Distiller.create({ ...config, reduction: 'mean' as 'batch' }), /reduction must be "batch" or "sample"/);
   await t.rejects(d.load(path.join(ROOT, 'test')), /not a g2l-native checkpoint/);
 });
+
+t.test('CUDA: fp16 teacher, bf16-autocast student, fused loss', async (t) => {
+  const { NativeBackend, loadEngineAddon } = await import('../../lib/backends/index.js');
+  if (!(await new NativeBackend(loadEngineAddon()).info()).cudaAvailable) {
+    t.skip('no CUDA device here: this runs on a GPU host');
+    return;
+  }
+  const gpu = await Distiller.create({ ...config, device: 'cuda' });
+  const cpu = await Distiller.create(config);
+  const probe = tiles(4, 99);
+  const tg = await gpu.features(probe, 'teacher');
+  const tc = await cpu.features(probe, 'teacher');
+  let worst = 0;
+  tc.data.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - tg.data[i]))));
+  t.ok(worst < 5e-2, `fp16 teacher on CUDA vs fp32 on the CPU: ${worst}`);
+  for (let s = 0; s < 3; s++) {
+    const batch = tiles(8, s);
+    const rg = await gpu.step(batch);
+    const rc = await cpu.step(batch);
+    t.ok(Number.isFinite(rg.loss) && rg.deviceMemoryBytes > 0, `step ${s}: cuda loss ${rg.loss}, cpu ${rc.loss}, ${rg.deviceMemoryBytes} bytes`);
+    if (s === 0) t.ok(Math.abs(rg.loss - rc.loss) < 0.05 * Math.abs(rc.loss), 'first step: the same loss within bf16/fp16 rounding');
+  }
+});

@@ -119,3 +119,35 @@ t.test('the library function runs on either backend and rejects bad shapes', asy
   const oneT = { shape: [1, fx.zt.shape[1]], data: Float64Array.from(fx.zt.data.slice(0, fx.zt.shape[1])) };
   await t.rejects(logSumLoss(one, oneT, { W: tensor(fx.W, false), b: tensor(fx.b, false), backend: 'native' }), /at least 2 samples/);
 });
+
+t.test('CUDA: the fused kernels match float64 autograd (float32)', async (t) => {
+  const backend = new NativeBackend(loadEngineAddon());
+  const info = await backend.info();
+  if (!info.cudaAvailable) {
+    t.skip('no CUDA device here: this runs on a GPU host');
+    return;
+  }
+  for (const fx of fixtures) {
+    const opts: LogSumLossOptions = { ...fx.options, W: tensor(fx.W, true), b: tensor(fx.b, true), device: 'cuda' };
+    const r = await backend.logSumLoss(tensor(fx.zs, true), tensor(fx.zt, true), opts);
+    t.ok(Math.abs(r.loss - fx.loss) <= 2e-4 * Math.max(1, Math.abs(fx.loss)), `${fx.name}: loss ${r.loss} vs ${fx.loss}`);
+    for (const k of ['zs', 'W', 'b'] as const) {
+      const e = relErr(r.grads[k].data, fx.grads[k]);
+      t.ok(e <= 1e-3, `${fx.name}: d/d${k} relative error ${e.toExponential(2)}`);
+    }
+  }
+  // A teacher-sized case (B 64, D 1536) on both devices: the fused path against the CPU's libtorch ops.
+  const B = 64, Ds = 1024, Dt = 1536;
+  let s = 1;
+  const rand = (n: number) => Float32Array.from({ length: n }, () => ((s = (s * 16807) % 2147483647) / 2147483647 - 0.5) * 2);
+  const zs = { data: rand(B * Ds), shape: [B, Ds] };
+  const zt = { data: rand(B * Dt), shape: [B, Dt] };
+  const W = { data: rand(Dt * Ds).map((v) => v / 32), shape: [Dt, Ds] };
+  const b = { data: rand(Dt), shape: [Dt] };
+  for (const reduction of ['batch', 'sample'] as const) {
+    const cpu = await backend.logSumLoss(zs, zt, { W, b, reduction });
+    const gpu = await backend.logSumLoss(zs, zt, { W, b, reduction, device: 'cuda' });
+    t.ok(Math.abs(cpu.loss - gpu.loss) <= 1e-4 * Math.abs(cpu.loss), `${reduction}: loss cpu ${cpu.loss} cuda ${gpu.loss}`);
+    t.ok(relErr(gpu.grads.zs.data, cpu.grads.zs.data) <= 1e-3, `${reduction}: d/dzs`);
+  }
+});
