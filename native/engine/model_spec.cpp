@@ -552,6 +552,13 @@ ModelSpec resolve_model_spec(const std::string& folder, const std::string& prese
 // Configs for models that have none (random models being exported)
 // ---------------------------------------------------------------------------------------------------------------
 namespace {
+/** A ratio r with int(dim * r) == hidden in double arithmetic, as timm and transformers compute widths. */
+double width_ratio(int64_t hidden, int64_t dim) {
+  double r = static_cast<double>(hidden) / static_cast<double>(dim);
+  if (static_cast<int64_t>(static_cast<double>(dim) * r) == hidden) return r;
+  return (static_cast<double>(hidden) + 0.5) / static_cast<double>(dim);  // (hidden/dim)*dim fell just short
+}
+
 json::Value triple_json(const std::array<float, 3>& v) {
   // Print the float32 values as the short decimals they came from (0.707223, not 0.70722299814).
   json::Value a = json::Value::array();
@@ -576,8 +583,7 @@ std::string synthesize_config_json(const ModelSpec& spec) {
     a.set("embed_dim", num(static_cast<double>(spec.embed_dim)));
     a.set("depth", num(static_cast<double>(spec.depth)));
     a.set("num_heads", num(static_cast<double>(spec.num_heads)));
-    const double fc1 = static_cast<double>(spec.mlp == "gelu" ? spec.mlp_hidden : 2 * spec.mlp_hidden);
-    a.set("mlp_ratio", num(fc1 / static_cast<double>(spec.embed_dim)));
+    a.set("mlp_ratio", num(width_ratio(spec.mlp == "gelu" ? spec.mlp_hidden : 2 * spec.mlp_hidden, spec.embed_dim)));
     a.set("init_values", spec.layer_scale ? num(spec.init_values > 0 ? spec.init_values : 1e-5) : json::Value());
     a.set("reg_tokens", num(static_cast<double>(spec.num_registers)));
     a.set("no_embed_class", json::Value::boolean(spec.no_embed_class));
@@ -613,7 +619,7 @@ std::string synthesize_config_json(const ModelSpec& spec) {
     c.set("layerscale_value", num(spec.init_values));
     c.set("qkv_bias", json::Value::boolean(spec.qkv_bias));
     c.set("use_swiglu_ffn", json::Value::boolean(spec.mlp == "swiglu_hf"));
-    if (spec.mlp == "gelu") c.set("mlp_ratio", num(static_cast<double>(spec.mlp_hidden) / static_cast<double>(spec.embed_dim)));
+    if (spec.mlp == "gelu") c.set("mlp_ratio", num(width_ratio(spec.mlp_hidden, spec.embed_dim)));
     else c.set("mlp_ratio", num(4));  // transformers derives the SwiGLU width from hidden * mlp_ratio
     if (regs) c.set("num_register_tokens", num(static_cast<double>(spec.num_registers)));
     c.set("hidden_act", json::Value::string("gelu"));
