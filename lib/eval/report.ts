@@ -27,7 +27,14 @@ export function reportJson(sets: NamedSet[]): unknown {
 
 const f4 = (v: number | null | undefined) => (v === null || v === undefined || Number.isNaN(v) ? 'n/a' : v.toFixed(4));
 
-interface Table { title: string; note?: string; header: string[]; rows: { name: string; cells: (number | null | undefined)[]; ci?: ([number, number] | undefined)[] }[] }
+interface Table {
+  title: string;
+  note?: string;
+  /** Bold the best value per column (for scores; CKA is a similarity, not a score). */
+  rank?: boolean;
+  header: string[];
+  rows: { name: string; cells: (number | null | undefined)[]; ci?: ([number, number] | undefined)[] }[];
+}
 
 function tables(input: ReportInput): Table[] {
   const { sets, options } = input;
@@ -36,7 +43,7 @@ function tables(input: ReportInput): Table[] {
   if (has('knn')) {
     const header = options.ks.flatMap((k) => [`k=${k} acc`, `k=${k} bacc`]);
     out.push({
-      title: 'kNN (test split)',
+      title: 'kNN (test split)', rank: true,
       note: `${options.vote === 'weighted' ? `weighted vote, exp(similarity / ${KNN_TEMPERATURE})` : 'majority vote'}, cosine on L2-normalised features, neighbours from the train split`,
       header,
       rows: sets.map((s) => ({
@@ -48,7 +55,7 @@ function tables(input: ReportInput): Table[] {
   }
   if (has('linear')) {
     out.push({
-      title: 'Linear probe (test split)',
+      title: 'Linear probe (test split)', rank: true,
       note: 'multinomial logistic regression, Σ cross-entropy + 1/(2C)‖W‖², L-BFGS to max |gradient| 1e-8; AUC macro one-vs-rest (binary: positive class)',
       header: options.Cs.flatMap((C) => [`C=${C} AUC`, `C=${C} acc`, `C=${C} bacc`, `C=${C} F1`]),
       rows: sets.map((s) => ({
@@ -66,13 +73,13 @@ function tables(input: ReportInput): Table[] {
   }
   if (has('robustness')) {
     out.push({
-      title: 'Robustness index (PathoROB): ratio ΣSO / ΣOS',
+      title: 'Robustness index (PathoROB): ratio ΣSO / ΣOS', rank: true,
       note: 'test split (whole set without a split column); neighbours exclude the query\'s own slide; neutral at 1, higher is more robust to site',
       header: options.robustnessKs.map((k) => `k=${k}`),
       rows: sets.map((s) => ({ name: s.name, cells: options.robustnessKs.map((k) => s.report.robustness?.[kKey(k)]?.ratio) })),
     });
     out.push({
-      title: 'Robustness index, bounded: ΣSO / (ΣSO + ΣOS)',
+      title: 'Robustness index, bounded: ΣSO / (ΣSO + ΣOS)', rank: true,
       header: options.robustnessKs.map((k) => `k=${k}`),
       rows: sets.map((s) => ({ name: s.name, cells: options.robustnessKs.map((k) => s.report.robustness?.[kKey(k)]?.bounded) })),
     });
@@ -91,7 +98,7 @@ function tables(input: ReportInput): Table[] {
 /** Index of the best (largest) value per column, when more than one row competes. */
 function bestRows(t: Table): (number | undefined)[] {
   return t.header.map((h, c) => {
-    if (t.rows.length < 2 || h === 'samples') return undefined;
+    if (!t.rank || t.rows.length < 2) return undefined;
     let best: number | undefined;
     t.rows.forEach((r, i) => {
       const v = r.cells[c];
