@@ -3,7 +3,7 @@ import { UserError } from '../errors.js';
 import { JsBackend } from './js/index.js';
 import { EngineLoadError, NativeBackend, loadEngineAddon } from './native.js';
 import type { Backend, BackendDistiller, BackendDistillerConfig, BackendName } from './types.js';
-import { JsDistiller } from './js/distill.js';
+import { JsDistillerWorker } from './js/distill.js';
 
 export * from './types.js';
 export { EngineLoadError, NativeBackend, enginePath, loadEngineAddon, readBuildRecord } from './native.js';
@@ -42,14 +42,14 @@ export function getBackend(options: BackendOptions = {}): Backend {
 }
 
 /**
- * A Distiller on `backend`: the engine's (addon Distiller) or the js backend's, which takes the same step on the
- * same models, seed and tiles (test/js-backend/distill.test.ts). The js one refuses models it would need hours for
- * unless config.force.
+ * A Distiller on `backend`: the engine's (addon Distiller) or the js backend's (in a worker thread, so steps run off
+ * the event loop), which takes the same step on the same models, seed and tiles (test/js-backend/distill.test.ts).
+ * The js one refuses models it would need hours for unless config.force.
  */
 export async function createBackendDistiller(backend: Backend, config: BackendDistillerConfig): Promise<BackendDistiller> {
   if (backend instanceof NativeBackend) {
     const { force: _force, augment, ...engineConfig } = config;
     return backend.addon.Distiller.create({ ...engineConfig, augment: { ...augment } as Record<string, number | boolean> }) as Promise<BackendDistiller>;
   }
-  return JsDistiller.create({ ...config, force: config.force ?? (backend instanceof JsBackend ? backend.force : false) });
+  return JsDistillerWorker.create({ ...config, force: config.force ?? (backend instanceof JsBackend ? backend.force : false) });
 }

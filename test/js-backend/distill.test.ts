@@ -130,10 +130,24 @@ t.test('createBackendDistiller gives the same step on either backend', { skip },
   const cfg = config();
   const batch = tiles(2, 232, 9);
   const [n, j] = [await createBackendDistiller(new NativeBackend(addon), cfg), await createBackendDistiller(new JsBackend(), cfg)];
-  const [a, b] = [await n.step(batch), await j.step(batch)];
+  const a = await n.step(batch);
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 1);
+  const b = await j.step(batch);
+  clearInterval(timer);
+  t.ok(ticks >= 3, `the js step ran off the event loop (${ticks} timer ticks meanwhile)`);
   t.ok(Math.abs(a.loss - b.loss) <= 1e-4 * Math.abs(a.loss), `loss ${a.loss} vs ${b.loss}`);
   t.equal(n.info().step, 1);
   t.equal(j.info().step, 1);
+  const dir = t.testdir();
+  await j.save(path.join(dir, 'js'));
+  const again = await createBackendDistiller(new JsBackend(), cfg);
+  await again.load(path.join(dir, 'js'));
+  t.equal(again.info().step, 1, 'load through the worker');
+  const [fa, fb] = [await j.features(batch, 'teacher'), await again.features(batch, 'teacher')];
+  t.same(fa.shape, [2, 32]);
+  t.same(Array.from(fa.data), Array.from(fb.data));
+  await t.rejects(createBackendDistiller(new JsBackend(), { ...cfg, device: 'cuda' }), /CPU only/);
 });
 
 t.test('a checkpoint of either backend resumes on the other (state.pt, same keys)', { skip }, async (t) => {

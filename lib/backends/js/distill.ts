@@ -11,6 +11,7 @@
 // seed: the same numbers as the engine. Checkpoints are the engine's state.pt (same keys, same file format:
 // ./torch-state.ts), so a run saved on one backend resumes on the other.
 import { existsSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 import path from 'node:path';
 import { UserError } from '../../errors.js';
 import type { AugmentConfig, Float32Tensor, Normalization, Uint8Tensor } from '../types.js';
@@ -335,4 +336,83 @@ const STATE_FILE = 'state.pt';
 
 function definedOnly<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The same Distiller in a worker thread (./distill-worker.ts): what the backend hands out, so steps run off the
+// event loop. info() answers from the state returned with the last call.
+// ---------------------------------------------------------------------------------------------------------------
+
+type DistillerInfo = ReturnType<JsDistiller['info']>;
+interface Reply { id: number; ok: boolean; message?: string; user?: boolean; value?: unknown; info?: DistillerInfo }
+
+export class JsDistillerWorker {
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
+
+  private constructor(private readonly worker: Worker, private lastInfo: DistillerInfo) {
+    worker.on('message', (r: Reply) => {
+      const p = this.pending.get(r.id);
+      if (!p) return;
+      this.pending.delete(r.id);
+      if (this.pending.size === 0) worker.unref();
+      if (r.info) this.lastInfo = r.info;
+      if (r.ok) p.resolve(r);
+      else p.reject(r.user ? new UserError(r.message!) : new Error(r.message));
+    });
+    worker.on('error', (e) => { for (const p of this.pending.values()) p.reject(e); this.pending.clear(); });
+  }
+
+  static async create(config: JsDistillerConfig): Promise<JsDistillerWorker> {
+    // Refusals before the worker starts: device, teacher dtype, folders and the size guard.
+    if ((config.device ?? 'cpu') !== 'cpu') {
+      throw new UserError(`the js backend runs on the CPU only, but device '${config.device}' was asked for: use --device cpu or --backend native`);
+    }
+    for (const [what, folder, preset] of [['teacher', config.teacher, config.teacherPreset], ['student', config.student, config.studentPreset]] as const) {
+      const spec = resolveVitSpec(folder, preset ?? '');
+      checkJsModelSize(spec, parameterCount(spec), config.force, what);
+    }
+    const here = import.meta.url;
+    const worker = new Worker(new URL(here.endsWith('.ts') ? './distill-worker.ts' : './distill-worker.js', here), { workerData: config });
+    const first = await new Promise<Reply>((resolve, reject) => {
+      worker.once('error', reject);
+      worker.once('message', resolve);
+    });
+    if (!first.ok) {
+      await worker.terminate();
+      throw first.user ? new UserError(first.message!) : new Error(first.message);
+    }
+    worker.unref();
+    return new JsDistillerWorker(worker, first.info!);
+  }
+
+  private call(op: string, payload: Record<string, unknown> = {}): Promise<Reply> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.ref();
+      this.worker.postMessage({ op, id, ...payload });
+    });
+  }
+
+  async step(tiles: Uint8Tensor): Promise<JsStepResult> {
+    return (await this.call('step', { tiles: { data: tiles.data, shape: tiles.shape } })).value as JsStepResult;
+  }
+
+  async features(tiles: Uint8Tensor, which: 'student' | 'teacher'): Promise<Float32Tensor> {
+    return (await this.call('features', { tiles: { data: tiles.data, shape: tiles.shape }, which })).value as Float32Tensor;
+  }
+
+  async save(folder: string): Promise<void> { await this.call('save', { folder }); }
+  async load(folder: string): Promise<void> { await this.call('load', { folder }); }
+  async exportStudent(folder: string): Promise<void> { await this.call('exportStudent', { folder }); }
+
+  info(): DistillerInfo {
+    return this.lastInfo;
+  }
+
+  /** Ends the worker (the weights go with it). */
+  async dispose(): Promise<void> {
+    await this.worker.terminate();
+  }
 }
