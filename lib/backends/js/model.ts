@@ -220,6 +220,12 @@ export function prepareImages(u8: Uint8Array, n: number, H: number, W: number, s
   return x;
 }
 
+/** A ratio r with trunc(dim * r) == hidden in double arithmetic, as timm and transformers compute widths. */
+function widthRatio(hidden: number, dim: number): number {
+  const r = hidden / dim;
+  return Math.trunc(dim * r) === hidden ? r : (hidden + 0.5) / dim;
+}
+
 /** config.json for a model that has none (a random model): the engine's synthesize_config. */
 function synthesizeConfig(s: VitSpec): string {
   let c: Record<string, unknown>;
@@ -227,7 +233,7 @@ function synthesizeConfig(s: VitSpec): string {
     const fc1 = s.mlp === 'gelu' ? s.mlpHidden : 2 * s.mlpHidden;
     const args: Record<string, unknown> = {
       img_size: s.imgSize, patch_size: s.patchSize, embed_dim: s.embedDim, depth: s.depth, num_heads: s.numHeads,
-      mlp_ratio: fc1 / s.embedDim, init_values: s.layerScale ? (s.initValues > 0 ? s.initValues : 1e-5) : null,
+      mlp_ratio: widthRatio(fc1, s.embedDim), init_values: s.layerScale ? (s.initValues > 0 ? s.initValues : 1e-5) : null,
       reg_tokens: s.numRegisters, no_embed_class: s.noEmbedClass, qkv_bias: s.qkvBias,
     };
     // timm takes the MLP layer as a class in code, so a name here would stop timm.create_model: written only where
@@ -246,7 +252,7 @@ function synthesizeConfig(s: VitSpec): string {
       architectures: [regs ? 'Dinov2WithRegistersModel' : 'Dinov2Model'], model_type: regs ? 'dinov2_with_registers' : 'dinov2',
       hidden_size: s.embedDim, num_hidden_layers: s.depth, num_attention_heads: s.numHeads, patch_size: s.patchSize,
       image_size: s.imgSize, layer_norm_eps: s.normEps, layerscale_value: s.initValues, qkv_bias: s.qkvBias,
-      use_swiglu_ffn: s.mlp === 'swiglu_hf', mlp_ratio: s.mlp === 'gelu' ? s.mlpHidden / s.embedDim : 4,
+      use_swiglu_ffn: s.mlp === 'swiglu_hf', mlp_ratio: s.mlp === 'gelu' ? widthRatio(s.mlpHidden, s.embedDim) : 4,
       ...(regs ? { num_register_tokens: s.numRegisters } : {}), hidden_act: 'gelu',
     };
   }
