@@ -174,9 +174,12 @@ function resolveTimm(config: Json, where: string): VitSpec {
 
   const embedDim = args.integer('embed_dim', reg.dim);
   const mlpRatio = args.number('mlp_ratio', reg.mlpRatio);
+  // Names as hub configs write them: "swiglu_packed", "SwiGLUPacked", "timm.layers.SwiGLUPacked"; "silu", "torch.nn.SiLU".
   let mlpLayer = args.text('mlp_layer', reg.mlpLayer).toLowerCase();
-  if (mlpLayer === 'swiglupacked' || mlpLayer === 'timm.layers.swiglupacked') mlpLayer = 'swiglu_packed';
-  const act = args.text('act_layer', mlpLayer === 'swiglu_packed' ? 'silu' : 'gelu');
+  if (mlpLayer.startsWith('timm.layers.')) mlpLayer = mlpLayer.slice(12);
+  if (mlpLayer === 'swiglupacked') mlpLayer = 'swiglu_packed';
+  let act = args.text('act_layer', mlpLayer === 'swiglu_packed' ? 'silu' : 'gelu').toLowerCase();
+  if (act.startsWith('torch.nn.')) act = act.slice(9);
   // timm's Mlp / GluMlp: hidden_features = int(dim * mlp_ratio); GluMlp's fc2 takes half of it.
   const hidden = Math.trunc(embedDim * mlpRatio);
   let mlp: VitSpec['mlp'];
