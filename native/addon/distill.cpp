@@ -305,7 +305,7 @@ static Napi::Value CreateDistillerJs(const Napi::CallbackInfo& info) {
   return run_async<Handle>(
       info.Env(),
       [config, dist]() mutable {
-        if (dist && dist->world_size > 1) config.dist = init_distributed(*dist);
+        if (dist) config.dist = init_distributed(*dist);  // a world of one too: the real path, for checks
         auto h = std::make_shared<DistillerHandle>();
         h->engine = Distiller::create(config);
         return h;

@@ -113,7 +113,7 @@ class DistillerImpl final : public Distiller {
     std::vector<at::Tensor> trained_tensors;
     for (const auto& item : trained) trained_tensors.push_back(item.second);
     optimizer_ = std::make_unique<AdamW>(std::move(trained), config_.optimizer);
-    if (config_.dist && config_.dist->world_size() > 1) join_world(trained_tensors);
+    if (config_.dist) join_world(trained_tensors);  // a world of one runs the same path (GPU-host and CPU checks)
   }
 
   StepResult step(const HostTensor& tiles) override {
@@ -285,7 +285,7 @@ class DistillerImpl final : public Distiller {
   // -- Data parallelism (issue 7; dist.h) -------------------------------------------------------------------------
   // Every rank starts from rank 0's weights; the loss takes its BatchNorm statistics and sums over the global batch
   // (so each rank's backward gives its share of the global gradient), and GradientSync adds the shares up in buckets
-  // during backward. With no world (or a world of one) none of this runs.
+  // during backward. Without a world (config.dist null) none of this runs.
   void join_world(const std::vector<at::Tensor>& trained) {
     std::vector<at::Tensor> weights;
     for (const auto& p : student_.module->parameters(true)) weights.push_back(p);

@@ -109,7 +109,8 @@ struct DistillerConfig {
   AugmentConfig augment;
   // Data parallelism (g2l/dist.h): this process is one rank of a world of W; the B `tiles` given to step() are its
   // share of the global batch of B*W, global rows rank, rank + W, rank + 2W... (as the tile sampler shards them).
-  // Null (the default): one process.
+  // Null (the default): one process, no collectives. A world of one runs the data-parallel path with trivial
+  // collectives (a check of that path on one device).
   std::shared_ptr<DistContext> dist;
 };
 
