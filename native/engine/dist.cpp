@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <limits>
 
@@ -295,6 +296,8 @@ AllReduceTiming time_all_reduce(DistContext& context, int64_t bytes, int repeats
 GradientSync::GradientSync(std::shared_ptr<DistContext> dist, std::vector<at::Tensor> params, Reduction reduction,
                            int64_t bucket_bytes)
     : dist_(std::move(dist)), reduction_(reduction), params_(std::move(params)), alive_(std::make_shared<bool>(true)) {
+  const char* trace = std::getenv("G2L_DIST_TRACE");
+  trace_ = trace != nullptr && std::string(trace) == "1";
   if (!dist_) throw Error("GradientSync: no process group");
   if (params_.empty()) throw Error("GradientSync: no parameters");
   if (bucket_bytes <= 0) throw Error("GradientSync: bucket size must be positive");
@@ -402,6 +405,7 @@ void GradientSync::launch_ready_buckets_locked() {
   while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending == 0) {
     launch_locked(buckets_[next_launch_]);
     ++next_launch_;
+    ++launched_during_backward_;
   }
 }
 
@@ -418,6 +422,7 @@ void GradientSync::reset_locked() {
     b.work.reset();
   }
   next_launch_ = 0;
+  launched_during_backward_ = 0;
 }
 
 void GradientSync::finish() {
@@ -433,6 +438,11 @@ void GradientSync::finish() {
       }
       for (auto& b : buckets_) {
         if (b.work) b.work->wait();
+      }
+      last_launched_during_backward_ = launched_during_backward_;
+      if (trace_) {
+        std::fprintf(stderr, "g2l dist: rank %d: %lld/%zu gradient buckets launched during backward\n", dist_->rank(),
+                     static_cast<long long>(launched_during_backward_), buckets_.size());
       }
       // Make sure the gradients the optimiser reads are the bucket views, whatever replaced them since.
       for (size_t k = 0; k < params_.size(); ++k) {

@@ -101,6 +101,8 @@ class GradientSync {
 
   int64_t bucket_count() const { return static_cast<int64_t>(buckets_.size()); }
   int64_t total_bytes() const;
+  /** Buckets of the last finished step whose all-reduce started during backward (the rest started in finish()). */
+  int64_t launched_during_backward() const { return last_launched_during_backward_; }
 
  private:
   struct Bucket {
@@ -122,6 +124,9 @@ class GradientSync {
   std::vector<bool> ready_;
   std::vector<Bucket> buckets_;
   size_t next_launch_ = 0;
+  int64_t launched_during_backward_ = 0;
+  int64_t last_launched_during_backward_ = 0;
+  bool trace_ = false;                   // G2L_DIST_TRACE=1: one line a step on stderr about the overlap
   bool enabled_ = true;
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;  // keeps the hooked accumulators alive
   std::shared_ptr<bool> alive_;          // the hooks outlive nothing: they check it before touching `this`

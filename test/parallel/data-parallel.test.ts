@@ -65,7 +65,7 @@ t.test('2 ranks x batch 4 equal 1 process x batch 8: losses step by step, export
 
   // One 25 MB bucket (the tiny student fits in it), then 16 KB buckets: several all-reduces launched in order
   // during backward.
-  for (const [label, env] of [['default buckets', ONE_THREAD], ['16 KB buckets', { ...ONE_THREAD, G2L_DIST_BUCKET_BYTES: '16384' }]] as const) {
+  for (const [label, env] of [['default buckets', ONE_THREAD], ['16 KB buckets', { ...ONE_THREAD, G2L_DIST_BUCKET_BYTES: '16384', G2L_DIST_TRACE: '1' }]] as const) {
     await t.test(label, async (t) => {
       const two = path.join(tmp(), 'two');
       const r2 = await runCli(distillArgs(two, 4, 2, steps), { env });
@@ -80,6 +80,15 @@ t.test('2 ranks x batch 4 equal 1 process x batch 8: losses step by step, export
         t.equal(l2[i].lr, l1[i].lr, 'the same schedule');
       }
       compareStudents(t, one, two, noiseBound);
+      if ('G2L_DIST_TRACE' in env) {
+        // Overlap: every bucket whose gradients are all in starts its all-reduce from the backward pass itself.
+        const traces = [...r2.stderr.matchAll(/g2l dist: rank 0: (\d+)\/(\d+) gradient buckets launched during backward/g)];
+        t.equal(traces.length, steps, 'one trace line a step from rank 0');
+        for (const m of traces) {
+          t.ok(Number(m[2]) >= 3, `${m[2]} buckets`);
+          t.equal(Number(m[1]), Number(m[2]), `${m[1]} of ${m[2]} buckets launched during backward`);
+        }
+      }
     });
   }
 });
