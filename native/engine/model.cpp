@@ -8,7 +8,6 @@
 #include <sstream>
 
 #include "g2l/models.h"
-#include "model_json.h"
 #include "preprocess.h"
 #include "safetensors.h"
 #include "tensor_bridge.h"
