@@ -12,6 +12,7 @@
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <torch/csrc/autograd/variable.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/Work.hpp>
@@ -125,6 +126,10 @@ std::shared_ptr<DistContext> DistContext::create(const DistConfig& config) {
                   config.master_addr + ":" + std::to_string(config.master_port) + " (" + e.what() +
                   "). Check MASTER_ADDR/MASTER_PORT, that rank 0 is running and that the port is free and reachable");
     }
+    // Keys of this attempt only: torchrun's agent store outlives a restarted world (TORCHELASTIC_RESTART_COUNT).
+    const char* restart = std::getenv("TORCHELASTIC_RESTART_COUNT");
+    ctx->store_ = c10::make_intrusive<c10d::PrefixStore>(
+        std::string("g2l/") + (restart != nullptr && *restart != '\0' ? restart : "0"), ctx->store_);
     if (backend == "gloo") {
       auto options = c10d::ProcessGroupGloo::Options::create(timeout);
       // The network interface as torch.distributed picks it: GLOO_SOCKET_IFNAME when set (comma-separated names),
