@@ -3,6 +3,7 @@ export { VERSION } from './version.js';
 export { UserError, ExitCode } from './errors.js';
 export { getBackend, chooseBackend, EngineLoadError, JsBackend, NativeBackend } from './backends/index.js';
 export type { Backend, BackendInfo, BackendName, Tensor, Float32Tensor, Uint8Tensor } from './backends/index.js';
+export { createBackendDistiller, type BackendDistiller, type BackendDistillerConfig } from './backends/index.js';
 export { installationInfo } from './commands/info.js';
 export { Encoder, type EncoderOptions } from './models/encoder.js';
 export { openSlide, type Slide, type SlideProperties } from './slides/reader.js';
