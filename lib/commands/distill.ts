@@ -3,6 +3,7 @@
 //  [--seed S] [--until N]`: distils the teacher into the student (lib/distill/run.ts has the run folder's layout).
 // Exit codes: 0 done (or paused by --until), 2 bad input or refused resume, 1 NaN/Inf loss, 130 interrupted (SIGINT,
 // after writing a checkpoint).
+import type { BackendName } from '../backends/index.js';
 import type { CommandModule } from 'yargs';
 import { UserError } from '../errors.js';
 import { mergeInputs, readConfigFile, type RunConfigInput } from '../distill/config.js';
@@ -27,6 +28,7 @@ interface DistillArgs {
   'checkpoint-every'?: number;
   resume?: string;
   force: boolean;
+  backend?: BackendName;
   until?: number;
   progress: boolean;
   nproc?: number;
@@ -70,7 +72,7 @@ export const distillCommand: CommandModule<object, DistillArgs> = {
       .option('lr', { type: 'number', describe: 'Peak learning rate (default 1e-4)' })
       .option('checkpoint-every', { type: 'number', describe: 'Steps between checkpoints (default 500)' })
       .option('resume', { type: 'string', describe: 'Continue the run in --out (or in the folder given) from its latest checkpoint' })
-      .option('force', { type: 'boolean', default: false, describe: 'Resume even with options that change the saved configuration' })
+      .option('force', { type: 'boolean', default: false, describe: 'Resume even with options that change the saved configuration; on the js backend, run large models anyway' })
       .option('until', { type: 'number', describe: 'Pause after this many steps (checkpoint, no export); --resume continues' })
       .option('progress', { type: 'boolean', default: true, describe: 'Show a progress bar (on a terminal)' })
       .option('nproc', nprocOption) as never,
@@ -104,6 +106,7 @@ export const distillCommand: CommandModule<object, DistillArgs> = {
         epochs: argv.epochs,
         resume,
         force: argv.force,
+        backend: argv.backend,
         until: argv.until,
         progress: argv.progress && process.stderr.isTTY === true,
         signal: controller.signal,

@@ -21,6 +21,7 @@ export interface EmbedArgs {
   dtype?: ModelDtype;
   batchSize: number;
   backend?: BackendName;
+  force?: boolean;
 }
 
 export interface EmbedSummary {
@@ -83,7 +84,7 @@ export async function runEmbed(argv: EmbedArgs): Promise<EmbedSummary> {
   const images = npyIn ? await readEmbedNpy(argv.input) : undefined;
   const dataset = npyIn ? undefined : await readImageDataset(argv.input);
 
-  const enc = await Encoder.load(argv.model, { device: argv.device, dtype: argv.dtype, batchSize: argv.batchSize, backend: argv.backend });
+  const enc = await Encoder.load(argv.model, { device: argv.device, dtype: argv.dtype, batchSize: argv.batchSize, backend: argv.backend, force: argv.force });
   try {
     if (images) {
       const n = images.shape[0];
@@ -130,7 +131,8 @@ export const embedCommand: CommandModule<{ backend?: BackendName }, EmbedArgs> =
       .option('out', { type: 'string', demandOption: true, describe: '.npy for a .npy input; a feature-set folder otherwise' })
       .option('device', { type: 'string', describe: 'cpu, cuda or cuda:<i> (default: cuda when available, else cpu)' })
       .option('dtype', { choices: ['fp32', 'fp16', 'bf16'] as const, describe: 'Weights precision (default: fp32 on cpu, fp16 on cuda)' })
-      .option('batch-size', { type: 'number', default: 32, describe: 'Images per forward pass' }) as never,
+      .option('batch-size', { type: 'number', default: 32, describe: 'Images per forward pass' })
+      .option('force', { type: 'boolean', default: false, describe: 'On the js backend, run models large enough to take hours' }) as never,
   handler: async (argv) => {
     const s = await runEmbed(argv);
     for (const k of s.skipped) process.stderr.write(`g2l-native: skipped unreadable image ${k.path}: ${k.reason}\n`);

@@ -38,6 +38,7 @@ export interface EvalArgs {
   verbose?: boolean;
   /** The CLI's global --backend, for --models. */
   backend?: 'native' | 'js';
+  force?: boolean;
 }
 
 /** "10,20" or ["10", "20"] -> [10, 20]; every value checked by `ok`. */
@@ -108,7 +109,7 @@ async function embedModels(argv: EvalArgs, log: (event: string, d: Record<string
       continue;
     }
     const enc = await Encoder.load(m.dir, {
-      device: argv.device, dtype: argv.dtype as ModelDtype | undefined, batchSize: argv.batchSize, backend: argv.backend,
+      device: argv.device, dtype: argv.dtype as ModelDtype | undefined, batchSize: argv.batchSize, backend: argv.backend, force: argv.force,
     });
     try {
       log('embed.start', { model: m.name, folder: m.dir, images: dataset.items.length });
@@ -226,7 +227,8 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
     .option('out', { type: 'string', demandOption: true, describe: 'Output folder for report.json, report.md, report.html, figures/' })
     .option('device', { type: 'string', describe: 'Device for --models: cpu, cuda, cuda:<i> (default: cuda when available)' })
     .option('dtype', { type: 'string', describe: 'Model dtype for --models: fp32, fp16, bf16 (default: fp16 on CUDA, fp32 on CPU)' })
-    .option('batch-size', { type: 'number', default: 32, describe: 'Images per batch for --models' }) as never,
+    .option('batch-size', { type: 'number', default: 32, describe: 'Images per batch for --models' })
+    .option('force', { type: 'boolean', default: false, describe: 'On the js backend, run models large enough to take hours (--models)' }) as never,
   handler: async (argv) => {
     const { files, sets } = await runEval(argv);
     process.stdout.write(`${summary(sets)}\nwrote ${files.map((f) => path.join(argv.out, f)).join(', ')}\n`);

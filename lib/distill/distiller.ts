@@ -8,9 +8,9 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
 import { writeDirAtomic } from '../io/atomic.js';
-import { getBackend, NativeBackend } from '../backends/index.js';
-import type { AugmentConfig, BackendName, Float32Tensor, Uint8Tensor } from '../backends/index.js';
-import type { NativeDistiller, NativeDistillerConfig, NativeDistillerInfo, NativeStepResult } from './native-types.js';
+import { createBackendDistiller, getBackend, NativeBackend } from '../backends/index.js';
+import type { AugmentConfig, BackendDistiller, BackendName, Float32Tensor, Uint8Tensor } from '../backends/index.js';
+import type { NativeDistillerConfig, NativeDistillerInfo, NativeStepResult } from './native-types.js';
 import type { DistSettings } from '../parallel/env.js';
 
 /** G2L's method constants (DESIGN.md); each is configurable. */
@@ -56,6 +56,8 @@ export interface DistillerConfig {
   autocast?: boolean;
   augment?: AugmentConfig;
   backend?: BackendName;
+  /** js backend: run models it would need hours for instead of refusing them. */
+  force?: boolean;
   /**
    * Data parallelism (lib/parallel): this process is one rank of a world; create() joins the others (it returns once all
    * have joined) and step() takes this rank's share of each global batch. Null or absent: one process.
@@ -98,7 +100,7 @@ export function toNativeConfig(c: DistillerConfig): NativeDistillerConfig {
 
 export class Distiller {
   private constructor(
-    private readonly engine: NativeDistiller,
+    private readonly engine: BackendDistiller,
     readonly config: DistillerConfig,
   ) {}
 
@@ -107,12 +109,13 @@ export class Distiller {
     if (!Number.isInteger(config.totalSteps) || config.totalSteps < 1) {
       throw new UserError(`Distiller: totalSteps must be a positive integer, got ${config.totalSteps}`);
     }
-    const backend = getBackend({ backend: config.backend ?? 'native' });
-    if (!(backend instanceof NativeBackend)) {
-      throw new UserError('distillation needs the native engine (libtorch): build it with `npm run setup`, and do not pass --backend js');
+    // The native engine, or the pure-JS backend (asked for, or after one warning when the engine cannot load).
+    const backend = getBackend({ backend: config.backend, force: config.force });
+    if (config.dist && config.dist.worldSize > 1 && !(backend instanceof NativeBackend)) {
+      throw new UserError('data-parallel distillation (--nproc, RANK/WORLD_SIZE) needs the native engine: run `npm run setup`, and do not pass --backend js');
     }
     try {
-      const engine = await backend.addon.Distiller.create(toNativeConfig(config));
+      const engine = await createBackendDistiller(backend, { ...toNativeConfig(config), force: config.force });
       return new Distiller(engine, config);
     } catch (e) {
       throw asUserError(e);

@@ -8,6 +8,7 @@
 //
 // Resume continues exactly: batches, augmentations and the projector are functions of (seed, step), and the
 // checkpoint holds everything else, so N steps straight equal N/2 + resume + N/2.
+import type { BackendName } from '../backends/index.js';
 import { existsSync, promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
 import cliProgress from 'cli-progress';
@@ -35,8 +36,10 @@ export interface DistillRunOptions {
   epochs?: number;
   /** Continue the run in `out` from its latest checkpoint. */
   resume?: boolean;
-  /** Resume even when `input` changes the saved configuration. */
+  /** Resume even when `input` changes the saved configuration; on the js backend, also run large models. */
   force?: boolean;
+  /** Compute backend (default: native, falling back to js with a warning). */
+  backend?: BackendName;
   /** Pause (with a checkpoint, without exporting) once this many steps are done. */
   until?: number;
   /** Draw a progress bar on stderr. */
@@ -184,6 +187,8 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
   // ---- data and engine ------------------------------------------------------------------------------------------
   const source: TileSource = await openTileSource(config.slides, { seed: config.seed, tileSizePx: config.tileSizePx });
   const distiller = await Distiller.create({
+    backend: options.backend,
+    force: options.force,
     teacher: config.teacher,
     teacherPreset: config.teacherPreset,
     student: config.student,

@@ -30,6 +30,8 @@ export interface EncoderOptions {
   batchSize?: number;
   /** 'native' | 'js', or a Backend instance (default: native, falling back to js). */
   backend?: BackendName | Backend;
+  /** js backend: load models it would need hours for instead of refusing them (--force). */
+  force?: boolean;
 }
 
 export const DEFAULT_BATCH_SIZE = 32;
@@ -199,7 +201,7 @@ export class Encoder {
 }
 
 async function resolveOptions(options: EncoderOptions): Promise<{ backend: Backend; device: string; dtype: ModelDtype; batchSize: number }> {
-  const backend = typeof options.backend === 'object' ? options.backend : chooseBackend({ backend: options.backend }).backend;
+  const backend = typeof options.backend === 'object' ? options.backend : chooseBackend({ backend: options.backend, force: options.force }).backend;
   let device = options.device;
   if (!device) device = (await backend.info()).cudaAvailable ? 'cuda' : 'cpu';
   if (!/^(cpu|cuda(:\d+)?)$/.test(device)) throw new UserError(`unknown device '${device}': use cpu, cuda or cuda:<index>`);
