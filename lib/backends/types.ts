@@ -292,6 +292,17 @@ export interface BackendDistillerConfig {
   };
   augment?: AugmentConfig;
   force?: boolean;
+  /** Data parallelism (native engine only; native/addon/dist.cpp): joins the process group before loading the models. */
+  dist?: {
+    rank: number;
+    worldSize: number;
+    localRank?: number;
+    masterAddr?: string;
+    masterPort?: number;
+    backend?: string;
+    timeoutMs?: number;
+    bucketBytes?: number;
+  };
 }
 
 export interface BackendStepResult {

@@ -14,42 +14,16 @@ import { existsSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import path from 'node:path';
 import { UserError } from '../../errors.js';
-import type { AugmentConfig, Float32Tensor, Normalization, Uint8Tensor } from '../types.js';
+import type { BackendDistillerConfig, BackendStepResult, Float32Tensor, Normalization, Uint8Tensor } from '../types.js';
 import { augmentBatch, Mt19937, sampleAugmentParams } from './augment.js';
 import { logSumLossJs } from './loss.js';
 import { checkJsModelSize, JsModel, loadJsModel } from './model.js';
 import { readTorchState, type StateTensor, writeTorchState } from './torch-state.js';
 import { describeSpec, parameterCount, resolveVitSpec } from './spec.js';
 
-/** The engine's DistillerConfig, camelCased (lib/distill's configuration passes straight through). */
-export interface JsDistillerConfig {
-  teacher: string;
-  teacherPreset?: string;
-  student: string;
-  studentPreset?: string;
-  device?: string;
-  seed?: number;
-  accumulationSteps?: number;
-  teacherDtype?: 'auto' | 'float16' | 'bfloat16' | 'float32';
-  autocast?: boolean;
-  loss?: { alpha?: number; reduction?: string; bnEps?: number; teacherBn?: boolean };
-  optimizer?: {
-    lr?: number; finalLr?: number; weightDecay?: number; finalWeightDecay?: number; warmupSteps?: number;
-    totalSteps?: number; beta1?: number; beta2?: number; eps?: number; clipGradNorm?: number;
-  };
-  augment?: AugmentConfig;
-  /** Run models the js backend would need hours for (see checkJsModelSize). */
-  force?: boolean;
-}
-
-export interface JsStepResult {
-  step: number;
-  loss: number;
-  lr: number;
-  weightDecay: number;
-  gradNorm: number;
-  deviceMemoryBytes: number;
-}
+/** The engine's DistillerConfig (lib/distill's configuration passes straight through); `dist` is engine-only. */
+export type JsDistillerConfig = BackendDistillerConfig;
+export type JsStepResult = BackendStepResult;
 
 type Optim = Required<NonNullable<JsDistillerConfig['optimizer']>>;
 
