@@ -13,6 +13,7 @@ import { UserError } from '../errors.js';
 import { parseCsv } from '../io/csv.js';
 import type { Uint8Tensor } from '../backends/index.js';
 import { shardPosition, type Shard } from '../parallel/shard.js';
+import { mulberry32 } from '../util/random.js';
 
 export interface TileSource {
   /** Tiles in one epoch. */
@@ -28,17 +29,6 @@ export interface TileSource {
   close(): Promise<void>;
 }
 
-// mulberry32: a small, fast, well-mixed 32-bit generator; enough for shuffles and textures.
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const mix = (a: number, b: number): number => (Math.imul(a ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(b + 0x27d4eb2f, 0xc2b2ae35)) >>> 0;
 

@@ -2,6 +2,7 @@
 // present in y_true), ROC AUC (binary: the positive class's score; multiclass: macro one-vs-rest), weighted F1
 // (per-label F1 over the labels in y_true or y_pred, weighted by support, 0 where undefined), and percentile
 // bootstrap 95% intervals over resampled test sets.
+import { mulberry32 } from '../util/random.js';
 
 export function accuracy(y: Int32Array, pred: Int32Array): number {
   let c = 0;
@@ -119,17 +120,8 @@ export function rocCurve(isPos: Uint8Array, score: Float64Array): { fpr: number[
   return { fpr, tpr };
 }
 
-/** Deterministic 32-bit PRNG (mulberry32) for reproducible bootstrap resamples. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// mulberry32 (lib/util/random.ts) makes the bootstrap resamples reproducible; re-exported for the tests.
+export { mulberry32 };
 
 /**
  * Percentile bootstrap 95% intervals of several metrics over the same resamples (paired): metrics(rows) returns

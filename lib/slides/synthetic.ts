@@ -8,6 +8,7 @@ import path from 'node:path';
 import { deflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import { writeFileAtomic } from '../io/atomic.js';
+import { mulberry32 } from '../util/random.js';
 
 /** An ellipse of tissue in level-0 pixels. */
 export interface TissueRegion {
@@ -51,16 +52,6 @@ export function randomTissueRegions(width: number, height: number, seed: number,
   return regions;
 }
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Cheap per-pixel hash noise in [0, 1). */
 function hash2(x: number, y: number, seed: number): number {
