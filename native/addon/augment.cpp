@@ -13,40 +13,9 @@ namespace g2l::addon {
 namespace {
 
 AugmentConfig config_from_js(const Napi::Value& value) {
-  AugmentConfig c;
-  if (value.IsUndefined() || value.IsNull()) return c;
-  Napi::Env env = value.Env();
-  if (!value.IsObject()) throw Napi::TypeError::New(env, "augment config must be an object");
-  Napi::Object o = value.As<Napi::Object>();
-  auto num = [&](const char* key, double& slot) {
-    Napi::Value v = o.Get(key);
-    if (v.IsUndefined()) return;
-    if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string("augment config.") + key + " must be a number");
-    slot = v.As<Napi::Number>().DoubleValue();
-  };
-  auto integer = [&](const char* key, int64_t& slot) {
-    double d = static_cast<double>(slot);
-    num(key, d);
-    if (d != static_cast<double>(static_cast<int64_t>(d))) {
-      throw Napi::TypeError::New(env, std::string("augment config.") + key + " must be an integer");
-    }
-    slot = static_cast<int64_t>(d);
-  };
-  Napi::Value enabled = o.Get("enabled");
-  if (!enabled.IsUndefined()) c.enabled = enabled.ToBoolean().Value();
-  integer("crop", c.crop);
-  num("pHflip", c.p_hflip);
-  num("pVflip", c.p_vflip);
-  num("pJitter", c.p_jitter);
-  num("brightness", c.brightness);
-  num("contrast", c.contrast);
-  num("saturation", c.saturation);
-  num("hue", c.hue);
-  num("pBlur", c.p_blur);
-  integer("blurKernel", c.blur_kernel);
-  num("blurSigmaMin", c.blur_sigma_min);
-  num("blurSigmaMax", c.blur_sigma_max);
-  return c;
+  if (value.IsUndefined() || value.IsNull()) return AugmentConfig{};
+  if (!value.IsObject()) throw Napi::TypeError::New(value.Env(), "augment config must be an object");
+  return augment_config_from_js(value.As<Napi::Object>(), "augment config");
 }
 
 Normalization norm_from_js(const Napi::Value& value, const std::string& what) {
@@ -81,14 +50,7 @@ Napi::Object any_tensor_to_js(Napi::Env env, HostTensor& t) {
     o.Set("dtype", dtype_name(t.dtype));
     return o;
   }
-  auto* keep = new std::shared_ptr<void>(t.owner);
-  Napi::ArrayBuffer buf;
-  if (t.nbytes() == 0) {
-    delete keep;
-    buf = Napi::ArrayBuffer::New(env, 0);
-  } else {
-    buf = Napi::ArrayBuffer::New(env, t.data, t.nbytes(), [](Napi::Env, void*, std::shared_ptr<void>* k) { delete k; }, keep);
-  }
+  Napi::ArrayBuffer buf = external_array_buffer(env, t);
   Napi::Array shape = Napi::Array::New(env, t.shape.size());
   for (size_t i = 0; i < t.shape.size(); ++i) shape.Set(static_cast<uint32_t>(i), static_cast<double>(t.shape[i]));
   Napi::Object o = Napi::Object::New(env);

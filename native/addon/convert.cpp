@@ -44,17 +44,15 @@ HostTensor tensor_from_js(const Napi::Value& value, const std::string& what) {
   return HostTensor::borrow(dtype, std::move(sizes), base);
 }
 
-Napi::Object tensor_to_js(Napi::Env env, HostTensor& t) {
+Napi::ArrayBuffer external_array_buffer(Napi::Env env, HostTensor& t) {
+  if (t.nbytes() == 0) return Napi::ArrayBuffer::New(env, 0);
   // The ArrayBuffer keeps the engine's buffer alive through a heap copy of its shared owner.
   auto* keep = new std::shared_ptr<void>(t.owner);
-  Napi::ArrayBuffer buf;
-  if (t.nbytes() == 0) {
-    delete keep;
-    buf = Napi::ArrayBuffer::New(env, 0);
-  } else {
-    buf = Napi::ArrayBuffer::New(env, t.data, t.nbytes(),
-                                 [](Napi::Env, void*, std::shared_ptr<void>* k) { delete k; }, keep);
-  }
+  return Napi::ArrayBuffer::New(env, t.data, t.nbytes(), [](Napi::Env, void*, std::shared_ptr<void>* k) { delete k; }, keep);
+}
+
+Napi::Object tensor_to_js(Napi::Env env, HostTensor& t) {
+  Napi::ArrayBuffer buf = external_array_buffer(env, t);
   Napi::Value data;
   size_t n = static_cast<size_t>(t.numel());
   switch (t.dtype) {
@@ -90,6 +88,56 @@ std::array<float, 3> float3_from_js(const Napi::Value& value, const std::string&
 std::string string_from_js(const Napi::Value& value, const std::string& what) {
   if (!value.IsString()) throw Napi::TypeError::New(value.Env(), what + " must be a string");
   return value.As<Napi::String>().Utf8Value();
+}
+
+bool has_field(const Napi::Object& o, const char* key) {
+  return o.Has(key) && !o.Get(key).IsUndefined() && !o.Get(key).IsNull();
+}
+
+void read_number(const Napi::Object& o, const char* key, double& out, const std::string& what) {
+  if (!has_field(o, key)) return;
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), what + "." + key + " must be a number");
+  out = v.As<Napi::Number>().DoubleValue();
+}
+
+void read_int(const Napi::Object& o, const char* key, int64_t& out, const std::string& what) {
+  double d = static_cast<double>(out);
+  read_number(o, key, d, what);
+  if (d != static_cast<double>(static_cast<int64_t>(d))) {
+    throw Napi::TypeError::New(o.Env(), what + "." + key + " must be an integer");
+  }
+  out = static_cast<int64_t>(d);
+}
+
+void read_bool(const Napi::Object& o, const char* key, bool& out, const std::string& what) {
+  if (!has_field(o, key)) return;
+  Napi::Value v = o.Get(key);
+  if (!v.IsBoolean()) throw Napi::TypeError::New(o.Env(), what + "." + key + " must be a boolean");
+  out = v.As<Napi::Boolean>().Value();
+}
+
+void read_string(const Napi::Object& o, const char* key, std::string& out, const std::string& what) {
+  if (!has_field(o, key)) return;
+  out = string_from_js(o.Get(key), what + "." + key);
+}
+
+AugmentConfig augment_config_from_js(const Napi::Object& o, const std::string& what) {
+  AugmentConfig c;
+  read_bool(o, "enabled", c.enabled, what);
+  read_int(o, "crop", c.crop, what);
+  read_number(o, "pHflip", c.p_hflip, what);
+  read_number(o, "pVflip", c.p_vflip, what);
+  read_number(o, "pJitter", c.p_jitter, what);
+  read_number(o, "brightness", c.brightness, what);
+  read_number(o, "contrast", c.contrast, what);
+  read_number(o, "saturation", c.saturation, what);
+  read_number(o, "hue", c.hue, what);
+  read_number(o, "pBlur", c.p_blur, what);
+  read_int(o, "blurKernel", c.blur_kernel, what);
+  read_number(o, "blurSigmaMin", c.blur_sigma_min, what);
+  read_number(o, "blurSigmaMax", c.blur_sigma_max, what);
+  return c;
 }
 
 }  // namespace g2l::addon

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "g2l/augment.h"
 #include "g2l/engine.h"
 
 namespace g2l::addon {
@@ -20,5 +21,19 @@ Napi::Object tensor_to_js(Napi::Env env, HostTensor& t);
 
 std::array<float, 3> float3_from_js(const Napi::Value& value, const std::string& what);
 std::string string_from_js(const Napi::Value& value, const std::string& what);
+
+/** An external ArrayBuffer over the HostTensor's memory that keeps its owner alive (no copy). */
+Napi::ArrayBuffer external_array_buffer(Napi::Env env, HostTensor& t);
+
+// Optional fields of an options object: each leaves `out` unchanged when the key is absent (undefined or null),
+// and throws a TypeError naming `what.key` when the value has the wrong type.
+bool has_field(const Napi::Object& o, const char* key);
+void read_number(const Napi::Object& o, const char* key, double& out, const std::string& what);
+void read_int(const Napi::Object& o, const char* key, int64_t& out, const std::string& what);
+void read_bool(const Napi::Object& o, const char* key, bool& out, const std::string& what);
+void read_string(const Napi::Object& o, const char* key, std::string& out, const std::string& what);
+
+/** The augmentation options { enabled, crop, pHflip, ... } (lib/backends/types.ts AugmentConfig); unset keys keep G2L's defaults. */
+AugmentConfig augment_config_from_js(const Napi::Object& o, const std::string& what);
 
 }  // namespace g2l::addon

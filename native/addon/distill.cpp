@@ -17,38 +17,6 @@ namespace g2l::addon {
 // Option readers: a missing or undefined key keeps the engine's default; a wrong type is a TypeError naming it.
 // ---------------------------------------------------------------------------------------------------------------
 
-static bool has(const Napi::Object& o, const char* key) {
-  return o.Has(key) && !o.Get(key).IsUndefined() && !o.Get(key).IsNull();
-}
-
-static void read_number(const Napi::Object& o, const char* key, double& out, const std::string& what) {
-  if (!has(o, key)) return;
-  Napi::Value v = o.Get(key);
-  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), what + "." + key + " must be a number");
-  out = v.As<Napi::Number>().DoubleValue();
-}
-
-static void read_int(const Napi::Object& o, const char* key, int64_t& out, const std::string& what) {
-  double d = static_cast<double>(out);
-  read_number(o, key, d, what);
-  if (d != static_cast<double>(static_cast<int64_t>(d))) {
-    throw Napi::TypeError::New(o.Env(), what + "." + key + " must be an integer");
-  }
-  out = static_cast<int64_t>(d);
-}
-
-static void read_bool(const Napi::Object& o, const char* key, bool& out, const std::string& what) {
-  if (!has(o, key)) return;
-  Napi::Value v = o.Get(key);
-  if (!v.IsBoolean()) throw Napi::TypeError::New(o.Env(), what + "." + key + " must be a boolean");
-  out = v.As<Napi::Boolean>().Value();
-}
-
-static void read_string(const Napi::Object& o, const char* key, std::string& out, const std::string& what) {
-  if (!has(o, key)) return;
-  out = string_from_js(o.Get(key), what + "." + key);
-}
-
 static Napi::Object object_arg(const Napi::Value& v, const std::string& what) {
   if (v.IsUndefined()) return Napi::Object::New(v.Env());
   if (!v.IsObject()) throw Napi::TypeError::New(v.Env(), what + " must be an object");
@@ -161,24 +129,6 @@ static Napi::Value RunOptimizerJs(const Napi::CallbackInfo& info) {
 // Distiller.create(config) -> Promise<{ step, features, save, load, exportStudent, info }>
 // ---------------------------------------------------------------------------------------------------------------
 
-static AugmentConfig augment_config_from_js(const Napi::Object& o) {
-  AugmentConfig c;
-  read_bool(o, "enabled", c.enabled, "augment");
-  read_int(o, "crop", c.crop, "augment");
-  read_number(o, "pHflip", c.p_hflip, "augment");
-  read_number(o, "pVflip", c.p_vflip, "augment");
-  read_number(o, "pJitter", c.p_jitter, "augment");
-  read_number(o, "brightness", c.brightness, "augment");
-  read_number(o, "contrast", c.contrast, "augment");
-  read_number(o, "saturation", c.saturation, "augment");
-  read_number(o, "hue", c.hue, "augment");
-  read_number(o, "pBlur", c.p_blur, "augment");
-  read_int(o, "blurKernel", c.blur_kernel, "augment");
-  read_number(o, "blurSigmaMin", c.blur_sigma_min, "augment");
-  read_number(o, "blurSigmaMax", c.blur_sigma_max, "augment");
-  return c;
-}
-
 static DistillerConfig distiller_config_from_js(const Napi::Object& o) {
   DistillerConfig c;
   read_string(o, "teacher", c.teacher, "config");
@@ -193,9 +143,9 @@ static DistillerConfig distiller_config_from_js(const Napi::Object& o) {
   read_string(o, "teacherDtype", c.teacher_dtype, "config");
   read_bool(o, "autocast", c.autocast, "config");
   read_int(o, "accumulationSteps", c.accumulation_steps, "config");
-  if (has(o, "loss")) c.loss = loss_options_from_js(object_arg(o.Get("loss"), "config.loss"));
-  if (has(o, "optimizer")) c.optimizer = optimizer_config_from_js(object_arg(o.Get("optimizer"), "config.optimizer"));
-  if (has(o, "augment")) c.augment = augment_config_from_js(object_arg(o.Get("augment"), "config.augment"));
+  if (has_field(o, "loss")) c.loss = loss_options_from_js(object_arg(o.Get("loss"), "config.loss"));
+  if (has_field(o, "optimizer")) c.optimizer = optimizer_config_from_js(object_arg(o.Get("optimizer"), "config.optimizer"));
+  if (has_field(o, "augment")) c.augment = augment_config_from_js(object_arg(o.Get("augment"), "config.augment"), "augment");
   return c;
 }
 
@@ -301,7 +251,7 @@ static Napi::Value CreateDistillerJs(const Napi::CallbackInfo& info) {
   // Data parallelism (issue 7): `dist` joins the process group on the worker thread (the rendezvous blocks).
   std::shared_ptr<DistConfig> dist;
   Napi::Object o = object_arg(info[0], "config");
-  if (has(o, "dist")) dist = std::make_shared<DistConfig>(dist_config_from_js(object_arg(o.Get("dist"), "config.dist"), config.device));
+  if (has_field(o, "dist")) dist = std::make_shared<DistConfig>(dist_config_from_js(object_arg(o.Get("dist"), "config.dist"), config.device));
   return run_async<Handle>(
       info.Env(),
       [config, dist]() mutable {
