@@ -212,6 +212,19 @@ static Napi::Value OpenSlide(const Napi::CallbackInfo& info) {
       });
 }
 
+// A w x h ARGB read by `read` (OpenSlide's premultiplied ARGB), checked for the slide's sticky error, as RGB pixels.
+template <typename Read>
+static Pixels read_pixels(const Slide& s, int64_t w, int64_t h, const char* failure, Read read) {
+  std::vector<uint32_t> argb(static_cast<size_t>(w * h));
+  read(argb.data());
+  check_error(s, failure);
+  Pixels px;
+  px.width = w;
+  px.height = h;
+  argb_to_rgb(argb, px.rgb);
+  return px;
+}
+
 // readRegion(handle, x, y, level, width, height) -> Promise<{ data: Uint8Array RGB, width, height }>.
 // x, y are level-0 coordinates (OpenSlide's convention); width, height are in pixels of `level`.
 static Napi::Value ReadRegion(const Napi::CallbackInfo& info) {
@@ -224,14 +237,9 @@ static Napi::Value ReadRegion(const Napi::CallbackInfo& info) {
   return run_async<Pixels>(
       info.Env(),
       [s, x, y, level, w, h] {
-        std::vector<uint32_t> argb(static_cast<size_t>(w * h));
-        s->api->read_region(s->osr, argb.data(), x, y, static_cast<int32_t>(level), w, h);
-        check_error(*s, "OpenSlide cannot read a region of");
-        Pixels px;
-        px.width = w;
-        px.height = h;
-        argb_to_rgb(argb, px.rgb);
-        return px;
+        return read_pixels(*s, w, h, "OpenSlide cannot read a region of", [&](uint32_t* argb) {
+          s->api->read_region(s->osr, argb, x, y, static_cast<int32_t>(level), w, h);
+        });
       },
       pixels_to_js);
 }
@@ -247,14 +255,9 @@ static Napi::Value ReadAssociatedImage(const Napi::CallbackInfo& info) {
         int64_t w = -1, h = -1;
         s->api->get_associated_image_dimensions(s->osr, name.c_str(), &w, &h);
         if (w < 0 || h < 0) throw std::runtime_error("slide " + s->path + " has no associated image '" + name + "'");
-        std::vector<uint32_t> argb(static_cast<size_t>(w * h));
-        s->api->read_associated_image(s->osr, name.c_str(), argb.data());
-        check_error(*s, "OpenSlide cannot read an associated image of");
-        Pixels px;
-        px.width = w;
-        px.height = h;
-        argb_to_rgb(argb, px.rgb);
-        return px;
+        return read_pixels(*s, w, h, "OpenSlide cannot read an associated image of", [&](uint32_t* argb) {
+          s->api->read_associated_image(s->osr, name.c_str(), argb);
+        });
       },
       pixels_to_js);
 }
