@@ -11,21 +11,10 @@ import { Mt19937 } from './augment.js';
 import { writeSafetensors } from './safetensors.js';
 import { describeSpec, expectedShapes, isBufferKey, parameterCount, resolveVitSpec, timmDefaultMlp, type VitSpec } from './spec.js';
 import { loadVit, resizeBicubic, Vit, type Weight } from './vit.js';
+import type { ModelDescription } from '../types.js';
 
-/** What a model is (the engine's ModelInfo). */
-export interface JsModelInfo {
-  family: string;
-  layout: 'timm' | 'hf';
-  preset: string | null;
-  folder: string | null;
-  mlp: VitSpec['mlp'];
-  dims: number;
-  depth: number;
-  numHeads: number;
-  numRegisters: number;
-  patchSize: number;
-  inputSize: number;
-  parameters: number;
+/** What a model is (the engine's ModelInfo): a description, with the js backend's fixed dtype and device. */
+export interface JsModelInfo extends ModelDescription {
   mean: [number, number, number];
   std: [number, number, number];
   dtype: 'fp32' | null;
