@@ -6,7 +6,9 @@ Pinned (tools/requirements.txt): torch 2.11.0, timm 1.0.29, transformers 5.17.0,
 Run:  .venv/bin/python tools/reference_step.py --teacher DIR --student DIR [--batch 8] [--steps 5] [--warmup 1]
       [--threads 2] [--embed-batch 8] [--mode both|distill|embed]
       GPU host:  python3 tools/reference_step.py --gpu --teacher DIR --student DIR --batch 128 [--compile]
-Prints one JSON line last: {"distill_img_s", "embed_img_s", "step_times_s", ...}.
+      Loss curve against the engine (benchmarks/gpu.mjs):  ... --tiles-npy POOL.npy --no-augment
+      --projector STATE_DIR/state.pt --steps 200 --warmup 0 --losses-out FILE.json
+Prints one JSON line last: {"distill_img_s", "embed_img_s", "step_times_s", "peak_memory_gib", ...}.
 
 The step (DESIGN.md "Method constants"; native/engine/distiller.cpp):
   tiles uint8 (B,256,256,3) -> random crop 224 and flips per sample, each model's normalisation
@@ -88,6 +90,13 @@ def log_sum_loss(zs, zt, W, b, alpha=4.0, eps=1e-4):
     return torch.log((fs - ft).abs().pow(alpha).sum())
 
 
+def centre_crop(tiles, crop):
+    """uint8 (B,H,W,3) -> float (B,3,crop,crop) in [0,1]: torchvision CenterCrop, as the engine without augmentation."""
+    _, H, W, _ = tiles.shape
+    oy, ox = int(round((H - crop) / 2)), int(round((W - crop) / 2))
+    return tiles[:, oy:oy + crop, ox:ox + crop].permute(0, 3, 1, 2).float().div_(255)
+
+
 def augment(tiles, crop, gen):
     """uint8 (B,H,W,3) -> float (B,3,crop,crop) in [0,1]: a random crop and flips per sample."""
     B, H, W, _ = tiles.shape
@@ -142,6 +151,11 @@ def main() -> None:
     ap.add_argument('--compile', action='store_true', help='torch.compile both models (default mode)')
     ap.add_argument('--mode', choices=('both', 'distill', 'embed'), default='both')
     ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--no-augment', action='store_true', help='centre crop only (the engine with augment.enabled false)')
+    ap.add_argument('--tiles-npy', help='uint8 (P,B,H,W,3): step k trains on batch k mod P (overrides --batch, --tile)')
+    ap.add_argument('--projector', help="an engine checkpoint's state.pt: start from its projector weights")
+    ap.add_argument('--losses-out', help='write every step\'s loss (warm-up included) to this JSON file')
+    ap.add_argument('--profile', help='write a torch.profiler table of one distill step to this file')
     a = ap.parse_args()
 
     if a.threads:
@@ -162,6 +176,11 @@ def main() -> None:
     ds = student.config.hidden_size if hasattr(student, 'config') else student.num_features
     dt = teacher.config.hidden_size if hasattr(teacher, 'config') else teacher.num_features
     proj = torch.nn.Linear(ds, dt).to(device)
+    if a.projector:
+        state = torch.load(a.projector, map_location='cpu', weights_only=False)
+        with torch.no_grad():
+            proj.weight.copy_(state['projector.weight'])
+            proj.bias.copy_(state['projector.bias'])
 
     named = [(f'student/{n}', p) for n, p in student.named_parameters() if p.requires_grad]
     named += [('projector.weight', proj.weight), ('projector.bias', proj.bias)]
@@ -171,14 +190,21 @@ def main() -> None:
     total = a.warmup + a.steps
     state = {'step': 0}
 
-    tiles = torch.randint(0, 256, (a.batch, a.tile, a.tile, 3), generator=gen, dtype=torch.uint8).to(device)
+    if a.tiles_npy:
+        import numpy as np
+        pool = torch.from_numpy(np.load(a.tiles_npy)).to(device)  # (P,B,H,W,3)
+        a.batch = pool.shape[1]
+    else:
+        pool = torch.randint(0, 256, (1, a.batch, a.tile, a.tile, 3), generator=gen, dtype=torch.uint8).to(device)
+    losses = []
 
     def distill_step():
         k = state['step']
         lr, wd = cosine(1e-4, 0.0, k, total), cosine(0.05, 0.0, k, total)
         opt.param_groups[0].update(lr=lr, weight_decay=wd)
         opt.param_groups[1].update(lr=lr)
-        x = augment(tiles, a.crop, gen)
+        tiles = pool[k % pool.shape[0]]
+        x = centre_crop(tiles, a.crop) if a.no_augment else augment(tiles, a.crop, gen)
         with torch.no_grad():
             zt = t_embed(((x - t_mean) / t_std).to(torch.float16 if a.gpu else torch.float32))
         with torch.autocast('cuda', dtype=torch.bfloat16, enabled=a.gpu):
@@ -189,6 +215,7 @@ def main() -> None:
         opt.zero_grad(set_to_none=True)
         state['step'] = k + 1
         state['loss'] = loss.detach()
+        losses.append(state['loss'])  # read after the timed steps: no host synchronisation inside a step
 
     images = torch.randint(0, 256, (a.embed_batch, a.crop, a.crop, 3), generator=gen, dtype=torch.uint8).to(device)
 
@@ -208,6 +235,19 @@ def main() -> None:
         out['final_loss'] = float(state['loss'])
         if not math.isfinite(out['final_loss']):
             sys.exit('reference step: the loss is not finite')
+        if a.gpu:
+            out['peak_memory_gib'] = torch.cuda.max_memory_allocated() / 2**30
+        if a.losses_out:
+            Path(a.losses_out).write_text(json.dumps([float(v) for v in losses]))
+        if a.profile:
+            from torch.profiler import ProfilerActivity, profile
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if a.gpu else [])
+            with profile(activities=acts) as prof:
+                distill_step()
+                if a.gpu:
+                    torch.cuda.synchronize()
+            key = 'cuda_time_total' if a.gpu else 'cpu_time_total'
+            Path(a.profile).write_text(prof.key_averages().table(sort_by=key, row_limit=40))
     if a.mode in ('both', 'embed'):
         teacher.eval()
         times = timed(embed_batch, a.warmup, a.steps, a.gpu)
