@@ -196,12 +196,14 @@ if (!skip.has('native')) {
   }
 }
 
-// PyTorch references (eager with a profile of one step, then torch.compile with a time limit).
+// PyTorch references: eager (with a profile of one step), the loss curves, then torch.compile with a time limit (its
+// compilation takes minutes; a run cut short still has everything before it).
 const py = findPython(opt.python);
 if (!py) result.notes.push('no python with torch, timm, transformers and safetensors: PyTorch references skipped');
 const resultsDir = path.dirname(opt.out);
-for (const mode of ['eager', 'compile']) {
-  if (!py || skip.has(mode)) continue;
+
+async function reference(mode) {
+  if (!py || skip.has(mode)) return;
   log(`PyTorch ${mode}: batch ${BATCH}, ${WARMUP} + ${RUNS} steps`);
   const ref = runReference(py, ['--teacher', teacherDir, '--student', studentDir, '--batch', String(BATCH),
     '--embed-batch', String(EMBED_BATCH), '--steps', String(RUNS), '--warmup', String(WARMUP),
@@ -212,7 +214,7 @@ for (const mode of ['eager', 'compile']) {
   if (ref.error) {
     result.notes.push(`PyTorch ${mode} failed: ${ref.error}`);
     log(`PyTorch ${mode} failed: ${ref.error}`);
-    continue;
+    return;
   }
   result.machine.torch = ref.torch;
   result.distill[`pytorch_${mode}_img_s`] = ref.distill_img_s;
@@ -224,6 +226,8 @@ for (const mode of ['eager', 'compile']) {
   }
   await save();
 }
+
+await reference('eager');
 
 // Loss curves: the engine and the eager reference from the same weights on the same tiles.
 if (!skip.has('curve') && py && !skip.has('eager')) {
@@ -249,6 +253,8 @@ if (!skip.has('curve') && py && !skip.has('eager')) {
   }
   await save();
 }
+
+await reference('compile');
 
 /** Per-step agreement of two loss curves, and of their trends (means of 20-step windows). */
 function compareCurves(a, b) {
