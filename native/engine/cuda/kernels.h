@@ -64,3 +64,23 @@ void augment_tiles(const uint8_t* tiles, int64_t batch, int64_t tile_h, int64_t 
                    float* student, AugmentNorm teacher_norm, AugmentNorm student_norm, cudaStream_t stream);
 
 }  // namespace g2l::cuda
+
+// ---- fused SwiGLU of the ViT MLPs (swiglu.cu; the contract is native/engine/fused.h) ----
+namespace g2l::cuda {
+
+enum SwigluDType : int { kSwigluF32 = 0, kSwigluF16 = 1, kSwigluBF16 = 2 };
+
+/**
+ * h (rows, 2*hidden) -> out (rows, hidden), both contiguous in dtype: out = silu(h[:, :hidden]) * h[:, hidden:],
+ * computed in float32 and rounded once.
+ */
+void swiglu_forward(const void* h, void* out, int64_t rows, int64_t hidden, int dtype, cudaStream_t stream);
+
+/**
+ * h (rows, 2*hidden), grad_out (rows, hidden) -> grad_h (rows, 2*hidden), all contiguous in dtype. With a, b the
+ * halves of h, s = sigmoid(a), g = grad_out: grad_h = [g b s (1 + a (1 - s)), g a s].
+ */
+void swiglu_backward(const void* h, const void* grad_out, void* grad_h, int64_t rows, int64_t hidden, int dtype,
+                     cudaStream_t stream);
+
+}  // namespace g2l::cuda
