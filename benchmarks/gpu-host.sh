@@ -42,12 +42,17 @@ node bin/g2l-native info 2>&1 | tee -a "$OUT/host.log"
 log "checks: the CUDA tests (fp32/fp16/bf16 models, augmentation kernel, fused loss, Distiller, NCCL world of one)"
 CHECKS_RC=0
 if [ -x .gpu/tests/run.sh ]; then
-  timeout 180 bash .gpu/tests/run.sh > "$OUT/checks.log" 2>&1 || CHECKS_RC=$?
+  G2L_REQUIRE_CUDA=1 G2L_TEST_TIMEOUT=150 timeout 200 bash .gpu/tests/run.sh > "$OUT/checks.log" 2>&1 || CHECKS_RC=$?
   grep -E '^# |^not ok' "$OUT/checks.log" | tee -a "$OUT/host.log"
   log "checks exit $CHECKS_RC"
 else
   log "no .gpu/tests/run.sh: run node tools/gpu-pack.mjs before the call"
 fi
+
+log "checks: fused kernels against the paths they replace (benchmarks/gpu-check.mjs)"
+[ -x .gpu/tests/setup-root.sh ] && bash .gpu/tests/setup-root.sh >> "$OUT/host.log" 2>&1
+timeout 120 node benchmarks/gpu-check.mjs > "$OUT/fused-check.log" 2>&1 || CHECKS_RC=$?
+grep -E '^(ok|not ok|# )' "$OUT/fused-check.log" | tee -a "$OUT/host.log"
 
 # -- benchmark ------------------------------------------------------------------------------------------------------
 B=$(( $(left) - 15 ))

@@ -1,0 +1,85 @@
+#!/usr/bin/env node
+// GPU host: each fused CUDA path against the unfused one it replaces, in the same run, on the tiny fixture models
+// (test/fixtures/models): the Distiller's teacher and student features and three training steps (loss, gradient
+// norm) with the switch on and off, each side in its own process (the switches are read once per process).
+//
+//   node benchmarks/gpu-check.mjs [--device cuda]
+//
+//   swiglu     G2L_FUSED_SWIGLU=0 vs 1    the fused SwiGLU forward/backward kernel (native/engine/cuda/swiglu.cu)
+//   adamw      G2L_FUSED_ADAMW=0 vs 1     libtorch's fused AdamW against the foreach update
+//   fp8-quant  G2L_FP8_QUANT=aten vs the fused rowwise quantisation kernel, with the FP8 teacher
+// Exit 1 if any comparison is outside its bound. Bounds: bf16 autocast rounds at ~4e-3 relative per operation, so
+// features within 2e-2 relative (norm of the difference over norm of the reference), losses within 1e-2, gradient
+// norms within 5e-2.
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Distiller } from '../dist/distill/distiller.js';
+import { makeTiles, ROOT } from './lib/common.mjs';
+
+const { values: opt } = parseArgs({ options: { device: { type: 'string', default: 'cuda' }, child: { type: 'string', default: '' } } });
+const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'models');
+const base = {
+  teacher: path.join(FIXTURES, 'timm_giant_reg4_swiglu'), student: path.join(FIXTURES, 'hf_dinov2_reg_swiglu'),
+  totalSteps: 10, device: opt.device, seed: 0, backend: 'native',
+};
+
+if (opt.child) {
+  const extra = JSON.parse(opt.child);
+  const d = await Distiller.create({ ...base, ...extra });
+  const probe = makeTiles(8, 256, 99);
+  const teacher = Array.from((await d.features(probe, 'teacher')).data);
+  const student = Array.from((await d.features(probe, 'student')).data);
+  const steps = [];
+  for (let s = 0; s < 3; s++) steps.push(await d.step(makeTiles(16, 256, s)));
+  const after = Array.from((await d.features(probe, 'student')).data);
+  console.log(JSON.stringify({ teacher, student, after, loss: steps.map((r) => r.loss), gradNorm: steps.map((r) => r.gradNorm) }));
+  process.exit(0);
+}
+
+function run(env, extra = {}) {
+  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--device', opt.device, '--child', JSON.stringify(extra)],
+    { encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 1 << 26 });
+  const last = (r.stdout ?? '').trim().split('\n').pop() ?? '';
+  if (r.status !== 0 || !last.startsWith('{')) throw new Error(`child failed (exit ${r.status}): ${(r.stderr ?? '').trim().split('\n').slice(-4).join(' | ')}`);
+  return JSON.parse(last);
+}
+
+const relNorm = (a, b) => {
+  let num = 0, den = 0;
+  for (let i = 0; i < a.length; i++) { num += (a[i] - b[i]) ** 2; den += b[i] ** 2; }
+  return Math.sqrt(num / den);
+};
+const relMax = (a, b) => Math.max(...a.map((x, i) => Math.abs(x - b[i]) / Math.abs(b[i])));
+
+const checks = [
+  ['swiglu', { G2L_FUSED_SWIGLU: '0' }, { G2L_FUSED_SWIGLU: '1' }, {}],
+  ['adamw', { G2L_FUSED_ADAMW: '0' }, { G2L_FUSED_ADAMW: '1' }, {}],
+  ['fp8-quant', { G2L_FP8_QUANT: 'aten' }, {}, { teacherFp8: true }],
+];
+let failed = 0, n = 0;
+const ok = (cond, msg) => {
+  n += 1;
+  if (!cond) failed += 1;
+  console.log(`${cond ? 'ok' : 'not ok'} ${n} - ${msg}`);
+};
+for (const [name, refEnv, newEnv, extra] of checks) {
+  let ref, got;
+  try {
+    ref = run(refEnv, extra);
+    got = run(newEnv, extra);
+  } catch (e) {
+    ok(false, `${name}: ${e.message}`);
+    continue;
+  }
+  const ft = relNorm(got.teacher, ref.teacher), fs = relNorm(got.student, ref.student), fa = relNorm(got.after, ref.after);
+  const dl = relMax(got.loss, ref.loss), dg = relMax(got.gradNorm, ref.gradNorm);
+  ok(ft <= 2e-2, `${name}: teacher features ${ft.toExponential(2)}`);
+  ok(fs <= 2e-2, `${name}: student features ${fs.toExponential(2)}`);
+  ok(dl <= 1e-2, `${name}: losses ${got.loss.map((x) => x.toFixed(4)).join(' ')} vs ${ref.loss.map((x) => x.toFixed(4)).join(' ')} (${dl.toExponential(2)})`);
+  ok(dg <= 5e-2, `${name}: gradient norms ${dg.toExponential(2)}`);
+  ok(fa <= 2e-2, `${name}: student features after 3 steps ${fa.toExponential(2)}`);
+}
+console.log(`# gpu-check: ${n - failed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
