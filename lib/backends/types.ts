@@ -285,6 +285,11 @@ export interface BackendDistillerConfig {
   accumulationSteps?: number;
   teacherDtype?: 'auto' | 'float16' | 'bfloat16' | 'float32';
   autocast?: boolean;
+  /**
+   * FP8 (E4M3) matrix products in the teacher (native engine on a CUDA GPU of compute capability 8.9+; the js
+   * backend refuses it). The teacher then runs in bfloat16; see native/engine/quant.h.
+   */
+  teacherFp8?: boolean;
   loss?: { alpha?: number; reduction?: string; bnEps?: number; teacherBn?: boolean };
   optimizer?: {
     lr?: number; finalLr?: number; weightDecay?: number; finalWeightDecay?: number; warmupSteps?: number;
@@ -326,5 +331,15 @@ export interface BackendDistiller {
     studentDim: number; teacherDim: number; studentParams: number; teacherParams: number; device: string;
     teacherModel: string; studentModel: string; teacherMean: number[]; teacherStd: number[]; studentMean: number[];
     studentStd: number[]; step: number;
+    /** The native engine's frozen-teacher preparation (absent on the js backend): LayerScale vectors folded of all. */
+    teacherLayerScalesFolded?: number;
+    teacherLayerScales?: number;
+    /** FP8 teacher: Linear layers with FP8 weights of all, emulated (G2L_FP8_EMULATE=1) or not, and the smallest
+     *  cosine of FP8 against bf16 teacher features over the first teacher batch (null before it, and without FP8). */
+    teacherFp8?: boolean;
+    teacherFp8Layers?: number;
+    teacherLinearLayers?: number;
+    teacherFp8Emulated?: boolean;
+    teacherFp8MinCosine?: number | null;
   };
 }

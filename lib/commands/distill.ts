@@ -32,6 +32,7 @@ interface DistillArgs {
   until?: number;
   progress: boolean;
   nproc?: number;
+  'teacher-fp8'?: boolean;
 }
 
 /** The options the user set explicitly, as a partial run configuration (flags over the config file). */
@@ -47,6 +48,7 @@ function flagsInput(a: DistillArgs): RunConfigInput {
     device: a.device,
     seed: a.seed,
     checkpointEvery: a['checkpoint-every'],
+    teacherFp8: a['teacher-fp8'],
   };
   if (a.lr !== undefined) input.optimizer = { lr: a.lr };
   return Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)) as RunConfigInput;
@@ -71,6 +73,10 @@ export const distillCommand: CommandModule<object, DistillArgs> = {
       .option('seed', { type: 'number', describe: 'Seed of the tile order, augmentations and projector (default 0)' })
       .option('lr', { type: 'number', describe: 'Peak learning rate (default 1e-4)' })
       .option('checkpoint-every', { type: 'number', describe: 'Steps between checkpoints (default 500)' })
+      .option('teacher-fp8', {
+        type: 'boolean',
+        describe: 'FP8 (E4M3) teacher matrix products: faster on GPUs of compute capability 8.9+ (H100/H200); the teacher runs in bf16, refused if its features drift (cosine < 0.999)',
+      })
       .option('resume', { type: 'string', describe: 'Continue the run in --out (or in the folder given) from its latest checkpoint' })
       .option('force', { type: 'boolean', default: false, describe: 'Resume even with options that change the saved configuration; on the js backend, run large models anyway' })
       .option('until', { type: 'number', describe: 'Pause after this many steps (checkpoint, no export); --resume continues' })

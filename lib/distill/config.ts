@@ -43,6 +43,9 @@ export const runConfigSchema = z
     accumulationSteps: z.number().int().positive(),
     teacherDtype: z.enum(['auto', 'float16', 'bfloat16', 'float32']),
     autocast: z.boolean(),
+    /** FP8 (E4M3) teacher matrix products on a GPU of compute capability 8.9+ (--teacher-fp8). Runs saved before the
+     *  key existed read as false. */
+    teacherFp8: z.boolean().default(false),
     optimizer: z
       .object({
         lr: z.number().positive(),
@@ -94,6 +97,7 @@ export const RUN_DEFAULTS: Omit<RunConfig, 'teacher' | 'student' | 'slides' | 's
   accumulationSteps: 1,
   teacherDtype: 'auto',
   autocast: true,
+  teacherFp8: false,
   optimizer: { lr: 1e-4, finalLr: 0, weightDecay: 0.05, finalWeightDecay: 0, warmupSteps: 0, clipGradNorm: 0 },
   loss: { alpha: 4, reduction: 'batch', bnEps: 1e-4, teacherBn: true },
   earlyStopping: { enabled: true, window: 100, patience: 10 },
@@ -106,6 +110,7 @@ const partialSchema = runConfigSchema
     optimizer: runConfigSchema.shape.optimizer.partial(),
     loss: runConfigSchema.shape.loss.partial(),
     earlyStopping: runConfigSchema.shape.earlyStopping.partial(),
+    teacherFp8: z.boolean(),  // no default here: a file that does not set it leaves it to the defaults / the saved run
   })
   .partial();
 

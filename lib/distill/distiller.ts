@@ -54,6 +54,12 @@ export interface DistillerConfig {
   teacherDtype?: 'auto' | 'float16' | 'bfloat16' | 'float32';
   /** bf16 autocast of the student on CUDA (default true). */
   autocast?: boolean;
+  /**
+   * FP8 (E4M3) matrix products in the frozen teacher (default false): a CUDA GPU of compute capability 8.9+ (H100,
+   * H200, L40S), teacherDtype auto or bfloat16; accepted only while the first batch's teacher features keep cosine
+   * >= 0.999 with the bf16 ones (info().teacherFp8MinCosine). Refused on the CPU and by the js backend.
+   */
+  teacherFp8?: boolean;
   augment?: AugmentConfig;
   backend?: BackendName;
   /** js backend: run models it would need hours for instead of refusing them. */
@@ -83,6 +89,7 @@ export function toNativeConfig(c: DistillerConfig): NativeDistillerConfig {
     accumulationSteps: c.accumulationSteps ?? d.accumulationSteps,
     teacherDtype: c.teacherDtype ?? 'auto',
     autocast: c.autocast ?? true,
+    teacherFp8: c.teacherFp8 ?? false,
     loss: { alpha: c.alpha ?? d.alpha, reduction: c.reduction ?? d.reduction, bnEps: c.bnEps ?? d.bnEps, teacherBn: c.teacherBn ?? d.teacherBn },
     optimizer: {
       lr: c.lr ?? d.lr,

@@ -201,6 +201,7 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
     accumulationSteps: config.accumulationSteps,
     teacherDtype: config.teacherDtype,
     autocast: config.autocast,
+    teacherFp8: config.teacherFp8,
     augment: config.augment,
     dist,
   });

@@ -2,6 +2,7 @@
 // arguments and schedules the engine calls on worker threads; nothing is computed here.
 #include <napi.h>
 
+#include <cmath>
 #include <memory>
 #include <mutex>
 
@@ -142,6 +143,7 @@ static DistillerConfig distiller_config_from_js(const Napi::Object& o) {
   c.seed = static_cast<uint64_t>(seed);
   read_string(o, "teacherDtype", c.teacher_dtype, "config");
   read_bool(o, "autocast", c.autocast, "config");
+  read_bool(o, "teacherFp8", c.teacher_fp8, "config");
   read_int(o, "accumulationSteps", c.accumulation_steps, "config");
   if (has_field(o, "loss")) c.loss = loss_options_from_js(object_arg(o.Get("loss"), "config.loss"));
   if (has_field(o, "optimizer")) c.optimizer = optimizer_config_from_js(object_arg(o.Get("optimizer"), "config.optimizer"));
@@ -178,6 +180,18 @@ Napi::Object info_to_js(Napi::Env env, const DistillerInfo& i, int64_t step) {
   o.Set("teacherStd", float_array(env, i.teacher_std));
   o.Set("studentMean", float_array(env, i.student_mean));
   o.Set("studentStd", float_array(env, i.student_std));
+  o.Set("teacherLayerScales", static_cast<double>(i.teacher_layer_scales));
+  o.Set("teacherLayerScalesFolded", static_cast<double>(i.teacher_layer_scales_folded));
+  o.Set("teacherFp8", i.teacher_fp8);
+  o.Set("teacherFp8Layers", static_cast<double>(i.teacher_fp8_layers));
+  o.Set("teacherLinearLayers", static_cast<double>(i.teacher_linear_layers));
+  o.Set("teacherFp8Emulated", i.teacher_fp8_emulated);
+  // null until the first teacher batch ran the acceptance check (and when FP8 is off)
+  if (std::isnan(i.teacher_fp8_min_cosine)) {
+    o.Set("teacherFp8MinCosine", env.Null());
+  } else {
+    o.Set("teacherFp8MinCosine", i.teacher_fp8_min_cosine);
+  }
   o.Set("step", static_cast<double>(step));
   return o;
 }
@@ -263,7 +277,47 @@ static Napi::Value CreateDistillerJs(const Napi::CallbackInfo& info) {
       [](Napi::Env e, Handle& h) -> Napi::Value { return distiller_to_js(e, h); });
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// FP8 numerics entries (g2l/distill.h; tests and the GPU check of issue 8):
+//   fp8QuantizeRows(x, { device, mode }) -> Promise<{ codes: uint8 (M,K), scales: (M), dequantized: (M,K) }>
+//   fp8Linear(x, weight, bias, { device, emulate }) -> Promise<Tensor (M,N)>
+// ---------------------------------------------------------------------------------------------------------------
+
+static Napi::Value Fp8QuantizeRowsJs(const Napi::CallbackInfo& info) {
+  HostTensor x = tensor_from_js(info[0], "x");
+  Napi::Object o = object_arg(info[1], "options");
+  std::string device = "cpu", mode = "auto";
+  read_string(o, "device", device, "options");
+  read_string(o, "mode", mode, "options");
+  return run_async<Fp8QuantResult>(
+      info.Env(), [=] { return fp8_quantize_rows(x, device, mode); },
+      [](Napi::Env e, Fp8QuantResult& r) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(e);
+        out.Set("codes", tensor_to_js(e, r.codes));
+        out.Set("scales", tensor_to_js(e, r.scales));
+        out.Set("dequantized", tensor_to_js(e, r.dequantized));
+        return out;
+      },
+      {info[0]});
+}
+
+static Napi::Value Fp8LinearJs(const Napi::CallbackInfo& info) {
+  HostTensor x = tensor_from_js(info[0], "x");
+  HostTensor w = tensor_from_js(info[1], "weight");
+  HostTensor b = tensor_from_js(info[2], "bias");
+  Napi::Object o = object_arg(info[3], "options");
+  std::string device = "cpu";
+  bool emulate = false;
+  read_string(o, "device", device, "options");
+  read_bool(o, "emulate", emulate, "options");
+  return run_async<HostTensor>(
+      info.Env(), [=] { return fp8_linear(x, w, b, device, emulate); },
+      [](Napi::Env e, HostTensor& t) -> Napi::Value { return tensor_to_js(e, t); }, {info[0], info[1], info[2]});
+}
+
 void register_distill(Napi::Env env, Napi::Object exports) {
+  exports.Set("fp8QuantizeRows", Napi::Function::New(env, Fp8QuantizeRowsJs, "fp8QuantizeRows"));
+  exports.Set("fp8Linear", Napi::Function::New(env, Fp8LinearJs, "fp8Linear"));
   exports.Set("logSumLoss", Napi::Function::New(env, LogSumLossJs, "logSumLoss"));
   exports.Set("runOptimizer", Napi::Function::New(env, RunOptimizerJs, "runOptimizer"));
   Napi::Object distiller = Napi::Object::New(env);

@@ -1,7 +1,8 @@
 // The Distiller (public API in g2l/distill.h): G2L's training step, read top to bottom in step().
 //
 //   tiles uint8 (B,H,W,3) -> augment_batch (one view, both normalisations)
-//     -> teacher (frozen, inference mode, fp16 on CUDA)            zt (B,Dt)
+//     -> teacher (frozen, inference mode, fp16 on CUDA;            zt (B,Dt)
+//                 LayerScale folded, optional FP8 products: vit.h prepare_frozen, quant.h)
 //     -> student (fp32 master weights, bf16 autocast on CUDA)      zs (B,Ds)
 //     -> projector Linear(Ds -> Dt) + log-sum loss (loss.h)        scalar
 //     -> backward -> AdamW with cosine schedules (optim.h)
@@ -22,6 +23,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
+#include <sstream>
 
 #include "augment.h"
 #include "dist.h"
@@ -29,13 +32,18 @@
 #include "loss.h"
 #include "model.h"
 #include "optim.h"
+#include "quant.h"
 #include "tensor_bridge.h"
+#include "vit.h"
 
 namespace g2l {
 
 namespace {
 
 constexpr const char* kStateFile = "state.pt";
+// The FP8 teacher is accepted only while its features keep this cosine with the bf16 teacher's (issue 8).
+constexpr double kFp8MinCosine = 0.999;
+constexpr const char* kFp8Needs = "--teacher-fp8 needs a CUDA GPU with FP8 tensor cores (compute capability 8.9+); drop the flag";
 
 at::ScalarType teacher_dtype_for(const std::string& name, const at::Device& device) {
   if (name == "auto") return device.is_cuda() ? at::kHalf : at::kFloat;
@@ -89,10 +97,28 @@ class DistillerImpl final : public Distiller {
     loss_options_.bn_eps = config_.loss.bn_eps;
     loss_options_.teacher_bn = config_.loss.teacher_bn;
     teacher_dtype_ = teacher_dtype_for(config_.teacher_dtype, device_);
+    if (config_.teacher_fp8) {
+      // Before any weights are read: the device must have FP8 tensor cores (or the emulation be asked for).
+      fp8_emulated_ = fp8_emulation_requested();
+      const std::string why = fp8_unsupported_reason(device_);
+      if (!why.empty() && !fp8_emulated_) throw Error("teacherFp8: " + why + ": " + kFp8Needs);
+      if (config_.teacher_dtype != "auto" && config_.teacher_dtype != "bfloat16") {
+        throw Error("teacherFp8 runs the teacher in bfloat16 (the FP8 products write bfloat16), but teacherDtype is '" +
+                    config_.teacher_dtype + "': use teacherDtype auto or bfloat16, or drop --teacher-fp8");
+      }
+      teacher_dtype_ = at::kBFloat16;
+    }
 
     teacher_ = load_model(config_.teacher, config_.teacher_preset, device_, teacher_dtype_);
     teacher_.module->eval();
     for (auto& p : teacher_.module->parameters()) p.requires_grad_(false);
+    // Frozen: LayerScale folded into the projections in place (the teacher is never exported), FP8 copies if asked.
+    teacher_vit_ = std::dynamic_pointer_cast<VisionTransformerImpl>(teacher_.module);
+    if (!teacher_vit_) throw Error("internal: the teacher is not a VisionTransformer");
+    FrozenOptions frozen;
+    frozen.fp8 = config_.teacher_fp8;
+    frozen.fp8_emulate = fp8_emulated_;
+    frozen_ = teacher_vit_->prepare_frozen(frozen);
     student_ = load_model(config_.student, config_.student_preset, device_, at::kFloat);
     student_.module->train();
 
@@ -139,7 +165,7 @@ class DistillerImpl final : public Distiller {
         at::Tensor zt;
         {
           c10::InferenceMode frozen;
-          zt = teacher_.forward(teacher_in);  // (b,Dt)
+          zt = teacher_forward(teacher_in);  // (b,Dt)
         }
         // A float32 copy outside inference mode: the loss saves it for backward.
         zt = zt.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
@@ -180,7 +206,7 @@ class DistillerImpl final : public Distiller {
       c10::InferenceMode no_grad;
       AugmentedBatch views = augment_batch(x, params, centre, normalization_of(teacher_.spec),
                                            normalization_of(student_.spec), teacher_dtype_);
-      at::Tensor z = teacher ? teacher_.forward(views.teacher) : student_.forward(views.student);
+      at::Tensor z = teacher ? teacher_forward(views.teacher) : student_.forward(views.student);
       return to_host(z.to(at::kCPU, at::kFloat).contiguous());
     });
   }
@@ -266,10 +292,44 @@ class DistillerImpl final : public Distiller {
     i.teacher_std.assign(teacher_.spec.std.begin(), teacher_.spec.std.end());
     i.student_mean.assign(student_.spec.mean.begin(), student_.spec.mean.end());
     i.student_std.assign(student_.spec.std.begin(), student_.spec.std.end());
+    i.teacher_layer_scales = frozen_.layer_scales;
+    i.teacher_layer_scales_folded = frozen_.layer_scales_folded;
+    i.teacher_fp8 = config_.teacher_fp8;
+    i.teacher_fp8_layers = frozen_.fp8_layers;
+    i.teacher_linear_layers = frozen_.linear_layers;
+    i.teacher_fp8_emulated = config_.teacher_fp8 && fp8_emulated_;
+    i.teacher_fp8_min_cosine = fp8_min_cosine_;
     return i;
   }
 
  private:
+  /**
+   * The teacher's features (inside inference mode). With FP8, the first call is the acceptance check: the batch runs
+   * through the bf16 weights and the FP8 products, and the FP8 teacher is refused when any row's cosine falls below
+   * kFp8MinCosine.
+   */
+  at::Tensor teacher_forward(const at::Tensor& x) {
+    if (!config_.teacher_fp8 || fp8_checked_) return teacher_.forward(x);
+    teacher_vit_->set_fp8_enabled(false);
+    at::Tensor reference = teacher_.forward(x).to(at::kFloat);
+    teacher_vit_->set_fp8_enabled(true);
+    at::Tensor z = teacher_.forward(x);
+    at::Tensor cos = at::cosine_similarity(z.to(at::kFloat), reference, /*dim=*/1, /*eps=*/1e-8).to(at::kCPU);
+    const int64_t worst = cos.argmin().item<int64_t>();
+    fp8_min_cosine_ = cos[worst].item<double>();
+    if (!(fp8_min_cosine_ >= kFp8MinCosine)) {
+      std::ostringstream msg;
+      msg.precision(6);
+      msg << "teacherFp8: the FP8 teacher's features of the first batch fall to cosine " << fp8_min_cosine_
+          << " (tile " << worst << " of " << cos.size(0) << ") with the bfloat16 teacher's, below the " << kFp8MinCosine
+          << " the FP8 path is accepted at (" << frozen_.fp8_layers << " of " << frozen_.linear_layers
+          << " Linear layers in FP8): drop --teacher-fp8 for this teacher";
+      throw Error(msg.str());
+    }
+    fp8_checked_ = true;
+    return z;
+  }
+
   at::Tensor check_tiles(const HostTensor& tiles, const char* what) const {
     if (tiles.dtype != DType::U8 || tiles.shape.size() != 4 || tiles.shape[3] != 3) {
       throw Error(std::string(what) + ": expected uint8 tiles (B,H,W,3)");
@@ -322,6 +382,11 @@ class DistillerImpl final : public Distiller {
   at::ScalarType teacher_dtype_ = at::kFloat;
   LogSumLossOptions loss_options_;
   LoadedModel teacher_, student_;
+  std::shared_ptr<VisionTransformerImpl> teacher_vit_;  // teacher_.module, for its frozen-inference switches
+  FrozenReport frozen_;
+  bool fp8_emulated_ = false;
+  bool fp8_checked_ = false;                              // the FP8 acceptance check passed
+  double fp8_min_cosine_ = std::numeric_limits<double>::quiet_NaN();
   at::Tensor projector_weight_, projector_bias_;
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<GradientSync> grad_sync_;  // data parallelism only

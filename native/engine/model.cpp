@@ -157,6 +157,12 @@ LoadedModel create_model(const ModelSpec& spec, at::Device device, at::ScalarTyp
 }
 
 void export_model(const LoadedModel& model, const std::string& folder) {
+  auto vit = std::dynamic_pointer_cast<VisionTransformerImpl>(model.module);
+  if (vit && vit->prepared_frozen()) {
+    throw Error("a model prepared for frozen inference cannot be exported: its LayerScale is folded into its weights in "
+                "place, so they no longer match its checkpoint layout; export the model as loaded from " +
+                (model.spec.folder.empty() ? std::string("its folder") : model.spec.folder) + " instead");
+  }
   with_torch_errors([&] {
     fs::path target = fs::absolute(fs::path(folder));
     if (target.filename().empty()) target = target.parent_path();

@@ -109,7 +109,10 @@ LoadedModel load_model(const ModelSpec& spec, at::Device device, at::ScalarType 
 /** Builds a model with random weights (for benchmarks and the demo). */
 LoadedModel create_model(const ModelSpec& spec, at::Device device, at::ScalarType dtype, uint64_t seed);
 
-/** Writes the model in its own layout (config.json + model.safetensors), atomically (temp folder + rename). */
+/**
+ * Writes the model in its own layout (config.json + model.safetensors), atomically (temp folder + rename). Refuses a
+ * model prepared for frozen inference (VisionTransformerImpl::prepare_frozen: LayerScale folded in place).
+ */
 void export_model(const LoadedModel& model, const std::string& folder);
 
 }  // namespace g2l

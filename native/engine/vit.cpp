@@ -13,6 +13,7 @@
 #include <cmath>
 
 #include <sstream>
+#include <tuple>
 
 #include "g2l/engine.h"
 
@@ -128,6 +129,8 @@ VisionTransformerImpl::VisionTransformerImpl(const ModelSpec& spec, at::TensorOp
       b.fc2_b = add(s + (swiglu ? "mlp.weights_out.bias" : "mlp.fc2.bias"), {d});
       b.ls2 = add(s + "layer_scale2.lambda1", {d});
     }
+    b.ls1_live = b.ls1;
+    b.ls2_live = b.ls2;
     blocks_.push_back(std::move(b));
   }
   norm_w_ = add(hf ? "layernorm.weight" : "norm.weight", {d});
@@ -165,8 +168,71 @@ void VisionTransformerImpl::init_random(uint64_t seed) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Frozen inference (the Distiller's teacher)
+// ---------------------------------------------------------------------------------------------------------------
+namespace {
+
+// float16 keeps a LayerScale whose folded weight rows would sink towards the subnormal range (2^-14 = 6.1e-5):
+// below this row RMS a good share of the folded elements would lose bits that the unfolded product keeps.
+constexpr double kHalfFoldMinRowRms = 1.0 / 1024;
+
+/** w (N,K), bias (N) <- w * g[:,None], bias * g, computed in float32; false (nothing changed) when fp16 would lose it. */
+bool fold_scale(at::Tensor& w, at::Tensor& bias, const at::Tensor& g) {
+  at::Tensor gf = g.to(at::kFloat);
+  at::Tensor wf = w.to(at::kFloat) * gf.unsqueeze(1);
+  if (w.scalar_type() == at::kHalf && wf.pow(2).mean(1).sqrt().min().item<double>() < kHalfFoldMinRowRms) return false;
+  w.copy_(wf);
+  if (bias.defined()) bias.copy_(bias.to(at::kFloat) * gf);
+  return true;
+}
+
+}  // namespace
+
+FrozenReport VisionTransformerImpl::prepare_frozen(const FrozenOptions& options) {
+  if (frozen_) throw Error("ViT: prepare_frozen() was already called on this model");
+  at::NoGradGuard no_grad;
+  FrozenReport report;
+  for (Block& b : blocks_) {
+    for (auto [g, live, w, bias] : {std::tie(b.ls1, b.ls1_live, b.proj_w, b.proj_b),
+                                    std::tie(b.ls2, b.ls2_live, b.fc2_w, b.fc2_b)}) {
+      if (!g.defined()) continue;
+      report.layer_scales += 1;
+      if (options.fold_layer_scale && fold_scale(w, bias, g)) {
+        live = at::Tensor();
+        report.layer_scales_folded += 1;
+      }
+    }
+    auto fp8 = [&](Fp8Linear& dst, const at::Tensor& w, const at::Tensor& bias) {
+      if (!w.defined()) return;
+      report.linear_layers += 1;
+      if (!options.fp8 || !Fp8Linear::fits(w)) return;
+      dst = Fp8Linear::from_weight(w, bias, options.fp8_emulate);
+      report.fp8_layers += 1;
+      report.fp8_bytes += dst.bytes();
+    };
+    fp8(b.qkv8, b.qkv_w, b.qkv_b);
+    fp8(b.q8, b.q_w, b.q_b);
+    fp8(b.k8, b.k_w, b.k_b);
+    fp8(b.v8, b.v_w, b.v_b);
+    fp8(b.proj8, b.proj_w, b.proj_b);
+    fp8(b.fc18, b.fc1_w, b.fc1_b);
+    fp8(b.fc28, b.fc2_w, b.fc2_b);
+  }
+  frozen_ = true;
+  fp8_ready_ = report.fp8_layers > 0;
+  fp8_on_ = fp8_ready_;
+  return report;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Forward
 // ---------------------------------------------------------------------------------------------------------------
+at::Tensor VisionTransformerImpl::linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
+                                         const Fp8Linear& fp8) const {
+  if (fp8_on_ && fp8.defined()) return fp8.forward(x);
+  return at::linear(x, w, bias);
+}
+
 at::Tensor VisionTransformerImpl::position_embedding(int64_t gh, int64_t gw, int64_t h, int64_t w) const {
   const int64_t d = spec_.embed_dim;
   // Rows of pos_ before the patch grid: timm with class position covers class and registers; HF the class only.
@@ -194,22 +260,22 @@ at::Tensor VisionTransformerImpl::attention(const Block& b, const at::Tensor& x)
   at::Tensor q, k, v;
   if (spec_.qkv_fused) {
     // (B,T,3D) -> (3,B,heads,T,hd), as timm's Attention reshapes it.
-    at::Tensor qkv = at::linear(x, b.qkv_w, b.qkv_b).reshape({bsz, t, 3, heads, hd}).permute({2, 0, 3, 1, 4});
+    at::Tensor qkv = linear(x, b.qkv_w, b.qkv_b, b.qkv8).reshape({bsz, t, 3, heads, hd}).permute({2, 0, 3, 1, 4});
     q = qkv[0];
     k = qkv[1];
     v = qkv[2];
   } else {
-    q = at::linear(x, b.q_w, b.q_b).view({bsz, t, heads, hd}).transpose(1, 2);
-    k = at::linear(x, b.k_w, b.k_b).view({bsz, t, heads, hd}).transpose(1, 2);
-    v = at::linear(x, b.v_w, b.v_b).view({bsz, t, heads, hd}).transpose(1, 2);
+    q = linear(x, b.q_w, b.q_b, b.q8).view({bsz, t, heads, hd}).transpose(1, 2);
+    k = linear(x, b.k_w, b.k_b, b.k8).view({bsz, t, heads, hd}).transpose(1, 2);
+    v = linear(x, b.v_w, b.v_b, b.v8).view({bsz, t, heads, hd}).transpose(1, 2);
   }
   at::Tensor o = at::scaled_dot_product_attention(q, k, v);  // (B,heads,T,hd), scale hd^-0.5
   o = o.transpose(1, 2).reshape({bsz, t, d});
-  return at::linear(o, b.proj_w, b.proj_b);
+  return linear(o, b.proj_w, b.proj_b, b.proj8);
 }
 
 at::Tensor VisionTransformerImpl::mlp(const Block& b, const at::Tensor& x) const {
-  at::Tensor hdn = at::linear(x, b.fc1_w, b.fc1_b);
+  at::Tensor hdn = linear(x, b.fc1_w, b.fc1_b, b.fc18);
   if (spec_.mlp == "gelu") {
     hdn = at::gelu(hdn);  // exact erf GELU: nn.GELU() in timm, ACT2FN["gelu"] in transformers
   } else {
@@ -217,7 +283,7 @@ at::Tensor VisionTransformerImpl::mlp(const Block& b, const at::Tensor& x) const
     auto halves = hdn.chunk(2, -1);
     hdn = at::silu(halves[0]) * halves[1];
   }
-  return at::linear(hdn, b.fc2_w, b.fc2_b);
+  return linear(hdn, b.fc2_w, b.fc2_b, b.fc28);
 }
 
 at::Tensor VisionTransformerImpl::forward_tokens(const at::Tensor& images) {
@@ -245,11 +311,21 @@ at::Tensor VisionTransformerImpl::forward_tokens(const at::Tensor& images) {
       x = at::cat(parts, 1) + pos;
     }
   }
-  for (const Block& b : blocks_) {
-    at::Tensor a = attention(b, layer_norm(x, b.norm1_w, b.norm1_b, spec_.norm_eps));
-    x = x + (b.ls1.defined() ? a * b.ls1 : a);
-    at::Tensor m = mlp(b, layer_norm(x, b.norm2_w, b.norm2_b, spec_.norm_eps));
-    x = x + (b.ls2.defined() ? m * b.ls2 : m);
+  if (frozen_) {
+    // Inference only: x is this call's own tensor (made by cat or +), so the residual adds may write into it.
+    for (const Block& b : blocks_) {
+      at::Tensor a = attention(b, layer_norm(x, b.norm1_w, b.norm1_b, spec_.norm_eps));
+      x.add_(b.ls1_live.defined() ? a.mul_(b.ls1_live) : a);
+      at::Tensor m = mlp(b, layer_norm(x, b.norm2_w, b.norm2_b, spec_.norm_eps));
+      x.add_(b.ls2_live.defined() ? m.mul_(b.ls2_live) : m);
+    }
+  } else {
+    for (const Block& b : blocks_) {
+      at::Tensor a = attention(b, layer_norm(x, b.norm1_w, b.norm1_b, spec_.norm_eps));
+      x = x + (b.ls1_live.defined() ? a * b.ls1_live : a);
+      at::Tensor m = mlp(b, layer_norm(x, b.norm2_w, b.norm2_b, spec_.norm_eps));
+      x = x + (b.ls2_live.defined() ? m * b.ls2_live : m);
+    }
   }
   return layer_norm(x, norm_w_, norm_b_, spec_.norm_eps);
 }

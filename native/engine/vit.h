@@ -14,8 +14,28 @@
 #include <vector>
 
 #include "model.h"
+#include "quant.h"
 
 namespace g2l {
+
+/** How prepare_frozen() readies a frozen model (the Distiller's teacher) for inference-only forwards. */
+struct FrozenOptions {
+  /** Fold LayerScale into the projection before it: x + linear(o, W, b) * g == x + linear(o, W*g[:,None], b*g). */
+  bool fold_layer_scale = true;
+  /** FP8 (E4M3) copies of the Linear weights whose dimensions fit (quant.h); forward uses them while fp8 is on. */
+  bool fp8 = false;
+  /** With fp8: quantise -> dequantise -> float32 matmul instead of _scaled_mm (any device; tests). */
+  bool fp8_emulate = false;
+};
+
+/** What prepare_frozen() did, for info and messages. */
+struct FrozenReport {
+  int64_t layer_scales = 0;         // LayerScale vectors in the model
+  int64_t layer_scales_folded = 0;  // of them folded (fp16 keeps a LayerScale whose folded weight would underflow)
+  int64_t linear_layers = 0;        // Linear layers of the blocks (qkv or q/k/v, proj, fc1, fc2)
+  int64_t fp8_layers = 0;           // of them with FP8 weights
+  int64_t fp8_bytes = 0;            // memory of the FP8 copies
+};
 
 class VisionTransformerImpl : public torch::nn::Module {
  public:
@@ -35,6 +55,17 @@ class VisionTransformerImpl : public torch::nn::Module {
   /** The same, in the checkpoint's natural order (embeddings, blocks 0..N-1, final norm): for messages. */
   const std::vector<std::pair<std::string, at::Tensor>>& ordered_weights() const { return weights_; }
 
+  /**
+   * Readies a frozen model for inference-only forwards, in place: LayerScale folded into proj / fc2 (in float32,
+   * cast back to the weight dtype; the residual adds run in place), FP8 weight copies when asked. The checkpoint
+   * tensors then no longer describe the model's own layout: export_model refuses a prepared model. Once only.
+   */
+  FrozenReport prepare_frozen(const FrozenOptions& options);
+  bool prepared_frozen() const { return frozen_; }
+  /** With FP8 copies: whether forward uses them (default on after prepare) or the model's own weights. */
+  void set_fp8_enabled(bool on) { fp8_on_ = on && fp8_ready_; }
+  bool fp8_enabled() const { return fp8_on_; }
+
   /** Fills every tensor the way timm initialises a ViT (trunc-normal 0.02 weights, zero biases, LayerScale at
    *  init_values), from a seeded CPU generator, so random models are the same on every device. */
   void init_random(uint64_t seed);
@@ -48,12 +79,17 @@ class VisionTransformerImpl : public torch::nn::Module {
     at::Tensor ls1, ls2;                     // (D) LayerScale, when present
     at::Tensor norm2_w, norm2_b;
     at::Tensor fc1_w, fc1_b, fc2_w, fc2_b;   // MLP in (hidden or 2*hidden, D), out (D, hidden)
+    // prepare_frozen(): the LayerScale vectors forward still applies (undefined once folded) and the FP8 copies.
+    at::Tensor ls1_live, ls2_live;
+    Fp8Linear qkv8, q8, k8, v8, proj8, fc18, fc28;
   };
 
   /** Registers the tensor `key` (dotted checkpoint path) in a nested module tree; returns the live tensor. */
   at::Tensor add(const std::string& key, std::vector<int64_t> shape, bool trainable = true);
   /** (1,P,D) position embedding for a (gh,gw) grid of an (h,w) image, resampled as the reference library does. */
   at::Tensor position_embedding(int64_t gh, int64_t gw, int64_t h, int64_t w) const;
+  /** at::linear, or the FP8 copy while FP8 is on and the layer has one. */
+  at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const Fp8Linear& fp8) const;
   at::Tensor attention(const Block& b, const at::Tensor& x) const;
   at::Tensor mlp(const Block& b, const at::Tensor& x) const;
 
@@ -63,6 +99,9 @@ class VisionTransformerImpl : public torch::nn::Module {
   std::vector<std::pair<std::string, at::Tensor>> weights_;         // checkpoint order of registration
   at::Tensor patch_w_, patch_b_, cls_, reg_, pos_, norm_w_, norm_b_;
   std::vector<Block> blocks_;
+  bool frozen_ = false;    // prepare_frozen() ran: LayerScale folded, residual adds in place
+  bool fp8_ready_ = false;  // FP8 copies exist
+  bool fp8_on_ = false;     // forward uses them
 };
 
 TORCH_MODULE(VisionTransformer);

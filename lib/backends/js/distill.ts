@@ -122,6 +122,9 @@ export class JsDistiller {
     if (td !== 'auto' && td !== 'float32') {
       throw new UserError(`the js backend runs the teacher in float32 only, but teacherDtype '${td}' was asked for: use auto or float32, or --backend native`);
     }
+    if (config.teacherFp8) {
+      throw new UserError('the js backend has no FP8 teacher (teacherFp8): --teacher-fp8 needs the native engine on a CUDA GPU with FP8 tensor cores (compute capability 8.9+); drop the flag');
+    }
     if ((config.accumulationSteps ?? 1) < 1) throw new UserError('accumulationSteps must be at least 1');
     // Before any weights are read: a step costs a teacher forward plus about three student forwards.
     for (const [what, folder, preset] of [['teacher', config.teacher, config.teacherPreset], ['student', config.student, config.studentPreset]] as const) {

@@ -84,3 +84,17 @@ void swiglu_backward(const void* h, const void* grad_out, void* grad_h, int64_t 
                      cudaStream_t stream);
 
 }  // namespace g2l::cuda
+
+// ---- FP8 row quantisation of the teacher's activations (quant.cu; the scheme is native/engine/quant.h) ----
+namespace g2l::cuda {
+
+/**
+ * x (rows,cols) bfloat16 row-major (raw bits) -> codes (rows,cols) float8_e4m3fn (raw bytes) and scales (rows)
+ * float32, per row: scale = max(amax |x|, min_amax) / 448, code = e4m3(clamp(x * (1/scale), -448, 448)) rounded to
+ * nearest even: the same numbers as quant.cpp's at:: version. One thread block per row; rows of any length (16-byte
+ * vector loads where cols % 8 == 0 and the rows are aligned).
+ */
+void quantize_rows_bf16_to_fp8(const uint16_t* x, int64_t rows, int64_t cols, uint8_t* codes, float* scales,
+                               float min_amax, cudaStream_t stream);
+
+}  // namespace g2l::cuda

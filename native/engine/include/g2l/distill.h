@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -104,6 +105,11 @@ struct DistillerConfig {
   std::string teacher_dtype = "auto"; // "auto" (float16 on CUDA, float32 on the CPU), "float16", "bfloat16", "float32"
   bool autocast = true;               // student forward in bfloat16 autocast on CUDA (fp32 master weights)
   int64_t accumulation_steps = 1;     // split each batch into this many micro-batches (BN statistics per micro-batch)
+  // FP8 (E4M3) matrix products in the teacher (issue 8): its Linear weights quantised per output row, its activations
+  // per token, multiplied by _scaled_mm; the rest of the teacher in bfloat16 (teacher_dtype auto or bfloat16). Needs
+  // a CUDA GPU of compute capability 8.9+ (refused elsewhere; G2L_FP8_EMULATE=1 emulates it anywhere, for tests).
+  // Accepted only while the first batch's teacher features keep cosine >= 0.999 with the bf16 teacher's.
+  bool teacher_fp8 = false;
   LossOptions loss;
   OptimizerConfig optimizer;
   AugmentConfig augment;
@@ -132,6 +138,15 @@ struct DistillerInfo {
   std::string teacher_model;          // one-line description of each model
   std::string student_model;
   std::vector<float> teacher_mean, teacher_std, student_mean, student_std;
+  // The frozen teacher's preparation (LayerScale folding, FP8): what it did and, with FP8, the acceptance check.
+  int64_t teacher_layer_scales_folded = 0;  // of teacher_layer_scales
+  int64_t teacher_layer_scales = 0;
+  bool teacher_fp8 = false;
+  int64_t teacher_fp8_layers = 0;           // Linear layers with FP8 weights, of teacher_linear_layers
+  int64_t teacher_linear_layers = 0;
+  bool teacher_fp8_emulated = false;        // G2L_FP8_EMULATE=1: quantise -> dequantise -> float32 products
+  // Smallest cosine between FP8 and bf16 teacher features over the first teacher batch; NaN until that batch ran.
+  double teacher_fp8_min_cosine = std::numeric_limits<double>::quiet_NaN();
 };
 
 /**
@@ -163,5 +178,29 @@ class Distiller {
   virtual int64_t steps_taken() const = 0;
   virtual DistillerInfo info() const = 0;
 };
+
+// ---------------------------------------------------------------------------------------------------------------
+// FP8 test entries (the teacher's FP8 products, native/engine/quant.h): numerics checks on any device
+// ---------------------------------------------------------------------------------------------------------------
+
+struct Fp8QuantResult {
+  HostTensor codes;        // (M,K) uint8: the float8_e4m3fn bits
+  HostTensor scales;       // (M) float32
+  HostTensor dequantized;  // (M,K) float32: codes * scales
+};
+
+/**
+ * x float32 (M,K), rounded to bfloat16 on `device` (what the teacher's activations are), then quantised per row.
+ * mode "aten" (at:: ops), "cuda" (the fused kernel: a CUDA device in a CUDA build) or "auto" (as the teacher does).
+ */
+Fp8QuantResult fp8_quantize_rows(const HostTensor& x, const std::string& device, const std::string& mode);
+
+/**
+ * One FP8 Linear as the teacher runs it: x (M,K), weight (N,K), bias (N) float32 rounded to bfloat16 on `device`,
+ * weight quantised per output row -> (M,N) float32. emulate: quantise -> dequantise -> float32 matmul (any device);
+ * else _scaled_mm (CUDA, compute capability 8.9+; refused elsewhere). N and K multiples of 16.
+ */
+HostTensor fp8_linear(const HostTensor& x, const HostTensor& weight, const HostTensor& bias, const std::string& device,
+                      bool emulate);
 
 }  // namespace g2l
