@@ -44,7 +44,10 @@ class AdamW {
     at::Tensor param, exp_avg, exp_avg_sq;
     bool decay;
   };
+  static bool use_fused(const at::Tensor& any_param);
+
   std::vector<Slot> slots_;
+  at::Tensor step_count_;  // the fused kernel's step count (one float on the parameters' device)
   OptimizerConfig config_;
   int64_t updates_ = 0;  // bias corrections use updates_ + 1, as torch's per-parameter `step`
 };

@@ -22,8 +22,16 @@ interface AdamwFixture {
   gradNorm: number[];
 }
 
-for (const name of ['cosine', 'warmup-clip']) {
-  t.test(`AdamW "${name}" matches torch.optim.AdamW to 1e-6`, async (t) => {
+// Both update paths: the multi-tensor (foreach) one the CPU runs, and libtorch's fused AdamW kernel that CUDA runs
+// (G2L_FUSED_ADAMW=1 forces it here; the CPU has that kernel too, so the same fixture checks its use).
+for (const [name, fused] of [['cosine', '0'], ['warmup-clip', '0'], ['cosine', '1'], ['warmup-clip', '1']] as const) {
+  t.test(`AdamW "${name}" (${fused === '1' ? 'fused kernel' : 'foreach'}) matches torch.optim.AdamW to 1e-6`, async (t) => {
+    const before = process.env.G2L_FUSED_ADAMW;
+    process.env.G2L_FUSED_ADAMW = fused;
+    t.teardown(() => {
+      if (before === undefined) delete process.env.G2L_FUSED_ADAMW;
+      else process.env.G2L_FUSED_ADAMW = before;
+    });
     const fx: AdamwFixture = JSON.parse(readFileSync(path.join(FIXTURES, `adamw-${name}.json`), 'utf8'));
     const addon = loadEngineAddon();
     const params = fx.initial.map((d, i) => ({ data: Float32Array.from(d), shape: fx.shapes[i] }));
