@@ -69,7 +69,7 @@ const TFLOP_PER_IMAGE = 1.10, DATASHEET_TFLOPS = 989, MEASURED_TFLOPS = 800;
 const VARIANTS = {
   default: { env: {}, config: {} },
   unfused: { env: { G2L_FUSED_SWIGLU: '0' }, config: {} },
-  fp8: { env: {}, config: { teacherFp8: true } },
+  fp8: { env: {}, config: { teacherFp8: true, teacherDtype: 'bfloat16' } },  // FP8 products give bf16 (rowwise scales)
 };
 
 const { backend, fallbackReason } = chooseBackend({ backend: 'native' });
@@ -139,7 +139,23 @@ function runChild(kind, config, env = {}) {
   if (r.status !== 0 || !lastLine.startsWith('{')) {
     return { error: `exit ${r.status}${r.signal ? ` (${r.signal})` : ''}: ${(r.stderr || '').trim().split('\n').slice(-3).join(' | ')}` };
   }
-  return JSON.parse(lastLine);
+  const parsed = JSON.parse(lastLine);
+  const phases = stepPhases(r.stderr ?? '');
+  if (phases) parsed.phases_ms = phases;
+  return parsed;
+}
+
+/** Median per phase of the engine's G2L_STEP_TIMING lines (native/engine/step_timer.h), warm-up steps left out. */
+function stepPhases(stderr) {
+  const rows = [];
+  for (const line of stderr.split('\n')) {
+    if (!line.startsWith('g2l-step-timing ')) continue;
+    const row = Object.fromEntries(line.split(' ').slice(1).map((kv) => kv.split('=')).map(([k, v]) => [k, Number.isNaN(Number(v)) ? v : Number(v)]));
+    if (row.step >= WARMUP) rows.push(row);
+  }
+  if (rows.length === 0) return null;
+  const keys = Object.keys(rows[0]).filter((k) => k !== 'step' && k !== 'device');
+  return Object.fromEntries(keys.map((k) => [k, +median(rows.map((r) => r[k])).toFixed(2)]));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -182,7 +198,7 @@ if (!skip.has('native')) {
     if (!VARIANTS[variant]) throw new Error(`unknown variant '${variant}' (known: ${Object.keys(VARIANTS).join(', ')})`);
     log(`native ${variant}: batch ${BATCH}, ${WARMUP} + ${RUNS} steps`);
     const r = runChild('variant', { variant, teacher: teacherDir, student: studentDir, embed: variant === 'default' && !skip.has('embed') },
-      VARIANTS[variant].env);
+      { G2L_STEP_TIMING: '1', ...VARIANTS[variant].env });
     if (r.error) {
       result.notes.push(`native ${variant} failed: ${r.error}`);
       log(`native ${variant} failed: ${r.error}`);
@@ -310,5 +326,8 @@ if (result.curve) {
   console.log(`loss curves (${c.steps} steps, batch ${c.batch}, same start and tiles): first ${c.first_loss.engine.toFixed(4)} / ${c.first_loss.reference.toFixed(4)}, last-20 mean ${c.last20_mean.engine.toFixed(4)} / ${c.last20_mean.reference.toFixed(4)}, per-step relative difference median ${c.median_rel_diff.toExponential(2)} max ${c.max_rel_diff.toExponential(2)}`);
 }
 console.log(`\nthe GPU host's README gave PyTorch ${HOST.eager} eager / ${HOST.compile} compile img/s; goal: native >= 1.25x compile in the same run: ${result.goals['distill native >= 1.25x torch.compile (same run)'] ?? 'n/a'}`);
+for (const v of Object.values(result.variants)) {
+  if (v.phases_ms) console.log(`phases of native ${v.variant} (ms, median): ${Object.entries(v.phases_ms).map(([k, x]) => `${k} ${x}`).join(', ')}`);
+}
 for (const n of result.notes) console.log(`note: ${n}`);
 console.log(`\nwrote ${path.relative(process.cwd(), opt.out) || opt.out}`);

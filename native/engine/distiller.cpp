@@ -12,7 +12,10 @@
 // Data parallelism (issue 7) slots in between backward and the optimiser (gradient all-reduce) and inside the
 // loss (the BN column sums reduced across ranks); nothing here assumes a single process beyond that.
 #ifdef G2L_WITH_CUDA
+#include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #endif
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -20,10 +23,12 @@
 #include <torch/serialize.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <optional>
 #include <sstream>
 
 #include "augment.h"
@@ -33,6 +38,7 @@
 #include "model.h"
 #include "optim.h"
 #include "quant.h"
+#include "step_timer.h"
 #include "tensor_bridge.h"
 #include "vit.h"
 
@@ -85,6 +91,62 @@ class CudaAutocast {
   bool on_;
   bool prev_enabled_ = false;
   at::ScalarType prev_dtype_ = at::kBFloat16;
+};
+
+// G2L_TEACHER_STREAM=1 (CUDA only): the frozen teacher's forward runs on a second stream while the student's forward
+// runs on the current one; join() makes the current stream wait for the teacher before the loss. Memory handed across
+// is safe without record_stream: the side stream starts after the current stream's inputs are ready and the current
+// stream waits for it before it uses the teacher's output, so every later reuse of those blocks is ordered after it.
+class SideStream {
+ public:
+  explicit SideStream(const at::Device& device) {
+    static const bool enabled = [] {
+      const char* v = std::getenv("G2L_TEACHER_STREAM");
+      return v != nullptr && std::string(v) == "1";
+    }();
+#ifdef G2L_WITH_CUDA
+    if (enabled && device.is_cuda()) {
+      const auto index = device.index() < 0 ? c10::cuda::current_device() : device.index();
+      main_ = c10::cuda::getCurrentCUDAStream(index);
+      side_ = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, index);
+      at::cuda::CUDAEvent inputs_ready;
+      inputs_ready.record(*main_);
+      inputs_ready.block(*side_);
+    }
+#else
+    (void)device;
+    (void)enabled;
+#endif
+  }
+
+  /** Until leave() (or this object's end, also on an exception), work goes to the side stream when it is on. */
+  void enter() {
+#ifdef G2L_WITH_CUDA
+    if (side_) guard_.emplace(*side_);
+#endif
+  }
+
+  void leave() {
+#ifdef G2L_WITH_CUDA
+    guard_.reset();
+#endif
+  }
+
+  void join() {
+#ifdef G2L_WITH_CUDA
+    leave();
+    if (!side_) return;
+    at::cuda::CUDAEvent done;
+    done.record(*side_);
+    done.block(*main_);
+#endif
+  }
+
+ private:
+#ifdef G2L_WITH_CUDA
+  std::optional<c10::cuda::CUDAStream> main_, side_;
+  std::optional<c10::cuda::CUDAStreamGuard> guard_;
+#endif
 };
 
 class DistillerImpl final : public Distiller {
@@ -144,7 +206,9 @@ class DistillerImpl final : public Distiller {
 
   StepResult step(const HostTensor& tiles) override {
     return with_torch_errors([&] {
+      StepTimer timer(device_);  // G2L_STEP_TIMING=1: one line of phase times per step on stderr
       at::Tensor x = check_tiles(tiles, "step");
+      timer.mark("upload");
       const int64_t batch = x.size(0), accum = config_.accumulation_steps;
       if (batch % accum != 0 || batch / accum < 2) {
         throw Error("step: a batch of " + std::to_string(batch) + " tiles cannot be split into " +
@@ -155,6 +219,7 @@ class DistillerImpl final : public Distiller {
       at::Tensor params = augment_params_for(batch, x.size(1), x.size(2), gen);
       AugmentedBatch views = augment_batch(x, params, config_.augment, normalization_of(teacher_.spec),
                                            normalization_of(student_.spec), teacher_dtype_);
+      timer.mark("augment");
 
       optimizer_->zero_grad();
       const int64_t micro = batch / accum;
@@ -162,25 +227,33 @@ class DistillerImpl final : public Distiller {
       for (int64_t m = 0; m < accum; ++m) {
         at::Tensor teacher_in = views.teacher.narrow(0, m * micro, micro);
         at::Tensor student_in = views.student.narrow(0, m * micro, micro);
+        SideStream side(device_);  // G2L_TEACHER_STREAM=1: the teacher beside the student's forward (CUDA)
         at::Tensor zt;
+        side.enter();
         {
           c10::InferenceMode frozen;
           zt = teacher_forward(teacher_in);  // (b,Dt)
         }
         // A float32 copy outside inference mode: the loss saves it for backward.
         zt = zt.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
+        side.leave();
+        timer.mark("teacher");
         at::Tensor zs;
         {
           CudaAutocast autocast(device_.is_cuda() && config_.autocast);
           zs = student_.forward(student_in);  // (b,Ds)
         }
+        timer.mark("student_forward");
+        side.join();
         at::Tensor loss = log_sum_loss(zs.to(at::kFloat), zt, projector_weight_, projector_bias_, loss_options_);
         if (grad_sync_) grad_sync_->set_enabled(m == accum - 1);  // reduce once, after the last micro-batch
         (accum > 1 ? loss / static_cast<double>(accum) : loss).backward();
         loss_sum.add_(loss.detach());
+        timer.mark("loss_backward");
       }
       if (grad_sync_) grad_sync_->finish();
       at::Tensor grad_norm = optimizer_->step(step_);
+      timer.mark("optimizer");
       const ScheduleValues sched = schedule_at(optimizer_->config(), step_);
       // The one host synchronisation of the step: loss and gradient norm together.
       at::Tensor host = at::stack({loss_sum / static_cast<double>(accum), grad_norm.to(at::kFloat)}).to(at::kCPU);
@@ -191,6 +264,8 @@ class DistillerImpl final : public Distiller {
       r.lr = sched.lr;
       r.weight_decay = sched.weight_decay;
       r.device_memory_bytes = peak_device_memory();
+      timer.mark("read_loss");
+      timer.report(step_);
       step_ += 1;
       return r;
     });
