@@ -8,13 +8,15 @@
 //
 //   node benchmarks/gpu.mjs [--batch 128] [--runs 10] [--warmup 3] [--device cuda] [--models DIR] [--keep-models]
 //                           [--teacher DIR --student DIR]  (existing folders instead of random real-size models)
-//                           [--variants default,unfused,fp8] [--skip native,eager,compile,embed,curve,profile]
+//                           [--variants default,fp8,overlap,unfused] [--skip native,eager,compile,embed,curve,profile]
 //                           [--curve-steps 200] [--curve-batch 32] [--compile-timeout 300] [--python python3] [--out FILE]
 //
 // Engine variants, each in its own process (so each starts with the GPU's memory free and reads its switches once):
 //   default  what `distill` runs: frozen teacher with LayerScale folded, fused SwiGLU, fused loss, multi-tensor AdamW
 //   unfused  the same with G2L_FUSED_SWIGLU=0 (measures the SwiGLU kernel)
 //   fp8      default + --teacher-fp8 (E4M3 teacher matrix products, rowwise scales; refused below cosine 0.999)
+//   overlap  default with G2L_TEACHER_STREAM=1 (the teacher on a second stream beside the student's forward; its
+//            phase times are then not separable)
 // Loss curve: the engine and the eager reference train --curve-steps steps from the same weights (the engine's initial
 // projector is handed to the reference) on the same tiles without augmentation; the per-step losses are compared.
 //
@@ -45,7 +47,7 @@ const { values: opt } = parseArgs({
     teacher: { type: 'string', default: '' },
     student: { type: 'string', default: '' },
     'keep-models': { type: 'boolean', default: false },
-    variants: { type: 'string', default: 'default,unfused,fp8' },
+    variants: { type: 'string', default: 'default,fp8,overlap,unfused' },
     skip: { type: 'string', default: '' },
     'curve-steps': { type: 'string', default: '200' },
     'curve-batch': { type: 'string', default: '32' },
@@ -70,6 +72,7 @@ const VARIANTS = {
   default: { env: {}, config: {} },
   unfused: { env: { G2L_FUSED_SWIGLU: '0' }, config: {} },
   fp8: { env: {}, config: { teacherFp8: true, teacherDtype: 'bfloat16' } },  // FP8 products give bf16 (rowwise scales)
+  overlap: { env: { G2L_TEACHER_STREAM: '1' }, config: {} },
 };
 
 const { backend, fallbackReason } = chooseBackend({ backend: 'native' });
