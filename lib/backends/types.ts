@@ -335,7 +335,7 @@ export interface BackendDistiller {
     teacherLayerScalesFolded?: number;
     teacherLayerScales?: number;
     /** FP8 teacher: Linear layers with FP8 weights of all, emulated (G2L_FP8_EMULATE=1) or not, and the smallest
-     *  cosine of FP8 against bf16 teacher features over the first teacher batch (null before it, and without FP8). */
+     *  cosine of FP8 against bf16 teacher features over the first teacher batch (null before it; absent without FP8). */
     teacherFp8?: boolean;
     teacherFp8Layers?: number;
     teacherLinearLayers?: number;

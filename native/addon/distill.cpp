@@ -186,11 +186,13 @@ Napi::Object info_to_js(Napi::Env env, const DistillerInfo& i, int64_t step) {
   o.Set("teacherFp8Layers", static_cast<double>(i.teacher_fp8_layers));
   o.Set("teacherLinearLayers", static_cast<double>(i.teacher_linear_layers));
   o.Set("teacherFp8Emulated", i.teacher_fp8_emulated);
-  // null until the first teacher batch ran the acceptance check (and when FP8 is off)
-  if (std::isnan(i.teacher_fp8_min_cosine)) {
-    o.Set("teacherFp8MinCosine", env.Null());
-  } else {
-    o.Set("teacherFp8MinCosine", i.teacher_fp8_min_cosine);
+  // FP8 on: null until the first teacher batch ran the acceptance check, then its smallest cosine. FP8 off: absent.
+  if (i.teacher_fp8) {
+    if (std::isnan(i.teacher_fp8_min_cosine)) {
+      o.Set("teacherFp8MinCosine", env.Null());
+    } else {
+      o.Set("teacherFp8MinCosine", i.teacher_fp8_min_cosine);
+    }
   }
   o.Set("step", static_cast<double>(step));
   return o;

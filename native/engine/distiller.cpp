@@ -180,6 +180,10 @@ class DistillerImpl final : public Distiller {
     FrozenOptions frozen;
     frozen.fp8 = config_.teacher_fp8;
     frozen.fp8_emulate = fp8_emulated_;
+    if (config_.teacher_fp8) {
+      fp8_layers_ = fp8_layers_from_env();
+      frozen.fp8_layers = fp8_layers_;
+    }
     frozen_ = teacher_vit_->prepare_frozen(frozen);
     student_ = load_model(config_.student, config_.student_preset, device_, at::kFloat);
     student_.module->train();
@@ -398,7 +402,8 @@ class DistillerImpl final : public Distiller {
       msg << "teacherFp8: the FP8 teacher's features of the first batch fall to cosine " << fp8_min_cosine_
           << " (tile " << worst << " of " << cos.size(0) << ") with the bfloat16 teacher's, below the " << kFp8MinCosine
           << " the FP8 path is accepted at (" << frozen_.fp8_layers << " of " << frozen_.linear_layers
-          << " Linear layers in FP8): drop --teacher-fp8 for this teacher";
+          << " Linear layers in FP8: " << fp8_layers_.describe()
+          << "): drop --teacher-fp8 for this teacher, or keep more layers in bf16 (G2L_FP8_LAYERS=qkv,proj,fc1 keeps fc2)";
       throw Error(msg.str());
     }
     fp8_checked_ = true;
@@ -460,6 +465,7 @@ class DistillerImpl final : public Distiller {
   std::shared_ptr<VisionTransformerImpl> teacher_vit_;  // teacher_.module, for its frozen-inference switches
   FrozenReport frozen_;
   bool fp8_emulated_ = false;
+  Fp8LayerSet fp8_layers_;
   bool fp8_checked_ = false;                              // the FP8 acceptance check passed
   double fp8_min_cosine_ = std::numeric_limits<double>::quiet_NaN();
   at::Tensor projector_weight_, projector_bias_;

@@ -10,6 +10,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <utility>
 
 #include "g2l/distill.h"
 #include "quant.h"
@@ -61,6 +62,35 @@ std::string fp8_quant_mode() {
 }
 
 bool fp8_emulation_requested() { return env_is("G2L_FP8_EMULATE", "1"); }
+
+std::string Fp8LayerSet::describe() const {
+  std::string out;
+  for (auto [on, name] : {std::pair{qkv, "qkv"}, {proj, "proj"}, {fc1, "fc1"}, {fc2, "fc2"}}) {
+    if (on) out += (out.empty() ? "" : ",") + std::string(name);
+  }
+  return out.empty() ? "none" : out;
+}
+
+Fp8LayerSet fp8_layers_from_env() {
+  const char* v = std::getenv("G2L_FP8_LAYERS");
+  if (v == nullptr || *v == '\0') return Fp8LayerSet{};
+  Fp8LayerSet s{false, false, false, false};
+  std::string item;
+  for (const char* p = v;; ++p) {
+    if (*p == ',' || *p == '\0') {
+      if (item == "qkv") s.qkv = true;
+      else if (item == "proj") s.proj = true;
+      else if (item == "fc1") s.fc1 = true;
+      else if (item == "fc2") s.fc2 = true;
+      else if (!item.empty()) throw Error("G2L_FP8_LAYERS: unknown layer kind '" + item + "': use a comma-separated subset of qkv, proj, fc1, fc2");
+      item.clear();
+      if (*p == '\0') break;
+    } else if (*p != ' ') {
+      item += *p;
+    }
+  }
+  return s;
+}
 
 Fp8Rows quantize_rows_fp8(const at::Tensor& x, const std::string& mode) {
   if (x.dim() != 2) throw Error("FP8 quantisation: expected a 2-D tensor (rows, cols), got " + c10::str(x.sizes()));

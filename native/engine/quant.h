@@ -16,6 +16,8 @@
 //   G2L_FP8_FAST_ACCUM=1   _scaled_mm with use_fast_accum (faster on Hopper, less precise accumulation)
 //   G2L_FP8_EMULATE=1      read by the Distiller: lets --teacher-fp8 run emulated where there are no FP8 tensor
 //                          cores (the CPU): for tests of the numerics only
+//   G2L_FP8_LAYERS=qkv,proj,fc1,fc2   read by the Distiller: which kinds of teacher Linear layers get FP8 (default
+//                          all; q/k/v count as qkv), e.g. qkv,proj,fc1 keeps fc2 (the SwiGLU output) in bf16
 #pragma once
 
 #include <ATen/ATen.h>
@@ -53,6 +55,18 @@ std::string fp8_unsupported_reason(const at::Device& device);
 
 /** Whether G2L_FP8_EMULATE=1 is set. */
 bool fp8_emulation_requested();
+
+/** Which kinds of a ViT block's Linear layers get FP8 weights. */
+struct Fp8LayerSet {
+  bool qkv = true;  // fused qkv, or HF query/key/value
+  bool proj = true;
+  bool fc1 = true;
+  bool fc2 = true;
+  /** "qkv,proj,fc1,fc2" (the chosen ones). */
+  std::string describe() const;
+};
+/** From G2L_FP8_LAYERS (comma-separated qkv, proj, fc1, fc2; unset or empty: all); throws on other names. */
+Fp8LayerSet fp8_layers_from_env();
 
 /** One Linear layer with FP8 weights (see the top of this file). */
 class Fp8Linear {

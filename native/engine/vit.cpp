@@ -203,21 +203,22 @@ FrozenReport VisionTransformerImpl::prepare_frozen(const FrozenOptions& options)
         report.layer_scales_folded += 1;
       }
     }
-    auto fp8 = [&](Fp8Linear& dst, const at::Tensor& w, const at::Tensor& bias) {
+    auto fp8 = [&](Fp8Linear& dst, const at::Tensor& w, const at::Tensor& bias, bool kind_on) {
       if (!w.defined()) return;
       report.linear_layers += 1;
-      if (!options.fp8 || !Fp8Linear::fits(w)) return;
+      if (!options.fp8 || !kind_on || !Fp8Linear::fits(w)) return;
       dst = Fp8Linear::from_weight(w, bias, options.fp8_emulate);
       report.fp8_layers += 1;
       report.fp8_bytes += dst.bytes();
     };
-    fp8(b.qkv8, b.qkv_w, b.qkv_b);
-    fp8(b.q8, b.q_w, b.q_b);
-    fp8(b.k8, b.k_w, b.k_b);
-    fp8(b.v8, b.v_w, b.v_b);
-    fp8(b.proj8, b.proj_w, b.proj_b);
-    fp8(b.fc18, b.fc1_w, b.fc1_b);
-    fp8(b.fc28, b.fc2_w, b.fc2_b);
+    const Fp8LayerSet& kinds = options.fp8_layers;
+    fp8(b.qkv8, b.qkv_w, b.qkv_b, kinds.qkv);
+    fp8(b.q8, b.q_w, b.q_b, kinds.qkv);
+    fp8(b.k8, b.k_w, b.k_b, kinds.qkv);
+    fp8(b.v8, b.v_w, b.v_b, kinds.qkv);
+    fp8(b.proj8, b.proj_w, b.proj_b, kinds.proj);
+    fp8(b.fc18, b.fc1_w, b.fc1_b, kinds.fc1);
+    fp8(b.fc28, b.fc2_w, b.fc2_b, kinds.fc2);
   }
   frozen_ = true;
   fp8_ready_ = report.fp8_layers > 0;

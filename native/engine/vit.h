@@ -26,6 +26,8 @@ struct FrozenOptions {
   bool fp8 = false;
   /** With fp8: quantise -> dequantise -> float32 matmul instead of _scaled_mm (any device; tests). */
   bool fp8_emulate = false;
+  /** With fp8: which kinds of Linear layers get FP8 weights. */
+  Fp8LayerSet fp8_layers;
 };
 
 /** What prepare_frozen() did, for info and messages. */

@@ -193,6 +193,13 @@ t.test('emulated FP8 teacher: accepted where features keep cosine >= 0.999, refu
     /teacherFp8: the FP8 teacher's features of the first batch fall to cosine 0\.99\d+ \(tile \d of 4\) with the bfloat16 teacher's, below the 0\.999 .*drop --teacher-fp8/,
   );
   t.type(all.info().teacherFp8MinCosine, 'number', 'the failed check is reported too');
+  // G2L_FP8_LAYERS chooses the kinds of layers in FP8
+  process.env.G2L_FP8_LAYERS = 'qkv,fc1';
+  const some = await Distiller.create({ ...base, teacherFp8: true });
+  t.equal(some.info().teacherFp8Layers, 8, 'G2L_FP8_LAYERS=qkv,fc1: q, k, v and fc1 of both blocks');
+  process.env.G2L_FP8_LAYERS = 'qkv,mlp';
+  await t.rejects(Distiller.create({ ...base, teacherFp8: true }), /G2L_FP8_LAYERS: unknown layer kind 'mlp'/);
+  delete process.env.G2L_FP8_LAYERS;
 });
 
 t.test('configuration: --teacher-fp8 and teacherFp8 in a file', async (t) => {
