@@ -280,7 +280,7 @@ if (!skip.has('curve') && py && !skip.has('eager')) {
 
 function compileTimeoutS() {
   const limit = Number(opt['compile-timeout']);
-  return opt.deadline ? Math.min(limit, Number(opt.deadline) - Date.now() / 1000 - 15) : limit;
+  return opt.deadline ? Math.floor(Math.min(limit, Number(opt.deadline) - Date.now() / 1000 - 15)) : limit;
 }
 if (opt.deadline && compileTimeoutS() < 60) {
   result.notes.push(`PyTorch compile skipped: ${Math.round(compileTimeoutS())} s left before the deadline`);

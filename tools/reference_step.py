@@ -156,14 +156,18 @@ def main() -> None:
     ap.add_argument('--projector', help="an engine checkpoint's state.pt: start from its projector weights")
     ap.add_argument('--losses-out', help='write every step\'s loss (warm-up included) to this JSON file')
     ap.add_argument('--profile', help='write a torch.profiler table of one distill step to this file')
+    ap.add_argument('--tf32', action='store_true', help='TF32 for float32 products on CUDA (the engine does not use it)')
     a = ap.parse_args()
 
     if a.threads:
         torch.set_num_threads(a.threads)
     device = torch.device('cuda' if a.gpu else 'cpu')
     if a.gpu:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        # float32 products (the projector; the models run in fp16/bf16) in full float32 like the engine, unless --tf32:
+        # with random weights the BatchNorm'd features are tiny input-dependent parts of large values, where TF32's
+        # 10-bit mantissa changes the training curve (2026-11-29 GPU run, benchmarks/gpu-notes.md).
+        torch.backends.cuda.matmul.allow_tf32 = a.tf32
+        torch.backends.cudnn.allow_tf32 = a.tf32
     torch.manual_seed(a.seed)
     gen = torch.Generator().manual_seed(a.seed)
 
