@@ -68,6 +68,8 @@ export interface LogLine {
   gradNorm: number;
   imgPerSec: number;
   memoryBytes: number;
+  /** With --teacher-fp8, on the first step of a process: the acceptance check's worst cosine against bf16. */
+  teacherFp8MinCosine?: number;
 }
 
 export type StopReason = 'completed' | 'early-stopping' | 'until';
@@ -249,6 +251,7 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
   let steps = start;
   let lastSavedAt = lastCheckpoint ? start : -1;
   let lastLoss: number | null = null;
+  let fp8Reported = false;
   try {
     let next = start < end ? source.batch(start, config.batchSize, shard) : null;
     while (steps < end) {
@@ -269,6 +272,15 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
         imgPerSec: (config.batchSize * world) / seconds,
         memoryBytes: r.deviceMemoryBytes || process.memoryUsage().rss,
       };
+      if (config.teacherFp8 && !fp8Reported) {
+        fp8Reported = true;
+        const info = distiller.info();
+        if (typeof info.teacherFp8MinCosine === 'number') {
+          line.teacherFp8MinCosine = info.teacherFp8MinCosine;
+          say(`g2l-native: FP8 teacher accepted: features within cosine ${info.teacherFp8MinCosine.toFixed(5)} of bf16 ` +
+            `(${info.teacherFp8Layers ?? '?'} of ${info.teacherLinearLayers ?? '?'} products in FP8)`);
+        }
+      }
       if (primary) await fs.appendFile(logFile, `${JSON.stringify(line)}\n`);
       options.onStep?.(line);
       if (!Number.isFinite(r.loss)) {

@@ -10,7 +10,7 @@ import { resolveConfig, readConfigFile } from '../../lib/distill/config.js';
 import { syntheticTile } from '../../lib/distill/tiles.js';
 import { UserError } from '../../lib/errors.js';
 import { ROOT } from '../helpers/cli.js';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 
 const FIXTURES = path.join(ROOT, 'test/fixtures/models');
@@ -216,6 +216,22 @@ t.test('configuration: --teacher-fp8 and teacherFp8 in a file', async (t) => {
   const { runCli } = await import('../helpers/cli.js');
   const help = await runCli(['distill', '--help']);
   t.match(help.stdout, /--teacher-fp8/, 'the CLI lists the flag');
+});
+
+t.test('distill --teacher-fp8 (emulated on the CPU): the acceptance cosine is logged and said once', async (t) => {
+  const { runCli, childEnv } = await import('../helpers/cli.js');
+  const out = path.join(mkdtempSync(path.join(os.tmpdir(), 'g2l-fp8-run-')), 'run');
+  const r = await runCli([
+    'distill', '--teacher', path.join(ROOT, 'test/fixtures/models/timm_giant_reg4_swiglu'),
+    '--student', path.join(ROOT, 'test/fixtures/models/hf_dinov2_reg_swiglu'), '--slides', 'synthetic:16', '--out', out,
+    '--steps', '2', '--batch-size', '2', '--progress', 'false', '--device', 'cpu', '--teacher-fp8',
+  ], { env: childEnv({ G2L_FP8_EMULATE: '1' }) });
+  t.equal(r.code, 0, r.stderr);
+  const lines = readFileSync(path.join(out, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  t.equal(lines.length, 2);
+  t.ok(lines[0].teacherFp8MinCosine >= 0.999 && lines[0].teacherFp8MinCosine <= 1 + 1e-6, `first line: ${lines[0].teacherFp8MinCosine}`);
+  t.equal(lines[1].teacherFp8MinCosine, undefined, 'only the first step carries it');
+  t.match(r.stderr, /FP8 teacher accepted: features within cosine 0\.99\d+ of bf16 \(4 of 8 products in FP8\)/);
 });
 
 t.test('GPU: _scaled_mm and the fused quantisation kernel', async (t) => {
