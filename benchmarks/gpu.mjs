@@ -9,7 +9,7 @@
 //   node benchmarks/gpu.mjs [--batch 128] [--runs 10] [--warmup 3] [--device cuda] [--models DIR] [--keep-models]
 //                           [--teacher DIR --student DIR]  (existing folders instead of random real-size models)
 //                           [--variants default,fp8,overlap,unfused] [--skip native,eager,compile,embed,curve,profile]
-//                           [--curve-steps 200] [--curve-batch 16] [--compile-timeout 300] [--deadline UNIX_S]
+//                           [--curve-steps 200] [--curve-batch 16] [--curve-layerscale 1|keep] [--compile-timeout 300] [--deadline UNIX_S]
 //                           [--python python3] [--out FILE]
 //
 // Engine variants, each in its own process (so each starts with the GPU's memory free and reads its switches once):
@@ -20,7 +20,9 @@
 //   overlap  default with G2L_TEACHER_STREAM=1 (the teacher on a second stream beside the student's forward; its
 //            phase times are then not separable)
 // Loss curve: the engine and the eager reference train --curve-steps steps from the same weights (the engine's initial
-// projector is handed to the reference) on the same tiles without augmentation; the per-step losses are compared.
+// projector is handed to the reference) on the same tiles without augmentation; the per-step losses are compared. The
+// curve's models are the benchmark's architectures with LayerScale 1: at the presets' 1e-5 random class tokens hardly
+// depend on the image, BatchNorm's eps dominates the loss, and rounding decides the curve (benchmarks/gpu-notes.md).
 //
 // Build there first (plain CMake, no npm): see the README's GPU section; point G2L_ENGINE_PATH at the built addon.
 // Timing: engine steps end on the host (each reads its loss), median of --runs after --warmup; the reference
@@ -53,6 +55,7 @@ const { values: opt } = parseArgs({
     skip: { type: 'string', default: '' },
     'curve-steps': { type: 'string', default: '200' },
     'curve-batch': { type: 'string', default: '16' },
+    'curve-layerscale': { type: 'string', default: '1' },  // LayerScale of the curve's random models; 'keep': as benchmarked
     'compile-timeout': { type: 'string', default: '300' },
     deadline: { type: 'string', default: '' },  // unix seconds: torch.compile gets what is left of it (or is skipped)
     python: { type: 'string', default: '' },
@@ -263,9 +266,13 @@ if (!skip.has('curve') && py && !skip.has('eager')) {
   const all = new Uint8Array(tiles.reduce((n, t) => n + t.length, 0));
   tiles.forEach((t, i) => all.set(t, i * t.length));
   await writeNpy(poolFile, { dtype: 'uint8', shape: [poolSeeds.length, CURVE_BATCH, 256, 256, 3], data: all });
-  const mine = runChild('curve', { teacher: teacherDir, student: studentDir, steps: CURVE_STEPS, batch: CURVE_BATCH, pool: poolSeeds, init });
+  const [curveTeacher, curveStudent] = opt['curve-layerscale'] === 'keep' ? [teacherDir, studentDir] : [
+    await withLayerScale(teacherDir, path.join(modelsDir, 'curve-teacher'), cuda ? 'fp16' : 'fp32', Number(opt['curve-layerscale'])),
+    await withLayerScale(studentDir, path.join(modelsDir, 'curve-student'), 'fp32', Number(opt['curve-layerscale'])),
+  ];
+  const mine = runChild('curve', { teacher: curveTeacher, student: curveStudent, steps: CURVE_STEPS, batch: CURVE_BATCH, pool: poolSeeds, init });
   const lossesFile = path.join(modelsDir, 'curve-reference.json');
-  const ref = mine.error ? { error: 'engine curve failed' } : runReference(py, ['--teacher', teacherDir, '--student', studentDir,
+  const ref = mine.error ? { error: 'engine curve failed' } : runReference(py, ['--teacher', curveTeacher, '--student', curveStudent,
     '--tiles-npy', poolFile, '--no-augment', '--projector', path.join(init, 'state.pt'), '--steps', String(CURVE_STEPS),
     '--warmup', '0', '--mode', 'distill', '--losses-out', lossesFile, ...(cuda ? ['--gpu'] : [])]);
   if (mine.error || ref.error) {
@@ -274,6 +281,7 @@ if (!skip.has('curve') && py && !skip.has('eager')) {
     result.curve = compareCurves(mine.losses, JSON.parse(readFileSync(lossesFile, 'utf8')));
     result.curve.steps = CURVE_STEPS;
     result.curve.batch = CURVE_BATCH;
+    result.curve.layerScale = opt['curve-layerscale'];
   }
   await save();
 }
@@ -286,6 +294,28 @@ if (opt.deadline && compileTimeoutS() < 60) {
   result.notes.push(`PyTorch compile skipped: ${Math.round(compileTimeoutS())} s left before the deadline`);
 } else {
   await reference('compile');
+}
+
+/** `src`'s architecture with random weights and every LayerScale at `value`, written to `dst` (once). */
+async function withLayerScale(src, dst, dtype, value) {
+  if (existsSync(path.join(dst, 'config.json'))) return dst;
+  const spec = `${dst}.config`;
+  mkdirSync(spec, { recursive: true });
+  for (const name of ['config.json', 'preprocessor_config.json']) {
+    if (!existsSync(path.join(src, name))) continue;
+    const c = JSON.parse(readFileSync(path.join(src, name), 'utf8'));
+    if (c.model_args && 'init_values' in c.model_args) c.model_args.init_values = value;  // timm
+    if ('layerscale_value' in c) c.layerscale_value = value;  // transformers
+    // transformers' config classes insist on a float: write 1 as 1.0
+    const text = JSON.stringify(c, null, 2).replace(/("(?:init_values|layerscale_value)": )(-?\d+)(,?\n)/g, '$1$2.0$3');
+    await writeFileAtomic(path.join(spec, name), `${text}\n`);
+  }
+  log(`writing ${path.basename(src)} with LayerScale ${value} (${dtype}) to ${dst}`);
+  const m = await backend.createModel({ folder: spec }, { device: opt.device, dtype, seed: 1 });
+  await m.exportTo(dst);
+  await m.dispose();
+  rmSync(spec, { recursive: true, force: true });
+  return dst;
 }
 
 /** Per-step agreement of two loss curves, and of their trends (means of 20-step windows). */
