@@ -7,7 +7,7 @@
 //
 //   swiglu     G2L_FUSED_SWIGLU=0 vs 1    the fused SwiGLU forward/backward kernel (native/engine/cuda/swiglu.cu)
 //   adamw      G2L_FUSED_ADAMW=0 vs 1     libtorch's fused AdamW against the foreach update
-// (The FP8 teacher's kernels have their own check: test/distill/fp8-gpu-check.mjs.)
+// (The FP8 teacher's kernels have their own check: benchmarks/fp8-gpu-check.mjs.)
 // Exit 1 if any comparison is outside its bound. Bounds: bf16 autocast rounds at ~4e-3 relative per operation, so
 // features within 2e-2 relative (norm of the difference over norm of the reference), losses within 1e-2, gradient
 // norms within 5e-2.

@@ -69,9 +69,10 @@ else
   log "no .gpu/tests/run.sh: run node tools/gpu-pack.mjs before the call"
 fi
 
-log "checks: fused kernels against the paths they replace (benchmarks/gpu-check.mjs)"
+log "checks: fused kernels against the paths they replace (benchmarks/gpu-check.mjs, fp8-gpu-check.mjs)"
 [ -x .gpu/tests/setup-root.sh ] && bash .gpu/tests/setup-root.sh >> "$OUT/host.log" 2>&1
 timeout 60 node benchmarks/gpu-check.mjs > "$OUT/fused-check.log" 2>&1 || CHECKS_RC=$?
+timeout 90 node benchmarks/fp8-gpu-check.mjs >> "$OUT/fused-check.log" 2>&1 || CHECKS_RC=$?
 grep -E '^(ok|not ok|# )' "$OUT/fused-check.log" | tee -a "$OUT/host.log"
 
 # -- benchmark ------------------------------------------------------------------------------------------------------

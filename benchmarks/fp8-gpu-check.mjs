@@ -2,7 +2,7 @@
 // GPU host check of the FP8 teacher's CUDA path (issue 8), plain node (no tap): needs dist/ (npx tsc) and a CUDA
 // build of the engine (G2L_ENGINE_PATH=<build>/Release/g2l_engine.node), a GPU of compute capability 8.9+.
 //
-//   node test/distill/fp8-gpu-check.mjs [--device cuda]
+//   node benchmarks/fp8-gpu-check.mjs [--device cuda]
 //
 //   1. the fused quantisation kernel (cuda/quant.cu) = the at:: version, bit for bit (codes and scales), on rows of
 //      the teacher's widths (1536, 4096, 6144, 8192), an odd width (scalar path) and rows spanning decades
@@ -17,11 +17,11 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { loadEngineAddon } from '../../dist/backends/index.js';
-import { Distiller } from '../../dist/distill/distiller.js';
-import { syntheticTile } from '../../dist/distill/tiles.js';
+import { loadEngineAddon } from '../dist/backends/index.js';
+import { Distiller } from '../dist/distill/distiller.js';
+import { syntheticTile } from '../dist/distill/tiles.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'models');
 const { values: opt } = parseArgs({
   options: { device: { type: 'string', default: 'cuda' }, real: { type: 'boolean', default: false }, models: { type: 'string', default: '/tmp/g2l-fp8-models' } },
@@ -169,7 +169,7 @@ try {
 // 5. real size
 if (opt.real) {
   const { existsSync } = await import('node:fs');
-  const { chooseBackend } = await import('../../dist/backends/index.js');
+  const { chooseBackend } = await import('../dist/backends/index.js');
   const teacherDir = path.join(opt.models, 'h-optimus-0');
   if (!existsSync(path.join(teacherDir, 'model.safetensors'))) {
     const { backend } = chooseBackend({ backend: 'native' });
