@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "device.cuh"
 #include "kernels.h"
 
 namespace g2l::cuda {
@@ -113,21 +114,6 @@ __device__ float3 jitter(float3 x, const SampleParams& P, float mean, int steps)
   return x;
 }
 
-struct Half { uint16_t bits; };
-struct BFloat16 { uint16_t bits; };
-
-template <typename T> __device__ __forceinline__ T to_teacher(float v);
-template <> __device__ __forceinline__ float to_teacher<float>(float v) { return v; }
-template <> __device__ __forceinline__ Half to_teacher<Half>(float v) {
-  uint16_t h;
-  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
-  return Half{h};
-}
-template <> __device__ __forceinline__ BFloat16 to_teacher<BFloat16>(float v) {
-  uint16_t h;
-  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
-  return BFloat16{h};
-}
 
 __device__ __forceinline__ int reflect(int i, int n) { return i < 0 ? -i : (i >= n ? 2 * n - 2 - i : i); }
 
@@ -172,7 +158,7 @@ __global__ void __launch_bounds__(kThreads) augment_kernel(const uint8_t* __rest
   auto store = [&](int i, float3 v) {
     float c[3] = {v.x, v.y, v.z};
     for (int ch = 0; ch < 3; ++ch) {
-      teacher[out_base + ch * npx + i] = to_teacher<T>((c[ch] - tn.mean[ch]) / tn.std[ch]);
+      teacher[out_base + ch * npx + i] = from_float<T>((c[ch] - tn.mean[ch]) / tn.std[ch]);
       student[out_base + ch * npx + i] = (c[ch] - sn.mean[ch]) / sn.std[ch];
     }
   };
@@ -259,10 +245,7 @@ void augment_tiles(const uint8_t* tiles, int64_t batch, int64_t tile_h, int64_t 
       augment_kernel<float><<<grid, block, 0, stream>>>(tiles, tile_h, tile_w, params, c, k, workspace,
                                                         static_cast<float*>(teacher), student, teacher_norm, student_norm);
   }
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("augment_tiles: kernel launch failed: ") + cudaGetErrorString(err));
-  }
+  check_launch("augment_tiles");
 }
 
 }  // namespace g2l::cuda

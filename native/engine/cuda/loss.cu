@@ -13,19 +13,12 @@
 #include <stdexcept>
 #include <string>
 
+#include "device.cuh"
 #include "kernels.h"
 
 namespace g2l::cuda {
 
 namespace {
-
-void check_launch(const char* what) {
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string(what) + ": kernel launch failed: " + cudaGetErrorString(err) +
-                             " (check that the engine was built for this GPU's architecture: g2l-native info)");
-  }
-}
 
 __device__ __forceinline__ float abs_pow(float x, float alpha) {
   float a = fabsf(x);

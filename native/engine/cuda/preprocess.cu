@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "device.cuh"
 #include "kernels.h"
 
 namespace g2l::cuda {
@@ -36,11 +37,7 @@ void normalize_u8_nhwc_to_f32_nchw(const uint8_t* images, float* out, int64_t n,
   float3 scale = make_float3(1.f / (255.f * std0), 1.f / (255.f * std1), 1.f / (255.f * std2));
   float3 shift = make_float3(-mean0 / std0, -mean1 / std1, -mean2 / std2);
   normalize_kernel<<<static_cast<unsigned>(blocks), threads, 0, stream>>>(images, out, n, h * w, scale, shift);
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("normalize_u8_nhwc_to_f32_nchw: kernel launch failed: ") +
-                             cudaGetErrorString(err));
-  }
+  check_launch("normalize_u8_nhwc_to_f32_nchw");
 }
 
 }  // namespace g2l::cuda

@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "device.cuh"
 #include "kernels.h"
 
 namespace g2l::cuda {
@@ -22,14 +23,6 @@ namespace {
 
 constexpr int kMaxThreads = 256;
 constexpr float kE4M3Max = 448.f;
-
-void check_launch(const char* what) {
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) {
-    throw std::runtime_error(std::string(what) + ": kernel launch failed: " + cudaGetErrorString(err) +
-                             " (check that the engine was built for this GPU's architecture: g2l-native info)");
-  }
-}
 
 __device__ __forceinline__ float bf16_bits_to_float(uint32_t bits) { return __uint_as_float(bits << 16); }
 
