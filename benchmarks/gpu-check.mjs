@@ -7,6 +7,8 @@
 //
 //   swiglu     G2L_FUSED_SWIGLU=0 vs 1    the fused SwiGLU forward/backward kernel (native/engine/cuda/swiglu.cu)
 //   adamw      G2L_FUSED_ADAMW=0 vs 1     libtorch's fused AdamW against the foreach update
+//   teacher-stream  G2L_TEACHER_STREAM=0 vs 1  the teacher on a second stream (the same kernels: a missing wait
+//                                          between the streams shows as different losses)
 // (The FP8 teacher's kernels have their own check: benchmarks/fp8-gpu-check.mjs.)
 // Exit 1 if any comparison is outside its bound. Bounds: bf16 autocast rounds at ~4e-3 relative per operation, so
 // features within 2e-2 relative (norm of the difference over norm of the reference), losses within 1e-2, gradient
@@ -56,6 +58,7 @@ const relMax = (a, b) => Math.max(...a.map((x, i) => Math.abs(x - b[i]) / Math.a
 const checks = [
   ['swiglu', { G2L_FUSED_SWIGLU: '0' }, { G2L_FUSED_SWIGLU: '1' }, {}],
   ['adamw', { G2L_FUSED_ADAMW: '0' }, { G2L_FUSED_ADAMW: '1' }, {}],
+  ['teacher-stream', { G2L_TEACHER_STREAM: '0' }, { G2L_TEACHER_STREAM: '1' }, {}],
 ];
 let failed = 0, n = 0;
 const ok = (cond, msg) => {
