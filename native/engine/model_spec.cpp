@@ -79,6 +79,23 @@ struct Preset {
   const char* about;
 };
 
+/** HistAI Hibou: transformers Dinov2WithRegisters, 4 registers, SwiGLU, LayerScale 1e-5, at a given size. */
+json::Value hibou_config(int64_t hidden, int64_t layers, int64_t heads) {
+  json::Value c = json::Value::object();
+  c.set("model_type", str("dinov2_with_registers"));
+  c.set("hidden_size", num(hidden));
+  c.set("num_hidden_layers", num(layers));
+  c.set("num_attention_heads", num(heads));
+  c.set("mlp_ratio", num(4));
+  c.set("use_swiglu_ffn", boolean(true));
+  c.set("num_register_tokens", num(4));
+  c.set("image_size", num(224));
+  c.set("patch_size", num(14));
+  c.set("layer_norm_eps", num(1e-6));
+  c.set("layerscale_value", num(1e-5));
+  return c;
+}
+
 const std::vector<Preset>& presets() {
   static const std::vector<Preset> p = {
       {"h-optimus-0", "timm",
@@ -117,39 +134,9 @@ const std::vector<Preset>& presets() {
          return c;
        },
        kImagenetMean, kImagenetStd, "MahmoodLab UNI2-h, timm ViT-H/14-like (dim 1536, depth 24), 8 registers, packed SwiGLU"},
-      {"hibou-l", "hf",
-       [] {
-         json::Value c = json::Value::object();
-         c.set("model_type", str("dinov2_with_registers"));
-         c.set("hidden_size", num(1024));
-         c.set("num_hidden_layers", num(24));
-         c.set("num_attention_heads", num(16));
-         c.set("mlp_ratio", num(4));
-         c.set("use_swiglu_ffn", boolean(true));
-         c.set("num_register_tokens", num(4));
-         c.set("image_size", num(224));
-         c.set("patch_size", num(14));
-         c.set("layer_norm_eps", num(1e-6));
-         c.set("layerscale_value", num(1e-5));
-         return c;
-       },
+      {"hibou-l", "hf", [] { return hibou_config(1024, 24, 16); },
        kHibouMean, kHibouStd, "HistAI Hibou-L, DINOv2 ViT-L/14 with 4 registers and SwiGLU"},
-      {"hibou-b", "hf",
-       [] {
-         json::Value c = json::Value::object();
-         c.set("model_type", str("dinov2_with_registers"));
-         c.set("hidden_size", num(768));
-         c.set("num_hidden_layers", num(12));
-         c.set("num_attention_heads", num(12));
-         c.set("mlp_ratio", num(4));
-         c.set("use_swiglu_ffn", boolean(true));
-         c.set("num_register_tokens", num(4));
-         c.set("image_size", num(224));
-         c.set("patch_size", num(14));
-         c.set("layer_norm_eps", num(1e-6));
-         c.set("layerscale_value", num(1e-5));
-         return c;
-       },
+      {"hibou-b", "hf", [] { return hibou_config(768, 12, 12); },
        kHibouMean, kHibouStd, "HistAI Hibou-B, DINOv2 ViT-B/14 with 4 registers and SwiGLU"},
   };
   return p;
