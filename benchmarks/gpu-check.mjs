@@ -9,14 +9,21 @@
 //   adamw      G2L_FUSED_ADAMW=0 vs 1     libtorch's fused AdamW against the foreach update
 //   teacher-stream  G2L_TEACHER_STREAM=0 vs 1  the teacher on a second stream (the same kernels: a missing wait
 //                                          between the streams shows as different losses)
+//   norm       G2L_FUSED_NORM=0 vs 1      the student's fused LayerNorm (+ cast) and LayerScale residual kernels
+//                                          (native/engine/cuda/norm.cu) on the fixture student (width 32)
+//   norm-wide  the same with a student of Hibou-L's width (1024, 16 heads, SwiGLU, LayerScale 1; 2 blocks, random
+//              weights written to a temporary folder): the kernels at the real row length
 // (The FP8 teacher's kernels have their own check: benchmarks/fp8-gpu-check.mjs.)
 // Exit 1 if any comparison is outside its bound. Bounds: bf16 autocast rounds at ~4e-3 relative per operation, so
 // features within 2e-2 relative (norm of the difference over norm of the reference), losses within 1e-2, gradient
 // norms within 5e-2.
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { createJsModel } from '../dist/backends/js/model.js';
 import { Distiller } from '../dist/distill/distiller.js';
 import { makeTiles, ROOT } from './lib/common.mjs';
 
@@ -36,7 +43,9 @@ if (opt.child) {
   const steps = [];
   for (let s = 0; s < 3; s++) steps.push(await d.step(makeTiles(16, 256, s)));
   const after = Array.from((await d.features(probe, 'student')).data);
-  console.log(JSON.stringify({ teacher, student, after, loss: steps.map((r) => r.loss), gradNorm: steps.map((r) => r.gradNorm) }));
+  // writeSync: console.log to a pipe is asynchronous, and process.exit would cut a long line short.
+  writeSync(1, `${JSON.stringify({ teacher, student, after, loss: steps.map((r) => r.loss), gradNorm: steps.map((r) => r.gradNorm),
+    fusedNorm: d.info().fusedNorm })}\n`);
   process.exit(0);
 }
 
@@ -55,10 +64,22 @@ const relNorm = (a, b) => {
 };
 const relMax = (a, b) => Math.max(...a.map((x, i) => Math.abs(x - b[i]) / Math.abs(b[i])));
 
+// The wide student of the norm-wide check (Hibou-L's block shape, 2 blocks), random weights from seed 1.
+const wide = mkdtempSync(path.join(os.tmpdir(), 'g2l-gpu-check-wide-'));
+process.on('exit', () => rmSync(wide, { recursive: true, force: true }));
+writeFileSync(path.join(wide, 'config.json'), JSON.stringify({
+  architectures: ['Dinov2WithRegistersModel'], model_type: 'dinov2_with_registers', hidden_size: 1024, num_hidden_layers: 2,
+  num_attention_heads: 16, mlp_ratio: 4, use_swiglu_ffn: true, num_register_tokens: 4, image_size: 224, patch_size: 14,
+  layer_norm_eps: 1e-6, layerscale_value: 1, hidden_act: 'gelu',
+}));
+await createJsModel(wide, '', 1).exportTo(wide);
+
 const checks = [
   ['swiglu', { G2L_FUSED_SWIGLU: '0' }, { G2L_FUSED_SWIGLU: '1' }, {}],
   ['adamw', { G2L_FUSED_ADAMW: '0' }, { G2L_FUSED_ADAMW: '1' }, {}],
   ['teacher-stream', { G2L_TEACHER_STREAM: '0' }, { G2L_TEACHER_STREAM: '1' }, {}],
+  ['norm', { G2L_FUSED_NORM: '0' }, { G2L_FUSED_NORM: '1' }, {}],
+  ['norm-wide', { G2L_FUSED_NORM: '0' }, { G2L_FUSED_NORM: '1' }, { student: wide }],
 ];
 let failed = 0, n = 0;
 const ok = (cond, msg) => {
@@ -82,6 +103,7 @@ for (const [name, refEnv, newEnv, extra] of checks) {
   ok(dl <= 1e-2, `${name}: losses ${got.loss.map((x) => x.toFixed(4)).join(' ')} vs ${ref.loss.map((x) => x.toFixed(4)).join(' ')} (${dl.toExponential(2)})`);
   ok(dg <= 5e-2, `${name}: gradient norms ${dg.toExponential(2)}`);
   ok(fa <= 2e-2, `${name}: student features after 3 steps ${fa.toExponential(2)}`);
+  if (name.startsWith('norm')) ok(ref.fusedNorm === false && got.fusedNorm === true, `${name}: the switch took effect (info().fusedNorm ${ref.fusedNorm} / ${got.fusedNorm})`);
 }
 console.log(`# gpu-check: ${n - failed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);

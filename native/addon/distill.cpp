@@ -194,6 +194,8 @@ Napi::Object info_to_js(Napi::Env env, const DistillerInfo& i, int64_t step) {
       o.Set("teacherFp8MinCosine", i.teacher_fp8_min_cosine);
     }
   }
+  o.Set("fusedSwiglu", i.fused_swiglu);
+  o.Set("fusedNorm", i.fused_norm);
   o.Set("step", static_cast<double>(step));
   return o;
 }

@@ -34,6 +34,7 @@
 #include "augment.h"
 #include "dist.h"
 #include "g2l/distill.h"
+#include "fused.h"
 #include "loss.h"
 #include "model.h"
 #include "optim.h"
@@ -377,6 +378,8 @@ class DistillerImpl final : public Distiller {
     i.teacher_fp8_layers = frozen_.fp8_layers;
     i.teacher_linear_layers = frozen_.linear_layers;
     i.teacher_fp8_emulated = config_.teacher_fp8 && fp8_emulated_;
+    i.fused_swiglu = fused_swiglu_enabled();
+    i.fused_norm = fused_norm_enabled();
     i.teacher_fp8_min_cosine = fp8_min_cosine_;
     return i;
   }

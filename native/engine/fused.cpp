@@ -1,5 +1,7 @@
-// Fused element-wise operations (contract: fused.h; kernels: cuda/swiglu.cu).
+// Fused element-wise operations (contract: fused.h; kernels: cuda/swiglu.cu, cuda/norm.cu).
 #ifdef G2L_WITH_CUDA
+#include <ATen/autocast_mode.h>
+#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
@@ -8,6 +10,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -18,14 +21,40 @@ namespace g2l {
 
 namespace {
 
-// -1: not read yet; 0 / 1: off / on.
-std::atomic<int> g_fused_swiglu{-1};
+// A process-wide switch read from the environment at its first use: "0" / "false" / "off" and "1" / "true" / "on"
+// set it, anything else (or nothing) leaves the default; set() overrides it.
+class Switch {
+ public:
+  constexpr Switch(const char* env, bool dflt) : env_(env), default_(dflt) {}
 
-bool env_fused_swiglu() {
-  const char* v = std::getenv("G2L_FUSED_SWIGLU");
-  if (v == nullptr) return true;
-  return !(std::strcmp(v, "0") == 0 || std::strcmp(v, "false") == 0 || std::strcmp(v, "off") == 0);
-}
+  bool get() {
+    int s = state_.load(std::memory_order_relaxed);
+    if (s < 0) {
+      int expected = -1;
+      state_.compare_exchange_strong(expected, from_env() ? 1 : 0);
+      s = state_.load(std::memory_order_relaxed);
+    }
+    return s == 1;
+  }
+  void set(bool on) { state_.store(on ? 1 : 0); }
+
+ private:
+  bool from_env() const {
+    const char* v = std::getenv(env_);
+    if (v == nullptr) return default_;
+    if (std::strcmp(v, "0") == 0 || std::strcmp(v, "false") == 0 || std::strcmp(v, "off") == 0) return false;
+    if (std::strcmp(v, "1") == 0 || std::strcmp(v, "true") == 0 || std::strcmp(v, "on") == 0) return true;
+    return default_;
+  }
+
+  const char* env_;
+  bool default_;
+  std::atomic<int> state_{-1};  // -1: not read yet; 0 / 1: off / on
+};
+
+Switch g_fused_swiglu{"G2L_FUSED_SWIGLU", true};
+// Off by default until the kernels of cuda/norm.cu have run on a GPU (benchmarks/gpu-check.mjs compares both ways).
+Switch g_fused_norm{"G2L_FUSED_NORM", false};
 
 // Today's expression, bit for bit: the CPU path and the fallback everywhere the kernel does not apply.
 at::Tensor swiglu_unfused(const at::Tensor& h) {
@@ -33,16 +62,16 @@ at::Tensor swiglu_unfused(const at::Tensor& h) {
   return at::silu(halves[0]) * halves[1];
 }
 
-#ifdef G2L_WITH_CUDA
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+#ifdef G2L_WITH_CUDA
 // The kernel's dtype code, or -1 for dtypes it does not cover.
 int kernel_dtype(at::ScalarType t) {
   switch (t) {
-    case at::kFloat: return cuda::kSwigluF32;
-    case at::kHalf: return cuda::kSwigluF16;
-    case at::kBFloat16: return cuda::kSwigluBF16;
+    case at::kFloat: return cuda::kElemF32;
+    case at::kHalf: return cuda::kElemF16;
+    case at::kBFloat16: return cuda::kElemBF16;
     default: return -1;
   }
 }
@@ -83,19 +112,137 @@ class SwigluFunction : public torch::autograd::Function<SwigluFunction> {
 };
 #endif
 
-}  // namespace
+// ---- LayerNorm (+ cast) and LayerScale residual of the student's blocks ------------------------------------------
 
-bool fused_swiglu_enabled() {
-  int s = g_fused_swiglu.load(std::memory_order_relaxed);
-  if (s < 0) {
-    int expected = -1;
-    g_fused_swiglu.compare_exchange_strong(expected, env_fused_swiglu() ? 1 : 0);
-    s = g_fused_swiglu.load(std::memory_order_relaxed);
-  }
-  return s == 1;
+#ifdef G2L_WITH_CUDA
+bool aligned16(const at::Tensor& t) { return (reinterpret_cast<uintptr_t>(t.data_ptr()) & 15u) == 0; }
+
+// t contiguous and 16-byte aligned (a copy only for the rare offset view).
+at::Tensor kernel_ready(const at::Tensor& t) {
+  at::Tensor c = t.contiguous();
+  return aligned16(c) ? c : c.clone(at::MemoryFormat::Contiguous);
 }
 
-void set_fused_swiglu(bool enabled) { g_fused_swiglu.store(enabled ? 1 : 0); }
+// Whether the norm.cu kernels take a float32 (rows, d) tensor t of this last dim as it is.
+bool norm_kernel_fits(const at::Tensor& t, int64_t d) {
+  return d % 4 == 0 && d <= cuda::kNormMaxDim && t.is_contiguous() && aligned16(t);
+}
+
+// Partial rows the backward kernels write: four blocks per multiprocessor, at most one per `rows_per_block` rows.
+int64_t partial_blocks(const at::Device& device, int64_t rows, int64_t rows_per_block) {
+  const int64_t sms = at::cuda::getDeviceProperties(device.index())->multiProcessorCount;
+  const int64_t needed = (rows + rows_per_block - 1) / rows_per_block;
+  return std::max<int64_t>(1, std::min<int64_t>(4 * sms, needed));
+}
+
+cudaStream_t stream_of(const at::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }
+#endif
+
+// y = LayerNorm(x) in out_dtype; saves x, w, b, mean, rstd. CUDA: cuda/norm.cu; CPU: native_layer_norm (+ cast).
+class LayerNormCastFunction : public torch::autograd::Function<LayerNormCastFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
+                            double eps, at::ScalarType out_dtype) {
+    const int64_t d = x.size(-1);
+    at::Tensor y, mean, rstd;
+#ifdef G2L_WITH_CUDA
+    if (x.is_cuda()) {
+      const int64_t rows = x.numel() / d;
+      y = at::empty(x.sizes(), x.options().dtype(out_dtype));
+      mean = at::empty({rows}, x.options());
+      rstd = at::empty({rows}, x.options());
+      c10::cuda::CUDAGuard guard(x.device());
+      cuda::layer_norm_forward(x.data_ptr<float>(), w.data_ptr<float>(), b.data_ptr<float>(), rows, d,
+                               static_cast<float>(eps), y.data_ptr(), kernel_dtype(out_dtype), mean.data_ptr<float>(),
+                               rstd.data_ptr<float>(), stream_of(x));
+    }
+#endif
+    if (!y.defined()) {
+      auto r = at::native_layer_norm(x, {d}, w, b, eps);
+      y = std::get<0>(r).to(out_dtype);
+      mean = std::get<1>(r);
+      rstd = std::get<2>(r);
+    }
+    ctx->save_for_backward({x, w, b, mean, rstd});
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &w = saved[1], &b = saved[2], &mean = saved[3], &rstd = saved[4];
+    const at::Tensor& g = grad_outputs[0];
+    if (!g.defined()) return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    const int64_t d = x.size(-1);
+#ifdef G2L_WITH_CUDA
+    if (x.is_cuda()) {
+      const int64_t rows = x.numel() / d;
+      at::Tensor gc = kernel_ready(kernel_dtype(g.scalar_type()) >= 0 ? g : g.to(at::kFloat));
+      at::Tensor dx = at::empty_like(x, at::MemoryFormat::Contiguous);
+      const int64_t parts = partial_blocks(x.device(), rows, 8);  // 8 rows: one per warp of a block
+      at::Tensor partial = at::empty({2, parts, d}, x.options());
+      c10::cuda::CUDAGuard guard(x.device());
+      cuda::layer_norm_backward(gc.data_ptr(), kernel_dtype(gc.scalar_type()), x.data_ptr<float>(),
+                                mean.data_ptr<float>(), rstd.data_ptr<float>(), w.data_ptr<float>(), rows, d,
+                                dx.data_ptr<float>(), partial[0].data_ptr<float>(), partial[1].data_ptr<float>(), parts,
+                                stream_of(x));
+      at::Tensor sums = partial.sum(1);  // (2, d)
+      return {dx, sums[0].view(w.sizes()), sums[1].view(b.sizes()), at::Tensor(), at::Tensor()};
+    }
+#endif
+    auto r = at::native_layer_norm_backward(g.to(x.scalar_type()), x, {d}, mean, rstd, w, b, {true, true, true});
+    return {std::get<0>(r), std::get<1>(r), std::get<2>(r), at::Tensor(), at::Tensor()};
+  }
+};
+
+// out = x + gamma * y (float32); saves y and gamma. CUDA: cuda/norm.cu; CPU: the same expression in at:: ops.
+class LayerScaleAddFunction : public torch::autograd::Function<LayerScaleAddFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma) {
+    ctx->save_for_backward({y, gamma});
+#ifdef G2L_WITH_CUDA
+    if (x.is_cuda()) {
+      const int64_t d = x.size(-1);
+      at::Tensor out = at::empty_like(x, at::MemoryFormat::Contiguous);
+      c10::cuda::CUDAGuard guard(x.device());
+      cuda::layer_scale_add_forward(x.data_ptr<float>(), y.data_ptr(), kernel_dtype(y.scalar_type()),
+                                    gamma.data_ptr<float>(), x.numel() / d, d, out.data_ptr<float>(), stream_of(x));
+      return out;
+    }
+#endif
+    return x + gamma * y.to(at::kFloat);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &y = saved[0], &gamma = saved[1];
+    const at::Tensor& g = grad_outputs[0];
+    if (!g.defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};
+    const int64_t d = y.size(-1);
+#ifdef G2L_WITH_CUDA
+    if (y.is_cuda()) {
+      const int64_t rows = y.numel() / d;
+      at::Tensor gc = kernel_ready(g.to(at::kFloat));
+      at::Tensor grad_y = at::empty_like(y, at::MemoryFormat::Contiguous);
+      const int64_t parts = partial_blocks(y.device(), rows, 16);
+      at::Tensor partial = at::empty({parts, d}, gc.options());
+      c10::cuda::CUDAGuard guard(y.device());
+      cuda::layer_scale_add_backward(gc.data_ptr<float>(), y.data_ptr(), kernel_dtype(y.scalar_type()),
+                                     gamma.data_ptr<float>(), rows, d, grad_y.data_ptr(), partial.data_ptr<float>(),
+                                     parts, stream_of(y));
+      return {gc, grad_y, partial.sum(0).view(gamma.sizes())};
+    }
+#endif
+    at::Tensor grad_y = (g * gamma).to(y.scalar_type());
+    at::Tensor grad_gamma = (g * y.to(at::kFloat)).reshape({-1, d}).sum(0).view(gamma.sizes());
+    return {g, grad_y, grad_gamma};
+  }
+};
+
+}  // namespace
+
+bool fused_swiglu_enabled() { return g_fused_swiglu.get(); }
+
+void set_fused_swiglu(bool enabled) { g_fused_swiglu.set(enabled); }
 
 at::Tensor swiglu(const at::Tensor& h) {
   TORCH_CHECK(h.dim() >= 1 && h.size(-1) % 2 == 0, "swiglu: the last dimension must be even (2H), got ", h.sizes());
@@ -107,6 +254,47 @@ at::Tensor swiglu(const at::Tensor& h) {
   }
 #endif
   return swiglu_unfused(h);
+}
+
+bool fused_norm_enabled() { return g_fused_norm.get(); }
+
+void set_fused_norm(bool enabled) { g_fused_norm.set(enabled); }
+
+at::Tensor block_layer_norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, double eps) {
+  const int64_t d = x.dim() >= 1 ? x.size(-1) : 0;
+  const bool candidate = fused_norm_enabled() && d > 0 && x.numel() > 0 && x.scalar_type() == at::kFloat &&
+                         w.defined() && b.defined() && w.scalar_type() == at::kFloat &&
+                         b.scalar_type() == at::kFloat && w.numel() == d && b.numel() == d;
+  if (candidate && x.is_cpu() && w.is_cpu() && b.is_cpu()) {
+    return LayerNormCastFunction::apply(x, w, b, eps, x.scalar_type());
+  }
+#ifdef G2L_WITH_CUDA
+  if (candidate && x.is_cuda() && w.device() == x.device() && b.device() == x.device() &&
+      at::autocast::is_autocast_enabled(at::kCUDA)) {
+    const at::ScalarType out = at::autocast::get_autocast_dtype(at::kCUDA);
+    if (out != at::kFloat && kernel_dtype(out) >= 0 && norm_kernel_fits(x, d) && norm_kernel_fits(w, d) &&
+        norm_kernel_fits(b, d)) {
+      return LayerNormCastFunction::apply(x, w, b, eps, out);
+    }
+  }
+#endif
+  return at::layer_norm(x, {d}, w, b, eps);
+}
+
+at::Tensor layer_scale_add(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma) {
+  const int64_t d = x.dim() >= 1 ? x.size(-1) : 0;
+  const bool candidate = fused_norm_enabled() && d > 0 && x.numel() > 0 && x.scalar_type() == at::kFloat &&
+                         gamma.scalar_type() == at::kFloat && gamma.dim() == 1 && gamma.numel() == d &&
+                         y.sizes() == x.sizes() && at::isFloatingType(y.scalar_type());
+  if (candidate && x.is_cpu() && y.is_cpu() && gamma.is_cpu()) return LayerScaleAddFunction::apply(x, y, gamma);
+#ifdef G2L_WITH_CUDA
+  if (candidate && x.is_cuda() && y.device() == x.device() && gamma.device() == x.device() &&
+      kernel_dtype(y.scalar_type()) >= 0 && norm_kernel_fits(x, d) && norm_kernel_fits(y, d) &&
+      norm_kernel_fits(gamma, d)) {
+    return LayerScaleAddFunction::apply(x, y, gamma);
+  }
+#endif
+  return at::addcmul(x, y, gamma);
 }
 
 }  // namespace g2l

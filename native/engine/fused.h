@@ -16,6 +16,24 @@
 // Switch: the environment variable G2L_FUSED_SWIGLU=0 (also "false" / "off") disables the fused kernel; it is read
 // once, at the first swiglu() call of the process. set_fused_swiglu() overrides it at run time (e.g. to compare
 // fused and unfused in one process); fused_swiglu_enabled() reports the current setting.
+//
+// The trained student's blocks under bf16 autocast (float32 residual stream, float32 LayerNorm and LayerScale
+// parameters) have two more fused operations, switched together by G2L_FUSED_NORM (default off until the kernels
+// have been checked on a GPU; "1" / "true" / "on" turns them on; set_fused_norm() overrides at run time):
+//
+// block_layer_norm(x, w, b, eps): the LayerNorm before a block's attention / MLP. On CUDA with autocast on and x in
+//   float32 it returns the LayerNorm already in the autocast dtype (cuda/norm.cu: one kernel reads x and writes the
+//   rounded result, where at::layer_norm writes float32 and the next product's autocast reads it again to cast it);
+//   the backward takes dL/dy in that dtype and writes dL/dx in float32 plus the weight and bias gradients in one
+//   kernel (per-block partial sums, summed after). The next consumer must be a product under autocast (which would
+//   cast to that dtype anyway), so the numbers are those of at::layer_norm followed by the cast.
+// layer_scale_add(x, y, gamma): the LayerScale residual x + gamma * y with x and gamma float32 and y a product's
+//   output (bf16 under autocast). Unfused, autocast promotes y to a float32 copy, addcmul reads all three, and the
+//   backward runs g * gamma, a cast, g * y and a reduction; fused (cuda/norm.cu) it is one kernel each way:
+//   dL/dx = g, dL/dy = g * gamma rounded to y's dtype, dL/dgamma = column sums of g * y.
+// Where the kernels do not apply (switch off, other dtypes, no autocast, d % 4 != 0 or d > 2048, unaligned views)
+// both are exactly at::layer_norm and at::addcmul. On the CPU the switch runs the same autograd Functions with at::
+// bodies (native_layer_norm and its backward; the element-wise expressions above), so their wiring is tested there.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -30,5 +48,17 @@ bool fused_swiglu_enabled();
 
 /** Turns the fused SwiGLU kernel on or off for the rest of the process (overrides G2L_FUSED_SWIGLU). */
 void set_fused_swiglu(bool enabled);
+
+/** LayerNorm over the last dim (weight and bias of size D); under CUDA autocast possibly in the autocast dtype. */
+at::Tensor block_layer_norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, double eps);
+
+/** x + gamma * y (gamma of size D, broadcast over the rows), differentiable in all three. */
+at::Tensor layer_scale_add(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma);
+
+/** Whether block_layer_norm() / layer_scale_add() use the fused path (G2L_FUSED_NORM; default off). */
+bool fused_norm_enabled();
+
+/** Turns the fused LayerNorm / LayerScale path on or off for the rest of the process (overrides G2L_FUSED_NORM). */
+void set_fused_norm(bool enabled);
 
 }  // namespace g2l

@@ -322,12 +322,13 @@ at::Tensor VisionTransformerImpl::forward_tokens(const at::Tensor& images) {
       x.add_(b.ls2_live.defined() ? m.mul_(b.ls2_live) : m);
     }
   } else {
+    // The trained path: block_layer_norm / layer_scale_add (fused.h) are at::layer_norm and x + a * gamma in one
+    // pass (addcmul), or with G2L_FUSED_NORM on CUDA under autocast one kernel each way for each.
     for (const Block& b : blocks_) {
-      at::Tensor a = attention(b, layer_norm(x, b.norm1_w, b.norm1_b, spec_.norm_eps));
-      // x + a * gamma in one pass (addcmul) rather than two; the same function, autograd included.
-      x = b.ls1_live.defined() ? at::addcmul(x, a, b.ls1_live) : x + a;
-      at::Tensor m = mlp(b, layer_norm(x, b.norm2_w, b.norm2_b, spec_.norm_eps));
-      x = b.ls2_live.defined() ? at::addcmul(x, m, b.ls2_live) : x + m;
+      at::Tensor a = attention(b, block_layer_norm(x, b.norm1_w, b.norm1_b, spec_.norm_eps));
+      x = b.ls1_live.defined() ? layer_scale_add(x, a, b.ls1_live) : x + a;
+      at::Tensor m = mlp(b, block_layer_norm(x, b.norm2_w, b.norm2_b, spec_.norm_eps));
+      x = b.ls2_live.defined() ? layer_scale_add(x, m, b.ls2_live) : x + m;
     }
   }
   return layer_norm(x, norm_w_, norm_b_, spec_.norm_eps);

@@ -68,7 +68,8 @@ void augment_tiles(const uint8_t* tiles, int64_t batch, int64_t tile_h, int64_t 
 // ---- fused SwiGLU of the ViT MLPs (swiglu.cu; the contract is native/engine/fused.h) ----
 namespace g2l::cuda {
 
-enum SwigluDType : int { kSwigluF32 = 0, kSwigluF16 = 1, kSwigluBF16 = 2 };
+/** Element type of the fused kernels' float tensors (swiglu.cu, norm.cu). */
+enum ElementDType : int { kElemF32 = 0, kElemF16 = 1, kElemBF16 = 2 };
 
 /**
  * h (rows, 2*hidden) -> out (rows, hidden), both contiguous in dtype: out = silu(h[:, :hidden]) * h[:, hidden:],
@@ -96,5 +97,39 @@ namespace g2l::cuda {
  */
 void quantize_rows_bf16_to_fp8(const uint16_t* x, int64_t rows, int64_t cols, uint8_t* codes, float* scales,
                                float min_amax, cudaStream_t stream);
+
+}  // namespace g2l::cuda
+
+// ---- fused LayerNorm and LayerScale residual of the trained student's blocks (norm.cu; contract: fused.h) ----
+// All row-major with rows = numel / d; float32 statistics and accumulators; y / dy / grad_y in the ElementDType
+// given. Requirements (checked by the callers, which fall back to at:: ops otherwise): contiguous, d % 4 == 0,
+// d <= kNormMaxDim, every pointer 16-byte aligned. The backward kernels write per-block column partial sums
+// (partial_blocks, d) that the caller sums over dim 0 (deterministic: no atomics).
+namespace g2l::cuda {
+
+constexpr int64_t kNormMaxDim = 2048;
+
+/** y = (x - mean) * rstd * w + b per row, rounded once to y_dtype; mean and rstd (rows) saved for the backward. */
+void layer_norm_forward(const float* x, const float* w, const float* b, int64_t rows, int64_t d, float eps, void* y,
+                        int y_dtype, float* mean, float* rstd, cudaStream_t stream);
+
+/**
+ * dx (rows,d) float32 = rstd * (g - mean_row(g) - xhat * mean_row(g * xhat)), g = dy * w, xhat = (x - mean) * rstd;
+ * dw_partial / db_partial (partial_blocks, d): per-block sums of dy * xhat and dy.
+ */
+void layer_norm_backward(const void* dy, int dy_dtype, const float* x, const float* mean, const float* rstd,
+                         const float* w, int64_t rows, int64_t d, float* dx, float* dw_partial, float* db_partial,
+                         int64_t partial_blocks, cudaStream_t stream);
+
+/** out (rows,d) float32 = x + gamma[col] * y, y in y_dtype (the LayerScale residual x + gamma * f(x)). */
+void layer_scale_add_forward(const float* x, const void* y, int y_dtype, const float* gamma, int64_t rows, int64_t d,
+                             float* out, cudaStream_t stream);
+
+/**
+ * From g = dL/dout (rows,d) float32: grad_y = g * gamma[col] rounded to y_dtype, and gamma_partial
+ * (partial_blocks, d) the per-block column sums of g * y. (dL/dx is g itself.)
+ */
+void layer_scale_add_backward(const float* g, const void* y, int y_dtype, const float* gamma, int64_t rows, int64_t d,
+                              void* grad_y, float* gamma_partial, int64_t partial_blocks, cudaStream_t stream);
 
 }  // namespace g2l::cuda

@@ -161,9 +161,9 @@ void swiglu_forward(const void* h, void* out, int64_t rows, int64_t hidden, int 
   if (rows < 0 || hidden < 0) throw std::runtime_error("swiglu_forward: negative size");
   if (rows == 0 || hidden == 0) return;
   switch (dtype) {
-    case kSwigluF32: dispatch_forward<float>(h, out, rows, hidden, stream); break;
-    case kSwigluF16: dispatch_forward<Half>(h, out, rows, hidden, stream); break;
-    case kSwigluBF16: dispatch_forward<BFloat16>(h, out, rows, hidden, stream); break;
+    case kElemF32: dispatch_forward<float>(h, out, rows, hidden, stream); break;
+    case kElemF16: dispatch_forward<Half>(h, out, rows, hidden, stream); break;
+    case kElemBF16: dispatch_forward<BFloat16>(h, out, rows, hidden, stream); break;
     default: throw std::runtime_error("swiglu_forward: unsupported dtype code " + std::to_string(dtype));
   }
 }
@@ -173,9 +173,9 @@ void swiglu_backward(const void* h, const void* grad_out, void* grad_h, int64_t 
   if (rows < 0 || hidden < 0) throw std::runtime_error("swiglu_backward: negative size");
   if (rows == 0 || hidden == 0) return;
   switch (dtype) {
-    case kSwigluF32: dispatch_backward<float>(h, grad_out, grad_h, rows, hidden, stream); break;
-    case kSwigluF16: dispatch_backward<Half>(h, grad_out, grad_h, rows, hidden, stream); break;
-    case kSwigluBF16: dispatch_backward<BFloat16>(h, grad_out, grad_h, rows, hidden, stream); break;
+    case kElemF32: dispatch_backward<float>(h, grad_out, grad_h, rows, hidden, stream); break;
+    case kElemF16: dispatch_backward<Half>(h, grad_out, grad_h, rows, hidden, stream); break;
+    case kElemBF16: dispatch_backward<BFloat16>(h, grad_out, grad_h, rows, hidden, stream); break;
     default: throw std::runtime_error("swiglu_backward: unsupported dtype code " + std::to_string(dtype));
   }
 }
