@@ -115,8 +115,11 @@ function distillerConfig(c, extra) {
 /** One engine variant: the step at batch BATCH (and, for the default, the teacher's embedding throughput). */
 async function variantChild(c) {
   const out = { variant: c.variant };
-  const tiles = makeTiles(BATCH, 256, 1);
   const d = await Distiller.create(distillerConfig(c, { totalSteps: WARMUP + RUNS, ...VARIANTS[c.variant].config }));
+  // The batch in the Distiller's tile buffer (page-locked on CUDA), as `distill` feeds it: the upload is asynchronous.
+  const host = makeTiles(BATCH, 256, 1);
+  const tiles = { data: d.allocateTileBuffer(host.data.length), shape: host.shape };
+  tiles.data.set(host.data);
   let last = null;
   const t = await timeRuns(async () => { last = await d.step(tiles); }, WARMUP, RUNS);
   out.times_s = t;

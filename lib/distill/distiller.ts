@@ -109,6 +109,7 @@ export class Distiller {
   private constructor(
     private readonly engine: BackendDistiller,
     readonly config: DistillerConfig,
+    private readonly allocate: (bytes: number) => Uint8Array,
   ) {}
 
   /** Loads teacher and student (strict about their weights) and builds projector and optimiser. */
@@ -123,10 +124,22 @@ export class Distiller {
     }
     try {
       const engine = await createBackendDistiller(backend, { ...toNativeConfig(config), force: config.force });
-      return new Distiller(engine, config);
+      // Tile batches for a CUDA device in page-locked memory: the engine then copies them asynchronously.
+      const pinned = backend instanceof NativeBackend && (config.device ?? 'cpu').startsWith('cuda');
+      const allocate = pinned ? (n: number) => backend.allocateTileBuffer(n, { pinned: true }) : (n: number) => new Uint8Array(n);
+      return new Distiller(engine, config, allocate);
     } catch (e) {
       throw asUserError(e);
     }
+  }
+
+  /**
+   * Memory for a batch of tiles that step() and features() read fastest: page-locked (pinned) host memory when the
+   * run is on a CUDA device with the native engine (the upload is then asynchronous), else an ordinary Uint8Array.
+   * A buffer may be refilled as soon as the call that read it has returned.
+   */
+  allocateTileBuffer(bytes: number): Uint8Array {
+    return this.allocate(bytes);
   }
 
   /** One step on uint8 tiles (B,H,W,3): augmentation, teacher, student, loss, backward, AdamW. */

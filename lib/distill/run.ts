@@ -253,13 +253,22 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
   let lastLoss: number | null = null;
   let fp8Reported = false;
   try {
-    let next = start < end ? source.batch(start, config.batchSize, shard) : null;
+    // Two batch buffers in turn (page-locked on CUDA, so the engine's upload is asynchronous): the engine reads one in
+    // a step while the next batch fills the other; a buffer is refilled only after the step that read it returned.
+    const bytes = config.batchSize * config.tileSizePx * config.tileSizePx * 3;
+    const buffers: Uint8Array[] = [];
+    const fill = (step: number) => {
+      const slot = step % 2;
+      buffers[slot] ??= distiller.allocateTileBuffer(bytes);
+      return source.batch(step, config.batchSize, shard, buffers[slot]);
+    };
+    let next = start < end ? fill(start) : null;
     while (steps < end) {
       const tiles = await next!;
       const t0 = performance.now();
       const pending = distiller.step(tiles);
       // The next batch is prepared while the engine runs this step on its worker thread.
-      next = steps + 1 < end ? source.batch(steps + 1, config.batchSize, shard) : null;
+      next = steps + 1 < end ? fill(steps + 1) : null;
       const r: StepResult = await pending;
       const seconds = (performance.now() - t0) / 1000;
       steps += 1;

@@ -21,9 +21,10 @@ export interface TileSource {
   readonly description: string;
   /**
    * uint8 (B, tileSizePx, tileSizePx, 3) for 0-based step `step`; with a shard (data parallelism), this rank's B
-   * rows of the step's global batch of B * worldSize (lib/parallel/shard.ts).
+   * rows of the step's global batch of B * worldSize (lib/parallel/shard.ts). `out` (B * tileSizePx^2 * 3 bytes):
+   * fill this buffer instead of a new one (e.g. Distiller.allocateTileBuffer's page-locked memory).
    */
-  batch(step: number, batchSize: number, shard?: Shard | null): Promise<Uint8Tensor>;
+  batch(step: number, batchSize: number, shard?: Shard | null, out?: Uint8Array): Promise<Uint8Tensor>;
   /** Slides that could not be read, with the reason (reported, never fatal). */
   readonly skipped: { slide: string; error: string }[];
   close(): Promise<void>;
@@ -109,6 +110,13 @@ export function syntheticTile(seed: number, size: number, out: Uint8Array = new 
   return out;
 }
 
+/** `out` when given (it must hold exactly `bytes`), else a new buffer. */
+function batchBuffer(bytes: number, out?: Uint8Array): Uint8Array {
+  if (!out) return new Uint8Array(bytes);
+  if (out.length !== bytes) throw new RangeError(`tile batch buffer of ${out.length} bytes, the batch needs ${bytes}`);
+  return out;
+}
+
 class SyntheticTiles implements TileSource {
   readonly skipped: { slide: string; error: string }[] = [];
   private readonly order: EpochOrder;
@@ -122,9 +130,9 @@ class SyntheticTiles implements TileSource {
   get description(): string {
     return `${this.size} synthetic tiles`;
   }
-  async batch(step: number, batchSize: number, shard?: Shard | null): Promise<Uint8Tensor> {
+  async batch(step: number, batchSize: number, shard?: Shard | null, out?: Uint8Array): Promise<Uint8Tensor> {
     const n = this.tileSizePx * this.tileSizePx * 3;
-    const data = new Uint8Array(batchSize * n);
+    const data = batchBuffer(batchSize * n, out);
     for (let i = 0; i < batchSize; i++) syntheticTile(mix(this.seed, this.order.at(shardPosition(step, batchSize, i, shard))), this.tileSizePx, data, i * n);
     return { data, shape: [batchSize, this.tileSizePx, this.tileSizePx, 3] };
   }
@@ -177,10 +185,10 @@ class ManifestTiles implements TileSource {
     return p;
   }
 
-  async batch(step: number, batchSize: number, shard?: Shard | null): Promise<Uint8Tensor> {
+  async batch(step: number, batchSize: number, shard?: Shard | null, out?: Uint8Array): Promise<Uint8Tensor> {
     const s = this.tileSizePx;
     const n = s * s * 3;
-    const data = new Uint8Array(batchSize * n);
+    const data = batchBuffer(batchSize * n, out);
     await Promise.all(
       Array.from({ length: batchSize }, async (_, i) => {
         // A tile whose slide cannot be read is replaced by the next readable one in the epoch's order.

@@ -24,6 +24,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -150,6 +151,43 @@ class SideStream {
 #endif
 };
 
+// The tiles' copy to the device. From page-locked host memory (Distiller.allocateTileBuffer in lib/, the addon's
+// allocTileBuffer) it is asynchronous: the step's work queues behind it on the same stream while the host goes on
+// enqueueing. The host buffer must outlive the copy: a step ends by reading its loss (a synchronisation) before it
+// returns, and if it throws before that, this guard waits for the stream, so either way the caller may refill or free
+// the buffer once the call has returned. From pageable memory the copy is synchronous, as before; on the CPU the
+// tensor is a view of the caller's memory.
+class UploadGuard {
+ public:
+  explicit UploadGuard(const at::Device& device) : device_(device) {}
+  UploadGuard(const UploadGuard&) = delete;
+  UploadGuard& operator=(const UploadGuard&) = delete;
+
+  at::Tensor to_device(const HostTensor& tiles) {
+    at::Tensor host = view_as_aten(tiles);
+    if (device_.is_cpu()) return host;
+    async_ = host.is_pinned();
+    return host.to(device_, /*non_blocking=*/async_, /*copy=*/true);
+  }
+
+  ~UploadGuard() {
+#ifdef G2L_WITH_CUDA
+    if (async_ && std::uncaught_exceptions() > exceptions_) {
+      try {
+        c10::cuda::getCurrentCUDAStream(device_.index()).synchronize();
+      } catch (...) {
+        // The step's own error is the one to report.
+      }
+    }
+#endif
+  }
+
+ private:
+  at::Device device_;
+  bool async_ = false;
+  int exceptions_ = std::uncaught_exceptions();
+};
+
 class DistillerImpl final : public Distiller {
  public:
   explicit DistillerImpl(const DistillerConfig& config)
@@ -212,14 +250,16 @@ class DistillerImpl final : public Distiller {
   StepResult step(const HostTensor& tiles) override {
     return with_torch_errors([&] {
       StepTimer timer(device_);  // G2L_STEP_TIMING=1: one line of phase times per step on stderr
-      at::Tensor x = check_tiles(tiles, "step");
-      timer.mark("upload");
-      const int64_t batch = x.size(0), accum = config_.accumulation_steps;
+      check_tiles(tiles, "step");
+      const int64_t batch = tiles.shape[0], accum = config_.accumulation_steps;
       if (batch % accum != 0 || batch / accum < 2) {
         throw Error("step: a batch of " + std::to_string(batch) + " tiles cannot be split into " +
                     std::to_string(accum) + " micro-batches of at least 2 (BatchNorm needs 2 samples): change " +
                     "batchSize or accumulationSteps");
       }
+      UploadGuard upload(device_);
+      at::Tensor x = upload.to_device(tiles);
+      timer.mark("upload");
       at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(step_seed(config_.seed, step_));
       at::Tensor params = augment_params_for(batch, x.size(1), x.size(2), gen);
       AugmentedBatch views = augment_batch(x, params, config_.augment, normalization_of(teacher_.spec),
@@ -278,7 +318,9 @@ class DistillerImpl final : public Distiller {
 
   HostTensor features(const HostTensor& tiles, bool teacher) override {
     return with_torch_errors([&] {
-      at::Tensor x = check_tiles(tiles, "features");
+      check_tiles(tiles, "features");
+      UploadGuard upload(device_);
+      at::Tensor x = upload.to_device(tiles);
       AugmentConfig centre = config_.augment;
       centre.enabled = false;
       at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(0);
@@ -413,7 +455,7 @@ class DistillerImpl final : public Distiller {
     return z;
   }
 
-  at::Tensor check_tiles(const HostTensor& tiles, const char* what) const {
+  void check_tiles(const HostTensor& tiles, const char* what) const {
     if (tiles.dtype != DType::U8 || tiles.shape.size() != 4 || tiles.shape[3] != 3) {
       throw Error(std::string(what) + ": expected uint8 tiles (B,H,W,3)");
     }
@@ -422,7 +464,6 @@ class DistillerImpl final : public Distiller {
       throw Error(std::string(what) + ": tiles of " + std::to_string(tiles.shape[1]) + "x" +
                   std::to_string(tiles.shape[2]) + " are smaller than the crop (" + std::to_string(crop) + ")");
     }
-    return view_as_aten(tiles).to(device_, /*non_blocking=*/false, /*copy=*/!device_.is_cpu());
   }
 
   // -- Data parallelism (issue 7; dist.h) -------------------------------------------------------------------------

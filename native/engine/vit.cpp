@@ -314,12 +314,15 @@ at::Tensor VisionTransformerImpl::forward_tokens(const at::Tensor& images) {
     }
   }
   if (frozen_) {
-    // Inference only: x is this call's own tensor (made by cat or +), so the residual adds may write into it.
+    // Inference only: x is this call's own tensor (made by cat or +), so the residual adds may write into it. An
+    // unfolded LayerScale (prepare_frozen keeps those whose folded float16 rows would be subnormal) goes in the same
+    // pass: x += a * gamma with the product in float32 and one rounding, where a.mul_(gamma) would first round a
+    // product of ~1e-5 into float16's subnormal range and then take a second pass to add it.
     for (const Block& b : blocks_) {
       at::Tensor a = attention(b, layer_norm(x, b.norm1_w, b.norm1_b, spec_.norm_eps));
-      x.add_(b.ls1_live.defined() ? a.mul_(b.ls1_live) : a);
+      if (b.ls1_live.defined()) x.addcmul_(a, b.ls1_live); else x.add_(a);
       at::Tensor m = mlp(b, layer_norm(x, b.norm2_w, b.norm2_b, spec_.norm_eps));
-      x.add_(b.ls2_live.defined() ? m.mul_(b.ls2_live) : m);
+      if (b.ls2_live.defined()) x.addcmul_(m, b.ls2_live); else x.add_(m);
     }
   } else {
     // The trained path: block_layer_norm / layer_scale_add (fused.h) are at::layer_norm and x + a * gamma in one
