@@ -71,7 +71,7 @@ fi
 
 log "checks: fused kernels against the paths they replace (benchmarks/gpu-check.mjs, fp8-gpu-check.mjs)"
 [ -x .gpu/tests/setup-root.sh ] && bash .gpu/tests/setup-root.sh >> "$OUT/host.log" 2>&1
-timeout 60 node benchmarks/gpu-check.mjs > "$OUT/fused-check.log" 2>&1 || CHECKS_RC=$?
+timeout 150 node benchmarks/gpu-check.mjs > "$OUT/fused-check.log" 2>&1 || CHECKS_RC=$?
 timeout 90 node benchmarks/fp8-gpu-check.mjs >> "$OUT/fused-check.log" 2>&1 || CHECKS_RC=$?
 grep -E '^(ok|not ok|# )' "$OUT/fused-check.log" | tee -a "$OUT/host.log"
 
@@ -82,6 +82,7 @@ mkdir -p /tmp/g2l-models
 timeout "$B" node benchmarks/gpu.mjs --models /tmp/g2l-models --out "$OUT/gpu-latest.json" \
   --deadline $(( START + BUDGET - 10 )) ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | grep -v '^\s*$' | tail -40
 cp benchmarks/results/gpu-profile-eager.txt "$OUT/" 2>/dev/null
+cp "$OUT/gpu-profile-native.txt" benchmarks/results/ 2>/dev/null
 cp "$OUT/gpu-latest.json" benchmarks/results/ 2>/dev/null
 log "done (checks exit $CHECKS_RC)"
 exit $CHECKS_RC

@@ -8,7 +8,7 @@
 //
 //   node benchmarks/gpu.mjs [--batch 128] [--runs 10] [--warmup 3] [--device cuda] [--models DIR] [--keep-models]
 //                           [--teacher DIR --student DIR]  (existing folders instead of random real-size models)
-//                           [--variants default,norm,fp8,fp8norm,unfused] [--skip native,eager,compile,embed,curve,profile]
+//                           [--variants default,norm,fp8,fp8norm,unfused] [--profile-native default,fp8norm] [--skip native,eager,compile,embed,curve,profile]
 //                           [--curve-steps 200] [--curve-batch 16] [--curve-layerscale 1|keep] [--compile-timeout 300] [--deadline UNIX_S]
 //                           [--python python3] [--out FILE]
 //
@@ -54,6 +54,7 @@ const { values: opt } = parseArgs({
     student: { type: 'string', default: '' },
     'keep-models': { type: 'boolean', default: false },
     variants: { type: 'string', default: 'default,norm,fp8,fp8norm,unfused' },
+    'profile-native': { type: 'string', default: 'default,fp8norm' },
     skip: { type: 'string', default: '' },
     'curve-steps': { type: 'string', default: '200' },
     'curve-batch': { type: 'string', default: '16' },
@@ -212,16 +213,31 @@ const result = {
 };
 const save = () => writeFileAtomic(opt.out, `${JSON.stringify(result, null, 2)}\n`);
 
-// Engine variants first: they are what this benchmark is for, and a run cut short should still have them.
+// Engine variants first: they are what this benchmark is for, and a run cut short should still have them. The
+// --profile-native variants run their last warm-up step under the profiler (G2L_PROFILE, native/engine/
+// step_profile.h): the kernel tables go to gpu-profile-native.txt beside --out, the top rows into the JSON.
 if (!skip.has('native')) {
+  const profiled = new Set(opt['profile-native'].split(',').filter(Boolean));
+  const profileDir = mkdtempSync(path.join(os.tmpdir(), 'g2l-profile-'));
+  process.on('exit', () => rmSync(profileDir, { recursive: true, force: true }));
+  const tables = [];
   for (const variant of opt.variants.split(',').filter(Boolean)) {
     if (!VARIANTS[variant]) throw new Error(`unknown variant '${variant}' (known: ${Object.keys(VARIANTS).join(', ')})`);
     log(`native ${variant}: batch ${BATCH}, ${WARMUP} + ${RUNS} steps`);
-    const r = runChild('variant', { variant, teacher: teacherDir, student: studentDir, embed: variant === 'default' && !skip.has('embed') },
-      { G2L_STEP_TIMING: '1', ...VARIANTS[variant].env });
+    const env = { G2L_STEP_TIMING: '1', ...VARIANTS[variant].env };
+    const prefix = path.join(profileDir, variant);
+    if (profiled.has(variant)) Object.assign(env, { G2L_PROFILE: prefix, G2L_PROFILE_STEP: String(Math.max(0, WARMUP - 1)) });
+    const r = runChild('variant', { variant, teacher: teacherDir, student: studentDir, embed: variant === 'default' && !skip.has('embed') }, env);
     if (r.error) {
       result.notes.push(`native ${variant} failed: ${r.error}`);
       log(`native ${variant} failed: ${r.error}`);
+    }
+    if (existsSync(`${prefix}.kernels.tsv`)) {
+      const lines = readFileSync(`${prefix}.kernels.tsv`, 'utf8').trim().split('\n');
+      const rows = lines.slice(1).map((l) => l.split('\t')).filter(([device]) => device === (cuda ? 'cuda' : 'cpu'));
+      r.profile_top = rows.slice(0, 12).map(([, name, calls, total, , share]) => ({ name: name.slice(0, 100), calls: Number(calls), total_ms: Number(total), share: Number(share) }));
+      tables.push(`## native ${variant}: one step (the last warm-up step), ${cuda ? 'CUDA kernels and copies' : 'CPU ops'}\n${[lines[0], ...rows.slice(0, 80).map((c) => c.join('\t'))].join('\n')}\n`);
+      await writeFileAtomic(path.join(path.dirname(opt.out), 'gpu-profile-native.txt'), tables.join('\n'));
     }
     result.variants[variant] = r;
     if (r.embed_img_s) {

@@ -40,6 +40,7 @@
 #include "model.h"
 #include "optim.h"
 #include "quant.h"
+#include "step_profile.h"
 #include "step_timer.h"
 #include "tensor_bridge.h"
 #include "vit.h"
@@ -250,6 +251,7 @@ class DistillerImpl final : public Distiller {
   StepResult step(const HostTensor& tiles) override {
     return with_torch_errors([&] {
       StepTimer timer(device_);  // G2L_STEP_TIMING=1: one line of phase times per step on stderr
+      StepProfiler profile(device_, calls_++);  // G2L_PROFILE: one step's kernels (step_profile.h)
       check_tiles(tiles, "step");
       const int64_t batch = tiles.shape[0], accum = config_.accumulation_steps;
       if (batch % accum != 0 || batch / accum < 2) {
@@ -311,6 +313,7 @@ class DistillerImpl final : public Distiller {
       r.device_memory_bytes = peak_device_memory();
       timer.mark("read_loss");
       timer.report(step_);
+      profile.finish();
       step_ += 1;
       return r;
     });
@@ -516,6 +519,7 @@ class DistillerImpl final : public Distiller {
   std::unique_ptr<AdamW> optimizer_;
   std::unique_ptr<GradientSync> grad_sync_;  // data parallelism only
   int64_t step_ = 0;
+  int64_t calls_ = 0;  // step() calls of this Distiller (G2L_PROFILE_STEP counts these, not the resumed step)
 };
 
 }  // namespace
