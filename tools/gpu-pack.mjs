@@ -194,15 +194,16 @@ if (unstubbed.length) {
   throw new Error(`gpu-pack: the tests reach packages that do not travel to the GPU host: ${unstubbed.map(([n, by]) => `${n} (imported by ${by})`).join(', ')}`);
 }
 
-// benchmarks/gpu.mjs imports ../dist/...: the same modules as .gpu/tests/lib/ (setup-root.sh links dist there).
-const bench = path.join(REPO, 'benchmarks', 'gpu.mjs');
-if (existsSync(bench)) {
-  const benchLib = readFileSync(bench, 'utf8').matchAll(/from\s*['"]\.\.\/dist\/([^'"]+)['"]/g);
-  const entries = [...benchLib].map((m) => path.join(OUT, 'lib', m[1])).filter((f) => existsSync(f));
+// The GPU host's scripts import ../dist/...: the same modules as .gpu/tests/lib/ (setup-root.sh links dist there).
+for (const script of ['gpu.mjs', 'gpu-check.mjs', 'fp8-gpu-check.mjs']) {
+  const file = path.join(REPO, 'benchmarks', script);
+  if (!existsSync(file)) continue;
+  const imports = readFileSync(file, 'utf8').matchAll(/from\s*['"]\.\.\/dist\/([^'"]+)['"]/g);
+  const entries = [...imports].map((m) => path.join(OUT, 'lib', m[1])).filter((f) => existsSync(f));
   const b = reach(entries);
   const needs = [...b.packages.keys()];
   const extra = needs.filter((n) => !(n in STUBS));
-  log(`benchmarks/gpu.mjs: its dist/ imports reach ${b.modules} modules; packages: ${needs.map((n) => (n in STUBS ? `${n} (stub)` : n)).join(', ') || 'none'}` +
+  log(`benchmarks/${script}: its dist/ imports reach ${b.modules} modules; packages: ${needs.map((n) => (n in STUBS ? `${n} (stub)` : n)).join(', ') || 'none'}` +
     (extra.length ? ` -- NOT available on the host: ${extra.join(', ')}` : ''));
 }
 
