@@ -11,6 +11,7 @@
 //                                          between the streams shows as different losses)
 //   norm       G2L_FUSED_NORM=0 vs 1      the student's fused LayerNorm (+ cast) and LayerScale residual kernels
 //                                          (native/engine/cuda/norm.cu) on the fixture student (width 32)
+//   norm-fp8   norm with the FP8 teacher: the fused residual + LayerNorm kernel hands FP8 rows to the products
 //   pinned     tiles from pageable memory vs the Distiller's page-locked tile buffer (asynchronous uploads)
 //   norm-wide  the same with a student of Hibou-L's width (1024, 16 heads, SwiGLU, LayerScale 1; 2 blocks, random
 //              weights written to a temporary folder): the kernels at the real row length
@@ -95,6 +96,12 @@ const checks = [
   // copy still in flight when a call returns would show as different features or losses.
   ['pinned', {}, {}, {}, { pinned: true }],
 ];
+// The FP8 teacher (qkv and fc1 in FP8, as bench:gpu's fp8 variant) with and without the fused residual + LayerNorm
+// kernel writing the FP8 rows itself (FP8 products need a GPU of compute capability 8.9 or newer).
+if (opt.device.startsWith('cuda')) {
+  const fp8 = { teacherFp8: true, teacherDtype: 'bfloat16' };
+  checks.push(['norm-fp8', { G2L_FUSED_NORM: '0', G2L_FP8_LAYERS: 'qkv,fc1' }, { G2L_FUSED_NORM: '1', G2L_FP8_LAYERS: 'qkv,fc1' }, fp8]);
+}
 let failed = 0, n = 0;
 const ok = (cond, msg) => {
   n += 1;

@@ -297,4 +297,46 @@ at::Tensor layer_scale_add(const at::Tensor& x, const at::Tensor& y, const at::T
   return at::addcmul(x, y, gamma);
 }
 
+NormOutput residual_layer_norm_(at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma, const at::Tensor& w,
+                                const at::Tensor& b, double eps, bool want_fp8) {
+  const int64_t d = x.dim() >= 1 ? x.size(-1) : 0;
+  NormOutput out;
+  out.sizes = x.sizes().vec();
+#ifdef G2L_WITH_CUDA
+  const at::ScalarType t = x.scalar_type();
+  auto same = [&](const at::Tensor& o) { return o.defined() && o.scalar_type() == t && o.device() == x.device(); };
+  const bool fits = fused_norm_enabled() && x.is_cuda() && (t == at::kHalf || t == at::kBFloat16) && d > 0 &&
+                    x.numel() > 0 && same(y) && y.sizes() == x.sizes() && same(w) && same(b) && w.numel() == d &&
+                    b.numel() == d && (!gamma.defined() || (same(gamma) && gamma.numel() == d)) &&
+                    norm_kernel_fits(x, d) && norm_kernel_fits(y, d) && norm_kernel_fits(w, d) &&
+                    norm_kernel_fits(b, d) && (!gamma.defined() || norm_kernel_fits(gamma, d));
+  if (fits) {
+    const int64_t rows = x.numel() / d;
+    const bool fp8 = want_fp8 && t == at::kBFloat16;
+    c10::cuda::CUDAGuard guard(x.device());
+    if (fp8) {
+      out.q.codes = at::empty({rows, d}, x.options().dtype(at::kFloat8_e4m3fn));
+      out.q.scales = at::empty({rows, 1}, x.options().dtype(at::kFloat));
+    } else {
+      out.h = at::empty_like(x);
+    }
+    cuda::residual_layer_norm(x.data_ptr(), y.data_ptr(), gamma.defined() ? gamma.data_ptr() : nullptr, w.data_ptr(),
+                              b.data_ptr(), kernel_dtype(t), rows, d, static_cast<float>(eps),
+                              fp8 ? nullptr : out.h.data_ptr(),
+                              fp8 ? static_cast<uint8_t*>(out.q.codes.data_ptr()) : nullptr,
+                              fp8 ? out.q.scales.data_ptr<float>() : nullptr, static_cast<float>(kFp8MinAmax),
+                              stream_of(x));
+    return out;
+  }
+#endif
+  (void)want_fp8;
+  if (gamma.defined()) {
+    x.addcmul_(y, gamma);
+  } else {
+    x.add_(y);
+  }
+  out.h = at::layer_norm(x, {d}, w, b, eps);
+  return out;
+}
+
 }  // namespace g2l

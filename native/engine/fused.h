@@ -31,12 +31,21 @@
 //   output (bf16 under autocast). Unfused, autocast promotes y to a float32 copy, addcmul reads all three, and the
 //   backward runs g * gamma, a cast, g * y and a reduction; fused (cuda/norm.cu) it is one kernel each way:
 //   dL/dx = g, dL/dy = g * gamma rounded to y's dtype, dL/dgamma = column sums of g * y.
+// residual_layer_norm_(x, y, gamma, w, b, eps, want_fp8): the frozen teacher's residual and the next LayerNorm
+//   (inference, no autograd): x += gamma * y in place (x += y without gamma), then LayerNorm(x). One kernel
+//   (cuda/norm.cu) for float16 / bfloat16 on CUDA: it reads x and y once and writes x and the result, where the
+//   unfused ops read x again for the LayerNorm. want_fp8 (the next products are FP8, quant.h): in bfloat16 the kernel
+//   writes the result's FP8 row codes and scales instead of the result, the numbers quantize_rows_fp8 gives for it.
 // Where the kernels do not apply (switch off, other dtypes, no autocast, d % 4 != 0 or d > 2048, unaligned views)
-// both are exactly at::layer_norm and at::addcmul. On the CPU the switch runs the same autograd Functions with at::
+// these are exactly at::layer_norm and at::addcmul (x.addcmul_ / x.add_ then at::layer_norm for the residual). On the CPU the switch runs the same autograd Functions with at::
 // bodies (native_layer_norm and its backward; the element-wise expressions above), so their wiring is tested there.
 #pragma once
 
 #include <ATen/ATen.h>
+
+#include <vector>
+
+#include "quant.h"
 
 namespace g2l {
 
@@ -55,7 +64,18 @@ at::Tensor block_layer_norm(const at::Tensor& x, const at::Tensor& w, const at::
 /** x + gamma * y (gamma of size D, broadcast over the rows), differentiable in all three. */
 at::Tensor layer_scale_add(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma);
 
-/** Whether block_layer_norm() / layer_scale_add() use the fused path (G2L_FUSED_NORM; default off). */
+/** A LayerNorm's result for the products that read it: h, or (FP8 products) its row codes q of an input of `sizes`. */
+struct NormOutput {
+  at::Tensor h;
+  Fp8Rows q;
+  std::vector<int64_t> sizes;
+};
+
+/** x += gamma * y (gamma undefined: x += y) in place, then LayerNorm(x; w, b, eps); inference only (see the top). */
+NormOutput residual_layer_norm_(at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma, const at::Tensor& w,
+                                const at::Tensor& b, double eps, bool want_fp8);
+
+/** Whether block_layer_norm() / layer_scale_add() / residual_layer_norm_() use the fused path (G2L_FUSED_NORM). */
 bool fused_norm_enabled();
 
 /** Turns the fused LayerNorm / LayerScale path on or off for the rest of the process (overrides G2L_FUSED_NORM). */

@@ -157,25 +157,33 @@ Fp8Linear Fp8Linear::from_weight(const at::Tensor& weight, const at::Tensor& bia
 }
 
 at::Tensor Fp8Linear::forward(const at::Tensor& x) const {
-  const int64_t k = codes_.size(1), n = codes_.size(0);
+  const int64_t k = codes_.size(1);
   if (x.size(-1) != k) throw Error("FP8 linear: input has " + std::to_string(x.size(-1)) + " features, the layer " + std::to_string(k));
-  std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
-  out_shape.back() = n;
   at::Tensor x2 = x.reshape({-1, k});
   if (!x2.is_contiguous()) x2 = x2.contiguous();
+  // The emulation quantises with at:: ops (what the CPU tests compare), the device path with the fused kernel.
+  return forward_rows(quantize_rows_fp8(x2, emulate_ ? "aten" : "auto"), x.sizes(), x.scalar_type());
+}
+
+at::Tensor Fp8Linear::forward_rows(const Fp8Rows& q, at::IntArrayRef sizes, at::ScalarType out_dtype) const {
+  const int64_t k = codes_.size(1), n = codes_.size(0);
+  if (sizes.empty() || sizes.back() != k || q.codes.dim() != 2 || q.codes.size(1) != k) {
+    throw Error("FP8 linear: rows of " + std::to_string(q.codes.dim() == 2 ? q.codes.size(1) : -1) +
+                " features for a layer of " + std::to_string(k));
+  }
+  std::vector<int64_t> out_shape(sizes.begin(), sizes.end());
+  out_shape.back() = n;
   at::Tensor y;
   if (emulate_) {
     // What _scaled_mm computes, in float32: the products of the dequantised values, then the bf16 output rounding.
-    Fp8Rows q = quantize_rows_fp8(x2, "aten");
     y = at::linear(dequantize_rows_fp8(q), dequantized_, bias_).to(at::kBFloat16);
   } else {
-    Fp8Rows q = quantize_rows_fp8(x2, "auto");
     c10::optional<at::Tensor> bias;
     if (bias_.defined()) bias = bias_;
     y = at::_scaled_mm(q.codes, codes_.t(), q.scales, scales_, bias, /*scale_result=*/c10::nullopt,
                        /*out_dtype=*/at::kBFloat16, /*use_fast_accum=*/env_is("G2L_FP8_FAST_ACCUM", "1"));
   }
-  return y.to(x.scalar_type()).view(out_shape);
+  return y.to(out_dtype).view(out_shape);
 }
 
 int64_t Fp8Linear::bytes() const {

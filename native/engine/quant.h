@@ -82,6 +82,11 @@ class Fp8Linear {
   bool defined() const { return codes_.defined(); }
   /** x (...,K) -> (...,N) in x's dtype (bf16 on the CUDA path). */
   at::Tensor forward(const at::Tensor& x) const;
+  /**
+   * The same from rows already quantised (e.g. by the fused residual + LayerNorm kernel, fused.h): q of an input of
+   * `sizes` (...,K) -> (...,N) in out_dtype.
+   */
+  at::Tensor forward_rows(const Fp8Rows& q, at::IntArrayRef sizes, at::ScalarType out_dtype) const;
   /** Bytes held by the FP8 copy (codes, scales, bias; the emulation's float32 weight too). */
   int64_t bytes() const;
 

@@ -235,6 +235,21 @@ at::Tensor VisionTransformerImpl::linear(const at::Tensor& x, const at::Tensor& 
   return at::linear(x, w, bias);
 }
 
+at::Tensor VisionTransformerImpl::linear(const NormOutput& x, const at::Tensor& w, const at::Tensor& bias,
+                                         const Fp8Linear& fp8) const {
+  if (x.h.defined()) return linear(x.h, w, bias, fp8);
+  // FP8 rows only: the caller asked for them because every product reading them is FP8 (fp8_reads_norm1/2).
+  TORCH_CHECK(fp8_on_ && fp8.defined(), "ViT: FP8 rows reached a product without FP8 weights");
+  return fp8.forward_rows(x.q, x.sizes, at::kBFloat16);
+}
+
+bool VisionTransformerImpl::fp8_reads_norm1(const Block& b) const {
+  if (!fp8_on_) return false;
+  return spec_.qkv_fused ? b.qkv8.defined() : (b.q8.defined() && b.k8.defined() && b.v8.defined());
+}
+
+bool VisionTransformerImpl::fp8_reads_norm2(const Block& b) const { return fp8_on_ && b.fc18.defined(); }
+
 at::Tensor VisionTransformerImpl::position_embedding(int64_t gh, int64_t gw, int64_t h, int64_t w) const {
   const int64_t d = spec_.embed_dim;
   // Rows of pos_ before the patch grid: timm with class position covers class and registers; HF the class only.
@@ -256,8 +271,8 @@ at::Tensor VisionTransformerImpl::position_embedding(int64_t gh, int64_t gw, int
   return at::cat({pos_.narrow(1, 0, prefix), resized}, 1);
 }
 
-at::Tensor VisionTransformerImpl::attention(const Block& b, const at::Tensor& x) const {
-  const int64_t bsz = x.size(0), t = x.size(1), d = x.size(2);
+at::Tensor VisionTransformerImpl::attention(const Block& b, const NormOutput& x) const {
+  const int64_t bsz = x.sizes.at(0), t = x.sizes.at(1), d = x.sizes.at(2);
   const int64_t heads = spec_.num_heads, hd = d / heads;
   at::Tensor q, k, v;
   if (spec_.qkv_fused) {
@@ -276,7 +291,7 @@ at::Tensor VisionTransformerImpl::attention(const Block& b, const at::Tensor& x)
   return linear(o, b.proj_w, b.proj_b, b.proj8);
 }
 
-at::Tensor VisionTransformerImpl::mlp(const Block& b, const at::Tensor& x) const {
+at::Tensor VisionTransformerImpl::mlp(const Block& b, const NormOutput& x) const {
   at::Tensor hdn = linear(x, b.fc1_w, b.fc1_b, b.fc18);
   if (spec_.mlp == "gelu") {
     hdn = at::gelu(hdn);  // exact erf GELU: nn.GELU() in timm, ACT2FN["gelu"] in transformers
@@ -313,28 +328,37 @@ at::Tensor VisionTransformerImpl::forward_tokens(const at::Tensor& images) {
       x = at::cat(parts, 1) + pos;
     }
   }
+  const double eps = spec_.norm_eps;
   if (frozen_) {
-    // Inference only: x is this call's own tensor (made by cat or +), so the residual adds may write into it. An
+    // Inference only: x is this call's own tensor (made by cat or +), so the residual adds may write into it. Each
+    // residual add and the LayerNorm after it are one call (fused.h residual_layer_norm_: one kernel with
+    // G2L_FUSED_NORM on CUDA, which may hand FP8 rows straight to FP8 products); the last one is the final norm. An
     // unfolded LayerScale (prepare_frozen keeps those whose folded float16 rows would be subnormal) goes in the same
-    // pass: x += a * gamma with the product in float32 and one rounding, where a.mul_(gamma) would first round a
-    // product of ~1e-5 into float16's subnormal range and then take a second pass to add it.
-    for (const Block& b : blocks_) {
-      at::Tensor a = attention(b, layer_norm(x, b.norm1_w, b.norm1_b, spec_.norm_eps));
-      if (b.ls1_live.defined()) x.addcmul_(a, b.ls1_live); else x.add_(a);
-      at::Tensor m = mlp(b, layer_norm(x, b.norm2_w, b.norm2_b, spec_.norm_eps));
-      if (b.ls2_live.defined()) x.addcmul_(m, b.ls2_live); else x.add_(m);
+    // pass: x += a * gamma with the product in float32 and one rounding, not a * gamma rounded into float16's
+    // subnormal range first.
+    if (blocks_.empty()) return layer_norm(x, norm_w_, norm_b_, eps);
+    NormOutput h{layer_norm(x, blocks_[0].norm1_w, blocks_[0].norm1_b, eps), {}, x.sizes().vec()};
+    for (size_t i = 0; i < blocks_.size(); ++i) {
+      const Block& b = blocks_[i];
+      at::Tensor a = attention(b, h);
+      h = residual_layer_norm_(x, a, b.ls1_live, b.norm2_w, b.norm2_b, eps, fp8_reads_norm2(b));
+      at::Tensor m = mlp(b, h);
+      const bool last = i + 1 == blocks_.size();
+      h = last ? residual_layer_norm_(x, m, b.ls2_live, norm_w_, norm_b_, eps, /*want_fp8=*/false)
+               : residual_layer_norm_(x, m, b.ls2_live, blocks_[i + 1].norm1_w, blocks_[i + 1].norm1_b, eps,
+                                      fp8_reads_norm1(blocks_[i + 1]));
     }
-  } else {
-    // The trained path: block_layer_norm / layer_scale_add (fused.h) are at::layer_norm and x + a * gamma in one
-    // pass (addcmul), or with G2L_FUSED_NORM on CUDA under autocast one kernel each way for each.
-    for (const Block& b : blocks_) {
-      at::Tensor a = attention(b, block_layer_norm(x, b.norm1_w, b.norm1_b, spec_.norm_eps));
-      x = b.ls1_live.defined() ? layer_scale_add(x, a, b.ls1_live) : x + a;
-      at::Tensor m = mlp(b, block_layer_norm(x, b.norm2_w, b.norm2_b, spec_.norm_eps));
-      x = b.ls2_live.defined() ? layer_scale_add(x, m, b.ls2_live) : x + m;
-    }
+    return h.h;
   }
-  return layer_norm(x, norm_w_, norm_b_, spec_.norm_eps);
+  // The trained path: block_layer_norm / layer_scale_add (fused.h) are at::layer_norm and x + a * gamma in one
+  // pass (addcmul), or with G2L_FUSED_NORM on CUDA under autocast one kernel each way for each.
+  for (const Block& b : blocks_) {
+    at::Tensor a = attention(b, NormOutput{block_layer_norm(x, b.norm1_w, b.norm1_b, eps), {}, x.sizes().vec()});
+    x = b.ls1_live.defined() ? layer_scale_add(x, a, b.ls1_live) : x + a;
+    at::Tensor m = mlp(b, NormOutput{block_layer_norm(x, b.norm2_w, b.norm2_b, eps), {}, x.sizes().vec()});
+    x = b.ls2_live.defined() ? layer_scale_add(x, m, b.ls2_live) : x + m;
+  }
+  return layer_norm(x, norm_w_, norm_b_, eps);
 }
 
 at::Tensor VisionTransformerImpl::forward(const at::Tensor& images) {

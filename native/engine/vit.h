@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "fused.h"
 #include "model.h"
 #include "quant.h"
 
@@ -91,9 +92,14 @@ class VisionTransformerImpl : public torch::nn::Module {
   /** (1,P,D) position embedding for a (gh,gw) grid of an (h,w) image, resampled as the reference library does. */
   at::Tensor position_embedding(int64_t gh, int64_t gw, int64_t h, int64_t w) const;
   /** at::linear, or the FP8 copy while FP8 is on and the layer has one. */
+  // x: a LayerNorm's result, or (frozen FP8 teacher, fused.h residual_layer_norm_) its FP8 rows.
+  at::Tensor linear(const NormOutput& x, const at::Tensor& w, const at::Tensor& bias, const Fp8Linear& fp8) const;
   at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const Fp8Linear& fp8) const;
-  at::Tensor attention(const Block& b, const at::Tensor& x) const;
-  at::Tensor mlp(const Block& b, const at::Tensor& x) const;
+  at::Tensor attention(const Block& b, const NormOutput& x) const;
+  at::Tensor mlp(const Block& b, const NormOutput& x) const;
+  /** Whether the products reading the block's norm1 / norm2 result all run in FP8 now (they may take FP8 rows). */
+  bool fp8_reads_norm1(const Block& b) const;
+  bool fp8_reads_norm2(const Block& b) const;
 
   ModelSpec spec_;
   at::TensorOptions options_;

@@ -57,4 +57,36 @@ template <> __device__ __forceinline__ BFloat16 from_float<BFloat16>(float v) {
 #endif
 }
 
+// ---- FP8 (E4M3) codes, as c10::Float8_e4m3fn rounds (quant.cu, norm.cu; the scheme is native/engine/quant.h) ----
+
+/** Largest finite float8_e4m3fn. */
+constexpr float kE4M3Max = 448.f;
+
+// float -> float8_e4m3fn bits, round to nearest even; |f| >= 480 (unreachable after the clamp) and NaN give NaN.
+__device__ __forceinline__ uint32_t e4m3_bits(float f) {
+  uint32_t bits = __float_as_uint(f);
+  const uint32_t sign = bits & 0x80000000u;
+  bits ^= sign;
+  uint32_t result;
+  if (bits >= (1087u << 20)) {
+    result = 0x7fu;
+  } else if (bits < (121u << 23)) {
+    // Below the smallest normal E4M3 (2^-6): adding 2^14 leaves the subnormal code in the low bits, rounded by the
+    // float addition itself (to nearest even).
+    constexpr uint32_t kDenormMagic = 141u << 23;
+    result = __float_as_uint(__fadd_rn(__uint_as_float(bits), __uint_as_float(kDenormMagic))) - kDenormMagic;
+  } else {
+    const uint32_t mant_odd = (bits >> 20) & 1u;
+    bits += (static_cast<uint32_t>(7 - 127) << 23) + 0x7ffffu + mant_odd;
+    result = bits >> 20;
+  }
+  return (result & 0xffu) | (sign >> 24);
+}
+
+__device__ __forceinline__ uint32_t e4m3_code(float v, float inv_scale) {
+  float q = __fmul_rn(v, inv_scale);
+  q = q > kE4M3Max ? kE4M3Max : (q < -kE4M3Max ? -kE4M3Max : q);
+  return e4m3_bits(q);
+}
+
 }  // namespace g2l::cuda

@@ -132,4 +132,14 @@ void layer_scale_add_forward(const float* x, const void* y, int y_dtype, const f
 void layer_scale_add_backward(const float* g, const void* y, int y_dtype, const float* gamma, int64_t rows, int64_t d,
                               void* grad_y, float* gamma_partial, int64_t partial_blocks, cudaStream_t stream);
 
+/**
+ * The frozen teacher's residual + LayerNorm, in place, all in dtype (float16 or bfloat16): x += gamma * y (gamma null:
+ * x += y), rounded to dtype, then the LayerNorm of the stored x with w, b into out; or, with codes (rows,d) and scales
+ * (rows) given instead (bfloat16 only), the FP8 codes and row scales of the bfloat16 LayerNorm result (quant.h's
+ * scheme, quantize_rows_bf16_to_fp8's numbers).
+ */
+void residual_layer_norm(void* x, const void* y, const void* gamma, const void* w, const void* b, int dtype, int64_t rows,
+                         int64_t d, float eps, void* out, uint8_t* codes, float* scales, float min_amax,
+                         cudaStream_t stream);
+
 }  // namespace g2l::cuda

@@ -268,6 +268,102 @@ __global__ void layer_scale_add_backward_kernel(const float* __restrict__ g, con
   }
 }
 
+// ---- Residual + LayerNorm of the frozen teacher (inference) ----------------------------------------------------
+// One warp per row: x (T) += gamma * y (kGamma) or y, stored back rounded to T; then the LayerNorm of the stored row
+// (the values the unfused ops would read) with w, b (T). kFp8: the result rounded to T (bfloat16), then its row's FP8
+// codes and scale (quant.h's scheme, quant.cu's rounding) instead of the result itself.
+
+template <typename T, int NV, bool kGamma, bool kFp8>
+__global__ void __launch_bounds__(kThreads) residual_layer_norm_kernel(
+    T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ gamma, const T* __restrict__ w,
+    const T* __restrict__ b, T* __restrict__ out, uint8_t* __restrict__ codes, float* __restrict__ scales,
+    int64_t rows, int d, float eps, float min_amax) {
+  const int lane = threadIdx.x % kWarp;
+  const int d4 = d / 4;
+  const float inv_d = 1.f / static_cast<float>(d);
+  const int64_t nwarps = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp; r < rows; r += nwarps) {
+    T* xr = x + r * d;
+    const T* yr = y + r * d;
+    float v[NV][4];
+    float s = 0.f;
+#pragma unroll
+    for (int j = 0; j < NV; ++j) {
+      const int c = lane + kWarp * j;
+      if (c < d4) {
+        float xv[4], yv[4];
+        load4(xr + 4 * c, xv);
+        load4(yr + 4 * c, yv);
+        if (kGamma) {
+          float gv[4];
+          load4(gamma + 4 * c, gv);
+#pragma unroll
+          for (int k = 0; k < 4; ++k) xv[k] = xv[k] + gv[k] * yv[k];
+        } else {
+#pragma unroll
+          for (int k = 0; k < 4; ++k) xv[k] = __fadd_rn(xv[k], yv[k]);
+        }
+        store4(xr + 4 * c, xv);
+        // Continue from the stored (rounded) values.
+#pragma unroll
+        for (int k = 0; k < 4; ++k) v[j][k] = to_float(from_float<T>(xv[k]));
+        s += (v[j][0] + v[j][1]) + (v[j][2] + v[j][3]);
+      } else {
+        v[j][0] = v[j][1] = v[j][2] = v[j][3] = 0.f;
+      }
+    }
+    const float mu = warp_sum(s) * inv_d;
+    float q = 0.f;
+#pragma unroll
+    for (int j = 0; j < NV; ++j) {
+      if (lane + kWarp * j < d4) {
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const float t = v[j][k] - mu;
+          q += t * t;
+        }
+      }
+    }
+    const float rs = rsqrtf(warp_sum(q) * inv_d + eps);
+    float amax = 0.f;
+#pragma unroll
+    for (int j = 0; j < NV; ++j) {
+      const int c = lane + kWarp * j;
+      if (c < d4) {
+        float wv[4], bv[4];
+        load4(w + 4 * c, wv);
+        load4(b + 4 * c, bv);
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          v[j][k] = (v[j][k] - mu) * rs * wv[k] + bv[k];
+          if (kFp8) {
+            v[j][k] = to_float(from_float<T>(v[j][k]));  // the bf16 result the quantisation would read
+            amax = fmaxf(amax, fabsf(v[j][k]));
+          }
+        }
+        if (!kFp8) store4(out + r * d + 4 * c, v[j]);
+      }
+    }
+    if (kFp8) {
+#pragma unroll
+      for (int o = kWarp / 2; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+      const float scale = __fdiv_rn(fmaxf(amax, min_amax), kE4M3Max);
+      const float inv = __frcp_rn(scale);
+      uint8_t* cr = codes + r * d;
+#pragma unroll
+      for (int j = 0; j < NV; ++j) {
+        const int c = lane + kWarp * j;
+        if (c < d4) {
+          const uint32_t packed = e4m3_code(v[j][0], inv) | (e4m3_code(v[j][1], inv) << 8) |
+                                  (e4m3_code(v[j][2], inv) << 16) | (e4m3_code(v[j][3], inv) << 24);
+          *reinterpret_cast<uint32_t*>(cr + 4 * c) = packed;
+        }
+      }
+      if (lane == 0) scales[r] = scale;
+    }
+  }
+}
+
 // ---- launch helpers -------------------------------------------------------------------------------------------
 
 constexpr int64_t kMaxBlocks = int64_t{1} << 20;
@@ -395,6 +491,47 @@ void layer_scale_add_backward(const float* g, const void* y, int y_dtype, const 
         rows_per_block);
   });
   check_launch("layer_scale_add_backward");
+}
+
+void residual_layer_norm(void* x, const void* y, const void* gamma, const void* w, const void* b, int dtype, int64_t rows,
+                         int64_t d, float eps, void* out, uint8_t* codes, float* scales, float min_amax,
+                         cudaStream_t stream) {
+  check_shape("residual_layer_norm", rows, d);
+  check_aligned("residual_layer_norm", {x, y, w, b});
+  if (gamma != nullptr) check_aligned("residual_layer_norm", {gamma});
+  const bool fp8 = codes != nullptr;
+  if (fp8 ? (scales == nullptr || (reinterpret_cast<uintptr_t>(codes) & 3u) != 0 || dtype != kElemBF16)
+          : out == nullptr) {
+    throw std::runtime_error("residual_layer_norm: give out, or codes (4-byte aligned) and scales with bfloat16 x");
+  }
+  if (!fp8) check_aligned("residual_layer_norm", {out});
+  if (rows == 0) return;
+  const unsigned blocks = blocks_for(rows, kWarpsPerBlock);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_same_v<T, float>) {
+      throw std::runtime_error("residual_layer_norm: float16 or bfloat16 only");
+    } else {
+      with_chunks(d, [&](auto chunks) {
+        constexpr int NV = decltype(chunks)::value;
+        auto launch = [&](auto kernel) {
+          kernel<<<blocks, kThreads, 0, stream>>>(static_cast<T*>(x), static_cast<const T*>(y),
+                                                  static_cast<const T*>(gamma), static_cast<const T*>(w),
+                                                  static_cast<const T*>(b), static_cast<T*>(out), codes, scales, rows,
+                                                  static_cast<int>(d), eps, min_amax);
+        };
+        if (gamma != nullptr) {
+          if (fp8) launch(residual_layer_norm_kernel<T, NV, true, true>);
+          else launch(residual_layer_norm_kernel<T, NV, true, false>);
+        } else {
+          if (fp8) launch(residual_layer_norm_kernel<T, NV, false, true>);
+          else launch(residual_layer_norm_kernel<T, NV, false, false>);
+        }
+      });
+    }
+  };
+  with_dtype("residual_layer_norm", dtype, run);
+  check_launch("residual_layer_norm");
 }
 
 }  // namespace g2l::cuda

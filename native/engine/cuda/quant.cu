@@ -22,7 +22,6 @@ namespace g2l::cuda {
 namespace {
 
 constexpr int kMaxThreads = 256;
-constexpr float kE4M3Max = 448.f;
 
 __device__ __forceinline__ float bf16_bits_to_float(uint32_t bits) { return __uint_as_float(bits << 16); }
 
@@ -32,36 +31,10 @@ __device__ __forceinline__ float hi(uint32_t w) { return __uint_as_float(w & 0xf
 
 __device__ __forceinline__ float absmax_word(uint32_t w) { return fmaxf(fabsf(lo(w)), fabsf(hi(w))); }
 
-// float -> float8_e4m3fn bits, round to nearest even; |f| >= 480 (unreachable after the clamp) and NaN give NaN.
-__device__ __forceinline__ uint32_t e4m3_bits(float f) {
-  uint32_t bits = __float_as_uint(f);
-  const uint32_t sign = bits & 0x80000000u;
-  bits ^= sign;
-  uint32_t result;
-  if (bits >= (1087u << 20)) {
-    result = 0x7fu;
-  } else if (bits < (121u << 23)) {
-    // Below the smallest normal E4M3 (2^-6): adding 2^14 leaves the subnormal code in the low bits, rounded by the
-    // float addition itself (to nearest even).
-    constexpr uint32_t kDenormMagic = 141u << 23;
-    result = __float_as_uint(__fadd_rn(__uint_as_float(bits), __uint_as_float(kDenormMagic))) - kDenormMagic;
-  } else {
-    const uint32_t mant_odd = (bits >> 20) & 1u;
-    bits += (static_cast<uint32_t>(7 - 127) << 23) + 0x7ffffu + mant_odd;
-    result = bits >> 20;
-  }
-  return (result & 0xffu) | (sign >> 24);
-}
-
-__device__ __forceinline__ uint32_t code(float v, float inv_scale) {
-  float q = __fmul_rn(v, inv_scale);
-  q = q > kE4M3Max ? kE4M3Max : (q < -kE4M3Max ? -kE4M3Max : q);
-  return e4m3_bits(q);
-}
-
 // Four codes of two words (four bf16 values) packed into 32 bits, first value in the lowest byte.
 __device__ __forceinline__ uint32_t codes4(uint32_t w0, uint32_t w1, float inv) {
-  return code(lo(w0), inv) | (code(hi(w0), inv) << 8) | (code(lo(w1), inv) << 16) | (code(hi(w1), inv) << 24);
+  return e4m3_code(lo(w0), inv) | (e4m3_code(hi(w0), inv) << 8) | (e4m3_code(lo(w1), inv) << 16) |
+         (e4m3_code(hi(w1), inv) << 24);
 }
 
 template <bool kVec>
@@ -110,7 +83,7 @@ __global__ void quantize_rows_kernel(const uint16_t* __restrict__ x, int64_t col
     }
   } else {
     for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
-      cr[i] = static_cast<uint8_t>(code(bf16_bits_to_float(xr[i]), inv));
+      cr[i] = static_cast<uint8_t>(e4m3_code(bf16_bits_to_float(xr[i]), inv));
     }
   }
 }
