@@ -13,14 +13,15 @@
 //                                          (native/engine/cuda/norm.cu) on the fixture student (width 32)
 //   norm-fp8   norm with the FP8 teacher: the fused residual + LayerNorm kernel hands FP8 rows to the products
 //   pinned     tiles from pageable memory vs the Distiller's page-locked tile buffer (asynchronous uploads)
-//   norm-wide  the same with a student of Hibou-L's width (1024, 16 heads, SwiGLU, LayerScale 1; 2 blocks, random
-//              weights written to a temporary folder): the kernels at the real row length
+//   norm-wide  the same with models of the real widths (student 1024 like Hibou-L, teacher 1536 like H-optimus-0; 2
+//              blocks each, LayerScale 1, random weights written to a temporary folder): the kernels at the real row
+//              lengths
 // (The FP8 teacher's kernels have their own check: benchmarks/fp8-gpu-check.mjs.)
 // Exit 1 if any comparison is outside its bound. Bounds: bf16 autocast rounds at ~4e-3 relative per operation, so
 // features within 2e-2 relative (norm of the difference over norm of the reference), losses within 1e-2, gradient
 // norms within 5e-2.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -76,22 +77,34 @@ const relNorm = (a, b) => {
 };
 const relMax = (a, b) => Math.max(...a.map((x, i) => Math.abs(x - b[i]) / Math.abs(b[i])));
 
-// The wide student of the norm-wide check (Hibou-L's block shape, 2 blocks), random weights from seed 1.
-const wide = mkdtempSync(path.join(os.tmpdir(), 'g2l-gpu-check-wide-'));
-process.on('exit', () => rmSync(wide, { recursive: true, force: true }));
-writeFileSync(path.join(wide, 'config.json'), JSON.stringify({
-  architectures: ['Dinov2WithRegistersModel'], model_type: 'dinov2_with_registers', hidden_size: 1024, num_hidden_layers: 2,
-  num_attention_heads: 16, mlp_ratio: 4, use_swiglu_ffn: true, num_register_tokens: 4, image_size: 224, patch_size: 14,
-  layer_norm_eps: 1e-6, layerscale_value: 1, hidden_act: 'gelu',
-}));
-await createJsModel(wide, '', 1).exportTo(wide);
+// The wide models of the norm-wide check, random weights: a student of Hibou-L's block shape and a teacher of
+// H-optimus-0's (timm vit_giant_patch14_reg4_dinov2: width 1536, 24 heads, packed SwiGLU, LayerScale), 2 blocks each.
+const wideRoot = mkdtempSync(path.join(os.tmpdir(), 'g2l-gpu-check-wide-'));
+process.on('exit', () => rmSync(wideRoot, { recursive: true, force: true }));
+const wide = path.join(wideRoot, 'student'), wideTeacher = path.join(wideRoot, 'teacher');
+for (const [dir, config, seed] of [
+  [wide, {
+    architectures: ['Dinov2WithRegistersModel'], model_type: 'dinov2_with_registers', hidden_size: 1024, num_hidden_layers: 2,
+    num_attention_heads: 16, mlp_ratio: 4, use_swiglu_ffn: true, num_register_tokens: 4, image_size: 224, patch_size: 14,
+    layer_norm_eps: 1e-6, layerscale_value: 1, hidden_act: 'gelu',
+  }, 1],
+  [wideTeacher, {
+    architecture: 'vit_giant_patch14_reg4_dinov2', num_classes: 0, global_pool: 'token',
+    model_args: { img_size: 224, init_values: 1, depth: 2 },
+    pretrained_cfg: { input_size: [3, 224, 224], mean: [0.707223, 0.578729, 0.703617], std: [0.211883, 0.230117, 0.177517] },
+  }, 2],
+]) {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
+  await createJsModel(dir, '', seed).exportTo(dir);
+}
 
 const checks = [
   ['swiglu', { G2L_FUSED_SWIGLU: '0' }, { G2L_FUSED_SWIGLU: '1' }, {}],
   ['adamw', { G2L_FUSED_ADAMW: '0' }, { G2L_FUSED_ADAMW: '1' }, {}],
   ['teacher-stream', { G2L_TEACHER_STREAM: '0' }, { G2L_TEACHER_STREAM: '1' }, {}],
   ['norm', { G2L_FUSED_NORM: '0' }, { G2L_FUSED_NORM: '1' }, {}],
-  ['norm-wide', { G2L_FUSED_NORM: '0' }, { G2L_FUSED_NORM: '1' }, { student: wide }],
+  ['norm-wide', { G2L_FUSED_NORM: '0' }, { G2L_FUSED_NORM: '1' }, { student: wide, teacher: wideTeacher }],
   // The same engine both ways; the second side's tiles come from one page-locked buffer refilled between calls, so a
   // copy still in flight when a call returns would show as different features or losses.
   ['pinned', {}, {}, {}, { pinned: true }],

@@ -221,7 +221,7 @@ __global__ void __launch_bounds__(kThreads) layer_norm_backward_kernel(
 
 // ---- LayerScale residual --------------------------------------------------------------------------------------
 
-// out = x + gamma * y; Idx: uint32 when rows * d fits (the division by d / 4 is the costly part), else int64.
+// out = x + gamma * y; Idx: uint32 when rows * d fits (the modulo by d / 4 is the costly part), else int64.
 template <typename T, typename Idx>
 __global__ void layer_scale_add_forward_kernel(const float* __restrict__ x, const T* __restrict__ y,
                                                const float* __restrict__ gamma, float* __restrict__ out, Idx total4,
@@ -463,7 +463,7 @@ void layer_scale_add_forward(const float* x, const void* y, int y_dtype, const f
   with_dtype("layer_scale_add_forward", y_dtype, [&](auto tag) {
     using T = decltype(tag);
     const T* yp = static_cast<const T*>(y);
-    if (total4 <= int64_t{0xffffffff}) {
+    if (4 * total4 <= int64_t{0xffffffff}) {  // element offsets 4 * i stay within uint32
       layer_scale_add_forward_kernel<T, uint32_t><<<blocks, kThreads, 0, stream>>>(
           x, yp, gamma, out, static_cast<uint32_t>(total4), static_cast<uint32_t>(d / 4));
     } else {
