@@ -9,7 +9,8 @@
 //   node benchmarks/gpu.mjs [--batch 128] [--runs 10] [--warmup 3] [--device cuda] [--models DIR] [--keep-models]
 //                           [--teacher DIR --student DIR]  (existing folders instead of random real-size models)
 //                           [--variants default,norm,fp8,fp8norm,unfused] [--profile-native default,fp8norm] [--skip native,eager,compile,embed,curve,profile]
-//                           [--curve-steps 200] [--curve-batch 16] [--curve-layerscale 1|keep] [--compile-timeout 300] [--deadline UNIX_S]
+//                           [--curve-steps 200] [--curve-batch 16] [--curve-layerscale 1|keep] [--curve-reference-tf32]
+//                           [--compile-timeout 300] [--deadline UNIX_S]
 //                           [--python python3] [--out FILE]
 //
 // Engine variants, each in its own process (so each starts with the GPU's memory free and reads its switches once):
@@ -59,6 +60,8 @@ const { values: opt } = parseArgs({
     'curve-steps': { type: 'string', default: '200' },
     'curve-batch': { type: 'string', default: '16' },
     'curve-layerscale': { type: 'string', default: '1' },  // LayerScale of the curve's random models; 'keep': as benchmarked
+    // the reference's curve with TF32 float32 products (the GPU's; emulated on the CPU), to measure what TF32 does
+    'curve-reference-tf32': { type: 'boolean', default: false },
     'compile-timeout': { type: 'string', default: '300' },
     deadline: { type: 'string', default: '' },  // unix seconds: torch.compile gets what is left of it (or is skipped)
     python: { type: 'string', default: '' },
@@ -299,7 +302,8 @@ if (!skip.has('curve') && py && !skip.has('eager')) {
   const lossesFile = path.join(modelsDir, 'curve-reference.json');
   const ref = mine.error ? { error: 'engine curve failed' } : runReference(py, ['--teacher', curveTeacher, '--student', curveStudent,
     '--tiles-npy', poolFile, '--no-augment', '--projector', path.join(init, 'state.pt'), '--steps', String(CURVE_STEPS),
-    '--warmup', '0', '--mode', 'distill', '--losses-out', lossesFile, ...(cuda ? ['--gpu'] : [])]);
+    '--warmup', '0', '--mode', 'distill', '--losses-out', lossesFile, ...(cuda ? ['--gpu'] : []),
+    ...(opt['curve-reference-tf32'] ? ['--tf32'] : [])]);
   if (mine.error || ref.error) {
     result.notes.push(`loss curves failed: ${mine.error ?? ref.error}`);
   } else {
@@ -307,6 +311,7 @@ if (!skip.has('curve') && py && !skip.has('eager')) {
     result.curve.steps = CURVE_STEPS;
     result.curve.batch = CURVE_BATCH;
     result.curve.layerScale = opt['curve-layerscale'];
+    result.curve.referenceTf32 = opt['curve-reference-tf32'];
   }
   await save();
 }

@@ -84,7 +84,20 @@ def cosine(start, end, k, k_max):
     return start if k_max <= 0 else end + (start - end) * (1 + math.cos(math.pi * min(k, k_max) / k_max)) / 2
 
 
+def round_tf32(x):
+    """float32 -> the nearest value with TF32's 10-bit mantissa (ties away from zero), gradient passed straight
+    through: what TF32 tensor cores read, for --tf32 on the CPU."""
+    bits = x.detach().contiguous().view(torch.int32)
+    rounded = ((bits + (1 << 12)) & ~((1 << 13) - 1)).view(torch.float32)
+    return x + (rounded - x.detach())
+
+
+EMULATE_TF32 = False
+
+
 def log_sum_loss(zs, zt, W, b, alpha=4.0, eps=1e-4):
+    if EMULATE_TF32:
+        zs, W = round_tf32(zs), round_tf32(W)
     fs = F.batch_norm(zs @ W.t() + b, None, None, training=True, eps=eps)
     ft = F.batch_norm(zt, None, None, training=True, eps=eps)
     return torch.log((fs - ft).abs().pow(alpha).sum())
@@ -156,7 +169,8 @@ def main() -> None:
     ap.add_argument('--projector', help="an engine checkpoint's state.pt: start from its projector weights")
     ap.add_argument('--losses-out', help='write every step\'s loss (warm-up included) to this JSON file')
     ap.add_argument('--profile', help='write a torch.profiler table of one distill step to this file')
-    ap.add_argument('--tf32', action='store_true', help='TF32 for float32 products on CUDA (the engine does not use it)')
+    ap.add_argument('--tf32', action='store_true', help='TF32 for float32 products on CUDA (the engine does not use '
+                    'it); on the CPU the projector\'s inputs are rounded to TF32 instead (emulation, forward only)')
     a = ap.parse_args()
 
     if a.threads:
@@ -168,6 +182,9 @@ def main() -> None:
         # 10-bit mantissa changes the training curve (2026-11-29 GPU run, benchmarks/gpu-notes.md).
         torch.backends.cuda.matmul.allow_tf32 = a.tf32
         torch.backends.cudnn.allow_tf32 = a.tf32
+    else:
+        global EMULATE_TF32
+        EMULATE_TF32 = a.tf32
     torch.manual_seed(a.seed)
     gen = torch.Generator().manual_seed(a.seed)
 
