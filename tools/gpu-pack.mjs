@@ -31,6 +31,7 @@ const MARKER = '.g2l-gpu-pack';
 /** The tap tests with CUDA cases (each skips them without a CUDA device). */
 export const CUDA_TESTS = [
   'test/models/cuda.test.ts',
+  'test/models/fused-ops.test.ts',
   'test/augment/reference.test.ts',
   'test/distill/distiller.test.ts',
   'test/distill/loss.test.ts',

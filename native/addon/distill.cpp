@@ -285,6 +285,7 @@ static Napi::Value CreateDistillerJs(const Napi::CallbackInfo& info) {
 // FP8 numerics entries (g2l/distill.h; tests and the GPU check of issue 8):
 //   fp8QuantizeRows(x, { device, mode }) -> Promise<{ codes: uint8 (M,K), scales: (M), dequantized: (M,K) }>
 //   fp8Linear(x, weight, bias, { device, emulate }) -> Promise<Tensor (M,N)>
+//   fusedNormCheck({ device, rows, d, dtype, seed }) -> Promise<{ [name]: number }> (g2l/distill.h fused_norm_check)
 // ---------------------------------------------------------------------------------------------------------------
 
 static Napi::Value Fp8QuantizeRowsJs(const Napi::CallbackInfo& info) {
@@ -305,6 +306,25 @@ static Napi::Value Fp8QuantizeRowsJs(const Napi::CallbackInfo& info) {
       {info[0]});
 }
 
+static Napi::Value FusedNormCheckJs(const Napi::CallbackInfo& info) {
+  Napi::Object o = object_arg(info[0], "options");
+  std::string device = "cpu", dtype = "bfloat16";
+  read_string(o, "device", device, "options");
+  read_string(o, "dtype", dtype, "options");
+  int64_t rows = 257, d = 64, seed = 0;
+  read_int(o, "rows", rows, "options");
+  read_int(o, "d", d, "options");
+  read_int(o, "seed", seed, "options");
+  using Pairs = std::vector<std::pair<std::string, double>>;
+  return run_async<Pairs>(
+      info.Env(), [=] { return fused_norm_check(device, rows, d, dtype, static_cast<uint64_t>(seed)); },
+      [](Napi::Env e, Pairs& r) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(e);
+        for (const auto& [name, value] : r) out.Set(name, value);
+        return out;
+      });
+}
+
 static Napi::Value Fp8LinearJs(const Napi::CallbackInfo& info) {
   HostTensor x = tensor_from_js(info[0], "x");
   HostTensor w = tensor_from_js(info[1], "weight");
@@ -322,6 +342,7 @@ static Napi::Value Fp8LinearJs(const Napi::CallbackInfo& info) {
 void register_distill(Napi::Env env, Napi::Object exports) {
   exports.Set("fp8QuantizeRows", Napi::Function::New(env, Fp8QuantizeRowsJs, "fp8QuantizeRows"));
   exports.Set("fp8Linear", Napi::Function::New(env, Fp8LinearJs, "fp8Linear"));
+  exports.Set("fusedNormCheck", Napi::Function::New(env, FusedNormCheckJs, "fusedNormCheck"));
   exports.Set("logSumLoss", Napi::Function::New(env, LogSumLossJs, "logSumLoss"));
   exports.Set("runOptimizer", Napi::Function::New(env, RunOptimizerJs, "runOptimizer"));
   Napi::Object distiller = Napi::Object::New(env);

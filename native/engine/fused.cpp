@@ -297,45 +297,83 @@ at::Tensor layer_scale_add(const at::Tensor& x, const at::Tensor& y, const at::T
   return at::addcmul(x, y, gamma);
 }
 
-NormOutput residual_layer_norm_(at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma, const at::Tensor& w,
-                                const at::Tensor& b, double eps, bool want_fp8) {
-  const int64_t d = x.dim() >= 1 ? x.size(-1) : 0;
-  NormOutput out;
-  out.sizes = x.sizes().vec();
+namespace detail {
+
+at::Tensor layer_norm_cast(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, double eps,
+                           at::ScalarType out_dtype) {
 #ifdef G2L_WITH_CUDA
-  const at::ScalarType t = x.scalar_type();
-  auto same = [&](const at::Tensor& o) { return o.defined() && o.scalar_type() == t && o.device() == x.device(); };
-  const bool fits = fused_norm_enabled() && x.is_cuda() && (t == at::kHalf || t == at::kBFloat16) && d > 0 &&
-                    x.numel() > 0 && same(y) && y.sizes() == x.sizes() && same(w) && same(b) && w.numel() == d &&
-                    b.numel() == d && (!gamma.defined() || (same(gamma) && gamma.numel() == d)) &&
-                    norm_kernel_fits(x, d) && norm_kernel_fits(y, d) && norm_kernel_fits(w, d) &&
-                    norm_kernel_fits(b, d) && (!gamma.defined() || norm_kernel_fits(gamma, d));
-  if (fits) {
-    const int64_t rows = x.numel() / d;
-    const bool fp8 = want_fp8 && t == at::kBFloat16;
-    c10::cuda::CUDAGuard guard(x.device());
-    if (fp8) {
-      out.q.codes = at::empty({rows, d}, x.options().dtype(at::kFloat8_e4m3fn));
-      out.q.scales = at::empty({rows, 1}, x.options().dtype(at::kFloat));
-    } else {
-      out.h = at::empty_like(x);
-    }
-    cuda::residual_layer_norm(x.data_ptr(), y.data_ptr(), gamma.defined() ? gamma.data_ptr() : nullptr, w.data_ptr(),
-                              b.data_ptr(), kernel_dtype(t), rows, d, static_cast<float>(eps),
-                              fp8 ? nullptr : out.h.data_ptr(),
-                              fp8 ? static_cast<uint8_t*>(out.q.codes.data_ptr()) : nullptr,
-                              fp8 ? out.q.scales.data_ptr<float>() : nullptr, static_cast<float>(kFp8MinAmax),
-                              stream_of(x));
-    return out;
+  if (x.is_cuda()) {
+    const int64_t d = x.size(-1);
+    TORCH_CHECK(x.scalar_type() == at::kFloat && w.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat &&
+                    kernel_dtype(out_dtype) >= 0 && norm_kernel_fits(x, d) && norm_kernel_fits(w, d) &&
+                    norm_kernel_fits(b, d),
+                "layer_norm_cast: the kernel does not take these tensors");
   }
 #endif
-  (void)want_fp8;
+  return LayerNormCastFunction::apply(x, w, b, eps, out_dtype);
+}
+
+at::Tensor layer_scale_add_fused(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma) {
+#ifdef G2L_WITH_CUDA
+  if (x.is_cuda()) {
+    const int64_t d = x.size(-1);
+    TORCH_CHECK(x.scalar_type() == at::kFloat && gamma.scalar_type() == at::kFloat &&
+                    kernel_dtype(y.scalar_type()) >= 0 && norm_kernel_fits(x, d) && norm_kernel_fits(y, d) &&
+                    norm_kernel_fits(gamma, d),
+                "layer_scale_add: the kernel does not take these tensors");
+  }
+#endif
+  return LayerScaleAddFunction::apply(x, y, gamma);
+}
+
+bool residual_layer_norm_fused(at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma, const at::Tensor& w,
+                               const at::Tensor& b, double eps, bool want_fp8, NormOutput& out) {
+  out.sizes = x.sizes().vec();
+#ifdef G2L_WITH_CUDA
+  const int64_t d = x.dim() >= 1 ? x.size(-1) : 0;
+  const at::ScalarType t = x.scalar_type();
+  auto same = [&](const at::Tensor& o) { return o.defined() && o.scalar_type() == t && o.device() == x.device(); };
+  const bool fits = x.is_cuda() && (t == at::kHalf || t == at::kBFloat16) && d > 0 && x.numel() > 0 && same(y) &&
+                    y.sizes() == x.sizes() && same(w) && same(b) && w.numel() == d && b.numel() == d &&
+                    (!gamma.defined() || (same(gamma) && gamma.numel() == d)) && norm_kernel_fits(x, d) &&
+                    norm_kernel_fits(y, d) && norm_kernel_fits(w, d) && norm_kernel_fits(b, d) &&
+                    (!gamma.defined() || norm_kernel_fits(gamma, d));
+  if (!fits) return false;
+  const int64_t rows = x.numel() / d;
+  const bool fp8 = want_fp8 && t == at::kBFloat16;
+  c10::cuda::CUDAGuard guard(x.device());
+  if (fp8) {
+    out.q.codes = at::empty({rows, d}, x.options().dtype(at::kFloat8_e4m3fn));
+    out.q.scales = at::empty({rows, 1}, x.options().dtype(at::kFloat));
+  } else {
+    out.h = at::empty_like(x);
+  }
+  cuda::residual_layer_norm(x.data_ptr(), y.data_ptr(), gamma.defined() ? gamma.data_ptr() : nullptr, w.data_ptr(),
+                            b.data_ptr(), kernel_dtype(t), rows, d, static_cast<float>(eps),
+                            fp8 ? nullptr : out.h.data_ptr(),
+                            fp8 ? static_cast<uint8_t*>(out.q.codes.data_ptr()) : nullptr,
+                            fp8 ? out.q.scales.data_ptr<float>() : nullptr, static_cast<float>(kFp8MinAmax),
+                            stream_of(x));
+  return true;
+#else
+  (void)x, (void)y, (void)gamma, (void)w, (void)b, (void)eps, (void)want_fp8;
+  return false;
+#endif
+}
+
+}  // namespace detail
+
+NormOutput residual_layer_norm_(at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma, const at::Tensor& w,
+                                const at::Tensor& b, double eps, bool want_fp8) {
+  NormOutput out;
+  if (fused_norm_enabled() && detail::residual_layer_norm_fused(x, y, gamma, w, b, eps, want_fp8, out)) return out;
   if (gamma.defined()) {
     x.addcmul_(y, gamma);
   } else {
     x.add_(y);
   }
-  out.h = at::layer_norm(x, {d}, w, b, eps);
+  out.sizes = x.sizes().vec();
+  out.h = at::layer_norm(x, {x.size(-1)}, w, b, eps);
   return out;
 }
 

@@ -75,6 +75,16 @@ struct NormOutput {
 NormOutput residual_layer_norm_(at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma, const at::Tensor& w,
                                 const at::Tensor& b, double eps, bool want_fp8);
 
+namespace detail {
+// The fused paths without the switch, for fused_norm_check (fused_check.cpp). On CUDA each throws where its kernel
+// does not apply; on the CPU the autograd Functions run their at:: bodies and the residual has no fused path (false).
+at::Tensor layer_norm_cast(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, double eps,
+                           at::ScalarType out_dtype);
+at::Tensor layer_scale_add_fused(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma);
+bool residual_layer_norm_fused(at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma, const at::Tensor& w,
+                               const at::Tensor& b, double eps, bool want_fp8, NormOutput& out);
+}  // namespace detail
+
 /** Whether block_layer_norm() / layer_scale_add() / residual_layer_norm_() use the fused path (G2L_FUSED_NORM). */
 bool fused_norm_enabled();
 

@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "g2l/augment.h"
@@ -206,5 +207,15 @@ Fp8QuantResult fp8_quantize_rows(const HostTensor& x, const std::string& device,
  */
 HostTensor fp8_linear(const HostTensor& x, const HostTensor& weight, const HostTensor& bias, const std::string& device,
                       bool emulate);
+
+/**
+ * The fused LayerNorm / LayerScale / residual + LayerNorm paths (native/engine/fused.h, G2L_FUSED_NORM) against the
+ * unfused ops they replace, on random (rows, d) inputs from `seed` on `device`, `dtype` ("bfloat16" or "float16") the
+ * 16-bit side; forward and backward. Returns (name, value) pairs: relative errors (norm of the difference over norm
+ * of the reference) and, for FP8 rows (bfloat16), the fraction of differing codes and the largest relative scale
+ * difference. On the CPU the autograd Functions run their at:: bodies and the residual (CUDA only) is left out.
+ */
+std::vector<std::pair<std::string, double>> fused_norm_check(const std::string& device, int64_t rows, int64_t d,
+                                                             const std::string& dtype, uint64_t seed);
 
 }  // namespace g2l
