@@ -8,7 +8,8 @@
 //
 //   node benchmarks/gpu.mjs [--batch 128] [--runs 10] [--warmup 3] [--device cuda] [--models DIR] [--keep-models]
 //                           [--teacher DIR --student DIR]  (existing folders instead of random real-size models)
-//                           [--variants default,norm,fp8,fp8norm,unfused] [--profile-native default,fp8norm] [--skip native,eager,compile,embed,curve,profile]
+//                           [--variants default,norm,fp8,fp8norm,unfused] [--profile-native default,fp8norm]
+//                           [--skip native,eager,compile,embed,curve,curve-norm,profile]
 //                           [--curve-steps 200] [--curve-batch 16] [--curve-layerscale 1|keep] [--curve-reference-tf32]
 //                           [--compile-timeout 300] [--deadline UNIX_S]
 //                           [--python python3] [--out FILE]
@@ -22,9 +23,9 @@
 //            phase times are then not separable; no gain on the H200, so not in the default list)
 //   norm     default with G2L_FUSED_NORM=1 (the student's fused LayerNorm + cast and LayerScale residual kernels)
 //   fp8norm  fp8 and norm together
-// Loss curve: the engine and the eager reference train --curve-steps steps from the same weights (the engine's initial
-// projector is handed to the reference) on the same tiles without augmentation; the per-step losses are compared. The
-// curve's models are the benchmark's architectures with LayerScale 1: at the presets' 1e-5 random class tokens hardly
+// Loss curve: the engine (default switches, then again with G2L_FUSED_NORM=1) and the eager reference train
+// --curve-steps steps from the same weights (the engine's initial projector is handed to the reference) on the same
+// tiles without augmentation; the per-step losses are compared. The curve's models are the benchmark's architectures with LayerScale 1: at the presets' 1e-5 random class tokens hardly
 // depend on the image, BatchNorm's eps dominates the loss, and rounding decides the curve (benchmarks/gpu-notes.md).
 //
 // Build there first (plain CMake, no npm): see the README's GPU section; point G2L_ENGINE_PATH at the built addon.
@@ -312,6 +313,20 @@ if (!skip.has('curve') && py && !skip.has('eager')) {
     result.curve.batch = CURVE_BATCH;
     result.curve.layerScale = opt['curve-layerscale'];
     result.curve.referenceTf32 = opt['curve-reference-tf32'];
+    // The same engine curve with G2L_FUSED_NORM=1 (same start: same seed and folders): the fused LayerNorm /
+    // LayerScale kernels over 200 training steps, against the reference and against the unfused engine.
+    if (!skip.has('curve-norm')) {
+      log('loss curve: the engine again with G2L_FUSED_NORM=1');
+      const fused = runChild('curve', { teacher: curveTeacher, student: curveStudent, steps: CURVE_STEPS, batch: CURVE_BATCH, pool: poolSeeds, init: `${init}-norm` },
+        { G2L_FUSED_NORM: '1' });
+      if (fused.error) {
+        result.notes.push(`fused-norm loss curve failed: ${fused.error}`);
+      } else {
+        const { engine: _e, reference: _r, ...vsReference } = compareCurves(fused.losses, result.curve.reference);
+        const { engine: _e2, reference: _r2, ...vsUnfused } = compareCurves(fused.losses, result.curve.engine);
+        result.curve.fused_norm = { losses: fused.losses, vs_reference: vsReference, vs_unfused_engine: vsUnfused };
+      }
+    }
   }
   await save();
 }
@@ -400,6 +415,10 @@ console.log(`\nembed (teacher fp16, batch ${EMBED_BATCH}): native ${fmt(e.native
 if (result.curve) {
   const c = result.curve;
   console.log(`loss curves (${c.steps} steps, batch ${c.batch}, same start and tiles): first ${c.first_loss.engine.toFixed(4)} / ${c.first_loss.reference.toFixed(4)}, last-20 mean ${c.last20_mean.engine.toFixed(4)} / ${c.last20_mean.reference.toFixed(4)}, per-step relative difference median ${c.median_rel_diff.toExponential(2)} max ${c.max_rel_diff.toExponential(2)}`);
+  if (c.fused_norm) {
+    const f = c.fused_norm;
+    console.log(`loss curve with G2L_FUSED_NORM=1: last-20 mean ${f.vs_reference.last20_mean.engine.toFixed(4)}; per-step relative difference to the reference median ${f.vs_reference.median_rel_diff.toExponential(2)}, to the unfused engine median ${f.vs_unfused_engine.median_rel_diff.toExponential(2)} max ${f.vs_unfused_engine.max_rel_diff.toExponential(2)}`);
+  }
 }
 console.log(`\nthe GPU host's README gave PyTorch ${HOST.eager} eager / ${HOST.compile} compile img/s; goal: native >= 1.25x compile in the same run: ${result.goals['distill native >= 1.25x torch.compile (same run)'] ?? 'n/a'}`);
 for (const v of Object.values(result.variants)) {
