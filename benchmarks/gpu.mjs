@@ -25,8 +25,9 @@
 //   fp8norm  fp8 and norm together
 // Loss curve: the engine (default switches, then again with G2L_FUSED_NORM=1) and the eager reference train
 // --curve-steps steps from the same weights (the engine's initial projector is handed to the reference) on the same
-// tiles without augmentation; the per-step losses are compared. The curve's models are the benchmark's architectures with LayerScale 1: at the presets' 1e-5 random class tokens hardly
-// depend on the image, BatchNorm's eps dominates the loss, and rounding decides the curve (benchmarks/gpu-notes.md).
+// tiles without augmentation; the per-step losses are compared. The curve's models are the benchmark's architectures
+// with LayerScale 1: at the presets' 1e-5 random class tokens hardly depend on the image, BatchNorm's eps dominates the
+// loss, and rounding decides the curve (benchmarks/gpu-notes.md).
 //
 // Build there first (plain CMake, no npm): see the README's GPU section; point G2L_ENGINE_PATH at the built addon.
 // Timing: engine steps end on the host (each reads its loss), median of --runs after --warmup; the reference
