@@ -342,7 +342,8 @@ export interface BackendDistiller {
     teacherFp8Emulated?: boolean;
     teacherFp8MinCosine?: number | null;
     /** The native engine's fused-kernel switches as its process read them (G2L_FUSED_SWIGLU, G2L_FUSED_NORM; absent
-     *  on the js backend). On, each still falls back to the unfused ops where its kernel does not apply (native/engine/fused.h). */
+     *  on the js backend). On, each still falls back to the unfused ops where its kernel does not apply
+     *  (native/engine/fused.h). */
     fusedSwiglu?: boolean;
     fusedNorm?: boolean;
   };
