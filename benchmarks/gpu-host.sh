@@ -1,14 +1,15 @@
 #!/bin/bash
 # One call on the GPU host (../shared/gpu/README.md): build the CUDA engine with plain CMake, run the CUDA checks,
-# then `benchmarks/gpu.mjs`. Everything it prints is also kept under $OUT (build.log, checks.log, bench.log,
-# gpu-latest.json, gpu-profile-eager.txt); a step that fails is reported and the later steps still run where they can.
+# then `benchmarks/gpu.mjs`. Everything it prints is also kept under $OUT (build.log, checks.log, fused-check.log,
+# bench.log, gpu-latest.json, gpu-profile-eager.txt, gpu-profile-native.txt); a step that fails is reported and the
+# later steps still run where they can.
 #
 # Prepared here first (the host has no npm and no network):
 #   bash ../shared/gpu/pack-node.sh                          # .gpu/node.xz + .gpu/node-api-headers/
 #   cp -r node_modules/node-addon-api .gpu/                  # the C++ wrapper headers the addon glue uses
 #   node tools/gpu-pack.mjs                                  # .gpu/tests/: the CUDA tests compiled, runnable without tap
 #   npx tsc -p .                                             # dist/
-#   optionally .gpu/prebuilt/g2l_engine.node: a CUDA engine built against torch 2.11.0+cu130 for sm_90 (saves the build)
+#   bash tools/build-cuda-engine.sh                          # optional: .gpu/prebuilt/g2l_engine.node (saves the build)
 # then run this from the repository root there, carrying .gpu and dist:  bash benchmarks/gpu-host.sh [SECONDS]
 # SECONDS (default 540) is the whole script's budget; the benchmark gets what the build and checks leave of it.
 set -u -o pipefail
