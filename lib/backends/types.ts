@@ -317,11 +317,14 @@ export interface BackendStepResult {
   weightDecay: number;
   gradNorm: number;
   deviceMemoryBytes: number;
+  /** Whether any rank passed { stop: true } to this step: the same on every rank (one process: its own request). */
+  stop?: boolean;
 }
 
 /** One run's state on a backend: both implement these calls with the same results (test/js-backend/distill.test.ts). */
 export interface BackendDistiller {
-  step(tiles: Uint8Tensor): Promise<BackendStepResult>;
+  /** options.stop: this rank asks the run to stop after this step (result.stop is the agreement of all ranks). */
+  step(tiles: Uint8Tensor, options?: { stop?: boolean }): Promise<BackendStepResult>;
   features(tiles: Uint8Tensor, which: 'student' | 'teacher'): Promise<Float32Tensor>;
   /** Writes the state into `folder` (engine: state.pt; js: state.safetensors, same keys). */
   save(folder: string): Promise<void>;

@@ -142,10 +142,14 @@ export class Distiller {
     return this.allocate(bytes);
   }
 
-  /** One step on uint8 tiles (B,H,W,3): augmentation, teacher, student, loss, backward, AdamW. */
-  async step(tiles: Uint8Tensor): Promise<StepResult> {
+  /**
+   * One step on uint8 tiles (B,H,W,3): augmentation, teacher, student, loss, backward, AdamW. options.stop: this rank
+   * asks to stop after this step; result.stop says whether any rank did (data parallelism: the same on all ranks, so
+   * they stop after the same step).
+   */
+  async step(tiles: Uint8Tensor, options: { stop?: boolean } = {}): Promise<StepResult> {
     try {
-      return await this.engine.step(tiles);
+      return await this.engine.step(tiles, options);
     } catch (e) {
       throw asUserError(e);
     }

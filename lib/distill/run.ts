@@ -266,7 +266,10 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
     while (steps < end) {
       const tiles = await next!;
       const t0 = performance.now();
-      const pending = distiller.step(tiles);
+      // An interrupt (SIGINT) reaches the ranks of a world at different moments: each passes what it has seen and
+      // the step returns whether any rank asked, so all stop after the same step (the rest would wait for the
+      // stopped ones in their next collective).
+      const pending = distiller.step(tiles, { stop: options.signal?.aborted === true });
       // The next batch is prepared while the engine runs this step on its worker thread.
       next = steps + 1 < end ? fill(steps + 1) : null;
       const r: StepResult = await pending;
@@ -303,7 +306,7 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
       lastLoss = r.loss;
       bar?.update(steps, { loss: r.loss.toFixed(4), ips: line.imgPerSec.toFixed(1) });
       const stop = config.earlyStopping.enabled && early.update(r.loss);
-      if (options.signal?.aborted) {
+      if (world > 1 ? r.stop === true : options.signal?.aborted) {
         lastCheckpoint = await save(steps, lastLoss);
         bar?.stop();
         throw new UserError(

@@ -206,11 +206,16 @@ Napi::Object distiller_to_js(Napi::Env env, Handle h) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("step", Napi::Function::New(env, [h](const Napi::CallbackInfo& info) -> Napi::Value {
     HostTensor tiles = tensor_from_js(info[0], "tiles");
+    bool stop = false;
+    if (info.Length() > 1 && !info[1].IsUndefined()) {
+      Napi::Object o = object_arg(info[1], "options");
+      if (o.Has("stop")) stop = o.Get("stop").ToBoolean().Value();
+    }
     return run_async<StepResult>(
         info.Env(),
-        [h, tiles] {
+        [h, tiles, stop] {
           std::lock_guard<std::mutex> lock(h->busy);
-          return h->engine->step(tiles);
+          return h->engine->step(tiles, stop);
         },
         [](Napi::Env e, StepResult& r) -> Napi::Value {
           Napi::Object out = Napi::Object::New(e);
@@ -220,6 +225,7 @@ Napi::Object distiller_to_js(Napi::Env env, Handle h) {
           out.Set("weightDecay", r.weight_decay);
           out.Set("gradNorm", r.grad_norm);
           out.Set("deviceMemoryBytes", static_cast<double>(r.device_memory_bytes));
+          out.Set("stop", r.stop);
           return out;
         },
         {info[0]});

@@ -248,7 +248,7 @@ class DistillerImpl final : public Distiller {
     if (config_.dist) join_world(trained_tensors);  // a world of one runs the same path (GPU-host and CPU checks)
   }
 
-  StepResult step(const HostTensor& tiles) override {
+  StepResult step(const HostTensor& tiles, bool stop_requested) override {
     return with_torch_errors([&] {
       StepTimer timer(device_);  // G2L_STEP_TIMING=1: one line of phase times per step on stderr
       StepProfiler profile(device_, calls_++);  // G2L_PROFILE: one step's kernels (step_profile.h)
@@ -302,12 +302,17 @@ class DistillerImpl final : public Distiller {
       at::Tensor grad_norm = optimizer_->step(step_);
       timer.mark("optimizer");
       const ScheduleValues sched = schedule_at(optimizer_->config(), step_);
-      // The one host synchronisation of the step: loss and gradient norm together.
-      at::Tensor host = at::stack({loss_sum / static_cast<double>(accum), grad_norm.to(at::kFloat)}).to(at::kCPU);
+      // Stop requests of all ranks, summed (one element, beside the step's other collectives).
+      at::Tensor stop = at::full({1}, stop_requested ? 1.0 : 0.0, at::TensorOptions().dtype(at::kFloat).device(device_));
+      if (config_.dist) config_.dist->all_reduce_sum_({stop});
+      // The one host synchronisation of the step: loss, gradient norm and the stop requests together.
+      at::Tensor host =
+          at::stack({loss_sum / static_cast<double>(accum), grad_norm.to(at::kFloat), stop[0]}).to(at::kCPU);
       StepResult r;
       r.step = step_;
       r.loss = host[0].item<double>();
       r.grad_norm = host[1].item<double>();
+      r.stop = host[2].item<double>() > 0;
       r.lr = sched.lr;
       r.weight_decay = sched.weight_decay;
       r.device_memory_bytes = peak_device_memory();

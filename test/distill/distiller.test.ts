@@ -86,6 +86,15 @@ t.test('errors name the problem', async (t) => {
   await t.rejects(d.load(path.join(ROOT, 'test')), /not a g2l-native checkpoint/);
 });
 
+t.test('step({ stop }): the request comes back in the result (one process: its own), on both backends', async (t) => {
+  for (const backend of ['native', 'js'] as const) {
+    const d = await Distiller.create({ ...config, backend });
+    t.equal((await d.step(tiles(2, 1))).stop, false, `${backend}: no request, no stop`);
+    t.equal((await d.step(tiles(2, 2), { stop: true })).stop, true, `${backend}: a request comes back`);
+    t.equal((await d.step(tiles(2, 3), { stop: false })).stop, false, `${backend}: and is not remembered`);
+  }
+});
+
 t.test('tile buffers: batches filled into one reused buffer step like fresh ones', async (t) => {
   const source = await openTileSource('synthetic:64', { seed: 3, tileSizePx: 256 });
   const a = await Distiller.create(config);

@@ -372,8 +372,10 @@ export class JsDistillerWorker {
     });
   }
 
-  async step(tiles: Uint8Tensor): Promise<JsStepResult> {
-    return (await this.call('step', { tiles: { data: tiles.data, shape: tiles.shape } })).value as JsStepResult;
+  async step(tiles: Uint8Tensor, options: { stop?: boolean } = {}): Promise<JsStepResult> {
+    const r = (await this.call('step', { tiles: { data: tiles.data, shape: tiles.shape } })).value as JsStepResult;
+    // One process, no world: the stop request is this process's own.
+    return { ...r, stop: options.stop === true };
   }
 
   async features(tiles: Uint8Tensor, which: 'student' | 'teacher'): Promise<Float32Tensor> {

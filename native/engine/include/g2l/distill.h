@@ -128,6 +128,9 @@ struct StepResult {
   double weight_decay = 0.0;
   double grad_norm = 0.0;             // total L2 norm of student + projector gradients, before clipping
   int64_t device_memory_bytes = 0;    // peak CUDA memory allocated so far (0 on the CPU)
+  // Whether any rank asked to stop with this step (step(tiles, stop_requested)); the same on every rank of a world,
+  // so all ranks stop after the same step (an interrupt reaches the ranks at different moments).
+  bool stop = false;
 };
 
 struct DistillerInfo {
@@ -166,9 +169,11 @@ class Distiller {
 
   /**
    * tiles: uint8 (B,H,W,3), B >= 2 per micro-batch. Augments (one view for both models), runs the frozen teacher
-   * and the student, the loss, its backward and one AdamW update at the current step.
+   * and the student, the loss, its backward and one AdamW update at the current step. stop_requested: this rank
+   * wants the run to stop after this step; StepResult::stop is its OR over the ranks (one tiny all-reduce per step
+   * in a world; without one it is stop_requested itself).
    */
-  virtual StepResult step(const HostTensor& tiles) = 0;
+  virtual StepResult step(const HostTensor& tiles, bool stop_requested = false) = 0;
 
   /** Embeddings of centre-cropped tiles, no augmentation: (B,D) float32 of the student or the teacher. */
   virtual HostTensor features(const HostTensor& tiles, bool teacher) = 0;
