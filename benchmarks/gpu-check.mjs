@@ -50,8 +50,8 @@ if (opt.child) {
     data.set(t.data);
     return { data, shape: t.shape };
   };
-  const probe = tiles(8, 99);
-  const teacher = Array.from((await d.features(probe, 'teacher')).data);
+  // The probe batch is made afresh for every call: with a pinned buffer, each refills it.
+  const teacher = Array.from((await d.features(tiles(8, 99), 'teacher')).data);
   const student = Array.from((await d.features(tiles(8, 99), 'student')).data);
   const steps = [];
   for (let s = 0; s < 3; s++) steps.push(await d.step(tiles(16, s)));

@@ -260,40 +260,67 @@ bool fused_norm_enabled() { return g_fused_norm.get(); }
 
 void set_fused_norm(bool enabled) { g_fused_norm.set(enabled); }
 
-at::Tensor block_layer_norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, double eps) {
+namespace {
+
+// Whether LayerNormCastFunction takes these: float32 x (..., D), w and b of D, on one device; the CPU runs its at::
+// bodies, CUDA the kernels, which also need out_dtype to be one of theirs and kernel-ready tensors.
+bool layer_norm_cast_fits(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, at::ScalarType out_dtype) {
   const int64_t d = x.dim() >= 1 ? x.size(-1) : 0;
-  const bool candidate = fused_norm_enabled() && d > 0 && x.numel() > 0 && x.scalar_type() == at::kFloat &&
-                         w.defined() && b.defined() && w.scalar_type() == at::kFloat &&
-                         b.scalar_type() == at::kFloat && w.numel() == d && b.numel() == d;
-  if (candidate && x.is_cpu() && w.is_cpu() && b.is_cpu()) {
-    return LayerNormCastFunction::apply(x, w, b, eps, x.scalar_type());
+  if (!(d > 0 && x.numel() > 0 && x.scalar_type() == at::kFloat && w.defined() && b.defined() &&
+        w.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat && w.numel() == d && b.numel() == d &&
+        w.device() == x.device() && b.device() == x.device())) {
+    return false;
   }
+  if (x.is_cpu()) return true;
 #ifdef G2L_WITH_CUDA
-  if (candidate && x.is_cuda() && w.device() == x.device() && b.device() == x.device() &&
-      at::autocast::is_autocast_enabled(at::kCUDA)) {
-    const at::ScalarType out = at::autocast::get_autocast_dtype(at::kCUDA);
-    if (out != at::kFloat && kernel_dtype(out) >= 0 && norm_kernel_fits(x, d) && norm_kernel_fits(w, d) &&
-        norm_kernel_fits(b, d)) {
+  if (x.is_cuda()) {
+    return kernel_dtype(out_dtype) >= 0 && norm_kernel_fits(x, d) && norm_kernel_fits(w, d) && norm_kernel_fits(b, d);
+  }
+#endif
+  (void)out_dtype;
+  return false;
+}
+
+// Whether LayerScaleAddFunction takes these: float32 x (..., D) and gamma (D), y of x's shape in a float dtype, on
+// one device; CUDA also needs y in a kernel dtype and kernel-ready tensors.
+bool layer_scale_add_fits(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma) {
+  const int64_t d = x.dim() >= 1 ? x.size(-1) : 0;
+  if (!(d > 0 && x.numel() > 0 && x.scalar_type() == at::kFloat && gamma.scalar_type() == at::kFloat &&
+        gamma.dim() == 1 && gamma.numel() == d && y.sizes() == x.sizes() && at::isFloatingType(y.scalar_type()) &&
+        y.device() == x.device() && gamma.device() == x.device())) {
+    return false;
+  }
+  if (x.is_cpu()) return true;
+#ifdef G2L_WITH_CUDA
+  if (x.is_cuda()) {
+    return kernel_dtype(y.scalar_type()) >= 0 && norm_kernel_fits(x, d) && norm_kernel_fits(y, d) &&
+           norm_kernel_fits(gamma, d);
+  }
+#endif
+  return false;
+}
+
+}  // namespace
+
+at::Tensor block_layer_norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, double eps) {
+  if (fused_norm_enabled()) {
+    // The CPU: the Function's at:: bodies in x's dtype (so its wiring is tested there). CUDA: only under autocast,
+    // where the next product would cast the result to the autocast dtype anyway.
+    at::ScalarType out = x.scalar_type();
+#ifdef G2L_WITH_CUDA
+    if (x.is_cuda()) {
+      out = at::autocast::is_autocast_enabled(at::kCUDA) ? at::autocast::get_autocast_dtype(at::kCUDA) : at::kFloat;
+    }
+#endif
+    if ((x.is_cpu() || out != at::kFloat) && layer_norm_cast_fits(x, w, b, out)) {
       return LayerNormCastFunction::apply(x, w, b, eps, out);
     }
   }
-#endif
-  return at::layer_norm(x, {d}, w, b, eps);
+  return at::layer_norm(x, {x.size(-1)}, w, b, eps);
 }
 
 at::Tensor layer_scale_add(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma) {
-  const int64_t d = x.dim() >= 1 ? x.size(-1) : 0;
-  const bool candidate = fused_norm_enabled() && d > 0 && x.numel() > 0 && x.scalar_type() == at::kFloat &&
-                         gamma.scalar_type() == at::kFloat && gamma.dim() == 1 && gamma.numel() == d &&
-                         y.sizes() == x.sizes() && at::isFloatingType(y.scalar_type());
-  if (candidate && x.is_cpu() && y.is_cpu() && gamma.is_cpu()) return LayerScaleAddFunction::apply(x, y, gamma);
-#ifdef G2L_WITH_CUDA
-  if (candidate && x.is_cuda() && y.device() == x.device() && gamma.device() == x.device() &&
-      kernel_dtype(y.scalar_type()) >= 0 && norm_kernel_fits(x, d) && norm_kernel_fits(y, d) &&
-      norm_kernel_fits(gamma, d)) {
-    return LayerScaleAddFunction::apply(x, y, gamma);
-  }
-#endif
+  if (fused_norm_enabled() && layer_scale_add_fits(x, y, gamma)) return LayerScaleAddFunction::apply(x, y, gamma);
   return at::addcmul(x, y, gamma);
 }
 
@@ -301,28 +328,12 @@ namespace detail {
 
 at::Tensor layer_norm_cast(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, double eps,
                            at::ScalarType out_dtype) {
-#ifdef G2L_WITH_CUDA
-  if (x.is_cuda()) {
-    const int64_t d = x.size(-1);
-    TORCH_CHECK(x.scalar_type() == at::kFloat && w.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat &&
-                    kernel_dtype(out_dtype) >= 0 && norm_kernel_fits(x, d) && norm_kernel_fits(w, d) &&
-                    norm_kernel_fits(b, d),
-                "layer_norm_cast: the kernel does not take these tensors");
-  }
-#endif
+  TORCH_CHECK(layer_norm_cast_fits(x, w, b, out_dtype), "layer_norm_cast: the fused path does not take these tensors");
   return LayerNormCastFunction::apply(x, w, b, eps, out_dtype);
 }
 
 at::Tensor layer_scale_add_fused(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma) {
-#ifdef G2L_WITH_CUDA
-  if (x.is_cuda()) {
-    const int64_t d = x.size(-1);
-    TORCH_CHECK(x.scalar_type() == at::kFloat && gamma.scalar_type() == at::kFloat &&
-                    kernel_dtype(y.scalar_type()) >= 0 && norm_kernel_fits(x, d) && norm_kernel_fits(y, d) &&
-                    norm_kernel_fits(gamma, d),
-                "layer_scale_add: the kernel does not take these tensors");
-  }
-#endif
+  TORCH_CHECK(layer_scale_add_fits(x, y, gamma), "layer_scale_add: the fused path does not take these tensors");
   return LayerScaleAddFunction::apply(x, y, gamma);
 }
 

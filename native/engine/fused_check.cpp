@@ -3,6 +3,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
+#include <array>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,6 +24,26 @@ double rel(const at::Tensor& a, const at::Tensor& b) {
   const at::Tensor a64 = a.to(at::kDouble), b64 = b.to(at::kDouble);
   const double den = b64.norm().item<double>(), num = (a64 - b64).norm().item<double>();
   return den == 0 ? num : num / den;
+}
+
+using Pairs = std::vector<std::pair<std::string, double>>;
+using Op3 = std::function<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>;
+
+// fused and reference on their own leaf copies of the same three inputs, each backward with g: records
+// "<name>.<result>" for the results and "<name>.<grads[i]>" for the gradients of input i.
+void compare_with_grads(Pairs& out, const std::string& name, const char* result, const std::array<const char*, 3>& grads,
+                        const std::array<at::Tensor, 3>& inputs, const at::Tensor& g, const Op3& fused,
+                        const Op3& reference) {
+  std::array<at::Tensor, 3> a, b;
+  for (size_t i = 0; i < 3; ++i) {
+    a[i] = inputs[i].clone().requires_grad_();
+    b[i] = inputs[i].clone().requires_grad_();
+  }
+  at::Tensor ya = fused(a[0], a[1], a[2]), yb = reference(b[0], b[1], b[2]);
+  ya.backward(g);
+  yb.backward(g);
+  out.emplace_back(name + "." + result, rel(ya, yb));
+  for (size_t i = 0; i < 3; ++i) out.emplace_back(name + "." + grads[i], rel(a[i].grad(), b[i].grad()));
 }
 
 }  // namespace
@@ -45,38 +67,31 @@ std::vector<std::pair<std::string, double>> fused_norm_check(const std::string& 
     auto randn = [&](std::vector<int64_t> shape, double scale, double shift, at::ScalarType t) {
       return (at::randn(shape, gen, at::TensorOptions().dtype(at::kFloat)) * scale + shift).to(dev, t).contiguous();
     };
-    std::vector<std::pair<std::string, double>> out;
+    Pairs out;
 
     // 1. The student's LayerNorm with its result in the 16-bit dtype (autocast), backward included.
-    {
-      at::Tensor x = randn({rows, d}, 2.0, 0.5, at::kFloat), w = randn({d}, 0.2, 1.0, at::kFloat);
-      at::Tensor b = randn({d}, 0.1, 0.0, at::kFloat), g = randn({rows, d}, 1.0, 0.0, half);
-      at::Tensor x1 = x.clone().requires_grad_(), w1 = w.clone().requires_grad_(), b1 = b.clone().requires_grad_();
-      at::Tensor x0 = x.clone().requires_grad_(), w0 = w.clone().requires_grad_(), b0 = b.clone().requires_grad_();
-      at::Tensor y1 = detail::layer_norm_cast(x1, w1, b1, eps, half);
-      at::Tensor y0 = at::layer_norm(x0, {d}, w0, b0, eps).to(half);
-      y1.backward(g);
-      y0.backward(g);
-      out.emplace_back("layer_norm.y", rel(y1, y0));
-      out.emplace_back("layer_norm.dx", rel(x1.grad(), x0.grad()));
-      out.emplace_back("layer_norm.dw", rel(w1.grad(), w0.grad()));
-      out.emplace_back("layer_norm.db", rel(b1.grad(), b0.grad()));
-    }
+    // (Inputs drawn one statement at a time: the generator's order must not depend on argument evaluation order.)
+    std::array<at::Tensor, 3> ln_in{randn({rows, d}, 2.0, 0.5, at::kFloat), randn({d}, 0.2, 1.0, at::kFloat),
+                                    randn({d}, 0.1, 0.0, at::kFloat)};
+    at::Tensor ln_g = randn({rows, d}, 1.0, 0.0, half);
+    compare_with_grads(out, "layer_norm", "y", {"dx", "dw", "db"}, ln_in, ln_g,
+                       [&](const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+                         return detail::layer_norm_cast(x, w, b, eps, half);
+                       },
+                       [&](const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+                         return at::layer_norm(x, {d}, w, b, eps).to(half);
+                       });
     // 2. The student's LayerScale residual x + gamma * y with y in the 16-bit dtype.
-    {
-      at::Tensor x = randn({rows, d}, 1.0, 0.0, at::kFloat), y = randn({rows, d}, 1.0, 0.0, half);
-      at::Tensor gamma = randn({d}, 0.3, 0.5, at::kFloat), g = randn({rows, d}, 1.0, 0.0, at::kFloat);
-      at::Tensor x1 = x.clone().requires_grad_(), y1 = y.clone().requires_grad_(), c1 = gamma.clone().requires_grad_();
-      at::Tensor x0 = x.clone().requires_grad_(), y0 = y.clone().requires_grad_(), c0 = gamma.clone().requires_grad_();
-      at::Tensor o1 = detail::layer_scale_add_fused(x1, y1, c1);
-      at::Tensor o0 = at::addcmul(x0, y0.to(at::kFloat), c0);
-      o1.backward(g);
-      o0.backward(g);
-      out.emplace_back("layer_scale.out", rel(o1, o0));
-      out.emplace_back("layer_scale.dx", rel(x1.grad(), x0.grad()));
-      out.emplace_back("layer_scale.dy", rel(y1.grad(), y0.grad()));
-      out.emplace_back("layer_scale.dgamma", rel(c1.grad(), c0.grad()));
-    }
+    std::array<at::Tensor, 3> ls_in{randn({rows, d}, 1.0, 0.0, at::kFloat), randn({rows, d}, 1.0, 0.0, half),
+                                    randn({d}, 0.3, 0.5, at::kFloat)};
+    at::Tensor ls_g = randn({rows, d}, 1.0, 0.0, at::kFloat);
+    compare_with_grads(out, "layer_scale", "out", {"dx", "dy", "dgamma"}, ls_in, ls_g,
+                       [](const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma) {
+                         return detail::layer_scale_add_fused(x, y, gamma);
+                       },
+                       [](const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma) {
+                         return at::addcmul(x, y.to(at::kFloat), gamma);
+                       });
     // 3. The frozen teacher's residual + LayerNorm in the 16-bit dtype (fused on CUDA only), with and without
     //    LayerScale, and (bfloat16) with FP8 rows for the next products.
     c10::InferenceMode inference;

@@ -70,6 +70,26 @@ __device__ __forceinline__ void store4(T* p, const float (&f)[4]) {
 // ---- LayerNorm ------------------------------------------------------------------------------------------------
 // NV: 4-column chunks per lane (chunk c = lane + 32 j, j < NV, valid while c < d / 4).
 
+// A warp's row: its mean and 1 / sqrt(biased variance + eps), the variance from a second, centred pass over the
+// lane's chunks v (zeros past the row); s is the lane's sum of its chunks.
+template <int NV>
+__device__ __forceinline__ void row_moments(const float (&v)[NV][4], float s, int lane, int d4, float inv_d, float eps,
+                                            float& mu, float& rs) {
+  mu = warp_sum(s) * inv_d;
+  float q = 0.f;
+#pragma unroll
+  for (int j = 0; j < NV; ++j) {
+    if (lane + kWarp * j < d4) {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const float t = v[j][k] - mu;
+        q += t * t;
+      }
+    }
+  }
+  rs = rsqrtf(warp_sum(q) * inv_d + eps);
+}
+
 template <typename T, int NV>
 __global__ void __launch_bounds__(kThreads) layer_norm_forward_kernel(const float* __restrict__ x,
                                                                       const float* __restrict__ w,
@@ -95,19 +115,8 @@ __global__ void __launch_bounds__(kThreads) layer_norm_forward_kernel(const floa
         v[j][0] = v[j][1] = v[j][2] = v[j][3] = 0.f;
       }
     }
-    const float mu = warp_sum(s) * inv_d;
-    float q = 0.f;
-#pragma unroll
-    for (int j = 0; j < NV; ++j) {
-      if (lane + kWarp * j < d4) {
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const float t = v[j][k] - mu;
-          q += t * t;
-        }
-      }
-    }
-    const float rs = rsqrtf(warp_sum(q) * inv_d + eps);
+    float mu, rs;
+    row_moments<NV>(v, s, lane, d4, inv_d, eps, mu, rs);
     T* yr = y + r * d;
 #pragma unroll
     for (int j = 0; j < NV; ++j) {
@@ -312,19 +321,8 @@ __global__ void __launch_bounds__(kThreads) residual_layer_norm_kernel(
         v[j][0] = v[j][1] = v[j][2] = v[j][3] = 0.f;
       }
     }
-    const float mu = warp_sum(s) * inv_d;
-    float q = 0.f;
-#pragma unroll
-    for (int j = 0; j < NV; ++j) {
-      if (lane + kWarp * j < d4) {
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const float t = v[j][k] - mu;
-          q += t * t;
-        }
-      }
-    }
-    const float rs = rsqrtf(warp_sum(q) * inv_d + eps);
+    float mu, rs;
+    row_moments<NV>(v, s, lane, d4, inv_d, eps, mu, rs);
     float amax = 0.f;
 #pragma unroll
     for (int j = 0; j < NV; ++j) {
