@@ -13,6 +13,8 @@
 //                                          (native/engine/cuda/norm.cu) on the fixture student (width 32)
 //   norm-fp8   norm with the FP8 teacher: the fused residual + LayerNorm kernel hands FP8 rows to the products
 //   pinned     tiles from pageable memory vs the Distiller's page-locked tile buffer (asynchronous uploads)
+//   sdpa       G2L_SDPA=flash vs cudnn    FlashAttention-2 against cuDNN attention (native/engine/attention.h), also at
+//                                          the real widths (sdpa-wide); each side must have run the backend it asked for
 //   norm-wide  the same with models of the real widths (student 1024 like Hibou-L, teacher 1536 like H-optimus-0; 2
 //              blocks each, LayerScale 1, random weights written to a temporary folder): the kernels at the real row
 //              lengths
@@ -57,8 +59,9 @@ if (opt.child) {
   for (let s = 0; s < 3; s++) steps.push(await d.step(tiles(16, s)));
   const after = Array.from((await d.features(tiles(8, 99), 'student')).data);
   // writeSync: console.log to a pipe is asynchronous, and process.exit would cut a long line short.
+  const info = d.info();
   writeSync(1, `${JSON.stringify({ teacher, student, after, loss: steps.map((r) => r.loss), gradNorm: steps.map((r) => r.gradNorm),
-    fusedNorm: d.info().fusedNorm })}\n`);
+    fusedNorm: info.fusedNorm, attention: [info.teacherAttention, info.studentAttention] })}\n`);
   process.exit(0);
 }
 
@@ -108,6 +111,8 @@ const checks = [
   // The same engine both ways; the second side's tiles come from one page-locked buffer refilled between calls, so a
   // copy still in flight when a call returns would show as different features or losses.
   ['pinned', {}, {}, {}, { pinned: true }],
+  ['sdpa', { G2L_SDPA: 'flash' }, { G2L_SDPA: 'cudnn' }, {}],
+  ['sdpa-wide', { G2L_SDPA: 'flash' }, { G2L_SDPA: 'cudnn' }, { student: wide, teacher: wideTeacher }],
 ];
 // The FP8 teacher (qkv and fc1 in FP8, as bench:gpu's fp8 variant) with and without the fused residual + LayerNorm
 // kernel writing the FP8 rows itself (FP8 products need a GPU of compute capability 8.9 or newer).
@@ -138,6 +143,11 @@ for (const [name, refEnv, newEnv, extra, newExtra = extra] of checks) {
   ok(dg <= 5e-2, `${name}: gradient norms ${dg.toExponential(2)}`);
   ok(fa <= 2e-2, `${name}: student features after 3 steps ${fa.toExponential(2)}`);
   if (name.startsWith('norm')) ok(ref.fusedNorm === false && got.fusedNorm === true, `${name}: the switch took effect (info().fusedNorm ${ref.fusedNorm} / ${got.fusedNorm})`);
+  // On the CPU libtorch chooses its own attention kernel whatever G2L_SDPA says.
+  if (name.startsWith('sdpa') && opt.device.startsWith('cuda')) {
+    const want = (a, b) => a.every((x) => x === b);
+    ok(want(ref.attention, 'flash_attention') && want(got.attention, 'cudnn_attention'), `${name}: the backends that ran: ${ref.attention.join(', ')} / ${got.attention.join(', ')}`);
+  }
 }
 console.log(`# gpu-check: ${n - failed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);

@@ -8,7 +8,7 @@
 //
 //   node benchmarks/gpu.mjs [--batch 128] [--runs 10] [--warmup 3] [--device cuda] [--models DIR] [--keep-models]
 //                           [--teacher DIR --student DIR]  (existing folders instead of random real-size models)
-//                           [--variants default,norm,fp8,fp8norm,unfused] [--profile-native default,fp8norm]
+//                           [--variants default,norm,fp8,fp8norm,flash,unfused] [--profile-native default,fp8norm]
 //                           [--skip native,eager,compile,embed,curve,curve-norm,profile]
 //                           [--curve-steps 200] [--curve-batch 16] [--curve-layerscale 1|keep] [--curve-reference-tf32]
 //                           [--compile-timeout 300] [--deadline UNIX_S]
@@ -23,6 +23,9 @@
 //            phase times are then not separable; no gain on the H200, so not in the default list)
 //   norm     default with G2L_FUSED_NORM=1 (the student's fused LayerNorm + cast and LayerScale residual kernels)
 //   fp8norm  fp8 and norm together
+//   flash    default with G2L_SDPA=flash (FlashAttention-2; libtorch 2.11 itself prefers cuDNN attention on an H200)
+//   cudnn    default with G2L_SDPA=cudnn (not in the default list: on an H200 the default already runs cuDNN)
+// Each variant's `attention` records the SDPA backend its teacher and student ran (info().teacherAttention, ...).
 // Loss curve: the engine (default switches, then again with G2L_FUSED_NORM=1) and the eager reference train
 // --curve-steps steps from the same weights (the engine's initial projector is handed to the reference) on the same
 // tiles without augmentation; the per-step losses are compared. The curve's models are the benchmark's architectures
@@ -56,7 +59,7 @@ const { values: opt } = parseArgs({
     teacher: { type: 'string', default: '' },
     student: { type: 'string', default: '' },
     'keep-models': { type: 'boolean', default: false },
-    variants: { type: 'string', default: 'default,norm,fp8,fp8norm,unfused' },
+    variants: { type: 'string', default: 'default,norm,fp8,fp8norm,flash,unfused' },
     'profile-native': { type: 'string', default: 'default,fp8norm' },
     skip: { type: 'string', default: '' },
     'curve-steps': { type: 'string', default: '200' },
@@ -92,6 +95,10 @@ const VARIANTS = {
   // The student's fused LayerNorm (+ cast) and LayerScale residual kernels (native/engine/cuda/norm.cu).
   norm: { env: { G2L_FUSED_NORM: '1' }, config: {} },
   fp8norm: { env: { G2L_FP8_LAYERS: 'qkv,fc1', G2L_FUSED_NORM: '1' }, config: { teacherFp8: true, teacherDtype: 'bfloat16' } },
+  // The attention backend (native/engine/attention.h). libtorch 2.11 with cuDNN > 9.15 on an H200 already puts cuDNN
+  // first by itself (each variant's `attention` says what ran), so `flash` is the comparison there.
+  flash: { env: { G2L_SDPA: 'flash' }, config: {} },
+  cudnn: { env: { G2L_SDPA: 'cudnn' }, config: {} },
 };
 
 const { backend, fallbackReason } = chooseBackend({ backend: 'native' });
@@ -135,6 +142,7 @@ async function variantChild(c) {
   out.final_loss = last.loss;
   const dinfo = d.info();
   if (dinfo.teacherFp8MinCosine !== undefined) out.fp8_min_cosine = dinfo.teacherFp8MinCosine;
+  out.attention = { sdpa: dinfo.sdpa, teacher: dinfo.teacherAttention, student: dinfo.studentAttention };
   if (c.embed) {
     const enc = await Encoder.load(c.teacher, { backend, device: opt.device, dtype: cuda ? 'fp16' : 'fp32', batchSize: EMBED_BATCH });
     const images = makeTiles(EMBED_BATCH, 224, 2);
@@ -422,6 +430,9 @@ if (result.curve) {
   }
 }
 console.log(`\nthe GPU host's README gave PyTorch ${HOST.eager} eager / ${HOST.compile} compile img/s; goal: native >= 1.25x compile in the same run: ${result.goals['distill native >= 1.25x torch.compile (same run)'] ?? 'n/a'}`);
+for (const v of Object.values(result.variants)) {
+  if (v.attention) console.log(`attention of native ${v.variant}: G2L_SDPA=${v.attention.sdpa}, teacher ${v.attention.teacher}, student ${v.attention.student}`);
+}
 for (const v of Object.values(result.variants)) {
   if (v.phases_ms) console.log(`phases of native ${v.variant} (ms, median): ${Object.entries(v.phases_ms).map(([k, x]) => `${k} ${x}`).join(', ')}`);
 }

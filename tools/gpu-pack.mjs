@@ -33,6 +33,7 @@ export const CUDA_TESTS = [
   'test/models/cuda.test.ts',
   'test/models/fused-ops.test.ts',
   'test/augment/reference.test.ts',
+  'test/distill/attention.test.ts',
   'test/distill/distiller.test.ts',
   'test/distill/loss.test.ts',
   'test/parallel/world-of-one.test.ts',

@@ -349,5 +349,11 @@ export interface BackendDistiller {
      *  (native/engine/fused.h). */
     fusedSwiglu?: boolean;
     fusedNorm?: boolean;
+    /** The native engine's attention (absent on the js backend): the G2L_SDPA preference as its process read it
+     *  ('auto', 'cudnn', 'flash', 'efficient', 'math') and the libtorch SDPA backend each model's last attention ran
+     *  on ('flash_attention', 'cudnn_attention', 'efficient_attention', 'math'; null before its first forward). */
+    sdpa?: string;
+    teacherAttention?: string | null;
+    studentAttention?: string | null;
   };
 }

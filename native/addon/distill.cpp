@@ -196,6 +196,13 @@ Napi::Object info_to_js(Napi::Env env, const DistillerInfo& i, int64_t step) {
   }
   o.Set("fusedSwiglu", i.fused_swiglu);
   o.Set("fusedNorm", i.fused_norm);
+  o.Set("sdpa", i.sdpa);
+  // The SDPA backend of each model's last attention; null before its first forward.
+  const auto backend = [&](const std::string& b) -> Napi::Value {
+    return b.empty() ? env.Null() : Napi::String::New(env, b);
+  };
+  o.Set("teacherAttention", backend(i.teacher_attention));
+  o.Set("studentAttention", backend(i.student_attention));
   o.Set("step", static_cast<double>(step));
   return o;
 }

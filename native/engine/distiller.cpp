@@ -35,6 +35,7 @@
 #include "augment.h"
 #include "dist.h"
 #include "g2l/distill.h"
+#include "attention.h"
 #include "fused.h"
 #include "loss.h"
 #include "model.h"
@@ -430,6 +431,11 @@ class DistillerImpl final : public Distiller {
     i.teacher_fp8_emulated = config_.teacher_fp8 && fp8_emulated_;
     i.fused_swiglu = fused_swiglu_enabled();
     i.fused_norm = fused_norm_enabled();
+    i.sdpa = sdpa_preference();
+    i.teacher_attention = teacher_vit_->attention_backend();
+    if (auto student = std::dynamic_pointer_cast<VisionTransformerImpl>(student_.module)) {
+      i.student_attention = student->attention_backend();
+    }
     i.teacher_fp8_min_cosine = fp8_min_cosine_;
     return i;
   }

@@ -15,6 +15,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "attention.h"
 #include "fused.h"
 #include "g2l/engine.h"
 
@@ -67,6 +68,7 @@ at::Tensor VisionTransformerImpl::add(const std::string& key, std::vector<int64_
 
 VisionTransformerImpl::VisionTransformerImpl(const ModelSpec& spec, at::TensorOptions options)
     : spec_(spec), options_(options) {
+  (void)sdpa_preference();  // G2L_SDPA (attention.h): an unknown value is refused before any work
   const int64_t d = spec.embed_dim;
   const int64_t p = spec.patch_size;
   const int64_t r = spec.num_registers;
@@ -271,6 +273,10 @@ at::Tensor VisionTransformerImpl::position_embedding(int64_t gh, int64_t gw, int
   return at::cat({pos_.narrow(1, 0, prefix), resized}, 1);
 }
 
+std::string VisionTransformerImpl::attention_backend() const {
+  return sdpa_backend_name(attention_ran_.load(std::memory_order_relaxed));
+}
+
 at::Tensor VisionTransformerImpl::attention(const Block& b, const NormOutput& x) const {
   const int64_t bsz = x.sizes.at(0), t = x.sizes.at(1), d = x.sizes.at(2);
   const int64_t heads = spec_.num_heads, hd = d / heads;
@@ -286,7 +292,7 @@ at::Tensor VisionTransformerImpl::attention(const Block& b, const NormOutput& x)
     k = linear(x, b.k_w, b.k_b, b.k8).view({bsz, t, heads, hd}).transpose(1, 2);
     v = linear(x, b.v_w, b.v_b, b.v8).view({bsz, t, heads, hd}).transpose(1, 2);
   }
-  at::Tensor o = at::scaled_dot_product_attention(q, k, v);  // (B,heads,T,hd), scale hd^-0.5
+  at::Tensor o = attend(q, k, v, &attention_ran_);  // (B,heads,T,hd), scale hd^-0.5
   o = o.transpose(1, 2).reshape({bsz, t, d});
   return linear(o, b.proj_w, b.proj_b, b.proj8);
 }

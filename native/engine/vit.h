@@ -9,6 +9,7 @@
 
 #include <torch/torch.h>
 
+#include <atomic>
 #include <map>
 #include <string>
 #include <vector>
@@ -73,6 +74,9 @@ class VisionTransformerImpl : public torch::nn::Module {
    *  init_values), from a seeded CPU generator, so random models are the same on every device. */
   void init_random(uint64_t seed);
 
+  /** The SDPA backend of the last attention (attention.h: "flash_attention", "cudnn_attention", ...; "" before). */
+  std::string attention_backend() const;
+
  private:
   struct Block {
     at::Tensor norm1_w, norm1_b;
@@ -110,6 +114,7 @@ class VisionTransformerImpl : public torch::nn::Module {
   bool frozen_ = false;    // prepare_frozen() ran: LayerScale folded, residual adds in place
   bool fp8_ready_ = false;  // FP8 copies exist
   bool fp8_on_ = false;     // forward uses them
+  mutable std::atomic<int> attention_ran_{-1};  // at::SDPBackend of the last attention, -1 before the first
 };
 
 TORCH_MODULE(VisionTransformer);

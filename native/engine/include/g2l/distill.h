@@ -155,6 +155,11 @@ struct DistillerInfo {
   // a switch that is on still falls back to the unfused ops wherever its kernel does not apply.
   bool fused_swiglu = false;
   bool fused_norm = false;
+  // Attention: the G2L_SDPA preference as read ("auto", "cudnn", ...) and the SDPA backend each model's last
+  // attention ran on ("flash_attention", "cudnn_attention", "math", ...; empty before its first forward).
+  std::string sdpa;
+  std::string teacher_attention;
+  std::string student_attention;
 };
 
 /**
