@@ -8,15 +8,18 @@
 //
 //   node benchmarks/gpu.mjs [--batch 128] [--runs 10] [--warmup 3] [--device cuda] [--models DIR] [--keep-models]
 //                           [--teacher DIR --student DIR]  (existing folders instead of random real-size models)
-//                           [--variants default,norm,fp8,fp8norm,flash,unfused] [--profile-native default,fp8norm]
+//                           [--variants default,norm,fp8,fp8norm,flash,unpacked] [--profile-native default,fp8norm]
 //                           [--skip native,eager,compile,embed,curve,curve-norm,profile]
 //                           [--curve-steps 200] [--curve-batch 16] [--curve-layerscale 1|keep] [--curve-reference-tf32]
 //                           [--compile-timeout 300] [--deadline UNIX_S]
 //                           [--python python3] [--out FILE]
 //
 // Engine variants, each in its own process (so each starts with the GPU's memory free and reads its switches once):
-//   default  what `distill` runs: frozen teacher with LayerScale folded, fused SwiGLU, fused loss, multi-tensor AdamW
-//   unfused  the same with G2L_FUSED_SWIGLU=0 (measures the SwiGLU kernel)
+//   default  what `distill` runs: frozen teacher with LayerScale folded, fused SwiGLU, packed student q/k/v, fused
+//            loss, multi-tensor AdamW
+//   unfused  the same with G2L_FUSED_SWIGLU=0 (measures the SwiGLU kernel; 43 ms slower on 2026-11-29, so no longer in
+//            the default list)
+//   unpacked default with G2L_PACK_QKV=0: the student's q, k and v as three products instead of one packed product
 //   fp8      default + --teacher-fp8 with G2L_FP8_LAYERS=qkv,fc1 (E4M3 teacher products, rowwise scales; refused
 //            below cosine 0.999 with the bf16 teacher)
 //   overlap  default with G2L_TEACHER_STREAM=1 (the teacher on a second stream beside the student's forward; its
@@ -59,7 +62,7 @@ const { values: opt } = parseArgs({
     teacher: { type: 'string', default: '' },
     student: { type: 'string', default: '' },
     'keep-models': { type: 'boolean', default: false },
-    variants: { type: 'string', default: 'default,norm,fp8,fp8norm,flash,unfused' },
+    variants: { type: 'string', default: 'default,norm,fp8,fp8norm,flash,unpacked' },
     'profile-native': { type: 'string', default: 'default,fp8norm' },
     skip: { type: 'string', default: '' },
     'curve-steps': { type: 'string', default: '200' },
@@ -99,6 +102,8 @@ const VARIANTS = {
   // first by itself (each variant's `attention` says what ran), so `flash` is the comparison there.
   flash: { env: { G2L_SDPA: 'flash' }, config: {} },
   cudnn: { env: { G2L_SDPA: 'cudnn' }, config: {} },
+  // The student's three q/k/v products instead of the packed one (native/engine/fused.h, G2L_PACK_QKV).
+  unpacked: { env: { G2L_PACK_QKV: '0' }, config: {} },
 };
 
 const { backend, fallbackReason } = chooseBackend({ backend: 'native' });

@@ -349,6 +349,8 @@ export interface BackendDistiller {
      *  (native/engine/fused.h). */
     fusedSwiglu?: boolean;
     fusedNorm?: boolean;
+    /** G2L_PACK_QKV (default on): a student with separate q/k/v weights trains with one packed q/k/v product. */
+    packedQkv?: boolean;
     /** The native engine's attention (absent on the js backend): the G2L_SDPA preference as its process read it
      *  ('auto', 'cudnn', 'flash', 'efficient', 'math') and the libtorch SDPA backend each model's last attention ran
      *  on ('flash_attention', 'cudnn_attention', 'efficient_attention', 'math'; null before its first forward). */

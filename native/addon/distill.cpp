@@ -196,6 +196,7 @@ Napi::Object info_to_js(Napi::Env env, const DistillerInfo& i, int64_t step) {
   }
   o.Set("fusedSwiglu", i.fused_swiglu);
   o.Set("fusedNorm", i.fused_norm);
+  o.Set("packedQkv", i.packed_qkv);
   o.Set("sdpa", i.sdpa);
   // The SDPA backend of each model's last attention; null before its first forward.
   const auto backend = [&](const std::string& b) -> Napi::Value {

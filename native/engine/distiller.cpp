@@ -431,6 +431,7 @@ class DistillerImpl final : public Distiller {
     i.teacher_fp8_emulated = config_.teacher_fp8 && fp8_emulated_;
     i.fused_swiglu = fused_swiglu_enabled();
     i.fused_norm = fused_norm_enabled();
+    i.packed_qkv = packed_qkv_enabled();
     i.sdpa = sdpa_preference();
     i.teacher_attention = teacher_vit_->attention_backend();
     if (auto student = std::dynamic_pointer_cast<VisionTransformerImpl>(student_.module)) {

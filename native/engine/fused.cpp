@@ -55,6 +55,7 @@ class Switch {
 Switch g_fused_swiglu{"G2L_FUSED_SWIGLU", true};
 // Off by default until the kernels of cuda/norm.cu have run on a GPU (benchmarks/gpu-check.mjs compares both ways).
 Switch g_fused_norm{"G2L_FUSED_NORM", false};
+Switch g_packed_qkv{"G2L_PACK_QKV", true};
 
 // Today's expression, bit for bit: the CPU path and the fallback everywhere the kernel does not apply.
 at::Tensor swiglu_unfused(const at::Tensor& h) {
@@ -259,6 +260,8 @@ at::Tensor swiglu(const at::Tensor& h) {
 bool fused_norm_enabled() { return g_fused_norm.get(); }
 
 void set_fused_norm(bool enabled) { g_fused_norm.set(enabled); }
+
+bool packed_qkv_enabled() { return g_packed_qkv.get(); }
 
 namespace {
 

@@ -91,4 +91,13 @@ bool fused_norm_enabled();
 /** Turns the fused LayerNorm / LayerScale path on or off for the rest of the process (overrides G2L_FUSED_NORM). */
 void set_fused_norm(bool enabled);
 
+// Packed q/k/v products (G2L_PACK_QKV, default on; "0" / "false" / "off" turns it off): while a model with separate
+// q, k and v projections (the transformers layout, e.g. the Hibou-L student) trains, its attention runs one product of
+// the concatenated weights and biases (3D x D) instead of three, as the timm layout stores them. Same dot products;
+// under autocast the LayerNorm's result is cast once instead of once per product, the backward computes the input
+// gradient as one product (summed in the GEMM's float32 accumulator, not as three rounded results added) and the
+// concatenation's backward hands each weight its slice of one weight gradient. Inference (no grad) keeps the three
+// products (no per-forward copy of the weights).
+bool packed_qkv_enabled();
+
 }  // namespace g2l

@@ -287,6 +287,16 @@ at::Tensor VisionTransformerImpl::attention(const Block& b, const NormOutput& x)
     q = qkv[0];
     k = qkv[1];
     v = qkv[2];
+  } else if (x.h.defined() && !fp8_on_ && b.q_b.defined() && at::GradMode::is_enabled() && b.q_w.requires_grad() &&
+             packed_qkv_enabled()) {
+    // Training with separate q/k/v weights: one product of the concatenated weights (fused.h, G2L_PACK_QKV), then
+    // the timm layout's reshape.
+    at::Tensor w = at::cat({b.q_w, b.k_w, b.v_w});
+    at::Tensor bias = at::cat({b.q_b, b.k_b, b.v_b});
+    at::Tensor qkv = at::linear(x.h, w, bias).reshape({bsz, t, 3, heads, hd}).permute({2, 0, 3, 1, 4});
+    q = qkv[0];
+    k = qkv[1];
+    v = qkv[2];
   } else {
     q = linear(x, b.q_w, b.q_b, b.q8).view({bsz, t, heads, hd}).transpose(1, 2);
     k = linear(x, b.k_w, b.k_b, b.k8).view({bsz, t, heads, hd}).transpose(1, 2);

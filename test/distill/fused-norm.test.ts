@@ -7,46 +7,10 @@
 import t from 'tap';
 import path from 'node:path';
 import { ROOT, runProcess } from '../helpers/cli.js';
+import { relMax, relNorm, switchSide } from '../helpers/switch-sides.js';
 
 const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'models');
-
-// The child: a Distiller on the CPU with the fixture teacher and a student with LayerScale (hidden 32, d % 4 == 0),
-// features of a probe batch, three steps at a learning rate that moves every parameter, features again.
-const CHILD = `
-import { Distiller } from ${JSON.stringify(path.join(ROOT, 'dist', 'distill', 'distiller.js'))};
-import { syntheticTile } from ${JSON.stringify(path.join(ROOT, 'dist', 'distill', 'tiles.js'))};
-const batch = (n, seed) => {
-  const data = new Uint8Array(n * 256 * 256 * 3);
-  for (let i = 0; i < n; i++) syntheticTile(seed * 1000 + i, 256, data, i * 256 * 256 * 3);
-  return { data, shape: [n, 256, 256, 3] };
-};
-const d = await Distiller.create({
-  teacher: ${JSON.stringify(path.join(FIXTURES, 'timm_giant_reg4_swiglu'))},
-  student: ${JSON.stringify(path.join(FIXTURES, 'hf_dinov2_reg_swiglu'))},
-  device: 'cpu', backend: 'native', seed: 0, totalSteps: 10, lr: 1e-3, warmupSteps: 0,
-});
-const probe = batch(4, 99);
-const before = Array.from((await d.features(probe, 'student')).data);
-const steps = [];
-for (let s = 0; s < 3; s++) steps.push(await d.step(batch(4, s)));
-const after = Array.from((await d.features(probe, 'student')).data);
-console.log(JSON.stringify({ fusedNorm: d.info().fusedNorm, before, after,
-  loss: steps.map((r) => r.loss), gradNorm: steps.map((r) => r.gradNorm) }));
-`;
-
-async function side(flag: string) {
-  const r = await runProcess(process.execPath, ['--input-type=module', '-e', CHILD], { env: { G2L_FUSED_NORM: flag } });
-  const last = r.stdout.trim().split('\n').pop() ?? '';
-  if (r.code !== 0 || !last.startsWith('{')) throw new Error(`child (G2L_FUSED_NORM=${flag}) failed, exit ${r.code}: ${r.stderr}`);
-  return JSON.parse(last) as { fusedNorm: boolean; before: number[]; after: number[]; loss: number[]; gradNorm: number[] };
-}
-
-const relNorm = (a: number[], b: number[]) => {
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) { num += (a[i] - b[i]) ** 2; den += b[i] ** 2; }
-  return Math.sqrt(num / den);
-};
-const relMax = (a: number[], b: number[]) => Math.max(...a.map((x, i) => Math.abs(x - b[i]) / Math.abs(b[i])));
+const side = (flag: string) => switchSide({ G2L_FUSED_NORM: flag });
 
 t.test('G2L_FUSED_NORM=1 on the CPU: the fused Functions give the unfused ops\' features, losses and updates', async (t) => {
   const [off, on] = await Promise.all([side('0'), side('1')]);

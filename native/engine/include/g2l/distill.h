@@ -151,10 +151,12 @@ struct DistillerInfo {
   bool teacher_fp8_emulated = false;        // G2L_FP8_EMULATE=1: quantise -> dequantise -> float32 products
   // Smallest cosine between FP8 and bf16 teacher features over the first teacher batch; NaN until that batch ran.
   double teacher_fp8_min_cosine = std::numeric_limits<double>::quiet_NaN();
-  // The fused-kernel switches as this process reads them (native/engine/fused.h: G2L_FUSED_SWIGLU, G2L_FUSED_NORM);
+  // The fused-kernel switches as this process reads them (native/engine/fused.h: G2L_FUSED_SWIGLU, G2L_FUSED_NORM,
+  // G2L_PACK_QKV);
   // a switch that is on still falls back to the unfused ops wherever its kernel does not apply.
   bool fused_swiglu = false;
   bool fused_norm = false;
+  bool packed_qkv = false;  // G2L_PACK_QKV: a separate-q/k/v student trains with one packed q/k/v product
   // Attention: the G2L_SDPA preference as read ("auto", "cudnn", ...) and the SDPA backend each model's last
   // attention ran on ("flash_attention", "cudnn_attention", "math", ...; empty before its first forward).
   std::string sdpa;
