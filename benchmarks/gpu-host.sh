@@ -67,7 +67,7 @@ if [ "${G2L_HOST_CHECKS:-1}" = 0 ]; then
 else
   log "checks: the CUDA tests (fp32/fp16/bf16 models, augmentation kernel, fused loss, Distiller, NCCL world of one)"
   if [ -x .gpu/tests/run.sh ]; then
-    G2L_REQUIRE_CUDA=1 G2L_TEST_TIMEOUT=60 timeout 120 bash .gpu/tests/run.sh > "$OUT/checks.log" 2>&1 || CHECKS_RC=$?
+    G2L_REQUIRE_CUDA=1 G2L_TEST_TIMEOUT=60 timeout 150 bash .gpu/tests/run.sh > "$OUT/checks.log" 2>&1 || CHECKS_RC=$?
     grep -E '^# |^not ok' "$OUT/checks.log" | tee -a "$OUT/host.log"
     log "checks exit $CHECKS_RC"
   else

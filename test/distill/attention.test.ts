@@ -6,15 +6,15 @@
 // within bf16 rounding of the other.
 import t from 'tap';
 import path from 'node:path';
-import { ROOT, runProcess } from '../helpers/cli.js';
+import { LIB_JS, ROOT, runProcess } from '../helpers/cli.js';
 import { loadEngineAddon } from '../../lib/backends/index.js';
 import { NativeBackend } from '../../lib/backends/native.js';
 
 const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'models');
 
 const CHILD = (device: string) => `
-import { Distiller } from ${JSON.stringify(path.join(ROOT, 'dist', 'distill', 'distiller.js'))};
-import { syntheticTile } from ${JSON.stringify(path.join(ROOT, 'dist', 'distill', 'tiles.js'))};
+import { Distiller } from ${JSON.stringify(path.join(LIB_JS, 'distill', 'distiller.js'))};
+import { syntheticTile } from ${JSON.stringify(path.join(LIB_JS, 'distill', 'tiles.js'))};
 const batch = (n, seed) => {
   const data = new Uint8Array(n * 256 * 256 * 3);
   for (let i = 0; i < n; i++) syntheticTile(seed * 1000 + i, 256, data, i * 256 * 256 * 3);

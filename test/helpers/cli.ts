@@ -1,11 +1,15 @@
 // Runs the real CLI (bin/g2l-native over the compiled dist/) in a child process, as a user would.
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BIN = path.join(ROOT, 'bin', 'g2l-native');
 export const VENV_PYTHON = path.join(ROOT, '.venv', 'bin', 'python');
+/** The compiled library for child scripts: dist/ in the repository; lib/ in the GPU host's pack (tools/gpu-pack.mjs
+ *  compiles lib/ in place there and has no dist/). */
+export const LIB_JS = existsSync(path.join(ROOT, 'dist')) ? path.join(ROOT, 'dist') : path.join(ROOT, 'lib');
 
 export interface CliResult {
   code: number | null;
