@@ -32,10 +32,10 @@
 #include <optional>
 #include <sstream>
 
+#include "attention.h"
 #include "augment.h"
 #include "dist.h"
 #include "g2l/distill.h"
-#include "attention.h"
 #include "fused.h"
 #include "loss.h"
 #include "model.h"

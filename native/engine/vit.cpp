@@ -281,19 +281,17 @@ at::Tensor VisionTransformerImpl::attention(const Block& b, const NormOutput& x)
   const int64_t bsz = x.sizes.at(0), t = x.sizes.at(1), d = x.sizes.at(2);
   const int64_t heads = spec_.num_heads, hd = d / heads;
   at::Tensor q, k, v;
+  at::Tensor packed;  // (B,T,3D): q, k and v from one product
   if (spec_.qkv_fused) {
-    // (B,T,3D) -> (3,B,heads,T,hd), as timm's Attention reshapes it.
-    at::Tensor qkv = linear(x, b.qkv_w, b.qkv_b, b.qkv8).reshape({bsz, t, 3, heads, hd}).permute({2, 0, 3, 1, 4});
-    q = qkv[0];
-    k = qkv[1];
-    v = qkv[2];
+    packed = linear(x, b.qkv_w, b.qkv_b, b.qkv8);
   } else if (x.h.defined() && !fp8_on_ && b.q_b.defined() && at::GradMode::is_enabled() && b.q_w.requires_grad() &&
              packed_qkv_enabled()) {
-    // Training with separate q/k/v weights: one product of the concatenated weights (fused.h, G2L_PACK_QKV), then
-    // the timm layout's reshape.
-    at::Tensor w = at::cat({b.q_w, b.k_w, b.v_w});
-    at::Tensor bias = at::cat({b.q_b, b.k_b, b.v_b});
-    at::Tensor qkv = at::linear(x.h, w, bias).reshape({bsz, t, 3, heads, hd}).permute({2, 0, 3, 1, 4});
+    // Training with separate q/k/v weights: one product of the concatenated weights (fused.h, G2L_PACK_QKV).
+    packed = at::linear(x.h, at::cat({b.q_w, b.k_w, b.v_w}), at::cat({b.q_b, b.k_b, b.v_b}));
+  }
+  if (packed.defined()) {
+    // (B,T,3D) -> (3,B,heads,T,hd), as timm's Attention reshapes it.
+    at::Tensor qkv = packed.reshape({bsz, t, 3, heads, hd}).permute({2, 0, 3, 1, 4});
     q = qkv[0];
     k = qkv[1];
     v = qkv[2];
