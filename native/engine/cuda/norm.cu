@@ -90,6 +90,17 @@ __device__ __forceinline__ void row_moments(const float (&v)[NV][4], float s, in
   rs = rsqrtf(warp_sum(q) * inv_d + eps);
 }
 
+// The LayerNorm's affine step on chunk c of a row: v = (v - mu) * rs * w + b (w, b of the row's length, any dtype).
+template <typename W>
+__device__ __forceinline__ void normalize4(float (&v)[4], float mu, float rs, const W* __restrict__ w,
+                                           const W* __restrict__ b, int c) {
+  float wv[4], bv[4];
+  load4(w + 4 * c, wv);
+  load4(b + 4 * c, bv);
+#pragma unroll
+  for (int k = 0; k < 4; ++k) v[k] = (v[k] - mu) * rs * wv[k] + bv[k];
+}
+
 template <typename T, int NV>
 __global__ void __launch_bounds__(kThreads) layer_norm_forward_kernel(const float* __restrict__ x,
                                                                       const float* __restrict__ w,
@@ -122,12 +133,8 @@ __global__ void __launch_bounds__(kThreads) layer_norm_forward_kernel(const floa
     for (int j = 0; j < NV; ++j) {
       const int c = lane + kWarp * j;
       if (c < d4) {
-        float wv[4], bv[4], o[4];
-        load4(w + 4 * c, wv);
-        load4(b + 4 * c, bv);
-#pragma unroll
-        for (int k = 0; k < 4; ++k) o[k] = (v[j][k] - mu) * rs * wv[k] + bv[k];
-        store4(yr + 4 * c, o);
+        normalize4(v[j], mu, rs, w, b, c);
+        store4(yr + 4 * c, v[j]);
       }
     }
     if (lane == 0) {
@@ -328,18 +335,16 @@ __global__ void __launch_bounds__(kThreads) residual_layer_norm_kernel(
     for (int j = 0; j < NV; ++j) {
       const int c = lane + kWarp * j;
       if (c < d4) {
-        float wv[4], bv[4];
-        load4(w + 4 * c, wv);
-        load4(b + 4 * c, bv);
+        normalize4(v[j], mu, rs, w, b, c);
+        if (kFp8) {
 #pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          v[j][k] = (v[j][k] - mu) * rs * wv[k] + bv[k];
-          if (kFp8) {
+          for (int k = 0; k < 4; ++k) {
             v[j][k] = to_float(from_float<T>(v[j][k]));  // the bf16 result the quantisation would read
             amax = fmaxf(amax, fabsf(v[j][k]));
           }
+        } else {
+          store4(out + r * d + 4 * c, v[j]);
         }
-        if (!kFp8) store4(out + r * d + 4 * c, v[j]);
       }
     }
     if (kFp8) {
