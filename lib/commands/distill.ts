@@ -33,6 +33,7 @@ interface DistillArgs {
   progress: boolean;
   nproc?: number;
   'teacher-fp8'?: boolean;
+  'early-stopping'?: string;
 }
 
 /** The options the user set explicitly, as a partial run configuration (flags over the config file). */
@@ -51,6 +52,8 @@ function flagsInput(a: DistillArgs): RunConfigInput {
     teacherFp8: a['teacher-fp8'],
   };
   if (a.lr !== undefined) input.optimizer = { lr: a.lr };
+  const es = a['early-stopping'];
+  if (es !== undefined) input.earlyStopping = es === 'off' ? { enabled: false } : { enabled: true, rule: es as 'consecutive' | 'total' | 'ratio' };
   return Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)) as RunConfigInput;
 }
 
@@ -76,6 +79,11 @@ export const distillCommand: CommandModule<object, DistillArgs> = {
       .option('teacher-fp8', {
         type: 'boolean',
         describe: 'FP8 (E4M3) teacher matrix products: faster on GPUs of compute capability 8.9+ (H100/H200); the teacher runs in bf16, refused if its features drift (cosine < 0.999)',
+      })
+      .option('early-stopping', {
+        type: 'string',
+        choices: ['consecutive', 'total', 'ratio', 'off'],
+        describe: 'Early-stopping rule (default consecutive: patience steps in a row above the running mean; total: the literal count; ratio: a divergence guard); config earlyStopping.* sets window, patience, factor, minSteps',
       })
       .option('resume', { type: 'string', describe: 'Continue the run in --out (or in the folder given) from its latest checkpoint' })
       .option('force', { type: 'boolean', default: false, describe: 'Resume even with options that change the saved configuration; on the js backend, run large models anyway' })
@@ -123,7 +131,7 @@ export const distillCommand: CommandModule<object, DistillArgs> = {
       const what =
         r.stoppedBy === 'until'
           ? `paused after ${r.stepsDone} of ${r.config.steps} steps; continue with --resume --out ${r.runDir}`
-          : `${r.stepsDone} steps${r.stoppedBy === 'early-stopping' ? ' (early stopping)' : ''}; student: ${r.studentDir}`;
+          : `${r.stepsDone} steps${r.stopReason ? ` (early stopping: ${r.stopReason})` : ''}; student: ${r.studentDir}`;
       process.stdout.write(`distilled ${what}\n  run: ${r.runDir}\n`);
     } finally {
       process.off('SIGINT', onSigint);

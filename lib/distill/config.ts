@@ -67,10 +67,16 @@ export const runConfigSchema = z
     earlyStopping: z
       .object({
         enabled: z.boolean(),
+        /** Which reading of G2L's rule (lib/distill/early-stop.ts): consecutive (default), total, ratio. */
+        rule: z.enum(['consecutive', 'total', 'ratio']),
         /** Steps in the running mean. */
         window: z.number().int().positive(),
-        /** Stop once more than this many steps had a loss above the running mean of the previous `window`. */
+        /** consecutive: this many steps in a row above the running mean stop the run; total: more than this many. */
         patience: z.number().int().min(0),
+        /** ratio: a loss above factor * |running mean| stops the run. */
+        factor: z.number().positive(),
+        /** Nothing stops before this many steps. */
+        minSteps: z.number().int().min(0),
       })
       .strict(),
     augment: augmentSchema,
@@ -100,7 +106,7 @@ export const RUN_DEFAULTS: Omit<RunConfig, 'teacher' | 'student' | 'slides' | 's
   teacherFp8: false,
   optimizer: { lr: 1e-4, finalLr: 0, weightDecay: 0.05, finalWeightDecay: 0, warmupSteps: 0, clipGradNorm: 0 },
   loss: { alpha: 4, reduction: 'batch', bnEps: 1e-4, teacherBn: true },
-  earlyStopping: { enabled: true, window: 100, patience: 10 },
+  earlyStopping: { enabled: true, rule: 'consecutive', window: 100, patience: 10, factor: 10, minSteps: 0 },
   augment: {},
   checkpointEvery: 500,
 };
@@ -116,6 +122,20 @@ const partialSchema = runConfigSchema
 
 function issuesLine(error: z.ZodError): string {
   return error.issues.map((i) => `${i.path.join('.') || '(top level)'}: ${i.message}`).join('; ');
+}
+
+/**
+ * A saved config.json as this version reads it: keys that earlier versions did not write get the value those runs
+ * used, so a resumed run behaves as it did (early stopping was the literal 'total' count before the rule existed).
+ */
+export function upgradeSavedConfig(raw: unknown): unknown {
+  if (!raw || typeof raw !== 'object') return raw;
+  const cfg = { ...(raw as Record<string, unknown>) };
+  const es = cfg.earlyStopping;
+  if (es && typeof es === 'object' && !('rule' in es)) {
+    cfg.earlyStopping = { rule: 'total', factor: 10, minSteps: 0, ...(es as object) };
+  }
+  return cfg;
 }
 
 /** Reads a YAML or JSON config file (any subset of RunConfig). */

@@ -37,6 +37,9 @@ export interface DemoOptions {
 
 export interface DemoReport {
   steps: number;
+  /** completed, or early-stopping with the rule's reason in stopReason. */
+  stoppedBy: string;
+  stopReason?: string;
   loss: { first: number; last: number };
   cka: { before: number; after: number };
 }
@@ -201,7 +204,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
       if (primary) after = await ckaOf(d, heldOutTiles);
     },
   });
-  if (!primary) return { steps: result.stepsDone, loss: { first: NaN, last: NaN }, cka: { before, after } };
+  if (!primary) return { steps: result.stepsDone, stoppedBy: result.stoppedBy, loss: { first: NaN, last: NaN }, cka: { before, after } };
   return writeDemoReport(out, result, before, after);
 }
 
@@ -238,6 +241,8 @@ async function writeDemoReport(
   const trainingSlides = (await fs.readFile(path.join(out, 'slides', 'train.csv'), 'utf8')).trim().split('\n').length - 1;
   const report: DemoReport = {
     steps: result.stepsDone,
+    stoppedBy: result.stoppedBy,
+    ...(result.stopReason ? { stopReason: result.stopReason } : {}),
     loss: { first: log[0].loss, last: log[log.length - 1].loss },
     cka: { before, after },
   };
@@ -253,7 +258,7 @@ async function writeDemoReport(
     '',
     '| | value |',
     '| --- | --- |',
-    `| steps | ${report.steps}${result.stoppedBy === 'early-stopping' ? ' (early stopping)' : ''} |`,
+    `| steps | ${report.steps}${result.stopReason ? ` (early stopping: ${result.stopReason})` : ''} |`,
     `| loss, first step | ${report.loss.first.toFixed(4)} |`,
     `| loss, last step | ${report.loss.last.toFixed(4)} |`,
     `| linear CKA student vs teacher, held-out tiles, before | ${before.toFixed(4)} |`,

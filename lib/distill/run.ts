@@ -19,6 +19,7 @@ import {
   mergeInputs,
   resolveConfig,
   runConfigSchema,
+  upgradeSavedConfig,
   type RunConfig,
   type RunConfigInput,
 } from './config.js';
@@ -70,6 +71,8 @@ export interface LogLine {
   memoryBytes: number;
   /** With --teacher-fp8, on the first step of a process: the acceptance check's worst cosine against bf16. */
   teacherFp8MinCosine?: number;
+  /** On the step after which early stopping ended the run: the rule and why (EarlyStopping.update's reason). */
+  earlyStop?: string;
 }
 
 export type StopReason = 'completed' | 'early-stopping' | 'until';
@@ -79,6 +82,8 @@ export interface DistillRunResult {
   config: RunConfig;
   stepsDone: number;
   stoppedBy: StopReason;
+  /** With stoppedBy 'early-stopping': the rule and why. */
+  stopReason?: string;
   lastCheckpoint: string | null;
   /** The exported student (null when paused by `until`). */
   studentDir: string | null;
@@ -122,7 +127,7 @@ function readSavedConfig(runDir: string): RunConfig {
   if (!existsSync(file)) {
     throw new UserError(`nothing to resume in ${runDir}: it has no ${CONFIG_FILE}; start the run without --resume`);
   }
-  const parsed = runConfigSchema.safeParse(JSON.parse(readFileSync(file, 'utf8')));
+  const parsed = runConfigSchema.safeParse(upgradeSavedConfig(JSON.parse(readFileSync(file, 'utf8'))));
   if (!parsed.success) throw new UserError(`${file} is not a g2l-native run configuration: start a new run in another --out folder`);
   return parsed.data;
 }
@@ -209,7 +214,7 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
   });
 
   let start = 0;
-  let early = new EarlyStopping(config.earlyStopping.window, config.earlyStopping.patience);
+  let early = new EarlyStopping(config.earlyStopping);
   let lastCheckpoint: string | null = null;
   const logFile = path.join(runDir, LOG_FILE);
   if (options.resume) {
@@ -218,7 +223,7 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
     if (latest) {
       const extra = (await distiller.load(latest[1])) as unknown as CheckpointExtra;
       start = latest[0];
-      early = new EarlyStopping(config.earlyStopping.window, config.earlyStopping.patience, extra.earlyStop);
+      early = new EarlyStopping(config.earlyStopping, extra.earlyStop, start);
       lastCheckpoint = latest[1];
       say(`g2l-native: resuming ${runDir} from ${path.relative(runDir, latest[1])}`);
     } else {
@@ -248,6 +253,7 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
     : null;
   bar?.start(config.steps, start, { loss: '-', ips: '-' });
   let stoppedBy: StopReason = 'completed';
+  let stopReason: string | undefined;
   let steps = start;
   let lastSavedAt = lastCheckpoint ? start : -1;
   let lastLoss: number | null = null;
@@ -293,6 +299,8 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
             `(${info.teacherFp8Layers ?? '?'} of ${info.teacherLinearLayers ?? '?'} products in FP8)`);
         }
       }
+      const decision = config.earlyStopping.enabled && Number.isFinite(r.loss) ? early.update(r.loss) : { stop: false };
+      if (decision.stop) line.earlyStop = decision.reason;
       if (primary) await fs.appendFile(logFile, `${JSON.stringify(line)}\n`);
       options.onStep?.(line);
       if (!Number.isFinite(r.loss)) {
@@ -305,7 +313,6 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
       }
       lastLoss = r.loss;
       bar?.update(steps, { loss: r.loss.toFixed(4), ips: line.imgPerSec.toFixed(1) });
-      const stop = config.earlyStopping.enabled && early.update(r.loss);
       if (world > 1 ? r.stop === true : options.signal?.aborted) {
         lastCheckpoint = await save(steps, lastLoss);
         bar?.stop();
@@ -314,9 +321,10 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
           ExitCode.interrupted,
         );
       }
-      if (stop) {
+      if (decision.stop) {
         stoppedBy = 'early-stopping';
-        say(`\ng2l-native: early stopping at step ${steps}: ${early.exceeded} steps exceeded the running mean of the previous ${config.earlyStopping.window}`);
+        stopReason = decision.reason;
+        say(`\ng2l-native: early stopping after step ${steps}: ${decision.reason}`);
         break;
       }
       if (steps % config.checkpointEvery === 0 && steps < end) {
@@ -332,7 +340,7 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
       if (primary) await distiller.export(studentDir);
     }
     await options.onDone?.(distiller);
-    return { runDir, config, stepsDone: steps, stoppedBy, lastCheckpoint, studentDir, skippedSlides: source.skipped };
+    return { runDir, config, stepsDone: steps, stoppedBy, stopReason, lastCheckpoint, studentDir, skippedSlides: source.skipped };
   } finally {
     bar?.stop();
     await source.close();

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { UserError } from '../errors.js';
 import { launchWorkers } from './launcher.js';
 import { latestCheckpoint } from './cli.js';
+import type { DemoReport } from '../distill/demo.js';
 
 /** Set (to the demo folder) in the workers' environment: the inputs are there, go straight to distillation. */
 export const PREPARED_ENV = 'G2L_DEMO_PREPARED';
@@ -21,7 +22,7 @@ export interface DemoLaunch {
   nproc: number;
 }
 
-export async function launchDemoWorkers(o: DemoLaunch): Promise<{ steps: number; loss: { first: number; last: number }; cka: { before: number; after: number } }> {
+export async function launchDemoWorkers(o: DemoLaunch): Promise<DemoReport> {
   const args = [BIN, 'demo', '--out', o.out, '--steps', String(o.steps), '--batch-size', String(o.batchSize), '--seed', String(o.seed)];
   const r = await launchWorkers({
     nproc: o.nproc,

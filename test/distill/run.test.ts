@@ -9,7 +9,7 @@ import { readModelWeights } from '../../lib/backends/js/safetensors.js';
 import { ExitCode, UserError } from '../../lib/errors.js';
 import { EarlyStopping } from '../../lib/distill/early-stop.js';
 import { listCheckpoints, readLog, runDistill } from '../../lib/distill/run.js';
-import { readConfigFile, mergeInputs, resolveConfig } from '../../lib/distill/config.js';
+import { readConfigFile, mergeInputs, resolveConfig, upgradeSavedConfig } from '../../lib/distill/config.js';
 import { BIN, ROOT, VENV_PYTHON, childEnv, runProcess } from '../helpers/cli.js';
 import { getBackend } from '../../lib/backends/index.js';
 import { syntheticTile } from '../../lib/distill/tiles.js';
@@ -130,14 +130,102 @@ t.test('config files (YAML, JSON) are validated; flags win over them', async (t)
   t.throws(() => resolveConfig({ teacher: 'a', student: 'b', slides: 'synthetic' }), /no steps given: pass --steps/);
 });
 
-t.test('early stopping counts losses above the running mean of the previous window', async (t) => {
-  const e = new EarlyStopping(3, 2);
-  const decisions = [5, 4, 3, 2, 4, 1, 5, 6].map((l) => e.update(l));
+/** A deterministic noise source for the loss curves below (mulberry32). */
+function noise(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296 - 0.5;
+  };
+}
+
+const rules = { window: 100, patience: 10, factor: 10, minSteps: 0 };
+/** The step (1-based) at which `rule` stops on `losses`, or 0. */
+function stopStep(losses: number[], settings: ConstructorParameters<typeof EarlyStopping>[0]): number {
+  const e = new EarlyStopping(settings);
+  for (let i = 0; i < losses.length; i++) if (e.update(losses[i]).stop) return i + 1;
+  return 0;
+}
+
+t.test('early stopping, rule total: the literal count of losses above the running mean of the previous window', async (t) => {
+  const e = new EarlyStopping({ ...rules, rule: 'total', window: 3, patience: 2 });
+  const decisions = [5, 4, 3, 2, 4, 1, 5, 6].map((l) => e.update(l).stop);
   // window full from the 4th loss: 2 < 4 (no), 4 > 3 (1), 1 < 3 (no), 5 > 2.33 (2), 6 > 3.33 (3 > patience)
   t.same(decisions, [false, false, false, false, false, false, false, true]);
   t.equal(e.exceeded, 3);
-  const resumed = new EarlyStopping(3, 2, new EarlyStopping(3, 2).snapshot());
-  t.same(resumed.snapshot(), { recent: [], exceeded: 0 });
+  // A noisy falling curve: about half its steps are above the mean of the window before them once it flattens, so
+  // the count passes 10 long before 20,000 steps (the behaviour the rule name warns about).
+  const r = noise(1);
+  const falling = Array.from({ length: 20_000 }, (_, i) => 2 * Math.exp(-i / 4000) + 0.05 * r());
+  const at = stopStep(falling, { ...rules, rule: 'total' });
+  t.ok(at > 100 && at < 400, `total stops a falling noisy curve early, at step ${at}`);
+});
+
+t.test('early stopping, rule consecutive: a falling noisy curve runs to the end, a plateau stops', async (t) => {
+  // Falling by 1e-4 a step under uniform noise of +-0.01: a step is above the mean of the 100 before it (which lies
+  // 5e-3 above the trend) with probability about 0.2, so 10 in a row (about 1e-7 a step) do not happen in 20,000
+  // steps, while the literal count passes 10 within the first few hundred.
+  const r = noise(2);
+  const falling = Array.from({ length: 20_000 }, (_, i) => 3 - 2 * (i / 20_000) + 0.02 * r());
+  t.equal(stopStep(falling, { ...rules, rule: 'consecutive' }), 0, 'never stops a falling noisy curve');
+  const total = stopStep(falling, { ...rules, rule: 'total' });
+  t.ok(total > 100 && total < 1000, `where rule total stops it at step ${total}`);
+  // A falling curve, then a level above where it had fallen to: every step from 1001 on is above the running mean
+  // of the 100 before it (which climbs towards 1.5 but reaches it only after 100 steps).
+  const plateau = Array.from({ length: 2000 }, (_, i) => (i < 1000 ? 2 - i / 1000 : 1.5));
+  t.equal(stopStep(plateau, { ...rules, rule: 'consecutive' }), 1010, 'stops after 10 steps in a row above the mean');
+  // A streak that is broken starts again.
+  const e = new EarlyStopping({ ...rules, rule: 'consecutive', window: 2, patience: 3 });
+  const d = [1, 1, 2, 3, 1, 2, 3, 4].map((l) => e.update(l).stop);
+  // means: 1 (2 > 1: 1), 1.5 (3: 2), 2.5 (1: 0), 2 (2: 0, not above), 1.5 (3: 1), 2.5 (4: 2)
+  t.same(d, [false, false, false, false, false, false, false, false]);
+  t.equal(e.streak, 2);
+  const stop = e.update(10);
+  t.ok(stop.stop, 'the third in a row stops');
+  t.match(stop.reason!, /^consecutive: 3 steps in a row had a loss above the running mean of the previous 2/);
+});
+
+t.test('early stopping, rule ratio: a spike stops, noise does not', async (t) => {
+  const r = noise(3);
+  const losses = Array.from({ length: 500 }, (_, i) => 1 + 0.3 * r() + (i === 400 ? 50 : 0));
+  t.equal(stopStep(losses, { ...rules, rule: 'ratio' }), 401, 'the spike at step 401 (50x the mean) stops');
+  t.equal(stopStep(losses.slice(0, 400), { ...rules, rule: 'ratio' }), 0, 'noise alone never does');
+  // The magnitude of a negative mean (the log-sum loss goes below zero when the features align).
+  const negative = [...Array(100).fill(-2), 25];
+  t.equal(stopStep(negative, { ...rules, rule: 'ratio' }), 101, '25 > 10 x |-2|');
+});
+
+t.test('early stopping: minSteps, and a resumed state decides as the uninterrupted one', async (t) => {
+  const rising = Array.from({ length: 2000 }, (_, i) => (i < 1000 ? 2 - i / 1000 : 1 + (i - 1000) * 1e-3));
+  t.equal(stopStep(rising, { ...rules, rule: 'consecutive', minSteps: 1500 }), 1500, 'no stop before minSteps');
+  for (const rule of ['consecutive', 'total', 'ratio'] as const) {
+    const settings = { ...rules, rule, window: 5, patience: 3, factor: 1.5 };
+    const r = noise(4);
+    const losses = Array.from({ length: 300 }, (_, i) => 1 + 0.2 * r() + (i > 200 ? (i - 200) * 0.01 : 0));
+    const straight = new EarlyStopping(settings);
+    const decisions = losses.map((l) => straight.update(l).stop);
+    for (const cut of [3, 57, 150]) {
+      const first = new EarlyStopping(settings);
+      losses.slice(0, cut).forEach((l) => first.update(l));
+      const saved = JSON.parse(JSON.stringify(first.snapshot()));
+      const resumed = new EarlyStopping(settings, saved, cut);
+      t.same(losses.slice(cut).map((l) => resumed.update(l).stop), decisions.slice(cut), `${rule}: resumed after ${cut} steps`);
+    }
+  }
+  // A checkpoint of an earlier version ({ recent, exceeded }) resumes with an empty streak and the caller's step count.
+  const old = new EarlyStopping({ ...rules, rule: 'total', window: 3, patience: 2 }, { recent: [1, 2, 3], exceeded: 2 }, 40);
+  t.same(old.snapshot(), { recent: [1, 2, 3], exceeded: 2, streak: 0, steps: 40 });
+  t.ok(old.update(9).stop, 'the third exceedance stops (total)');
+});
+
+t.test('a saved config.json without the rule (written before it existed) resumes with the literal count', async (t) => {
+  const saved = { earlyStopping: { enabled: true, window: 100, patience: 10 } };
+  t.same((upgradeSavedConfig(saved) as typeof saved).earlyStopping, { rule: 'total', factor: 10, minSteps: 0, enabled: true, window: 100, patience: 10 });
+  const current = { earlyStopping: { enabled: true, rule: 'ratio', window: 100, patience: 10, factor: 3, minSteps: 0 } };
+  t.same(upgradeSavedConfig(current), current, 'a current config is unchanged');
+  t.equal(resolveConfig({ teacher: 'a', student: 'b', slides: 'synthetic', steps: 5 }).earlyStopping.rule, 'consecutive', 'the default rule');
 });
 
 t.test('SIGINT writes a checkpoint and exits 130; --resume continues from it', async (t) => {
