@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { readModelWeights } from '../../lib/backends/js/safetensors.js';
+import { readTorchState, type StateTensor } from '../../lib/backends/js/torch-state.js';
 import { readLog } from '../../lib/distill/run.js';
 import { freePort } from '../../lib/parallel/launcher.js';
 import { BIN, ROOT, childEnv, runCli, runProcess } from '../helpers/cli.js';
@@ -15,16 +16,30 @@ const TEACHER = path.join(ROOT, 'test/fixtures/models/timm_giant_reg4_swiglu');
 const STUDENT = path.join(ROOT, 'test/fixtures/models/hf_dinov2_reg_swiglu');
 const tmp = () => mkdtempSync(path.join(os.tmpdir(), 'g2l-parallel-'));
 
-// Parameters whose gradient is zero in exact arithmetic, so that AdamW turns rounding noise into steps of up to lr:
-// attention key biases (softmax ignores a shift shared by all keys) and the student's final-norm bias (the
-// projector's BatchNorm removes a shift shared by the batch). Any change of summation order moves them, as much
-// between two single-process runs with different thread counts as between 1 and 2 ranks; they are held to that
-// bound (twice the learning rates summed) instead of 1e-5.
-const ZERO_GRADIENT = [/attention\.attention\.key\.bias$/, /^layernorm\.bias$/];
+// What data parallelism promises: N ranks x batch B compute the gradient of the same loss as one process on the
+// global batch N*B (BatchNorm statistics and the log-sum over the global batch), up to summation order. That is
+// checked where it holds tightly, on the gradients, step by step: every step of a run is taken as its own `--until`
+// piece, and AdamW's first moment in the checkpoint after step t (m_t = b1 m_(t-1) + (1 - b1) g_t, clipping off)
+// gives the all-reduced gradient g_t = (m_t - b1 m_(t-1)) / (1 - b1). Each tensor's gradient is held as numpy's
+// allclose holds arrays: |g' - g| <= RTOL |g| + ATOL |G| in norms, G the step's whole gradient. The absolute part is
+// for tensors whose gradient is small beside the sum it comes from (a bias summed over ~2,000 tokens) or zero in
+// exact arithmetic (attention key biases: softmax ignores a shift shared by all keys; the final-norm and projector
+// biases: the BatchNorm after the projector removes a shift shared by the batch); measured on an Intel Xeon: about
+// 3e-6 relative for every tensor, 2e-7 |G| for those.
+//
+// Weights are not held to a fixed bound: AdamW divides each moment by the root of the second moment, so an element
+// whose gradient is rounding noise moves about lr either way whatever the noise (2e-5 and 7.6e-5 were seen between
+// 1 and 2 ranks on Intel and AMD CPUs; 4e-4, all steps at lr 1e-4, here). The bound that follows from the optimiser
+// is checked instead: with u_t = m^_t / (sqrt(v^_t) + eps) from each run's own moments, w_T - w'_T =
+// sum_t prod(1 - lr wd) lr_t (u'_t - u_t), so |w_T - w'_T| <= sum_t lr_t |u_t - u'_t| element by element (plus
+// float32 rounding).
+const RTOL = 1e-5;
+const ATOL = 1e-6;
+const BETA1 = 0.9;
+const BETA2 = 0.999;
+const EPS = 1e-8;
 
-// One libtorch thread per process in every run compared: the engine's own results depend on its thread count (the
-// order of its reductions), enough for AdamW to move small-gradient weights by ~5e-5 at lr 1e-3 between 1 and 2
-// threads of a single process. That is not what these tests are about.
+// One libtorch thread per process in every run compared: the engine's reductions then run in one order per process.
 const ONE_THREAD = { OMP_NUM_THREADS: '1' };
 
 const distillArgs = (out: string, batch: number, nproc: number, steps: number, extra: string[] = []) => [
@@ -32,57 +47,139 @@ const distillArgs = (out: string, batch: number, nproc: number, steps: number, e
   '--steps', String(steps), '--batch-size', String(batch), '--seed', '5', '--no-progress', '--nproc', String(nproc), ...extra,
 ];
 
-/** Asserts two exported students equal within 1e-5 (the ZERO_GRADIENT parameters within `noiseBound`). */
-function compareStudents(t: Test, one: string, two: string, noiseBound: number): void {
-  const w1 = readModelWeights(path.join(one, 'student'));
-  const w2 = readModelWeights(path.join(two, 'student'));
-  t.same([...w2.keys()].sort(), [...w1.keys()].sort(), 'the same parameters exported');
-  let worst = 0;
-  let worstKey = '';
-  let checked = 0;
-  for (const [k, a] of w1) {
-    const b = w2.get(k)!;
-    let d = 0;
-    for (let i = 0; i < a.data.length; i++) d = Math.max(d, Math.abs(a.data[i] - b.data[i]));
-    if (ZERO_GRADIENT.some((re) => re.test(k))) {
-      t.ok(d <= noiseBound, `${k} (zero gradient in exact arithmetic) differs by ${d} <= ${noiseBound}`);
-      continue;
-    }
-    checked++;
-    if (d > worst) [worst, worstKey] = [d, k];
+type State = Map<string, StateTensor>;
+const f32 = (s: State, key: string): Float32Array => s.get(key)!.data as Float32Array;
+
+/**
+ * A distillation of `steps` steps taken one step per process start (`--until t`, then `--resume`): the state.pt
+ * after every step, the log, and the exported student. Exact resume (test/distill/run.test.ts) makes this the same
+ * run as one taken straight.
+ */
+async function runByStep(t: Test, out: string, batch: number, nproc: number, steps: number, env: Record<string, string>, extra: string[] = []) {
+  const states: State[] = [];
+  let stderr = '';
+  let stdout = '';
+  for (let step = 1; step <= steps; step++) {
+    const until = step < steps ? ['--until', String(step)] : [];
+    const args = step === 1
+      ? distillArgs(out, batch, nproc, steps, [...until, ...extra])
+      : ['distill', '--resume', out, '--no-progress', '--nproc', String(nproc), ...until];
+    const r = await runCli(args, { env });
+    t.equal(r.code, 0, `step ${step} (${nproc} process${nproc > 1 ? 'es' : ''}): ${r.stderr}`);
+    stderr += r.stderr;
+    stdout += r.stdout;
+    states.push(readTorchState(path.join(out, 'checkpoints', `step-${step}`, 'state.pt')));
   }
-  t.ok(checked >= w1.size - 3, `${checked} of ${w1.size} tensors held to 1e-5`);
-  t.ok(worst <= 1e-5, `student weights differ by at most ${worst} (${worstKey})`);
+  return { states, log: await readLog(out), stderr, stdout };
 }
 
-t.test('2 ranks x batch 4 equal 1 process x batch 8: losses step by step, exported student within 1e-5', async (t) => {
-  const steps = 4;
-  const one = path.join(tmp(), 'one');
-  const r1 = await runCli(distillArgs(one, 8, 1, steps), { env: ONE_THREAD });
-  t.equal(r1.code, 0, `one process: ${r1.stderr}`);
-  const l1 = await readLog(one);
-  const noiseBound = 2 * l1.reduce((s, l) => s + l.lr, 0);
+/** The all-reduced gradient of `key` at step t (1-based) from the first moments of steps t - 1 and t. */
+function gradientAt(states: State[], t: number, key: string): Float64Array {
+  const m = f32(states[t - 1], `optimizer/exp_avg/${key}`);
+  const prev = t > 1 ? f32(states[t - 2], `optimizer/exp_avg/${key}`) : null;
+  const g = new Float64Array(m.length);
+  for (let i = 0; i < m.length; i++) g[i] = (m[i] - BETA1 * (prev ? prev[i] : 0)) / (1 - BETA1);
+  return g;
+}
 
+/** AdamW's normalised update m^ / (sqrt(v^) + eps) of `key` after step t. */
+function updateAt(states: State[], t: number, key: string): Float64Array {
+  const m = f32(states[t - 1], `optimizer/exp_avg/${key}`);
+  const v = f32(states[t - 1], `optimizer/exp_avg_sq/${key}`);
+  const bc1 = 1 - BETA1 ** t;
+  const bc2 = 1 - BETA2 ** t;
+  const u = new Float64Array(m.length);
+  for (let i = 0; i < m.length; i++) u[i] = m[i] / bc1 / (Math.sqrt(v[i] / bc2) + EPS);
+  return u;
+}
+
+const norm = (a: ArrayLike<number>, b?: ArrayLike<number>) => {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += (a[i] - (b ? b[i] : 0)) ** 2;
+  return Math.sqrt(s);
+};
+
+/**
+ * Holds run `b` to run `a`: losses and gradient norms (1e-5 relative), every trained tensor's gradient step by step
+ * (1e-5 of its norm; zero-gradient parameters 1e-5 of the step's gradient norm), the schedule, and the weights after
+ * the last step within AdamW's bound.
+ */
+function compareRuns(t: Test, a: Awaited<ReturnType<typeof runByStep>>, b: Awaited<ReturnType<typeof runByStep>>, lr: number[]): void {
+  const steps = a.states.length;
+  t.equal(b.log.length, steps, 'one log line a step');
+  const keys = [...a.states[0].keys()].filter((k) => k.startsWith('optimizer/exp_avg/')).map((k) => k.slice('optimizer/exp_avg/'.length));
+  t.ok(keys.length > 10, `${keys.length} trained tensors`);
+  t.same([...b.states[0].keys()].sort(), [...a.states[0].keys()].sort(), 'the same state');
+  for (let step = 1; step <= steps; step++) {
+    const [la, lb] = [a.log[step - 1], b.log[step - 1]];
+    t.ok(Math.abs(la.loss - lb.loss) <= 1e-5 * Math.abs(la.loss), `step ${step} loss ${lb.loss} vs ${la.loss}`);
+    t.ok(Math.abs(la.gradNorm - lb.gradNorm) <= 1e-5 * la.gradNorm, `step ${step} gradient norm ${lb.gradNorm} vs ${la.gradNorm}`);
+    t.equal(lb.lr, la.lr, `step ${step}: the same schedule`);
+    let worst = 0;
+    let worstKey = '';
+    for (const key of keys) {
+      const ga = gradientAt(a.states, step, key);
+      const ratio = norm(ga, gradientAt(b.states, step, key)) / (RTOL * norm(ga) + ATOL * la.gradNorm);
+      if (ratio > worst) [worst, worstKey] = [ratio, key];
+    }
+    t.ok(worst <= 1, `step ${step}: every tensor's all-reduced gradient within ${worst.toFixed(3)} of its bound ${RTOL} |g| + ${ATOL} |G| (worst ${worstKey})`);
+  }
+  // Weights after the last step, element by element, within sum_t lr_t |u_t - u'_t| + float32 rounding.
+  let over = 0;
+  let largest = 0;
+  let elements = 0;
+  for (const key of keys) {
+    const wa = f32(a.states[steps - 1], key);
+    const wb = f32(b.states[steps - 1], key);
+    const bound = new Float64Array(wa.length).fill(1e-6);
+    for (let step = 1; step <= steps; step++) {
+      const ua = updateAt(a.states, step, key);
+      const ub = updateAt(b.states, step, key);
+      for (let i = 0; i < bound.length; i++) bound[i] += lr[step - 1] * Math.abs(ua[i] - ub[i]);
+    }
+    for (let i = 0; i < wa.length; i++) {
+      const d = Math.abs(wa[i] - wb[i]);
+      largest = Math.max(largest, d);
+      if (d > bound[i]) over++;
+    }
+    elements += wa.length;
+  }
+  t.equal(over, 0, `weights after ${steps} steps within AdamW's bound in all ${elements} elements (largest difference ${largest.toExponential(2)})`);
+}
+
+/** The two exported students hold the same tensors as the last checkpoints (rank 0 exported what the ranks trained). */
+function exportedAsTrained(t: Test, run: string, last: State): void {
+  const exported = readModelWeights(path.join(run, 'student'));
+  const differ: string[] = [];
+  let compared = 0;
+  for (const [k, w] of exported) {
+    const s = last.get(`student/${k}`);
+    if (!s) continue;  // not trained (the mask token): not in the state
+    compared++;
+    if (s.data.length !== w.data.length || !(s.data as Float32Array).every((x, i) => x === w.data[i])) differ.push(k);
+  }
+  t.ok(compared >= exported.size - 1, `${compared} of ${exported.size} exported tensors are in the state`);
+  t.same(differ, [], `${run}: the exported student is the last checkpoint's`);
+}
+
+t.test('2 ranks x batch 4 equal 1 process x batch 8: gradients step by step, weights within AdamW\'s bound', async (t) => {
+  const steps = 4;
+  const oneDir = path.join(tmp(), 'one');
+  const one = await runByStep(t, oneDir, 8, 1, steps, ONE_THREAD);
+  exportedAsTrained(t, oneDir, one.states[steps - 1]);
+  const lr = one.log.map((l) => l.lr);
   // One 25 MB bucket (the tiny student fits in it), then 16 KB buckets: several all-reduces launched in order
   // during backward.
   for (const [label, env] of [['default buckets', ONE_THREAD], ['16 KB buckets', { ...ONE_THREAD, G2L_DIST_BUCKET_BYTES: '16384', G2L_DIST_TRACE: '1' }]] as const) {
     await t.test(label, async (t) => {
-      const two = path.join(tmp(), 'two');
-      const r2 = await runCli(distillArgs(two, 4, 2, steps), { env });
-      t.equal(r2.code, 0, `two ranks: ${r2.stderr}`);
-      t.match(r2.stdout, /distilled 4 steps/, 'rank 0 reports');
-      t.equal((r2.stdout.match(/distilled/g) ?? []).length, 1, 'rank 0 alone reports');
-      const l2 = await readLog(two);
-      t.equal(l2.length, steps, 'rank 0 alone wrote the log: one line a step');
-      for (let i = 0; i < steps; i++) {
-        t.ok(Math.abs(l1[i].loss - l2[i].loss) <= 1e-5 * Math.abs(l1[i].loss), `step ${i + 1} loss ${l2[i].loss} vs ${l1[i].loss}`);
-        t.ok(Math.abs(l1[i].gradNorm - l2[i].gradNorm) <= 1e-5 * l1[i].gradNorm, `step ${i + 1} gradient norm ${l2[i].gradNorm} vs ${l1[i].gradNorm}`);
-        t.equal(l2[i].lr, l1[i].lr, 'the same schedule');
-      }
-      compareStudents(t, one, two, noiseBound);
+      const twoDir = path.join(tmp(), 'two');
+      const two = await runByStep(t, twoDir, 4, 2, steps, env);
+      t.equal((two.stdout.match(/distilled 4 steps/g) ?? []).length, 1, 'rank 0 alone reports the finished run');
+      compareRuns(t, one, two, lr);
+      exportedAsTrained(t, twoDir, two.states[steps - 1]);
       if ('G2L_DIST_TRACE' in env) {
         // Overlap: every bucket whose gradients are all in starts its all-reduce from the backward pass itself.
-        const traces = [...r2.stderr.matchAll(/g2l dist: rank 0: (\d+)\/(\d+) gradient buckets launched during backward/g)];
+        const traces = [...two.stderr.matchAll(/g2l dist: rank 0: (\d+)\/(\d+) gradient buckets launched during backward/g)];
         t.equal(traces.length, steps, 'one trace line a step from rank 0');
         for (const m of traces) {
           t.ok(Number(m[2]) >= 3, `${m[2]} buckets`);
@@ -93,7 +190,7 @@ t.test('2 ranks x batch 4 equal 1 process x batch 8: losses step by step, export
   }
 });
 
-t.test('demo --nproc 2 --batch-size 4 exports the student of demo --nproc 1 --batch-size 8 (same --seed)', async (t) => {
+t.test('demo --nproc 2 --batch-size 4 trains as demo --nproc 1 --batch-size 8 (same --seed)', async (t) => {
   const steps = 6;
   const demo = (out: string, batch: number, nproc: number) =>
     runCli(['demo', '--out', out, '--steps', String(steps), '--batch-size', String(batch), '--seed', '3', '--nproc', String(nproc)], { env: ONE_THREAD });
@@ -107,10 +204,15 @@ t.test('demo --nproc 2 --batch-size 4 exports the student of demo --nproc 1 --ba
   const rep1 = JSON.parse(readFileSync(path.join(one, 'report.json'), 'utf8'));
   const rep2 = JSON.parse(readFileSync(path.join(two, 'report.json'), 'utf8'));
   t.equal(rep2.steps, steps);
-  t.ok(Math.abs(rep2.loss.last - rep1.loss.last) <= 1e-5 * Math.abs(rep1.loss.last), `last loss ${rep2.loss.last} vs ${rep1.loss.last}`);
+  const [l1, l2] = [await readLog(one), await readLog(two)];
+  for (let i = 0; i < steps; i++) {
+    t.ok(Math.abs(l1[i].loss - l2[i].loss) <= 1e-5 * Math.abs(l1[i].loss), `step ${i + 1} loss ${l2[i].loss} vs ${l1[i].loss}`);
+    t.ok(Math.abs(l1[i].gradNorm - l2[i].gradNorm) <= 1e-5 * l1[i].gradNorm, `step ${i + 1} gradient norm ${l2[i].gradNorm} vs ${l1[i].gradNorm}`);
+  }
   t.ok(Math.abs(rep2.cka.after - rep1.cka.after) <= 1e-5, `CKA after ${rep2.cka.after} vs ${rep1.cka.after}`);
-  const l1 = await readLog(one);
-  compareStudents(t, one, two, 2 * l1.reduce((s, l) => s + l.lr, 0));
+  // Gradients themselves are compared in the test above; after a few AdamW steps at the demo's lr 1e-3 the weights
+  // (and so later gradients) carry the optimiser's amplified rounding noise, which the losses, the gradient norms and
+  // the held-out CKA above are insensitive to at 1e-5.
 });
 
 /** The child processes of `pid` with their RANK, from /proc. */
