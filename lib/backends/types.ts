@@ -290,7 +290,8 @@ export interface BackendDistillerConfig {
    * backend refuses it). The teacher then runs in bfloat16; see native/engine/quant.h.
    */
   teacherFp8?: boolean;
-  loss?: { alpha?: number; reduction?: string; bnEps?: number; teacherBn?: boolean };
+  /** sync (data parallelism): 'global' BatchNorm statistics and log-sum over all ranks, 'local' per rank (DDP). */
+  loss?: { alpha?: number; reduction?: string; bnEps?: number; teacherBn?: boolean; sync?: 'global' | 'local' };
   optimizer?: {
     lr?: number; finalLr?: number; weightDecay?: number; finalWeightDecay?: number; warmupSteps?: number;
     totalSteps?: number; beta1?: number; beta2?: number; eps?: number; clipGradNorm?: number;

@@ -34,6 +34,7 @@ interface DistillArgs {
   nproc?: number;
   'teacher-fp8'?: boolean;
   'early-stopping'?: string;
+  'bn-sync'?: 'global' | 'local';
 }
 
 /** The options the user set explicitly, as a partial run configuration (flags over the config file). */
@@ -52,6 +53,7 @@ function flagsInput(a: DistillArgs): RunConfigInput {
     teacherFp8: a['teacher-fp8'],
   };
   if (a.lr !== undefined) input.optimizer = { lr: a.lr };
+  if (a['bn-sync'] !== undefined) input.loss = { sync: a['bn-sync'] };
   const es = a['early-stopping'];
   if (es !== undefined) input.earlyStopping = es === 'off' ? { enabled: false } : { enabled: true, rule: es as 'consecutive' | 'total' | 'ratio' };
   return Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)) as RunConfigInput;
@@ -79,6 +81,11 @@ export const distillCommand: CommandModule<object, DistillArgs> = {
       .option('teacher-fp8', {
         type: 'boolean',
         describe: 'FP8 (E4M3) teacher matrix products: faster on GPUs of compute capability 8.9+ (H100/H200); the teacher runs in bf16, refused if its features drift (cosine < 0.999)',
+      })
+      .option('bn-sync', {
+        type: 'string',
+        choices: ['global', 'local'],
+        describe: 'With several ranks: BatchNorm statistics and log-sum over the global batch (global, default: N ranks x B = 1 x N.B) or per rank with averaged gradients (local, as DDP)',
       })
       .option('early-stopping', {
         type: 'string',

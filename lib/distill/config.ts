@@ -62,6 +62,8 @@ export const runConfigSchema = z
         reduction: z.enum(['batch', 'sample']),
         bnEps: z.number().min(0),
         teacherBn: z.boolean(),
+        /** Data parallelism: BatchNorm statistics and the log-sum over the global batch, or per rank as DDP (--bn-sync). */
+        sync: z.enum(['global', 'local']),
       })
       .strict(),
     earlyStopping: z
@@ -105,7 +107,7 @@ export const RUN_DEFAULTS: Omit<RunConfig, 'teacher' | 'student' | 'slides' | 's
   autocast: true,
   teacherFp8: false,
   optimizer: { lr: 1e-4, finalLr: 0, weightDecay: 0.05, finalWeightDecay: 0, warmupSteps: 0, clipGradNorm: 0 },
-  loss: { alpha: 4, reduction: 'batch', bnEps: 1e-4, teacherBn: true },
+  loss: { alpha: 4, reduction: 'batch', bnEps: 1e-4, teacherBn: true, sync: 'global' },
   earlyStopping: { enabled: true, rule: 'consecutive', window: 100, patience: 10, factor: 10, minSteps: 0 },
   augment: {},
   checkpointEvery: 500,
@@ -135,6 +137,8 @@ export function upgradeSavedConfig(raw: unknown): unknown {
   if (es && typeof es === 'object' && !('rule' in es)) {
     cfg.earlyStopping = { rule: 'total', factor: 10, minSteps: 0, ...(es as object) };
   }
+  const loss = cfg.loss;
+  if (loss && typeof loss === 'object' && !('sync' in loss)) cfg.loss = { sync: 'global', ...(loss as object) };
   return cfg;
 }
 

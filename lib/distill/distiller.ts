@@ -25,6 +25,7 @@ export const DISTILL_DEFAULTS = Object.freeze({
   reduction: 'batch' as const,
   bnEps: 1e-4,
   teacherBn: true,
+  sync: 'global' as const,
   accumulationSteps: 1,
 });
 
@@ -51,6 +52,8 @@ export interface DistillerConfig {
   reduction?: 'batch' | 'sample';
   bnEps?: number;
   teacherBn?: boolean;
+  /** Data parallelism: 'global' (default) BatchNorm statistics and log-sum over all ranks' rows; 'local' per rank. */
+  sync?: 'global' | 'local';
   teacherDtype?: 'auto' | 'float16' | 'bfloat16' | 'float32';
   /** bf16 autocast of the student on CUDA (default true). */
   autocast?: boolean;
@@ -90,7 +93,7 @@ export function toNativeConfig(c: DistillerConfig): NativeDistillerConfig {
     teacherDtype: c.teacherDtype ?? 'auto',
     autocast: c.autocast ?? true,
     teacherFp8: c.teacherFp8 ?? false,
-    loss: { alpha: c.alpha ?? d.alpha, reduction: c.reduction ?? d.reduction, bnEps: c.bnEps ?? d.bnEps, teacherBn: c.teacherBn ?? d.teacherBn },
+    loss: { alpha: c.alpha ?? d.alpha, reduction: c.reduction ?? d.reduction, bnEps: c.bnEps ?? d.bnEps, teacherBn: c.teacherBn ?? d.teacherBn, sync: c.sync ?? d.sync },
     optimizer: {
       lr: c.lr ?? d.lr,
       finalLr: c.finalLr ?? d.finalLr,

@@ -4,8 +4,11 @@
 // divided by N (scikit-learn's scaling, so the tolerance means the same thing) is at most 1e-8. Foundation-model
 // features have large means and norms, which makes this objective badly conditioned in (W, b); L-BFGS therefore
 // iterates in the exactly equivalent parametrisation of centred, unit-scale features, W' = s W, b' = b + W μ
-// (μ the column means, s the overall standard deviation), and tests convergence on the original gradient. Binary problems
-// are the two-class case of the same softmax model (equivalent to a binomial model with C doubled).
+// (μ the column means, s the overall standard deviation), and tests convergence on the original gradient.
+// Binary problems get scikit-learn's binomial objective, Σ_i log(1 + exp(-ỹ_i (w·x_i + b))) + 1/(2C) ‖w‖², with C as
+// scikit-learn means it: it is solved as the two-class softmax with C/2, which is the same problem exactly (for a
+// given difference w = w1 - w0 the penalty ‖w0‖² + ‖w1‖² is least at w0 = -w/2, w1 = w/2, where it is ‖w‖²/2), so
+// the probabilities and the objective's value at the optimum are the binomial model's.
 // Float64 throughout. The objective's two products (logits X·Wᵀ and gradient Rᵀ·X) run through the f64 SIMD
 // kernel over float64 copies of X kept in WebAssembly memory, row-major for the logits and transposed in blocks of
 // 512 samples for the gradient, so each pass streams X once (2 x N x D x 8 bytes, e.g. 2 GB for 80k x 1536). When
@@ -312,9 +315,10 @@ export function fitLogistic(X: Float32Array, y: Int32Array, n: number, d: number
   const K = nClasses;
   const theta = new Float64Array(K * d + K);
   const engine = opts.engine ?? 'auto';
-  const simd = engine === 'js' ? undefined : simdObjective(X, y, n, d, K, opts.C);
+  const C = K === 2 ? opts.C / 2 : opts.C;  // binary: the binomial model with opts.C (see the header)
+  const simd = engine === 'js' ? undefined : simdObjective(X, y, n, d, K, C);
   if (engine === 'simd' && !simd) throw new Error('fitLogistic: the SIMD objective does not fit in WebAssembly memory');
-  const fg = simd ?? ((t: Float64Array, g: Float64Array) => objective(t, g, X, y, n, d, K, opts.C));
+  const fg = simd ?? ((t: Float64Array, g: Float64Array) => objective(t, g, X, y, n, d, K, C));
   // Preconditioning by reparametrisation: theta = (W, b) = (W' / s, b' - W' μ / s) for the iterate theta' = (W', b').
   const mu = new Float64Array(d);
   for (let i = 0; i < n; i++) for (let j = 0; j < d; j++) mu[j] += X[i * d + j];

@@ -30,6 +30,7 @@ static LossOptions loss_options_from_js(const Napi::Object& o) {
   read_string(o, "reduction", opts.reduction, "loss");
   read_number(o, "bnEps", opts.bn_eps, "loss");
   read_bool(o, "teacherBn", opts.teacher_bn, "loss");
+  read_string(o, "sync", opts.sync, "loss");
   return opts;
 }
 

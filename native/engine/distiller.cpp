@@ -199,6 +199,9 @@ class DistillerImpl final : public Distiller {
     loss_options_.reduction = parse_loss_reduction(config_.loss.reduction);
     loss_options_.bn_eps = config_.loss.bn_eps;
     loss_options_.teacher_bn = config_.loss.teacher_bn;
+    if (config_.loss.sync != "global" && config_.loss.sync != "local") {
+      throw Error("loss.sync must be \"global\" or \"local\", got \"" + config_.loss.sync + "\"");
+    }
     teacher_dtype_ = teacher_dtype_for(config_.teacher_dtype, device_);
     if (config_.teacher_fp8) {
       // Before any weights are read: the device must have FP8 tensor cores (or the emulation be asked for).
@@ -303,12 +306,15 @@ class DistillerImpl final : public Distiller {
       at::Tensor grad_norm = optimizer_->step(step_);
       timer.mark("optimizer");
       const ScheduleValues sched = schedule_at(optimizer_->config(), step_);
-      // Stop requests of all ranks, summed (one element, beside the step's other collectives).
-      at::Tensor stop = at::full({1}, stop_requested ? 1.0 : 0.0, at::TensorOptions().dtype(at::kFloat).device(device_));
-      if (config_.dist) config_.dist->all_reduce_sum_({stop});
+      // Stop requests of all ranks, summed, and with per-rank losses (loss.sync "local") their sum: one small
+      // all-reduce beside the step's other collectives.
+      const bool local_loss = config_.dist && config_.loss.sync == "local";
+      at::Tensor loss = loss_sum / static_cast<double>(accum);
+      at::Tensor shared = at::stack({at::full({}, stop_requested ? 1.0 : 0.0, loss.options()), local_loss ? loss : at::zeros_like(loss)});
+      if (config_.dist) config_.dist->all_reduce_sum_({shared});
+      if (local_loss) loss = shared[1] / static_cast<double>(config_.dist->world_size());
       // The one host synchronisation of the step: loss, gradient norm and the stop requests together.
-      at::Tensor host =
-          at::stack({loss_sum / static_cast<double>(accum), grad_norm.to(at::kFloat), stop[0]}).to(at::kCPU);
+      at::Tensor host = at::stack({loss, grad_norm.to(at::kFloat), shared[0]}).to(at::kCPU);
       StepResult r;
       r.step = step_;
       r.loss = host[0].item<double>();
@@ -482,17 +488,20 @@ class DistillerImpl final : public Distiller {
   }
 
   // -- Data parallelism (issue 7; dist.h) -------------------------------------------------------------------------
-  // Every rank starts from rank 0's weights; the loss takes its BatchNorm statistics and sums over the global batch
-  // (so each rank's backward gives its share of the global gradient), and GradientSync adds the shares up in buckets
-  // during backward. Without a world (config.dist null) none of this runs.
+  // Every rank starts from rank 0's weights. loss.sync "global": the loss takes its BatchNorm statistics and sums over
+  // the global batch (so each rank's backward gives its share of the global gradient), and GradientSync adds the
+  // shares up in buckets during backward. "local": each rank's loss is its own batch's (statistics per rank, as DDP
+  // with ordinary BatchNorm), and GradientSync averages the ranks' gradients. Without a world none of this runs.
   void join_world(const std::vector<at::Tensor>& trained) {
     std::vector<at::Tensor> weights;
     for (const auto& p : student_.module->parameters(true)) weights.push_back(p);
     weights.push_back(projector_weight_);
     weights.push_back(projector_bias_);
     config_.dist->broadcast_(weights, 0);
-    loss_options_.cross_rank = config_.dist->cross_rank_sum();
-    grad_sync_ = std::make_unique<GradientSync>(config_.dist, trained, GradientSync::Reduction::Sum,
+    const bool global = config_.loss.sync == "global";
+    if (global) loss_options_.cross_rank = config_.dist->cross_rank_sum();
+    grad_sync_ = std::make_unique<GradientSync>(config_.dist, trained,
+                                                global ? GradientSync::Reduction::Sum : GradientSync::Reduction::Mean,
                                                 config_.dist->config().bucket_bytes);
   }
 

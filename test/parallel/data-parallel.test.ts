@@ -3,12 +3,14 @@
 // by running the same distillation as 2 ranks x batch 4 and as 1 process x batch 8.
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { readModelWeights } from '../../lib/backends/js/safetensors.js';
 import { readTorchState, type StateTensor } from '../../lib/backends/js/torch-state.js';
+import { Distiller } from '../../lib/distill/distiller.js';
 import { readLog } from '../../lib/distill/run.js';
+import { openTileSource } from '../../lib/distill/tiles.js';
 import { freePort } from '../../lib/parallel/launcher.js';
 import { BIN, ROOT, childEnv, runCli, runProcess } from '../helpers/cli.js';
 
@@ -304,4 +306,53 @@ t.test('torchrun --no-python starts the same world (its agent serves the store)'
   const l2 = await readLog(viaTorchrun);
   t.equal(l2.length, steps);
   for (let i = 0; i < steps; i++) t.ok(Math.abs(l1[i].loss - l2[i].loss) <= 1e-5 * Math.abs(l1[i].loss), `step ${i + 1} loss ${l2[i].loss} vs ${l1[i].loss}`);
+});
+
+t.test('--bn-sync local: 2 ranks equal two independent per-rank computations, averaged', async (t) => {
+  // Augmentation off, so that a single process given rank r's tiles sees exactly what rank r sees (with it on, a rank
+  // draws the parameters of the whole global batch's rows and keeps its own).
+  const dir = tmp();
+  const config = path.join(dir, 'config.json');
+  writeFileSync(config, JSON.stringify({ augment: { enabled: false } }));
+  const run = path.join(dir, 'local');
+  const r = await runCli(distillArgs(run, 4, 2, 2, ['--bn-sync', 'local', '--config', config, '--until', '1']), { env: ONE_THREAD });
+  t.equal(r.code, 0, r.stderr);
+  t.equal(JSON.parse(readFileSync(path.join(run, 'config.json'), 'utf8')).loss.sync, 'local', 'config.json records loss.sync');
+  const ranks = readTorchState(path.join(run, 'checkpoints', 'step-1', 'state.pt'));
+  const [logLine] = await readLog(run);
+
+  // Each rank's share computed alone: the same models, seed and tiles (the sampler's shard of the global batch).
+  const source = await openTileSource('synthetic:64', { seed: 5, tileSizePx: 256 });
+  const alone: { loss: number; state: Map<string, StateTensor> }[] = [];
+  for (const rank of [0, 1]) {
+    const tiles = await source.batch(0, 4, { rank, worldSize: 2 });
+    const d = await Distiller.create({ teacher: TEACHER, student: STUDENT, totalSteps: 2, seed: 5, augment: { enabled: false }, backend: 'native' });
+    const step = await d.step(tiles);
+    const folder = path.join(dir, `alone-${rank}`);
+    await d.save(folder);
+    alone.push({ loss: step.loss, state: readTorchState(path.join(folder, 'state.pt')) });
+  }
+  await source.close();
+  const meanLoss = (alone[0].loss + alone[1].loss) / 2;
+  t.ok(Math.abs(logLine.loss - meanLoss) <= 1e-5 * Math.abs(meanLoss), `loss ${logLine.loss} = mean of the ranks' own losses ${alone[0].loss}, ${alone[1].loss}`);
+  t.ok(Math.abs(alone[0].loss - alone[1].loss) > 1e-3 * Math.abs(meanLoss), 'the two ranks\' losses differ (their tiles do)');
+  // Gradients from the first moments (m_1 = (1 - b1) g_1): the ranks' all-reduced gradient is the mean of the two.
+  const keys = [...ranks.keys()].filter((k) => k.startsWith('optimizer/exp_avg/'));
+  const whole = Math.sqrt(keys.reduce((s, k) => s + norm(f32(ranks, k)) ** 2, 0));
+  let worst = 0;
+  let worstKey = '';
+  for (const k of keys) {
+    const [a, b] = [f32(alone[0].state, k), f32(alone[1].state, k)];
+    const mean = a.map((x, i) => (x + b[i]) / 2);
+    const ratio = norm(f32(ranks, k), mean) / (RTOL * norm(mean) + ATOL * whole);
+    if (ratio > worst) [worst, worstKey] = [ratio, k];
+  }
+  t.ok(keys.length > 10 && worst <= 1, `every tensor's gradient is the mean of the ranks' own, within ${worst.toFixed(3)} of the bound (worst ${worstKey})`);
+
+  // The same world with global statistics computes another gradient (the statistics of 8 rows, not of 4 and 4).
+  const globalRun = path.join(dir, 'global');
+  const g = await runCli(distillArgs(globalRun, 4, 2, 2, ['--config', config, '--until', '1']), { env: ONE_THREAD });
+  t.equal(g.code, 0, g.stderr);
+  const [globalLine] = await readLog(globalRun);
+  t.ok(Math.abs(globalLine.loss - meanLoss) > 1e-3 * Math.abs(meanLoss), `--bn-sync global gives another loss (${globalLine.loss})`);
 });

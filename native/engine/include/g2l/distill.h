@@ -35,6 +35,9 @@ struct LossOptions {
   std::string reduction = "batch";  // "batch": log of the total sum; "sample": mean over samples of log row sums
   double bn_eps = 1e-4;
   bool teacher_bn = true;
+  // Data parallelism only: "global" takes the BatchNorm statistics and the log-sum over the rows of all ranks (N ranks
+  // x B equal 1 process x N.B); "local" computes them per rank, as ordinary DDP does, and averages the ranks' gradients.
+  std::string sync = "global";
 };
 
 struct LossResult {
