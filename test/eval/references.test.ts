@@ -96,6 +96,26 @@ for (const name of ['multi', 'binary']) {
   }
 }
 
+t.test('binary probe: scikit-learn\'s binomial LogisticRegression with the same C (0.01, 1, 100), probabilities and AUC to 1e-6', async (t) => {
+  const { classes, train, test, yTrain, yTest } = await load('binary');
+  t.equal(classes.length, 2);
+  for (const C of [0.01, 1, 100]) {
+    for (const engine of ['simd', 'js'] as const) {
+      const want = expected.binary.linear[`C${C}`];
+      const model = fitLogistic(train.features, yTrain, train.n, train.d, 2, { C, engine });
+      t.ok(model.converged, `${engine} C=${C} converged (max|grad| ${model.gradMax}, ${model.iterations} iterations)`);
+      // The binomial objective: ours at our optimum equals scikit-learn's at its own.
+      close(t, model.loss * train.n, want.objective, 1e-9 * Math.abs(want.objective), `${engine} C=${C} binomial objective`);
+      const proba = predictProba(model, test.features, test.n);
+      let worst = 0;
+      want.proba.forEach((row: number[], i: number) => row.forEach((v, c) => { worst = Math.max(worst, Math.abs(v - proba[i * 2 + c])); }));
+      t.ok(worst <= 1e-6, `${engine} C=${C}: test probabilities within ${worst.toExponential(2)} <= 1e-6 of scikit-learn`);
+      close(t, rocAuc(yTest, proba, 2), want.auc, 1e-6, `${engine} C=${C} AUC`);
+      close(t, accuracy(yTest, argmaxRows(proba, 2)), want.acc, 1e-9, `${engine} C=${C} accuracy`);
+    }
+  }
+});
+
 t.test('metrics match scikit-learn (ties in scores, a predicted class absent from y_true)', async (t) => {
   const m = expected.metrics;
   const y = Int32Array.from(m.y), pred = Int32Array.from(m.pred);
