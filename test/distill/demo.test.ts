@@ -16,7 +16,9 @@ t.test('demo: loss falls, CKA rises, the student loads in transformers', async (
   const report = await runDemo({ out, steps: 100, batchSize: 16, seed: 0, log: () => {} });
   const saved = JSON.parse(readFileSync(path.join(out, 'report.json'), 'utf8'));
   t.same(saved, report, 'report.json holds the report');
-  t.same(Object.keys(saved).sort(), ['cka', 'loss', 'steps']);
+  t.same(Object.keys(saved).sort(), ['cka', 'loss', 'steps', 'stoppedBy', ...(saved.stopReason ? ['stopReason'] : [])].sort());
+  t.ok(['completed', 'early-stopping'].includes(saved.stoppedBy), `stopped by ${saved.stoppedBy}`);
+  t.equal(saved.stoppedBy === 'early-stopping', typeof saved.stopReason === 'string', 'a reason exactly when early stopping ended it');
   t.ok(report.steps > 20 && report.steps <= 100, `${report.steps} steps`);
   t.ok(report.loss.last < report.loss.first, `loss ${report.loss.first} -> ${report.loss.last}`);
   t.ok(report.cka.after > report.cka.before, `linear CKA ${report.cka.before} -> ${report.cka.after}`);
