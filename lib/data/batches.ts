@@ -1,5 +1,6 @@
-// Tile pixels for training: the sampler's batches read from the slides and packed into one contiguous uint8 buffer
-// (B, T, T, 3), ready to hand to the engine (augmentBatch / the trainer borrow it without copying).
+// Tile pixels: the sampler's batches read from the slides and packed into one contiguous uint8 buffer (B, T, T, 3),
+// ready to hand to the engine (augmentBatch / the trainer borrow it without copying). SlideTileReader is the one
+// reader of tiles from slides (training, feature extraction); TileBatchLoader iterates a sampler's batches with it.
 //
 // Tiles that OpenSlide reads at the tile size are decoded by the slide addon in one call per batch, on its own
 // threads (all cores by default), straight into the batch buffer. Other reads (libvips, resized tiles) run on the
@@ -63,22 +64,31 @@ class Semaphore {
   }
 }
 
-export class TileBatchLoader implements AsyncIterable<TileBatch> {
-  private readonly prefetch: number;
+/** What SlideTileReader needs of LoaderOptions. */
+export type ReaderOptions = Pick<LoaderOptions, 'concurrency' | 'maxOpenSlides' | 'onTileError' | 'threads' | 'directReads'>;
+
+/**
+ * Reads tiles of slides into batch buffers: at most `maxOpenSlides` slides open (least recently used closed), the
+ * tiles OpenSlide reads at the wanted size decoded by the slide addon on its own threads in one call per batch, the
+ * rest (other readers, resized tiles) on the libuv threadpool. A tile that cannot be read is replaced by another tile
+ * of the same batch and reported, never fatal; a batch of which no tile could be read is an error.
+ */
+export class SlideTileReader {
   private readonly reads: Semaphore;
   private readonly maxOpenSlides: number;
   private readonly slides = new Map<string, Promise<Slide>>();
-  private readonly options: LoaderOptions;
   private readonly warned = new Set<string>();
+  private opened = 0;
+  private peakOpen = 0;
 
-  constructor(
-    readonly sampler: TileSampler,
-    options: LoaderOptions = {},
-  ) {
-    this.options = options;
-    this.prefetch = Math.max(1, options.prefetch ?? 4);
+  constructor(private readonly options: ReaderOptions = {}) {
     this.reads = new Semaphore(Math.max(1, options.concurrency ?? 16));
     this.maxOpenSlides = Math.max(1, options.maxOpenSlides ?? 64);
+  }
+
+  /** Slides opened so far and the most open at once (never above maxOpenSlides). */
+  get stats(): { opened: number; peakOpen: number; maxOpenSlides: number } {
+    return { opened: this.opened, peakOpen: this.peakOpen, maxOpenSlides: this.maxOpenSlides };
   }
 
   private slide(file: string): Promise<Slide> {
@@ -91,12 +101,14 @@ export class TileBatchLoader implements AsyncIterable<TileBatch> {
     s = openSlide(file);
     s.catch(() => this.slides.delete(file));
     this.slides.set(file, s);
+    this.opened++;
     while (this.slides.size > this.maxOpenSlides) {
       const [oldest, p] = this.slides.entries().next().value as [string, Promise<Slide>];
       this.slides.delete(oldest);
       // Reads in flight keep the native handle alive; close only stops new ones.
       p.then((x) => x.close()).catch(() => {});
     }
+    this.peakOpen = Math.max(this.peakOpen, this.slides.size);
     return s;
   }
 
@@ -123,7 +135,7 @@ export class TileBatchLoader implements AsyncIterable<TileBatch> {
    * Fast path: the tiles OpenSlide reads at the tile size go to the slide addon in one call that decodes them on its
    * own threads straight into `data`. Returns the indices it did not handle (other readers, resized reads).
    */
-  private async readDirect(tiles: TileRef[], size: number, data: Uint8Array, failed: number[]): Promise<number[]> {
+  private async readDirect(tiles: TileRef[], size: number, data: Uint8Array, failed: Map<number, Error>): Promise<number[]> {
     const addon = openslideAddon();
     if (!addon || this.options.directReads === false) return tiles.map((_, i) => i);
     const slides = await Promise.all(tiles.map((tile) => (tile.readSizePx === size ? this.slide(tile.path).catch(() => null) : null)));
@@ -147,13 +159,71 @@ export class TileBatchLoader implements AsyncIterable<TileBatch> {
     }
     direct.forEach((i, k) => {
       if (errors[k] === null) data.set(out.subarray(k * tileBytes, (k + 1) * tileBytes), i * tileBytes);
-      else {
-        failed.push(i);
-        this.tileError(tiles[i], new Error(errors[k]!));
-      }
+      else failed.set(i, new Error(errors[k]!));
     });
     const handled = new Set(direct);
     return tiles.map((_, i) => i).filter((i) => !handled.has(i));
+  }
+
+  /**
+   * Reads `tiles` as (size,size,3) RGB into `data` (tiles.length * size^2 * 3 bytes), in order. Returns the indices of
+   * the tiles that could not be read, each replaced by a readable tile of the batch. `strict` (feature extraction,
+   * where each row must be its own tile): the first tile that cannot be read is an error instead.
+   */
+  async readInto(tiles: TileRef[], size: number, data: Uint8Array, options: { strict?: boolean } = {}): Promise<number[]> {
+    const tileBytes = size * size * 3;
+    if (data.length !== tiles.length * tileBytes) throw new RangeError(`tile batch buffer of ${data.length} bytes, the batch needs ${tiles.length * tileBytes}`);
+    const problems = new Map<number, Error>();
+    const rest = await this.readDirect(tiles, size, data, problems);
+    await Promise.all(
+      rest.map(async (i) => {
+        try {
+          data.set(await this.readTile(tiles[i], size), i * tileBytes);
+        } catch (e) {
+          problems.set(i, e as Error);
+        }
+      }),
+    );
+    const failed = [...problems.keys()].sort((a, b) => a - b);
+    if (options.strict && failed.length) {
+      const t = tiles[failed[0]];
+      throw new Error(`tile (${t.x}, ${t.y}) level ${t.level} of ${t.path} could not be read: ${problems.get(failed[0])!.message.split('\n')[0]}`);
+    }
+    for (const i of failed) this.tileError(tiles[i], problems.get(i)!);
+    if (failed.length === tiles.length) throw new Error(`no tile of the batch could be read; the first was ${tiles[0].path}`);
+    const good = tiles.map((_, i) => i).filter((i) => !failed.includes(i));
+    failed.forEach((i, k) => data.copyWithin(i * tileBytes, good[k % good.length] * tileBytes, (good[k % good.length] + 1) * tileBytes));
+    return failed;
+  }
+
+  /** The default onTileError: one warning per slide on stderr. */
+  private tileError(tile: TileRef, e: Error): void {
+    if (this.options.onTileError) return this.options.onTileError(tile, e);
+    if (this.warned.has(tile.path)) return;
+    this.warned.add(tile.path);
+    process.stderr.write(`g2l-native: warning: a tile of ${tile.slide} could not be read (${e.message}); replaced by another tile of its batch\n`);
+  }
+
+  /** Closes the slides this reader opened. */
+  async close(): Promise<void> {
+    const open = [...this.slides.values()];
+    this.slides.clear();
+    await Promise.all(open.map((p) => p.then((s) => s.close()).catch(() => {})));
+  }
+}
+
+export class TileBatchLoader implements AsyncIterable<TileBatch> {
+  private readonly prefetch: number;
+  private readonly reader: SlideTileReader;
+  private readonly options: LoaderOptions;
+
+  constructor(
+    readonly sampler: TileSampler,
+    options: LoaderOptions = {},
+  ) {
+    this.options = options;
+    this.prefetch = Math.max(1, options.prefetch ?? 4);
+    this.reader = new SlideTileReader(options);
   }
 
   /** Reads batch (epoch, batch) of the sampler into one buffer. */
@@ -163,24 +233,13 @@ export class TileBatchLoader implements AsyncIterable<TileBatch> {
     const tileBytes = t * t * 3;
     const data = this.options.allocate ? this.options.allocate(tiles.length * tileBytes) : new Uint8Array(tiles.length * tileBytes);
     if (data.length !== tiles.length * tileBytes) throw new Error(`allocate(${tiles.length * tileBytes}) returned ${data.length} bytes`);
-    const failed: number[] = [];
-    const rest = await this.readDirect(tiles, t, data, failed);
-    await Promise.all(
-      rest.map(async (i) => {
-        const tile = tiles[i];
-        try {
-          data.set(await this.readTile(tile, t), i * tileBytes);
-        } catch (e) {
-          failed.push(i);
-          this.tileError(tile, e as Error);
-        }
-      }),
-    );
-    if (failed.length === tiles.length) throw new Error(`no tile of batch ${batch} (epoch ${epoch}) could be read; the first was ${tiles[0].path}`);
-    failed.sort((a, b) => a - b);
-    const good = tiles.map((_, i) => i).filter((i) => !failed.includes(i));
-    failed.forEach((i, k) => data.copyWithin(i * tileBytes, good[k % good.length] * tileBytes, (good[k % good.length] + 1) * tileBytes));
-    return { data, shape: [tiles.length, t, t, 3], tiles, epoch, batch, replaced: failed };
+    let replaced: number[];
+    try {
+      replaced = await this.reader.readInto(tiles, t, data);
+    } catch (e) {
+      throw new Error(`batch ${batch} (epoch ${epoch}): ${(e as Error).message}`);
+    }
+    return { data, shape: [tiles.length, t, t, 3], tiles, epoch, batch, replaced };
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<TileBatch> {
@@ -214,19 +273,9 @@ export class TileBatchLoader implements AsyncIterable<TileBatch> {
     }
   }
 
-  /** The default onTileError: one warning per slide on stderr. */
-  private tileError(tile: TileRef, e: Error): void {
-    if (this.options.onTileError) return this.options.onTileError(tile, e);
-    if (this.warned.has(tile.path)) return;
-    this.warned.add(tile.path);
-    process.stderr.write(`g2l-native: warning: a tile of ${tile.slide} could not be read (${e.message}); replaced by another tile of its batch\n`);
-  }
-
   /** Closes the slides this loader opened. */
   async close(): Promise<void> {
-    const open = [...this.slides.values()];
-    this.slides.clear();
-    await Promise.all(open.map((p) => p.then((s) => s.close()).catch(() => {})));
+    await this.reader.close();
   }
 }
 

@@ -1,6 +1,9 @@
-// Which tiles train when: a shuffled order over every tile of a tile manifest folder (`g2l-native tile`), the same
-// for a seed and epoch on every machine, cut into batches and sharded by rank without overlap. The sampler holds a
-// cursor (epoch, batch) that state()/restore() save and resume; the pixels are read by TileBatchLoader (batches.ts).
+// Which tiles train when: a shuffled order over every tile of a tile manifest folder (`g2l-native tile`), or over N
+// synthetic tiles, the same for a seed and epoch on every machine, cut into batches and sharded by rank without
+// overlap. Batch s of a run is a pure function of (seed, s, rank shard): positionOf(s) -> (epoch, batch) ->
+// batchAt(). The sampler also holds a cursor (epoch, batch) that state()/restore() save and resume; the pixels are read
+// by SlideTileReader / TileBatchLoader (batches.ts). This is the one sampler of the project: distillation
+// (lib/distill/tiles.ts), feature extraction and the demo read tile manifests through it.
 //
 // Usage:
 //   const sampler = await TileSampler.open('tiles-out', { seed: 0, batchSize: 32, rank, worldSize });
@@ -10,6 +13,9 @@ import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
 import { readCsv } from '../io/csv.js';
+import { SplitMix32 } from '../util/random.js';
+
+export { SplitMix32 };
 
 /** One tile of the manifest, as read from <dir>/tiles/<slide>.csv. */
 export interface TileRef {
@@ -22,6 +28,18 @@ export interface TileRef {
   level: number;
   /** Square read at `level`, in level pixels; resized to tileSizePx when it differs. */
   readSizePx: number;
+}
+
+/** A slide of the manifest with at least one tile, and where its tiles are in `TileSampler.tiles`. */
+export interface ManifestSlide {
+  name: string;
+  path: string;
+  /** The slide's own level-0 resolution (slides.csv), when known. */
+  mpp: number | null;
+  width: number | null;
+  height: number | null;
+  /** Indices of its tiles in `tiles`, in manifest order. */
+  tiles: Uint32Array;
 }
 
 export interface SamplerOptions {
@@ -39,26 +57,6 @@ export interface SamplerState {
   epoch: number;
   /** Batches of this epoch already consumed by this rank. */
   batch: number;
-}
-
-/** splitmix32 over (seed, epoch): a small, well-mixed generator that is the same in every process. */
-export class SplitMix32 {
-  private s: number;
-  constructor(seed: number, stream = 0) {
-    this.s = (Math.imul(seed >>> 0, 0x9e3779b1) ^ Math.imul((stream + 1) >>> 0, 0x85ebca6b)) >>> 0;
-  }
-  next(): number {
-    this.s = (this.s + 0x9e3779b9) >>> 0;
-    let z = this.s;
-    z = Math.imul(z ^ (z >>> 16), 0x21f0aaad);
-    z = Math.imul(z ^ (z >>> 15), 0x735a2d97);
-    return (z ^ (z >>> 15)) >>> 0;
-  }
-  /** Uniform integer in [0, n), from 53 random bits. */
-  below(n: number): number {
-    const u = (this.next() * 2 ** 21 + (this.next() >>> 11)) / 2 ** 53;
-    return Math.floor(u * n);
-  }
 }
 
 function shuffleInPlace(a: Uint32Array, rng: SplitMix32): void {
@@ -81,6 +79,7 @@ export class TileSampler {
   private cached: { epoch: number; order: Uint32Array } | null = null;
 
   private constructor(
+    /** The manifest folder, or "synthetic:N". */
     readonly manifestDir: string,
     readonly tiles: TileRef[],
     /** Tile side in pixels (tiling.json). */
@@ -88,6 +87,10 @@ export class TileSampler {
     /** For each slide, the indices of its tiles in `tiles`. */
     private readonly slideTiles: Uint32Array[],
     options: SamplerOptions,
+    /** The manifest's slides with tiles, in slides.csv order (empty for synthetic tiles). */
+    readonly slides: ManifestSlide[] = [],
+    /** tiling.json: the resolution tiles were cut at (um/px). */
+    readonly mpp: number | null = null,
   ) {
     this.seed = options.seed ?? 0;
     this.batchSize = options.batchSize;
@@ -106,6 +109,26 @@ export class TileSampler {
     }
   }
 
+  /** N synthetic tiles (lib/distill/tiles.ts draws their pixels from their index): one "slide", no files. */
+  static synthetic(count: number, tileSizePx: number, options: SamplerOptions): TileSampler {
+    if (!Number.isInteger(count) || count < 1) throw new UserError(`synthetic:${count}: the number of tiles must be a positive integer`);
+    const name = `synthetic:${count}`;
+    const tiles = Array.from({ length: count }, (_, i): TileRef => ({ slide: name, path: name, x: i, y: 0, level: 0, readSizePx: tileSizePx }));
+    return new TileSampler(name, tiles, tileSizePx, [Uint32Array.from(tiles, (_, i) => i)], options);
+  }
+
+  /** The same tiles with another batch size, shard or balance (a fresh cursor). */
+  reshaped(options: Partial<SamplerOptions>): TileSampler {
+    return new TileSampler(this.manifestDir, this.tiles, this.tileSizePx, this.slideTiles, {
+      seed: this.seed, batchSize: this.batchSize, rank: this.rank, worldSize: this.worldSize, balance: this.balance, ...options,
+    }, this.slides, this.mpp);
+  }
+
+  /** Slides with at least one tile. */
+  get slideCount(): number {
+    return this.slideTiles.length;
+  }
+
   /** Reads a tile manifest folder: the `ok` slides of slides.csv and their tiles/<slide>.csv. */
   static async open(manifestDir: string, options: SamplerOptions): Promise<TileSampler> {
     const slidesCsv = path.join(manifestDir, 'slides.csv');
@@ -113,7 +136,15 @@ export class TileSampler {
     if (!existsSync(slidesCsv) || !existsSync(settingsFile)) {
       throw new UserError(`${manifestDir} is not a tile manifest folder (no slides.csv and tiling.json): make one with \`g2l-native tile --out ${manifestDir}\``);
     }
-    const settings = JSON.parse(await fs.readFile(settingsFile, 'utf8')) as { tileSizePx: number };
+    let settings: { tileSizePx: number; mpp?: number };
+    try {
+      settings = JSON.parse(await fs.readFile(settingsFile, 'utf8'));
+    } catch (e) {
+      throw new UserError(`${settingsFile}: not readable JSON (${(e as Error).message.split('\n')[0]}): rerun \`g2l-native tile\``);
+    }
+    if (!(Number.isInteger(settings.tileSizePx) && settings.tileSizePx > 0)) throw new UserError(`${settingsFile}: no positive integer tileSizePx: rerun \`g2l-native tile\``);
+    const manifestSlides: ManifestSlide[] = [];
+    const num = (v: string | undefined) => (v !== undefined && v !== '' && Number.isFinite(Number(v)) ? Number(v) : null);
     const slides = await readCsv(slidesCsv);
     const col = (n: string) => slides.header.indexOf(n);
     const tiles: TileRef[] = [];
@@ -127,9 +158,13 @@ export class TileSampler {
       if ([xi, yi, li, ri].some((i) => i < 0)) throw new UserError(`${file}: not a tile manifest (needs x, y, level, read_size)`);
       const first = tiles.length;
       for (const r of t.rows) tiles.push({ slide, path: row[col('path')], x: Number(r[xi]), y: Number(r[yi]), level: Number(r[li]), readSizePx: Number(r[ri]) });
-      if (tiles.length > first) slideTiles.push(Uint32Array.from({ length: tiles.length - first }, (_, i) => first + i));
+      if (tiles.length > first) {
+        const own = Uint32Array.from({ length: tiles.length - first }, (_, i) => first + i);
+        slideTiles.push(own);
+        manifestSlides.push({ name: slide, path: row[col('path')], mpp: num(row[col('mpp')]), width: num(row[col('width')]), height: num(row[col('height')]), tiles: own });
+      }
     }
-    return new TileSampler(manifestDir, tiles, settings.tileSizePx, slideTiles, options);
+    return new TileSampler(manifestDir, tiles, settings.tileSizePx, slideTiles, options, manifestSlides, settings.mpp ?? null);
   }
 
   /** Batches each rank gets per epoch: full batches only, the same count on every rank. */
@@ -166,15 +201,26 @@ export class TileSampler {
     return order;
   }
 
+  /** Where this rank's 0-based step `step` reads: every epoch has batchesPerEpoch() full batches. */
+  positionOf(step: number): { epoch: number; batch: number } {
+    const per = this.batchesPerEpoch();
+    return { epoch: Math.floor(step / per), batch: step % per };
+  }
+
   /**
-   * The tiles of this rank's batch `batch` of `epoch`: positions rank, rank + W, rank + 2W... of the epoch order,
-   * so ranks never share a tile within an epoch (with 'tiles' balance).
+   * The tile indices (into `tiles`) of this rank's batch `batch` of `epoch`: positions rank, rank + W, rank + 2W... of
+   * the epoch order (lib/parallel/shard.ts), so ranks never share a tile within an epoch (with 'tiles' balance).
    */
-  batchAt(epoch: number, batch: number): TileRef[] {
+  indicesAt(epoch: number, batch: number): number[] {
     const order = this.epochOrder(epoch);
-    const out: TileRef[] = [];
-    for (let i = 0; i < this.batchSize; i++) out.push(this.tiles[order[(batch * this.batchSize + i) * this.worldSize + this.rank]]);
+    const out: number[] = [];
+    for (let i = 0; i < this.batchSize; i++) out.push(order[(batch * this.batchSize + i) * this.worldSize + this.rank]);
     return out;
+  }
+
+  /** The tiles of this rank's batch `batch` of `epoch` (indicesAt). */
+  batchAt(epoch: number, batch: number): TileRef[] {
+    return this.indicesAt(epoch, batch).map((i) => this.tiles[i]);
   }
 
   /** The next batch's position, then advances: the cursor saved by state(). */

@@ -40,6 +40,8 @@ export const runConfigSchema = z
     device: z.string(),
     seed: z.number().int().min(0),
     tileSizePx: z.number().int().positive(),
+    /** Which tiles a batch draws: uniform over tiles (the paper), or a slide uniformly first ('slides'). */
+    tileSampling: z.enum(['tiles', 'slides']),
     accumulationSteps: z.number().int().positive(),
     teacherDtype: z.enum(['auto', 'float16', 'bfloat16', 'float32']),
     autocast: z.boolean(),
@@ -102,6 +104,7 @@ export const RUN_DEFAULTS: Omit<RunConfig, 'teacher' | 'student' | 'slides' | 's
   device: 'cpu',
   seed: 0,
   tileSizePx: 256,
+  tileSampling: 'tiles',
   accumulationSteps: 1,
   teacherDtype: 'auto',
   autocast: true,
@@ -137,6 +140,7 @@ export function upgradeSavedConfig(raw: unknown): unknown {
   if (es && typeof es === 'object' && !('rule' in es)) {
     cfg.earlyStopping = { rule: 'total', factor: 10, minSteps: 0, ...(es as object) };
   }
+  if (!('tileSampling' in cfg)) cfg.tileSampling = 'tiles';
   const loss = cfg.loss;
   if (loss && typeof loss === 'object' && !('sync' in loss)) cfg.loss = { sync: 'global', ...(loss as object) };
   return cfg;

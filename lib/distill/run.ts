@@ -175,10 +175,10 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
     if (options.epochs !== undefined) {
       if (input.steps !== undefined) throw new UserError('distill: give --steps or --epochs, not both');
       const probe = resolveConfig({ ...input, steps: 1 });
-      const source = await openTileSource(probe.slides, { seed: probe.seed, tileSizePx: probe.tileSizePx });
+      const source = await openTileSource(probe.slides, { seed: probe.seed, tileSizePx: probe.tileSizePx, balance: probe.tileSampling });
+      const perEpoch = source.stepsPerEpoch(probe.batchSize, options.dist?.worldSize ?? 1);
       await source.close();
-      const world = options.dist?.worldSize ?? 1;
-      withSteps = { ...input, steps: Math.max(1, Math.ceil((options.epochs * source.size) / (probe.batchSize * world))) };
+      withSteps = { ...input, steps: Math.max(1, Math.ceil(options.epochs * perEpoch)) };
     }
     config = resolveConfig(withSteps);
   }
@@ -192,7 +192,7 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
   }
 
   // ---- data and engine ------------------------------------------------------------------------------------------
-  const source: TileSource = await openTileSource(config.slides, { seed: config.seed, tileSizePx: config.tileSizePx });
+  const source: TileSource = await openTileSource(config.slides, { seed: config.seed, tileSizePx: config.tileSizePx, balance: config.tileSampling });
   const distiller = await Distiller.create({
     backend: options.backend,
     force: options.force,

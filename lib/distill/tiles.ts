@@ -1,18 +1,19 @@
-// Where a distillation run's tiles come from: batch s is a pure function of (seed, s), so a resumed run reads exactly
-// the batches the uninterrupted run would have read, and the position to save is the step alone.
+// Where a distillation run's tiles come from: batch s is a pure function of (seed, s, rank shard), so a resumed run
+// reads exactly the batches the uninterrupted run would have read, and the position to save is the step alone.
+// Every tile order comes from the one sampler (lib/data/sampler.ts: a shuffle per epoch from (seed, epoch), full
+// batches only, ranks disjoint) and every pixel of a slide from the one reader (lib/data/batches.ts: an LRU of open
+// slides, batched decodes on the slide addon's threads):
 //
-// - a tile manifest folder written by `g2l-native tile` (slides.csv + tiles/<slide>.csv): every epoch visits every
-//   tile once in an order shuffled from (seed, epoch); tiles are read from their slides and resized to tileSizePx
-//   when the manifest read them at another size. Slides that fail to open are skipped and reported once.
+// - a tile manifest folder written by `g2l-native tile` (slides.csv + tiles/<slide>.csv): uniform over tiles by
+//   default (the paper), slide-balanced as an option; tiles are resized to tileSizePx when the manifest read them at
+//   another size. A tile that cannot be read is replaced by another tile of its batch and its slide reported once.
 // - "synthetic" or "synthetic:N": N generated tissue-like tiles (pink stroma, purple nuclei, some glass), for tests
 //   and for trying the pipeline without slides.
-import { existsSync, promises as fs } from 'node:fs';
-import path from 'node:path';
-import sharp from 'sharp';
-import { UserError } from '../errors.js';
-import { parseCsv } from '../io/csv.js';
 import type { Uint8Tensor } from '../backends/index.js';
-import { shardPosition, type Shard } from '../parallel/shard.js';
+import { SlideTileReader } from '../data/batches.js';
+import { TileSampler } from '../data/sampler.js';
+import { UserError } from '../errors.js';
+import type { Shard } from '../parallel/shard.js';
 import { mulberry32 } from '../util/random.js';
 
 export interface TileSource {
@@ -25,45 +26,24 @@ export interface TileSource {
    * fill this buffer instead of a new one (e.g. Distiller.allocateTileBuffer's page-locked memory).
    */
   batch(step: number, batchSize: number, shard?: Shard | null, out?: Uint8Array): Promise<Uint8Tensor>;
+  /** Steps in one epoch at this batch size and world size (full global batches only). */
+  stepsPerEpoch(batchSize: number, worldSize?: number): number;
   /** Slides that could not be read, with the reason (reported, never fatal). */
   readonly skipped: { slide: string; error: string }[];
   close(): Promise<void>;
 }
 
-
-const mix = (a: number, b: number): number => (Math.imul(a ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(b + 0x27d4eb2f, 0xc2b2ae35)) >>> 0;
-
-/** The tile index at global position `pos` (epoch = pos / size): a Fisher-Yates permutation per epoch. */
-class EpochOrder {
-  private cache = new Map<number, Uint32Array>();
-  constructor(
-    private readonly size: number,
-    private readonly seed: number,
-  ) {}
-
-  at(pos: number): number {
-    const epoch = Math.floor(pos / this.size);
-    let perm = this.cache.get(epoch);
-    if (!perm) {
-      perm = new Uint32Array(this.size);
-      for (let i = 0; i < this.size; i++) perm[i] = i;
-      const rand = mulberry32(mix(this.seed, epoch));
-      for (let i = this.size - 1; i > 0; i--) {
-        const j = Math.floor(rand() * (i + 1));
-        const t = perm[i];
-        perm[i] = perm[j];
-        perm[j] = t;
-      }
-      if (this.cache.size > 2) this.cache.delete(Math.min(...this.cache.keys()));
-      this.cache.set(epoch, perm);
-    }
-    return perm[pos - epoch * this.size];
-  }
+export interface TileSourceOptions {
+  seed: number;
+  tileSizePx: number;
+  /** 'tiles' (default, the paper): uniform over tiles; 'slides': each draw picks a slide uniformly first. */
+  balance?: 'tiles' | 'slides';
+  /** Slides kept open at once (default 64). */
+  maxOpenSlides?: number;
 }
 
-// ---------------------------------------------------------------------------------------------------------------
-// Synthetic tiles
-// ---------------------------------------------------------------------------------------------------------------
+/** A 32-bit hash of (a, b): the seed of synthetic tile b's pixels under run seed a. */
+const mix = (a: number, b: number): number => (Math.imul(a ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(b + 0x27d4eb2f, 0xc2b2ae35)) >>> 0;
 
 /** One tissue-like RGB tile (size,size,3) drawn from `seed`: stroma, nuclei, and sometimes an edge of glass. */
 export function syntheticTile(seed: number, size: number, out: Uint8Array = new Uint8Array(size * size * 3), offset = 0): Uint8Array {
@@ -117,138 +97,80 @@ function batchBuffer(bytes: number, out?: Uint8Array): Uint8Array {
   return out;
 }
 
-class SyntheticTiles implements TileSource {
+class SampledTiles implements TileSource {
   readonly skipped: { slide: string; error: string }[] = [];
-  private readonly order: EpochOrder;
+  private readonly reader: SlideTileReader | null;
+  private readonly samplers = new Map<string, TileSampler>();
+
   constructor(
-    readonly size: number,
-    private readonly seed: number,
-    private readonly tileSizePx: number,
+    private readonly base: TileSampler,
+    private readonly options: TileSourceOptions,
+    synthetic: boolean,
   ) {
-    this.order = new EpochOrder(size, seed);
-  }
-  get description(): string {
-    return `${this.size} synthetic tiles`;
-  }
-  async batch(step: number, batchSize: number, shard?: Shard | null, out?: Uint8Array): Promise<Uint8Tensor> {
-    const n = this.tileSizePx * this.tileSizePx * 3;
-    const data = batchBuffer(batchSize * n, out);
-    for (let i = 0; i < batchSize; i++) syntheticTile(mix(this.seed, this.order.at(shardPosition(step, batchSize, i, shard))), this.tileSizePx, data, i * n);
-    return { data, shape: [batchSize, this.tileSizePx, this.tileSizePx, 3] };
-  }
-  async close(): Promise<void> {}
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Tile manifests of `g2l-native tile`
-// ---------------------------------------------------------------------------------------------------------------
-
-interface ManifestTile {
-  slide: number;
-  x: number;
-  y: number;
-  level: number;
-  readSize: number;
-}
-
-class ManifestTiles implements TileSource {
-  readonly skipped: { slide: string; error: string }[] = [];
-  private readonly order: EpochOrder;
-  private readonly open = new Map<number, Promise<import('../slides/reader.js').Slide | null>>();
-  constructor(
-    private readonly dir: string,
-    private readonly slides: { name: string; path: string }[],
-    private readonly tiles: ManifestTile[],
-    seed: number,
-    private readonly tileSizePx: number,
-  ) {
-    this.order = new EpochOrder(tiles.length, seed);
-  }
-  get size(): number {
-    return this.tiles.length;
-  }
-  get description(): string {
-    return `${this.tiles.length} tiles of ${this.slides.length} slides (${this.dir})`;
-  }
-
-  private slide(i: number) {
-    let p = this.open.get(i);
-    if (!p) {
-      p = import('../slides/reader.js')
-        .then((m) => m.openSlide(this.slides[i].path))
-        .catch((e: Error) => {
-          this.skipped.push({ slide: this.slides[i].name, error: e.message.split('\n')[0] });
-          return null;
+    this.reader = synthetic
+      ? null
+      : new SlideTileReader({
+          maxOpenSlides: options.maxOpenSlides,
+          onTileError: (tile, e) => {
+            if (!this.skipped.some((x) => x.slide === tile.slide)) this.skipped.push({ slide: tile.slide, error: e.message.split('\n')[0] });
+          },
         });
-      this.open.set(i, p);
+  }
+
+  get size(): number {
+    return this.base.tiles.length;
+  }
+
+  get description(): string {
+    return this.reader ? `${this.size} tiles of ${this.base.slideCount} slides (${this.base.manifestDir})` : `${this.size} synthetic tiles`;
+  }
+
+  /** The sampler for this batch size and shard (the same tiles and seed). */
+  private sampler(batchSize: number, shard?: Shard | null): TileSampler {
+    const rank = shard?.rank ?? 0;
+    const worldSize = shard?.worldSize ?? 1;
+    const key = `${batchSize}/${rank}/${worldSize}`;
+    let s = this.samplers.get(key);
+    if (!s) {
+      s = this.base.reshaped({ batchSize, rank, worldSize });
+      this.samplers.set(key, s);
     }
-    return p;
+    return s;
+  }
+
+  stepsPerEpoch(batchSize: number, worldSize = 1): number {
+    return this.sampler(batchSize, { rank: 0, worldSize }).batchesPerEpoch();
   }
 
   async batch(step: number, batchSize: number, shard?: Shard | null, out?: Uint8Array): Promise<Uint8Tensor> {
-    const s = this.tileSizePx;
+    const s = this.options.tileSizePx;
     const n = s * s * 3;
     const data = batchBuffer(batchSize * n, out);
-    await Promise.all(
-      Array.from({ length: batchSize }, async (_, i) => {
-        // A tile whose slide cannot be read is replaced by the next readable one in the epoch's order.
-        const first = this.order.at(shardPosition(step, batchSize, i, shard));
-        for (let k = 0; k < this.tiles.length; k++) {
-          const t = this.tiles[(first + k) % this.tiles.length];
-          const slide = await this.slide(t.slide);
-          if (!slide) continue;
-          const px = await slide.readRegion(t.x, t.y, t.level, t.readSize, t.readSize);
-          const rgb =
-            t.readSize === s
-              ? px.data
-              : await sharp(Buffer.from(px.data.buffer, px.data.byteOffset, px.data.byteLength), { raw: { width: px.width, height: px.height, channels: 3 } })
-                  .resize(s, s, { kernel: 'lanczos3' })
-                  .raw()
-                  .toBuffer();
-          data.set(rgb.subarray(0, n), i * n);
-          return;
-        }
-        throw new UserError(`no slide of ${this.dir} could be read: ${this.skipped.map((x) => `${x.slide}: ${x.error}`).join('; ')}`);
-      }),
-    );
+    const sampler = this.sampler(batchSize, shard);
+    const { epoch, batch } = sampler.positionOf(step);
+    if (!this.reader) {
+      const indices = sampler.indicesAt(epoch, batch);
+      for (let i = 0; i < batchSize; i++) syntheticTile(mix(this.options.seed, indices[i]), s, data, i * n);
+    } else {
+      try {
+        await this.reader.readInto(sampler.batchAt(epoch, batch), s, data);
+      } catch (e) {
+        throw new UserError(`${this.base.manifestDir}: step ${step + 1}: ${(e as Error).message}: ${this.skipped.map((x) => `${x.slide}: ${x.error}`).join('; ')}`);
+      }
+    }
     return { data, shape: [batchSize, s, s, 3] };
   }
 
   async close(): Promise<void> {
-    for (const p of this.open.values()) {
-      const slide = await p;
-      await slide?.close();
-    }
+    await this.reader?.close();
   }
-}
-
-async function readManifest(dir: string, seed: number, tileSizePx: number): Promise<ManifestTiles> {
-  const slidesCsv = path.join(dir, 'slides.csv');
-  if (!existsSync(slidesCsv)) {
-    throw new UserError(`${dir} is not a tile manifest (no slides.csv): run \`g2l-native tile --slides <slide folder> --out ${dir}\` first, or pass --slides synthetic`);
-  }
-  const table = parseCsv(await fs.readFile(slidesCsv, 'utf8'), slidesCsv);
-  const col = (name: string) => table.header.indexOf(name);
-  const slides: { name: string; path: string }[] = [];
-  const tiles: ManifestTile[] = [];
-  for (const row of table.rows) {
-    if (row[col('status')] !== 'ok') continue;
-    const name = row[col('slide')];
-    const file = path.join(dir, 'tiles', `${name}.csv`);
-    if (!existsSync(file)) continue;
-    const t = parseCsv(await fs.readFile(file, 'utf8'), file);
-    const [xi, yi, li, ri] = ['x', 'y', 'level', 'read_size'].map((h) => t.header.indexOf(h));
-    const index = slides.length;
-    slides.push({ name, path: row[col('path')] });
-    for (const r of t.rows) tiles.push({ slide: index, x: Number(r[xi]), y: Number(r[yi]), level: Number(r[li]), readSize: Number(r[ri]) });
-  }
-  if (tiles.length === 0) throw new UserError(`${dir}: the manifest lists no tiles of readable slides: check slides.csv and the tile command's report`);
-  return new ManifestTiles(dir, slides, tiles, seed, tileSizePx);
 }
 
 /** Opens `spec`: a manifest folder, or "synthetic[:N]" (default 4096 tiles). */
-export async function openTileSource(spec: string, options: { seed: number; tileSizePx: number }): Promise<TileSource> {
+export async function openTileSource(spec: string, options: TileSourceOptions): Promise<TileSource> {
   const m = /^synthetic(?::(\d+))?$/.exec(spec);
-  if (m) return new SyntheticTiles(m[1] ? Number(m[1]) : 4096, options.seed, options.tileSizePx);
-  return readManifest(spec, options.seed, options.tileSizePx);
+  // batchSize 1 here: the source reshapes the sampler to each call's batch size and shard.
+  const samplerOptions = { seed: options.seed, batchSize: 1, balance: options.balance };
+  if (m) return new SampledTiles(TileSampler.synthetic(m[1] ? Number(m[1]) : 4096, options.tileSizePx, samplerOptions), options, true);
+  return new SampledTiles(await TileSampler.open(spec, samplerOptions), options, false);
 }

@@ -220,10 +220,13 @@ t.test('early stopping: minSteps, and a resumed state decides as the uninterrupt
   t.ok(old.update(9).stop, 'the third exceedance stops (total)');
 });
 
-t.test('a saved config.json without the rule (written before it existed) resumes with the literal count', async (t) => {
+t.test('a saved config.json without the newer keys resumes as it ran: the literal early-stopping count, global BatchNorm, uniform tiles', async (t) => {
   const saved = { earlyStopping: { enabled: true, window: 100, patience: 10 } };
   t.same((upgradeSavedConfig(saved) as typeof saved).earlyStopping, { rule: 'total', factor: 10, minSteps: 0, enabled: true, window: 100, patience: 10 });
-  const current = { earlyStopping: { enabled: true, rule: 'ratio', window: 100, patience: 10, factor: 3, minSteps: 0 } };
+  const old = upgradeSavedConfig({ ...saved, loss: { alpha: 4 } }) as { loss: object; tileSampling: string };
+  t.same(old.loss, { sync: 'global', alpha: 4 });
+  t.equal(old.tileSampling, 'tiles');
+  const current = { tileSampling: 'slides', loss: { sync: 'local' }, earlyStopping: { enabled: true, rule: 'ratio', window: 100, patience: 10, factor: 3, minSteps: 0 } };
   t.same(upgradeSavedConfig(current), current, 'a current config is unchanged');
   t.equal(resolveConfig({ teacher: 'a', student: 'b', slides: 'synthetic', steps: 5 }).earlyStopping.rule, 'consecutive', 'the default rule');
 });
