@@ -2,6 +2,8 @@
 //   .npy in  (uint8 (N,H,W,3) RGB, or float32 (N,3,H,W) normalised)  ->  float32 (N,D) .npy out
 //   image folder (ImageFolder root/<class>/*) or dataset CSV in       ->  feature-set folder (features.npy + meta.csv,
 //                                                                         skipped.csv listing unreadable images)
+//   --slides <tile manifest folder>                                  ->  one <slide>.h5 per slide (TRIDENT's layout)
+//                                                                         + slides.csv (lib/data/extract.ts)
 import type { CommandModule } from 'yargs';
 import path from 'node:path';
 import { promises as fs } from 'node:fs';
@@ -12,10 +14,17 @@ import { readNpy, writeNpy } from '../io/npy.js';
 import { embedDataset, readImageDataset } from '../data/image-dataset.js';
 import { Encoder } from '../models/encoder.js';
 import { PRESETS } from '../models/source.js';
+import { extractSlides, type ExtractSummary } from '../data/extract.js';
+import { TileSampler } from '../data/sampler.js';
+import { deviceForRank, distFromEnv } from '../parallel/env.js';
+import { launchIfRequested, nprocOption } from '../parallel/cli.js';
 
 export interface EmbedArgs {
   model: string;
-  input: string;
+  input?: string;
+  slides?: string;
+  format?: 'h5' | 'npy';
+  nproc?: number;
   out: string;
   device?: string;
   dtype?: ModelDtype;
@@ -70,8 +79,28 @@ export async function readEmbedNpy(file: string): Promise<EmbedInput> {
   );
 }
 
+/** Whole-slide extraction: this process's share of the manifest's slides (all of them without a world). */
+export async function runSlideEmbed(argv: EmbedArgs): Promise<ExtractSummary> {
+  const dist = distFromEnv();
+  // With ranks, --device cuda means cuda:<local rank> (one GPU per process).
+  const device = argv.device !== undefined ? deviceForRank(argv.device, dist) : undefined;
+  // The manifest first: a bad folder fails before the model loads.
+  await TileSampler.open(argv.slides!, { batchSize: 1 });
+  const enc = await Encoder.load(argv.model, { device, dtype: argv.dtype, batchSize: argv.batchSize, backend: argv.backend, force: argv.force });
+  try {
+    return await extractSlides({
+      manifest: argv.slides!, out: argv.out, encoder: enc, modelName: argv.model, format: argv.format ?? 'h5',
+      batchSize: argv.batchSize, rank: dist?.rank, worldSize: dist?.worldSize,
+      onSlide: (r) => process.stderr.write(r.status === 'failed' ? `g2l-native: slide ${r.slide} failed: ${r.error}\n` : ''),
+    });
+  } finally {
+    await enc.dispose();
+  }
+}
+
 export async function runEmbed(argv: EmbedArgs): Promise<EmbedSummary> {
   const started = Date.now();
+  if (!argv.input) throw new UserError('embed: give --input <.npy | image folder | csv>, or --slides <tile manifest folder>');
   const stat = await fs.stat(argv.input).catch(() => undefined);
   if (!stat) throw new UserError(`--input ${argv.input}: not found; give a .npy file, an image folder or a dataset CSV`);
   const npyIn = stat.isFile() && argv.input.toLowerCase().endsWith('.npy');
@@ -127,13 +156,34 @@ export const embedCommand: CommandModule<{ backend?: BackendName }, EmbedArgs> =
         demandOption: true,
         describe: `Model folder (timm or transformers hub layout), preset:<name>:<folder> (presets: ${PRESETS.join(', ')})`,
       })
-      .option('input', { type: 'string', demandOption: true, describe: '.npy images, an ImageFolder (root/<class>/*) or a dataset CSV' })
-      .option('out', { type: 'string', demandOption: true, describe: '.npy for a .npy input; a feature-set folder otherwise' })
+      .option('input', { type: 'string', describe: '.npy images, an ImageFolder (root/<class>/*) or a dataset CSV' })
+      .option('slides', { type: 'string', describe: 'A tile manifest folder (g2l-native tile): features of every tile of every slide, one <slide>.h5 each' })
+      .option('format', { choices: ['h5', 'npy'] as const, default: 'h5' as const, describe: 'With --slides: TRIDENT-style <slide>.h5, or a feature-set folder per slide' })
+      .option('out', { type: 'string', demandOption: true, describe: '.npy for a .npy input; a folder otherwise' })
+      .option('nproc', { ...nprocOption, describe: 'With --slides: worker processes (one per GPU), each extracting its share of the slides' })
       .option('device', { type: 'string', describe: 'cpu, cuda or cuda:<i> (default: cuda when available, else cpu)' })
       .option('dtype', { choices: ['fp32', 'fp16', 'bf16'] as const, describe: 'Weights precision (default: fp32 on cpu, fp16 on cuda)' })
       .option('batch-size', { type: 'number', default: 32, describe: 'Images per forward pass' })
       .option('force', { type: 'boolean', default: false, describe: 'On the js backend, run models large enough to take hours' }) as never,
   handler: async (argv) => {
+    if (argv.slides !== undefined) {
+      if (argv.input !== undefined) throw new UserError('embed: give --input or --slides, not both');
+      const launched = await launchIfRequested(argv.nproc, undefined, '');
+      if (launched !== null) {
+        process.exitCode = launched;
+        if (launched === 0) process.stdout.write(`extracted the slides of ${argv.slides} with ${argv.nproc} workers: ${path.join(argv.out, 'slides.csv')}\n`);
+        return;
+      }
+      const s = await runSlideEmbed(argv);
+      const failed = s.failed.length ? `; ${s.failed.length} failed (see ${path.join(s.out, 'slides.csv')})` : '';
+      process.stdout.write(
+        `extracted ${s.extracted} slides (${s.tiles} tiles, ${s.dims}-d) to ${s.out} in ${s.seconds.toFixed(1)} s` +
+          `${s.skipped ? `; ${s.skipped} already done` : ''}${failed}\n`,
+      );
+      if (s.failed.length) process.exitCode = 1;
+      return;
+    }
+    if (argv.nproc !== undefined && argv.nproc !== 1) throw new UserError('embed: --nproc applies to --slides only');
     const s = await runEmbed(argv);
     for (const k of s.skipped) process.stderr.write(`g2l-native: skipped unreadable image ${k.path}: ${k.reason}\n`);
     const rate = s.seconds > 0 ? ` (${(s.embedded / s.seconds).toFixed(1)} img/s including load)` : '';
