@@ -1,5 +1,6 @@
-// `g2l-native tile --slides <dir|csv> --out <dir> [--mpp 0.5] [--tile 256] [--tissue-threshold 0.5]
-//  [--default-mpp X] [--workers N]`: tissue tiles of every slide into a manifest folder (lib/slides/tile-run.ts).
+// `g2l-native tile --slides <dir|csv> --out <dir> [--mpp 0.5 | --mag 20] [--tile 256] [--tissue-threshold 0.5]
+//  [--default-mpp X] [--workers N] [--coords-from <TRIDENT patches folder>]`: tissue tiles of every slide into a
+//  manifest folder (lib/slides/tile-run.ts); with --coords-from, TRIDENT's patch coordinates instead of ours.
 // Exit 0 when at least one slide is tiled (failed ones are counted in a warning), 2 when none is.
 import type { CommandModule } from 'yargs';
 import cliProgress from 'cli-progress';
@@ -10,7 +11,9 @@ import { runTiling } from '../slides/tile-run.js';
 interface TileArgs {
   slides: string;
   out: string;
-  mpp: number;
+  mpp?: number;
+  mag?: number;
+  'coords-from'?: string;
   tile: number;
   'tissue-threshold': number;
   'default-mpp'?: number;
@@ -24,7 +27,9 @@ export const tileCommand: CommandModule<object, TileArgs> = {
     y
       .option('slides', { type: 'string', demandOption: true, describe: 'Folder of slides, or a CSV with path (and optional slide, mpp) columns' })
       .option('out', { type: 'string', demandOption: true, describe: 'Output folder: slides.csv, tiles/<slide>.csv, thumbs/<slide>.png' })
-      .option('mpp', { type: 'number', default: 0.5, describe: 'Target microns per pixel (0.5 = "20x")' })
+      .option('mpp', { type: 'number', describe: 'Target microns per pixel (default 0.5, "20x")' })
+      .option('mag', { type: 'number', describe: 'Target magnification, TRIDENT-style, instead of --mpp: 20 = 0.5 um/px, 40 = 0.25 um/px (mpp = 10 / mag)' })
+      .option('coords-from', { type: 'string', describe: "A folder of TRIDENT <slide>_patches.h5 files (or TRIDENT's job folder with patches/): tile at those coordinates instead of segmenting" })
       .option('tile', { type: 'number', default: 256, describe: 'Tile side in pixels at the target mpp' })
       .option('tissue-threshold', { type: 'number', default: 0.5, describe: 'Keep a tile when its tissue fraction is at least this' })
       .option('default-mpp', { type: 'number', describe: 'Microns per pixel of slides whose file (and CSV row) gives none' })
@@ -34,10 +39,13 @@ export const tileCommand: CommandModule<object, TileArgs> = {
       ? new cliProgress.SingleBar({ format: 'tiling {bar} {value}/{total} slides | {slide}', stream: process.stderr }, cliProgress.Presets.shades_classic)
       : null;
     let started = false;
+    if (argv.mpp !== undefined && argv.mag !== undefined) throw new UserError('tile: give --mpp or --mag, not both (mpp = 10 / mag)');
+    if (argv.mag !== undefined && !(argv.mag > 0)) throw new UserError(`--mag ${argv.mag}: must be a positive magnification (20 = 0.5 um/px)`);
     const result = await runTiling({
       slides: argv.slides,
       out: argv.out,
-      mpp: argv.mpp,
+      mpp: argv.mag !== undefined ? 10 / argv.mag : argv.mpp ?? 0.5,
+      coordsFrom: argv['coords-from'],
       tileSizePx: argv.tile,
       tissueThreshold: argv['tissue-threshold'],
       defaultMpp: argv['default-mpp'],

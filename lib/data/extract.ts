@@ -16,13 +16,11 @@
 // slide's next batch overlaps the model's forward on the current one. Ranks (--nproc, torchrun) take slides i with
 // i mod worldSize = rank.
 //
-// HDF5 through h5wasm (NIST's WebAssembly build of the HDF5 C library): real HDF5 files that h5py reads, no native
-// library to build or ship, and the same module reads TRIDENT's coordinate files (`tile --coords-from`). libhdf5 in the
-// slide addon would be faster for huge files, but a slide's features are a few MB.
+// HDF5 through h5wasm (lib/io/hdf5.ts: why h5wasm rather than libhdf5 in the addon).
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
-import h5wasm from 'h5wasm/node';
 import { formatCsv } from '../io/csv.js';
+import { hdf5 } from '../io/hdf5.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { writeFeatureSet } from './feature-set.js';
 import { SlideTileReader } from './batches.js';
@@ -78,14 +76,6 @@ class SlideReadError extends Error {}
 /** The output of `slide` in `out`. */
 export function slideOutput(out: string, slide: string, format: ExtractFormat): string {
   return path.join(out, format === 'h5' ? `${slide}.h5` : slide);
-}
-
-let h5ready: Promise<unknown> | null = null;
-/** h5wasm, loaded once. */
-export async function hdf5(): Promise<typeof h5wasm> {
-  h5ready ??= h5wasm.ready;
-  await h5ready;
-  return h5wasm;
 }
 
 /** Writes one slide's features and coordinates as a TRIDENT-style .h5, under a temporary name renamed into place. */

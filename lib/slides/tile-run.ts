@@ -13,7 +13,8 @@ import { UserError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { parseCsv, formatCsv, readCsv } from '../io/csv.js';
 import { SLIDE_EXTENSIONS, openSlide, type Slide } from './reader.js';
-import { outlineTiles, tileSlide } from './tiling.js';
+import { outlineTiles, planTiles, tileSlide } from './tiling.js';
+import { readTridentCoords, tridentCoordsFile } from './trident.js';
 import type { TissueMaskOptions } from './tissue.js';
 
 export interface TileRunOptions {
@@ -29,6 +30,8 @@ export interface TileRunOptions {
   /** Slides processed at once (their reads run on the libuv threadpool). */
   workers?: number;
   mask?: TissueMaskOptions;
+  /** A folder of TRIDENT `<slide>_patches.h5` files (or its patches/ subfolder): tile at those coordinates. */
+  coordsFrom?: string;
   onSlide?: (row: SlideRow, done: number, total: number) => void;
 }
 
@@ -125,8 +128,31 @@ export function parseSlidesCsv(text: string, where: string): SlideRow[] {
   }));
 }
 
+/**
+ * TRIDENT's coordinates of `name` (lib/slides/trident.ts), checked against the tiling these options give on this slide:
+ * the same patch size at the target resolution and the same level-0 footprint (within a pixel), else an error that
+ * says which option to change.
+ */
+async function tridentTiles(folder: string, name: string, slide: Slide, slideMpp: number, targetMpp: number, tileSizePx: number): Promise<[number, number][]> {
+  const file = tridentCoordsFile(folder, name);
+  if (!file) throw new Error(`no ${name}_patches.h5 in ${folder} (nor in its patches/ folder): --coords-from needs TRIDENT's patch file of every slide`);
+  const t = await readTridentCoords(file);
+  if (t.patchSize !== null && t.patchSize !== tileSizePx) throw new Error(`${file} has patches of ${t.patchSize} px: pass --tile ${t.patchSize}`);
+  const plan = planTiles(slide.info.levelDimensions, slide.info.levelDownsamples, slideMpp, targetMpp, tileSizePx);
+  if (t.patchSizeLevel0 !== null && Math.abs(t.patchSizeLevel0 - plan.stepL0) > 1) {
+    const mag = t.targetMagnification !== null ? ` (its target magnification is ${t.targetMagnification}x: pass --mag ${t.targetMagnification})` : '';
+    throw new Error(
+      `${file}: patches cover ${t.patchSizeLevel0} level-0 px, while --mpp ${targetMpp} gives ${plan.stepL0} on this slide (${slideMpp} um/px)${mag}`,
+    );
+  }
+  const [w, h] = slide.info.levelDimensions[0];
+  const outside = t.coords.find(([x, y]) => x < 0 || y < 0 || x >= w || y >= h);
+  if (outside) throw new Error(`${file}: coordinate (${outside[0]}, ${outside[1]}) lies outside the slide (${w} x ${h})`);
+  return t.coords;
+}
+
 /** Tiles one slide; never throws for a slide's own problems (they become the row's error). */
-async function runOne(input: SlideInput, o: Required<Omit<TileRunOptions, 'onSlide' | 'mask' | 'defaultMpp'>> & TileRunOptions): Promise<SlideRow> {
+async function runOne(input: SlideInput, o: Required<Omit<TileRunOptions, 'onSlide' | 'mask' | 'defaultMpp' | 'coordsFrom'>> & TileRunOptions): Promise<SlideRow> {
   const row: SlideRow = { slide: input.slide, path: input.path, status: 'failed', tiles: 0, mpp: null, width: null, height: null, error: '' };
   let slide: Slide | null = null;
   try {
@@ -141,7 +167,8 @@ async function runOne(input: SlideInput, o: Required<Omit<TileRunOptions, 'onSli
       );
     }
     row.mpp = mpp;
-    const tiling = await tileSlide(slide, mpp, { targetMpp: o.mpp, tileSizePx: o.tileSizePx, tissueThreshold: o.tissueThreshold, mask: o.mask });
+    const coords = o.coordsFrom ? await tridentTiles(o.coordsFrom, input.slide, slide, mpp, o.mpp, o.tileSizePx) : undefined;
+    const tiling = await tileSlide(slide, mpp, { targetMpp: o.mpp, tileSizePx: o.tileSizePx, tissueThreshold: o.tissueThreshold, mask: o.mask, coords });
     const csv = formatCsv({
       header: TILES_CSV_HEADER,
       rows: tiling.tiles.map((t) => [String(t.x), String(t.y), String(t.level), String(t.readSizePx), t.tissueFraction.toFixed(4)]),
@@ -175,7 +202,7 @@ export async function runTiling(options: TileRunOptions): Promise<TileRunResult>
   await fs.mkdir(o.out, { recursive: true });
 
   // Resuming: the folder must have been made with the same tiling options.
-  const settings = { mpp: o.mpp, tileSizePx: o.tileSizePx, tissueThreshold: o.tissueThreshold, mask: o.mask ?? null };
+  const settings = { mpp: o.mpp, tileSizePx: o.tileSizePx, tissueThreshold: o.tissueThreshold, mask: o.mask ?? null, ...(o.coordsFrom ? { coordsFrom: path.resolve(o.coordsFrom) } : {}) };
   const settingsFile = path.join(o.out, 'tiling.json');
   if (existsSync(settingsFile)) {
     const before = JSON.parse(await fs.readFile(settingsFile, 'utf8'));

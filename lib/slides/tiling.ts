@@ -121,7 +121,11 @@ const MAX_THUMB_SIDE = 4096;
 export async function tileSlide(
   slide: Slide,
   slideMpp: number,
-  options: { targetMpp: number; tileSizePx: number; tissueThreshold: number; mask?: TissueMaskOptions },
+  options: {
+    targetMpp: number; tileSizePx: number; tissueThreshold: number; mask?: TissueMaskOptions;
+    /** Level-0 corners to tile instead of the grid's tissue tiles (TRIDENT's coordinates): all kept, in this order. */
+    coords?: readonly [number, number][];
+  },
 ): Promise<SlideTiling> {
   const { levelDimensions, levelDownsamples } = slide.info;
   const plan = planTiles(levelDimensions, levelDownsamples, slideMpp, options.targetMpp, options.tileSizePx);
@@ -132,6 +136,12 @@ export async function tileSlide(
   const integral = new MaskIntegral(mask);
   const tiles: TileRow[] = [];
   const k = thumbnail.downsample;
+  if (options.coords) {
+    for (const [x, y] of options.coords) {
+      tiles.push({ x, y, level: plan.level, readSizePx: plan.readSizePx, tissueFraction: integral.fraction(x / k, y / k, (x + plan.stepL0) / k, (y + plan.stepL0) / k) });
+    }
+    return { plan, tiles, thumbnail, mask };
+  }
   for (let r = 0; r < plan.rows; r++) {
     for (let c = 0; c < plan.cols; c++) {
       const x = c * plan.stepL0, y = r * plan.stepL0;
