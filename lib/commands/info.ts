@@ -19,7 +19,7 @@ export interface InstallationInfo {
     devices: { index: number; name: string; computeCapability: string; totalMemoryBytes: number }[];
   };
   cpuThreads: number;
-  openslide: { version: string | null; error: string | null };
+  openslide: { version: string | null; library: string | null; error: string | null };
   sharp: { version: string; libvips: string };
   node: string;
 }
@@ -63,7 +63,7 @@ export function formatInfo(i: InstallationInfo): string {
       (d) => `    cuda:${d.index}     ${d.name}, compute capability ${d.computeCapability}, ${(d.totalMemoryBytes / 2 ** 30).toFixed(1)} GiB`,
     ),
     `  CPU threads  ${i.cpuThreads}`,
-    `  OpenSlide    ${i.openslide.version ?? `absent (${i.openslide.error})`}`,
+    `  OpenSlide    ${i.openslide.version ? `${i.openslide.version} (${i.openslide.library})` : `absent (${i.openslide.error})`}`,
     `  sharp        ${i.sharp.version} (libvips ${i.sharp.libvips})`,
     `  Node.js      ${i.node}`,
   ];

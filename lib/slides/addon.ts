@@ -1,7 +1,7 @@
 // Loads the slide-reader addon (binding.gyp: OpenSlide through dlopen). Its absence is not fatal: plain images and
 // TIFF still read through sharp/libvips.
 import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../version.js';
 
@@ -28,6 +28,10 @@ export interface RgbPixels {
 
 export interface SlidesAddon {
   openslideVersion(): string | null;
+  /** The OpenSlide library file loaded, or null. */
+  openslideLibrary(): string | null;
+  /** Libraries to try before the system's (before OpenSlide's first use). */
+  useOpenSlideLibraries(paths: string[]): void;
   openslideError(): string | null;
   /** Every call below runs on the libuv threadpool. */
   detectVendor(path: string): Promise<string | null>;
@@ -66,10 +70,26 @@ export function loadSlidesAddon(): SlidesAddon | null {
   }
   try {
     cached = createRequire(import.meta.url)(file) as SlidesAddon;
+    cached.useOpenSlideLibraries(openslideBinLibraries());
   } catch (e) {
     cachedError = `the slide-reader addon could not be loaded from ${file}: ${(e as Error).message.split('\n')[0]}; run \`npm run setup\``;
   }
   return cached;
+}
+
+/**
+ * OpenSlide 4 from PyPI's openslide-bin (self-contained libopenslide.so.1; reads DICOM whole-slide images, which
+ * Debian 12's OpenSlide 3.4.1 cannot), where setup installed it: the project's .venv. Preferred over the system's.
+ */
+export function openslideBinLibraries(): string[] {
+  const out: string[] = [];
+  const lib = path.join(PACKAGE_ROOT, '.venv', 'lib');
+  if (!existsSync(lib)) return out;
+  for (const py of readdirSync(lib).filter((d) => d.startsWith('python')).sort().reverse()) {
+    const f = path.join(lib, py, 'site-packages', 'openslide_bin', 'libopenslide.so.1');
+    if (existsSync(f)) out.push(f);
+  }
+  return out;
 }
 
 export function slidesAddonError(): string | null {
@@ -83,9 +103,9 @@ export function openslideAddon(): SlidesAddon | null {
   return addon && addon.openslideVersion() ? addon : null;
 }
 
-/** OpenSlide's version, or null with the reason when OpenSlide (or the addon) is unavailable. */
-export function openslideStatus(): { version: string | null; error: string | null } {
+/** OpenSlide's version and library file, or null with the reason when OpenSlide (or the addon) is unavailable. */
+export function openslideStatus(): { version: string | null; library: string | null; error: string | null } {
   const addon = loadSlidesAddon();
-  if (!addon) return { version: null, error: slidesAddonError() };
-  return { version: addon.openslideVersion(), error: addon.openslideError() };
+  if (!addon) return { version: null, library: null, error: slidesAddonError() };
+  return { version: addon.openslideVersion(), library: addon.openslideLibrary(), error: addon.openslideError() };
 }

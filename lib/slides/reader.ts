@@ -54,11 +54,16 @@ const positive = (v: string | undefined): number | null => {
   return Number.isFinite(n) && n > 0 ? n : null;
 };
 
-/** openslide.mpp-x/y, else Aperio's MPP, else the TIFF resolution (centimeter or inch units). */
+/** openslide.mpp-x/y, else Aperio's MPP, else the TIFF resolution (centimeter or inch units); screen placeholders never. */
 export function mppFromProperties(p: Record<string, string>): SlideProperties['mpp'] {
   const ox = positive(p['openslide.mpp-x']);
   const oy = positive(p['openslide.mpp-y']);
-  if (ox && oy) return { x: ox, y: oy, source: 'openslide' };
+  // OpenSlide 4 also derives openslide.mpp-* from a generic TIFF's resolution tags, 72 dpi placeholders included.
+  // (It then comes from the TIFF resolution, and is labelled so, as with OpenSlide 3.4, where we read the tags.)
+  if (ox && oy && ox <= MAX_PLAUSIBLE_MPP && oy <= MAX_PLAUSIBLE_MPP) {
+    const fromTiff = p['openslide.vendor'] === 'generic-tiff' && p['tiff.XResolution'] !== undefined;
+    return { x: ox, y: oy, source: fromTiff ? 'tiff-resolution' : 'openslide' };
+  }
   const aperio = positive(p['aperio.MPP']);
   if (aperio) return { x: aperio, y: aperio, source: 'aperio' };
   const unit = p['tiff.ResolutionUnit'];

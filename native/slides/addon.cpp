@@ -120,6 +120,27 @@ static Napi::Value OpenSlideVersion(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), api->get_version());
 }
 
+// useOpenSlideLibraries(paths: string[]): libraries to try before the system's; effective before OpenSlide's first use.
+static Napi::Value UseOpenSlideLibraries(const Napi::CallbackInfo& info) {
+  if (!info[0].IsArray()) throw Napi::TypeError::New(info.Env(), "paths must be an array of strings");
+  Napi::Array a = info[0].As<Napi::Array>();
+  std::vector<std::string> paths;
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    Napi::Value v = a.Get(i);
+    if (!v.IsString()) throw Napi::TypeError::New(info.Env(), "paths must be an array of strings");
+    paths.push_back(v.As<Napi::String>().Utf8Value());
+  }
+  set_openslide_candidates(std::move(paths));
+  return info.Env().Undefined();
+}
+
+// openslideLibrary() -> the library file loaded (as given to dlopen), or null.
+static Napi::Value OpenSlideLibrary(const Napi::CallbackInfo& info) {
+  std::string lib = openslide_library();
+  if (lib.empty()) return info.Env().Null();
+  return Napi::String::New(info.Env(), lib);
+}
+
 static Napi::Value OpenSlideError(const Napi::CallbackInfo& info) {
   std::string err;
   if (openslide_api(&err) != nullptr) return info.Env().Null();
@@ -349,6 +370,8 @@ static Napi::Object InitSlides(Napi::Env env, Napi::Object exports) {
   using namespace g2l::slides;
   exports.Set("openslideVersion", Napi::Function::New(env, OpenSlideVersion, "openslideVersion"));
   exports.Set("openslideError", Napi::Function::New(env, OpenSlideError, "openslideError"));
+  exports.Set("openslideLibrary", Napi::Function::New(env, OpenSlideLibrary, "openslideLibrary"));
+  exports.Set("useOpenSlideLibraries", Napi::Function::New(env, UseOpenSlideLibraries, "useOpenSlideLibraries"));
   exports.Set("detectVendor", Napi::Function::New(env, DetectVendor, "detectVendor"));
   exports.Set("openSlide", Napi::Function::New(env, OpenSlide, "openSlide"));
   exports.Set("readRegion", Napi::Function::New(env, ReadRegion, "readRegion"));

@@ -11,7 +11,10 @@ namespace {
 
 OpenSlideApi g_api;
 std::string g_error;
+std::string g_library;
+std::vector<std::string> g_candidates;
 std::once_flag g_once;
+std::mutex g_candidates_mutex;
 
 template <typename F>
 bool resolve(void* lib, const char* name, F& slot) {
@@ -21,18 +24,28 @@ bool resolve(void* lib, const char* name, F& slot) {
 }
 
 void load() {
-  // G2L_OPENSLIDE_LIB names a library explicitly (a user's own OpenSlide build); else the usual sonames.
-  const char* override_path = std::getenv("G2L_OPENSLIDE_LIB");
-  const char* candidates[] = {override_path, "libopenslide.so.1", "libopenslide.so.0", "libopenslide.so",
-                              "libopenslide.1.dylib", "libopenslide.0.dylib"};
+  // G2L_OPENSLIDE_LIB names a library explicitly (a user's own OpenSlide build); then the candidates the package
+  // found (openslide-bin's OpenSlide 4 from PyPI); then the usual sonames (Debian's libopenslide0: OpenSlide 3.4).
+  std::vector<std::string> candidates;
+  if (const char* override_path = std::getenv("G2L_OPENSLIDE_LIB")) candidates.emplace_back(override_path);
+  {
+    std::lock_guard<std::mutex> lock(g_candidates_mutex);
+    candidates.insert(candidates.end(), g_candidates.begin(), g_candidates.end());
+  }
+  for (const char* c : {"libopenslide.so.1", "libopenslide.so.0", "libopenslide.so", "libopenslide.1.dylib", "libopenslide.0.dylib"}) {
+    candidates.emplace_back(c);
+  }
   void* lib = nullptr;
   std::string tried;
-  for (const char* c : candidates) {
-    if (c == nullptr || *c == '\0') continue;
-    lib = dlopen(c, RTLD_NOW | RTLD_LOCAL);
-    if (lib != nullptr) break;
+  for (const std::string& c : candidates) {
+    if (c.empty()) continue;
+    lib = dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (lib != nullptr) {
+      g_library = c;
+      break;
+    }
     dlerror();
-    tried += std::string(tried.empty() ? "" : ", ") + c;
+    tried += (tried.empty() ? "" : ", ") + c;
   }
   if (lib == nullptr) {
     g_error = "OpenSlide is not installed (none of " + tried +
@@ -56,9 +69,20 @@ void load() {
   // Optional (OpenSlide >= 4.0).
   a.get_icc_profile_size = reinterpret_cast<decltype(a.get_icc_profile_size)>(dlsym(lib, "openslide_get_icc_profile_size"));
   if (ok) g_api = a;
+  else g_library.clear();
 }
 
 }  // namespace
+
+void set_openslide_candidates(std::vector<std::string> paths) {
+  std::lock_guard<std::mutex> lock(g_candidates_mutex);
+  g_candidates = std::move(paths);
+}
+
+std::string openslide_library() {
+  std::string err;
+  return openslide_api(&err) != nullptr ? g_library : std::string();
+}
 
 const OpenSlideApi* openslide_api(std::string* error) {
   std::call_once(g_once, load);

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace g2l::slides {
 
@@ -29,7 +30,16 @@ struct OpenSlideApi {
   int64_t (*get_icc_profile_size)(openslide_t*) = nullptr;
 };
 
+/**
+ * Libraries to try before the system's (e.g. PyPI openslide-bin's libopenslide.so.1, OpenSlide 4): takes effect only
+ * before the first openslide_api() call. Order of the search: G2L_OPENSLIDE_LIB, these, then the usual sonames.
+ */
+void set_openslide_candidates(std::vector<std::string> paths);
+
 /** The loaded API, or null with `error` set to why (library missing, symbol missing). Thread-safe, loads once. */
 const OpenSlideApi* openslide_api(std::string* error);
+
+/** The library openslide_api() loaded (as named to dlopen), or "" when none. */
+std::string openslide_library();
 
 }  // namespace g2l::slides
