@@ -30,6 +30,8 @@ export interface TileSource {
   stepsPerEpoch(batchSize: number, worldSize?: number): number;
   /** Slides that could not be read, with the reason (reported, never fatal). */
   readonly skipped: { slide: string; error: string }[];
+  /** Slides opened so far and the most open at once (tile manifests; zeros for synthetic tiles). */
+  stats(): { opened: number; peakOpen: number; maxOpenSlides: number };
   close(): Promise<void>;
 }
 
@@ -159,6 +161,10 @@ class SampledTiles implements TileSource {
       }
     }
     return { data, shape: [batchSize, s, s, 3] };
+  }
+
+  stats(): { opened: number; peakOpen: number; maxOpenSlides: number } {
+    return this.reader?.stats ?? { opened: 0, peakOpen: 0, maxOpenSlides: 0 };
   }
 
   async close(): Promise<void> {
