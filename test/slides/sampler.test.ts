@@ -179,3 +179,26 @@ t.test('a folder that is not a manifest is a user error', async (t) => {
 });
 
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+t.test('training batches from a manifest: batch s is a pure function of (seed, s, shard), ranks split the global batch', async (t) => {
+  const { openTileSource } = await import('../../lib/distill/tiles.js');
+  const a = await openTileSource(manifest, { seed: 4, tileSizePx: 256, maxOpenSlides: 1 });
+  const b = await openTileSource(manifest, { seed: 4, tileSizePx: 256 });
+  const per = a.stepsPerEpoch(4);
+  for (const step of [0, 3, per + 1]) {
+    const x = await a.batch(step, 4);
+    const y = await b.batch(step, 4);
+    t.ok(Buffer.from(x.data).equals(Buffer.from(y.data)), `step ${step}: the same pixels from a fresh source (another LRU size)`);
+  }
+  t.notOk(Buffer.from((await a.batch(0, 4)).data).equals(Buffer.from((await a.batch(per, 4)).data)), 'the next epoch is reshuffled');
+  // Two ranks of batch 2: their rows interleave into the single process's batch of 4.
+  const whole = await b.batch(1, 4);
+  const r0 = await b.batch(1, 2, { rank: 0, worldSize: 2 });
+  const r1 = await b.batch(1, 2, { rank: 1, worldSize: 2 });
+  const n = 256 * 256 * 3;
+  const rows = [r0.data.subarray(0, n), r1.data.subarray(0, n), r0.data.subarray(n), r1.data.subarray(n)];
+  rows.forEach((row, i) => t.ok(Buffer.from(row).equals(Buffer.from(whole.data.subarray(i * n, (i + 1) * n))), `global row ${i} from rank ${i % 2}`));
+  t.ok(a.stats().peakOpen <= 1, `at most 1 slide open with maxOpenSlides 1 (${a.stats().peakOpen}; ${a.stats().opened} opened)`);
+  await a.close();
+  await b.close();
+});
