@@ -15,8 +15,13 @@ import { evaluateSet, PROTOCOLS, type EvalOptions, type Protocol } from '../eval
 import { cka } from '../eval/cka.js';
 import { writeReport, type CkaPair, type NamedSet } from '../eval/report.js';
 import type { KnnVote } from '../eval/knn.js';
+import { evaluateSlides, readSlideBags, readSlideLabels } from '../eval/slide.js';
 
 export interface EvalArgs {
+  /** patch (default): feature sets of tiles or images; slide: per-slide features with --labels. */
+  level?: 'patch' | 'slide';
+  labels?: string;
+  folds?: number;
   features?: string[];
   models?: string[];
   dataset?: string;
@@ -164,6 +169,22 @@ export async function runEval(argv: EvalArgs): Promise<{ files: string[]; sets: 
     }
     const sets: NamedSet[] = [];
     const loaded: FeatureSet[] = [];
+    if (argv.level === 'slide') {
+      if (!argv.labels) throw new UserError('eval --level slide needs --labels <csv> (slide, label, and split or fold, patient, site where known)');
+      if (argv.models?.length) throw new UserError('eval --level slide reads per-slide features (--features): extract them with g2l-native embed --slides');
+      const folds = argv.folds ?? 5;
+      if (!Number.isInteger(folds) || folds < 2) throw new UserError(`--folds ${argv.folds}: expected an integer of at least 2`);
+      const labels = await readSlideLabels(argv.labels);
+      for (const n of named) {
+        const bags = await readSlideBags(n.dir);
+        log('slide.loaded', { name: n.name, dir: n.dir, slides: bags.size });
+        const slide = await evaluateSlides(n.name, bags, labels, { ...opts, folds });
+        sets.push({ name: n.name, dir: n.dir, report: { slide, info: { n: slide.mean.info.slides, dim: slide.mean.info.dim, classes: slide.mean.info.classes } } });
+      }
+      const files = await writeReport(argv.out, { sets, cka: [], options: opts, created: new Date().toISOString() });
+      log('report.written', { out: argv.out, files });
+      return { files, sets, cka: [] };
+    }
     for (const n of named) {
       const set = await readFeatureSet(n.dir);
       loaded.push(set);
@@ -201,6 +222,8 @@ function summary(sets: NamedSet[]): string {
     for (const [k, e] of Object.entries(s.report.knn ?? {})) parts.push(`kNN ${k} bacc ${e.bacc.toFixed(4)}`);
     for (const [c, e] of Object.entries(s.report.linear ?? {})) parts.push(`linear ${c} AUC ${e.auc.toFixed(4)} bacc ${e.bacc.toFixed(4)}`);
     for (const [k, e] of Object.entries(s.report.robustness ?? {})) parts.push(`robustness ${k} ${e.ratio === null ? 'n/a' : e.ratio.toFixed(3)}`);
+    const m = s.report.slide?.mean;
+    if (m) parts.push(`slide mean-pool probe AUC ${m.auc.toFixed(4)}${m.std ? ` ± ${m.std.auc.toFixed(4)}` : ''} bacc ${m.bacc.toFixed(4)} (${m.info.scheme === 'folds' ? `${m.info.n_folds} folds` : 'test split'})`);
     lines.push(`${s.name}: ${parts.join('; ')}`);
   }
   return lines.join('\n');
@@ -210,6 +233,9 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
   command: 'eval',
   describe: 'kNN, linear probe and robustness index on feature sets (or models embedding a dataset); writes a report',
   builder: (y) => y
+    .option('level', { choices: ['patch', 'slide'] as const, default: 'patch' as const, describe: 'patch: feature sets of tiles/images; slide: per-slide features (embed --slides) with --labels' })
+    .option('labels', { type: 'string', describe: '--level slide: CSV with slide, label and where known split or fold, patient, site' })
+    .option('folds', { type: 'number', describe: '--level slide without split/fold columns: patient-level folds (default 5)' })
     .option('features', { type: 'string', array: true, describe: 'Feature-set folder, [name:]<folder>; repeat for models side by side' })
     .option('models', { type: 'string', array: true, describe: 'name:<model folder> to embed --dataset with (features cached under <out>/features/<name>)' })
     .option('dataset', { type: 'string', describe: 'ImageFolder (root/<class>/<image>) or CSV (path,label,split,site,slide) for --models' })

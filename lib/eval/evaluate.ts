@@ -11,6 +11,7 @@ import { knnClassify, type KnnVote } from './knn.js';
 import { fitLogistic, predictProba, argmaxRows } from './logistic.js';
 import { accuracy, balancedAccuracy, bootstrapCis, metricsOn, rocAuc, rocCurve, weightedF1 } from './metrics.js';
 import { robustnessIndex, codes, type RobustnessCounts } from './robustness.js';
+import type { SlideReport } from './slide.js';
 
 export type Protocol = 'knn' | 'linear' | 'robustness';
 export const PROTOCOLS: Protocol[] = ['knn', 'linear', 'robustness'];
@@ -46,6 +47,8 @@ export interface LinearEntry {
 }
 
 export interface SetReport {
+  /** Slide-level evaluation (eval --level slide; lib/eval/slide.ts), per aggregator. */
+  slide?: SlideReport;
   knn?: Record<string, KnnEntry>;
   linear?: Record<string, LinearEntry>;
   robustness?: Record<string, RobustnessCounts>;

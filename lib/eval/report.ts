@@ -33,7 +33,7 @@ interface Table {
   /** Bold the best value per column (for scores; CKA is a similarity, not a score). */
   rank?: boolean;
   header: string[];
-  rows: { name: string; cells: (number | null | undefined)[]; ci?: ([number, number] | undefined)[] }[];
+  rows: { name: string; cells: (number | null | undefined)[]; ci?: ([number, number] | undefined)[]; sd?: (number | undefined)[] }[];
 }
 
 function tables(input: ReportInput): Table[] {
@@ -51,6 +51,18 @@ function tables(input: ReportInput): Table[] {
         cells: options.ks.flatMap((k) => [s.report.knn?.[kKey(k)]?.acc, s.report.knn?.[kKey(k)]?.bacc]),
         ci: options.ks.flatMap((k) => [s.report.knn?.[kKey(k)]?.ci?.acc, s.report.knn?.[kKey(k)]?.ci?.bacc]),
       })),
+    });
+  }
+  if (sets.some((s) => s.report.slide?.mean)) {
+    const folds = sets.find((s) => s.report.slide?.mean)!.report.slide!.mean.info.n_folds;
+    out.push({
+      title: `Slide level: mean pooling + linear probe (${folds > 1 ? `mean over ${folds} patient-level folds` : 'test split'})`, rank: true,
+      note: 'each slide\'s tile features averaged; the probe at the C chosen on val, else the first --C; ± is the standard deviation across folds',
+      header: ['AUC', 'bacc', 'acc', 'F1'],
+      rows: sets.map((s) => {
+        const e = s.report.slide?.mean;
+        return { name: s.name, cells: [e?.auc, e?.bacc, e?.acc, e?.f1], sd: e?.std ? [e.std.auc, e.std.bacc, e.std.acc, e.std.f1] : undefined };
+      }),
     });
   }
   if (has('linear')) {
@@ -112,7 +124,8 @@ function cellText(t: Table, r: number, c: number): string {
   const v = t.rows[r].cells[c];
   if (t.header[c] === 'samples') return String(v);
   const ci = t.rows[r].ci?.[c];
-  return ci ? `${f4(v)} [${f4(ci[0])}, ${f4(ci[1])}]` : f4(v);
+  const sd = t.rows[r].sd?.[c];
+  return ci ? `${f4(v)} [${f4(ci[0])}, ${f4(ci[1])}]` : sd !== undefined ? `${f4(v)} ± ${f4(sd)}` : f4(v);
 }
 
 function selectionLines(sets: NamedSet[]): string[] {
