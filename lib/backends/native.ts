@@ -8,7 +8,7 @@ import type { Backend, BackendInfo, Float32Tensor, Uint8Tensor } from './types.j
 import type { AugmentConfig, AugmentedBatch, AugmentOptions, Normalization, TeacherDtype } from './types.js';
 import type { FloatTensor, LogSumLossOptions, LogSumLossResult } from './types.js';
 import type { NativeDistillerConstructor } from '../distill/native-types.js';
-import type { EmbedInput, ModelDescription, ModelDtype, ModelHandle, ModelInfo, ModelLoadOptions, ModelSource } from './types.js';
+import type { EmbedInput, MilBags, MilParams, MilTrainPlan, MilTrainResult, ModelDescription, ModelDtype, ModelHandle, ModelInfo, ModelLoadOptions, ModelSource } from './types.js';
 import { UserError } from '../errors.js';
 
 /** The functions the addon exports (native/addon). */
@@ -45,6 +45,10 @@ export interface EngineAddon {
     options: { alpha?: number; reduction?: string; bnEps?: number; teacherBn?: boolean },
     device: string,
   ): Promise<LogSumLossResult>;
+  // ABMIL (native/addon/mil.cpp)
+  abmilTrain(init: MilParams, train: MilBags, val: MilBags | null, plan: MilTrainPlan, device: string): Promise<MilTrainResult>;
+  abmilPredict(params: MilParams, bags: MilBags, device: string): Promise<FloatTensor>;
+  abmilLoss(params: MilParams, bags: MilBags, device: string): Promise<{ loss: number; grads: MilParams }>;
   // Models (native/addon/models.cpp); a handle is an opaque External
   loadModel(folder: string, preset: string, device: string, dtype: string): Promise<NativeModelRef>;
   createModel(folder: string, preset: string, device: string, dtype: string, seed: number): Promise<NativeModelRef>;
@@ -191,6 +195,18 @@ export class NativeBackend implements Backend {
   logSumLoss(zs: FloatTensor, zt: FloatTensor, options: LogSumLossOptions): Promise<LogSumLossResult> {
     const { W, b, device, ...loss } = options;
     return this.addon.logSumLoss(zs, zt, W, b, loss, device ?? 'cpu');
+  }
+
+  abmilTrain(init: MilParams, train: MilBags, val: MilBags | null, plan: MilTrainPlan, device = 'cpu'): Promise<MilTrainResult> {
+    return userErrors(this.addon.abmilTrain(init, train, val, plan, device));
+  }
+
+  abmilPredict(params: MilParams, bags: MilBags, device = 'cpu'): Promise<FloatTensor> {
+    return userErrors(this.addon.abmilPredict(params, bags, device));
+  }
+
+  abmilLoss(params: MilParams, bags: MilBags, device = 'cpu'): Promise<{ loss: number; grads: MilParams }> {
+    return userErrors(this.addon.abmilLoss(params, bags, device));
   }
 
   // Engine errors about a model folder (no config.json, mismatched weights, a truncated file) are the user's to fix.

@@ -32,7 +32,46 @@ export interface BackendInfo {
 
 export type BackendName = 'native' | 'js';
 
-export interface Backend extends AugmentBackend, DistillBackend, ModelBackend {
+// ---------------------------------------------------------------------------------------------------------------
+// Gated-attention MIL for slide-level tasks (engine: native/engine/include/g2l/mil.h; twin: js/mil.ts)
+// ---------------------------------------------------------------------------------------------------------------
+
+/** ABMIL parameters by name (fc, attention_a, attention_b, attention_c, classifier: .weight and .bias). */
+export type MilParams = Record<string, FloatTensor>;
+
+/** Bags as (sum N, D) features and offsets (B+1); labels per bag for training and losses. */
+export interface MilBags {
+  features: FloatTensor;
+  offsets: number[];
+  labels?: number[];
+}
+
+/** The steps of each epoch (bag indices whose mean loss is one AdamW step), a learning rate per step. */
+export interface MilTrainPlan {
+  epochs: number[][][];
+  lr: number[];
+  weightDecay: number;
+  /** Epochs without a better validation loss before stopping (0: never). */
+  patience: number;
+}
+
+export interface MilTrainResult {
+  params: MilParams;
+  trainLoss: number[];
+  valLoss: number[];
+  bestEpoch: number;
+  epochsRun: number;
+}
+
+export interface MilBackend {
+  abmilTrain(init: MilParams, train: MilBags, val: MilBags | null, plan: MilTrainPlan, device?: string): Promise<MilTrainResult>;
+  /** Class probabilities (B, K). */
+  abmilPredict(params: MilParams, bags: MilBags, device?: string): Promise<FloatTensor>;
+  /** Mean cross-entropy over the bags and its gradients (tests). */
+  abmilLoss(params: MilParams, bags: MilBags, device?: string): Promise<{ loss: number; grads: MilParams }>;
+}
+
+export interface Backend extends AugmentBackend, DistillBackend, ModelBackend, MilBackend {
   readonly name: BackendName;
   info(): Promise<BackendInfo>;
   /**

@@ -59,6 +59,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_distill(env, exports);
   register_augment(env, exports);
   register_dist(env, exports);
+  register_mil(env, exports);
   return exports;
 }
 

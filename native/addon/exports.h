@@ -10,5 +10,6 @@ void register_models(Napi::Env env, Napi::Object exports);   // models.cpp: load
 void register_distill(Napi::Env env, Napi::Object exports);  // distill.cpp: logSumLoss, Distiller
 void register_augment(Napi::Env env, Napi::Object exports);  // augment.cpp: the fused tile augmentation
 void register_dist(Napi::Env env, Napi::Object exports);     // dist.cpp: data parallelism (all-reduce timing)
+void register_mil(Napi::Env env, Napi::Object exports);      // mil.cpp: ABMIL for slide-level tasks
 
 }  // namespace g2l::addon

@@ -5,8 +5,9 @@ import { UserError } from '../../errors.js';
 import type { Backend, BackendInfo, Float32Tensor, Uint8Tensor } from '../types.js';
 import type { AugmentConfig, AugmentedBatch, AugmentOptions, Normalization } from '../types.js';
 import { augmentBatch, sampleAugmentParams } from './augment.js';
-import type { FloatTensor, LogSumLossOptions, LogSumLossResult } from '../types.js';
+import type { FloatTensor, LogSumLossOptions, LogSumLossResult, MilBags, MilParams, MilTrainPlan, MilTrainResult } from '../types.js';
 import { logSumLossJs } from './loss.js';
+import { abmilLossJs, abmilPredictJs, abmilTrainJs } from './mil.js';
 import type { EmbedInput, ModelDescription, ModelHandle, ModelInfo, ModelLoadOptions, ModelSource } from '../types.js';
 import { Worker } from 'node:worker_threads';
 import { describeJsModel, preflightJsModel } from './model.js';
@@ -93,6 +94,21 @@ export class JsBackend implements Backend {
   async logSumLoss(zs: FloatTensor, zt: FloatTensor, options: LogSumLossOptions): Promise<LogSumLossResult> {
     requireCpu(options.device ?? 'cpu');
     return logSumLossJs(zs, zt, options);
+  }
+
+  async abmilTrain(init: MilParams, train: MilBags, val: MilBags | null, plan: MilTrainPlan, device = 'cpu'): Promise<MilTrainResult> {
+    requireCpu(device);
+    return abmilTrainJs(init, train, val, plan);
+  }
+
+  async abmilPredict(params: MilParams, bags: MilBags, device = 'cpu'): Promise<FloatTensor> {
+    requireCpu(device);
+    return abmilPredictJs(params, bags);
+  }
+
+  async abmilLoss(params: MilParams, bags: MilBags, device = 'cpu'): Promise<{ loss: number; grads: MilParams }> {
+    requireCpu(device);
+    return abmilLossJs(params, bags);
   }
 }
 
