@@ -16,12 +16,15 @@ import { cka } from '../eval/cka.js';
 import { writeReport, type CkaPair, type NamedSet } from '../eval/report.js';
 import type { KnnVote } from '../eval/knn.js';
 import { evaluateSlides, readSlideBags, readSlideLabels } from '../eval/slide.js';
+import { getBackend } from '../backends/index.js';
 
 export interface EvalArgs {
   /** patch (default): feature sets of tiles or images; slide: per-slide features with --labels. */
   level?: 'patch' | 'slide';
   labels?: string;
   folds?: number;
+  aggregator?: string;
+  abmilEpochs?: number;
   features?: string[];
   models?: string[];
   dataset?: string;
@@ -174,12 +177,20 @@ export async function runEval(argv: EvalArgs): Promise<{ files: string[]; sets: 
       if (argv.models?.length) throw new UserError('eval --level slide reads per-slide features (--features): extract them with g2l-native embed --slides');
       const folds = argv.folds ?? 5;
       if (!Number.isInteger(folds) || folds < 2) throw new UserError(`--folds ${argv.folds}: expected an integer of at least 2`);
+      const aggregators = (argv.aggregator ?? 'mean').split(',').map((a) => a.trim()).filter(Boolean);
+      for (const a of aggregators) if (a !== 'mean' && a !== 'abmil') throw new UserError(`--aggregator ${a}: unknown; choose from mean, abmil`);
+      if (argv.abmilEpochs !== undefined && !(Number.isInteger(argv.abmilEpochs) && argv.abmilEpochs >= 1)) throw new UserError(`--abmil-epochs ${argv.abmilEpochs}: expected a positive integer`);
       const labels = await readSlideLabels(argv.labels);
+      const backend = aggregators.includes('abmil') ? getBackend({ backend: argv.backend, force: argv.force }) : undefined;
       for (const n of named) {
         const bags = await readSlideBags(n.dir);
         log('slide.loaded', { name: n.name, dir: n.dir, slides: bags.size });
-        const slide = await evaluateSlides(n.name, bags, labels, { ...opts, folds });
-        sets.push({ name: n.name, dir: n.dir, report: { slide, info: { n: slide.mean.info.slides, dim: slide.mean.info.dim, classes: slide.mean.info.classes } } });
+        const slide = await evaluateSlides(n.name, bags, labels, {
+          ...opts, folds, aggregators: aggregators as ('mean' | 'abmil')[], backend, device: argv.device ?? 'cpu',
+          abmil: argv.abmilEpochs !== undefined ? { epochs: argv.abmilEpochs } : {},
+        });
+        const i = (slide.mean ?? slide.abmil)!.info;
+        sets.push({ name: n.name, dir: n.dir, report: { slide, info: { n: i.slides, dim: i.dim, classes: i.classes } } });
       }
       const files = await writeReport(argv.out, { sets, cka: [], options: opts, created: new Date().toISOString() });
       log('report.written', { out: argv.out, files });
@@ -222,8 +233,10 @@ function summary(sets: NamedSet[]): string {
     for (const [k, e] of Object.entries(s.report.knn ?? {})) parts.push(`kNN ${k} bacc ${e.bacc.toFixed(4)}`);
     for (const [c, e] of Object.entries(s.report.linear ?? {})) parts.push(`linear ${c} AUC ${e.auc.toFixed(4)} bacc ${e.bacc.toFixed(4)}`);
     for (const [k, e] of Object.entries(s.report.robustness ?? {})) parts.push(`robustness ${k} ${e.ratio === null ? 'n/a' : e.ratio.toFixed(3)}`);
-    const m = s.report.slide?.mean;
-    if (m) parts.push(`slide mean-pool probe AUC ${m.auc.toFixed(4)}${m.std ? ` ± ${m.std.auc.toFixed(4)}` : ''} bacc ${m.bacc.toFixed(4)} (${m.info.scheme === 'folds' ? `${m.info.n_folds} folds` : 'test split'})`);
+    for (const [agg, what] of [['mean', 'mean-pool probe'], ['abmil', 'ABMIL']] as const) {
+      const m = s.report.slide?.[agg];
+      if (m) parts.push(`slide ${what} AUC ${m.auc.toFixed(4)}${m.std ? ` ± ${m.std.auc.toFixed(4)}` : ''} bacc ${m.bacc.toFixed(4)} (${m.info.scheme === 'folds' ? `${m.info.n_folds} folds` : 'test split'})`);
+    }
     lines.push(`${s.name}: ${parts.join('; ')}`);
   }
   return lines.join('\n');
@@ -236,6 +249,8 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
     .option('level', { choices: ['patch', 'slide'] as const, default: 'patch' as const, describe: 'patch: feature sets of tiles/images; slide: per-slide features (embed --slides) with --labels' })
     .option('labels', { type: 'string', describe: '--level slide: CSV with slide, label and where known split or fold, patient, site' })
     .option('folds', { type: 'number', describe: '--level slide without split/fold columns: patient-level folds (default 5)' })
+    .option('aggregator', { type: 'string', describe: '--level slide: mean (mean pooling + probe/kNN, default), abmil (gated attention MIL), or both: mean,abmil' })
+    .option('abmil-epochs', { type: 'number', describe: '--level slide: ABMIL training epochs (default 20; early stopping with patience 5 on the validation slides)' })
     .option('features', { type: 'string', array: true, describe: 'Feature-set folder, [name:]<folder>; repeat for models side by side' })
     .option('models', { type: 'string', array: true, describe: 'name:<model folder> to embed --dataset with (features cached under <out>/features/<name>)' })
     .option('dataset', { type: 'string', describe: 'ImageFolder (root/<class>/<image>) or CSV (path,label,split,site,slide) for --models' })

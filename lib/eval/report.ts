@@ -53,14 +53,19 @@ function tables(input: ReportInput): Table[] {
       })),
     });
   }
-  if (sets.some((s) => s.report.slide?.mean)) {
-    const folds = sets.find((s) => s.report.slide?.mean)!.report.slide!.mean.info.n_folds;
+  for (const [agg, what, note] of [
+    ['mean', 'mean pooling + linear probe', 'each slide\'s tile features averaged; the probe at the C chosen on val, else the first --C'],
+    ['abmil', 'gated-attention MIL (ABMIL)', 'trained on the train slides, early stopping on the validation slides (val split, or the next fold)'],
+  ] as const) {
+    const first = sets.find((s) => s.report.slide?.[agg]);
+    if (!first) continue;
+    const folds = first.report.slide![agg]!.info.n_folds;
     out.push({
-      title: `Slide level: mean pooling + linear probe (${folds > 1 ? `mean over ${folds} patient-level folds` : 'test split'})`, rank: true,
-      note: 'each slide\'s tile features averaged; the probe at the C chosen on val, else the first --C; ± is the standard deviation across folds',
+      title: `Slide level: ${what} (${folds > 1 ? `mean over ${folds} patient-level folds` : 'test split'})`, rank: true,
+      note: `${note}; ± is the standard deviation across folds`,
       header: ['AUC', 'bacc', 'acc', 'F1'],
       rows: sets.map((s) => {
-        const e = s.report.slide?.mean;
+        const e = s.report.slide?.[agg];
         return { name: s.name, cells: [e?.auc, e?.bacc, e?.acc, e?.f1], sd: e?.std ? [e.std.auc, e.std.bacc, e.std.acc, e.std.f1] : undefined };
       }),
     });

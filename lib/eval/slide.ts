@@ -5,8 +5,11 @@
 //             has a `slide` column (rows of one slide are its tiles)
 //   labels    a CSV with slide, label, and where known split (train/val/test) or fold (0..K-1), patient, site
 //
-// Aggregator `mean`: each slide's tile features averaged, then the linear probe and kNN of lib/eval/evaluate.ts on the
-// pooled features. Splits are by patient: a patient's slides never sit on two sides (a labels file that breaks this is
+// Aggregators: `mean`, each slide's tile features averaged, then the linear probe and kNN of lib/eval/evaluate.ts on
+// the pooled features; `abmil`, gated-attention MIL (Ilse et al. 2018, as CLAM and UNI's slide benchmarks use it;
+// engine: native/engine/include/g2l/mil.h, js twin: lib/backends/js/mil.ts) trained on the train slides with AdamW and a
+// cosine learning rate, one slide a step in an order drawn from the seed, early stopping on the validation slides
+// (the val split, or with folds the next fold, the rest training), the best epoch's weights scored on test. Splits are by patient: a patient's slides never sit on two sides (a labels file that breaks this is
 // refused, naming the patient); without a split or fold column, K patient-level folds stratified by label are drawn
 // from the seed. With folds, every metric is reported per fold, with the mean and the standard deviation (numpy's,
 // ddof 0) across folds. report.json: slide.<aggregator>.{auc,bacc,acc,f1} (the linear probe at the first C, or the C
@@ -19,6 +22,9 @@ import { hdf5, isHdf5File } from '../io/hdf5.js';
 import { compareCodePoints, readFeatureSet, type FeatureSet } from '../data/feature-set.js';
 import { SplitMix32 } from '../util/random.js';
 import { cKey, evaluateSet, type EvalOptions, type SetReport } from './evaluate.js';
+import { accuracy, balancedAccuracy, rocAuc, weightedF1 } from './metrics.js';
+import { argmaxRows } from './logistic.js';
+import type { MilBackend, MilBags, MilParams } from '../backends/types.js';
 
 /** A slide's tile features. */
 export interface Bag {
@@ -42,16 +48,19 @@ export interface SlideLabels {
 type Metrics = { auc: number; bacc: number; acc: number; f1: number };
 
 export interface SlideAggregatorReport extends Metrics {
-  /** Which C the headline metrics are the probe's at. */
-  C: number;
+  /** mean: which C the headline metrics are the probe's at. */
+  C?: number;
   std?: Metrics;
-  folds?: (Metrics & { n_train: number; n_test: number })[];
-  linear: Record<string, Metrics & { std?: Metrics }>;
+  folds?: (Metrics & { n_train: number; n_test: number; best_epoch?: number })[];
+  /** mean: the probe at every C. */
+  linear?: Record<string, Metrics & { std?: Metrics }>;
+  /** abmil: the settings it trained with. */
+  settings?: AbmilSettings;
   knn?: Record<string, { acc: number; bacc: number; std?: { acc: number; bacc: number } }>;
   info: { slides: number; patients: number; classes: string[]; dim: number; scheme: 'split' | 'folds'; n_folds: number };
 }
 
-export type SlideReport = Record<string, SlideAggregatorReport>;
+export type SlideReport = { mean?: SlideAggregatorReport; abmil?: SlideAggregatorReport };
 
 const TCGA_BARCODE = /^(TCGA-[A-Z0-9]{2}-[A-Z0-9]{4})-/i;
 
@@ -200,7 +209,25 @@ export function checkPatientGroups(labels: SlideLabels, group: (string | number)
 export interface SlideEvalOptions extends Pick<EvalOptions, 'ks' | 'Cs' | 'vote' | 'maxIter' | 'threads' | 'bootstrap' | 'seed' | 'log' | 'warn'> {
   /** Folds drawn when the labels have neither split nor fold (default 5). */
   folds: number;
+  /** Aggregators to run (default ['mean']). */
+  aggregators?: ('mean' | 'abmil')[];
+  /** ABMIL's settings (ABMIL_DEFAULTS) and the backend that trains it. */
+  abmil?: Partial<AbmilSettings>;
+  backend?: MilBackend;
+  device?: string;
 }
+
+export interface AbmilSettings {
+  hidden: number;
+  attention: number;
+  lr: number;
+  weightDecay: number;
+  epochs: number;
+  patience: number;
+}
+
+/** CLAM's ABMIL recipe scaled to pathology foundation-model features: 1e-4, weight decay 1e-5, 20 epochs, patience 5. */
+export const ABMIL_DEFAULTS: AbmilSettings = Object.freeze({ hidden: 256, attention: 128, lr: 1e-4, weightDecay: 1e-5, epochs: 20, patience: 5 });
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 const std = (xs: number[]) => {
@@ -240,6 +267,18 @@ export async function evaluateSlides(name: string, bags: Map<string, Bag>, label
     groups = ks.map((f) => ({ train: fold.flatMap((v, i) => (v !== f ? [i] : [])), val: [], test: fold.flatMap((v, i) => (v === f ? [i] : [])) }));
     scheme = 'folds';
   }
+  const aggregators = opts.aggregators ?? ['mean'];
+  const info = (n_folds: number) => ({ slides: labels.slides.length, patients: new Set(labels.patients).size, classes, dim: pooled.d, scheme, n_folds });
+  const out: SlideReport = {};
+  if (aggregators.includes('mean')) out.mean = await meanAggregator(name, labels, pooled, groups, scheme, opts, info(groups.length));
+  if (aggregators.includes('abmil')) out.abmil = await abmilAggregator(bags, labels, classes, groups, scheme, opts, info(groups.length));
+  return out;
+}
+
+type Groups = { train: number[]; val: number[]; test: number[] }[];
+
+async function meanAggregator(name: string, labels: SlideLabels, pooled: { features: Float32Array; d: number }, groups: Groups,
+  scheme: 'split' | 'folds', opts: SlideEvalOptions, info: SlideAggregatorReport['info']): Promise<SlideAggregatorReport> {
   const perGroup: SetReport[] = [];
   for (const [g, rows] of groups.entries()) {
     const split = new Array<string>(labels.slides.length).fill('');
@@ -281,7 +320,84 @@ export async function evaluateSlides(name: string, bags: Map<string, Bag>, label
     ...(scheme === 'folds' ? { std: s, folds: head.map((h, i) => ({ ...h, n_train: groups[i].train.length, n_test: groups[i].test.length })) } : {}),
     linear,
     knn,
-    info: { slides: labels.slides.length, patients: new Set(labels.patients).size, classes, dim: pooled.d, scheme, n_folds: groups.length },
+    info,
   };
-  return { mean: report };
+  return report;
+}
+
+/** The bags of `slides` (indices into the labels) as one array, with offsets and class indices. */
+function toMilBags(bags: Map<string, Bag>, labels: SlideLabels, classes: string[], slides: number[]): MilBags {
+  const d = bags.get(labels.slides[slides[0]])!.d;
+  const offsets = [0];
+  for (const i of slides) offsets.push(offsets.at(-1)! + bags.get(labels.slides[i])!.n);
+  const features = new Float32Array(offsets.at(-1)! * d);
+  slides.forEach((i, k) => features.set(bags.get(labels.slides[i])!.features, offsets[k] * d));
+  return { features: { data: features, shape: [offsets.at(-1)!, d] }, offsets, labels: slides.map((i) => classes.indexOf(labels.labels[i])) };
+}
+
+/** torch.nn.Linear's default initialisation (weight and bias uniform in +-1/sqrt(fan_in)) from the seed. */
+export function abmilInit(d: number, k: number, s: AbmilSettings, seed: number): MilParams {
+  const rng = new SplitMix32(seed, 0xab);
+  const layer = (out: number, inp: number): [Float32Array, Float32Array] => {
+    const bound = 1 / Math.sqrt(inp);
+    const u = () => (rng.below(2 ** 30) / 2 ** 30) * 2 * bound - bound;
+    return [Float32Array.from({ length: out * inp }, u), Float32Array.from({ length: out }, u)];
+  };
+  const p: MilParams = {};
+  for (const [name, out, inp] of [['fc', s.hidden, d], ['attention_a', s.attention, s.hidden], ['attention_b', s.attention, s.hidden],
+    ['attention_c', 1, s.attention], ['classifier', k, s.hidden]] as const) {
+    const [w, b] = layer(out, inp);
+    p[`${name}.weight`] = { data: w, shape: [out, inp] };
+    p[`${name}.bias`] = { data: b, shape: [out] };
+  }
+  return p;
+}
+
+async function abmilAggregator(bags: Map<string, Bag>, labels: SlideLabels, classes: string[], groups: Groups,
+  scheme: 'split' | 'folds', opts: SlideEvalOptions, info: SlideAggregatorReport['info']): Promise<SlideAggregatorReport> {
+  if (!opts.backend) throw new Error('abmil: no backend given');
+  const s = { ...ABMIL_DEFAULTS, ...opts.abmil };
+  const K = classes.length;
+  const d = bags.get(labels.slides[0])!.d;
+  const results: (Metrics & { n_train: number; n_test: number; best_epoch: number })[] = [];
+  for (const [g, rows0] of groups.entries()) {
+    // Folds: the next fold validates (early stopping), the others train.
+    let rows = rows0;
+    if (scheme === 'folds') {
+      if (groups.length < 3) throw new UserError('abmil with cross-validation needs at least 3 folds (one tests, one validates, the rest train)');
+      const valSet = new Set(groups[(g + 1) % groups.length].test);
+      rows = { train: rows0.train.filter((i) => !valSet.has(i)), val: [...valSet], test: rows0.test };
+    }
+    const train = toMilBags(bags, labels, classes, rows.train);
+    const val = rows.val.length ? toMilBags(bags, labels, classes, rows.val) : null;
+    const test = toMilBags(bags, labels, classes, rows.test);
+    // One slide a step, in an order drawn per epoch; a cosine learning rate over all steps.
+    const rng = new SplitMix32(opts.seed, 0x1000 + g);
+    const epochs = Array.from({ length: s.epochs }, () => {
+      const order = rows.train.map((_, i) => i);
+      for (let i = order.length - 1; i > 0; i--) {
+        const j = rng.below(i + 1);
+        [order[i], order[j]] = [order[j], order[i]];
+      }
+      return order.map((b) => [b]);
+    });
+    const total = s.epochs * rows.train.length;
+    const lr = Array.from({ length: total }, (_, t) => s.lr * 0.5 * (1 + Math.cos((Math.PI * t) / total)));
+    opts.log?.('abmil.start', { fold: g, train: rows.train.length, val: rows.val.length, test: rows.test.length, ...s });
+    const fit = await opts.backend.abmilTrain(abmilInit(d, K, s, opts.seed + g), train, val, { epochs, lr, weightDecay: s.weightDecay, patience: val ? s.patience : 0 }, opts.device);
+    const proba = await opts.backend.abmilPredict(fit.params, test, opts.device);
+    const p64 = Float64Array.from(proba.data);
+    const y = Int32Array.from(test.labels!);
+    const pred = argmaxRows(p64, K);
+    results.push({ auc: rocAuc(y, p64, K), bacc: balancedAccuracy(y, pred, K), acc: accuracy(y, pred), f1: weightedF1(y, pred, K),
+      n_train: rows.train.length, n_test: rows.test.length, best_epoch: fit.bestEpoch });
+    opts.log?.('abmil.result', { fold: g, best_epoch: fit.bestEpoch, epochs_run: fit.epochsRun, ...results.at(-1) });
+  }
+  const { mean: m, std: sd } = each(results.map(({ auc, bacc, acc, f1 }) => ({ auc, bacc, acc, f1 })));
+  return {
+    ...m,
+    ...(scheme === 'folds' ? { std: sd, folds: results } : {}),
+    settings: s,
+    info,
+  };
 }
