@@ -209,6 +209,7 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
     teacherDtype: config.teacherDtype,
     autocast: config.autocast,
     teacherFp8: config.teacherFp8,
+    studentDrop: config.studentDrop,
     augment: config.augment,
     dist,
   });
