@@ -203,3 +203,41 @@ t.test('attention dropout at 0.5: train outputs differ from eval, finite, seeded
   t.notSame(a, z, 'differs from eval');
   t.ok(a.every(Number.isFinite), 'finite');
 });
+
+t.test('native Distiller: studentDrop reported, changes steps, seeded per step; features and the teacher never drop', async (t) => {
+  const { Distiller } = await import('../../lib/distill/distiller.js');
+  const { syntheticTile } = await import('../../lib/distill/tiles.js');
+  const tileBatch = (b: number, seed: number) => {
+    const n = 256 * 256 * 3;
+    const data = new Uint8Array(b * n);
+    for (let i = 0; i < b; i++) syntheticTile(seed * 1000 + i, 256, data, i * n);
+    return { data, shape: [b, 256, 256, 3] };
+  };
+  const config = {
+    teacher: modelFolder('timm_giant_reg4_swiglu'), student: modelFolder('timm_large_gelu'), totalSteps: 4, lr: 1e-3,
+    seed: 5, backend: 'native' as const,
+  };
+  const rates = { dropPath: 0.5, attnDrop: 0.2, projDrop: 0.2, posDrop: 0.1, headDrop: 0.1 };
+  const plain = await Distiller.create(config);
+  const a = await Distiller.create({ ...config, studentDrop: rates });
+  const b = await Distiller.create({ ...config, studentDrop: rates });
+  t.same(a.info().studentDrop, rates, 'info reports the effective rates');
+  t.same(plain.info().studentDrop, { dropPath: 0, attnDrop: 0, projDrop: 0, posDrop: 0, headDrop: 0 });
+  const probe = tileBatch(2, 99);
+  t.same(Array.from((await a.features(probe, 'student')).data), Array.from((await plain.features(probe, 'student')).data),
+    'features before training: the same as without rates (no dropout in features)');
+  const la: number[] = [], lb: number[] = [], lp: number[] = [];
+  for (let s = 0; s < 3; s++) {
+    const batch = tileBatch(4, s);
+    la.push((await a.step(batch)).loss);
+    lb.push((await b.step(batch)).loss);
+    lp.push((await plain.step(batch)).loss);
+  }
+  t.same(la, lb, 'the same seed draws the same masks, step by step');
+  t.ok(la.every((l, i) => l !== lp[i]), 'non-zero rates change every step (not silently zero)');
+  t.same(Array.from((await a.features(probe, 'teacher')).data), Array.from((await plain.features(probe, 'teacher')).data),
+    'the teacher is untouched');
+  t.same(Array.from((await a.features(probe, 'student')).data), Array.from((await a.features(probe, 'student')).data),
+    'features are deterministic');
+  await t.rejects(Distiller.create({ ...config, studentDrop: { hiddenDrop: 0.1 } }), /studentDrop\.hiddenDrop is not a rate of a timm/);
+});
