@@ -50,8 +50,6 @@ struct Regularization {
     return drop_path > 0 || attn_drop > 0 || proj_drop > 0 || pos_drop > 0 || head_drop > 0 || hidden_drop > 0 ||
            patch_drop > 0;
   }
-  /** "drop_path 0.1, attn_drop 0" style, the non-zero ones (or "none"): for messages. */
-  std::string describe() const;
 };
 
 /** What a model folder resolves to: architecture, weight layout and preprocessing. */

@@ -499,19 +499,6 @@ Regularization student_regularization(const ModelSpec& spec, const StudentDrop& 
   return r;
 }
 
-std::string Regularization::describe() const {
-  std::ostringstream s;
-  const std::pair<const char*, double> items[] = {{"drop_path", drop_path}, {"attn_drop", attn_drop},
-                                                  {"proj_drop", proj_drop}, {"pos_drop", pos_drop},
-                                                  {"head_drop", head_drop}, {"hidden_drop", hidden_drop},
-                                                  {"patch_drop", patch_drop}};
-  for (const auto& [name, v] : items) {
-    if (v == 0) continue;
-    s << (s.tellp() > 0 ? ", " : "") << name << " " << v;
-  }
-  return s.tellp() > 0 ? s.str() : "none";
-}
-
 std::string ModelSpec::describe() const {
   std::ostringstream s;
   s << layout << " " << family << " (dim " << embed_dim << ", depth " << depth << ", heads " << num_heads << ", patch "
