@@ -76,7 +76,10 @@ t.test('student dropout and drop path: a run with non-zero studentDrop resumes e
   const N = 6;
   const drop = { ...base, steps: N, studentDrop: { dropPath: 0.3, attnDrop: 0.2, hiddenDrop: 0.2 } };
   const straight = path.join(tmp(), 'straight');
-  await runDistill({ out: straight, input: drop, log: quiet });
+  const messages: string[] = [];
+  await runDistill({ out: straight, input: drop, log: (m) => messages.push(m) });
+  t.ok(messages.some((m) => m.includes('student dropout / drop path in training: dropPath 0.3, attnDrop 0.2, hiddenDrop 0.2')),
+    'the run says which rates are in use');
   const halves = path.join(tmp(), 'halves');
   await runDistill({ out: halves, input: drop, until: N / 2, log: quiet });
   await runDistill({ out: halves, input: {}, resume: true, log: quiet });
