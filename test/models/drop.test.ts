@@ -241,3 +241,27 @@ t.test('native Distiller: studentDrop reported, changes steps, seeded per step; 
     'features are deterministic');
   await t.rejects(Distiller.create({ ...config, studentDrop: { hiddenDrop: 0.1 } }), /studentDrop\.hiddenDrop is not a rate of a timm/);
 });
+
+t.test("native Distiller: rates in the teacher's config.json never apply (its steps and features are those of the plain teacher)", async (t) => {
+  const { Distiller } = await import('../../lib/distill/distiller.js');
+  const { syntheticTile } = await import('../../lib/distill/tiles.js');
+  const tileBatch = (b: number, seed: number) => {
+    const n = 256 * 256 * 3;
+    const data = new Uint8Array(b * n);
+    for (let i = 0; i < b; i++) syntheticTile(seed * 7000 + i, 256, data, i * n);
+    return { data, shape: [b, 256, 256, 3] };
+  };
+  const teacherWithRates = withConfig(t, 'timm_giant_reg4_swiglu', (c) => {
+    Object.assign(c.model_args, { drop_path_rate: 1, attn_drop_rate: 0.5, proj_drop_rate: 0.5, pos_drop_rate: 0.5, drop_rate: 0.5 });
+  });
+  const config = { student: modelFolder('hf_dinov2_gelu'), totalSteps: 3, lr: 1e-3, seed: 1, backend: 'native' as const };
+  const plain = await Distiller.create({ ...config, teacher: modelFolder('timm_giant_reg4_swiglu') });
+  const rated = await Distiller.create({ ...config, teacher: teacherWithRates });
+  for (let s = 0; s < 2; s++) {
+    const batch = tileBatch(4, s);
+    t.equal((await rated.step(batch)).loss, (await plain.step(batch)).loss, `step ${s}: the same loss`);
+  }
+  const probe = tileBatch(2, 5);
+  t.same(Array.from((await rated.features(probe, 'teacher')).data), Array.from((await plain.features(probe, 'teacher')).data),
+    'the same teacher features');
+});
