@@ -14,10 +14,9 @@ misplaced dropout shows: each zeroes a different part of the network.
 
 The models run in float32 (as the reference embeddings of the model fixtures), on the f32_224 input ((u8 - 128) /
 64, two images), with the rate passed the way a user's config.json passes it (timm create_model kwargs =
-model_args; transformers config attributes). Attention: timm's fused path and transformers' sdpa call
-F.scaled_dot_product_attention(dropout_p=1), whose result is not a dropout of p=1 (it divides by 1 - p = 0); the
-references use timm's unfused path (fused_attn False) and transformers' eager attention, which apply nn.Dropout to
-the probabilities as the engine does.
+model_args; transformers config attributes). Attention: the references use timm's unfused path (fused_attn False)
+and transformers' eager attention, which apply nn.Dropout to the softmax probabilities as the engine does, rather
+than F.scaled_dot_product_attention(dropout_p=...), whose mask is drawn inside the kernel.
 
 transformers' Dinov2DropPath at drop_path_rate exactly 1 returns NaN (hidden.div(0) * 0); the reference for
 dropPath uses drop_path_rate = 1 - 1e-7 instead, where floor(rand + keep) is 0 unless rand > 1 - 1e-7 (checked: every
