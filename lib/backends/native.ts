@@ -6,7 +6,7 @@ import path from 'node:path';
 import { PACKAGE_ROOT } from '../version.js';
 import type { Backend, BackendInfo, Float32Tensor, Uint8Tensor } from './types.js';
 import type { AugmentConfig, AugmentedBatch, AugmentOptions, Normalization, TeacherDtype } from './types.js';
-import type { FloatTensor, LogSumLossOptions, LogSumLossResult } from './types.js';
+import type { FloatTensor, LogSumLossOptions, LogSumLossResult, StudentDrop } from './types.js';
 import type { NativeDistillerConstructor } from '../distill/native-types.js';
 import type { EmbedInput, MilBags, MilParams, MilTrainPlan, MilTrainResult, ModelDescription, ModelDtype, ModelHandle, ModelInfo, ModelLoadOptions, ModelSource } from './types.js';
 import { UserError } from '../errors.js';
@@ -55,6 +55,8 @@ export interface EngineAddon {
   describeModel(folder: string, preset: string): Promise<NativeModelInfo>;
   modelInfo(handle: NativeModelRef): NativeModelInfo;
   modelEmbed(handle: NativeModelRef, images: EmbedInput): Promise<Float32Tensor>;
+  /** A training-mode forward (dropout and drop path as in a distillation step; native/engine Model::embed_train). */
+  modelEmbedTrain(handle: NativeModelRef, images: Float32Tensor, seed: number, drop: StudentDrop): Promise<Float32Tensor>;
   modelExport(handle: NativeModelRef, folder: string): Promise<void>;
   modelDispose(handle: NativeModelRef): Promise<void>;
   runOptimizer(names: string[], params: Float32Tensor[], gradsPerStep: Float32Tensor[][], config: object): Promise<{
@@ -237,7 +239,7 @@ async function userErrors<T>(p: Promise<T>): Promise<T> {
 }
 
 /** A model held by the engine. */
-class NativeModel implements ModelHandle {
+export class NativeModel implements ModelHandle {
   readonly info: ModelInfo;
   private ref: NativeModelRef | null;
 
@@ -256,6 +258,14 @@ class NativeModel implements ModelHandle {
 
   embed(images: EmbedInput): Promise<Float32Tensor> {
     return this.addon.modelEmbed(this.handle('embed'), images);
+  }
+
+  /**
+   * float32 (N,3,H,W) normalised -> (N,D) in training mode: the student's dropout and drop path at its config.json's
+   * rates replaced by `drop`, masks from `seed` (for tests and diagnostics; embed() never drops).
+   */
+  embedTrain(images: Float32Tensor, seed: number, drop: StudentDrop = {}): Promise<Float32Tensor> {
+    return userErrors(this.addon.modelEmbedTrain(this.handle('embedTrain'), images, seed, drop));
   }
 
   exportTo(folder: string): Promise<void> {

@@ -329,6 +329,15 @@ export interface BackendDistillerConfig {
    * backend refuses it). The teacher then runs in bfloat16; see native/engine/quant.h.
    */
   teacherFp8?: boolean;
+  /**
+   * The student's training-only dropout and drop-path rates (0..1), replacing its config.json's; absent keys keep
+   * the config's. timm students: dropPath (drop_path_rate, linear over the blocks), attnDrop (attn_drop_rate),
+   * projDrop (proj_drop_rate), posDrop (pos_drop_rate), headDrop (drop_rate); transformers Dinov2 students:
+   * dropPath (drop_path_rate, every layer), attnDrop (attention_probs_dropout_prob), hiddenDrop
+   * (hidden_dropout_prob). patchDrop: only 0 (timm PatchDropout is not supported; 0 overrides the config's).
+   * The teacher never drops anything; features() never either.
+   */
+  studentDrop?: StudentDrop;
   /** sync (data parallelism): 'global' BatchNorm statistics and log-sum over all ranks, 'local' per rank (DDP). */
   loss?: { alpha?: number; reduction?: string; bnEps?: number; teacherBn?: boolean; sync?: 'global' | 'local' };
   optimizer?: {
@@ -348,6 +357,17 @@ export interface BackendDistillerConfig {
     timeoutMs?: number;
     bucketBytes?: number;
   };
+}
+
+/** Training-only rates of the student (BackendDistillerConfig.studentDrop). */
+export interface StudentDrop {
+  dropPath?: number;
+  attnDrop?: number;
+  projDrop?: number;
+  posDrop?: number;
+  headDrop?: number;
+  hiddenDrop?: number;
+  patchDrop?: number;
 }
 
 export interface BackendStepResult {
@@ -374,6 +394,8 @@ export interface BackendDistiller {
     studentDim: number; teacherDim: number; studentParams: number; teacherParams: number; device: string;
     teacherModel: string; studentModel: string; teacherMean: number[]; teacherStd: number[]; studentMean: number[];
     studentStd: number[]; step: number;
+    /** The student's effective training-only rates (its config.json's, then studentDrop), the keys of its library. */
+    studentDrop?: StudentDrop;
     /** The native engine's frozen-teacher preparation (absent on the js backend): LayerScale vectors folded of all. */
     teacherLayerScalesFolded?: number;
     teacherLayerScales?: number;

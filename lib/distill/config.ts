@@ -25,6 +25,21 @@ const augmentSchema = z
   .strict()
   .partial();
 
+/** The student's training-only rates over its config.json's (lib/backends/types.ts StudentDrop). */
+const rate = z.number().min(0).max(1);
+const studentDropSchema = z
+  .object({
+    dropPath: rate,
+    attnDrop: rate,
+    projDrop: rate,
+    posDrop: rate,
+    headDrop: rate,
+    hiddenDrop: rate,
+    patchDrop: z.literal(0),
+  })
+  .strict()
+  .partial();
+
 /** Every key of a run; the file may give any subset, nested groups as objects. */
 export const runConfigSchema = z
   .object({
@@ -48,6 +63,12 @@ export const runConfigSchema = z
     /** FP8 (E4M3) teacher matrix products on a GPU of compute capability 8.9+ (--teacher-fp8). Runs saved before the
      *  key existed read as false. */
     teacherFp8: z.boolean().default(false),
+    /**
+     * The student's dropout and drop-path rates (training only), each replacing its config.json's value; unset ones
+     * keep the config's. timm: dropPath, attnDrop, projDrop, posDrop, headDrop; transformers: dropPath, attnDrop,
+     * hiddenDrop; patchDrop: 0 only. (`student` is the model folder.) Runs saved before the key read as {}.
+     */
+    studentDrop: studentDropSchema.default({}),
     optimizer: z
       .object({
         lr: z.number().positive(),
@@ -109,6 +130,7 @@ export const RUN_DEFAULTS: Omit<RunConfig, 'teacher' | 'student' | 'slides' | 's
   teacherDtype: 'auto',
   autocast: true,
   teacherFp8: false,
+  studentDrop: {},
   optimizer: { lr: 1e-4, finalLr: 0, weightDecay: 0.05, finalWeightDecay: 0, warmupSteps: 0, clipGradNorm: 0 },
   loss: { alpha: 4, reduction: 'batch', bnEps: 1e-4, teacherBn: true, sync: 'global' },
   earlyStopping: { enabled: true, rule: 'consecutive', window: 100, patience: 10, factor: 10, minSteps: 0 },
@@ -121,6 +143,7 @@ const partialSchema = runConfigSchema
     optimizer: runConfigSchema.shape.optimizer.partial(),
     loss: runConfigSchema.shape.loss.partial(),
     earlyStopping: runConfigSchema.shape.earlyStopping.partial(),
+    studentDrop: studentDropSchema,
     teacherFp8: z.boolean(),  // no default here: a file that does not set it leaves it to the defaults / the saved run
   })
   .partial();

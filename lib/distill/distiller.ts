@@ -10,6 +10,7 @@ import { UserError } from '../errors.js';
 import { writeDirAtomic } from '../io/atomic.js';
 import { createBackendDistiller, getBackend, NativeBackend } from '../backends/index.js';
 import type { AugmentConfig, BackendDistiller, BackendName, Float32Tensor, Uint8Tensor } from '../backends/index.js';
+import type { StudentDrop } from '../backends/types.js';
 import type { NativeDistillerConfig, NativeDistillerInfo, NativeStepResult } from './native-types.js';
 import type { DistSettings } from '../parallel/env.js';
 
@@ -63,6 +64,8 @@ export interface DistillerConfig {
    * >= 0.999 with the bf16 ones (info().teacherFp8MinCosine). Refused on the CPU and by the js backend.
    */
   teacherFp8?: boolean;
+  /** The student's dropout / drop-path rates over its config.json's (BackendDistillerConfig.studentDrop). */
+  studentDrop?: StudentDrop;
   augment?: AugmentConfig;
   backend?: BackendName;
   /** js backend: run models it would need hours for instead of refusing them. */
@@ -93,6 +96,7 @@ export function toNativeConfig(c: DistillerConfig): NativeDistillerConfig {
     teacherDtype: c.teacherDtype ?? 'auto',
     autocast: c.autocast ?? true,
     teacherFp8: c.teacherFp8 ?? false,
+    ...(c.studentDrop && Object.keys(c.studentDrop).length > 0 ? { studentDrop: { ...c.studentDrop } } : {}),
     loss: { alpha: c.alpha ?? d.alpha, reduction: c.reduction ?? d.reduction, bnEps: c.bnEps ?? d.bnEps, teacherBn: c.teacherBn ?? d.teacherBn, sync: c.sync ?? d.sync },
     optimizer: {
       lr: c.lr ?? d.lr,

@@ -209,9 +209,13 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
     teacherDtype: config.teacherDtype,
     autocast: config.autocast,
     teacherFp8: config.teacherFp8,
+    studentDrop: config.studentDrop,
     augment: config.augment,
     dist,
   });
+  // The student's training-only dropout / drop path (its config.json's rates, then studentDrop), said when in use.
+  const drops = Object.entries(distiller.info().studentDrop ?? {}).filter(([, v]) => (v ?? 0) > 0);
+  if (primary && drops.length) say(`g2l-native: student dropout / drop path in training: ${drops.map(([k, v]) => `${k} ${v}`).join(', ')}`);
 
   let start = 0;
   let early = new EarlyStopping(config.earlyStopping);

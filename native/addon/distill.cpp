@@ -146,6 +146,22 @@ static DistillerConfig distiller_config_from_js(const Napi::Object& o) {
   read_bool(o, "autocast", c.autocast, "config");
   read_bool(o, "teacherFp8", c.teacher_fp8, "config");
   read_int(o, "accumulationSteps", c.accumulation_steps, "config");
+  if (has_field(o, "studentDrop")) {
+    // { dropPath?, attnDrop?, projDrop?, posDrop?, headDrop?, hiddenDrop?, patchDrop? }: rates replacing the
+    // student config's (g2l/distill.h StudentDrop); absent keys keep the config's.
+    Napi::Object d = object_arg(o.Get("studentDrop"), "config.studentDrop");
+    const std::pair<const char*, std::optional<double>*> keys[] = {
+        {"dropPath", &c.student_drop.drop_path}, {"attnDrop", &c.student_drop.attn_drop},
+        {"projDrop", &c.student_drop.proj_drop}, {"posDrop", &c.student_drop.pos_drop},
+        {"headDrop", &c.student_drop.head_drop}, {"hiddenDrop", &c.student_drop.hidden_drop},
+        {"patchDrop", &c.student_drop.patch_drop}};
+    for (const auto& [key, dst] : keys) {
+      if (!has_field(d, key)) continue;
+      double v = 0;
+      read_number(d, key, v, "config.studentDrop");
+      *dst = v;
+    }
+  }
   if (has_field(o, "loss")) c.loss = loss_options_from_js(object_arg(o.Get("loss"), "config.loss"));
   if (has_field(o, "optimizer")) c.optimizer = optimizer_config_from_js(object_arg(o.Get("optimizer"), "config.optimizer"));
   if (has_field(o, "augment")) c.augment = augment_config_from_js(object_arg(o.Get("augment"), "config.augment"), "augment");
@@ -177,6 +193,19 @@ Napi::Object info_to_js(Napi::Env env, const DistillerInfo& i, int64_t step) {
   o.Set("device", i.device);
   o.Set("teacherModel", i.teacher_model);
   o.Set("studentModel", i.student_model);
+  Napi::Object drop = Napi::Object::New(env);
+  for (const auto& [key, v] : i.student_drop) {
+    // engine names -> run config names (studentDrop)
+    const std::string name = key == "drop_path"     ? "dropPath"
+                             : key == "attn_drop"   ? "attnDrop"
+                             : key == "proj_drop"   ? "projDrop"
+                             : key == "pos_drop"    ? "posDrop"
+                             : key == "head_drop"   ? "headDrop"
+                             : key == "hidden_drop" ? "hiddenDrop"
+                                                    : key;
+    drop.Set(name, v);
+  }
+  o.Set("studentDrop", drop);
   o.Set("teacherMean", float_array(env, i.teacher_mean));
   o.Set("teacherStd", float_array(env, i.teacher_std));
   o.Set("studentMean", float_array(env, i.student_mean));

@@ -118,6 +118,32 @@ Napi::Value ModelEmbedJs(const Napi::CallbackInfo& info) {
       [](Napi::Env env, HostTensor& out) -> Napi::Value { return tensor_to_js(env, out); }, {info[1]});
 }
 
+// modelEmbedTrain(handle, images float32 (N,3,H,W), seed, drop { dropPath?, attnDrop?, ... }) -> (N,D): a
+// training-mode forward (Model::embed_train), for tests of the dropout and drop path.
+Napi::Value ModelEmbedTrainJs(const Napi::CallbackInfo& info) {
+  ModelRef model = handle_from_js(info[0]);
+  HostTensor images = tensor_from_js(info[1], "images");
+  const double seed = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : 0;
+  if (!(seed >= 0)) throw Napi::RangeError::New(info.Env(), "modelEmbedTrain: seed must be a non-negative number");
+  StudentDrop drop;
+  if (info.Length() > 3 && info[3].IsObject()) {
+    Napi::Object d = info[3].As<Napi::Object>();
+    const std::pair<const char*, std::optional<double>*> keys[] = {
+        {"dropPath", &drop.drop_path}, {"attnDrop", &drop.attn_drop}, {"projDrop", &drop.proj_drop},
+        {"posDrop", &drop.pos_drop},   {"headDrop", &drop.head_drop}, {"hiddenDrop", &drop.hidden_drop},
+        {"patchDrop", &drop.patch_drop}};
+    for (const auto& [key, dst] : keys) {
+      if (!has_field(d, key)) continue;
+      double v = 0;
+      read_number(d, key, v, "drop");
+      *dst = v;
+    }
+  }
+  return run_async<HostTensor>(
+      info.Env(), [=] { return model->embed_train(images, static_cast<uint64_t>(seed), drop); },
+      [](Napi::Env env, HostTensor& out) -> Napi::Value { return tensor_to_js(env, out); }, {info[1]});
+}
+
 Napi::Value ModelExportJs(const Napi::CallbackInfo& info) {
   ModelRef model = handle_from_js(info[0]);
   std::string folder = string_from_js(info[1], "folder");
@@ -150,6 +176,7 @@ void register_models(Napi::Env env, Napi::Object exports) {
   exports.Set("describeModel", Napi::Function::New(env, DescribeModelJs, "describeModel"));
   exports.Set("modelInfo", Napi::Function::New(env, ModelInfoJs, "modelInfo"));
   exports.Set("modelEmbed", Napi::Function::New(env, ModelEmbedJs, "modelEmbed"));
+  exports.Set("modelEmbedTrain", Napi::Function::New(env, ModelEmbedTrainJs, "modelEmbedTrain"));
   exports.Set("modelExport", Napi::Function::New(env, ModelExportJs, "modelExport"));
   exports.Set("modelDispose", Napi::Function::New(env, ModelDisposeJs, "modelDispose"));
 }

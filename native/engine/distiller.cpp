@@ -231,6 +231,10 @@ class DistillerImpl final : public Distiller {
     frozen_ = teacher_vit_->prepare_frozen(frozen);
     student_ = load_model(config_.student, config_.student_preset, device_, at::kFloat);
     student_.module->train();
+    student_vit_ = std::dynamic_pointer_cast<VisionTransformerImpl>(student_.module);
+    if (!student_vit_) throw Error("internal: the student is not a VisionTransformer");
+    student_.spec.drop = student_regularization(student_.spec, config_.student_drop);
+    student_vit_->set_regularization(student_.spec.drop);
 
     // Projector Linear(Ds -> Dt) with nn.Linear's initialisation, U(-1/sqrt(Ds), 1/sqrt(Ds)), drawn from the seed.
     const int64_t ds = student_.spec.embed_dim, dt = teacher_.spec.embed_dim;
@@ -273,6 +277,12 @@ class DistillerImpl final : public Distiller {
       timer.mark("augment");
 
       optimizer_->zero_grad();
+      // The student's dropout and drop path (training only; none in the teacher or in features()): masks from a
+      // generator of (seed, step, rank), drawn in order over the micro-batches, so a resumed run draws the same.
+      // Each rank draws its own masks for its own rows, as each DDP process does.
+      const uint64_t drop_seed = step_seed(step_seed(config_.seed, step_), config_.dist ? config_.dist->rank() : 0);
+      std::optional<VisionTransformerImpl::DropScope> drop;
+      if (student_.spec.drop.any()) drop.emplace(*student_vit_, drop_seed);
       const int64_t micro = batch / accum;
       at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device_));
       for (int64_t m = 0; m < accum; ++m) {
@@ -440,8 +450,13 @@ class DistillerImpl final : public Distiller {
     i.packed_qkv = packed_qkv_enabled();
     i.sdpa = sdpa_preference();
     i.teacher_attention = teacher_vit_->attention_backend();
-    if (auto student = std::dynamic_pointer_cast<VisionTransformerImpl>(student_.module)) {
-      i.student_attention = student->attention_backend();
+    i.student_attention = student_vit_->attention_backend();
+    const Regularization& r = student_.spec.drop;
+    if (student_.spec.layout == "hf") {
+      i.student_drop = {{"drop_path", r.drop_path}, {"attn_drop", r.attn_drop}, {"hidden_drop", r.hidden_drop}};
+    } else {
+      i.student_drop = {{"drop_path", r.drop_path}, {"attn_drop", r.attn_drop}, {"proj_drop", r.proj_drop},
+                        {"pos_drop", r.pos_drop}, {"head_drop", r.head_drop}};
     }
     i.teacher_fp8_min_cosine = fp8_min_cosine_;
     return i;
@@ -530,7 +545,8 @@ class DistillerImpl final : public Distiller {
   at::ScalarType teacher_dtype_ = at::kFloat;
   LogSumLossOptions loss_options_;
   LoadedModel teacher_, student_;
-  std::shared_ptr<VisionTransformerImpl> teacher_vit_;  // teacher_.module, for its frozen-inference switches
+  std::shared_ptr<VisionTransformerImpl> teacher_vit_;
+  std::shared_ptr<VisionTransformerImpl> student_vit_;  // student_.module, for its training randomness  // teacher_.module, for its frozen-inference switches
   FrozenReport frozen_;
   bool fp8_emulated_ = false;
   Fp8LayerSet fp8_layers_;

@@ -282,6 +282,33 @@ HostTensor Model::embed(const HostTensor& images) const {
   });
 }
 
+HostTensor Model::embed_train(const HostTensor& images, uint64_t seed, const StudentDrop& drop) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return with_torch_errors([&] {
+    if (!impl_) throw Error("embed_train: the model has been disposed");
+    if (images.dtype != DType::F32 || images.shape.size() != 4 || images.shape[1] != 3) {
+      throw Error("embed_train: images must be float32 (N,3,H,W), normalised, got " + shape_str(images.shape));
+    }
+    auto vit = std::dynamic_pointer_cast<VisionTransformerImpl>(impl_->model.module);
+    if (!vit) throw Error("internal: the model is not a VisionTransformer");
+    const Regularization saved = vit->spec().drop;
+    const Regularization rates = student_regularization(impl_->model.spec, drop);
+    at::NoGradGuard no_grad;
+    at::Tensor x = view_as_aten(images).to(impl_->device).to(impl_->dtype);
+    vit->set_regularization(rates);
+    at::Tensor z;
+    try {
+      VisionTransformerImpl::DropScope scope(*vit, seed);
+      z = impl_->model.forward(x);
+    } catch (...) {
+      vit->set_regularization(saved);
+      throw;
+    }
+    vit->set_regularization(saved);
+    return to_host(z.to(at::kFloat).contiguous());
+  });
+}
+
 void Model::export_to(const std::string& folder) const {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!impl_) throw Error("export: the model has been disposed");

@@ -22,7 +22,35 @@
 #include <memory>
 #include <string>
 
+#include "g2l/models.h"
+
 namespace g2l {
+
+/**
+ * Training-only regularisation of a model, in the names of its own library (zero = off). Read from the folder's
+ * config.json; the Distiller applies it to the student (overridable by DistillerConfig::student_drop), never to
+ * the teacher, and only inside a training step (VisionTransformerImpl::DropScope); every other forward is exact.
+ *   timm:          x = pos_drop(tokens); block i: x += drop_path_i(ls1(proj_drop(proj(attn_drop(softmax) v))));
+ *                  x += drop_path_i(ls2(proj_drop(fc2(proj_drop(act(fc1)))))); features = head_drop(norm(x)[:,0])
+ *                  with drop_path_i = linspace(0, drop_path, depth)[i] (timm calculate_drop_path_rates)
+ *   transformers:  x = hidden_drop(embeddings incl. registers); layer: x += drop_path(ls1(hidden_drop(dense(
+ *                  attn_drop(softmax) v)))); x += drop_path(ls2(mlp)); drop_path the same rate in every layer
+ * Drop path keeps a sample's branch with probability 1 - rate and scales it by 1 / (1 - rate) (at rate 1: zero);
+ * dropout keeps each element likewise.
+ */
+struct Regularization {
+  double drop_path = 0;    // timm drop_path_rate (the last block's; linear from 0), HF drop_path_rate (every layer)
+  double attn_drop = 0;    // timm attn_drop_rate, HF attention_probs_dropout_prob: the attention probabilities
+  double proj_drop = 0;    // timm proj_drop_rate: after attn.proj, after the MLP activation (and gate), after fc2
+  double pos_drop = 0;     // timm pos_drop_rate: all tokens after the position embedding
+  double head_drop = 0;    // timm drop_rate: the pooled features (the class token after the final norm)
+  double hidden_drop = 0;  // HF hidden_dropout_prob: the embeddings (after the registers), the attention output
+  double patch_drop = 0;   // timm patch_drop_rate (PatchDropout drops tokens): not supported when non-zero
+  bool any() const {
+    return drop_path > 0 || attn_drop > 0 || proj_drop > 0 || pos_drop > 0 || head_drop > 0 || hidden_drop > 0 ||
+           patch_drop > 0;
+  }
+};
 
 /** What a model folder resolves to: architecture, weight layout and preprocessing. */
 struct ModelSpec {
@@ -50,6 +78,7 @@ struct ModelSpec {
   int64_t num_classes = 0;          // timm: a classifier head in the checkpoint (kept, unused: embeddings are pre-logits)
   std::array<float, 3> mean{0.485f, 0.456f, 0.406f};
   std::array<float, 3> std{0.229f, 0.224f, 0.225f};
+  Regularization drop;              // training-only dropout / drop path from config.json (see Regularization)
   std::string config_json;          // the folder's config.json as read (exported unchanged); synthesised when empty
   std::string preprocessor_json;    // HF preprocessor_config.json as read, when present
 
@@ -60,6 +89,13 @@ struct ModelSpec {
   /** One line for messages: "timm vit_giant_patch14_reg4_dinov2 (dim 1536, depth 40, heads 24, 4 registers)". */
   std::string describe() const;
 };
+
+/**
+ * The student's training-only rates: its config.json's (spec.drop), replaced by the run's overrides (g2l/models.h
+ * StudentDrop); a rate its library does not have, or a non-zero patch drop, is refused (g2l::Error) rather than
+ * ignored.
+ */
+Regularization student_regularization(const ModelSpec& spec, const StudentDrop& overrides);
 
 /** The presets known to the engine: h-optimus-0, hibou-l, hibou-b, uni2-h. */
 std::vector<std::string> preset_names();

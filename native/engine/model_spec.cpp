@@ -236,6 +236,15 @@ struct Reader {
   }
 };
 
+/** A dropout / drop-path rate: a number in [0, 1], 0 when absent or null. */
+double rate(const Reader& r, const std::string& key) {
+  const json::Value* v = r.get(key);
+  if (!v || v->is_null()) return 0.0;
+  const double x = r.number(key, 0.0);
+  if (!(x >= 0.0 && x <= 1.0)) throw Error(r.where + ": '" + key + "' must be a rate in [0, 1], got " + std::to_string(x));
+  return x;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // timm
 // ---------------------------------------------------------------------------------------------------------------
@@ -329,6 +338,13 @@ void resolve_timm(const json::Value& config, const std::string& where, ModelSpec
   spec.pos_antialias = true;  // timm resample_abs_pos_embed: bicubic, antialias=True
   spec.mask_token = false;
   spec.num_classes = args.integer("num_classes", root.integer("num_classes", 0));
+  // Training-only regularisation (model.h Regularization); read so that a student trains as timm would train it.
+  spec.drop.drop_path = rate(args, "drop_path_rate");
+  spec.drop.attn_drop = rate(args, "attn_drop_rate");
+  spec.drop.proj_drop = rate(args, "proj_drop_rate");
+  spec.drop.pos_drop = rate(args, "pos_drop_rate");
+  spec.drop.head_drop = rate(args, "drop_rate");
+  spec.drop.patch_drop = rate(args, "patch_drop_rate");
 
   // Image size: model_args, else the pretrained_cfg's fixed input size, else the registry's default cfg.
   static const json::Value empty_cfg = json::Value::object();
@@ -378,6 +394,10 @@ void resolve_hf(const json::Value& config, const std::string& where, ModelSpec& 
   spec.pos_antialias = with_registers || spec.num_registers > 0;
   spec.mask_token = with_registers ? true : c.flag("use_mask_token", true);
   spec.num_classes = 0;
+  // Training-only regularisation (model.h Regularization); Dinov2Config defaults are 0.
+  spec.drop.drop_path = rate(c, "drop_path_rate");
+  spec.drop.attn_drop = rate(c, "attention_probs_dropout_prob");
+  spec.drop.hidden_drop = rate(c, "hidden_dropout_prob");
   double mlp_ratio = c.number("mlp_ratio", 4);
   int64_t hidden = static_cast<int64_t>(static_cast<double>(spec.embed_dim) * mlp_ratio);
   if (c.flag("use_swiglu_ffn", false)) {
@@ -434,6 +454,49 @@ int64_t ModelSpec::pos_tokens() const {
   int64_t grid = img_size / patch_size;
   if (layout == "hf") return grid * grid + 1;
   return grid * grid + (no_embed_class ? 0 : prefix_tokens());
+}
+
+// The student's training-only rates: its config.json's, replaced by the run's overrides; a rate its library does not
+// have, or a non-zero patch drop, is refused rather than ignored.
+Regularization student_regularization(const ModelSpec& spec, const StudentDrop& o) {
+  Regularization r = spec.drop;
+  const bool hf = spec.layout == "hf";
+  struct Item {
+    const char* run_key;     // the run config's name (studentDrop.<key>)
+    const char* lib_key;     // the student library's config name
+    const std::optional<double>& override_value;
+    double& value;
+    bool supported;
+  };
+  const Item items[] = {
+      {"dropPath", "drop_path_rate", o.drop_path, r.drop_path, true},
+      {"attnDrop", hf ? "attention_probs_dropout_prob" : "attn_drop_rate", o.attn_drop, r.attn_drop, true},
+      {"projDrop", "proj_drop_rate", o.proj_drop, r.proj_drop, !hf},
+      {"posDrop", "pos_drop_rate", o.pos_drop, r.pos_drop, !hf},
+      {"headDrop", "drop_rate", o.head_drop, r.head_drop, !hf},
+      {"hiddenDrop", "hidden_dropout_prob", o.hidden_drop, r.hidden_drop, hf},
+      {"patchDrop", "patch_drop_rate", o.patch_drop, r.patch_drop, !hf},
+  };
+  for (const Item& it : items) {
+    if (!it.override_value) continue;
+    const double v = *it.override_value;
+    if (!(v >= 0.0 && v <= 1.0)) {
+      throw Error(std::string("studentDrop.") + it.run_key + " must be a rate in [0, 1], got " + std::to_string(v));
+    }
+    if (!it.supported && v != 0.0) {
+      throw Error(std::string("studentDrop.") + it.run_key + " is not a rate of a " +
+                  (hf ? "transformers (Dinov2) student: use dropPath, attnDrop, hiddenDrop"
+                      : "timm student: use dropPath, attnDrop, projDrop, posDrop, headDrop") +
+                  " (student: " + spec.describe() + ")");
+    }
+    it.value = v;
+  }
+  if (r.patch_drop > 0) {
+    throw Error("the student's config sets patch_drop_rate " + std::to_string(r.patch_drop) +
+                " (timm PatchDropout, which drops tokens): not supported; set it to 0 in the student's config.json or "
+                "override it with studentDrop.patchDrop 0 (student: " + spec.describe() + ")");
+  }
+  return r;
 }
 
 std::string ModelSpec::describe() const {

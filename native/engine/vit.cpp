@@ -9,6 +9,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 
 #include <cmath>
 
@@ -229,6 +230,52 @@ FrozenReport VisionTransformerImpl::prepare_frozen(const FrozenOptions& options)
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Training randomness (dropout, drop path)
+// ---------------------------------------------------------------------------------------------------------------
+VisionTransformerImpl::DropScope::DropScope(VisionTransformerImpl& model, uint64_t seed) : model_(model) {
+  if (model.frozen_) throw Error("ViT: a frozen model (the teacher) takes no dropout or drop path");
+  const at::Device device = model.patch_w_.device();
+  at::Generator gen;
+  if (device.is_cuda()) {
+    gen = at::detail::getCUDAHooks().getNewGenerator(device.index());
+    gen.set_current_seed(seed);
+  } else {
+    gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  }
+  model.drop_gen_ = gen;
+}
+
+VisionTransformerImpl::DropScope::~DropScope() { model_.drop_gen_.reset(); }
+
+at::Tensor VisionTransformerImpl::dropout(const at::Tensor& x, double p) const {
+  if (!drop_gen_ || p <= 0) return x;
+  // nn.Dropout / F.dropout: input * bernoulli(1 - p) / (1 - p); all zeros at p = 1.
+  const double keep = 1.0 - p;
+  at::Tensor mask = at::empty(x.sizes(), x.options()).bernoulli_(keep, *drop_gen_);
+  if (keep > 0) mask.div_(keep);
+  return x * mask;
+}
+
+at::Tensor VisionTransformerImpl::drop_path(const at::Tensor& x, double p) const {
+  if (!drop_gen_ || p <= 0) return x;
+  // timm layers/drop.py drop_path: a (B,1,...,1) mask bernoulli(keep) divided by keep (scale_by_keep), not at keep 0.
+  const double keep = 1.0 - p;
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[0] = x.size(0);
+  at::Tensor mask = at::empty(shape, x.options()).bernoulli_(keep, *drop_gen_);
+  if (keep > 0) mask.div_(keep);
+  return x * mask;
+}
+
+double VisionTransformerImpl::drop_path_rate(size_t i) const {
+  if (spec_.layout == "hf") return spec_.drop.drop_path;  // Dinov2Layer: one DropPath(config.drop_path_rate) each
+  if (spec_.drop.drop_path <= 0) return 0.0;
+  // timm calculate_drop_path_rates: [x.item() for x in torch.linspace(0, rate, depth)] (float32 values).
+  return at::linspace(0.0, spec_.drop.drop_path, spec_.depth, at::TensorOptions().dtype(at::kFloat))[static_cast<int64_t>(i)]
+      .item<double>();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Forward
 // ---------------------------------------------------------------------------------------------------------------
 at::Tensor VisionTransformerImpl::linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
@@ -300,9 +347,19 @@ at::Tensor VisionTransformerImpl::attention(const Block& b, const NormOutput& x)
     k = linear(x, b.k_w, b.k_b, b.k8).view({bsz, t, heads, hd}).transpose(1, 2);
     v = linear(x, b.v_w, b.v_b, b.v8).view({bsz, t, heads, hd}).transpose(1, 2);
   }
-  at::Tensor o = attend(q, k, v, &attention_ran_);  // (B,heads,T,hd), scale hd^-0.5
+  at::Tensor o;
+  if (drop_gen_ && spec_.drop.attn_drop > 0) {
+    // Attention-probability dropout (training): the explicit product, as timm's unfused path and transformers'
+    // eager_attention_forward compute it, with the mask from the scope's generator (SDPA's dropout would draw from
+    // the global generator).
+    at::Tensor s = at::matmul(q * (1.0 / std::sqrt(static_cast<double>(hd))), k.transpose(-2, -1)).softmax(-1);
+    o = at::matmul(dropout(s, spec_.drop.attn_drop), v);
+  } else {
+    o = attend(q, k, v, &attention_ran_);  // (B,heads,T,hd), scale hd^-0.5
+  }
   o = o.transpose(1, 2).reshape({bsz, t, d});
-  return linear(o, b.proj_w, b.proj_b, b.proj8);
+  // timm Attention.proj_drop (proj_drop_rate); transformers Dinov2SelfOutput.dropout (hidden_dropout_prob).
+  return dropout(linear(o, b.proj_w, b.proj_b, b.proj8), spec_.layout == "hf" ? spec_.drop.hidden_drop : spec_.drop.proj_drop);
 }
 
 at::Tensor VisionTransformerImpl::mlp(const Block& b, const NormOutput& x) const {
@@ -314,7 +371,10 @@ at::Tensor VisionTransformerImpl::mlp(const Block& b, const NormOutput& x) const
     // fused kernel each way on CUDA (fused.h), today's two ops elsewhere.
     hdn = swiglu(hdn);
   }
-  return linear(hdn, b.fc2_w, b.fc2_b, b.fc28);
+  if (spec_.layout == "hf") return linear(hdn, b.fc2_w, b.fc2_b, b.fc28);  // Dinov2MLP / SwiGLUFFN: no dropout
+  // timm Mlp / GluMlp: drop1 after the activation (and gate), drop2 after fc2, both proj_drop_rate.
+  hdn = dropout(hdn, spec_.drop.proj_drop);
+  return dropout(linear(hdn, b.fc2_w, b.fc2_b, b.fc28), spec_.drop.proj_drop);
 }
 
 at::Tensor VisionTransformerImpl::forward_tokens(const at::Tensor& images) {
@@ -342,6 +402,9 @@ at::Tensor VisionTransformerImpl::forward_tokens(const at::Tensor& images) {
       x = at::cat(parts, 1) + pos;
     }
   }
+  // timm VisionTransformer.pos_drop (pos_drop_rate) at the end of _pos_embed; transformers' embeddings dropout
+  // (hidden_dropout_prob), after the registers are inserted. Identity outside a DropScope.
+  x = dropout(x, spec_.layout == "hf" ? spec_.drop.hidden_drop : spec_.drop.pos_drop);
   const double eps = spec_.norm_eps;
   if (frozen_) {
     // Inference only: x is this call's own tensor (made by cat or +), so the residual adds may write into it. Each
@@ -366,17 +429,25 @@ at::Tensor VisionTransformerImpl::forward_tokens(const at::Tensor& images) {
   }
   // The trained path: block_layer_norm / layer_scale_add (fused.h) are at::layer_norm and x + a * gamma in one
   // pass (addcmul), or with G2L_FUSED_NORM on CUDA under autocast one kernel each way for each.
-  for (const Block& b : blocks_) {
+  // Drop path (training, in a DropScope): x + drop_path(ls(branch)) with a per-sample mask, one draw per branch;
+  // the mask multiplies the branch before LayerScale (a per-sample scalar commutes with it).
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    const Block& b = blocks_[i];
+    const double dp = drop_path_rate(i);
     at::Tensor a = attention(b, NormOutput{block_layer_norm(x, b.norm1_w, b.norm1_b, eps), {}, x.sizes().vec()});
+    a = drop_path(a, dp);
     x = b.ls1_live.defined() ? layer_scale_add(x, a, b.ls1_live) : x + a;
     at::Tensor m = mlp(b, NormOutput{block_layer_norm(x, b.norm2_w, b.norm2_b, eps), {}, x.sizes().vec()});
+    m = drop_path(m, dp);
     x = b.ls2_live.defined() ? layer_scale_add(x, m, b.ls2_live) : x + m;
   }
   return layer_norm(x, norm_w_, norm_b_, eps);
 }
 
 at::Tensor VisionTransformerImpl::forward(const at::Tensor& images) {
-  return forward_tokens(images).select(1, 0);
+  // timm forward_head: pool (the class token), fc_norm (none), head_drop (drop_rate); transformers has none.
+  at::Tensor z = forward_tokens(images).select(1, 0);
+  return spec_.layout == "hf" ? z : dropout(z, spec_.drop.head_drop);
 }
 
 }  // namespace g2l

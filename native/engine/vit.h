@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,25 @@ class VisionTransformerImpl : public torch::nn::Module {
    *  init_values), from a seeded CPU generator, so random models are the same on every device. */
   void init_random(uint64_t seed);
 
+  /**
+   * Training randomness: while a DropScope lives, forwards apply spec().drop (model.h Regularization: dropout and
+   * drop path as timm / transformers apply them in training) with masks drawn from a generator seeded by `seed` on
+   * the model's device, one draw after the other, so the masks are a function of the seed and the calls made.
+   * Without one every forward is deterministic (evaluation, the teacher, export checks). Refused on a frozen model.
+   */
+  class DropScope {
+   public:
+    DropScope(VisionTransformerImpl& model, uint64_t seed);
+    ~DropScope();
+    DropScope(const DropScope&) = delete;
+    DropScope& operator=(const DropScope&) = delete;
+
+   private:
+    VisionTransformerImpl& model_;
+  };
+  /** Replaces the training-only rates (the Distiller's StudentDrop overrides). */
+  void set_regularization(const Regularization& drop) { spec_.drop = drop; }
+
   /** The SDPA backend of the last attention (attention.h: "flash_attention", "cudnn_attention", ...; "" before). */
   std::string attention_backend() const;
 
@@ -101,6 +121,12 @@ class VisionTransformerImpl : public torch::nn::Module {
   at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const Fp8Linear& fp8) const;
   at::Tensor attention(const Block& b, const NormOutput& x) const;
   at::Tensor mlp(const Block& b, const NormOutput& x) const;
+  /** Inside a DropScope: x with each element kept with probability 1 - p and scaled by 1 / (1 - p) (zero at p 1). */
+  at::Tensor dropout(const at::Tensor& x, double p) const;
+  /** Inside a DropScope: x (B,...) with each sample kept with probability 1 - p, scaled by 1 / (1 - p) (timm). */
+  at::Tensor drop_path(const at::Tensor& x, double p) const;
+  /** Block i's drop-path rate: timm linspace(0, rate, depth)[i] (float32 as torch computes it); HF the rate. */
+  double drop_path_rate(size_t i) const;
   /** Whether the products reading the block's norm1 / norm2 result all run in FP8 now (they may take FP8 rows). */
   bool fp8_reads_norm1(const Block& b) const;
   bool fp8_reads_norm2(const Block& b) const;
@@ -114,7 +140,8 @@ class VisionTransformerImpl : public torch::nn::Module {
   bool frozen_ = false;    // prepare_frozen() ran: LayerScale folded, residual adds in place
   bool fp8_ready_ = false;  // FP8 copies exist
   bool fp8_on_ = false;     // forward uses them
-  mutable std::atomic<int> attention_ran_{-1};  // at::SDPBackend of the last attention, -1 before the first
+  mutable std::atomic<int> attention_ran_{-1};
+  std::optional<at::Generator> drop_gen_;  // set by a DropScope: training randomness on the model's device  // at::SDPBackend of the last attention, -1 before the first
 };
 
 TORCH_MODULE(VisionTransformer);

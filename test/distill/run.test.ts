@@ -71,6 +71,32 @@ t.test('N steps straight equal N/2 + resume + N/2 (max abs difference <= 1e-6)',
   t.equal(cfg.steps, N);
 });
 
+t.test('student dropout and drop path: a run with non-zero studentDrop resumes exactly and differs from one without', async (t) => {
+  // The HF student with drop path, attention and hidden dropout; the masks are a function of (seed, step).
+  const N = 6;
+  const drop = { ...base, steps: N, studentDrop: { dropPath: 0.3, attnDrop: 0.2, hiddenDrop: 0.2 } };
+  const straight = path.join(tmp(), 'straight');
+  const messages: string[] = [];
+  await runDistill({ out: straight, input: drop, log: (m) => messages.push(m) });
+  t.ok(messages.some((m) => m.includes('student dropout / drop path in training: dropPath 0.3, attnDrop 0.2, hiddenDrop 0.2')),
+    'the run says which rates are in use');
+  const halves = path.join(tmp(), 'halves');
+  await runDistill({ out: halves, input: drop, until: N / 2, log: quiet });
+  await runDistill({ out: halves, input: {}, resume: true, log: quiet });
+  const diff = maxAbsDiff(path.join(straight, 'student'), path.join(halves, 'student'));
+  t.ok(diff <= 1e-6, `student weights differ by ${diff}`);
+  const la = await readLog(straight);
+  t.same((await readLog(halves)).map((l) => l.loss), la.map((l) => l.loss), 'the same losses, step by step');
+  const plain = path.join(tmp(), 'plain');
+  await runDistill({ out: plain, input: { ...base, steps: N }, log: quiet });
+  const lp = await readLog(plain);
+  t.not(lp[0].loss, la[0].loss, 'non-zero rates change the loss from the first step (not silently zero)');
+  t.same(JSON.parse(readFileSync(path.join(straight, 'config.json'), 'utf8')).studentDrop, drop.studentDrop, 'config.json holds studentDrop');
+  t.same(JSON.parse(readFileSync(path.join(plain, 'config.json'), 'utf8')).studentDrop, {}, 'default: {} (the student config.json rates)');
+  await t.rejects(runDistill({ out: halves, input: { studentDrop: { dropPath: 0.1 } }, resume: true, log: quiet }),
+    /studentDrop\.dropPath: 0\.3 -> 0\.1/);
+});
+
 t.test('a resume that changes the configuration is refused with the differences, unless --force', async (t) => {
   const run = path.join(tmp(), 'run');
   await runDistill({ out: run, input: { ...base, steps: 4 }, until: 2, log: quiet });

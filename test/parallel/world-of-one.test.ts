@@ -30,6 +30,15 @@ t.test('a world of one equals the plain path, step by step', async (t) => {
   }
 });
 
+t.test('with student dropout and drop path, a world of one draws the masks of the plain path (rank 0)', async (t) => {
+  const config = {
+    teacher: TEACHER, student: STUDENT, device: 'cpu', seed: 2, optimizer: { totalSteps: 3 },
+    studentDrop: { dropPath: 0.5, attnDrop: 0.2, hiddenDrop: 0.2 },
+  };
+  const r = await worldOfOneLosses(config, tiles, 3);
+  t.ok(r.maxRelativeDifference <= 1e-5, `losses ${r.world.join(', ')} vs ${r.plain.join(', ')}`);
+});
+
 t.test('the all-reduce of a world of one runs and is timed', async (t) => {
   for (const device of await devices()) {
     const bytes = device === 'cpu' ? 4 << 20 : HIBOU_L_GRADIENT_BYTES;

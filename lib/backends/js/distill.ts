@@ -19,7 +19,8 @@ import { augmentBatch, Mt19937, sampleAugmentParams } from './augment.js';
 import { logSumLossJs } from './loss.js';
 import { checkJsModelSize, JsModel, loadJsModel } from './model.js';
 import { readTorchState, type StateTensor, writeTorchState } from './torch-state.js';
-import { describeSpec, parameterCount, resolveVitSpec } from './spec.js';
+import { describeSpec, parameterCount, type Regularization, reportedDrop, resolveVitSpec, studentRegularization } from './spec.js';
+import type { VitDrop } from './vit.js';
 
 /** The engine's DistillerConfig (lib/distill's configuration passes straight through); `dist` is engine-only. */
 export type JsDistillerConfig = BackendDistillerConfig;
@@ -92,8 +93,11 @@ export class JsDistiller {
   private readonly optim: Optim;
   readonly projectorWeight: Float32Array;
   readonly projectorBias: Float32Array;
+  /** The student's training-only rates (its config.json's, then config.studentDrop). */
+  readonly studentDrop: Regularization;
 
   private constructor(readonly config: JsDistillerConfig, readonly teacher: JsModel, readonly student: JsModel) {
+    this.studentDrop = studentRegularization(student.spec, config.studentDrop);
     this.optim = { ...OPTIMIZER_DEFAULTS, ...definedOnly(config.optimizer ?? {}) } as Optim;
     const ds = student.spec.embedDim, dt = teacher.spec.embedDim;
     const rng = new Mt19937(BigInt(config.seed ?? 0));
@@ -126,6 +130,7 @@ export class JsDistiller {
       throw new UserError('the js backend has no FP8 teacher (teacherFp8): --teacher-fp8 needs the native engine on a CUDA GPU with FP8 tensor cores (compute capability 8.9+); drop the flag');
     }
     if ((config.accumulationSteps ?? 1) < 1) throw new UserError('accumulationSteps must be at least 1');
+    studentRegularization(resolveVitSpec(config.student, config.studentPreset ?? ''), config.studentDrop);  // refusals first
     // Before any weights are read: a step costs a teacher forward plus about three student forwards.
     for (const [what, folder, preset] of [['teacher', config.teacher, config.teacherPreset], ['student', config.student, config.studentPreset]] as const) {
       const spec = resolveVitSpec(folder, preset ?? '');
@@ -174,11 +179,20 @@ export class JsDistiller {
     const micro = batch / accum;
     const Ds = this.student.spec.embedDim, Dt = this.teacher.spec.embedDim;
     let lossSum = 0;
+    // The student's dropout and drop path: uniform draws from mt19937(mix(mix(seed, step), rank 0)), in order over
+    // the micro-batches, so a resumed run draws the same masks (the engine seeds its own generator the same way; the
+    // two backends' masks differ, their rates and scaling do not).
+    const r = this.studentDrop;
+    let drop: VitDrop | null = null;
+    if (r.dropPath > 0 || r.attnDrop > 0 || r.projDrop > 0 || r.posDrop > 0 || r.headDrop > 0 || r.hiddenDrop > 0) {
+      const rng = new Mt19937(stepSeed(stepSeed(this.config.seed ?? 0, this.stepIndex), 0));
+      drop = { rates: r, random: () => rng.next() * 2 ** -32 };
+    }
     for (let m = 0; m < accum; m++) {
       const tIn = (views.teacher.data as Float32Array).subarray(m * micro * per, (m + 1) * micro * per);
       const sIn = views.student.data.subarray(m * micro * per, (m + 1) * micro * per);
       const zt = this.teacher.vit.forward(tIn, micro, crop, crop).embeddings;
-      const { embeddings: zs, cache } = this.student.vit.forward(sIn, micro, crop, crop, true);
+      const { embeddings: zs, cache } = this.student.vit.forward(sIn, micro, crop, crop, true, drop);
       const r = logSumLossJs({ data: zs, shape: [micro, Ds] }, { data: zt, shape: [micro, Dt] }, {
         W: { data: this.projectorWeight, shape: [Dt, Ds] }, b: { data: this.projectorBias, shape: [Dt] },
         alpha: this.config.loss?.alpha, reduction: this.config.loss?.reduction as 'batch' | 'sample' | undefined,
@@ -295,6 +309,7 @@ export class JsDistiller {
       studentDim: s.embedDim, teacherDim: t.embedDim, studentParams: this.student.vit.parameterCount(),
       teacherParams: this.teacher.vit.parameterCount(), device: 'cpu', teacherModel: describeSpec(t), studentModel: describeSpec(s),
       teacherMean: [...t.mean], teacherStd: [...t.std], studentMean: [...s.mean], studentStd: [...s.std], step: this.stepIndex,
+      studentDrop: reportedDrop(s, this.studentDrop),
     };
   }
 

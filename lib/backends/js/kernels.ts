@@ -228,10 +228,18 @@ export function swigluBackward(dy: Float32Array, h: Float32Array, rows: number, 
 // Multi-head self-attention core: qkv(B*T, 3C) packed [q | k | v], heads contiguous within each -> (B*T, C)
 // ---------------------------------------------------------------------------------------------------------------
 
-export interface AttentionCache { q: Float32Array; k: Float32Array; v: Float32Array; p: Float32Array }
+/** p: the probabilities before dropout; mask (with attention dropout): 0 or 1 / keep per probability, (B,NH,T,T). */
+export interface AttentionCache { q: Float32Array; k: Float32Array; v: Float32Array; p: Float32Array; mask?: Float32Array }
 
-/** softmax(q k^T / sqrt(hs)) v per (batch, head); q, k, v and the probabilities kept in `cache` for backward. */
-export function attentionForward(qkv: Float32Array, B: number, T: number, C: number, NH: number, cache: AttentionCache | null): Float32Array {
+/**
+ * softmax(q k^T / sqrt(hs)) v per (batch, head); q, k, v and the probabilities kept in `cache` for backward. With
+ * `dropout` (training): the probabilities multiplied by a mask, each kept with probability 1 - p and scaled by
+ * 1 / (1 - p) (zero at p 1), as timm's attn_drop and transformers' attention dropout do; the mask goes in the cache.
+ */
+export function attentionForward(qkv: Float32Array, B: number, T: number, C: number, NH: number, cache: AttentionCache | null,
+  dropout: { p: number; random: () => number } | null = null): Float32Array {
+  const drop = dropout && dropout.p > 0 ? dropout : null;
+  if (drop && cache && !cache.mask) cache.mask = new Float32Array(B * NH * T * T);
   const hs = C / NH;
   const scale = 1 / Math.sqrt(hs);
   const out = new Float32Array(B * T * C);
@@ -249,11 +257,19 @@ export function attentionForward(qkv: Float32Array, B: number, T: number, C: num
       }
       gemmNT(q, k, T, T, hs, s);
       softmaxRows(s, T, T);
+      const bh = b * NH + h;
+      if (cache) cache.p.set(s, bh * T * T);
+      if (drop) {
+        const keep = 1 - drop.p, kept = keep > 0 ? Math.fround(1 / keep) : 0;
+        for (let j = 0; j < T * T; j++) {
+          const m = drop.random() < keep ? kept : 0;
+          s[j] *= m;
+          if (cache) cache.mask![bh * T * T + j] = m;
+        }
+      }
       gemmNT(s, vT, T, hs, T, o);
       for (let t = 0; t < T; t++) out.set(o.subarray(t * hs, t * hs + hs), (b * T + t) * C + h * hs);
       if (cache) {
-        const bh = (b * NH + h);
-        cache.p.set(s, bh * T * T);
         cache.q.set(q, bh * T * hs);
         cache.k.set(k, bh * T * hs);
         transposeInto(vT, hs, T, cache.v, bh * T * hs);
@@ -283,10 +299,15 @@ export function attentionBackward(dout: Float32Array, cache: AttentionCache, B: 
       const q = cache.q.subarray(bh * T * hs, (bh + 1) * T * hs);
       const k = cache.k.subarray(bh * T * hs, (bh + 1) * T * hs);
       const v = cache.v.subarray(bh * T * hs, (bh + 1) * T * hs);
+      const M = cache.mask ? cache.mask.subarray(bh * T * T, (bh + 1) * T * T) : null;
       for (let t = 0; t < T; t++) dO.set(dout.subarray((b * T + t) * C + h * hs, (b * T + t) * C + h * hs + hs), t * hs);
-      // dP = dO v^T; dV = P^T dO
+      // dP' = dO v^T; dV = P'^T dO with P' = P * M (M: the dropout mask, 1 without dropout); dP = dP' * M
       gemmNT(dO, v, T, T, hs, dP);
       transpose(P, T, T, PT);
+      if (M) {
+        for (let i = 0; i < T; i++) for (let j = 0; j < T; j++) PT[j * T + i] *= M[i * T + j];
+        for (let j = 0; j < T * T; j++) dP[j] *= M[j];
+      }
       transpose(dO, T, hs, dOT);
       gemmNT(PT, dOT, T, hs, T, dV);
       // softmax backward in place: dS = P * (dP - rowsum(dP * P))

@@ -39,6 +39,41 @@ export interface VitSpec {
   numClasses: number;
   mean: [number, number, number];
   std: [number, number, number];
+  /** Training-only dropout / drop-path rates from config.json (the engine's model.h Regularization). */
+  drop: Regularization;
+}
+
+/**
+ * Training-only regularisation in the names of the model's library (zero = off); see native/engine/model.h
+ * Regularization for where each applies. Used by the js distiller for the student inside a training step only.
+ */
+export interface Regularization {
+  /** timm drop_path_rate (the last block's, linear from 0); HF drop_path_rate (every layer). */
+  dropPath: number;
+  /** timm attn_drop_rate, HF attention_probs_dropout_prob. */
+  attnDrop: number;
+  /** timm proj_drop_rate: after attn.proj, after the MLP activation (and gate), after fc2. */
+  projDrop: number;
+  /** timm pos_drop_rate: the tokens after the position embedding. */
+  posDrop: number;
+  /** timm drop_rate: the class-token features. */
+  headDrop: number;
+  /** HF hidden_dropout_prob: the embeddings (after registers), the attention output dense. */
+  hiddenDrop: number;
+  /** timm patch_drop_rate (PatchDropout): not supported when non-zero. */
+  patchDrop: number;
+}
+
+export const NO_DROP: Readonly<Regularization> = Object.freeze({
+  dropPath: 0, attnDrop: 0, projDrop: 0, posDrop: 0, headDrop: 0, hiddenDrop: 0, patchDrop: 0,
+});
+
+/** A rate in [0, 1] from a config (0 when absent or null). */
+function rate(r: Reader, key: string): number {
+  if (r.get(key) === undefined) return 0;
+  const x = r.number(key, 0);
+  if (!(x >= 0 && x <= 1)) throw new UserError(`${r.where}: '${key}' must be a rate in [0, 1], got ${x}`);
+  return x;
 }
 
 type Json = Record<string, unknown>;
@@ -225,6 +260,11 @@ function resolveTimm(config: Json, where: string): VitSpec {
     qkvBias: args.flag('qkv_bias', true), normEps: 1e-6, posAntialias: true, maskToken: false,
     numClasses: args.integer('num_classes', root.integer('num_classes', 0)),
     mean: pcfg.triple('mean') ?? (mean.slice() as VitSpec['mean']), std: pcfg.triple('std') ?? (std.slice() as VitSpec['std']),
+    drop: {
+      ...NO_DROP, dropPath: rate(args, 'drop_path_rate'), attnDrop: rate(args, 'attn_drop_rate'),
+      projDrop: rate(args, 'proj_drop_rate'), posDrop: rate(args, 'pos_drop_rate'), headDrop: rate(args, 'drop_rate'),
+      patchDrop: rate(args, 'patch_drop_rate'),
+    },
   };
 }
 
@@ -260,6 +300,10 @@ function resolveHf(config: Json, where: string): VitSpec {
     posAntialias: withRegisters || numRegisters > 0,
     maskToken: withRegisters ? true : c.flag('use_mask_token', true), numClasses: 0,
     mean: IMAGENET[0].slice() as VitSpec['mean'], std: IMAGENET[1].slice() as VitSpec['std'],
+    drop: {
+      ...NO_DROP, dropPath: rate(c, 'drop_path_rate'), attnDrop: rate(c, 'attention_probs_dropout_prob'),
+      hiddenDrop: rate(c, 'hidden_dropout_prob'),
+    },
   };
 }
 
@@ -429,4 +473,48 @@ export function parameterCount(spec: VitSpec): number {
   let n = 0;
   for (const s of expectedShapes(spec).values()) n += s.reduce((a, b) => a * b, 1);
   return n;
+}
+
+/**
+ * The student's training-only rates: its config.json's, replaced by the run's studentDrop overrides; a rate its
+ * library does not have, or a non-zero patch drop, is refused rather than ignored (the engine's
+ * student_regularization in native/engine/distiller.cpp, same messages).
+ */
+export function studentRegularization(spec: VitSpec, overrides: Partial<Record<keyof Regularization, number>> = {}): Regularization {
+  const r: Regularization = { ...spec.drop };
+  const hf = spec.layout === 'hf';
+  const supported: Record<keyof Regularization, boolean> = {
+    dropPath: true, attnDrop: true, projDrop: !hf, posDrop: !hf, headDrop: !hf, hiddenDrop: hf, patchDrop: !hf,
+  };
+  for (const key of Object.keys(supported) as (keyof Regularization)[]) {
+    const v = overrides[key];
+    if (v === undefined) continue;
+    if (!(typeof v === 'number' && v >= 0 && v <= 1)) throw new UserError(`studentDrop.${key} must be a rate in [0, 1], got ${v}`);
+    if (!supported[key] && v !== 0) {
+      throw new UserError(`studentDrop.${key} is not a rate of a ${hf ? 'transformers (Dinov2) student: use dropPath, attnDrop, hiddenDrop' : 'timm student: use dropPath, attnDrop, projDrop, posDrop, headDrop'} (student: ${describeSpec(spec)})`);
+    }
+    r[key] = v;
+  }
+  if (r.patchDrop > 0) {
+    throw new UserError(`the student's config sets patch_drop_rate ${r.patchDrop} (timm PatchDropout, which drops tokens): not supported; set it to 0 in the student's config.json or override it with studentDrop.patchDrop 0 (student: ${describeSpec(spec)})`);
+  }
+  return r;
+}
+
+/** The effective rates as info() reports them: the keys of the student's library. */
+export function reportedDrop(spec: VitSpec, r: Regularization): Partial<Regularization> {
+  return spec.layout === 'hf'
+    ? { dropPath: r.dropPath, attnDrop: r.attnDrop, hiddenDrop: r.hiddenDrop }
+    : { dropPath: r.dropPath, attnDrop: r.attnDrop, projDrop: r.projDrop, posDrop: r.posDrop, headDrop: r.headDrop };
+}
+
+/** Block i's drop-path rate: timm linspace(0, rate, depth)[i] in float32 as torch.linspace computes it; HF the rate. */
+export function dropPathRate(spec: VitSpec, rate: number, i: number): number {
+  if (spec.layout === 'hf' || rate <= 0) return spec.layout === 'hf' ? rate : 0;
+  const n = spec.depth;
+  if (n === 1) return 0;
+  // torch.linspace (CPU, float32): step = (end - start) / (steps - 1); the first half from start, the second from end.
+  const step = Math.fround(rate / (n - 1));
+  const half = Math.floor(n / 2);
+  return i < half ? Math.fround(step * i) : Math.fround(Math.fround(rate) - Math.fround(step * (n - 1 - i)));
 }

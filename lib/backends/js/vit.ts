@@ -12,9 +12,45 @@ import {
   linearForward, newAttentionCache, swigluBackward, swigluForward, type AttentionCache, type LayerNormCache,
 } from './kernels.js';
 import { readModelWeights } from './safetensors.js';
-import { describeSpec, expectedShapes, isBufferKey, resolveVitSpec, type VitSpec } from './spec.js';
+import { describeSpec, dropPathRate, expectedShapes, isBufferKey, resolveVitSpec, type Regularization, type VitSpec } from './spec.js';
 
 export interface Weight { shape: number[]; data: Float32Array }
+
+/**
+ * Training randomness for one forward (the student in a distillation step): the rates (spec.ts Regularization) and
+ * uniform draws in [0, 1). Dropout and drop path apply where timm / transformers apply them in training (see
+ * native/engine/model.h Regularization); backward() multiplies by the same masks.
+ */
+export interface VitDrop { rates: Regularization; random: () => number }
+
+/** n elements each kept with probability 1 - p, as 1 / (1 - p) (float32), else 0; null when p is 0. */
+function dropoutMask(n: number, p: number, random: () => number): Float32Array | null {
+  if (!(p > 0)) return null;
+  const keep = 1 - p, kept = keep > 0 ? Math.fround(1 / keep) : 0;
+  const m = new Float32Array(n);
+  for (let i = 0; i < n; i++) m[i] = random() < keep ? kept : 0;
+  return m;
+}
+
+/**
+ * The multiplier of a residual branch (B*T rows of D): a dropout mask of rate pDrop times the per-sample drop-path
+ * scale of rate pPath (timm drop_path: bernoulli(keep) / keep per sample, zero at keep 0); null when both are 0.
+ */
+function branchMask(B: number, T: number, D: number, pDrop: number, pPath: number, random: () => number): Float32Array | null {
+  const m = dropoutMask(B * T * D, pDrop, random);
+  if (!(pPath > 0)) return m;
+  const keep = 1 - pPath, kept = keep > 0 ? Math.fround(1 / keep) : 0;
+  const out = m ?? new Float32Array(B * T * D).fill(1);
+  for (let b = 0; b < B; b++) {
+    const s = random() < keep ? kept : 0;
+    for (let j = b * T * D; j < (b + 1) * T * D; j++) out[j] = Math.fround(out[j] * s);
+  }
+  return out;
+}
+
+function mulInto(x: Float32Array, m: Float32Array | null): void {
+  if (m) for (let i = 0; i < x.length; i++) x[i] *= m[i];
+}
 
 export class Vit {
   constructor(readonly spec: VitSpec, readonly weights: Map<string, Weight>) {}
@@ -127,10 +163,12 @@ export class Vit {
 
   /**
    * images float32 (B,3,H,W), normalised -> class token after the final norm (B,D). With `train`, keeps what
-   * backward() needs.
+   * backward() needs; with `train` and `drop`, applies the training-only dropout and drop path (VitDrop).
    */
-  forward(images: Float32Array, B: number, H: number, W: number, train = false): { embeddings: Float32Array; cache: VitCache | null } {
+  forward(images: Float32Array, B: number, H: number, W: number, train = false, drop: VitDrop | null = null): { embeddings: Float32Array; cache: VitCache | null } {
     const s = this.spec;
+    const dr = train && drop ? drop : null;
+    const hf = s.layout === 'hf';
     const D = s.embedDim, P = s.patchSize, NH = s.numHeads;
     if (H < P || W < P) throw new UserError(`ViT: images of ${H}x${W} px are smaller than one ${P} px patch`);
     const gh = Math.floor(H / P), gw = Math.floor(W / P), N = gh * gw;
@@ -168,6 +206,10 @@ export class Vit {
     }
 
     const rows = B * T;
+    // timm pos_drop (pos_drop_rate) at the end of _pos_embed; transformers' embeddings dropout (hidden_dropout_prob)
+    // after the registers are inserted.
+    const embMask = dr ? dropoutMask(rows * D, hf ? dr.rates.hiddenDrop : dr.rates.posDrop, dr.random) : null;
+    mulInto(x, embMask);
     const blocks: BlockCache[] = [];
     let h = x;
     const mlpIn = s.mlp === 'gelu' ? s.mlpHidden : 2 * s.mlpHidden;
@@ -178,8 +220,12 @@ export class Vit {
       const { W: qkvW, b: qkvB } = this.qkv(i);
       const qkv = linearForward(n1, qkvW, qkvB, rows, D, 3 * D);
       const ac = train ? newAttentionCache(B, T, D, NH) : null;
-      const att = attentionForward(qkv, B, T, D, NH, ac);
+      const att = attentionForward(qkv, B, T, D, NH, ac, dr ? { p: dr.rates.attnDrop, random: dr.random } : null);
       const a = linearForward(att, this.w(`${k.proj}.weight`), this.w(`${k.proj}.bias`), rows, D, D);
+      // timm proj_drop / transformers' attention output dropout, then drop path (the same rate for both branches).
+      const dp = dr ? dropPathRate(s, dr.rates.dropPath, i) : 0;
+      const aMask = dr ? branchMask(B, T, D, hf ? dr.rates.hiddenDrop : dr.rates.projDrop, dp, dr.random) : null;
+      mulInto(a, aMask);
       const mid = new Float32Array(rows * D);
       const ls1 = s.layerScale ? this.w(k.ls1) : null;
       for (let r = 0; r < rows; r++) for (let d = 0; d < D; d++) mid[r * D + d] = h[r * D + d] + (ls1 ? a[r * D + d] * ls1[d] : a[r * D + d]);
@@ -187,11 +233,16 @@ export class Vit {
       const n2 = layerNormForward(mid, this.w(`${k.norm2}.weight`), this.w(`${k.norm2}.bias`), rows, D, s.normEps, c2);
       const f1 = linearForward(n2, this.w(`${k.fc1}.weight`), this.w(`${k.fc1}.bias`), rows, D, mlpIn);
       const g = s.mlp === 'gelu' ? geluForward(f1) : swigluForward(f1, rows, s.mlpHidden);
+      // timm Mlp / GluMlp drop1 after the activation (and gate); transformers' MLP has no dropout.
+      const gMask = dr && !hf ? dropoutMask(rows * s.mlpHidden, dr.rates.projDrop, dr.random) : null;
+      mulInto(g, gMask);
       const m = linearForward(g, this.w(`${k.fc2}.weight`), this.w(`${k.fc2}.bias`), rows, s.mlpHidden, D);
+      const mMask = dr ? branchMask(B, T, D, hf ? 0 : dr.rates.projDrop, dp, dr.random) : null;
+      mulInto(m, mMask);
       const out = new Float32Array(rows * D);
       const ls2 = s.layerScale ? this.w(k.ls2) : null;
       for (let r = 0; r < rows; r++) for (let d = 0; d < D; d++) out[r * D + d] = mid[r * D + d] + (ls2 ? m[r * D + d] * ls2[d] : m[r * D + d]);
-      if (train) blocks.push({ x: h, n1, c1, qkvW, att, ac: ac!, a, mid, n2, c2, f1, g, m });
+      if (train) blocks.push({ x: h, n1, c1, qkvW, att, ac: ac!, a, mid, n2, c2, f1, g, m, aMask, gMask, mMask });
       h = out;
     }
     // Final norm of the class token rows only (LayerNorm is per token).
@@ -199,7 +250,10 @@ export class Vit {
     for (let b = 0; b < B; b++) clsRows.set(h.subarray(b * T * D, b * T * D + D), b * D);
     const cf: LayerNormCache = { mean: new Float32Array(B), rstd: new Float32Array(B) };
     const emb = layerNormForward(clsRows, this.w(`${pk.norm}.weight`), this.w(`${pk.norm}.bias`), B, D, s.normEps, cf);
-    const cache = train ? { B, T, N, gh, gw, cols, resample, blocks, clsRows, cf } : null;
+    // timm forward_head: head_drop (drop_rate) on the pooled class token; transformers has none.
+    const headMask = dr && !hf ? dropoutMask(B * D, dr.rates.headDrop, dr.random) : null;
+    mulInto(emb, headMask);
+    const cache = train ? { B, T, N, gh, gw, cols, resample, blocks, clsRows, cf, embMask, headMask } : null;
     return { embeddings: emb, cache };
   }
 
@@ -215,6 +269,11 @@ export class Vit {
       if (!t) { t = new Float32Array(this.w(key).length); grads.set(key, t); }
       return t;
     };
+    if (cache.headMask) {
+      const masked = new Float32Array(dEmb.length);
+      for (let j = 0; j < masked.length; j++) masked[j] = dEmb[j] * cache.headMask[j];
+      dEmb = masked;
+    }
     const dcls = layerNormBackward(dEmb, cache.clsRows, this.w(`${pk.norm}.weight`), cache.cf, B, D, g(`${pk.norm}.weight`), g(`${pk.norm}.bias`));
     let dx: Float32Array = new Float32Array(rows * D);
     for (let b = 0; b < B; b++) dx.set(dcls.subarray(b * D, b * D + D), b * T * D);
@@ -229,7 +288,9 @@ export class Vit {
         const ls2 = this.w(k.ls2), dls2 = g(k.ls2);
         for (let r = 0; r < rows; r++) for (let d = 0; d < D; d++) { dm[r * D + d] = dx[r * D + d] * ls2[d]; dls2[d] += dx[r * D + d] * c.m[r * D + d]; }
       } else dm.set(dx);
+      mulInto(dm, c.mMask);  // m = fc2(...) * mMask
       const dg = linearBackward(dm, c.g, this.w(`${k.fc2}.weight`), rows, s.mlpHidden, D, g(`${k.fc2}.weight`), g(`${k.fc2}.bias`))!;
+      mulInto(dg, c.gMask);  // fc2's input = act(f1) * gMask
       const df1 = s.mlp === 'gelu' ? geluBackward(dg, c.f1) : swigluBackward(dg, c.f1, rows, s.mlpHidden);
       const dn2 = linearBackward(df1, c.n2, this.w(`${k.fc1}.weight`), rows, D, mlpIn, g(`${k.fc1}.weight`), g(`${k.fc1}.bias`))!;
       const dmid = layerNormBackward(dn2, c.mid, this.w(`${k.norm2}.weight`), c.c2, rows, D, g(`${k.norm2}.weight`), g(`${k.norm2}.bias`));
@@ -240,6 +301,7 @@ export class Vit {
         const ls1 = this.w(k.ls1), dls1 = g(k.ls1);
         for (let r = 0; r < rows; r++) for (let d = 0; d < D; d++) { da[r * D + d] = dmid[r * D + d] * ls1[d]; dls1[d] += dmid[r * D + d] * c.a[r * D + d]; }
       } else da.set(dmid);
+      mulInto(da, c.aMask);  // a = proj(...) * aMask
       const datt = linearBackward(da, c.att, this.w(`${k.proj}.weight`), rows, D, D, g(`${k.proj}.weight`), g(`${k.proj}.bias`))!;
       const dqkv = attentionBackward(datt, c.ac, B, T, D, NH);
       let dn1: Float32Array;
@@ -258,6 +320,7 @@ export class Vit {
       dx = dxi;
     }
 
+    mulInto(dx, cache.embMask);  // the tokens after pos_drop / the embeddings dropout
     // Embeddings: class token, registers, position embedding and the patch projection.
     const prefix = this.posPrefix();
     const posRows = prefix + N;
@@ -306,6 +369,9 @@ export class Vit {
 interface BlockCache {
   x: Float32Array; n1: Float32Array; c1: LayerNormCache; qkvW: Float32Array; att: Float32Array; ac: AttentionCache;
   a: Float32Array; mid: Float32Array; n2: Float32Array; c2: LayerNormCache; f1: Float32Array; g: Float32Array; m: Float32Array;
+  /** Training-only multipliers (null when off): the attention branch (dropout x drop path), the MLP hidden
+   *  activations (timm drop1), the MLP branch (timm drop2 x drop path). a, g, m above are after them. */
+  aMask: Float32Array | null; gMask: Float32Array | null; mMask: Float32Array | null;
 }
 
 interface Resample { ry: Float64Array; rx: Float64Array; side: number; gh: number; gw: number; prefix: number }
@@ -313,6 +379,8 @@ interface Resample { ry: Float64Array; rx: Float64Array; side: number; gh: numbe
 export interface VitCache {
   B: number; T: number; N: number; gh: number; gw: number; cols: Float32Array; resample: Resample | null;
   blocks: BlockCache[]; clsRows: Float32Array; cf: LayerNormCache;
+  /** Training-only masks (null when off): the tokens after the position embedding, the output features. */
+  embMask: Float32Array | null; headMask: Float32Array | null;
 }
 
 function addInto(dst: Float32Array, src: Float32Array): void {

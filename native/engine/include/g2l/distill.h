@@ -16,6 +16,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,6 +24,7 @@
 #include "g2l/augment.h"
 #include "g2l/dist.h"
 #include "g2l/engine.h"
+#include "g2l/models.h"
 
 namespace g2l {
 
@@ -114,6 +116,7 @@ struct DistillerConfig {
   // a CUDA GPU of compute capability 8.9+ (refused elsewhere; G2L_FP8_EMULATE=1 emulates it anywhere, for tests).
   // Accepted only while the first batch's teacher features keep cosine >= 0.999 with the bf16 teacher's.
   bool teacher_fp8 = false;
+  StudentDrop student_drop;           // overrides of the student's dropout / drop-path rates (StudentDrop)
   LossOptions loss;
   OptimizerConfig optimizer;
   AugmentConfig augment;
@@ -144,6 +147,9 @@ struct DistillerInfo {
   std::string device;
   std::string teacher_model;          // one-line description of each model
   std::string student_model;
+  // The student's effective training-only rates (config.json, then StudentDrop): keys drop_path, attn_drop,
+  // proj_drop, pos_drop, head_drop, hidden_drop (the ones of its library).
+  std::vector<std::pair<std::string, double>> student_drop;
   std::vector<float> teacher_mean, teacher_std, student_mean, student_std;
   // The frozen teacher's preparation (LayerScale folding, FP8): what it did and, with FP8, the acceptance check.
   int64_t teacher_layer_scales_folded = 0;  // of teacher_layer_scales

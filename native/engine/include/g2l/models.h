@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,15 @@ struct ModelInfo {
   std::string device;   // "cpu", "cuda:0" (empty for describe())
 };
 
+// A model's (the student's) training-only regularisation (model.h Regularization), each rate in [0, 1]: unset ones keep the
+// value of the student's config.json, set ones replace it. timm students: drop_path, attn_drop, proj_drop, pos_drop,
+// head_drop; transformers students: drop_path, attn_drop, hidden_drop (a rate the student's library does not have
+// must stay unset or 0). patch_drop (timm PatchDropout) is not supported: only 0 is accepted, which also overrides
+// a non-zero patch_drop_rate in config.json. The teacher never drops anything.
+struct StudentDrop {
+  std::optional<double> drop_path, attn_drop, proj_drop, pos_drop, head_drop, hidden_drop, patch_drop;
+};
+
 class Model {
  public:
   /** Loads a hub folder (timm or transformers layout) and/or a preset; dtype "fp32" | "fp16" | "bf16". */
@@ -60,6 +70,13 @@ class Model {
    * than the model's interpolate its position embeddings). Returns float32 (N,D) on the host.
    */
   HostTensor embed(const HostTensor& images) const;
+
+  /**
+   * A training-mode forward as the Distiller runs the student: float32 (N,3,H,W) normalised images, dropout and drop
+   * path at the rates of the model's config.json replaced by `drop` (refused as the Distiller refuses them), masks
+   * from a generator seeded with `seed` on the model's device. For tests and diagnostics; embed() never drops.
+   */
+  HostTensor embed_train(const HostTensor& images, uint64_t seed, const StudentDrop& drop) const;
 
   /** Writes the model in its folder's layout (config.json + model.safetensors) to `folder`, atomically. */
   void export_to(const std::string& folder) const;
