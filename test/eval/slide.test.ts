@@ -132,3 +132,29 @@ t.test('splits by patient: drawn folds never split a patient; a labels file that
   t.equal(missing.code, 2);
   t.match(missing.stderr, /--level slide needs --labels/);
 });
+
+t.test('eval --level slide --aggregator mean,abmil: ABMIL per fold, deterministic, on either backend', async (t) => {
+  const dir = t.testdir();
+  const run = (out: string, extra: string[] = []) => runCli(['eval', '--level', 'slide', '--features', path.join(fx, 'bags'), '--labels', path.join(fx, 'labels.csv'),
+    '--aggregator', 'mean,abmil', '--abmil-epochs', '4', '--out', path.join(dir, out), ...extra]);
+  const a = await run('a');
+  t.equal(a.code, 0, a.stderr);
+  t.match(a.stdout, /slide ABMIL AUC [\d.]+ ± [\d.]+/);
+  const ra = JSON.parse(readFileSync(path.join(dir, 'a', 'report.json'), 'utf8')).slide;
+  t.ok(ra.mean && ra.abmil, 'both aggregators');
+  t.equal(ra.abmil.folds.length, 3);
+  for (const f of ra.abmil.folds) {
+    t.ok(f.auc >= 0 && f.auc <= 1 && f.best_epoch >= 0 && f.best_epoch < 4, `fold: AUC ${f.auc}, best epoch ${f.best_epoch}`);
+    t.equal(f.n_test + f.n_train < 28, true, 'a fold validates: train + test < all slides');
+  }
+  t.same(ra.abmil.settings, { hidden: 256, attention: 128, lr: 1e-4, weightDecay: 1e-5, epochs: 4, patience: 5 });
+  const b = await run('b');
+  t.same(JSON.parse(readFileSync(path.join(dir, 'b', 'report.json'), 'utf8')).slide.abmil, ra.abmil, 'the same seed, the same report');
+  const js = await run('js', ['--backend', 'js']);
+  t.equal(js.code, 0, js.stderr);
+  const rj = JSON.parse(readFileSync(path.join(dir, 'js', 'report.json'), 'utf8')).slide.abmil;
+  t.equal(rj.folds.length, 3, 'the js twin runs the same protocol');
+  t.match(readFileSync(path.join(dir, 'a', 'report.md'), 'utf8'), /Slide level: gated-attention MIL \(ABMIL\)/);
+  const bad = await run('bad', ['--folds', '2']);
+  t.equal(bad.code, 0, 'fold column given: --folds is for drawn folds only');
+});
