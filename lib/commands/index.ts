@@ -7,6 +7,7 @@ import { tileCommand } from './tile.js';
 import { embedCommand } from './embed.js';
 import { distillCommand } from './distill.js';
 import { demoCommand } from './demo.js';
+import { protocolCommand } from './protocol.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const commands: CommandModule<any, any>[] = [
@@ -17,4 +18,5 @@ export const commands: CommandModule<any, any>[] = [
   embedCommand,
   distillCommand,
   demoCommand,
+  protocolCommand,
 ];
