@@ -5,6 +5,7 @@ import path from 'node:path';
 import yaml from 'js-yaml';
 import { z } from 'zod';
 import { UserError } from '../errors.js';
+import { HF_PREFIX, resolveHfModel } from '../models/hub.js';
 
 const augmentSchema = z
   .object({
@@ -189,9 +190,14 @@ export function readConfigFile(file: string): RunConfigInput {
   // Model and slide paths in a file are relative to the file.
   for (const key of ['teacher', 'student', 'slides'] as const) {
     const v = cfg[key];
-    if (v && !v.startsWith('synthetic') && !path.isAbsolute(v)) cfg[key] = path.resolve(path.dirname(file), v);
+    if (v && !v.startsWith('synthetic') && !v.startsWith(HF_PREFIX) && !path.isAbsolute(v)) cfg[key] = path.resolve(path.dirname(file), v);
   }
   return cfg;
+}
+
+/** A model given as a folder (made absolute) or as hf:org/name (its cache snapshot folder, found offline). */
+export function modelPath(value: string): string {
+  return value.startsWith(HF_PREFIX) ? resolveHfModel(value) : path.resolve(value);
 }
 
 /** Layers inputs left to right (later wins), nested groups key by key. */
@@ -219,7 +225,7 @@ export function resolveConfig(input: RunConfigInput): RunConfig {
       throw new UserError(`distill: no ${key} given: pass --${key} (or set "${key}" in the --config file)`);
     }
   }
-  for (const key of ['teacher', 'student'] as const) merged[key] = path.resolve(merged[key] as string);
+  for (const key of ['teacher', 'student'] as const) merged[key] = modelPath(merged[key] as string);
   if (!String(merged.slides).startsWith('synthetic')) merged.slides = path.resolve(merged.slides as string);
   const parsed = runConfigSchema.safeParse(merged);
   if (!parsed.success) throw new UserError(`distill: invalid configuration: ${issuesLine(parsed.error)}`);

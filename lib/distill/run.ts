@@ -20,6 +20,7 @@ import {
   resolveConfig,
   runConfigSchema,
   upgradeSavedConfig,
+  modelPath,
   type RunConfig,
   type RunConfigInput,
 } from './config.js';
@@ -117,7 +118,7 @@ export async function listCheckpoints(runDir: string): Promise<[number, string][
 
 function resolvePaths(input: RunConfigInput): RunConfigInput {
   const out = { ...input };
-  for (const key of ['teacher', 'student'] as const) if (out[key]) out[key] = path.resolve(out[key]!);
+  for (const key of ['teacher', 'student'] as const) if (out[key]) out[key] = modelPath(out[key]!);
   if (out.slides && !out.slides.startsWith('synthetic')) out.slides = path.resolve(out.slides);
   return out;
 }

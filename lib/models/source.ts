@@ -1,6 +1,8 @@
-// How users name a model: a hub folder, `preset:<name>:<folder>` (a preset over a folder whose config.json is
-// incomplete, or has none), or `preset:<name>` (the architecture alone: random weights for benchmarks).
+// How users name a model: a hub folder, `hf:org/name[@revision]` (a folder of the Hugging Face cache, found offline:
+// lib/models/hub.ts), `preset:<name>:<folder>` (a preset over a folder whose config.json is incomplete, or has none),
+// or `preset:<name>` (the architecture alone: random weights for benchmarks).
 import { UserError } from '../errors.js';
+import { resolveModelFolder } from './hub.js';
 import type { ModelSource } from '../backends/types.js';
 
 /** The presets the engine knows (native/engine/model_spec.cpp). */
@@ -9,7 +11,7 @@ export type PresetName = (typeof PRESETS)[number];
 
 /** Parses a --model value. */
 export function parseModelArg(value: string): ModelSource {
-  if (!value.startsWith('preset:')) return { folder: value };
+  if (!value.startsWith('preset:')) return { folder: resolveModelFolder(value) };
   const rest = value.slice('preset:'.length);
   const colon = rest.indexOf(':');
   const preset = colon < 0 ? rest : rest.slice(0, colon);
@@ -20,7 +22,7 @@ export function parseModelArg(value: string): ModelSource {
   if (folder !== undefined && folder.length === 0) {
     throw new UserError(`--model ${value}: no folder after the preset; write preset:${preset}:<folder>`);
   }
-  return folder === undefined ? { preset } : { preset, folder };
+  return folder === undefined ? { preset } : { preset, folder: resolveModelFolder(folder) };
 }
 
 /** Normalises what Encoder.load accepts into a ModelSource. */
@@ -32,7 +34,7 @@ export function toModelSource(source: string | ModelSource): ModelSource {
   if (source.preset && !(PRESETS as readonly string[]).includes(source.preset)) {
     throw new UserError(`unknown preset '${source.preset}'; known presets are ${PRESETS.join(', ')}`);
   }
-  return { folder: source.folder, preset: source.preset };
+  return { folder: source.folder === undefined ? undefined : resolveModelFolder(source.folder), preset: source.preset };
 }
 
 /** The form parseModelArg reads, for messages and logs. */
