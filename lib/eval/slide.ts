@@ -226,7 +226,11 @@ export interface AbmilSettings {
   patience: number;
 }
 
-/** CLAM's ABMIL recipe scaled to pathology foundation-model features: 1e-4, weight decay 1e-5, 20 epochs, patience 5. */
+/**
+ * Defaults in the style of the slide benchmarks of UNI and CLAM (AdamW, learning rate 1e-4 on a cosine, weight decay
+ * 1e-5, one slide a step, a few tens of epochs with early stopping on the validation loss); not any one paper's exact
+ * recipe: hidden 256 and attention 128, 20 epochs, patience 5. Each is settable (--abmil-epochs, the library's abmil).
+ */
 export const ABMIL_DEFAULTS: AbmilSettings = Object.freeze({ hidden: 256, attention: 128, lr: 1e-4, weightDecay: 1e-5, epochs: 20, patience: 5 });
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
