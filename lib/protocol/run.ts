@@ -34,6 +34,7 @@ import { evaluateSet, type EvalOptions, type SetReport } from '../eval/evaluate.
 import { evaluateSlides, readSlideBags, readSlideLabels } from '../eval/slide.js';
 import { cka } from '../eval/cka.js';
 import { getBackend } from '../backends/index.js';
+import { groupedBarsSvg, svgToPng } from '../eval/plot.js';
 
 const datasetSchema = z.discriminatedUnion('kind', [
   z.object({ name: z.string().regex(/^[A-Za-z0-9_.-]+$/), kind: z.literal('patch'), data: z.string() }).strict(),
@@ -104,6 +105,9 @@ export interface ProtocolTable {
   columns: { dataset: string; metric: string }[];
   rows: { model: string; cells: (number | null)[] }[];
   cka: { dataset: string; before: number; after: number }[];
+  /** The robustness index (PathoROB ratio at k = 10, or the largest k the test split allows) of each model on the
+   *  patch datasets whose CSV gives sites and slides. */
+  robustness: { dataset: string; model: string; k: number; ratio: number | null }[];
 }
 
 /** A stage's record: what it was made from. Equal inputs -> the stage is done. */
@@ -136,7 +140,8 @@ export async function runProtocol(options: ProtocolOptions): Promise<ProtocolRes
     await markDone(path.join(tiles, 'stage.json'), tileInputs);
     stages.tile = 'ran';
   }
-  if (options.stopAfter === 'tile') return { out, stages, table: { columns: [], rows: [], cka: [] } };
+  const empty: ProtocolTable = { columns: [], rows: [], cka: [], robustness: [] };
+  if (options.stopAfter === 'tile') return { out, stages, table: empty };
 
   // ---- distill ------------------------------------------------------------------------------------------------------
   const run = path.join(out, 'distill');
@@ -151,7 +156,7 @@ export async function runProtocol(options: ProtocolOptions): Promise<ProtocolRes
     await markDone(path.join(run, 'stage.json'), distillInputs);
     stages.distill = 'ran';
   }
-  if (options.stopAfter === 'distill') return { out, stages, table: { columns: [], rows: [], cka: [] } };
+  if (options.stopAfter === 'distill') return { out, stages, table: empty };
 
   // ---- features -----------------------------------------------------------------------------------------------------
   const models: [string, string][] = [['teacher', p.teacher], ['student', p.student], ['g2l', student], ...Object.entries(p.models)];
@@ -191,7 +196,7 @@ export async function runProtocol(options: ProtocolOptions): Promise<ProtocolRes
       stages[key] = 'ran';
     }
   }
-  if (options.stopAfter === 'features') return { out, stages, table: { columns: [], rows: [], cka: [] } };
+  if (options.stopAfter === 'features') return { out, stages, table: empty };
 
   // ---- evaluate and report ------------------------------------------------------------------------------------------
   const e = p.eval;
@@ -200,6 +205,7 @@ export async function runProtocol(options: ProtocolOptions): Promise<ProtocolRes
   const cells = new Map<string, (number | null)[]>(models.map(([m]) => [m, []]));
   const reports: Record<string, Record<string, SetReport>> = {};
   const ckaRows: ProtocolTable['cka'] = [];
+  const robustRows: ProtocolTable['robustness'] = [];
   for (const d of p.datasets) {
     reports[d.name] = {};
     if (d.kind === 'patch') {
@@ -208,10 +214,15 @@ export async function runProtocol(options: ProtocolOptions): Promise<ProtocolRes
       for (const [m] of models) {
         const set = await readFeatureSet(featureDirs.get(`${d.name}/${m}`)!);
         sets.set(m, set);
-        const withSites = set.meta.site && set.meta.slide && set.meta.split ? ['robustness' as const] : [];
-        const { report } = await evaluateSet(set, { ...evalOpts, protocols: ['knn', 'linear', ...withSites] });
+        // The robustness index where the CSV gives sites and slides, at the k values the test split allows.
+        const testRows = set.meta.split?.filter((v) => v === 'test').length ?? 0;
+        const robustnessKs = evalOpts.robustnessKs.filter((k) => k < testRows - 1);
+        const withSites = set.meta.site && set.meta.slide && set.meta.split && robustnessKs.length ? ['robustness' as const] : [];
+        const { report } = await evaluateSet(set, { ...evalOpts, robustnessKs, protocols: ['knn', 'linear', ...withSites] });
         reports[d.name][m] = report;
         cells.get(m)!.push(report.linear?.[`C${e.C[0]}`]?.bacc ?? null);
+        const kRob = robustnessKs.includes(10) ? 10 : robustnessKs.at(-1);
+        if (report.robustness && kRob !== undefined) robustRows.push({ dataset: d.name, model: m, k: kRob, ratio: report.robustness[`k${kRob}`]?.ratio ?? null });
       }
       // CKA of the student before and after distillation against the teacher, on the same samples.
       const pair = (m: string) => {
@@ -236,8 +247,12 @@ export async function runProtocol(options: ProtocolOptions): Promise<ProtocolRes
       }
     }
   }
-  const table: ProtocolTable = { columns, rows: models.map(([m]) => ({ model: m, cells: cells.get(m)! })), cka: ckaRows };
+  const table: ProtocolTable = { columns, rows: models.map(([m]) => ({ model: m, cells: cells.get(m)! })), cka: ckaRows, robustness: robustRows };
   await writeFileAtomic(path.join(out, 'report.json'), `${JSON.stringify({ table, reports }, null, 2)}\n`);
+  // The table as a figure: one group of bars per dataset, one bar per model.
+  const svg = groupedBarsSvg(columns.map((c) => c.dataset), models.map(([m]) => m),
+    columns.map((_, c) => models.map(([m]) => cells.get(m)![c] ?? 0)), { title: 'G2L protocol: models by dataset', yLabel: 'score (see report.md)' });
+  await writeFileAtomic(path.join(out, 'table.png'), await svgToPng(svg));
   await writeFileAtomic(path.join(out, 'report.md'), protocolMarkdown(table));
   await writeFileAtomic(path.join(out, 'report.html'), protocolHtml(table));
   stages.report = 'ran';
@@ -260,7 +275,12 @@ export function protocolMarkdown(table: ProtocolTable): string {
     ? ['', '## Linear CKA against the teacher', '', '| dataset | student before | student after (g2l) |', '| --- | --- | --- |',
       ...table.cka.map((c) => `| ${c.dataset} | ${fmt(c.before)} | ${fmt(c.after)} |`)]
     : [];
-  return ['# G2L protocol', '', 'teacher, student before distillation, g2l (the student after), and any extra models; best per column in bold.', '', head, rule, ...rows, ...cka, ''].join('\n');
+  const robust = table.robustness.length
+    ? ['', '## Robustness index (PathoROB ratio; higher is more robust to site)', '', '| dataset | model | k | ratio |', '| --- | --- | --- | --- |',
+      ...table.robustness.map((r) => `| ${r.dataset} | ${r.model} | ${r.k} | ${fmt(r.ratio)} |`)]
+    : [];
+  return ['# G2L protocol', '', 'teacher, student before distillation, g2l (the student after), and any extra models; best per column in bold.', '',
+    head, rule, ...rows, '', '![the table as bars](table.png)', ...cka, ...robust, ''].join('\n');
 }
 
 export function protocolHtml(table: ProtocolTable): string {

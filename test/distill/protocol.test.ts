@@ -21,12 +21,12 @@ t.before(async () => {
   writeFileSync(path.join(dir, 'task-labels.csv'), `slide,label,fold\n${set.slides.map((s, i) => `${s.name},${i % 2 ? 'b' : 'a'},${i % 3}`).join('\n')}\n`);
   // A patch task: tiles of two textures (seeds), train and test.
   mkdirSync(path.join(dir, 'patches'));
-  const rows = ['path,label,split'];
+  const rows = ['path,label,split,site,slide'];
   for (let i = 0; i < 16; i++) {
     const label = i % 2 ? 'b' : 'a';
     const px = syntheticTile(1000 * (i % 2) + i, 256);
     await sharp(Buffer.from(px), { raw: { width: 256, height: 256, channels: 3 } }).png().toFile(path.join(dir, 'patches', `${i}.png`));
-    rows.push(`patches/${i}.png,${label},${i < 12 ? 'train' : 'test'}`);
+    rows.push(`patches/${i}.png,${label},${i < 8 ? 'train' : 'test'},${i % 4 < 2 ? 'A' : 'B'},s${i}`);
   }
   writeFileSync(path.join(dir, 'patches.csv'), `${rows.join('\n')}\n`);
   writeFileSync(file, [
@@ -74,6 +74,8 @@ t.test('killed during the features stage, run again: tile and distill are reused
   t.equal(report.table.cka.length, 1, 'CKA before and after on the patch dataset');
   t.ok(report.table.cka[0].before > 0 && report.table.cka[0].after > 0);
   t.ok(report.reports.task.g2l.slide.mean.folds.length === 3, 'the slide task cross-validated over its 3 folds');
+  t.same(report.table.robustness.map((r: { model: string; k: number }) => [r.model, r.k]), [['teacher', 5], ['student', 5], ['g2l', 5]], 'the robustness index at the largest k the 8 test tiles allow');
+  t.ok(statSync(path.join(out, 'table.png')).size > 1000, 'the table as a figure');
   t.match(readFileSync(path.join(out, 'report.md'), 'utf8'), /\| model \| tex \(linear C=1 bacc\) \| task \(slide AUC \(mean pooling\)\) \|/);
   // A third run reuses everything.
   const again = await runCli(['protocol', file]);
