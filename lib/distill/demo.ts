@@ -3,7 +3,11 @@
 //   synthetic slides (pyramidal SVS/TIFF, tissue-like texture on glass) -> tile manifests (3 training slides, 1 held out)
 //   -> a small random teacher of H-optimus-0's family (timm layout) and a smaller random student of Hibou's (HF layout)
 //   -> linear CKA between student and teacher features of held-out tiles -> distillation -> CKA again
-//   -> <out>/report.json { steps, loss: { first, last }, cka: { before, after } }, report.md, loss.png
+//   -> the protocol's evaluation (lib/protocol/run.ts) on two small tasks whose labels the slides' own tissue decides
+//      (8 more synthetic slides, half with dense nuclei and half with sparse): a patch task (tiles of those slides,
+//      train/test by slide) and a slide task (the slides, 4 folds), for the teacher, the student before and after
+//   -> <out>/report.json { steps, stoppedBy, loss: { first, last }, cka: { before, after }, tasks }, report.md, loss.png,
+//      <out>/protocol/ (the protocol's report, features and task tiles)
 //
 // <out> is also the run folder (config.json, log.jsonl, checkpoints/, student/), so `g2l-native distill --resume
 // --out <out>` and every other command work on it as on a real run.
@@ -21,6 +25,10 @@ import { runTiling } from '../slides/tile-run.js';
 import type { Distiller } from './distiller.js';
 import { readLog, runDistill } from './run.js';
 import { openTileSource } from './tiles.js';
+import sharp from 'sharp';
+import { SlideTileReader } from '../data/batches.js';
+import { TileSampler } from '../data/sampler.js';
+import { evaluateStage, featuresStage, protocolMarkdown, type ProtocolFile, type ProtocolTable } from '../protocol/run.js';
 import { distFromEnv } from '../parallel/env.js';
 import { launchDemoWorkers, PREPARED_ENV } from '../parallel/demo.js';
 import { followLauncher } from '../parallel/launcher.js';
@@ -36,6 +44,8 @@ export interface DemoOptions {
 }
 
 export interface DemoReport {
+  /** The protocol's table on the demo's two tasks (absent on ranks other than 0). */
+  tasks?: ProtocolTable;
   steps: number;
   /** completed, or early-stopping with the rule's reason in stopReason. */
   stoppedBy: string;
@@ -46,7 +56,10 @@ export interface DemoReport {
 
 const MARKER = '.g2l-demo';
 /** What a demo writes into <out>; a rerun replaces exactly these. */
-const DEMO_ENTRIES = [MARKER, 'slides', 'tiles', 'heldout-tiles', 'models', 'checkpoints', 'student', 'config.json', 'log.jsonl', 'report.json', 'report.md', 'loss.png'];
+const DEMO_ENTRIES = [MARKER, 'slides', 'tiles', 'heldout-tiles', 'models', 'checkpoints', 'student', 'config.json', 'log.jsonl', 'report.json', 'report.md', 'loss.png', 'task', 'protocol'];
+/** The task slides' nucleus densities: slide i is dense (odd i) or sparse (even i). */
+const TASK_DENSITY = (i: number) => (i % 2 ? 0.75 : 0.15);
+const TASK_SLIDES = 8;
 const HELD_OUT_TILES = 64;
 const STUDENT_WEIGHT_SCALE = 8;
 
@@ -205,7 +218,17 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
     },
   });
   if (!primary) return { steps: result.stepsDone, stoppedBy: result.stoppedBy, loss: { first: NaN, last: NaN }, cka: { before, after } };
-  return writeDemoReport(out, result, before, after);
+  // The protocol's evaluation on the two tasks: the teacher, the student before (its initial weights) and after.
+  say('g2l-native demo: evaluating teacher, student before and after on a patch task and a slide task');
+  const stages = {};
+  const models: [string, string][] = [['teacher', teacher], ['student', student], ['g2l', path.join(out, 'student')]];
+  const datasets = demoDatasets(out);
+  const protocolOut = path.join(out, 'protocol');
+  const featureDirs = await featuresStage({ out: protocolOut, models, datasets, tiling: { mpp: 0.5, tile: 256, tissueThreshold: 0.25 },
+    device: 'cpu', batchSize: 16, stages, say: () => {}, stamp: { g2l: { steps: result.stepsDone, seed } } });
+  const tasks = await evaluateStage({ out: protocolOut, models: models.map(([m]) => m), datasets, featureDirs,
+    eval: { k: [5], C: [1], folds: 4, aggregators: ['mean'], seed }, device: 'cpu' });
+  return writeDemoReport(out, result, before, after, tasks);
 }
 
 /** The demo's inputs in `out`: synthetic slides, their tile manifests, the random teacher and student. */
@@ -226,9 +249,52 @@ async function prepareDemoInputs(out: string, seed: number, say: (m: string) => 
   say('g2l-native demo: creating a random teacher (timm H-optimus-0 family) and a smaller student (HF Hibou family)');
   const teacher = path.join(out, 'models', 'teacher');
   const student = path.join(out, 'models', 'student');
+  await prepareDemoTasks(out, seed);
   await randomModel(teacher, { 'config.json': TEACHER_CONFIG }, seed + 11);
   await randomModel(student, { 'config.json': STUDENT_CONFIG_JSON, 'preprocessor_config.json': STUDENT_PREPROCESSOR }, seed + 12);
   await scaleWeightMatrices(student, STUDENT_WEIGHT_SCALE);
+}
+
+/** The demo's two tasks, as protocol datasets. */
+function demoDatasets(out: string): ProtocolFile['datasets'] {
+  return [
+    { name: 'patch-density', kind: 'patch', data: path.join(out, 'task', 'patches.csv') },
+    { name: 'slide-density', kind: 'slide', slides: path.join(out, 'task', 'slides'), labels: path.join(out, 'task', 'labels.csv') },
+  ];
+}
+
+/**
+ * 8 synthetic slides whose nucleus density is their label (dense / sparse), tiled; labels.csv for the slide task (4
+ * folds, two slides each, one of each class); patches.csv and PNG tiles for the patch task (4 tiles a slide, slides
+ * 1-6 train and 7-8 test; two sites, by slide).
+ */
+async function prepareDemoTasks(out: string, seed: number): Promise<void> {
+  const dir = path.join(out, 'task');
+  const set = await makeSyntheticSlides(path.join(dir, 'slides'), { count: TASK_SLIDES, width: 1024, height: 1024, seed: seed + 31, density: TASK_DENSITY });
+  const label = (i: number) => (TASK_DENSITY(i) > 0.45 ? 'dense' : 'sparse');
+  await fs.writeFile(path.join(dir, 'labels.csv'), `slide,label,fold\n${set.slides.map((s, i) => `${s.name},${label(i)},${Math.floor(i / 2)}`).join('\n')}\n`);
+  const r = await runTiling({ slides: path.join(dir, 'slides'), out: path.join(dir, 'tiles'), mpp: 0.5, tileSizePx: 256, tissueThreshold: 0.25 });
+  if (r.ok < TASK_SLIDES) throw new UserError(`demo: the task slides could not all be tiled (${r.rows.map((x) => x.error).filter(Boolean).join('; ')})`);
+  const sampler = await TileSampler.open(path.join(dir, 'tiles'), { batchSize: 1 });
+  const reader = new SlideTileReader();
+  const rows = ['path,label,split,site,slide'];
+  await fs.mkdir(path.join(dir, 'patches'), { recursive: true });
+  try {
+    for (const [i, s] of set.slides.entries()) {
+      const slide = sampler.slides.find((x) => x.name === s.name)!;
+      const refs = Array.from(slide.tiles.subarray(0, 4), (k) => sampler.tiles[k]);
+      const data = new Uint8Array(refs.length * 256 * 256 * 3);
+      await reader.readInto(refs, 256, data, { strict: true });
+      for (let k = 0; k < refs.length; k++) {
+        const file = path.join('patches', `${s.name}_${k}.png`);
+        await sharp(Buffer.from(data.buffer, k * 256 * 256 * 3, 256 * 256 * 3), { raw: { width: 256, height: 256, channels: 3 } }).png().toFile(path.join(dir, file));
+        rows.push(`${file},${label(i)},${i < 6 ? 'train' : 'test'},${i % 4 < 2 ? 'A' : 'B'},${s.name}`);
+      }
+    }
+  } finally {
+    await reader.close();
+  }
+  await fs.writeFile(path.join(dir, 'patches.csv'), `${rows.join('\n')}\n`);
 }
 
 async function writeDemoReport(
@@ -236,6 +302,7 @@ async function writeDemoReport(
   result: Awaited<ReturnType<typeof runDistill>>,
   before: number,
   after: number,
+  tasks: ProtocolTable,
 ): Promise<DemoReport> {
   const log = await readLog(out);
   const trainingSlides = (await fs.readFile(path.join(out, 'slides', 'train.csv'), 'utf8')).trim().split('\n').length - 1;
@@ -245,6 +312,7 @@ async function writeDemoReport(
     ...(result.stopReason ? { stopReason: result.stopReason } : {}),
     loss: { first: log[0].loss, last: log[log.length - 1].loss },
     cka: { before, after },
+    tasks,
   };
   await writeFileAtomic(path.join(out, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
   await writeFileAtomic(path.join(out, 'loss.png'), await lossCurvePng(log.map((l) => l.step), log.map((l) => l.loss)));
@@ -266,6 +334,13 @@ async function writeDemoReport(
     '',
     '![loss curve](loss.png)',
     '',
+    '## Two small tasks, as the protocol evaluates them',
+    '',
+    `Eight more synthetic slides, half with dense nuclei and half with sparse: the label is in the tissue. Patch task: the ` +
+      'probe\'s balanced accuracy on held-out slides\' tiles; slide task: AUC of mean pooling + the probe over 4 folds. ' +
+      'The full evaluation is in `protocol/report.md`.',
+    '',
+    ...protocolMarkdown(tasks).split('\n').slice(4).map((l) => l.replace('![the table as bars](table.png)', '![the table as bars](protocol/table.png)').replace(/^## /, '### ')),
     `The distilled student is in \`student/\` (loads with transformers' AutoModel); the run's log, configuration and ` +
       'checkpoints are next to it.',
     '',

@@ -158,33 +158,61 @@ export async function runProtocol(options: ProtocolOptions): Promise<ProtocolRes
   }
   if (options.stopAfter === 'distill') return { out, stages, table: empty };
 
-  // ---- features -----------------------------------------------------------------------------------------------------
+  // ---- features, evaluation, report --------------------------------------------------------------------------------
   const models: [string, string][] = [['teacher', p.teacher], ['student', p.student], ['g2l', student], ...Object.entries(p.models)];
+  const featureDirs = await featuresStage({ out, models, datasets: p.datasets, tiling: p.tiling, device: p.device, batchSize: p.batchSize,
+    stages, say, stamp: { g2l: distillInputs } });
+  if (options.stopAfter === 'features') return { out, stages, table: empty };
+  const table = await evaluateStage({ out, models: models.map(([m]) => m), datasets: p.datasets, featureDirs, eval: p.eval, device: p.device });
+  stages.report = 'ran';
+  return { out, stages, table };
+}
+
+export interface FeaturesStageOptions {
+  out: string;
+  /** [name, model folder]: the rows of the table. */
+  models: [string, string][];
+  datasets: ProtocolFile['datasets'];
+  tiling: ProtocolFile['tiling'];
+  device: string;
+  batchSize: number;
+  stages: ProtocolResult['stages'];
+  say: (m: string) => void;
+  /** Extra inputs a model's features depend on beyond its folder (a distilled student: the distillation's). */
+  stamp?: Record<string, unknown>;
+}
+
+/**
+ * Features of every model on every dataset, each (dataset, model) cached under <out>/features/<dataset>/<model> with
+ * the inputs it was made from; slide datasets are tiled first (<out>/datasets/<dataset>/tiles). Returns the folders.
+ */
+export async function featuresStage(o: FeaturesStageOptions): Promise<Map<string, string>> {
+  const { out, say, stages } = o;
   const featureDirs = new Map<string, string>();  // `${dataset}/${model}` -> folder
-  for (const d of p.datasets) {
+  for (const d of o.datasets) {
     if (d.kind === 'slide') {
       const dtiles = path.join(out, 'datasets', d.name, 'tiles');
-      const inputs = { slides: d.slides, ...p.tiling };
+      const inputs = { slides: d.slides, ...o.tiling };
       if (!(await stageDone(path.join(dtiles, 'stage.json'), inputs))) {
         say(`protocol: tiling the slides of ${d.name}`);
-        await runTiling({ slides: d.slides, out: dtiles, mpp: p.tiling.mpp, tileSizePx: p.tiling.tile, tissueThreshold: p.tiling.tissueThreshold });
+        await runTiling({ slides: d.slides, out: dtiles, mpp: o.tiling.mpp, tileSizePx: o.tiling.tile, tissueThreshold: o.tiling.tissueThreshold });
         await markDone(path.join(dtiles, 'stage.json'), inputs);
       }
     }
-    for (const [name, folder] of models) {
+    for (const [name, folder] of o.models) {
       const dir = path.join(out, 'features', d.name, name);
       featureDirs.set(`${d.name}/${name}`, dir);
-      const inputs = { dataset: d, model: folder, batchSize: p.batchSize, ...(name === 'g2l' ? { distilled: distillInputs } : {}) };
+      const inputs = { dataset: d, model: folder, batchSize: o.batchSize, ...(o.stamp?.[name] ? { made: o.stamp[name] } : {}) };
       const key = `features ${d.name}/${name}`;
       if (await stageDone(path.join(out, 'features', d.name, `${name}.stage.json`), inputs)) {
         stages[key] = 'cached';
         continue;
       }
       say(`protocol: features of ${d.name} with ${name}`);
-      const enc = await Encoder.load(folder, { device: p.device, batchSize: p.batchSize });
+      const enc = await Encoder.load(folder, { device: o.device, batchSize: o.batchSize });
       try {
         if (d.kind === 'patch') {
-          await embedDataset(enc, await readImageDataset(d.data), dir, { batchSize: p.batchSize });
+          await embedDataset(enc, await readImageDataset(d.data), dir, { batchSize: o.batchSize });
         } else {
           const r = await extractSlides({ manifest: path.join(out, 'datasets', d.name, 'tiles'), out: dir, encoder: enc, modelName: folder });
           if (r.failed.length) say(`protocol: ${r.failed.length} slide(s) of ${d.name} failed (see ${path.join(dir, 'slides.csv')}); they are left out`);
@@ -196,17 +224,31 @@ export async function runProtocol(options: ProtocolOptions): Promise<ProtocolRes
       stages[key] = 'ran';
     }
   }
-  if (options.stopAfter === 'features') return { out, stages, table: empty };
+  return featureDirs;
+}
 
-  // ---- evaluate and report ------------------------------------------------------------------------------------------
-  const e = p.eval;
+export interface EvaluateStageOptions {
+  out: string;
+  /** Row names; 'teacher', 'student' and 'g2l' among them give the CKA before/after. */
+  models: string[];
+  datasets: ProtocolFile['datasets'];
+  featureDirs: Map<string, string>;
+  eval: ProtocolFile['eval'];
+  device: string;
+}
+
+/** Evaluation of every model's features on every dataset, and the report: <out>/report.json, .md, .html, table.png. */
+export async function evaluateStage(o: EvaluateStageOptions): Promise<ProtocolTable> {
+  const { out, featureDirs } = o;
+  const models = o.models.map((m): [string] => [m]);
+  const e = o.eval;
   const evalOpts: EvalOptions = { protocols: ['knn', 'linear'], ks: e.k, Cs: e.C, vote: 'weighted', robustnessKs: [3, 5, 10, 20], maxIter: 1000, bootstrap: 0, seed: e.seed };
   const columns: ProtocolTable['columns'] = [];
   const cells = new Map<string, (number | null)[]>(models.map(([m]) => [m, []]));
   const reports: Record<string, Record<string, SetReport>> = {};
   const ckaRows: ProtocolTable['cka'] = [];
   const robustRows: ProtocolTable['robustness'] = [];
-  for (const d of p.datasets) {
+  for (const d of o.datasets) {
     reports[d.name] = {};
     if (d.kind === 'patch') {
       columns.push({ dataset: d.name, metric: `linear C=${e.C[0]} bacc` });
@@ -215,8 +257,11 @@ export async function runProtocol(options: ProtocolOptions): Promise<ProtocolRes
         const set = await readFeatureSet(featureDirs.get(`${d.name}/${m}`)!);
         sets.set(m, set);
         // The robustness index where the CSV gives sites and slides, at the k values the test split allows.
-        const testRows = set.meta.split?.filter((v) => v === 'test').length ?? 0;
-        const robustnessKs = evalOpts.robustnessKs.filter((k) => k < testRows - 1);
+        // (Neighbours come from other slides: k is at most the test rows outside the largest slide's.)
+        const perSlide = new Map<string, number>();
+        set.meta.split?.forEach((v, i) => v === 'test' && perSlide.set(set.meta.slide?.[i] ?? '', (perSlide.get(set.meta.slide?.[i] ?? '') ?? 0) + 1));
+        const testRows = [...perSlide.values()].reduce((a, b) => a + b, 0);
+        const robustnessKs = evalOpts.robustnessKs.filter((k) => k <= testRows - Math.max(0, ...perSlide.values()));
         const withSites = set.meta.site && set.meta.slide && set.meta.split && robustnessKs.length ? ['robustness' as const] : [];
         const { report } = await evaluateSet(set, { ...evalOpts, robustnessKs, protocols: ['knn', 'linear', ...withSites] });
         reports[d.name][m] = report;
@@ -241,7 +286,7 @@ export async function runProtocol(options: ProtocolOptions): Promise<ProtocolRes
         const pick = <T>(v: T[] | undefined) => (v ? keep.map((i) => v[i]) : undefined);
         const known = { file: labels.file, slides: pick(labels.slides)!, labels: pick(labels.labels)!, patients: pick(labels.patients)!,
           splits: pick(labels.splits), folds: pick(labels.folds), sites: pick(labels.sites) };
-        const slide = await evaluateSlides(m, bags, known, { ...evalOpts, folds: e.folds, aggregators: e.aggregators, backend, device: p.device });
+        const slide = await evaluateSlides(m, bags, known, { ...evalOpts, folds: e.folds, aggregators: e.aggregators, backend, device: o.device });
         reports[d.name][m] = { slide, info: { n: keep.length, dim: bags.values().next().value?.d ?? 0 } };
         cells.get(m)!.push(slide.mean?.auc ?? slide.abmil?.auc ?? null);
       }
@@ -255,8 +300,7 @@ export async function runProtocol(options: ProtocolOptions): Promise<ProtocolRes
   await writeFileAtomic(path.join(out, 'table.png'), await svgToPng(svg));
   await writeFileAtomic(path.join(out, 'report.md'), protocolMarkdown(table));
   await writeFileAtomic(path.join(out, 'report.html'), protocolHtml(table));
-  stages.report = 'ran';
-  return { out, stages, table };
+  return table;
 }
 
 const fmt = (v: number | null) => (v === null || Number.isNaN(v) ? 'n/a' : v.toFixed(4));

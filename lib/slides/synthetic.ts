@@ -28,6 +28,8 @@ export interface SyntheticSlideSpec {
   objectivePower?: number;
   tileSize?: number;
   seed?: number;
+  /** The chance that a 12 um cell of tissue holds a nucleus (default 0.45): the demo's slide task labels slides by it. */
+  nucleusDensity?: number;
 }
 
 export const insideTissue = (regions: readonly TissueRegion[], x: number, y: number): boolean =>
@@ -61,7 +63,7 @@ function hash2(x: number, y: number, seed: number): number {
   return (h >>> 0) / 4294967296;
 }
 
-/** Level 0 as RGB (height,width,3): glass ~ (243,242,245), stroma pink, nuclei purple (one per 24 px cell, p 0.45). */
+/** Level 0 as RGB (height,width,3): glass ~ (243,242,245), stroma pink, nuclei purple (one per 24 px cell, p nucleusDensity, 0.45). */
 export function renderSlide(spec: SyntheticSlideSpec): Uint8Array {
   const { width, height, regions } = spec;
   const seed = spec.seed ?? 1;
@@ -79,7 +81,7 @@ export function renderSlide(spec: SyntheticSlideSpec): Uint8Array {
       }
       const cx = Math.floor(x / cell), cy = Math.floor(y / cell);
       let nucleus = false;
-      if (hash2(cx, cy, seed + 7) < 0.45) {
+      if (hash2(cx, cy, seed + 7) < (spec.nucleusDensity ?? 0.45)) {
         const px = (cx + 0.2 + 0.6 * hash2(cx, cy, seed + 11)) * cell;
         const py = (cy + 0.2 + 0.6 * hash2(cx, cy, seed + 13)) * cell;
         const r = cell * 0.22;
@@ -313,7 +315,11 @@ export interface SyntheticSet {
  */
 export async function makeSyntheticSlides(
   dir: string,
-  options: { count?: number; width?: number; height?: number; seed?: number; withBroken?: boolean } = {},
+  options: {
+    count?: number; width?: number; height?: number; seed?: number; withBroken?: boolean;
+    /** Each slide's nucleus density (slide i gets density(i)); default 0.45 for all. */
+    density?: (i: number) => number;
+  } = {},
 ): Promise<SyntheticSet> {
   const count = options.count ?? 3;
   const seed = options.seed ?? 1;
@@ -324,7 +330,10 @@ export async function makeSyntheticSlides(
     const mpp = svs ? 0.25 : 0.5;
     const width = options.width ?? (svs ? 4096 : 2560);
     const height = options.height ?? (svs ? 3072 : 2048);
-    const spec: SyntheticSlideSpec = { width, height, mpp, regions: randomTissueRegions(width, height, seed * 1000 + i), seed: seed + i };
+    const spec: SyntheticSlideSpec = {
+      width, height, mpp, regions: randomTissueRegions(width, height, seed * 1000 + i), seed: seed + i,
+      ...(options.density ? { nucleusDensity: options.density(i) } : {}),
+    };
     const name = `synthetic-${String(i + 1).padStart(2, '0')}`;
     const file = path.join(dir, `${name}.${svs ? 'svs' : 'tiff'}`);
     await (svs ? writeSyntheticSvs(file, spec) : writeSyntheticTiff(file, spec));

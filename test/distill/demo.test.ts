@@ -16,7 +16,14 @@ t.test('demo: loss falls, CKA rises, the student loads in transformers', async (
   const report = await runDemo({ out, steps: 100, batchSize: 16, seed: 0, log: () => {} });
   const saved = JSON.parse(readFileSync(path.join(out, 'report.json'), 'utf8'));
   t.same(saved, report, 'report.json holds the report');
-  t.same(Object.keys(saved).sort(), ['cka', 'loss', 'steps', 'stoppedBy', ...(saved.stopReason ? ['stopReason'] : [])].sort());
+  t.same(Object.keys(saved).sort(), ['cka', 'loss', 'steps', 'stoppedBy', 'tasks', ...(saved.stopReason ? ['stopReason'] : [])].sort());
+  // The protocol's evaluation on the two density tasks: one row per model, one column per task.
+  t.same(saved.tasks.rows.map((r: { model: string }) => r.model), ['teacher', 'student', 'g2l']);
+  t.same(saved.tasks.columns.map((c: { dataset: string }) => c.dataset), ['patch-density', 'slide-density']);
+  for (const r of saved.tasks.rows) for (const v of r.cells) t.ok(v >= 0 && v <= 1, `${r.model}: ${v}`);
+  t.ok(saved.tasks.rows[0].cells[0] > 0.5, `the teacher's features tell dense from sparse tissue (patch bacc ${saved.tasks.rows[0].cells[0]})`);
+  t.equal(saved.tasks.cka.length, 1, 'CKA before and after on the patch task');
+  t.ok(existsSync(path.join(out, 'protocol', 'report.md')) && existsSync(path.join(out, 'protocol', 'table.png')), 'the protocol report beside it');
   t.ok(['completed', 'early-stopping'].includes(saved.stoppedBy), `stopped by ${saved.stoppedBy}`);
   t.equal(saved.stoppedBy === 'early-stopping', typeof saved.stopReason === 'string', 'a reason exactly when early stopping ended it');
   t.ok(report.steps > 20 && report.steps <= 100, `${report.steps} steps`);
