@@ -1,11 +1,11 @@
 // `g2l-native distill --teacher <folder> --student <folder> --slides <manifest dir | synthetic[:N]> --out <run>
 //  [--config <yaml|json>] [--steps N | --epochs E] [--batch-size B] [--device D] [--resume [<run>]] [--force]
 //  [--seed S] [--until N]`: distils the teacher into the student (lib/distill/run.ts has the run folder's layout).
-// Exit codes: 0 done (or paused by --until), 2 bad input or refused resume, 1 NaN/Inf loss, 130 interrupted (SIGINT,
-// after writing a checkpoint).
+// Exit codes: 0 done (or paused by --until), 2 bad input, refused resume or no intact checkpoint, 1 NaN/Inf loss;
+// stopped by a signal after writing a checkpoint: 130 SIGINT, 143 SIGTERM, 129 SIGHUP (a second signal quits at once).
 import type { BackendName } from '../backends/index.js';
 import type { CommandModule } from 'yargs';
-import { UserError } from '../errors.js';
+import { STOP_SIGNALS, UserError, type StopSignal } from '../errors.js';
 import { mergeInputs, readConfigFile, type RunConfigInput } from '../distill/config.js';
 import { runDistill } from '../distill/run.js';
 import { distFromEnv } from '../parallel/env.js';
@@ -113,13 +113,22 @@ export const distillCommand: CommandModule<object, DistillArgs> = {
     }
     const dist = distFromEnv();
     const input = mergeInputs(argv.config ? readConfigFile(argv.config) : {}, flagsInput(argv));
+    // SIGINT (Ctrl-C), SIGTERM (kill, a scheduler's time limit) and SIGHUP (the terminal closed) all finish the step
+    // in flight, write a checkpoint and exit 128 + the signal's number; a second signal quits at once.
     const controller = new AbortController();
-    const onSigint = () => {
-      if (controller.signal.aborted) process.exit(130);  // a second Ctrl-C does not wait for the checkpoint
-      process.stderr.write('\ng2l-native: interrupted: finishing the current step and writing a checkpoint (Ctrl-C again to quit now)\n');
-      controller.abort();
-    };
-    process.on('SIGINT', onSigint);
+    const handlers = (Object.keys(STOP_SIGNALS) as StopSignal[]).map((name) => {
+      const handler = () => {
+        if (controller.signal.aborted) process.exit(STOP_SIGNALS[name]);  // the second one does not wait for the checkpoint
+        try {
+          process.stderr.write(`\ng2l-native: ${name}: finishing the current step and writing a checkpoint (a second signal quits now)\n`);
+        } catch {
+          // stderr may be gone with the terminal (SIGHUP)
+        }
+        controller.abort(name);
+      };
+      process.on(name, handler);
+      return [name, handler] as const;
+    });
     try {
       const r = await runDistill({
         out,
@@ -141,7 +150,7 @@ export const distillCommand: CommandModule<object, DistillArgs> = {
           : `${r.stepsDone} steps${r.stopReason ? ` (early stopping: ${r.stopReason})` : ''}; student: ${r.studentDir}`;
       process.stdout.write(`distilled ${what}\n  run: ${r.runDir}\n`);
     } finally {
-      process.off('SIGINT', onSigint);
+      for (const [name, handler] of handlers) process.off(name, handler);
     }
   },
 };

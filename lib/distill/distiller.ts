@@ -4,10 +4,12 @@
 //   const d = await Distiller.create({ teacher: 'models/h-optimus-0', student: 'models/hibou-l', totalSteps: 1000 });
 //   const r = await d.step(tiles);            // tiles: uint8 (B,256,256,3) -> { loss, lr, weightDecay, gradNorm }
 //   await d.save('run/checkpoints/step-100'); await d.export('run/student');
-import { promises as fs } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
 import { writeDirAtomic } from '../io/atomic.js';
+import { MANIFEST_FILE, verifyManifest, writeManifest } from '../io/manifest.js';
+import { META_FILE, META_FORMAT, parseMeta } from './checkpoint.js';
 import { createBackendDistiller, getBackend, NativeBackend } from '../backends/index.js';
 import type { AugmentConfig, BackendDistiller, BackendName, Float32Tensor, Uint8Tensor } from '../backends/index.js';
 import type { StudentDrop } from '../backends/types.js';
@@ -79,9 +81,6 @@ export interface DistillerConfig {
 
 export type StepResult = NativeStepResult;
 export type DistillerInfo = NativeDistillerInfo;
-
-/** What Distiller.save writes next to the engine's state.pt. */
-const META_FILE = 'distiller.json';
 
 export function toNativeConfig(c: DistillerConfig): NativeDistillerConfig {
   const d = DISTILL_DEFAULTS;
@@ -169,30 +168,41 @@ export class Distiller {
 
   /**
    * Writes the full state (student, projector, optimiser moments, step; `extra` for the caller's own state such as
-   * the sampler position) into `folder`, atomically: a temporary sibling folder renamed into place.
+   * the sampler position) into `folder`, atomically: a temporary sibling folder renamed into place. The folder's
+   * manifest.json (each file's size and sha256) is written last; load() checks it.
    */
   async save(folder: string, extra: Record<string, unknown> = {}): Promise<void> {
     await writeDirAtomic(folder, async (tmp) => {
       await this.engine.save(tmp);
-      const meta = { format: 'g2l-native/distiller@1', step: this.engine.info().step, extra };
+      const meta = { format: META_FORMAT, step: this.engine.info().step, extra };
       await fs.writeFile(path.join(tmp, META_FILE), `${JSON.stringify(meta, null, 2)}\n`);
+      await writeManifest(tmp);
     });
   }
 
-  /** Restores a folder written by save(); returns its `extra`. */
-  async load(folder: string): Promise<Record<string, unknown>> {
-    let meta: { step: number; extra: Record<string, unknown> };
+  /**
+   * Restores a folder written by save(); returns its `extra`. The folder is checked against its manifest first
+   * (options.verified: the caller has just done so); a folder without one (an older g2l-native) is read as it is.
+   */
+  async load(folder: string, options: { verified?: boolean } = {}): Promise<Record<string, unknown>> {
+    const file = path.join(folder, META_FILE);
+    if (!options.verified && existsSync(path.join(folder, MANIFEST_FILE))) {
+      const problem = await verifyManifest(folder);
+      if (problem) throw new UserError(`checkpoint ${folder} is damaged: ${problem}; resume from an earlier checkpoints/step-N folder`);
+    }
+    let text: string;
     try {
-      meta = JSON.parse(await fs.readFile(path.join(folder, META_FILE), 'utf8'));
+      text = await fs.readFile(file, 'utf8');
     } catch {
       throw new UserError(`${folder} is not a g2l-native checkpoint (no readable ${META_FILE}): pass a checkpoints/step-N folder`);
     }
+    const meta = parseMeta(text, file);
     try {
       await this.engine.load(folder);
     } catch (e) {
       throw asUserError(e);
     }
-    return meta.extra ?? {};
+    return meta.extra;
   }
 
   /** Exports the student in its own layout (config.json + model.safetensors) to `folder`. */

@@ -2,8 +2,10 @@
 //
 // <run>/config.json              the resolved configuration (defaults < config file < flags)
 // <run>/log.jsonl                one line a step: step (1-based), loss, lr, wd, gradNorm, imgPerSec, memoryBytes
-// <run>/checkpoints/step-N/      after N steps: state.pt (student, projector, AdamW moments, step) and distiller.json
-//                                (sampler position, early-stopping window), written to a temporary folder and renamed
+// <run>/checkpoints/step-N/      after N steps: state.pt (student, projector, AdamW moments, step), distiller.json
+//                                (sampler position, early-stopping window) and manifest.json (each file's size and
+//                                sha256, written last), in a temporary folder renamed into place. A resume takes the
+//                                newest checkpoint that matches its manifest (lib/distill/checkpoint.ts)
 // <run>/student/                 the student in its own layout (config.json + model.safetensors), at the end
 //
 // Resume continues exactly: batches, augmentations and the projector are functions of (seed, step), and the
@@ -12,7 +14,7 @@ import type { BackendName } from '../backends/index.js';
 import { existsSync, promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
 import cliProgress from 'cli-progress';
-import { ExitCode, UserError } from '../errors.js';
+import { ExitCode, UserError, stopExitCode } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import {
   configDifferences,
@@ -24,6 +26,7 @@ import {
   type RunConfig,
   type RunConfigInput,
 } from './config.js';
+import { newestIntactCheckpoint, removeTempCheckpoints, type ResumePoint } from './checkpoint.js';
 import { Distiller, type StepResult } from './distiller.js';
 import { EarlyStopping, type EarlyStopState } from './early-stop.js';
 import { openTileSource, type TileSource } from './tiles.js';
@@ -46,7 +49,10 @@ export interface DistillRunOptions {
   until?: number;
   /** Draw a progress bar on stderr. */
   progress?: boolean;
-  /** Aborted (SIGINT): the run checkpoints after the step in flight and throws an exit-130 UserError. */
+  /**
+   * Aborted (SIGINT, SIGTERM, SIGHUP): the run checkpoints after the step in flight and throws a UserError whose exit
+   * code is 128 + the signal's number when the reason is the signal's name ('SIGTERM'), else 130.
+   */
   signal?: AbortSignal;
   /** Called after every step, with the line written to log.jsonl. */
   onStep?: (line: LogLine) => void;
@@ -133,6 +139,20 @@ function readSavedConfig(runDir: string): RunConfig {
   return parsed.data;
 }
 
+/** The last step in log.jsonl (0 when none); a line cut short by a kill is ignored. */
+async function lastLoggedStep(file: string): Promise<number> {
+  const text = await fs.readFile(file, 'utf8').catch(() => '');
+  let last = 0;
+  for (const l of text.split('\n')) {
+    try {
+      last = Math.max(last, Number((JSON.parse(l) as LogLine).step) || 0);
+    } catch {
+      // not a whole line
+    }
+  }
+  return last;
+}
+
 /** Keeps the log consistent with the checkpoint a run resumes from: drops lines of steps after it. */
 async function truncateLog(file: string, steps: number): Promise<void> {
   const text = await fs.readFile(file, 'utf8').catch(() => '');
@@ -185,6 +205,8 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
   }
   const dist = options.dist ?? null;
   const primary = !dist || dist.rank === 0;  // the one rank that writes
+  // The checkpoint to resume from, checked against its manifest before the models load (a bad one fails fast).
+  const resumePoint: ResumePoint | null = options.resume ? await newestIntactCheckpoint(runDir) : null;
   const world = dist?.worldSize ?? 1;
   const shard = dist ? { rank: dist.rank, worldSize: dist.worldSize } : null;
   if (primary) {
@@ -223,20 +245,34 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
   let lastCheckpoint: string | null = null;
   const logFile = path.join(runDir, LOG_FILE);
   if (options.resume) {
-    const checkpoints = await listCheckpoints(runDir);
-    const latest = checkpoints.at(-1);
-    if (latest) {
-      const extra = (await distiller.load(latest[1])) as unknown as CheckpointExtra;
-      start = latest[0];
+    if (primary) await removeTempCheckpoints(runDir);
+    if (resumePoint) {
+      const { steps: at, dir, damaged } = resumePoint;
+      const logged = await lastLoggedStep(logFile);
+      const repeated = Math.max(logged, ...damaged.map((d) => d.steps)) - at;
+      for (const d of damaged) {
+        say(`g2l-native: warning: checkpoint ${path.relative(runDir, d.dir)} is damaged: ${d.problem}; kept aside as ${path.basename(d.dir)}.damaged`);
+        if (primary) await setAside(d.dir);
+      }
+      const extra = (await distiller.load(dir, { verified: true })) as unknown as CheckpointExtra;
+      start = at;
       early = new EarlyStopping(config.earlyStopping, extra.earlyStop, start);
-      lastCheckpoint = latest[1];
-      say(`g2l-native: resuming ${runDir} from ${path.relative(runDir, latest[1])}`);
+      lastCheckpoint = dir;
+      const again = repeated > 0 ? `; ${repeated} step${repeated === 1 ? ' is' : 's are'} repeated (${at + 1}-${at + repeated})` : '';
+      if (damaged.length) say(`g2l-native: warning: resuming ${runDir} from the newest intact checkpoint, ${path.relative(runDir, dir)}${again}`);
+      else say(`g2l-native: resuming ${runDir} from ${path.relative(runDir, dir)}${again}`);
     } else {
       say(`g2l-native: ${runDir} has no checkpoint yet: starting it from step 0`);
     }
   }
   if (primary) await truncateLog(logFile, start);
   await options.onReady?.(distiller);
+
+  /** Moves a damaged checkpoint out of the way (checkpoints/step-N.damaged, replacing an older one of that name). */
+  async function setAside(dir: string): Promise<void> {
+    await fs.rm(`${dir}.damaged`, { recursive: true, force: true });
+    await fs.rename(dir, `${dir}.damaged`).catch(() => undefined);
+  }
 
   const save = async (steps: number, lastLoss: number | null): Promise<string> => {
     const dir = checkpointDir(runDir, steps);
@@ -263,6 +299,21 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
   let lastSavedAt = lastCheckpoint ? start : -1;
   let lastLoss: number | null = null;
   let fp8Reported = false;
+  // Stopped by a signal: the state after the last finished step is checkpointed (unless it already is) and the
+  // UserError carries the signal's exit code.
+  const interrupted = async (): Promise<UserError> => {
+    if (steps > 0 && lastSavedAt !== steps) {
+      lastCheckpoint = await save(steps, lastLoss);
+      lastSavedAt = steps;
+    }
+    bar?.stop();
+    const code = stopExitCode(options.signal);
+    if (steps === 0) return new UserError(`interrupted before the first step: nothing to save; start it again with g2l-native distill --resume --out ${runDir}`, code);
+    return new UserError(
+      `interrupted after step ${steps}: checkpoint written to ${lastCheckpoint}; continue with g2l-native distill --resume --out ${runDir}`,
+      code,
+    );
+  };
   try {
     // Two batch buffers in turn (page-locked on CUDA, so the engine's upload is asynchronous): the engine reads one in
     // a step while the next batch fills the other; a buffer is refilled only after the step that read it returned.
@@ -275,6 +326,9 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
     };
     let next = start < end ? fill(start) : null;
     while (steps < end) {
+      // One process stops between steps (a signal during a checkpoint write, or before the first step); ranks of a
+      // world stop only through the step's agreement below.
+      if (world === 1 && options.signal?.aborted) throw await interrupted();
       const tiles = await next!;
       const t0 = performance.now();
       // An interrupt (SIGINT) reaches the ranks of a world at different moments: each passes what it has seen and
@@ -318,14 +372,7 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
       }
       lastLoss = r.loss;
       bar?.update(steps, { loss: r.loss.toFixed(4), ips: line.imgPerSec.toFixed(1) });
-      if (world > 1 ? r.stop === true : options.signal?.aborted) {
-        lastCheckpoint = await save(steps, lastLoss);
-        bar?.stop();
-        throw new UserError(
-          `interrupted after step ${steps}: checkpoint written to ${lastCheckpoint}; continue with g2l-native distill --resume --out ${runDir}`,
-          ExitCode.interrupted,
-        );
-      }
+      if (world > 1 ? r.stop === true : options.signal?.aborted) throw await interrupted();
       if (decision.stop) {
         stoppedBy = 'early-stopping';
         stopReason = decision.reason;

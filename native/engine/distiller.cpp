@@ -44,6 +44,7 @@
 #include "step_profile.h"
 #include "step_timer.h"
 #include "tensor_bridge.h"
+#include "torch_archive.h"
 #include "vit.h"
 
 namespace g2l {
@@ -386,8 +387,11 @@ class DistillerImpl final : public Distiller {
     with_torch_errors([&] {
       const std::string path = (std::filesystem::path(folder) / kStateFile).string();
       std::ifstream in(path, std::ios::binary);
-      if (!in) throw Error("load: cannot read " + path + ": is this a checkpoint folder of a g2l-native run?");
+      if (!in || !std::filesystem::is_regular_file(path)) {
+        throw Error("load: cannot read " + path + ": is this a checkpoint folder of a g2l-native run?");
+      }
       std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      check_torch_archive(bytes.data(), bytes.size(), path);  // libtorch's reader crashes on some damaged files
       c10::IValue value = torch::pickle_load(bytes);
       if (!value.isGenericDict()) throw Error("load: " + path + " is not a g2l-native checkpoint");
       std::map<std::string, at::Tensor> state;

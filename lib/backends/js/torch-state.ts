@@ -20,7 +20,7 @@ const STORAGES: Record<string, { dtype: 'float32' | 'int64'; size: number }> = {
 // Zip (stored records only, as PyTorch writes them; zip64 sizes and offsets understood)
 // ---------------------------------------------------------------------------------------------------------------
 
-interface ZipEntry { name: string; offset: number; size: number; method: number }
+interface ZipEntry { name: string; offset: number; size: number; method: number; crc: number }
 
 function readAt(fd: number, position: number, length: number, file: string): Buffer {
   const b = Buffer.alloc(length);
@@ -65,7 +65,8 @@ function zipEntries(fd: number, fileSize: number, file: string): Map<string, Zip
       }
       e += 4 + len;
     }
-    entries.set(name, { name, offset, size, method: h.readUInt16LE(10) });
+    if (offset + 30 + size > fileSize) throw new UserError(`${file} is truncated: record ${name} runs past its end at byte ${fileSize}; the checkpoint is damaged`);
+    entries.set(name, { name, offset, size, method: h.readUInt16LE(10), crc: h.readUInt32LE(16) });
     p += 46 + nameLen + extraLen + commentLen;
   }
   return entries;
@@ -75,7 +76,9 @@ function readEntry(fd: number, e: ZipEntry, file: string): Buffer {
   if (e.method !== 0) throw new UserError(`${file}: record ${e.name} is compressed; g2l-native checkpoints are stored uncompressed`);
   const local = readAt(fd, e.offset, 30, file);
   const start = e.offset + 30 + local.readUInt16LE(26) + local.readUInt16LE(28);
-  return readAt(fd, start, e.size, file);
+  const data = readAt(fd, start, e.size, file);
+  if (crc32(data) !== e.crc) throw new UserError(`${file}: record ${e.name} does not match its CRC-32; the checkpoint is damaged`);
+  return data;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -95,37 +98,52 @@ export function readTorchState(file: string): Map<string, StateTensor> {
     throw new UserError(`cannot read ${file}: ${(e as Error).message}`);
   }
   try {
-    const { size } = fstatSync(fd);
-    const entries = zipEntries(fd, size, file);
-    const pklName = [...entries.keys()].find((n) => n.endsWith('/data.pkl'));
-    if (!pklName) throw new UserError(`${file} has no data.pkl: it is not a PyTorch checkpoint`);
-    const prefix = pklName.slice(0, -'data.pkl'.length);
-    const value = unpickle(readEntry(fd, entries.get(pklName)!, file), file);
-    if (!(value instanceof Map)) throw new UserError(`${file} does not hold a dict of tensors: it is not a g2l-native checkpoint`);
-    const out = new Map<string, StateTensor>();
-    for (const [key, t] of value as Map<string, unknown>) {
-      const r = t as { storage: Storage; offset: number; shape: number[]; stride: number[] };
-      if (!r || !r.storage) throw new UserError(`${file}: '${String(key)}' is not a tensor`);
-      const kind = STORAGES[r.storage.type];
-      if (!kind) throw new UserError(`${file}: '${String(key)}' is a ${r.storage.type}; float32 and int64 tensors are supported`);
-      const bytes = readEntry(fd, entries.get(`${prefix}data/${r.storage.storage}`) ?? fail(file, r.storage.storage), file);
-      const n = r.shape.reduce((a, b) => a * b, 1);
-      let expect = 1;
-      for (let d = r.shape.length - 1; d >= 0; d--) {
-        if (r.shape[d] !== 1 && r.stride[d] !== expect) throw new UserError(`${file}: '${String(key)}' is not contiguous`);
-        expect *= r.shape[d];
-      }
-      const begin = r.offset * kind.size;
-      const slice = bytes.subarray(begin, begin + n * kind.size);
-      const copy = new Uint8Array(slice).buffer;
-      out.set(key, kind.dtype === 'float32'
-        ? { dtype: 'float32', shape: r.shape, data: new Float32Array(copy) }
-        : { dtype: 'int64', shape: r.shape, data: new BigInt64Array(copy) });
-    }
-    return out;
+    return readState(fd, file);
+  } catch (e) {
+    // A damaged file can make any step above read out of range: one line naming the file, never a stack.
+    if (e instanceof UserError) throw e;
+    throw new UserError(`${file} is damaged (${(e as Error).message}): resume from an earlier checkpoint`);
   } finally {
     closeSync(fd);
   }
+}
+
+function readState(fd: number, file: string): Map<string, StateTensor> {
+  const { size } = fstatSync(fd);
+  if (size < 22) throw new UserError(`${file} is damaged (${size} bytes, too few for a checkpoint): resume from an earlier checkpoint`);
+  const entries = zipEntries(fd, size, file);
+  const pklName = [...entries.keys()].find((n) => n.endsWith('/data.pkl'));
+  if (!pklName) throw new UserError(`${file} has no data.pkl: it is not a PyTorch checkpoint`);
+  const prefix = pklName.slice(0, -'data.pkl'.length);
+  const value = unpickle(readEntry(fd, entries.get(pklName)!, file), file);
+  if (!(value instanceof Map)) throw new UserError(`${file} does not hold a dict of tensors: it is not a g2l-native checkpoint`);
+  const out = new Map<string, StateTensor>();
+  for (const [key, t] of value as Map<string, unknown>) {
+    const r = t as { storage: Storage; offset: number; shape: number[]; stride: number[] };
+    if (!r || !r.storage || !Array.isArray(r.shape) || !Array.isArray(r.stride) || r.shape.length !== r.stride.length ||
+      !r.shape.every((d) => Number.isSafeInteger(d) && d >= 0) || !Number.isSafeInteger(r.offset) || r.offset < 0) {
+      throw new UserError(`${file}: '${String(key)}' is not a tensor the checkpoint should hold; the file is damaged`);
+    }
+    const kind = STORAGES[r.storage.type];
+    if (!kind) throw new UserError(`${file}: '${String(key)}' is a ${r.storage.type}; float32 and int64 tensors are supported`);
+    const bytes = readEntry(fd, entries.get(`${prefix}data/${r.storage.storage}`) ?? fail(file, r.storage.storage), file);
+    const n = r.shape.reduce((a, b) => a * b, 1);
+    let expect = 1;
+    for (let d = r.shape.length - 1; d >= 0; d--) {
+      if (r.shape[d] !== 1 && r.stride[d] !== expect) throw new UserError(`${file}: '${String(key)}' is not contiguous`);
+      expect *= r.shape[d];
+    }
+    const begin = r.offset * kind.size;
+    if (begin + n * kind.size > bytes.length) {
+      throw new UserError(`${file}: '${String(key)}' needs ${begin + n * kind.size} bytes of data/${r.storage.storage}, which has ${bytes.length}; the checkpoint is damaged`);
+    }
+    const slice = bytes.subarray(begin, begin + n * kind.size);
+    const copy = new Uint8Array(slice).buffer;
+    out.set(key, kind.dtype === 'float32'
+      ? { dtype: 'float32', shape: r.shape, data: new Float32Array(copy) }
+      : { dtype: 'int64', shape: r.shape, data: new BigInt64Array(copy) });
+  }
+  return out;
 }
 
 function fail(file: string, key: string): never {
