@@ -26,7 +26,7 @@ import {
   type RunConfig,
   type RunConfigInput,
 } from './config.js';
-import { newestIntactCheckpoint, removeTempCheckpoints, type ResumePoint } from './checkpoint.js';
+import { META_FILE, checkpointFolders, newestIntactCheckpoint, parseMeta, removeTempCheckpoints, type ResumePoint } from './checkpoint.js';
 import { Distiller, type StepResult } from './distiller.js';
 import { EarlyStopping, type EarlyStopState } from './early-stop.js';
 import { openTileSource, type TileSource } from './tiles.js';
@@ -105,6 +105,8 @@ interface CheckpointExtra {
   earlyStop: EarlyStopState;
   sampler: { step: number; tiles: number };
   lastLoss: number | null;
+  /** The run's configuration when the checkpoint was written: config.json is checked against it on resume. */
+  config?: RunConfig;
 }
 
 export function checkpointDir(runDir: string, steps: number): string {
@@ -129,14 +131,49 @@ function resolvePaths(input: RunConfigInput): RunConfigInput {
   return out;
 }
 
-function readSavedConfig(runDir: string): RunConfig {
-  const file = path.join(runDir, CONFIG_FILE);
-  if (!existsSync(file)) {
-    throw new UserError(`nothing to resume in ${runDir}: it has no ${CONFIG_FILE}; start the run without --resume`);
+/** config.json of a run, or what is wrong with it. */
+function readConfigJson(file: string): RunConfig | string {
+  let value: unknown;
+  try {
+    value = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return code ? `cannot be read (${code})` : 'is damaged (not valid JSON)';
   }
-  const parsed = runConfigSchema.safeParse(upgradeSavedConfig(JSON.parse(readFileSync(file, 'utf8'))));
-  if (!parsed.success) throw new UserError(`${file} is not a g2l-native run configuration: start a new run in another --out folder`);
-  return parsed.data;
+  const parsed = runConfigSchema.safeParse(upgradeSavedConfig(value));
+  return parsed.success ? parsed.data : 'is not a g2l-native run configuration';
+}
+
+/**
+ * The configuration a run resumes with: config.json, checked against the copy in the checkpoint it resumes from (a
+ * difference is refused unless `force`); when config.json is missing or damaged, that copy.
+ */
+async function readSavedConfig(runDir: string, point: ResumePoint | null, force: boolean, say: (m: string) => void): Promise<RunConfig> {
+  const file = path.join(runDir, CONFIG_FILE);
+  const own = existsSync(file) ? readConfigJson(file) : null;
+  let copy: RunConfig | undefined;
+  if (point) {
+    const meta = parseMeta(await fs.readFile(path.join(point.dir, META_FILE), 'utf8'), path.join(point.dir, META_FILE));
+    const parsed = runConfigSchema.safeParse(upgradeSavedConfig((meta.extra as Partial<CheckpointExtra>).config));
+    if (parsed.success) copy = parsed.data;
+  }
+  const where = point ? path.relative(runDir, point.dir) : '';
+  if (typeof own === 'object' && own !== null) {
+    const diffs = copy ? configDifferences(copy, own as RunConfigInput) : [];
+    if (diffs.length && !force) {
+      throw new UserError(
+        `${file} differs from the configuration ${where} was written with (${diffs.join('; ')}): it was edited or damaged. ` +
+          'Restore it, or pass --force to resume with it as it is',
+      );
+    }
+    return own;
+  }
+  if (copy) {
+    say(`g2l-native: warning: ${file} ${own ?? 'is missing'}: using the configuration saved in ${where}`);
+    return copy;
+  }
+  if (own === null) throw new UserError(`nothing to resume in ${runDir}: it has no ${CONFIG_FILE}; start the run without --resume`);
+  throw new UserError(`${file} ${own}: start a new run in another --out folder`);
 }
 
 /** The last step in log.jsonl (0 when none); a line cut short by a kill is ignored. */
@@ -154,19 +191,21 @@ async function lastLoggedStep(file: string): Promise<number> {
 }
 
 /** Keeps the log consistent with the checkpoint a run resumes from: drops lines of steps after it. */
-async function truncateLog(file: string, steps: number): Promise<void> {
+async function truncateLog(file: string, steps: number): Promise<number> {
   const text = await fs.readFile(file, 'utf8').catch(() => '');
-  const kept = text
-    .split('\n')
-    .filter((l) => l.trim() !== '')
-    .filter((l) => {
-      try {
-        return (JSON.parse(l) as LogLine).step <= steps;
-      } catch {
-        return false;
-      }
-    });
+  const lines = text.split('\n');
+  let damaged = 0;
+  const kept = lines.filter((l, i) => {
+    if (l.trim() === '') return false;
+    try {
+      return Number.isSafeInteger((JSON.parse(l) as LogLine).step) && (JSON.parse(l) as LogLine).step <= steps;
+    } catch {
+      if (i < lines.length - 1) damaged += 1;  // not the last line, which a kill may have cut short
+      return false;
+    }
+  });
   await writeFileAtomic(file, kept.length ? `${kept.join('\n')}\n` : '');
+  return damaged;
 }
 
 export async function runDistill(options: DistillRunOptions): Promise<DistillRunResult> {
@@ -176,8 +215,10 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
 
   // ---- configuration --------------------------------------------------------------------------------------------
   let config: RunConfig;
+  // The checkpoint to resume from, checked against its manifest before the models load (a bad one fails fast).
+  const resumePoint: ResumePoint | null = options.resume ? await newestIntactCheckpoint(runDir) : null;
   if (options.resume) {
-    const saved = readSavedConfig(runDir);
+    const saved = await readSavedConfig(runDir, resumePoint, options.force === true, say);
     const diffs = configDifferences(saved, input);
     if (options.epochs !== undefined) diffs.push(`--epochs ${options.epochs} (the saved run plans ${saved.steps} steps)`);
     if (diffs.length && !options.force) {
@@ -189,7 +230,7 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
     config = diffs.length ? resolveConfig(mergeInputs(saved as RunConfigInput, input)) : saved;
     if (diffs.length) say(`g2l-native: resuming with changed configuration (--force): ${diffs.join('; ')}`);
   } else {
-    if ((await listCheckpoints(runDir)).length > 0 || existsSync(path.join(runDir, 'student'))) {
+    if ((await checkpointFolders(runDir)).length > 0 || existsSync(path.join(runDir, 'student'))) {
       throw new UserError(`${runDir} already holds a run: continue it with --resume, or choose another --out folder`);
     }
     let withSteps = input;
@@ -205,8 +246,6 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
   }
   const dist = options.dist ?? null;
   const primary = !dist || dist.rank === 0;  // the one rank that writes
-  // The checkpoint to resume from, checked against its manifest before the models load (a bad one fails fast).
-  const resumePoint: ResumePoint | null = options.resume ? await newestIntactCheckpoint(runDir) : null;
   const world = dist?.worldSize ?? 1;
   const shard = dist ? { rank: dist.rank, worldSize: dist.worldSize } : null;
   if (primary) {
@@ -265,7 +304,10 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
       say(`g2l-native: ${runDir} has no checkpoint yet: starting it from step 0`);
     }
   }
-  if (primary) await truncateLog(logFile, start);
+  if (primary) {
+    const damaged = await truncateLog(logFile, start);
+    if (damaged) say(`g2l-native: warning: ${logFile}: ${damaged} damaged line${damaged === 1 ? '' : 's'} dropped`);
+  }
   await options.onReady?.(distiller);
 
   /** Moves a damaged checkpoint out of the way (checkpoints/step-N.damaged, replacing an older one of that name). */
@@ -277,7 +319,7 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
   const save = async (steps: number, lastLoss: number | null): Promise<string> => {
     const dir = checkpointDir(runDir, steps);
     if (!primary) return dir;
-    const extra: CheckpointExtra = { earlyStop: early.snapshot(), sampler: { step: steps, tiles: source.size }, lastLoss };
+    const extra: CheckpointExtra = { earlyStop: early.snapshot(), sampler: { step: steps, tiles: source.size }, lastLoss, config };
     await distiller.save(dir, extra as unknown as Record<string, unknown>);
     const all = await listCheckpoints(runDir);
     for (const [, old] of all.slice(0, Math.max(0, all.length - KEEP_CHECKPOINTS))) await fs.rm(old, { recursive: true, force: true });
