@@ -126,7 +126,10 @@ export async function runEmbed(argv: EmbedArgs): Promise<EmbedSummary> {
       for (let start = 0; start < n; start += chunk) {
         const count = Math.min(chunk, n - start);
         const data = images.data.subarray(start * perImage, (start + count) * perImage) as EmbedInput['data'];
-        const y = await enc.embed({ data, shape: [count, ...images.shape.slice(1)] } as EmbedInput);
+        // The encoder's refusals of these images (too small, empty) name the file they came from.
+        const y = await enc.embed({ data, shape: [count, ...images.shape.slice(1)] } as EmbedInput).catch((e: unknown) => {
+          throw e instanceof UserError ? new UserError(`${argv.input}: ${e.message.replace(/^embed: /, '')}`, e.exitCode) : e;
+        });
         features.set(y.data, start * dims);
         progress?.(start + count, n);
       }

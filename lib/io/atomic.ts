@@ -2,6 +2,15 @@
 // half-written file where a finished one is expected.
 import { promises as fs, writeFileSync, renameSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
+import { UserError } from '../errors.js';
+
+/** A file-system error while writing `target` as one line naming it (EISDIR: a folder is in the way, ENOSPC, ...). */
+function writeError(target: string, e: unknown): unknown {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  if (!code || !/^E[A-Z]+$/.test(code) || e instanceof UserError) return e;
+  const why = code === 'EISDIR' || code === 'ENOTEMPTY' ? 'a folder is in its place' : code === 'ENOSPC' ? 'the disk is full' : code;
+  return new UserError(`cannot write ${target} (${why}): move what is in the way, or check free space and permissions`);
+}
 
 function tempSibling(target: string): string {
   return path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}.${Date.now().toString(36)}.tmp`);
@@ -9,27 +18,27 @@ function tempSibling(target: string): string {
 
 /** Writes `data` to `target` atomically (temp file + rename), creating the parent folder. */
 export async function writeFileAtomic(target: string, data: string | Uint8Array): Promise<void> {
-  await fs.mkdir(path.dirname(target), { recursive: true });
   const tmp = tempSibling(target);
   try {
+    await fs.mkdir(path.dirname(target), { recursive: true });
     await fs.writeFile(tmp, data);
     await fs.rename(tmp, target);
   } catch (e) {
     await fs.rm(tmp, { force: true });
-    throw e;
+    throw writeError(target, e);
   }
 }
 
 /** Synchronous twin of writeFileAtomic, for exit paths (SIGINT) where the event loop may not run again. */
 export function writeFileAtomicSync(target: string, data: string | Uint8Array): void {
-  mkdirSync(path.dirname(target), { recursive: true });
   const tmp = tempSibling(target);
   try {
+    mkdirSync(path.dirname(target), { recursive: true });
     writeFileSync(tmp, data);
     renameSync(tmp, target);
   } catch (e) {
     rmSync(tmp, { force: true });
-    throw e;
+    throw writeError(target, e);
   }
 }
 
@@ -38,10 +47,10 @@ export function writeFileAtomicSync(target: string, data: string | Uint8Array): 
  * (an existing `target` is removed only after the new one is complete).
  */
 export async function writeDirAtomic(target: string, fill: (tmpDir: string) => Promise<void>): Promise<void> {
-  await fs.mkdir(path.dirname(target), { recursive: true });
   const tmp = tempSibling(target);
-  await fs.mkdir(tmp, { recursive: true });
   try {
+    await fs.mkdir(path.dirname(target), { recursive: true });
+    await fs.mkdir(tmp, { recursive: true });
     await fill(tmp);
     const old = `${tmp}.old`;
     const had = await fs.stat(target).then(() => true, () => false);
@@ -50,6 +59,6 @@ export async function writeDirAtomic(target: string, fill: (tmpDir: string) => P
     if (had) await fs.rm(old, { recursive: true, force: true });
   } catch (e) {
     await fs.rm(tmp, { recursive: true, force: true });
-    throw e;
+    throw writeError(target, e);
   }
 }

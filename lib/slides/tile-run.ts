@@ -11,6 +11,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { UserError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { readJson, readText } from '../io/read.js';
 import { parseCsv, formatCsv, readCsv } from '../io/csv.js';
 import { SLIDE_EXTENSIONS, openSlide, type Slide } from './reader.js';
 import { outlineTiles, planTiles, tileSlide } from './tiling.js';
@@ -205,8 +206,9 @@ export async function runTiling(options: TileRunOptions): Promise<TileRunResult>
   const settings = { mpp: o.mpp, tileSizePx: o.tileSizePx, tissueThreshold: o.tissueThreshold, mask: o.mask ?? null, ...(o.coordsFrom ? { coordsFrom: path.resolve(o.coordsFrom) } : {}) };
   const settingsFile = path.join(o.out, 'tiling.json');
   if (existsSync(settingsFile)) {
-    const before = JSON.parse(await fs.readFile(settingsFile, 'utf8'));
+    const before = (await readJson(settingsFile, `remove it (and ${o.out}/slides.csv) to tile again, or use another --out`)) as Record<string, unknown>;
     if (JSON.stringify(before) !== JSON.stringify(settings)) {
+      if (!before || typeof before !== 'object') throw new UserError(`${settingsFile} is not a tiling.json: remove it to tile again, or use another --out`);
       throw new UserError(
         `${o.out} holds tiles made with --mpp ${before.mpp} --tile ${before.tileSizePx} --tissue-threshold ${before.tissueThreshold}; ` +
           'use another --out, or the same options to resume',
@@ -218,7 +220,8 @@ export async function runTiling(options: TileRunOptions): Promise<TileRunResult>
   const slidesCsv = path.join(o.out, 'slides.csv');
   const previous = new Map<string, SlideRow>();
   if (existsSync(slidesCsv)) {
-    for (const r of parseSlidesCsv(await fs.readFile(slidesCsv, 'utf8'), slidesCsv)) previous.set(r.slide, r);
+    const text = await readText(slidesCsv, `remove it to tile every slide again, or use another --out`);
+    for (const r of parseSlidesCsv(text, slidesCsv)) previous.set(r.slide, r);
   }
   const rows = new Map<string, SlideRow>();
   let skipped = 0;
