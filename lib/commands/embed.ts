@@ -18,6 +18,7 @@ import { extractSlides, type ExtractSummary } from '../data/extract.js';
 import { TileSampler } from '../data/sampler.js';
 import { deviceForRank, distFromEnv } from '../parallel/env.js';
 import { launchIfRequested, nprocOption } from '../parallel/cli.js';
+import { exitCleanlyOnSignals } from '../util/signals.js';
 
 export interface EmbedArgs {
   model: string;
@@ -169,28 +170,38 @@ export const embedCommand: CommandModule<{ backend?: BackendName }, EmbedArgs> =
       .option('batch-size', { type: 'number', default: 32, describe: 'Images per forward pass' })
       .option('force', { type: 'boolean', default: false, describe: 'On the js backend, run models large enough to take hours' }) as never,
   handler: async (argv) => {
-    if (argv.slides !== undefined) {
-      if (argv.input !== undefined) throw new UserError('embed: give --input or --slides, not both');
-      const launched = await launchIfRequested(argv.nproc, undefined, '');
-      if (launched !== null) {
-        process.exitCode = launched;
-        if (launched === 0) process.stdout.write(`extracted the slides of ${argv.slides} with ${argv.nproc} workers: ${path.join(argv.out, 'slides.csv')}\n`);
-        return;
-      }
-      const s = await runSlideEmbed(argv);
-      const failed = s.failed.length ? `; ${s.failed.length} failed (see ${path.join(s.out, 'slides.csv')})` : '';
-      process.stdout.write(
-        `extracted ${s.extracted} slides (${s.tiles} tiles, ${s.dims}-d) to ${s.out} in ${s.seconds.toFixed(1)} s` +
-          `${s.skipped ? `; ${s.skipped} already done` : ''}${failed}\n`,
-      );
-      if (s.failed.length) process.exitCode = 1;
-      return;
+    const release = exitCleanlyOnSignals('embed', 'the same command continues (--slides: with the slides not done yet; otherwise from the start)');
+    try {
+      await embed(argv);
+    } finally {
+      release();
     }
-    if (argv.nproc !== undefined && argv.nproc !== 1) throw new UserError('embed: --nproc applies to --slides only');
-    const s = await runEmbed(argv);
-    for (const k of s.skipped) process.stderr.write(`g2l-native: skipped unreadable image ${k.path}: ${k.reason}\n`);
-    const rate = s.seconds > 0 ? ` (${(s.embedded / s.seconds).toFixed(1)} img/s including load)` : '';
-    const skipped = s.skipped.length ? `; skipped ${s.skipped.length} unreadable (listed in ${path.join(s.out, 'skipped.csv')})` : '';
-    process.stdout.write(`embedded ${s.embedded} images (${s.dims}-d) to ${s.out} in ${s.seconds.toFixed(1)} s${rate}${skipped}\n`);
   },
 };
+
+/** The command itself, by its input: slides (per-slide feature files) or images (one feature file or set). */
+async function embed(argv: EmbedArgs): Promise<void> {
+  if (argv.slides !== undefined) {
+    if (argv.input !== undefined) throw new UserError('embed: give --input or --slides, not both');
+    const launched = await launchIfRequested(argv.nproc, undefined, '');
+    if (launched !== null) {
+      process.exitCode = launched;
+      if (launched === 0) process.stdout.write(`extracted the slides of ${argv.slides} with ${argv.nproc} workers: ${path.join(argv.out, 'slides.csv')}\n`);
+      return;
+    }
+    const s = await runSlideEmbed(argv);
+    const failed = s.failed.length ? `; ${s.failed.length} failed (see ${path.join(s.out, 'slides.csv')})` : '';
+    process.stdout.write(
+      `extracted ${s.extracted} slides (${s.tiles} tiles, ${s.dims}-d) to ${s.out} in ${s.seconds.toFixed(1)} s` +
+        `${s.skipped ? `; ${s.skipped} already done` : ''}${failed}\n`,
+    );
+    if (s.failed.length) process.exitCode = 1;
+    return;
+  }
+  if (argv.nproc !== undefined && argv.nproc !== 1) throw new UserError('embed: --nproc applies to --slides only');
+  const s = await runEmbed(argv);
+  for (const k of s.skipped) process.stderr.write(`g2l-native: skipped unreadable image ${k.path}: ${k.reason}\n`);
+  const rate = s.seconds > 0 ? ` (${(s.embedded / s.seconds).toFixed(1)} img/s including load)` : '';
+  const skipped = s.skipped.length ? `; skipped ${s.skipped.length} unreadable (listed in ${path.join(s.out, 'skipped.csv')})` : '';
+  process.stdout.write(`embedded ${s.embedded} images (${s.dims}-d) to ${s.out} in ${s.seconds.toFixed(1)} s${rate}${skipped}\n`);
+}

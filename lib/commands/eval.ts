@@ -17,6 +17,7 @@ import { writeReport, type CkaPair, type NamedSet } from '../eval/report.js';
 import type { KnnVote } from '../eval/knn.js';
 import { evaluateSlides, readSlideBags, readSlideLabels } from '../eval/slide.js';
 import { getBackend } from '../backends/index.js';
+import { exitCleanlyOnSignals } from '../util/signals.js';
 
 export interface EvalArgs {
   /** patch (default): feature sets of tiles or images; slide: per-slide features with --labels. */
@@ -271,7 +272,14 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
     .option('batch-size', { type: 'number', default: 32, describe: 'Images per batch for --models' })
     .option('force', { type: 'boolean', default: false, describe: 'On the js backend, run models large enough to take hours (--models)' }) as never,
   handler: async (argv) => {
-    const { files, sets } = await runEval(argv);
+    const release = exitCleanlyOnSignals('eval', 'the same command reuses the embeddings of the models already done');
+    let result: Awaited<ReturnType<typeof runEval>>;
+    try {
+      result = await runEval(argv);
+    } finally {
+      release();
+    }
+    const { files, sets } = result;
     process.stdout.write(`${summary(sets)}\nwrote ${files.map((f) => path.join(argv.out, f)).join(', ')}\n`);
   },
 };

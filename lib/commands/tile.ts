@@ -7,6 +7,7 @@ import cliProgress from 'cli-progress';
 import path from 'node:path';
 import { ExitCode, UserError } from '../errors.js';
 import { runTiling } from '../slides/tile-run.js';
+import { exitCleanlyOnSignals } from '../util/signals.js';
 
 interface TileArgs {
   slides: string;
@@ -35,41 +36,51 @@ export const tileCommand: CommandModule<object, TileArgs> = {
       .option('default-mpp', { type: 'number', describe: 'Microns per pixel of slides whose file (and CSV row) gives none' })
       .option('workers', { type: 'number', default: 2, describe: 'Slides tiled at once' }) as never,
   handler: async (argv) => {
-    const bar = process.stderr.isTTY
-      ? new cliProgress.SingleBar({ format: 'tiling {bar} {value}/{total} slides | {slide}', stream: process.stderr }, cliProgress.Presets.shades_classic)
-      : null;
-    let started = false;
-    if (argv.mpp !== undefined && argv.mag !== undefined) throw new UserError('tile: give --mpp or --mag, not both (mpp = 10 / mag)');
-    if (argv.mag !== undefined && !(argv.mag > 0)) throw new UserError(`--mag ${argv.mag}: must be a positive magnification (20 = 0.5 um/px)`);
-    const result = await runTiling({
-      slides: argv.slides,
-      out: argv.out,
-      mpp: argv.mag !== undefined ? 10 / argv.mag : argv.mpp ?? 0.5,
-      coordsFrom: argv['coords-from'],
-      tileSizePx: argv.tile,
-      tissueThreshold: argv['tissue-threshold'],
-      defaultMpp: argv['default-mpp'],
-      workers: argv.workers,
-      onSlide: (row, done, total) => {
-        if (bar && !started) {
-          bar.start(total, 0, { slide: '' });
-          started = true;
-        }
-        bar?.update(done, { slide: row.slide });
-        if (!bar && row.status === 'failed') process.stderr.write(`g2l-native: ${row.slide}: failed: ${row.error}\n`);
-      },
-    });
-    bar?.stop();
-    const slidesCsv = path.join(argv.out, 'slides.csv');
-    const tiles = result.rows.reduce((a, r) => a + r.tiles, 0);
-    process.stdout.write(
-      `tiled ${result.ok} of ${result.rows.length} slides (${result.skipped} already done), ${tiles} tiles: ${slidesCsv}\n`,
-    );
-    if (result.ok === 0) {
-      throw new UserError(`no slide could be tiled (${result.failed} failed): the errors are in ${slidesCsv}`, ExitCode.usage);
-    }
-    if (result.failed > 0) {
-      process.stderr.write(`g2l-native: warning: ${result.failed} slide(s) failed; their errors are in ${slidesCsv}\n`);
+    const release = exitCleanlyOnSignals('tile', 'the same command continues with the slides not done yet');
+    try {
+      await tile(argv);
+    } finally {
+      release();
     }
   },
 };
+
+/** The command itself: tiles every slide, reports, and throws when none could be tiled. */
+async function tile(argv: TileArgs): Promise<void> {
+  const bar = process.stderr.isTTY
+    ? new cliProgress.SingleBar({ format: 'tiling {bar} {value}/{total} slides | {slide}', stream: process.stderr }, cliProgress.Presets.shades_classic)
+    : null;
+  let started = false;
+  if (argv.mpp !== undefined && argv.mag !== undefined) throw new UserError('tile: give --mpp or --mag, not both (mpp = 10 / mag)');
+  if (argv.mag !== undefined && !(argv.mag > 0)) throw new UserError(`--mag ${argv.mag}: must be a positive magnification (20 = 0.5 um/px)`);
+  const result = await runTiling({
+    slides: argv.slides,
+    out: argv.out,
+    mpp: argv.mag !== undefined ? 10 / argv.mag : argv.mpp ?? 0.5,
+    coordsFrom: argv['coords-from'],
+    tileSizePx: argv.tile,
+    tissueThreshold: argv['tissue-threshold'],
+    defaultMpp: argv['default-mpp'],
+    workers: argv.workers,
+    onSlide: (row, done, total) => {
+      if (bar && !started) {
+        bar.start(total, 0, { slide: '' });
+        started = true;
+      }
+      bar?.update(done, { slide: row.slide });
+      if (!bar && row.status === 'failed') process.stderr.write(`g2l-native: ${row.slide}: failed: ${row.error}\n`);
+    },
+  });
+  bar?.stop();
+  const slidesCsv = path.join(argv.out, 'slides.csv');
+  const tiles = result.rows.reduce((a, r) => a + r.tiles, 0);
+  process.stdout.write(
+    `tiled ${result.ok} of ${result.rows.length} slides (${result.skipped} already done), ${tiles} tiles: ${slidesCsv}\n`,
+  );
+  if (result.ok === 0) {
+    throw new UserError(`no slide could be tiled (${result.failed} failed): the errors are in ${slidesCsv}`, ExitCode.usage);
+  }
+  if (result.failed > 0) {
+    process.stderr.write(`g2l-native: warning: ${result.failed} slide(s) failed; their errors are in ${slidesCsv}\n`);
+  }
+}

@@ -1,6 +1,6 @@
 // Every output is written to a temporary sibling and renamed into place, so a crash or a Ctrl-C never leaves a
 // half-written file where a finished one is expected.
-import { promises as fs, writeFileSync, renameSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, promises as fs, writeFileSync, renameSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
 
@@ -12,6 +12,20 @@ function writeError(target: string, e: unknown): unknown {
   return new UserError(`cannot write ${target} (${why}): move what is in the way, or check free space and permissions`);
 }
 
+// The temporary files and folders of writes in flight, so that a command stopped by a signal can remove them before
+// it exits (abandonWritesSync): a stopped command leaves finished outputs and nothing half-written.
+const inFlight = new Map<string, { target: string; old?: string }>();
+
+/** Removes the temporary files of every write in flight; a folder replaced half-way gets its old self back. */
+export function abandonWritesSync(): void {
+  for (const [tmp, w] of inFlight) {
+    if (w.old && existsSync(w.old) && !existsSync(w.target)) renameSync(w.old, w.target);
+    rmSync(tmp, { recursive: true, force: true });
+    if (w.old) rmSync(w.old, { recursive: true, force: true });
+  }
+  inFlight.clear();
+}
+
 function tempSibling(target: string): string {
   return path.join(path.dirname(target), `.${path.basename(target)}.${process.pid}.${Date.now().toString(36)}.tmp`);
 }
@@ -19,6 +33,7 @@ function tempSibling(target: string): string {
 /** Writes `data` to `target` atomically (temp file + rename), creating the parent folder. */
 export async function writeFileAtomic(target: string, data: string | Uint8Array): Promise<void> {
   const tmp = tempSibling(target);
+  inFlight.set(tmp, { target });
   try {
     await fs.mkdir(path.dirname(target), { recursive: true });
     await fs.writeFile(tmp, data);
@@ -26,6 +41,8 @@ export async function writeFileAtomic(target: string, data: string | Uint8Array)
   } catch (e) {
     await fs.rm(tmp, { force: true });
     throw writeError(target, e);
+  } finally {
+    inFlight.delete(tmp);
   }
 }
 
@@ -48,11 +65,12 @@ export function writeFileAtomicSync(target: string, data: string | Uint8Array): 
  */
 export async function writeDirAtomic(target: string, fill: (tmpDir: string) => Promise<void>): Promise<void> {
   const tmp = tempSibling(target);
+  const old = `${tmp}.old`;
+  inFlight.set(tmp, { target, old });
   try {
     await fs.mkdir(path.dirname(target), { recursive: true });
     await fs.mkdir(tmp, { recursive: true });
     await fill(tmp);
-    const old = `${tmp}.old`;
     const had = await fs.stat(target).then(() => true, () => false);
     if (had) await fs.rename(target, old);
     await fs.rename(tmp, target);
@@ -60,5 +78,7 @@ export async function writeDirAtomic(target: string, fill: (tmpDir: string) => P
   } catch (e) {
     await fs.rm(tmp, { recursive: true, force: true });
     throw writeError(target, e);
+  } finally {
+    inFlight.delete(tmp);
   }
 }
