@@ -21,7 +21,7 @@ import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { formatCsv } from '../io/csv.js';
 import { hdf5 } from '../io/hdf5.js';
-import { writeFileAtomic } from '../io/atomic.js';
+import { trackTemp, writeFileAtomic } from '../io/atomic.js';
 import { writeFeatureSet } from './feature-set.js';
 import { SlideTileReader } from './batches.js';
 import { TileSampler, type ManifestSlide } from './sampler.js';
@@ -83,6 +83,7 @@ async function writeSlideH5(file: string, features: Float32Array, coords: BigInt
   attrs: Record<string, number | string>, fileAttrs: Record<string, number | string>): Promise<void> {
   const h5 = await hdf5();
   const tmp = `${file}.${process.pid}.tmp`;
+  const release = trackTemp(tmp, file);
   const f = new h5.File(tmp, 'w');
   try {
     f.create_dataset({ name: 'features', data: features, shape: [n, dims], dtype: '<f' });
@@ -93,6 +94,7 @@ async function writeSlideH5(file: string, features: Float32Array, coords: BigInt
     f.close();
   }
   await fs.rename(tmp, file);
+  release();
 }
 
 /** TRIDENT's coordinate attributes for a slide tiled at `targetMpp` with tiles of `tileSizePx`. */

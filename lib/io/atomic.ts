@@ -16,6 +16,12 @@ function writeError(target: string, e: unknown): unknown {
 // it exits (abandonWritesSync): a stopped command leaves finished outputs and nothing half-written.
 const inFlight = new Map<string, { target: string; old?: string }>();
 
+/** Registers a temporary file that another writer (NpyWriter, an .h5) renames into place; returns its release. */
+export function trackTemp(tmp: string, target: string): () => void {
+  inFlight.set(tmp, { target });
+  return () => inFlight.delete(tmp);
+}
+
 /** Removes the temporary files of every write in flight; a folder replaced half-way gets its old self back. */
 export function abandonWritesSync(): void {
   for (const [tmp, w] of inFlight) {

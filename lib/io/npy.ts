@@ -7,6 +7,7 @@
 // the final shape into the header at the end, for feature sets larger than memory (10^7 rows x 1536 float32 = 61 GB).
 import { promises as fs } from 'node:fs';
 import { UserError } from '../errors.js';
+import { trackTemp } from './atomic.js';
 
 export type NpyDtype = 'float32' | 'float64' | 'float16' | 'uint8' | 'int8' | 'uint16' | 'int16' | 'uint32' | 'int32'
   | 'int64' | 'uint64' | 'bool';
@@ -140,7 +141,9 @@ export async function openNpy(file: string): Promise<NpyFile> {
     throw new UserError(`${file}: cannot read (${code ?? (e as Error).message}); check the path`);
   }
   try {
-    const { size: fileSize } = await handle.stat();
+    const st = await handle.stat();
+    if (!st.isFile()) fail(file, 'not a file (a folder is in its place); give a .npy file');
+    const fileSize = st.size;
     const head = new Uint8Array(Math.min(fileSize, 65536 + 12));
     await handle.read(head, 0, head.length, 0);
     let layout = parseLayoutOrLonger(head, file, fileSize);
@@ -279,7 +282,11 @@ export class NpyWriter {
     private readonly headerBytes: number,
   ) {
     this.offset = headerBytes;
+    this.release = trackTemp(tmp, file);
   }
+
+  /** Ends the temporary file's registration (lib/io/atomic.ts: a stop signal removes registered ones). */
+  private readonly release: () => void;
 
   static async create(file: string, dtype: NpyDtype, rowShape: number[]): Promise<NpyWriter> {
     const tmp = `${file}.${process.pid}.${Date.now()}.tmp`;
@@ -308,11 +315,13 @@ export class NpyWriter {
     await this.handle.sync();
     await this.handle.close();
     await fs.rename(this.tmp, this.file);
+    this.release();
   }
 
   async abort(): Promise<void> {
     await this.handle.close().catch(() => {});
     await fs.rm(this.tmp, { force: true });
+    this.release();
   }
 }
 
