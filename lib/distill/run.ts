@@ -198,7 +198,8 @@ async function truncateLog(file: string, steps: number): Promise<number> {
   const kept = lines.filter((l, i) => {
     if (l.trim() === '') return false;
     try {
-      return Number.isSafeInteger((JSON.parse(l) as LogLine).step) && (JSON.parse(l) as LogLine).step <= steps;
+      const { step } = JSON.parse(l) as LogLine;
+      return Number.isSafeInteger(step) && step <= steps;
     } catch {
       if (i < lines.length - 1) damaged += 1;  // not the last line, which a kill may have cut short
       return false;
