@@ -155,16 +155,21 @@ t.test('tile and embed stopped by SIGTERM: exit 143, no half-written file, a rer
 
   // embed: stopped while it works, no output at all (it is one file); the rerun writes it whole.
   const images = path.join(dir, 'images.npy');
-  const n = 300;
+  const n = 400;
   writeFileSync(images, encodeNpy({ dtype: 'uint8', shape: [n, 224, 224, 3], data: new Uint8Array(n * 224 * 224 * 3).map((_, i) => (i * 7) % 256) }));
   const emb = path.join(dir, 'emb.npy');
   const e = start(['embed', '--model', TEACHER, '--input', images, '--out', emb, '--batch-size', '2']);
-  await new Promise((res) => setTimeout(res, 1500));
+  await new Promise((res) => setTimeout(res, 2000));
   e.child.kill('SIGTERM');
   const ec = await e.exited;
   if (ec.code === 0) t.comment('embed finished before the signal');
   else {
-    t.equal(ec.code, 143, e.stderr());
+    // Under load Node may still be starting (no handler yet: the default action, nothing written): both are a stop.
+    if (ec.signal === 'SIGTERM') t.comment('the signal came before the command started');
+    else {
+      t.equal(ec.code, 143, e.stderr());
+      t.match(e.stderr(), /embed stopped by SIGTERM/);
+    }
     t.notOk(existsSync(emb), 'no partial output');
     t.same(readdirSync(dir).filter((f) => f.endsWith('.tmp')), [], 'no temporary file left');
   }
