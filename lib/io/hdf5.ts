@@ -24,6 +24,8 @@ export function isHdf5File(file: string): boolean {
       if (head.equals(SIGNATURE)) return true;
     }
     return false;
+  } catch {
+    return false;  // not readable as a file (a folder in its place)
   } finally {
     closeSync(fd);
   }

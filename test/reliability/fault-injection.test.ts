@@ -289,6 +289,34 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
   ]);
   // CSV values are data: a flipped or cut value may still be a valid table; the cases must end in a message or exit 0.
   evalCases('meta.csv', 43, 0, []);
+  // Slide-level evaluation: per-slide .h5 features of embed --slides and the labels CSV.
+  const bagsFx = path.join(ROOT, 'test/fixtures/slide-eval');
+  const slideArgs = (bags: string, labels: string, out: string) => ['eval', '--level', 'slide', '--features', `g2l:${bags}`, '--labels', labels, '--C', '1', '--k', '5', '--out', out];
+  const slideRef = path.join(root, 'slide-ref');
+  const sr = await runCli(slideArgs(path.join(bagsFx, 'bags'), path.join(bagsFx, 'labels.csv'), slideRef), { env: ENV });
+  t.equal(sr.code, 0, `reference slide-level eval: ${sr.stderr}`);
+  const slideMetrics = (out: string) => {
+    try {
+      return JSON.stringify(JSON.parse(readFileSync(path.join(out, 'report.json'), 'utf8')).slide);
+    } catch {
+      return null;
+    }
+  };
+  for (const file of ['bags/P00-S0.h5', 'labels.csv']) {
+    for (const m of mutations(statSync(path.join(bagsFx, file)).size, 47 + file.length, { flips: 4 })) {
+      const dir = fresh('slide-eval');
+      cpSync(bagsFx, dir, { recursive: true });
+      m.apply(path.join(dir, file));
+      const out = `${dir}-out`;
+      cases.push({
+        label: `slide-level ${file} ${m.name}`, type: file.endsWith('.h5') ? 'h5/slide-features' : 'slide/labels.csv', file, damage: m.damage, at: m.at,
+        // A cut labels.csv is a valid one with fewer slides: the message may be about what is left (one class).
+        strict: m.damage !== 'flip' && file.endsWith('.h5'), names: new RegExp(`${escape(path.basename(file))}|${escape(dir)}${file.endsWith('.csv') ? '|class' : ''}`),
+        run: { kind: 'cli', args: slideArgs(path.join(dir, 'bags'), path.join(dir, 'labels.csv'), out) },
+        same: () => slideMetrics(out) !== null && slideMetrics(out) === slideMetrics(slideRef),
+      });
+    }
+  }
 
   // ---- slides (tile), tile manifests (distill --slides), dataset CSV and images (embed) ----------------------------
   const slides = path.join(root, 'slides');
