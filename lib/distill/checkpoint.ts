@@ -4,7 +4,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
-import { verifyManifest } from '../io/manifest.js';
+import { MANIFEST_FILE, verifyManifest } from '../io/manifest.js';
 
 export const META_FILE = 'distiller.json';
 export const META_FORMAT = 'g2l-native/distiller@1';
@@ -31,8 +31,11 @@ export function parseMeta(text: string, file: string): CheckpointMeta {
 
 /** Null when the checkpoint folder is intact (manifest matches, distiller.json readable), else what is wrong. */
 export async function checkCheckpoint(dir: string): Promise<string | null> {
-  const problem = await verifyManifest(dir);
-  if (problem) return problem;
+  return (await verifyManifest(dir)) ?? (await metaProblem(dir));
+}
+
+/** Null when distiller.json reads as a checkpoint description, else what is wrong. */
+async function metaProblem(dir: string): Promise<string | null> {
   const file = path.join(dir, META_FILE);
   try {
     parseMeta(await fs.readFile(file, 'utf8'), file);
@@ -66,6 +69,14 @@ export interface ResumePoint {
   dir: string;
   /** The newer checkpoints passed over, newest first, with what is wrong with each. */
   damaged: { steps: number; dir: string; problem: string }[];
+  /** The folder has no manifest (written by a g2l-native before manifests): only its readers check it. */
+  unverified?: boolean;
+}
+
+/** A folder written before checkpoints had manifests: distiller.json and the engine's files, no manifest.json. */
+async function withoutManifest(dir: string): Promise<boolean> {
+  const names = await fs.readdir(dir).catch(() => [] as string[]);
+  return !names.includes(MANIFEST_FILE) && names.includes(META_FILE) && names.some((n) => n !== META_FILE && !n.startsWith('.'));
 }
 
 /**
@@ -77,8 +88,9 @@ export async function newestIntactCheckpoint(runDir: string): Promise<ResumePoin
   if (all.length === 0) return null;
   const damaged: ResumePoint['damaged'] = [];
   for (const [steps, dir] of [...all].reverse()) {
-    const problem = await checkCheckpoint(dir);
-    if (!problem) return { steps, dir, damaged };
+    const unverified = await withoutManifest(dir);
+    const problem = unverified ? await metaProblem(dir) : await checkCheckpoint(dir);
+    if (!problem) return { steps, dir, damaged, unverified };
     damaged.push({ steps, dir, problem });
   }
   throw new UserError(

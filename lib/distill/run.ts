@@ -294,6 +294,9 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
         say(`g2l-native: warning: checkpoint ${path.relative(runDir, d.dir)} is damaged: ${d.problem}; kept aside as ${path.basename(d.dir)}.damaged`);
         if (primary) await setAside(d.dir);
       }
+      if (resumePoint.unverified) {
+        say(`g2l-native: warning: ${path.relative(runDir, dir)} has no manifest.json (written by an older g2l-native): only its readers check it`);
+      }
       const extra = (await distiller.load(dir, { verified: true })) as unknown as CheckpointExtra;
       start = at;
       early = new EarlyStopping(config.earlyStopping, extra.earlyStop, start);
