@@ -321,7 +321,8 @@ function findLibtorch() {
     if (t && (!packageMode || t.version.startsWith('2.11.'))) return { source: 'python3', ...t };
     if (t) say('libtorch', `python3's torch is ${t.versionFull}, not 2.11.x: not using it`);
   }
-  if (packageMode && existsSync(venvPython)) {
+  // An earlier setup's cache, when its install finished (the stamp is written last).
+  if (packageMode && existsSync(path.join(venv, '.g2l-libtorch.sha256'))) {
     const t = pyTorch(venvPython);
     if (t) return { source: 'cache', ...t };
   }
@@ -418,12 +419,18 @@ function nodeDir() {
   );
 }
 
+/** What the slide addon compiles: binding.gyp, native/slides, and the addon headers it includes (../addon/async.h). */
+function slideSources(base) {
+  const files = ['binding.gyp', ...readdirSync(path.join(root, 'native', 'slides')).map((f) => path.join('native', 'slides', f))];
+  for (const f of readdirSync(path.join(root, 'native', 'addon'))) if (f.endsWith('.h')) files.push(path.join('native', 'addon', f));
+  return files.map((f) => path.join(base, f));
+}
+
 /** Package mode: node-gyp builds into <cwd>/build, so the slide sources are copied into the cache (when changed). */
 function stageSlideSources() {
-  const files = [['binding.gyp', 'binding.gyp'], ...readdirSync(path.join(root, 'native', 'slides')).map((f) => [path.join('native', 'slides', f), path.join('native', 'slides', f)])];
-  for (const [from, to] of files) {
-    const src = path.join(root, from);
-    const dst = path.join(out, to);
+  for (const rel of slideSources('')) {
+    const src = path.join(root, rel);
+    const dst = path.join(out, rel);
     if (existsSync(dst) && readFileSync(dst).equals(readFileSync(src))) continue;
     mkdirSync(path.dirname(dst), { recursive: true });
     copyFileSync(src, `${dst}.${process.pid}.tmp`);
@@ -434,7 +441,7 @@ function stageSlideSources() {
 function stepSlides() {
   if (packageMode) stageSlideSources();
   const outFile = path.join(out, 'build', 'Release', 'g2l_slides.node');
-  const sources = Math.max(newestMtime(path.join(out, 'native', 'slides')), mtime(path.join(out, 'binding.gyp')));
+  const sources = Math.max(...slideSources(out).map(mtime));
   if (existsSync(outFile) && mtime(outFile) >= sources) return 'up to date';
   say('slides', `building the slide-reader addon (node-gyp, local Node headers) into ${path.dirname(outFile)}`);
   const nodeGypDir = packageDir('node-gyp');

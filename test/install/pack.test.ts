@@ -9,7 +9,7 @@ t.test('npm pack: what setup and the CLI need, nothing else', async (t) => {
   // --ignore-scripts: prepack (tsc) is the setup's ts step, already run; the packed test runs a real `npm pack`.
   const r = await runProcess('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { timeoutMs: 120_000 });
   t.equal(r.code, 0, r.stderr);
-  const files = new Set((JSON.parse(r.stdout.slice(r.stdout.indexOf('['))) as { files: { path: string }[] }[])[0].files.map((f) => f.path));
+  const files = new Set((JSON.parse(r.stdout.slice(r.stdout.search(/^\[$/m))) as { files: { path: string }[] }[])[0].files.map((f) => f.path));
   const list = [...files];
 
   // The CLI and the library.

@@ -40,7 +40,7 @@ t.test('npm pack, install into a new project, npx g2l-native setup, info, demo',
   // npm pack runs prepack (the TypeScript), as `npm publish` would.
   const packed = await runProcess('npm', ['pack', '--json', '--pack-destination', work], { timeoutMs: 5 * MIN });
   t.equal(packed.code, 0, `npm pack: ${packed.stderr.slice(-2000)}`);
-  const tarball = path.join(work, (JSON.parse(packed.stdout.slice(packed.stdout.indexOf('['))) as { filename: string }[])[0].filename);
+  const tarball = path.join(work, (JSON.parse(packed.stdout.slice(packed.stdout.search(/^\[$/m))) as { filename: string }[])[0].filename);
   t.ok(existsSync(tarball), `tarball ${path.basename(tarball)}`);
 
   mkdirSync(app);
@@ -84,6 +84,16 @@ t.test('npm pack, install into a new project, npx g2l-native setup, info, demo',
   t.match(again.stdout, /setup: engine\s+up to date/);
   t.match(again.stdout, /setup: slides\s+up to date/);
   t.ok(againSeconds < 60, `a second setup is a no-op in seconds (${againSeconds.toFixed(1)} s)`);
+
+  // The install hook with G2L_BUILD=1 runs the same setup (here a no-op) and ends with the summary.
+  const hook = await runProcess(process.execPath, [path.join(pkgDir, 'tools', 'install-note.mjs')], {
+    cwd: pkgDir,
+    env: env({ G2L_BUILD: '1', Torch_DIR: torchDir! }),
+    timeoutMs: 5 * MIN,
+  });
+  t.equal(hook.code, 0, hook.stderr);
+  t.match(hook.stdout, /setup: engine\s+up to date/);
+  t.match(hook.stdout, /backend\s+native\n/);
 
   const info = await npx(['info', '--json']);
   t.equal(info.code, 0, info.stderr);
