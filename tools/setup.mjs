@@ -27,7 +27,7 @@
 // Flags: --only <step>[,<step>...] runs those steps alone; --dev adds the developer part; --package --out <dir>.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -357,6 +357,19 @@ function nodeHeaders() {
   return { include: path.join(headers, 'include'), addonApi };
 }
 
+/** sha256 over the engine's sources as shipped: CMakeLists.txt, native/engine and native/addon. */
+function engineSourcesHash() {
+  const hash = createHash('sha256');
+  const files = ['CMakeLists.txt'];
+  for (const dir of ['native/engine', 'native/addon']) {
+    for (const f of readdirSync(path.join(root, dir), { recursive: true })) {
+      if (statSync(path.join(root, dir, String(f))).isFile()) files.push(path.join(dir, String(f)));
+    }
+  }
+  for (const f of files.sort()) hash.update(`${f}\0`).update(readFileSync(path.join(root, f))).update('\0');
+  return hash.digest('hex');
+}
+
 function stepEngine() {
   if (!torch) stepLibtorch();
   const cuda = (process.env.G2L_CUDA || 'AUTO').toUpperCase();
@@ -372,8 +385,13 @@ function stepEngine() {
   }
   const sameConfig = record && JSON.stringify(record.key) === JSON.stringify(key) && existsSync(path.join(engineBuild, 'CMakeCache.txt'));
   const headers = nodeHeaders();
+  // Installed package: the build is current while the shipped sources are byte for byte those it was built from (a
+  // reinstall of the same version rewrites their mtimes, not their contents), so the precompiled header can go.
+  const sources = packageMode ? engineSourcesHash() : undefined;
   let result;
-  if (sameConfig) {
+  if (packageMode && sameConfig && record.sources === sources && existsSync(addon)) {
+    result = 'up to date';
+  } else if (sameConfig && !packageMode) {
     // Already configured for this libtorch: let the build tool decide what is stale (a no-op takes a second).
     const before = mtime(addon);
     run('engine', 'cmake', ['--build', engineBuild, '--parallel', '2'], { stdio: ['ignore', 'ignore', 'inherit'] });
@@ -398,7 +416,20 @@ function stepEngine() {
   if (!existsSync(addon)) throw new SetupError(`engine: the build finished but ${addon} is missing`);
   const cache = readFileSync(path.join(engineBuild, 'CMakeCache.txt'), 'utf8');
   const withCuda = /G2L_ENGINE_CUDA:INTERNAL=ON/.test(cache);
+  if (packageMode && result !== 'up to date') {
+    // libtorch's precompiled header (~700 MB) only speeds up this build: the cache keeps the engine, not it.
+    let freed = 0;
+    for (const f of readdirSync(engineBuild, { recursive: true })) {
+      const p = path.join(engineBuild, String(f));
+      if (/\.(gch|pch)$/.test(p)) {
+        freed += statSync(p).size;
+        rmSync(p, { force: true });
+      }
+    }
+    if (freed > 0) say('engine', `removed the precompiled header (${(freed / 2 ** 20).toFixed(0)} MiB) from the cache`);
+  }
   writeJsonAtomic(engineRecord, {
+    ...(sources ? { sources } : {}),
     key,
     libtorch: { version: torch.versionFull, root: torch.root, source: torch.source },
     cuda: withCuda,

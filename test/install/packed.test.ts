@@ -6,7 +6,7 @@
 // second 530 MB download it points Torch_DIR at the repository's own torch (the one build-engine/ was built against);
 // the README shows the same command once with nothing set. The build goes to a temporary G2L_HOME.
 import t from 'tap';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { mkdtempSync } from 'node:fs';
@@ -28,6 +28,7 @@ const work = mkdtempSync(path.join(os.tmpdir(), 'g2l-packed-'));
 const app = path.join(work, 'app');
 const home = path.join(work, 'g2l-home');
 const MIN = 60_000;
+t.teardown(() => rmSync(work, { recursive: true, force: true }));
 // The user's environment, minus anything that would point the installed package at the repository's builds.
 const env = (extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => {
   const e: NodeJS.ProcessEnv = { G2L_HOME: home, LIBTORCH: '', Torch_DIR: '', G2L_ENGINE_PATH: '', G2L_SLIDES_ADDON_PATH: '', ...extra };
@@ -74,6 +75,9 @@ t.test('npm pack, install into a new project, npx g2l-native setup, info, demo',
   const cache = path.join(home, pkg.version);
   t.ok(existsSync(path.join(cache, 'build-engine', 'Release', 'g2l_engine.node')), 'the engine is in the cache');
   t.ok(existsSync(path.join(cache, 'build', 'Release', 'g2l_slides.node')), 'the slide addon is in the cache');
+  const leftovers = readdirSync(path.join(cache, 'build-engine'), { recursive: true }).map(String).filter((f) => /\.(gch|pch)$/.test(f));
+  t.same(leftovers, [], 'the precompiled header (~700 MB) is not kept in the cache');
+  t.match(setup.stdout, /removed the precompiled header \(\d+ MiB\)/);
   t.notOk(existsSync(path.join(pkgDir, 'build-engine')), 'nothing built in the package folder');
   t.notOk(existsSync(path.join(pkgDir, 'build')), 'nothing built in the package folder');
 
