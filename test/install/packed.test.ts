@@ -2,7 +2,8 @@
 // then `info --json` reports the native engine and `demo --steps 20` runs on it.
 //
 // SLOW: setup really builds the engine from the tarball's sources (no reuse of the repository's objects): measured
-// 9.5 min of this file's ~11 min on the 2-core CI machine (see the README's "Installed package" section). To save a
+// 327-328 s of this file's 5.9-6.5 min on the 2-core machine (shared with other builds), so about 6 more minutes
+// of `npm test` (README, "Install as a package"). To save a
 // second 530 MB download it points Torch_DIR at the repository's own torch (the one build-engine/ was built against);
 // the README shows the same command once with nothing set. The build goes to a temporary G2L_HOME.
 import t from 'tap';
