@@ -89,15 +89,19 @@ export function loadSlidesAddon(): SlidesAddon | null {
 
 /**
  * OpenSlide 4 from PyPI's openslide-bin (self-contained libopenslide.so.1; reads DICOM whole-slide images, which
- * Debian 12's OpenSlide 3.4.1 cannot), where setup installed it: the project's .venv. Preferred over the system's.
+ * Debian 12's OpenSlide 3.4.1 cannot), where setup installed it: the project's .venv, or (installed package) the
+ * Python environment `g2l-native setup` made in its cache when it installed libtorch. Preferred over the system's.
  */
 export function openslideBinLibraries(): string[] {
   const out: string[] = [];
-  const lib = path.join(PACKAGE_ROOT, '.venv', 'lib');
-  if (!existsSync(lib)) return out;
-  for (const py of readdirSync(lib).filter((d) => d.startsWith('python')).sort().reverse()) {
-    const f = path.join(lib, py, 'site-packages', 'openslide_bin', 'libopenslide.so.1');
-    if (existsSync(f)) out.push(f);
+  const envs = [path.join(PACKAGE_ROOT, '.venv'), ...nativeBuildRoots().slice(1).map((d) => path.join(d, 'python'))];
+  for (const env of envs) {
+    const lib = path.join(env, 'lib');
+    if (!existsSync(lib)) continue;
+    for (const py of readdirSync(lib).filter((d) => d.startsWith('python')).sort().reverse()) {
+      const f = path.join(lib, py, 'site-packages', 'openslide_bin', 'libopenslide.so.1');
+      if (existsSync(f)) out.push(f);
+    }
   }
   return out;
 }
