@@ -210,7 +210,7 @@ function installTorch(step) {
   const wanted = sha256(`${variant}\n${readFileSync(file, 'utf8')}`);
   const stamp = path.join(venv, '.g2l-libtorch.sha256');
   if (existsSync(venvPython) && existsSync(stamp) && readFileSync(stamp, 'utf8').trim() === wanted) {
-    return `up to date (${path.relative(process.cwd(), venv) || venv} has torch ${TORCH_VERSION}, ${variant === 'cpu' ? 'without the NVIDIA wheels' : 'with its NVIDIA libraries'})`;
+    return `up to date (${venv} matches ${path.relative(root, file)})`;
   }
   const python = which('python3');
   if (!python) throw new SetupError(`${step}: python3 is not installed (${installHint('python3')}); or set LIBTORCH to an unpacked libtorch folder`);
