@@ -94,7 +94,7 @@ result.machine.jsThreads = 1;
 // native
 // ---------------------------------------------------------------------------------------------------------------
 if (!skip.has('native')) {
-  const { backend, fallbackReason } = chooseBackend({ warn: () => {} });
+  const { backend, fallbackReason } = chooseBackend({ fallback: true, warn: () => {} });
   if (fallbackReason) {
     result.notes.push(`native engine not loadable: ${fallbackReason}`);
     log(`native engine not loadable, skipped: ${fallbackReason.split('\n')[0]}`);

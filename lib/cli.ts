@@ -2,12 +2,15 @@
 // one line with its exit code; anything else is a bug and shows its stack with --verbose.
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { allowBackendFallback } from './backends/index.js';
 import { commands } from './commands/index.js';
 import { ExitCode, isUserError } from './errors.js';
 import { VERSION } from './version.js';
 
 export async function main(argv: string[] = hideBin(process.argv)): Promise<number> {
   const verbose = argv.includes('--verbose');
+  // Commands keep working without the engine: one warning naming the setup command, then the js backend.
+  allowBackendFallback();
   let parser = yargs(argv)
     .scriptName('g2l-native')
     .usage('$0 <command> [options]\n\nDistil giga-scale pathology foundation models into cancer-specific ones (G2L), and evaluate them.')

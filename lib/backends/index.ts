@@ -1,4 +1,6 @@
-// Backend selection: native by default, js on request, and js with one warning when the engine cannot load.
+// Backend selection: native by default, js on request. When the engine cannot load, library calls throw its load
+// error (a service must not quietly run 15-40x slower), unless the caller asked for js or allowed the fallback:
+// per call (`fallback: true`) or for the process (allowBackendFallback(), which the CLI calls: one warning, then js).
 import { UserError } from '../errors.js';
 import { JsBackend } from './js/index.js';
 import { EngineLoadError, NativeBackend, loadEngineAddon } from './native.js';
@@ -10,8 +12,13 @@ export { EngineLoadError, NativeBackend, enginePath, loadEngineAddon, readBuildR
 export { JsBackend } from './js/index.js';
 
 export interface BackendOptions {
-  /** 'native' (fail if the engine cannot load), 'js', or undefined: native, else js with a warning. */
+  /**
+   * 'native' (fail if the engine cannot load), 'js', or undefined: native, and when the engine cannot load, its
+   * EngineLoadError is thrown unless `fallback` (or allowBackendFallback()) allows js.
+   */
   backend?: BackendName;
+  /** With backend undefined: go on with js, after one warning, when the engine cannot load. */
+  fallback?: boolean;
   /** Where the fallback warning goes (default: stderr). */
   warn?: (message: string) => void;
   /** js backend: load models it would need hours for instead of refusing them (--force). */
@@ -24,6 +31,17 @@ export interface BackendChoice {
   fallbackReason: string | null;
 }
 
+let processFallback = false;
+let warned = false;
+
+/**
+ * Lets every backend choice of this process (Encoder.load, Distiller.create, ...) without an explicit backend fall
+ * back to js when the engine cannot load, with one warning per process. The CLI does this; a library user opts in.
+ */
+export function allowBackendFallback(allow = true): void {
+  processFallback = allow;
+}
+
 export function chooseBackend(options: BackendOptions = {}): BackendChoice {
   if (options.backend === 'js') return { backend: new JsBackend({ force: options.force }), fallbackReason: null };
   try {
@@ -31,10 +49,19 @@ export function chooseBackend(options: BackendOptions = {}): BackendChoice {
   } catch (e) {
     if (!(e instanceof EngineLoadError)) throw e;
     if (options.backend === 'native') throw new UserError(e.message);
-    const warn = options.warn ?? ((m: string) => process.stderr.write(`${m}\n`));
-    warn(`g2l-native: warning: ${e.message}\n  Continuing with the pure-JS backend (slower); pass --backend js to silence this.`);
+    if (!(options.fallback ?? processFallback)) throw e;
+    if (options.warn) {
+      options.warn(fallbackWarning(e));
+    } else if (!warned) {
+      warned = true;
+      process.stderr.write(`${fallbackWarning(e)}\n`);
+    }
     return { backend: new JsBackend({ force: options.force }), fallbackReason: e.message };
   }
+}
+
+function fallbackWarning(e: EngineLoadError): string {
+  return `g2l-native: warning: ${e.message}\n  Continuing with the pure-JS backend (slower); pass --backend js to silence this.`;
 }
 
 export function getBackend(options: BackendOptions = {}): Backend {

@@ -1,9 +1,11 @@
-// Finds and loads the native engine (the cmake-js build of CMakeLists.txt). When it cannot load, the error lists
-// the likely causes with the command that fixes each, as sharp does; lib/backends/index.ts then falls back to js.
+// Finds and loads the native engine (the cmake-js build of CMakeLists.txt): G2L_ENGINE_PATH, else the package
+// folder's build-engine/, else (installed package) the one `npx g2l-native setup` built in the per-user cache. When it
+// cannot load, the error lists the likely causes with the command that fixes each, as sharp does;
+// lib/backends/index.ts throws it, or falls back to js where the caller allowed that (the CLI does).
 import { createRequire } from 'node:module';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { PACKAGE_ROOT } from '../version.js';
+import { PACKAGE_ROOT, SETUP_COMMAND, nativeBuildRoots } from '../version.js';
 import type { Backend, BackendInfo, Float32Tensor, Uint8Tensor } from './types.js';
 import type { AugmentConfig, AugmentedBatch, AugmentOptions, Normalization, TeacherDtype } from './types.js';
 import type { FloatTensor, LogSumLossOptions, LogSumLossResult, StudentDrop } from './types.js';
@@ -73,18 +75,28 @@ export type NativeModelRef = { readonly __nativeModel: unique symbol };
 /** ModelInfo as the addon returns it: dtype and device are null from describeModel. */
 export type NativeModelInfo = Omit<ModelInfo, 'dtype' | 'device'> & { dtype: ModelDtype | null; device: string | null };
 
-/** Where `npm run setup` records which libtorch the engine was built against (tools/setup.mjs). */
+/** Where the set-up records which libtorch the engine was built against (tools/setup.mjs). */
 export interface EngineBuildRecord {
   libtorch: { version: string; root: string; source: string };
   cuda: boolean;
   cudaArchitectures: string[];
 }
 
-export const DEFAULT_ENGINE_PATH = path.join(PACKAGE_ROOT, 'build-engine', 'Release', 'g2l_engine.node');
+const ENGINE_FILE = path.join('build-engine', 'Release', 'g2l_engine.node');
+export const DEFAULT_ENGINE_PATH = path.join(PACKAGE_ROOT, ENGINE_FILE);
 
-/** The engine binary to load: G2L_ENGINE_PATH when set (a custom build), else the one `npm run setup` builds. */
+/**
+ * The engine binary to load: G2L_ENGINE_PATH when set (a custom build), else the first that exists of the package
+ * folder's (`npm run setup`) and, in an installed package, the setup cache's (`npx g2l-native setup`); when none
+ * does, the package folder's.
+ */
 export function enginePath(): string {
-  return process.env.G2L_ENGINE_PATH || DEFAULT_ENGINE_PATH;
+  if (process.env.G2L_ENGINE_PATH) return process.env.G2L_ENGINE_PATH;
+  for (const dir of nativeBuildRoots()) {
+    const file = path.join(dir, ENGINE_FILE);
+    if (existsSync(file)) return file;
+  }
+  return DEFAULT_ENGINE_PATH;
 }
 
 export function readBuildRecord(): EngineBuildRecord | null {
@@ -112,23 +124,24 @@ export function explainLoadFailure(file: string, err: unknown): EngineLoadError 
   const detail = (err as Error)?.message ?? String(err);
   const causes: string[] = [];
   if (!existsSync(file)) {
-    causes.push(`the engine is not built (no ${file}): run \`npm run setup\``);
+    const looked = process.env.G2L_ENGINE_PATH ? [file] : nativeBuildRoots().map((d) => path.join(d, ENGINE_FILE));
+    causes.push(`the engine is not built (no ${looked.join(', no ')}): run \`${SETUP_COMMAND}\``);
   } else if (/lib(c10|torch[a-z_]*)\.so|libtorch|c10/.test(detail)) {
     causes.push(
-      'the libtorch it was built against has moved or been removed: run `npm run setup` to rebuild, ' +
-        'or point LIBTORCH at a libtorch folder and run `npm run setup` again',
+      `the libtorch it was built against has moved or been removed: run \`${SETUP_COMMAND}\` to rebuild, ` +
+        `or point LIBTORCH at a libtorch folder and run \`${SETUP_COMMAND}\` again`,
     );
   } else if (/NODE_MODULE_VERSION|napi|Module did not self-register/i.test(detail)) {
-    causes.push(`it was built for another Node.js: run \`npm run setup\` with this Node.js (${process.version})`);
+    causes.push(`it was built for another Node.js: run \`${SETUP_COMMAND}\` with this Node.js (${process.version})`);
   } else if (/GLIBC|CXXABI/.test(detail)) {
-    causes.push('it was built with a newer C++ runtime than this machine has: run `npm run setup` on this machine');
+    causes.push(`it was built with a newer C++ runtime than this machine has: run \`${SETUP_COMMAND}\` on this machine`);
   } else if (/cuda|cudart|cublas|nvrtc|nccl/i.test(detail)) {
     causes.push(
       'it was built with CUDA but the CUDA libraries are missing here: install the NVIDIA driver and CUDA runtime, ' +
-        'or rebuild a CPU engine with `G2L_CUDA=OFF npm run setup`',
+        `or rebuild a CPU engine with \`G2L_CUDA=OFF ${SETUP_COMMAND}\``,
     );
   } else {
-    causes.push('the binary is damaged or from another machine: run `npm run setup` to rebuild it');
+    causes.push(`the binary is damaged or from another machine: run \`${SETUP_COMMAND}\` to rebuild it`);
   }
   const msg =
     `the native engine could not be loaded from ${file}.\n` +

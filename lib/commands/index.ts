@@ -8,6 +8,7 @@ import { embedCommand } from './embed.js';
 import { distillCommand } from './distill.js';
 import { demoCommand } from './demo.js';
 import { protocolCommand } from './protocol.js';
+import { setupCommand } from './setup.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export const commands: CommandModule<any, any>[] = [
@@ -19,4 +20,5 @@ export const commands: CommandModule<any, any>[] = [
   distillCommand,
   demoCommand,
   protocolCommand,
+  setupCommand,
 ];

@@ -25,7 +25,7 @@ export interface InstallationInfo {
 }
 
 export async function installationInfo(backend?: BackendName): Promise<InstallationInfo> {
-  const choice = chooseBackend({ backend, warn: () => {} });
+  const choice = chooseBackend({ backend, fallback: true, warn: () => {} });
   const b = await choice.backend.info();
   const record = b.backend === 'native' ? readBuildRecord() : null;
   const versions = sharp.versions as { sharp: string; vips: string };

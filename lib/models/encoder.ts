@@ -28,8 +28,13 @@ export interface EncoderOptions {
   dtype?: ModelDtype;
   /** Images per forward pass (default 32). */
   batchSize?: number;
-  /** 'native' | 'js', or a Backend instance (default: native, falling back to js). */
+  /**
+   * 'native' | 'js', or a Backend instance. Default: native; when the engine cannot load, load() and create() reject
+   * with its EngineLoadError unless `fallback` is true (or allowBackendFallback() was called).
+   */
   backend?: BackendName | Backend;
+  /** Without a backend named: use the js backend (15-40x slower), after one warning, when the engine cannot load. */
+  fallback?: boolean;
   /** js backend: load models it would need hours for instead of refusing them (--force). */
   force?: boolean;
 }
@@ -201,7 +206,7 @@ export class Encoder {
 }
 
 async function resolveOptions(options: EncoderOptions): Promise<{ backend: Backend; device: string; dtype: ModelDtype; batchSize: number }> {
-  const backend = typeof options.backend === 'object' ? options.backend : chooseBackend({ backend: options.backend, force: options.force }).backend;
+  const backend = typeof options.backend === 'object' ? options.backend : chooseBackend({ backend: options.backend, fallback: options.fallback, force: options.force }).backend;
   let device = options.device;
   if (!device) device = (await backend.info()).cudaAvailable ? 'cuda' : 'cpu';
   if (!/^(cpu|cuda(:\d+)?)$/.test(device)) throw new UserError(`unknown device '${device}': use cpu, cuda or cuda:<index>`);

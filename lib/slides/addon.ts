@@ -3,7 +3,7 @@
 import { createRequire } from 'node:module';
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { PACKAGE_ROOT } from '../version.js';
+import { PACKAGE_ROOT, SETUP_COMMAND, nativeBuildRoots } from '../version.js';
 
 /** An open OpenSlide handle (opaque; closed by closeSlide or garbage collection). */
 export type OpenSlideHandle = { readonly __openslide: unique symbol };
@@ -57,37 +57,51 @@ export interface SlidesAddon {
 
 export const DEFAULT_SLIDES_ADDON_PATH = path.join(PACKAGE_ROOT, 'build', 'Release', 'g2l_slides.node');
 
+/** G2L_SLIDES_ADDON_PATH, else the package folder's build, else (installed package) the setup cache's. */
+function slidesAddonPath(): string {
+  if (process.env.G2L_SLIDES_ADDON_PATH) return process.env.G2L_SLIDES_ADDON_PATH;
+  for (const dir of nativeBuildRoots()) {
+    const file = path.join(dir, 'build', 'Release', 'g2l_slides.node');
+    if (existsSync(file)) return file;
+  }
+  return DEFAULT_SLIDES_ADDON_PATH;
+}
+
 let cached: SlidesAddon | null = null;
 let cachedError: string | null = null;
 
 /** The addon, or null with slidesAddonError() telling why. */
 export function loadSlidesAddon(): SlidesAddon | null {
   if (cached || cachedError) return cached;
-  const file = process.env.G2L_SLIDES_ADDON_PATH || DEFAULT_SLIDES_ADDON_PATH;
+  const file = slidesAddonPath();
   if (!existsSync(file)) {
-    cachedError = `the slide-reader addon is not built (no ${file}): run \`npm run setup\``;
+    cachedError = `the slide-reader addon is not built (no ${file}): run \`${SETUP_COMMAND}\``;
     return null;
   }
   try {
     cached = createRequire(import.meta.url)(file) as SlidesAddon;
     cached.useOpenSlideLibraries(openslideBinLibraries());
   } catch (e) {
-    cachedError = `the slide-reader addon could not be loaded from ${file}: ${(e as Error).message.split('\n')[0]}; run \`npm run setup\``;
+    cachedError = `the slide-reader addon could not be loaded from ${file}: ${(e as Error).message.split('\n')[0]}; run \`${SETUP_COMMAND}\``;
   }
   return cached;
 }
 
 /**
  * OpenSlide 4 from PyPI's openslide-bin (self-contained libopenslide.so.1; reads DICOM whole-slide images, which
- * Debian 12's OpenSlide 3.4.1 cannot), where setup installed it: the project's .venv. Preferred over the system's.
+ * Debian 12's OpenSlide 3.4.1 cannot), where setup installed it: the project's .venv, or (installed package) the
+ * Python environment `g2l-native setup` made in its cache when it installed libtorch. Preferred over the system's.
  */
 export function openslideBinLibraries(): string[] {
   const out: string[] = [];
-  const lib = path.join(PACKAGE_ROOT, '.venv', 'lib');
-  if (!existsSync(lib)) return out;
-  for (const py of readdirSync(lib).filter((d) => d.startsWith('python')).sort().reverse()) {
-    const f = path.join(lib, py, 'site-packages', 'openslide_bin', 'libopenslide.so.1');
-    if (existsSync(f)) out.push(f);
+  const envs = [path.join(PACKAGE_ROOT, '.venv'), ...nativeBuildRoots().slice(1).map((d) => path.join(d, 'python'))];
+  for (const env of envs) {
+    const lib = path.join(env, 'lib');
+    if (!existsSync(lib)) continue;
+    for (const py of readdirSync(lib).filter((d) => d.startsWith('python')).sort().reverse()) {
+      const f = path.join(lib, py, 'site-packages', 'openslide_bin', 'libopenslide.so.1');
+      if (existsSync(f)) out.push(f);
+    }
   }
   return out;
 }

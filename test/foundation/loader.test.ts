@@ -36,12 +36,14 @@ t.test('a damaged engine binary is reported as such', async (t) => {
   t.match(r.stderr, /Likely: .*npm run setup/);
 });
 
-t.test('the library falls back with one warning and keeps working on js', async (t) => {
+t.test('the library throws the load error, or falls back with one warning when allowed, and keeps working on js', async (t) => {
   process.env.G2L_ENGINE_PATH = missing;
   try {
-    const { chooseBackend } = await import('../../lib/backends/index.js');
+    const { chooseBackend, EngineLoadError } = await import('../../lib/backends/index.js');
     const warnings: string[] = [];
-    const choice = chooseBackend({ warn: (m) => warnings.push(m) });
+    t.throws(() => chooseBackend({ warn: (m) => warnings.push(m) }), EngineLoadError, 'no silent fallback by default');
+    t.equal(warnings.length, 0);
+    const choice = chooseBackend({ fallback: true, warn: (m) => warnings.push(m) });
     t.equal(choice.backend.name, 'js');
     t.equal(warnings.length, 1);
     t.match(warnings[0], /Continuing with the pure-JS backend/);
