@@ -13,7 +13,7 @@ import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../errors.js';
 import { readCsv } from '../io/csv.js';
-import { SplitMix32 } from '../util/random.js';
+import { SplitMix32, shuffleInPlace } from '../util/random.js';
 
 export { SplitMix32 };
 
@@ -57,15 +57,6 @@ export interface SamplerState {
   epoch: number;
   /** Batches of this epoch already consumed by this rank. */
   batch: number;
-}
-
-function shuffleInPlace(a: Uint32Array, rng: SplitMix32): void {
-  for (let i = a.length - 1; i > 0; i--) {
-    const j = rng.below(i + 1);
-    const t = a[i];
-    a[i] = a[j];
-    a[j] = t;
-  }
 }
 
 export class TileSampler {

@@ -20,7 +20,7 @@ import { UserError } from '../errors.js';
 import { readCsv } from '../io/csv.js';
 import { hdf5, isHdf5File } from '../io/hdf5.js';
 import { compareCodePoints, readFeatureSet, type FeatureSet } from '../data/feature-set.js';
-import { SplitMix32 } from '../util/random.js';
+import { SplitMix32, shuffleInPlace } from '../util/random.js';
 import { cKey, evaluateSet, type EvalOptions, type SetReport } from './evaluate.js';
 import { accuracy, balancedAccuracy, rocAuc, weightedF1 } from './metrics.js';
 import { argmaxRows } from './logistic.js';
@@ -182,10 +182,7 @@ export function patientFolds(labels: SlideLabels, k: number, seed: number): numb
   let next = 0;
   for (const cls of [...new Set(patientLabel.values())].sort(compareCodePoints)) {
     const ps = [...byPatient.keys()].filter((p) => patientLabel.get(p) === cls).sort(compareCodePoints);
-    for (let i = ps.length - 1; i > 0; i--) {
-      const j = rng.below(i + 1);
-      [ps[i], ps[j]] = [ps[j], ps[i]];
-    }
+    shuffleInPlace(ps, rng);
     for (const p of ps) {
       for (const r of byPatient.get(p)!) fold[r] = next % k;
       next++;
@@ -379,10 +376,7 @@ async function abmilAggregator(bags: Map<string, Bag>, labels: SlideLabels, clas
     const rng = new SplitMix32(opts.seed, 0x1000 + g);
     const epochs = Array.from({ length: s.epochs }, () => {
       const order = rows.train.map((_, i) => i);
-      for (let i = order.length - 1; i > 0; i--) {
-        const j = rng.below(i + 1);
-        [order[i], order[j]] = [order[j], order[i]];
-      }
+      shuffleInPlace(order, rng);
       return order.map((b) => [b]);
     });
     const total = s.epochs * rows.train.length;

@@ -31,3 +31,13 @@ export class SplitMix32 {
     return Math.floor(u * n);
   }
 }
+
+/** Fisher-Yates shuffle of `a` in place, drawing from `rng` (the sampler's, the folds' and ABMIL's orders). */
+export function shuffleInPlace<T>(a: { length: number; [i: number]: T }, rng: SplitMix32): void {
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = rng.below(i + 1);
+    const t = a[i];
+    a[i] = a[j];
+    a[j] = t;
+  }
+}
