@@ -122,11 +122,21 @@ async function readStatus(out: string, slide: string): Promise<SlideRow | null> 
   }
 }
 
-/** slides.csv from the status of every slide of the manifest (the slides no process has finished: pending). */
-async function writeSlidesCsv(out: string, slides: ManifestSlide[]): Promise<void> {
+/** Every slide's status as the status files say now (absent: no process has finished it). */
+async function readStatuses(out: string, slides: ManifestSlide[]): Promise<Map<string, SlideRow>> {
+  const all = new Map<string, SlideRow>();
+  for (const s of slides) {
+    const r = await readStatus(out, s.name);
+    if (r) all.set(s.name, r);
+  }
+  return all;
+}
+
+/** slides.csv from the statuses (the slides without one: pending). */
+async function writeSlidesCsv(out: string, slides: ManifestSlide[], statuses: Map<string, SlideRow>): Promise<void> {
   const rows: string[][] = [];
   for (const s of slides) {
-    const r = (await readStatus(out, s.name)) ?? { slide: s.name, status: 'pending', tiles: s.tiles.length, dims: 0, seconds: 0, error: '' };
+    const r = statuses.get(s.name) ?? { slide: s.name, status: 'pending', tiles: s.tiles.length, dims: 0, seconds: 0, error: '' };
     rows.push([r.slide, r.status === 'done' ? 'ok' : r.status, String(r.tiles), String(r.dims), r.seconds.toFixed(2), r.error]);
   }
   await writeFileAtomic(path.join(out, 'slides.csv'), formatCsv({ header: ['slide', 'status', 'tiles', 'dims', 'seconds', 'error'], rows }));
@@ -146,12 +156,13 @@ export async function extractSlides(options: ExtractOptions): Promise<ExtractSum
   const reader = new SlideTileReader({ maxOpenSlides: options.maxOpenSlides ?? 16 });
   const summary: ExtractSummary = { out, extracted: 0, skipped: 0, failed: [], tiles: 0, dims: enc.info.dims, seconds: 0 };
   const fileAttrs = { model: options.modelName, dims: enc.info.dims, g2l_native: VERSION, tile_manifest: path.resolve(options.manifest) };
+  // Read once; this process updates its own slides' entries, and re-reads the others' at the end.
+  const statuses = await readStatuses(out, sampler.slides);
   try {
     for (let i = rank; i < sampler.slides.length; i += world) {
       const slide = sampler.slides[i];
       const target = slideOutput(out, slide.name, format);
-      const status = await readStatus(out, slide.name);
-      if (existsSync(target) && status?.status === 'done') {
+      if (existsSync(target) && statuses.get(slide.name)?.status === 'done') {
         summary.skipped++;
         continue;
       }
@@ -182,10 +193,11 @@ export async function extractSlides(options: ExtractOptions): Promise<ExtractSum
       }
       row.seconds = (Date.now() - t0) / 1000;
       await writeFileAtomic(path.join(out, STATUS_DIR, `${slide.name}.json`), `${JSON.stringify(row)}\n`);
-      await writeSlidesCsv(out, sampler.slides);
+      statuses.set(slide.name, row);
+      await writeSlidesCsv(out, sampler.slides, statuses);
       options.onSlide?.(row);
     }
-    await writeSlidesCsv(out, sampler.slides);
+    await writeSlidesCsv(out, sampler.slides, await readStatuses(out, sampler.slides));
   } finally {
     await reader.close();
   }
