@@ -199,6 +199,7 @@ export async function featuresStage(o: FeaturesStageOptions): Promise<Map<string
         await markDone(path.join(dtiles, 'stage.json'), inputs);
       }
     }
+    let images: Awaited<ReturnType<typeof readImageDataset>> | undefined;  // read once per dataset, when needed
     for (const [name, folder] of o.models) {
       const dir = path.join(out, 'features', d.name, name);
       featureDirs.set(`${d.name}/${name}`, dir);
@@ -212,7 +213,8 @@ export async function featuresStage(o: FeaturesStageOptions): Promise<Map<string
       const enc = await Encoder.load(folder, { device: o.device, batchSize: o.batchSize });
       try {
         if (d.kind === 'patch') {
-          await embedDataset(enc, await readImageDataset(d.data), dir, { batchSize: o.batchSize });
+          images ??= await readImageDataset(d.data);
+          await embedDataset(enc, images, dir, { batchSize: o.batchSize });
         } else {
           const r = await extractSlides({ manifest: path.join(out, 'datasets', d.name, 'tiles'), out: dir, encoder: enc, modelName: folder });
           if (r.failed.length) say(`protocol: ${r.failed.length} slide(s) of ${d.name} failed (see ${path.join(dir, 'slides.csv')}); they are left out`);
