@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run bench:gpu — on the GPU host (../shared/gpu/README.md): the distill step at real sizes, the engine against
+// npm run bench:gpu — on a GPU machine (docs/gpu.md): the distill step at real sizes, the engine against
 // the PyTorch reference in eager mode and with torch.compile, timed in the same run on the same models and batch.
 //
 //   teacher: H-optimus-0 architecture (timm vit_giant_patch14_reg4_dinov2, 1.1 B parameters) in fp16
@@ -33,7 +33,7 @@
 // --curve-steps steps from the same weights (the engine's initial projector is handed to the reference) on the same
 // tiles without augmentation; the per-step losses are compared. The curve's models are the benchmark's architectures
 // with LayerScale 1: at the presets' 1e-5 random class tokens hardly depend on the image, BatchNorm's eps dominates the
-// loss, and rounding decides the curve (benchmarks/gpu-notes.md).
+// loss, and rounding decides the curve (docs/gpu-benchmarks.md).
 //
 // Build there first (plain CMake, no npm): see the README's GPU section; point G2L_ENGINE_PATH at the built addon.
 // Timing: engine steps end on the host (each reads its loss), median of --runs after --warmup; the reference

@@ -1,7 +1,7 @@
 // G2L_SDPA (native/engine/attention.h): which backend libtorch's scaled-dot-product attention tries first on CUDA,
 // and info()'s record of the backend each model's attention ran on. The preference is read once per process, so each
 // setting runs in its own child process. On the CPU libtorch makes its own choice whatever the preference, so there
-// the numbers must not move at all; on CUDA (a GPU host: this file is in tools/gpu-pack.mjs's CUDA_TESTS, and
+// the numbers must not move at all; on CUDA (a GPU host: this file is in tools/gpu-host/pack.mjs's CUDA_TESTS, and
 // benchmarks/gpu-check.mjs compares the backends at the real models' widths) the preferred backend must be what ran,
 // within bf16 rounding of the other.
 import t from 'tap';
@@ -85,7 +85,7 @@ t.test('an unknown G2L_SDPA is refused with the choices, before any work', async
 t.test('CUDA: G2L_SDPA=flash and =cudnn run those backends, within bf16 rounding of each other', async (t) => {
   const info = await new NativeBackend(loadEngineAddon()).info();
   if (!info.cudaAvailable) {
-    t.skip('no CUDA device here: the SDPA backends are compared on a GPU host (tools/gpu-pack.mjs, benchmarks/gpu-check.mjs)');
+    t.skip('no CUDA device here: the SDPA backends are compared on a GPU host (tools/gpu-host/pack.mjs, benchmarks/gpu-check.mjs)');
     return;
   }
   const auto = await side('cuda', undefined);

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BIN = path.join(ROOT, 'bin', 'g2l-native');
 export const VENV_PYTHON = path.join(ROOT, '.venv', 'bin', 'python');
-/** The compiled library for child scripts: dist/ in the repository; lib/ in the GPU host's pack (tools/gpu-pack.mjs
+/** The compiled library for child scripts: dist/ in the repository; lib/ in the GPU host's pack (tools/gpu-host/pack.mjs
  *  compiles lib/ in place there and has no dist/). */
 export const LIB_JS = existsSync(path.join(ROOT, 'dist')) ? path.join(ROOT, 'dist') : path.join(ROOT, 'lib');
 

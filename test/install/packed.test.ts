@@ -3,7 +3,7 @@
 //
 // SLOW: setup really builds the engine from the tarball's sources (no reuse of the repository's objects): measured
 // 327-328 s of this file's 5.9-6.5 min on the 2-core machine (shared with other builds), so about 6 more minutes
-// of `npm test` (README, "Install as a package"). To save a
+// of `npm test` (docs/install.md). To save a
 // second 530 MB download it points Torch_DIR at the repository's own torch (the one build-engine/ was built against);
 // the README shows the same command once with nothing set. The build goes to a temporary G2L_HOME.
 import t from 'tap';

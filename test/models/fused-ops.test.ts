@@ -46,7 +46,7 @@ t.test('bad arguments are refused', async (t) => {
 t.test('CUDA: the norm.cu kernels against the unfused ops', async (t) => {
   const info = await new NativeBackend(loadEngineAddon()).info();
   if (!info.cudaAvailable) {
-    t.skip('no CUDA device here: the norm.cu kernels are checked on a GPU host (benchmarks/gpu-host.sh)');
+    t.skip('no CUDA device here: the norm.cu kernels are checked on a GPU host (tools/gpu-host/host.sh)');
     return;
   }
   const residual = (fp8: boolean) => ['residual', 'residual_ls'].flatMap((p) => [`${p}.x`, `${p}.h`,

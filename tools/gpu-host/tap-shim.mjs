@@ -1,4 +1,4 @@
-// A small stand-in for `tap`, for the GPU host (no npm there): tools/gpu-pack.mjs installs it as
+// A small stand-in for `tap`, for the GPU host (no npm there): tools/gpu-host/pack.mjs installs it as
 // .gpu/tests/node_modules/tap/index.js next to the compiled CUDA-path tests. It implements the part of tap's API those
 // tests use (t.test with { skip } / { todo }, ok, notOk, equal, not, same, notSame, match, notMatch, type, pass, fail,
 // skip, comment, rejects, throws, doesNotThrow, teardown) with tap's semantics for them (tap 21, @tapjs/asserts);
@@ -11,7 +11,7 @@
 // when the file threw at load, on an uncaught exception or unhandled rejection, when work was left pending, or when
 // no assertion ran at all.
 //
-// Run a file through benchmarks/gpu/run-one.mjs (it imports the file, waits for the root, prints the summary and
+// Run a file through tools/gpu-host/run-one.mjs (it imports the file, waits for the root, prints the summary and
 // exits); a compiled test file run directly with node finishes on 'beforeExit' instead.
 import path from 'node:path';
 import { inspect, isDeepStrictEqual, format } from 'node:util';
@@ -21,7 +21,7 @@ const SHIM_FILE = new URL(import.meta.url).pathname;
 
 class Unsupported extends Error {
   constructor(what) {
-    super(`tap shim: ${what} is not supported (the GPU-host shim implements only what the CUDA-path tests use; extend benchmarks/gpu/tap-shim.mjs)`);
+    super(`tap shim: ${what} is not supported (the GPU-host shim implements only what the CUDA-path tests use; extend tools/gpu-host/tap-shim.mjs)`);
     this.name = 'TapShimUnsupported';
   }
 }

@@ -1,17 +1,17 @@
 #!/usr/bin/env node
-// Packs the CUDA-path tests for the GPU host, where there is no npm (../shared/gpu/README.md): compiles them, the
+// Packs the CUDA-path tests for a GPU host without npm (tools/gpu-host/README.md): compiles them, the
 // test helpers they import and the whole of lib/ with the TypeScript compiler into .gpu/tests/ (ignored by git),
 // keeping the repository's layout (.gpu/tests/lib/..., .gpu/tests/test/...) so relative imports and import.meta.url
 // paths work, and adds what they need instead of node_modules:
-//   node_modules/tap    benchmarks/gpu/tap-shim.mjs: the part of tap's API the tests use; anything else throws
-//   node_modules/sharp  benchmarks/gpu/sharp-stub.mjs: importable, throws when used (the tests decode no image)
+//   node_modules/tap    tools/gpu-host/tap-shim.mjs: the part of tap's API the tests use; anything else throws
+//   node_modules/sharp  tools/gpu-host/sharp-stub.mjs: importable, throws when used (the tests decode no image)
 //   package.json        name, version and "type": "module" (lib/version.ts reads PACKAGE_ROOT/package.json)
 //   run-one.mjs         runs one compiled test file under the shim: TAP-like lines, a summary line, exit 1 on failure
 //   run.sh              runs the files of tests.txt (or those named), one log each, then every file's summary
 //   link.sh             (run.sh calls it) test/fixtures and build-engine as links into the repository
 //   setup-root.sh       for benchmarks/gpu.mjs (imports ../dist): links dist -> .gpu/tests/lib when there is no dist/
 //
-// Here:      node tools/gpu-pack.mjs [--out .gpu/tests] [--strict] [test/x.test.ts ...]   (default: the CUDA tests)
+// Here:      node tools/gpu-host/pack.mjs [--out .gpu/tests] [--strict] [test/x.test.ts ...]   (default: the CUDA tests)
 // GPU host:  (repo root, engine built with cmake into build-engine/)  NODE=/path/to/node .gpu/tests/run.sh [files]
 //
 // --strict fails on TypeScript errors (by default they are printed and the files emitted anyway). The pack also
@@ -24,8 +24,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const SRC = path.join(REPO, 'benchmarks', 'gpu');
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const SRC = path.join(REPO, 'tools', 'gpu-host');
 const MARKER = '.g2l-gpu-pack';
 
 /** The tap tests with CUDA cases (each skips them without a CUDA device). */
@@ -39,7 +39,7 @@ export const CUDA_TESTS = [
   'test/distill/attention.test.ts',  // last: three child processes; the others first if the checks' time runs out
 ];
 
-/** Packages replaced by stubs: name -> source file under benchmarks/gpu/. */
+/** Packages replaced by stubs: name -> source file under tools/gpu-host/. */
 const STUBS = { tap: 'tap-shim.mjs', sharp: 'sharp-stub.mjs' };
 
 const { values: opt, positionals } = parseArgs({
@@ -81,9 +81,9 @@ if (existsSync(OUT)) {
   rmSync(OUT, { recursive: true, force: true });
 }
 mkdirSync(OUT, { recursive: true });
-writeFileSync(path.join(OUT, MARKER), `written by tools/gpu-pack.mjs on ${new Date().toISOString()}\n`);
+writeFileSync(path.join(OUT, MARKER), `written by tools/gpu-host/pack.mjs on ${new Date().toISOString()}\n`);
 
-// .gpu/ must stay out of git (it is in .gitignore; pack-node.sh also adds it to .git/info/exclude).
+// .gpu/ must stay out of git (it is in .gitignore; prepare.sh also adds it to .git/info/exclude).
 try {
   execFileSync('git', ['check-ignore', '-q', path.relative(REPO, OUT)], { cwd: REPO });
 } catch {
@@ -136,7 +136,7 @@ for (const f of compiled) if (!existsSync(path.join(OUT, f))) throw new Error(`g
 const pkg = JSON.parse(readFileSync(path.join(REPO, 'package.json'), 'utf8'));
 writeFileSync(
   path.join(OUT, 'package.json'),
-  JSON.stringify({ name: pkg.name, version: pkg.version, private: true, type: 'module', description: 'the CUDA-path tests compiled by tools/gpu-pack.mjs' }, null, 2) + '\n',
+  JSON.stringify({ name: pkg.name, version: pkg.version, private: true, type: 'module', description: 'the CUDA-path tests compiled by tools/gpu-host/pack.mjs' }, null, 2) + '\n',
 );
 for (const [name, file] of Object.entries(STUBS)) {
   const dir = path.join(OUT, 'node_modules', name);

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the CUDA engine on a machine without a GPU or a CUDA toolkit, from the .venv's pip packages, for the GPU
-# host's prebuilt slot (benchmarks/gpu-host.sh uses .gpu/prebuilt/g2l_engine.node when it loads there):
+# host's prebuilt slot (tools/gpu-host/host.sh uses .gpu/prebuilt/g2l_engine.node when it loads there):
 #
-#   bash tools/build-cuda-engine.sh [ARCH]     (default 90: the H200)  ->  build-cuda/Release/g2l_engine.node,
+#   bash tools/gpu-host/build-cuda-engine.sh [ARCH]     (default 90: the H200)  ->  build-cuda/Release/g2l_engine.node,
 #                                                                          copied to .gpu/prebuilt/
 #
 # It assembles a toolkit folder, build-cuda/toolkit: links into the .venv's nvidia/cu13 (nvcc, headers, the CUDA
@@ -10,7 +10,7 @@
 # driver is the GPU host's). nvcc 13 also needs the CCCL headers, which pip installs into build-cuda/cccl
 # (nvidia-cuda-cccl, the toolkit's 13.0 release). Then a plain CMake build with G2L_CUDA=ON.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 ARCH=${1:-90}
 PY=$ROOT/.venv/bin/python
 OUT=$ROOT/build-cuda

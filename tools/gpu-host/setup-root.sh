@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # For benchmarks/gpu.mjs on the GPU host: it imports ../dist/..., and dist/ imports sharp. When no dist/ was carried,
-# link dist -> .gpu/tests/lib (the same lib/ compiled by tools/gpu-pack.mjs; its `sharp` resolves to the stub in
+# link dist -> .gpu/tests/lib (the same lib/ compiled by tools/gpu-host/pack.mjs; its `sharp` resolves to the stub in
 # .gpu/tests/node_modules). When a real dist/ is there and no sharp is installed, put the sharp stub in
 # node_modules/sharp at the repo root. Touches nothing that exists. Then:
 #   G2L_ENGINE_PATH=$PWD/build-engine/Release/g2l_engine.node $NODE benchmarks/gpu.mjs

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the CUDA-path tests that tools/gpu-pack.mjs compiled into this folder (.gpu/tests), without tap: the GPU host
+# Runs the CUDA-path tests that tools/gpu-host/pack.mjs compiled into this folder (.gpu/tests), without tap: the GPU host
 # has no npm. Each file runs in its own node under the tap shim (run-one.mjs), its output goes to the terminal and to
 # a log; then every file's summary line is printed again. Exit status 1 if any file failed, timed out or is missing.
 #
@@ -66,7 +66,7 @@ for f in "${files[@]}"; do
   rel=${rel%.ts}
   rel=${rel%.js}.js
   if [ ! -f "$HERE/$rel" ]; then
-    echo "not ok - $f: not compiled into .gpu/tests (node tools/gpu-pack.mjs ${rel%.js}.ts)"
+    echo "not ok - $f: not compiled into .gpu/tests (node tools/gpu-host/pack.mjs ${rel%.js}.ts)"
     summaries+=("# $rel: MISSING")
     failed=1
     continue

@@ -1,16 +1,12 @@
 #!/bin/bash
-# One call on the GPU host (../shared/gpu/README.md): build the CUDA engine with plain CMake, run the CUDA checks,
+# One call on a GPU host without npm (tools/gpu-host/README.md): build the CUDA engine with plain CMake, run the CUDA checks,
 # then `benchmarks/gpu.mjs`. Everything it prints is also kept under $OUT (build.log, checks.log, fused-check.log,
 # bench.log, gpu-latest.json, gpu-profile-eager.txt, gpu-profile-native.txt); a step that fails is reported and the
 # later steps still run where they can.
 #
 # Prepared here first (the host has no npm and no network):
-#   bash ../shared/gpu/pack-node.sh                          # .gpu/node.xz + .gpu/node-api-headers/
-#   cp -r node_modules/node-addon-api .gpu/                  # the C++ wrapper headers the addon glue uses
-#   node tools/gpu-pack.mjs                                  # .gpu/tests/: the CUDA tests compiled, runnable without tap
-#   npx tsc -p .                                             # dist/
-#   bash tools/build-cuda-engine.sh                          # optional: .gpu/prebuilt/g2l_engine.node (saves the build)
-# then run this from the repository root there, carrying .gpu and dist:  bash benchmarks/gpu-host.sh [SECONDS]
+#   bash tools/gpu-host/prepare.sh [--prebuilt]   # .gpu/ (node, headers, the CUDA tests compiled) and dist/
+# then run this from the repository root there, carrying .gpu and dist:  bash tools/gpu-host/host.sh [SECONDS]
 # SECONDS (default 540) is the whole script's budget; the benchmark gets what the build and checks leave of it.
 set -u -o pipefail
 BUDGET=${1:-540}
@@ -71,7 +67,7 @@ else
     grep -E '^# |^not ok' "$OUT/checks.log" | tee -a "$OUT/host.log"
     log "checks exit $CHECKS_RC"
   else
-    log "no .gpu/tests/run.sh: run node tools/gpu-pack.mjs before the call"
+    log "no .gpu/tests/run.sh: run bash tools/gpu-host/prepare.sh before the call"
   fi
 
   log "checks: fused kernels against the paths they replace (benchmarks/gpu-check.mjs, fp8-gpu-check.mjs)"

@@ -1,5 +1,5 @@
-// Runs one compiled test file under the tap shim (benchmarks/gpu/tap-shim.mjs): imports it, waits for every queued
-// subtest, prints the summary line and exits 1 if anything failed. tools/gpu-pack.mjs copies this file to
+// Runs one compiled test file under the tap shim (tools/gpu-host/tap-shim.mjs): imports it, waits for every queued
+// subtest, prints the summary line and exits 1 if anything failed. tools/gpu-host/pack.mjs copies this file to
 // .gpu/tests/run-one.mjs, beside node_modules/tap, so that the file and this runner share one shim instance.
 //   node .gpu/tests/run-one.mjs .gpu/tests/test/models/cuda.test.js
 import path from 'node:path';
