@@ -10,7 +10,7 @@ Run:  .venv/bin/python tools/reference_step.py --teacher DIR --student DIR [--ba
       --projector STATE_DIR/state.pt --steps 200 --warmup 0 --losses-out FILE.json
 Prints one JSON line last: {"distill_img_s", "embed_img_s", "step_times_s", "peak_memory_gib", ...}.
 
-The step (DESIGN.md "Method constants"; native/engine/distiller.cpp):
+The step (docs/method.md, "Constants"; native/engine/distiller.cpp):
   tiles uint8 (B,256,256,3) -> random crop 224 and flips per sample, each model's normalisation
   -> teacher forward without grad (fp32 on the CPU; fp16 on CUDA)                       zt (B,Dt)
   -> student forward (fp32 on the CPU; bf16 autocast over fp32 weights on CUDA)        zs (B,Ds)

@@ -81,7 +81,7 @@ export interface Backend extends AugmentBackend, DistillBackend, ModelBackend, M
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Tile augmentation (G2L, DESIGN.md "Augmentation"; engine: native/engine/augment.h)
+// Tile augmentation (G2L, docs/method.md, "Constants"; engine: native/engine/augment.h)
 // ---------------------------------------------------------------------------------------------------------------
 
 /** Augmentation options; every field defaults to G2L's recipe (DEFAULT_AUGMENT_CONFIG). */
@@ -145,7 +145,7 @@ export interface Normalization {
   std: readonly number[];
 }
 
-/** Per-model normalisations (DESIGN.md, from each model's pretrained config). */
+/** Per-model normalisations (docs/method.md, from each model's pretrained config). */
 export const NORMALIZATIONS = Object.freeze({
   hOptimus0: { mean: [0.707223, 0.578729, 0.703617], std: [0.211883, 0.230117, 0.177517] } as Normalization,
   hibou: { mean: [0.7068, 0.5755, 0.722], std: [0.195, 0.2316, 0.1816] } as Normalization,

@@ -1,4 +1,4 @@
-// The configuration of a distillation run: G2L's defaults (DESIGN.md), a YAML or JSON file over them, command-line
+// The configuration of a distillation run: G2L's defaults (docs/method.md), a YAML or JSON file over them, command-line
 // flags over the file. The resolved result is what <run>/config.json holds and what a resume compares against.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -118,7 +118,7 @@ export type RunConfigInput = {
   [K in keyof RunConfig]?: RunConfig[K] extends object ? Partial<RunConfig[K]> : RunConfig[K];
 };
 
-/** G2L's defaults (DESIGN.md "Method constants"): AdamW lr 1e-4, wd 0.05, both cosine to 0; alpha 4; batch 32. */
+/** G2L's defaults (docs/method.md, "Constants"): AdamW lr 1e-4, wd 0.05, both cosine to 0; alpha 4; batch 32. */
 export const RUN_DEFAULTS: Omit<RunConfig, 'teacher' | 'student' | 'slides' | 'steps'> = {
   teacherPreset: '',
   studentPreset: '',

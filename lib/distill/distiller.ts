@@ -16,7 +16,7 @@ import type { StudentDrop } from '../backends/types.js';
 import type { NativeDistillerConfig, NativeDistillerInfo, NativeStepResult } from './native-types.js';
 import type { DistSettings } from '../parallel/env.js';
 
-/** G2L's method constants (DESIGN.md); each is configurable. */
+/** G2L's method constants (docs/method.md); each is configurable. */
 export const DISTILL_DEFAULTS = Object.freeze({
   lr: 1e-4,
   finalLr: 0,

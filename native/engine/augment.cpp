@@ -1,4 +1,4 @@
-// Tile augmentation (G2L, DESIGN.md "Augmentation"): random crop, flips, colour jitter in random order, Gaussian
+// Tile augmentation (G2L, docs/method.md, "Constants"): random crop, flips, colour jitter in random order, Gaussian
 // blur, then both models' normalisations, for one view fed to teacher and student.
 //
 // The CPU path below is written with libtorch ops that follow torchvision 0.26's tensor kernels

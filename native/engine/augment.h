@@ -1,6 +1,6 @@
 // Tile augmentation for distillation (engine-internal API): one view of each tile, fed to both models.
 //
-// G2L's recipe (DESIGN.md, "Augmentation"): random crop 224 from 256; horizontal and vertical flips (p 0.5 each);
+// G2L's recipe (docs/method.md, "Constants"): random crop 224 from 256; horizontal and vertical flips (p 0.5 each);
 // colour jitter (p 0.5; brightness 0.15, contrast 0.15, saturation 0.1, hue 0.05; torchvision's definitions,
 // random order); Gaussian blur 9x9 (p 0.1, sigma ~ U[0.1, 2.0]); then each model's normalisation.
 //

@@ -1,7 +1,7 @@
 // The log-sum distillation loss (engine-internal API).
 //
 // From Miles & Mikolajczyk, "Understanding the Role of the Projector in Knowledge Distillation" (AAAI 2024), which
-// G2L adopts (DESIGN.md, "Loss"):
+// G2L adopts (docs/method.md, "Constants"):
 //   p   = z_s W^T + b                                  projector output, (B,Dt)
 //   f_s = BN(p),  f_t = BN(z_t)                        BatchNorm1d, no affine, eps 1e-4, batch statistics
 //   loss = log( sum_{i,j} |f_s - f_t|_{ij}^alpha )     reduction "batch", alpha = 4

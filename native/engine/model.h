@@ -1,7 +1,7 @@
 // Vision Transformer models of the timm and Hugging Face DINOv2 families (engine-internal API).
 //
 // One implementation covers H-optimus-0 (timm vit_giant_patch14_reg4_dinov2), UNI2-h, Hibou-L/B (transformers
-// Dinov2WithRegisters) and the other supported names; see DESIGN.md "Model formats".
+// Dinov2WithRegisters) and the other supported names; see docs/architecture.md "Model formats".
 //
 // A folder resolves to a ModelSpec (model_spec.cpp: config.json, preprocessor_config.json, the timm registry
 // defaults and the presets); the module (vit.h) is built from the spec with parameters named exactly as the

@@ -28,7 +28,7 @@ constexpr std::array<float, 3> kImagenetMean{0.485f, 0.456f, 0.406f};
 constexpr std::array<float, 3> kImagenetStd{0.229f, 0.224f, 0.225f};
 constexpr std::array<float, 3> kInceptionMean{0.5f, 0.5f, 0.5f};
 constexpr std::array<float, 3> kInceptionStd{0.5f, 0.5f, 0.5f};
-// DESIGN.md "Method constants": the official model cards' normalisations.
+// docs/method.md, "Constants": the official model cards' normalisations.
 constexpr std::array<float, 3> kHoptimusMean{0.707223f, 0.578729f, 0.703617f};
 constexpr std::array<float, 3> kHoptimusStd{0.211883f, 0.230117f, 0.177517f};
 constexpr std::array<float, 3> kHibouMean{0.7068f, 0.5755f, 0.722f};

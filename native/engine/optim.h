@@ -1,6 +1,6 @@
 // AdamW with cosine schedules of learning rate and weight decay (engine-internal API).
 //
-// G2L (DESIGN.md, "Optimiser"): AdamW, lr 1e-4, weight decay 0.05, both annealed by a cosine to 0 over the
+// G2L (docs/method.md, "Constants"): AdamW, lr 1e-4, weight decay 0.05, both annealed by a cosine to 0 over the
 // planned steps; student and projector train. The update is torch.optim.AdamW's (decoupled decay
 // p <- p (1 - lr wd), bias-corrected moments), written with libtorch's multi-tensor (_foreach) ops so that a step is
 // a handful of launches on CUDA and never reads a value back to the host. Parameters whose checkpoint keys name

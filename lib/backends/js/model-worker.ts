@@ -1,5 +1,5 @@
 // The worker thread that holds a js-backend model, so that embedding runs off the event loop as on the engine
-// (DESIGN.md: every heavy call is async and runs off the event loop). One worker per loaded model; messages:
+// (docs/architecture.md: every heavy call is async and runs off the event loop). One worker per loaded model; messages:
 // { op: 'embed' | 'export' | 'dispose', id, ... } -> { id, ok, ... }.
 import { parentPort, workerData } from 'node:worker_threads';
 import { UserError } from '../../errors.js';

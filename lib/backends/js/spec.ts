@@ -80,7 +80,7 @@ type Json = Record<string, unknown>;
 
 const IMAGENET: [number[], number[]] = [[0.485, 0.456, 0.406], [0.229, 0.224, 0.225]];
 const INCEPTION: [number[], number[]] = [[0.5, 0.5, 0.5], [0.5, 0.5, 0.5]];
-// DESIGN.md "Method constants": the official model cards' normalisations.
+// docs/method.md, "Constants": the official model cards' normalisations.
 const HOPTIMUS: [number[], number[]] = [[0.707223, 0.578729, 0.703617], [0.211883, 0.230117, 0.177517]];
 const HIBOU: [number[], number[]] = [[0.7068, 0.5755, 0.722], [0.195, 0.2316, 0.1816]];
 

@@ -2,7 +2,7 @@
 // The at::Tensor form the trainer uses is native/engine/augment.h; both run the same code.
 //
 // Usage:
-//   g2l::AugmentConfig cfg;                                              // G2L's recipe (DESIGN.md)
+//   g2l::AugmentConfig cfg;                                              // G2L's recipe (docs/method.md)
 //   g2l::HostTensor params = g2l::sample_augment_params(b, 256, 256, cfg, /*seed=*/7);   // (B,15) float32
 //   g2l::HostAugmentedBatch out = g2l::augment_batch(tiles_u8_bhw3, params, cfg, hoptimus0, hibou,
 //                                                    g2l::DType::F16, "cpu");            // (B,3,224,224) each
