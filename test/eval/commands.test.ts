@@ -1,6 +1,6 @@
 // `g2l-native eval` and `g2l-native cka` end to end on the committed fixtures: report.json's contract keys hold
 // the scikit-learn / numpy reference values; bad inputs exit 2 with one clear line.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import path from 'node:path';
 import { readFileSync, existsSync, mkdirSync, writeFileSync, cpSync } from 'node:fs';
 import sharp from 'sharp';
@@ -24,7 +24,7 @@ async function run(args: string[]): Promise<{ code: number; out: string; err: st
   }
 }
 
-const close = (t: Tap.Test, got: number, want: number, tol: number, msg: string) =>
+const close = (t: Test, got: number, want: number, tol: number, msg: string) =>
   t.ok(Math.abs(got - want) <= tol, `${msg}: ${got} vs ${want}`);
 
 t.test('eval on one set: report.json keys at the root, values equal the references', async (t) => {

@@ -1,6 +1,6 @@
 // kNN, the linear probe, metrics, CKA and the robustness index against scikit-learn and NumPy references
 // written by tools/make_eval_fixtures.py (test/fixtures/eval/expected.json).
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { readFeatureSet, splitRows, classList, labelsOf, selectRows, matchById } from '../../lib/data/feature-set.js';
@@ -26,7 +26,7 @@ async function load(name: string) {
   };
 }
 
-const close = (t: Tap.Test, got: number, want: number, tol: number, msg: string) =>
+const close = (t: Test, got: number, want: number, tol: number, msg: string) =>
   t.ok(Math.abs(got - want) <= tol, `${msg}: ${got} vs ${want} (tol ${tol})`);
 
 for (const name of ['multi', 'binary']) {

@@ -1,7 +1,7 @@
 // Slide-level evaluation (eval --level slide) against scikit-learn on the fixture of tools/make_slide_eval_fixtures.py:
 // mean pooling + the linear probe (probabilities to 1e-6, AUC to 1e-9) per patient-level fold and on a train/test split,
 // report.json's slide.mean keys, and splits that never put a patient on two sides.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { writeFeatureSet } from '../../lib/data/feature-set.js';
@@ -13,7 +13,7 @@ import { runCli } from '../helpers/cli.js';
 const fx = path.join(import.meta.dirname, '..', 'fixtures', 'slide-eval');
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 const expected = JSON.parse(readFileSync(path.join(fx, 'expected.json'), 'utf8')) as any;
-const close = (t: Tap.Test, got: number, want: number, tol: number, msg: string) => t.ok(Math.abs(got - want) <= tol, `${msg}: ${got} vs ${want} (tol ${tol})`);
+const close = (t: Test, got: number, want: number, tol: number, msg: string) => t.ok(Math.abs(got - want) <= tol, `${msg}: ${got} vs ${want} (tol ${tol})`);
 
 t.test('mean pooling + the linear probe equal scikit-learn per fold: probabilities to 1e-6, metrics to 1e-9', async (t) => {
   const labels = await readSlideLabels(path.join(fx, 'labels.csv'));

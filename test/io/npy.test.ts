@@ -80,8 +80,8 @@ t.test('NpyWriter appends rows, openNpy reads row ranges: numpy reads the file',
   await w.close();
   const f = await openNpy(file);
   t.same(f.shape, [10, 3]);
-  t.same(Array.from(await f.readRows(4, 3)), all.slice(12, 21), 'rows 4..6 by offset');
-  await t.rejects(f.readRows(8, 3), RangeError, 'rows past the end are refused');
+  t.same(Array.from((await f.readRows(4, 3)) as ArrayLike<number>), all.slice(12, 21), 'rows 4..6 by offset');
+  await t.rejects(f.readRows(8, 3), { name: 'RangeError' }, 'rows past the end are refused');
   await f.close();
   const py = await runProcess(VENV_PYTHON, ['-c', `import numpy as np, json, sys; a = np.load(sys.argv[1]); print(json.dumps([list(a.shape), str(a.dtype), a.ravel().tolist()]))`, file]);
   t.equal(py.code, 0, py.stderr);

@@ -108,7 +108,7 @@ t.test('export writes the folder layout back: config unchanged, weights reload t
 
   const python = path.join(ROOT, '.venv', 'bin', 'python');
   if (!existsSync(python)) {
-    t.skip('the reference libraries (.venv with timm and transformers) are not installed: npm run setup');
+    t.skip('the reference libraries (.venv with timm and transformers) are not installed: npm run setup', () => {});
     return;
   }
   // The exported folders load unchanged in the reference libraries and compute the fixtures' embeddings.

@@ -3,7 +3,7 @@
 // gradient). On the CPU the autograd Functions run with at:: bodies; the CUDA kernels (native/engine/cuda/norm.cu)
 // run on a GPU host only: those cases are skipped here with a message, at the widths of the real models (768, 1024,
 // 1536, 2048), a tiny one (32) and row counts that leave partial blocks.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { NativeBackend, loadEngineAddon } from '../../lib/backends/index.js';
 
 interface CheckAddon {
@@ -21,7 +21,7 @@ const BOUNDS: Record<string, number> = {
 };
 const bound = (name: string) => BOUNDS[name] ?? BOUNDS[name.split('.').pop()!];
 
-async function check(t: Tap.Test, device: string, rows: number, d: number, dtype: string, expected: string[]) {
+async function check(t: Test, device: string, rows: number, d: number, dtype: string, expected: string[]) {
   const r = await addon.fusedNormCheck({ device, rows, d, dtype, seed: rows + d });
   t.same(Object.keys(r).sort(), [...expected].sort(), `${device} ${rows}x${d} ${dtype}: the checks that apply`);
   for (const [name, value] of Object.entries(r)) {
@@ -46,7 +46,7 @@ t.test('bad arguments are refused', async (t) => {
 t.test('CUDA: the norm.cu kernels against the unfused ops', async (t) => {
   const info = await new NativeBackend(loadEngineAddon()).info();
   if (!info.cudaAvailable) {
-    t.skip('no CUDA device here: the norm.cu kernels are checked on a GPU host (tools/gpu-host/host.sh)');
+    t.skip('no CUDA device here: the norm.cu kernels are checked on a GPU host (tools/gpu-host/host.sh)', () => {});
     return;
   }
   const residual = (fp8: boolean) => ['residual', 'residual_ls'].flatMap((p) => [`${p}.x`, `${p}.h`,
