@@ -35,7 +35,7 @@ function tmp(t: Test): string {
 }
 
 /** A copy of a fixture folder with config.json edited by `edit`. */
-function withConfig(t: Test, name: string, edit: (cfg: Record<string, any>) => void): string {
+function withConfig(t: Test, name: string, edit: (cfg: Record<string, unknown> & { model_args: Record<string, unknown> }) => void): string {
   const dir = path.join(tmp(t), name);
   cpSync(modelFolder(name), dir, { recursive: true });
   const cfg = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8'));

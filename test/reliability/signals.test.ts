@@ -4,7 +4,7 @@
 // weights of an uninterrupted run; tile, embed and eval leave no half-written file and a rerun continues.
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, truncateSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { BIN, ROOT, childEnv, runCli } from '../helpers/cli.js';

@@ -14,7 +14,7 @@
 // Run a file through tools/gpu-host/run-one.mjs (it imports the file, waits for the root, prints the summary and
 // exits); a compiled test file run directly with node finishes on 'beforeExit' instead.
 import path from 'node:path';
-import { inspect, isDeepStrictEqual, format } from 'node:util';
+import { inspect, format } from 'node:util';
 
 const KEY = Symbol.for('g2l-native.tap-shim');
 const SHIM_FILE = new URL(import.meta.url).pathname;
@@ -115,10 +115,9 @@ function match(found, pattern, seen = new Map()) {
   }
   if (typeof pattern === 'string') {
     if (typeof found === 'string') return found.includes(pattern);
-    return found == pattern; // eslint-disable-line eqeqeq
+    return found == pattern; // loose on purpose: tap's match() compares a string pattern loosely
   }
   if (pattern === null || typeof pattern !== 'object') {
-    // eslint-disable-next-line eqeqeq
     return found == pattern || (Number.isNaN(pattern) && Number.isNaN(found));
   }
   if (found === null || found === undefined || (typeof found !== 'object' && typeof found !== 'function')) return false;
@@ -174,7 +173,6 @@ class Test {
   #pending = new Set();
   #teardowns = [];
   #ended = false;
-  #failures = 0;
 
   constructor(name, depth) {
     this.#name = name;
@@ -194,10 +192,7 @@ class Test {
     if (directive === 'SKIP') state.skipped++;
     else if (directive === 'TODO') state.todo++;
     else if (ok) state.passed++;
-    else {
-      state.failed++;
-      this.#failures++;
-    }
+    else state.failed++;
     out(this.#depth, `${ok ? 'ok' : 'not ok'} ${state.n} - ${msg}${directive ? ` # ${directive}` : ''}`);
     if (!ok) diagnostics(this.#depth, { at: callSite(), ...extra });
     return ok;
