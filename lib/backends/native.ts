@@ -39,6 +39,12 @@ export interface EngineAddon {
   ): Promise<AugmentedBatch>;
   allocTileBuffer(bytes: number, pinned: boolean): Uint8Array;
   // Distillation (native/addon/distill.cpp)
+  /** The engine's own C++ defaults, for the test that holds them equal to lib/defaults.ts. */
+  methodDefaults(): {
+    optimizer: Record<string, number>;
+    loss: { alpha: number; reduction: string; bnEps: number; teacherBn: boolean; sync: string };
+    augment: Record<string, number | boolean>;
+  };
   logSumLoss(
     zs: FloatTensor,
     zt: FloatTensor,

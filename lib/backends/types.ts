@@ -1,6 +1,7 @@
 // The one interface through which lib/ reaches compute: the native engine (lib/backends/native.ts) and the
 // pure-JS backend (lib/backends/js/) implement it, so every command and the library API run on either.
 // Each area of the engine adds its methods here as it lands (models, distillation, augmentation).
+import { AUGMENT_DEFAULTS } from '../defaults.js';
 
 /** A dense, C-ordered tensor as it crosses the backend boundary. */
 export interface Tensor<T extends ArrayBufferView = Float32Array> {
@@ -102,22 +103,8 @@ export interface AugmentConfig {
   blurSigmaMax?: number;
 }
 
-/** G2L's augmentation: crop 224 of 256, flips p 0.5, jitter p 0.5 (0.15, 0.15, 0.1, 0.05), blur p 0.1 9x9 sigma U[0.1, 2]. */
-export const DEFAULT_AUGMENT_CONFIG: Required<AugmentConfig> = Object.freeze({
-  enabled: true,
-  crop: 224,
-  pHflip: 0.5,
-  pVflip: 0.5,
-  pJitter: 0.5,
-  brightness: 0.15,
-  contrast: 0.15,
-  saturation: 0.1,
-  hue: 0.05,
-  pBlur: 0.1,
-  blurKernel: 9,
-  blurSigmaMin: 0.1,
-  blurSigmaMax: 2.0,
-});
+/** G2L's augmentation (lib/defaults.ts AUGMENT_DEFAULTS, with the sources of its values). */
+export const DEFAULT_AUGMENT_CONFIG: Required<AugmentConfig> = AUGMENT_DEFAULTS;
 
 /**
  * Columns of the per-sample parameter rows (B,15) float32 (g2l/augment.h AugmentParamColumn). The jitter factors

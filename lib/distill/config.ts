@@ -6,6 +6,7 @@ import yaml from 'js-yaml';
 import { z } from 'zod';
 import { UserError } from '../errors.js';
 import { HF_PREFIX, resolveHfModel } from '../models/hub.js';
+import { EARLY_STOPPING_DEFAULTS, LOSS_DEFAULTS, OPTIMIZER_DEFAULTS, RUN_SHAPE_DEFAULTS } from '../defaults.js';
 
 const augmentSchema = z
   .object({
@@ -118,25 +119,26 @@ export type RunConfigInput = {
   [K in keyof RunConfig]?: RunConfig[K] extends object ? Partial<RunConfig[K]> : RunConfig[K];
 };
 
-/** G2L's defaults (docs/method.md, "Constants"): AdamW lr 1e-4, wd 0.05, both cosine to 0; alpha 4; batch 32. */
+/** G2L's defaults (lib/defaults.ts, with their sources): AdamW lr 1e-4, wd 0.05, both cosine to 0; alpha 4; batch 32. */
 export const RUN_DEFAULTS: Omit<RunConfig, 'teacher' | 'student' | 'slides' | 'steps'> = {
   teacherPreset: '',
   studentPreset: '',
-  batchSize: 32,
+  batchSize: RUN_SHAPE_DEFAULTS.batchSize,
   device: 'cpu',
   seed: 0,
-  tileSizePx: 256,
-  tileSampling: 'tiles',
-  accumulationSteps: 1,
+  tileSizePx: RUN_SHAPE_DEFAULTS.tileSizePx,
+  tileSampling: RUN_SHAPE_DEFAULTS.tileSampling,
+  accumulationSteps: RUN_SHAPE_DEFAULTS.accumulationSteps,
   teacherDtype: 'auto',
   autocast: true,
   teacherFp8: false,
   studentDrop: {},
-  optimizer: { lr: 1e-4, finalLr: 0, weightDecay: 0.05, finalWeightDecay: 0, warmupSteps: 0, clipGradNorm: 0 },
-  loss: { alpha: 4, reduction: 'batch', bnEps: 1e-4, teacherBn: true, sync: 'global' },
-  earlyStopping: { enabled: true, rule: 'consecutive', window: 100, patience: 10, factor: 10, minSteps: 0 },
+  optimizer: (({ lr, finalLr, weightDecay, finalWeightDecay, warmupSteps, clipGradNorm }) =>
+    ({ lr, finalLr, weightDecay, finalWeightDecay, warmupSteps, clipGradNorm }))(OPTIMIZER_DEFAULTS),
+  loss: { ...LOSS_DEFAULTS },
+  earlyStopping: { ...EARLY_STOPPING_DEFAULTS },
   augment: {},
-  checkpointEvery: 500,
+  checkpointEvery: RUN_SHAPE_DEFAULTS.checkpointEvery,
 };
 
 const partialSchema = runConfigSchema

@@ -15,21 +15,14 @@ import type { AugmentConfig, BackendDistiller, BackendName, Float32Tensor, Uint8
 import type { StudentDrop } from '../backends/types.js';
 import type { NativeDistillerConfig, NativeDistillerInfo, NativeStepResult } from './native-types.js';
 import type { DistSettings } from '../parallel/env.js';
+import { AUGMENT_DEFAULTS, LOSS_DEFAULTS, OPTIMIZER_DEFAULTS, RUN_SHAPE_DEFAULTS } from '../defaults.js';
+import { definedOnly } from '../util/objects.js';
 
 /** G2L's method constants (docs/method.md); each is configurable. */
 export const DISTILL_DEFAULTS = Object.freeze({
-  lr: 1e-4,
-  finalLr: 0,
-  weightDecay: 0.05,
-  finalWeightDecay: 0,
-  warmupSteps: 0,
-  clipGradNorm: 0,
-  alpha: 4,
-  reduction: 'batch' as const,
-  bnEps: 1e-4,
-  teacherBn: true,
-  sync: 'global' as const,
-  accumulationSteps: 1,
+  ...OPTIMIZER_DEFAULTS,
+  ...LOSS_DEFAULTS,
+  accumulationSteps: RUN_SHAPE_DEFAULTS.accumulationSteps,
 });
 
 export interface DistillerConfig {
@@ -105,8 +98,12 @@ export function toNativeConfig(c: DistillerConfig): NativeDistillerConfig {
       warmupSteps: c.warmupSteps ?? d.warmupSteps,
       totalSteps: c.totalSteps,
       clipGradNorm: c.clipGradNorm ?? d.clipGradNorm,
+      beta1: d.beta1,
+      beta2: d.beta2,
+      eps: d.eps,
     },
-    augment: { ...(c.augment ?? {}) } as Record<string, number | boolean>,
+    // Every value resolved here: the engine's own defaults are never what decides (lib/defaults.ts).
+    augment: { ...AUGMENT_DEFAULTS, ...definedOnly(c.augment ?? {}) } as Record<string, number | boolean>,
     ...(c.dist && c.dist.worldSize > 1 ? { dist: { ...c.dist } } : {}),
   };
 }

@@ -383,7 +383,52 @@ static Napi::Value Fp8LinearJs(const Napi::CallbackInfo& info) {
       [](Napi::Env e, HostTensor& t) -> Napi::Value { return tensor_to_js(e, t); }, {info[0], info[1], info[2]});
 }
 
+// The engine's own defaults (g2l/distill.h, g2l/augment.h), for C++ callers. lib/ passes every value resolved from
+// lib/defaults.ts; test/distill/defaults.test.ts holds these equal to it. Plain struct reads: no work to schedule.
+Napi::Value MethodDefaultsJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const OptimizerConfig opt;
+  const LossOptions loss;
+  const AugmentConfig aug;
+  Napi::Object o = Napi::Object::New(env);
+  Napi::Object jo = Napi::Object::New(env);
+  jo.Set("lr", opt.lr);
+  jo.Set("finalLr", opt.final_lr);
+  jo.Set("weightDecay", opt.weight_decay);
+  jo.Set("finalWeightDecay", opt.final_weight_decay);
+  jo.Set("warmupSteps", static_cast<double>(opt.warmup_steps));
+  jo.Set("beta1", opt.beta1);
+  jo.Set("beta2", opt.beta2);
+  jo.Set("eps", opt.eps);
+  jo.Set("clipGradNorm", opt.clip_grad_norm);
+  o.Set("optimizer", jo);
+  Napi::Object jl = Napi::Object::New(env);
+  jl.Set("alpha", loss.alpha);
+  jl.Set("reduction", loss.reduction);
+  jl.Set("bnEps", loss.bn_eps);
+  jl.Set("teacherBn", loss.teacher_bn);
+  jl.Set("sync", loss.sync);
+  o.Set("loss", jl);
+  Napi::Object ja = Napi::Object::New(env);
+  ja.Set("enabled", aug.enabled);
+  ja.Set("crop", static_cast<double>(aug.crop));
+  ja.Set("pHflip", aug.p_hflip);
+  ja.Set("pVflip", aug.p_vflip);
+  ja.Set("pJitter", aug.p_jitter);
+  ja.Set("brightness", aug.brightness);
+  ja.Set("contrast", aug.contrast);
+  ja.Set("saturation", aug.saturation);
+  ja.Set("hue", aug.hue);
+  ja.Set("pBlur", aug.p_blur);
+  ja.Set("blurKernel", static_cast<double>(aug.blur_kernel));
+  ja.Set("blurSigmaMin", aug.blur_sigma_min);
+  ja.Set("blurSigmaMax", aug.blur_sigma_max);
+  o.Set("augment", ja);
+  return o;
+}
+
 void register_distill(Napi::Env env, Napi::Object exports) {
+  exports.Set("methodDefaults", Napi::Function::New(env, MethodDefaultsJs, "methodDefaults"));
   exports.Set("fp8QuantizeRows", Napi::Function::New(env, Fp8QuantizeRowsJs, "fp8QuantizeRows"));
   exports.Set("fp8Linear", Napi::Function::New(env, Fp8LinearJs, "fp8Linear"));
   exports.Set("fusedNormCheck", Napi::Function::New(env, FusedNormCheckJs, "fusedNormCheck"));

@@ -21,6 +21,8 @@ import { checkJsModelSize, JsModel, loadJsModel } from './model.js';
 import { readTorchState, type StateTensor, writeTorchState } from './torch-state.js';
 import { describeSpec, parameterCount, type Regularization, reportedDrop, resolveVitSpec, studentRegularization } from './spec.js';
 import type { VitDrop } from './vit.js';
+import { OPTIMIZER_DEFAULTS } from '../../defaults.js';
+import { definedOnly } from '../../util/objects.js';
 
 /** The engine's DistillerConfig (lib/distill's configuration passes straight through); `dist` is engine-only. */
 export type JsDistillerConfig = BackendDistillerConfig;
@@ -28,10 +30,7 @@ export type JsStepResult = BackendStepResult;
 
 type Optim = Required<NonNullable<JsDistillerConfig['optimizer']>>;
 
-const OPTIMIZER_DEFAULTS: Optim = {
-  lr: 1e-4, finalLr: 0, weightDecay: 0.05, finalWeightDecay: 0, warmupSteps: 0, totalSteps: 1,
-  beta1: 0.9, beta2: 0.999, eps: 1e-8, clipGradNorm: 0,
-};
+const OPTIM_DEFAULTS: Optim = { ...OPTIMIZER_DEFAULTS, totalSteps: 1 };
 
 // ---------------------------------------------------------------------------------------------------------------
 // Schedules and weight-decay groups (native/engine/optim.cpp)
@@ -98,7 +97,7 @@ export class JsDistiller {
 
   private constructor(readonly config: JsDistillerConfig, readonly teacher: JsModel, readonly student: JsModel) {
     this.studentDrop = studentRegularization(student.spec, config.studentDrop);
-    this.optim = { ...OPTIMIZER_DEFAULTS, ...definedOnly(config.optimizer ?? {}) } as Optim;
+    this.optim = { ...OPTIM_DEFAULTS, ...definedOnly(config.optimizer ?? {}) } as Optim;
     const ds = student.spec.embedDim, dt = teacher.spec.embedDim;
     const rng = new Mt19937(BigInt(config.seed ?? 0));
     const bound = 1 / Math.sqrt(ds);
@@ -325,10 +324,6 @@ export class JsDistiller {
 }
 
 const STATE_FILE = 'state.pt';
-
-function definedOnly<T extends object>(o: T): Partial<T> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // The same Distiller in a worker thread (./distill-worker.ts): what the backend hands out, so steps run off the

@@ -3,6 +3,7 @@
 // loss = log sum |f_s - f_t|^alpha ("batch") or mean_i log sum_j |f_s - f_t|_ij^alpha ("sample").
 import { UserError } from '../../errors.js';
 import type { FloatTensor, LogSumLossOptions, LogSumLossResult } from '../types.js';
+import { LOSS_DEFAULTS } from '../../defaults.js';
 
 type FloatArray = Float32Array | Float64Array;
 
@@ -35,10 +36,10 @@ function columnStats(x: Float64Array | FloatArray, rows: number, cols: number, e
 
 export function logSumLossJs(zs: FloatTensor, zt: FloatTensor, options: LogSumLossOptions): LogSumLossResult {
   const { W, b } = options;
-  const alpha = options.alpha ?? 4;
-  const reduction = options.reduction ?? 'batch';
-  const eps = options.bnEps ?? 1e-4;
-  const teacherBn = options.teacherBn ?? true;
+  const alpha = options.alpha ?? LOSS_DEFAULTS.alpha;
+  const reduction = options.reduction ?? LOSS_DEFAULTS.reduction;
+  const eps = options.bnEps ?? LOSS_DEFAULTS.bnEps;
+  const teacherBn = options.teacherBn ?? LOSS_DEFAULTS.teacherBn;
   if (reduction !== 'batch' && reduction !== 'sample') {
     throw new UserError(`logSumLoss: reduction must be "batch" or "sample", got "${String(reduction)}"`);
   }
