@@ -209,54 +209,91 @@ async function truncateLog(file: string, steps: number): Promise<number> {
   return damaged;
 }
 
+/**
+ * A distillation run: its configuration (new, or the saved one on resume), the tile source and the Distiller, the
+ * state a resume restores, the steps, and the export.
+ */
 export async function runDistill(options: DistillRunOptions): Promise<DistillRunResult> {
   const runDir = path.resolve(options.out);
   const say = options.log ?? ((m: string) => process.stderr.write(`${m}\n`));
-  const input = resolvePaths(options.input);
-
-  // ---- configuration --------------------------------------------------------------------------------------------
-  let config: RunConfig;
+  const ranks = rankRoles(options.dist ?? null);
   // The checkpoint to resume from, checked against its manifest before the models load (a bad one fails fast).
   const resumePoint: ResumePoint | null = options.resume ? await newestIntactCheckpoint(runDir) : null;
-  if (options.resume) {
-    const saved = await readSavedConfig(runDir, resumePoint, options.force === true, say);
-    const diffs = configDifferences(saved, input);
-    if (options.epochs !== undefined) diffs.push(`--epochs ${options.epochs} (the saved run plans ${saved.steps} steps)`);
-    if (diffs.length && !options.force) {
-      throw new UserError(
-        `the resumed run's configuration differs from ${path.join(runDir, CONFIG_FILE)}: ${diffs.join('; ')}. ` +
-          'Drop those options to resume as it was, or pass --force to resume with them',
-      );
-    }
-    config = diffs.length ? resolveConfig(mergeInputs(saved as RunConfigInput, input)) : saved;
-    if (diffs.length) say(`g2l-native: resuming with changed configuration (--force): ${diffs.join('; ')}`);
-  } else {
-    if ((await checkpointFolders(runDir)).length > 0 || existsSync(path.join(runDir, 'student'))) {
-      throw new UserError(`${runDir} already holds a run: continue it with --resume, or choose another --out folder`);
-    }
-    let withSteps = input;
-    if (options.epochs !== undefined) {
-      if (input.steps !== undefined) throw new UserError('distill: give --steps or --epochs, not both');
-      const probe = resolveConfig({ ...input, steps: 1 });
-      const source = await openTileSource(probe.slides, { seed: probe.seed, tileSizePx: probe.tileSizePx, balance: probe.tileSampling });
-      const perEpoch = source.stepsPerEpoch(probe.batchSize, options.dist?.worldSize ?? 1);
-      await source.close();
-      withSteps = { ...input, steps: Math.max(1, Math.ceil(options.epochs * perEpoch)) };
-    }
-    config = resolveConfig(withSteps);
+  const config = options.resume
+    ? await resumedConfig(runDir, resumePoint, options, say)
+    : await newRunConfig(runDir, options);
+  if (ranks.primary) await writeRunConfig(runDir, config);
+  const source = await openTileSource(config.slides, { seed: config.seed, tileSizePx: config.tileSizePx, balance: config.tileSampling });
+  const run = new RunState(runDir, config, source, await createRunDistiller(config, options), ranks, say);
+  run.reportStudentDrop();
+  if (options.resume) await run.restore(resumePoint);
+  await run.alignLog();
+  await options.onReady?.(run.distiller);
+  try {
+    const ended = await trainSteps(run, options);
+    return await finishRun(run, ended, options);
+  } finally {
+    run.bar?.stop();
+    await source.close();
   }
-  const dist = options.dist ?? null;
-  const primary = !dist || dist.rank === 0;  // the one rank that writes
-  const world = dist?.worldSize ?? 1;
-  const shard = dist ? { rank: dist.rank, worldSize: dist.worldSize } : null;
-  if (primary) {
-    await fs.mkdir(runDir, { recursive: true });
-    await writeFileAtomic(path.join(runDir, CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
-  }
+}
 
-  // ---- data and engine ------------------------------------------------------------------------------------------
-  const source: TileSource = await openTileSource(config.slides, { seed: config.seed, tileSizePx: config.tileSizePx, balance: config.tileSampling });
-  const distiller = await Distiller.create({
+interface RankRoles {
+  dist: DistSettings | null;
+  /** The one rank that writes (config.json, log.jsonl, checkpoints, export). */
+  primary: boolean;
+  world: number;
+  shard: { rank: number; worldSize: number } | null;
+}
+
+function rankRoles(dist: DistSettings | null): RankRoles {
+  return {
+    dist,
+    primary: !dist || dist.rank === 0,
+    world: dist?.worldSize ?? 1,
+    shard: dist ? { rank: dist.rank, worldSize: dist.worldSize } : null,
+  };
+}
+
+/** A new run's configuration: refused where `out` already holds a run; --epochs turned into steps of the tile source. */
+async function newRunConfig(runDir: string, options: DistillRunOptions): Promise<RunConfig> {
+  const input = resolvePaths(options.input);
+  if ((await checkpointFolders(runDir)).length > 0 || existsSync(path.join(runDir, 'student'))) {
+    throw new UserError(`${runDir} already holds a run: continue it with --resume, or choose another --out folder`);
+  }
+  if (options.epochs === undefined) return resolveConfig(input);
+  if (input.steps !== undefined) throw new UserError('distill: give --steps or --epochs, not both');
+  const probe = resolveConfig({ ...input, steps: 1 });
+  const source = await openTileSource(probe.slides, { seed: probe.seed, tileSizePx: probe.tileSizePx, balance: probe.tileSampling });
+  const perEpoch = source.stepsPerEpoch(probe.batchSize, options.dist?.worldSize ?? 1);
+  await source.close();
+  return resolveConfig({ ...input, steps: Math.max(1, Math.ceil(options.epochs * perEpoch)) });
+}
+
+/** A resumed run's configuration: the saved one, with what the flags change only under --force. */
+async function resumedConfig(runDir: string, point: ResumePoint | null, options: DistillRunOptions, say: (m: string) => void): Promise<RunConfig> {
+  const input = resolvePaths(options.input);
+  const saved = await readSavedConfig(runDir, point, options.force === true, say);
+  const diffs = configDifferences(saved, input);
+  if (options.epochs !== undefined) diffs.push(`--epochs ${options.epochs} (the saved run plans ${saved.steps} steps)`);
+  if (diffs.length && !options.force) {
+    throw new UserError(
+      `the resumed run's configuration differs from ${path.join(runDir, CONFIG_FILE)}: ${diffs.join('; ')}. ` +
+        'Drop those options to resume as it was, or pass --force to resume with them',
+    );
+  }
+  if (!diffs.length) return saved;
+  say(`g2l-native: resuming with changed configuration (--force): ${diffs.join('; ')}`);
+  return resolveConfig(mergeInputs(saved as RunConfigInput, input));
+}
+
+async function writeRunConfig(runDir: string, config: RunConfig): Promise<void> {
+  await fs.mkdir(runDir, { recursive: true });
+  await writeFileAtomic(path.join(runDir, CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
+}
+
+function createRunDistiller(config: RunConfig, options: DistillRunOptions): Promise<Distiller> {
+  return Distiller.create({
     backend: options.backend,
     force: options.force,
     teacher: config.teacher,
@@ -264,7 +301,7 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
     student: config.student,
     studentPreset: config.studentPreset,
     totalSteps: config.steps,
-    device: deviceForRank(config.device, dist),
+    device: deviceForRank(config.device, options.dist ?? null),
     seed: config.seed,
     ...config.optimizer,
     ...config.loss,
@@ -274,175 +311,225 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
     teacherFp8: config.teacherFp8,
     studentDrop: config.studentDrop,
     augment: config.augment,
-    dist,
+    dist: options.dist ?? null,
   });
-  // The student's training-only dropout / drop path (its config.json's rates, then studentDrop), said when in use.
-  const drops = Object.entries(distiller.info().studentDrop ?? {}).filter(([, v]) => (v ?? 0) > 0);
-  if (primary && drops.length) say(`g2l-native: student dropout / drop path in training: ${drops.map(([k, v]) => `${k} ${v}`).join(', ')}`);
+}
 
-  let start = 0;
-  let early = new EarlyStopping(config.earlyStopping);
-  let lastCheckpoint: string | null = null;
-  const logFile = path.join(runDir, LOG_FILE);
-  if (options.resume) {
-    if (primary) await removeTempCheckpoints(runDir);
-    if (resumePoint) {
-      const { steps: at, dir, damaged } = resumePoint;
-      const logged = await lastLoggedStep(logFile);
-      const repeated = Math.max(logged, ...damaged.map((d) => d.steps)) - at;
-      for (const d of damaged) {
-        say(`g2l-native: warning: checkpoint ${path.relative(runDir, d.dir)} is damaged: ${d.problem}; kept aside as ${path.basename(d.dir)}.damaged`);
-        if (primary) await setAside(d.dir);
-      }
-      if (resumePoint.unverified) {
-        say(`g2l-native: warning: ${path.relative(runDir, dir)} has no manifest.json (written by an older g2l-native): only its readers check it`);
-      }
-      const extra = (await distiller.load(dir, { verified: true })) as unknown as CheckpointExtra;
-      start = at;
-      early = new EarlyStopping(config.earlyStopping, extra.earlyStop, start);
-      lastCheckpoint = dir;
-      const again = repeated > 0 ? `; ${repeated} step${repeated === 1 ? ' is' : 's are'} repeated (${at + 1}-${at + repeated})` : '';
-      if (damaged.length) say(`g2l-native: warning: resuming ${runDir} from the newest intact checkpoint, ${path.relative(runDir, dir)}${again}`);
-      else say(`g2l-native: resuming ${runDir} from ${path.relative(runDir, dir)}${again}`);
-    } else {
+/** What a run holds between its steps: the position, early stopping, the last checkpoint, the progress bar. */
+class RunState {
+  steps = 0;
+  early: EarlyStopping;
+  lastCheckpoint: string | null = null;
+  /** The step of the last checkpoint written or resumed from (-1: none). */
+  lastSavedAt = -1;
+  lastLoss: number | null = null;
+  bar: cliProgress.SingleBar | null = null;
+  readonly logFile: string;
+
+  constructor(
+    readonly runDir: string,
+    readonly config: RunConfig,
+    readonly source: TileSource,
+    readonly distiller: Distiller,
+    readonly ranks: RankRoles,
+    readonly say: (m: string) => void,
+  ) {
+    this.early = new EarlyStopping(config.earlyStopping);
+    this.logFile = path.join(runDir, LOG_FILE);
+  }
+
+  /** The student's training-only dropout / drop path (its config.json's rates, then studentDrop), said when in use. */
+  reportStudentDrop(): void {
+    const drops = Object.entries(this.distiller.info().studentDrop ?? {}).filter(([, v]) => (v ?? 0) > 0);
+    if (this.ranks.primary && drops.length) this.say(`g2l-native: student dropout / drop path in training: ${drops.map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  }
+
+  /** Loads the resume point (damaged newer checkpoints set aside first) and says how many steps are repeated. */
+  async restore(point: ResumePoint | null): Promise<void> {
+    const { runDir, say } = this;
+    if (this.ranks.primary) await removeTempCheckpoints(runDir);
+    if (!point) {
       say(`g2l-native: ${runDir} has no checkpoint yet: starting it from step 0`);
+      return;
     }
+    const { steps: at, dir, damaged } = point;
+    const logged = await lastLoggedStep(this.logFile);
+    const repeated = Math.max(logged, ...damaged.map((d) => d.steps)) - at;
+    for (const d of damaged) {
+      say(`g2l-native: warning: checkpoint ${path.relative(runDir, d.dir)} is damaged: ${d.problem}; kept aside as ${path.basename(d.dir)}.damaged`);
+      if (this.ranks.primary) await setAside(d.dir);
+    }
+    if (point.unverified) {
+      say(`g2l-native: warning: ${path.relative(runDir, dir)} has no manifest.json (written by an older g2l-native): only its readers check it`);
+    }
+    const extra = (await this.distiller.load(dir, { verified: true })) as unknown as CheckpointExtra;
+    this.steps = at;
+    this.early = new EarlyStopping(this.config.earlyStopping, extra.earlyStop, at);
+    this.lastCheckpoint = dir;
+    this.lastSavedAt = at;
+    const again = repeated > 0 ? `; ${repeated} step${repeated === 1 ? ' is' : 's are'} repeated (${at + 1}-${at + repeated})` : '';
+    if (damaged.length) say(`g2l-native: warning: resuming ${runDir} from the newest intact checkpoint, ${path.relative(runDir, dir)}${again}`);
+    else say(`g2l-native: resuming ${runDir} from ${path.relative(runDir, dir)}${again}`);
   }
-  if (primary) {
-    const damaged = await truncateLog(logFile, start);
-    if (damaged) say(`g2l-native: warning: ${logFile}: ${damaged} damaged line${damaged === 1 ? '' : 's'} dropped`);
-  }
-  await options.onReady?.(distiller);
 
-  /** Moves a damaged checkpoint out of the way (checkpoints/step-N.damaged, replacing an older one of that name). */
-  async function setAside(dir: string): Promise<void> {
-    await fs.rm(`${dir}.damaged`, { recursive: true, force: true });
-    await fs.rename(dir, `${dir}.damaged`).catch(() => undefined);
+  /** Keeps log.jsonl consistent with the step the run starts from. */
+  async alignLog(): Promise<void> {
+    if (!this.ranks.primary) return;
+    const damaged = await truncateLog(this.logFile, this.steps);
+    if (damaged) this.say(`g2l-native: warning: ${this.logFile}: ${damaged} damaged line${damaged === 1 ? '' : 's'} dropped`);
   }
 
-  const save = async (steps: number, lastLoss: number | null): Promise<string> => {
-    const dir = checkpointDir(runDir, steps);
-    if (!primary) return dir;
-    const extra: CheckpointExtra = { earlyStop: early.snapshot(), sampler: { step: steps, tiles: source.size }, lastLoss, config };
-    await distiller.save(dir, extra as unknown as Record<string, unknown>);
-    const all = await listCheckpoints(runDir);
-    for (const [, old] of all.slice(0, Math.max(0, all.length - KEEP_CHECKPOINTS))) await fs.rm(old, { recursive: true, force: true });
-    return dir;
-  };
+  /** Writes checkpoints/step-N (rank 0) and keeps the newest KEEP_CHECKPOINTS. */
+  async checkpoint(): Promise<void> {
+    const dir = checkpointDir(this.runDir, this.steps);
+    if (this.ranks.primary) {
+      const extra: CheckpointExtra = { earlyStop: this.early.snapshot(), sampler: { step: this.steps, tiles: this.source.size }, lastLoss: this.lastLoss, config: this.config };
+      await this.distiller.save(dir, extra as unknown as Record<string, unknown>);
+      const all = await listCheckpoints(this.runDir);
+      for (const [, old] of all.slice(0, Math.max(0, all.length - KEEP_CHECKPOINTS))) await fs.rm(old, { recursive: true, force: true });
+    }
+    this.lastCheckpoint = dir;
+    this.lastSavedAt = this.steps;
+  }
 
-  // ---- the loop ---------------------------------------------------------------------------------------------------
+  /**
+   * Stopped by a signal: the state after the last finished step is checkpointed (unless it already is); the
+   * UserError carries the signal's exit code.
+   */
+  async interrupted(signal: AbortSignal | undefined): Promise<UserError> {
+    if (this.steps > 0 && this.lastSavedAt !== this.steps) await this.checkpoint();
+    this.bar?.stop();
+    const code = stopExitCode(signal);
+    if (this.steps === 0) return new UserError(`interrupted before the first step: nothing to save; start it again with g2l-native distill --resume --out ${this.runDir}`, code);
+    return new UserError(
+      `interrupted after step ${this.steps}: checkpoint written to ${this.lastCheckpoint}; continue with g2l-native distill --resume --out ${this.runDir}`,
+      code,
+    );
+  }
+}
+
+/** Moves a damaged checkpoint out of the way (checkpoints/step-N.damaged, replacing an older one of that name). */
+async function setAside(dir: string): Promise<void> {
+  await fs.rm(`${dir}.damaged`, { recursive: true, force: true });
+  await fs.rename(dir, `${dir}.damaged`).catch(() => undefined);
+}
+
+/** Where and why the loop ended. */
+interface LoopEnd {
+  stoppedBy: StopReason;
+  stopReason?: string;
+}
+
+/** The steps, from the run's position to the planned end (or --until), each logged; checkpoints on schedule. */
+async function trainSteps(run: RunState, options: DistillRunOptions): Promise<LoopEnd> {
+  const { config, distiller, source, ranks } = run;
   const end = Math.min(config.steps, options.until ?? Number.POSITIVE_INFINITY);
-  const bar = options.progress
+  run.bar = options.progress
     ? new cliProgress.SingleBar(
         { format: ' {bar} {value}/{total} steps | loss {loss} | {ips} img/s | ETA {eta_formatted}', stream: process.stderr, hideCursor: true },
         cliProgress.Presets.shades_classic,
       )
     : null;
-  bar?.start(config.steps, start, { loss: '-', ips: '-' });
-  let stoppedBy: StopReason = 'completed';
-  let stopReason: string | undefined;
-  let steps = start;
-  let lastSavedAt = lastCheckpoint ? start : -1;
-  let lastLoss: number | null = null;
+  run.bar?.start(config.steps, run.steps, { loss: '-', ips: '-' });
+  const result: LoopEnd = { stoppedBy: 'completed' };
   let fp8Reported = false;
-  // Stopped by a signal: the state after the last finished step is checkpointed (unless it already is) and the
-  // UserError carries the signal's exit code.
-  const interrupted = async (): Promise<UserError> => {
-    if (steps > 0 && lastSavedAt !== steps) {
-      lastCheckpoint = await save(steps, lastLoss);
-      lastSavedAt = steps;
-    }
-    bar?.stop();
-    const code = stopExitCode(options.signal);
-    if (steps === 0) return new UserError(`interrupted before the first step: nothing to save; start it again with g2l-native distill --resume --out ${runDir}`, code);
-    return new UserError(
-      `interrupted after step ${steps}: checkpoint written to ${lastCheckpoint}; continue with g2l-native distill --resume --out ${runDir}`,
-      code,
-    );
+  // Two batch buffers in turn (page-locked on CUDA, so the engine's upload is asynchronous): the engine reads one in
+  // a step while the next batch fills the other; a buffer is refilled only after the step that read it returned.
+  const bytes = config.batchSize * config.tileSizePx * config.tileSizePx * 3;
+  const buffers: Uint8Array[] = [];
+  const fill = (step: number) => {
+    const slot = step % 2;
+    buffers[slot] ??= distiller.allocateTileBuffer(bytes);
+    return source.batch(step, config.batchSize, ranks.shard, buffers[slot]);
   };
-  try {
-    // Two batch buffers in turn (page-locked on CUDA, so the engine's upload is asynchronous): the engine reads one in
-    // a step while the next batch fills the other; a buffer is refilled only after the step that read it returned.
-    const bytes = config.batchSize * config.tileSizePx * config.tileSizePx * 3;
-    const buffers: Uint8Array[] = [];
-    const fill = (step: number) => {
-      const slot = step % 2;
-      buffers[slot] ??= distiller.allocateTileBuffer(bytes);
-      return source.batch(step, config.batchSize, shard, buffers[slot]);
-    };
-    let next = start < end ? fill(start) : null;
-    while (steps < end) {
-      // One process stops between steps (a signal during a checkpoint write, or before the first step); ranks of a
-      // world stop only through the step's agreement below.
-      if (world === 1 && options.signal?.aborted) throw await interrupted();
-      const tiles = await next!;
-      const t0 = performance.now();
-      // An interrupt (SIGINT) reaches the ranks of a world at different moments: each passes what it has seen and
-      // the step returns whether any rank asked, so all stop after the same step (the rest would wait for the
-      // stopped ones in their next collective).
-      const pending = distiller.step(tiles, { stop: options.signal?.aborted === true });
-      // The next batch is prepared while the engine runs this step on its worker thread.
-      next = steps + 1 < end ? fill(steps + 1) : null;
-      const r: StepResult = await pending;
-      const seconds = (performance.now() - t0) / 1000;
-      steps += 1;
-      const line: LogLine = {
-        step: steps,
-        loss: r.loss,
-        lr: r.lr,
-        wd: r.weightDecay,
-        gradNorm: r.gradNorm,
-        imgPerSec: (config.batchSize * world) / seconds,
-        memoryBytes: r.deviceMemoryBytes || process.memoryUsage().rss,
-      };
-      if (config.teacherFp8 && !fp8Reported) {
-        fp8Reported = true;
-        const info = distiller.info();
-        if (typeof info.teacherFp8MinCosine === 'number') {
-          line.teacherFp8MinCosine = info.teacherFp8MinCosine;
-          say(`g2l-native: FP8 teacher accepted: features within cosine ${info.teacherFp8MinCosine.toFixed(5)} of bf16 ` +
-            `(${info.teacherFp8Layers ?? '?'} of ${info.teacherLinearLayers ?? '?'} products in FP8)`);
-        }
-      }
-      const decision = config.earlyStopping.enabled && Number.isFinite(r.loss) ? early.update(r.loss) : { stop: false };
-      if (decision.stop) line.earlyStop = decision.reason;
-      if (primary) await fs.appendFile(logFile, `${JSON.stringify(line)}\n`);
-      options.onStep?.(line);
-      if (!Number.isFinite(r.loss)) {
-        throw new UserError(
-          `the loss became ${r.loss} at step ${steps}: the run stopped. Last good checkpoint: ` +
-            `${lastCheckpoint ?? 'none (no checkpoint was written before it)'}; resume from it with a lower learning rate ` +
-            'or gradient clipping (optimizer.lr, optimizer.clipGradNorm in --config, then --resume --force)',
-          ExitCode.failure,
-        );
-      }
-      lastLoss = r.loss;
-      bar?.update(steps, { loss: r.loss.toFixed(4), ips: line.imgPerSec.toFixed(1) });
-      if (world > 1 ? r.stop === true : options.signal?.aborted) throw await interrupted();
-      if (decision.stop) {
-        stoppedBy = 'early-stopping';
-        stopReason = decision.reason;
-        say(`\ng2l-native: early stopping after step ${steps}: ${decision.reason}`);
-        break;
-      }
-      if (steps % config.checkpointEvery === 0 && steps < end) {
-        lastCheckpoint = await save(steps, lastLoss);
-        lastSavedAt = steps;
-      }
+  let next = run.steps < end ? fill(run.steps) : null;
+  while (run.steps < end) {
+    // One process stops between steps (a signal during a checkpoint write, or before the first step); ranks of a
+    // world stop only through the step's agreement below.
+    if (ranks.world === 1 && options.signal?.aborted) throw await run.interrupted(options.signal);
+    const tiles = await next!;
+    const t0 = performance.now();
+    // An interrupt (SIGINT) reaches the ranks of a world at different moments: each passes what it has seen and
+    // the step returns whether any rank asked, so all stop after the same step (the rest would wait for the
+    // stopped ones in their next collective).
+    const pending = distiller.step(tiles, { stop: options.signal?.aborted === true });
+    // The next batch is prepared while the engine runs this step on its worker thread.
+    next = run.steps + 1 < end ? fill(run.steps + 1) : null;
+    const r: StepResult = await pending;
+    const seconds = (performance.now() - t0) / 1000;
+    run.steps += 1;
+    const line = logLine(run, r, seconds);
+    if (config.teacherFp8 && !fp8Reported) fp8Reported = reportFp8(run, line);
+    const decision = config.earlyStopping.enabled && Number.isFinite(r.loss) ? run.early.update(r.loss) : { stop: false };
+    if (decision.stop) line.earlyStop = decision.reason;
+    if (ranks.primary) await fs.appendFile(run.logFile, `${JSON.stringify(line)}\n`);
+    options.onStep?.(line);
+    if (!Number.isFinite(r.loss)) throw nonFiniteLoss(run, r.loss);
+    run.lastLoss = r.loss;
+    run.bar?.update(run.steps, { loss: r.loss.toFixed(4), ips: line.imgPerSec.toFixed(1) });
+    if (ranks.world > 1 ? r.stop === true : options.signal?.aborted) throw await run.interrupted(options.signal);
+    if (decision.stop) {
+      result.stoppedBy = 'early-stopping';
+      result.stopReason = decision.reason;
+      run.say(`\ng2l-native: early stopping after step ${run.steps}: ${decision.reason}`);
+      break;
     }
-    if (stoppedBy === 'completed' && steps < config.steps) stoppedBy = 'until';
-    if (lastSavedAt !== steps) lastCheckpoint = await save(steps, lastLoss);
-    let studentDir: string | null = null;
-    if (stoppedBy !== 'until') {
-      studentDir = path.join(runDir, 'student');
-      if (primary) await distiller.export(studentDir);
-    }
-    await options.onDone?.(distiller);
-    return { runDir, config, stepsDone: steps, stoppedBy, stopReason, lastCheckpoint, studentDir, skippedSlides: source.skipped };
-  } finally {
-    bar?.stop();
-    await source.close();
+    if (run.steps % config.checkpointEvery === 0 && run.steps < end) await run.checkpoint();
   }
+  if (result.stoppedBy === 'completed' && run.steps < config.steps) result.stoppedBy = 'until';
+  return result;
+}
+
+function logLine(run: RunState, r: StepResult, seconds: number): LogLine {
+  return {
+    step: run.steps,
+    loss: r.loss,
+    lr: r.lr,
+    wd: r.weightDecay,
+    gradNorm: r.gradNorm,
+    imgPerSec: (run.config.batchSize * run.ranks.world) / seconds,
+    memoryBytes: r.deviceMemoryBytes || process.memoryUsage().rss,
+  };
+}
+
+/** With --teacher-fp8: the acceptance check's cosine, once it is known (said, and put on the step's log line). */
+function reportFp8(run: RunState, line: LogLine): boolean {
+  const info = run.distiller.info();
+  if (typeof info.teacherFp8MinCosine !== 'number') return false;
+  line.teacherFp8MinCosine = info.teacherFp8MinCosine;
+  run.say(`g2l-native: FP8 teacher accepted: features within cosine ${info.teacherFp8MinCosine.toFixed(5)} of bf16 ` +
+    `(${info.teacherFp8Layers ?? '?'} of ${info.teacherLinearLayers ?? '?'} products in FP8)`);
+  return true;
+}
+
+function nonFiniteLoss(run: RunState, loss: number): UserError {
+  return new UserError(
+    `the loss became ${loss} at step ${run.steps}: the run stopped. Last good checkpoint: ` +
+      `${run.lastCheckpoint ?? 'none (no checkpoint was written before it)'}; resume from it with a lower learning rate ` +
+      'or gradient clipping (optimizer.lr, optimizer.clipGradNorm in --config, then --resume --force)',
+    ExitCode.failure,
+  );
+}
+
+/** The last checkpoint (unless the last step has one) and, unless paused by --until, the student's export. */
+async function finishRun(run: RunState, { stoppedBy, stopReason }: LoopEnd, options: DistillRunOptions): Promise<DistillRunResult> {
+  if (run.lastSavedAt !== run.steps) await run.checkpoint();
+  let studentDir: string | null = null;
+  if (stoppedBy !== 'until') {
+    studentDir = path.join(run.runDir, 'student');
+    if (run.ranks.primary) await run.distiller.export(studentDir);
+  }
+  await options.onDone?.(run.distiller);
+  return {
+    runDir: run.runDir,
+    config: run.config,
+    stepsDone: run.steps,
+    stoppedBy,
+    stopReason,
+    lastCheckpoint: run.lastCheckpoint,
+    studentDir,
+    skippedSlides: run.source.skipped,
+  };
 }
 
 /** The steps of log.jsonl, in order. */
