@@ -92,9 +92,9 @@ interface OpenSlideEntry {
  * opens the slides of a coming batch ahead (on the libuv threads, overlapping the current batch's decode), into free
  * room or in place of unpinned slides.
  *
- * The default bound (defaultMaxOpenSlides): with OpenSlide >= 4.0 the slides share one 64 MiB tile cache (the slide
- * addon), and an open slide costs about 100-170 KiB of resident memory once read (measured on the synthetic
- * pyramids), so 1,024 open slides cost ~170 MiB and training over ~1,000 slides opens each slide once; OpenSlide 3.4
+ * The default bound (defaultMaxOpenSlides): with OpenSlide >= 4.0 the slides share one 32 MiB tile cache (the slide
+ * addon), and an open slide costs about 100-200 KiB of resident memory once read (measured on the synthetic
+ * pyramids), so 1,024 open slides cost up to ~200 MiB and training over ~1,000 slides opens each slide once; OpenSlide 3.4
  * keeps a tile cache of up to 32 MiB for each slide, hence 64 there.
  */
 export class SlideTileReader {

@@ -81,7 +81,7 @@ void argb_to_rgb(const std::vector<uint32_t>& argb, std::vector<uint8_t>& rgb) {
 // OpenSlide's default of a cache of 32 MiB for each slide: with a tile reader keeping dozens or hundreds of slides
 // open, per-slide caches grow to 32 MiB x slides (measured: ~256 KiB more resident for each distinct tile read from a
 // slide while it stays open). With OpenSlide 3.4, which has no shared cache, each slide keeps its own.
-constexpr size_t kSharedCacheBytes = size_t(64) << 20;
+constexpr size_t kSharedCacheBytes = size_t(32) << 20;
 
 /** The process's shared tile cache, or null (OpenSlide 3.4). Created once, never released (lives as long as the process). */
 void* shared_cache(const OpenSlideApi* api) {
