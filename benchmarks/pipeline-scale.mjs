@@ -6,7 +6,7 @@
 // opened slides), times the threads.
 //
 //   node benchmarks/pipeline-scale.mjs [--slides 1000] [--distinct 20] [--steps 60] [--batch 32] [--threads N]
-//       [--max-open 64] [--out results/pipeline-scale.json]
+//       [--max-open N (default: the reader's, lib/data/batches.ts defaultMaxOpenSlides)] [--out results/pipeline-scale.json]
 //
 // The slides: `--distinct` synthetic slides from the project's writer (lib/slides/synthetic.ts: 2048 x 1536, SVS at
 // 0.25 and pyramidal TIFF at 0.5 um/px, tissue-like texture), each hard-linked under `--slides / --distinct` names:
@@ -27,7 +27,7 @@ const opts = {
   steps: Number(arg('steps', 60)),
   batch: Number(arg('batch', 32)),
   threads: Number(arg('threads', os.availableParallelism())),
-  maxOpen: Number(arg('max-open', 64)),
+  maxOpen: arg('max-open', undefined) === undefined ? undefined : Number(arg('max-open', 0)),
   out: arg('out', path.join(HERE, 'results', 'pipeline-scale.json')),
 };
 
@@ -93,12 +93,14 @@ try {
   const rate = ((opts.steps - 1) * opts.batch) / seconds;
   const stats = source.stats();
   await source.close();
+  opts.maxOpen = stats.maxOpenSlides;
+  const load = os.loadavg();
   const tenth = Math.max(1, Math.floor(rss.length / 10));
   const mean = (a) => a.reduce((x, y) => x + y, 0) / a.length;
   const result = {
     date: new Date().toISOString(),
     cpus: os.availableParallelism(),
-    loadAverage: os.loadavg(),
+    loadAverage: load,
     ...opts,
     tiles,
     tileCommandSeconds: tileSeconds,
@@ -115,7 +117,8 @@ try {
   console.log(
     `decode limit ${limit.toFixed(0)} tiles/s (${perThread.toFixed(0)} a thread x ${opts.threads}); pipeline ${rate.toFixed(0)} tiles/s = ` +
       `${(100 * result.ratioToLimit).toFixed(0)}% of it; ${stats.opened} slides opened, at most ${stats.peakOpen} at once (bound ${opts.maxOpen}); ` +
-      `RSS peak ${result.rssPeakMiB.toFixed(0)} MiB (first tenth ${result.rssFirstTenthMiB.toFixed(0)}, last ${result.rssLastTenthMiB.toFixed(0)})`,
+      `RSS peak ${result.rssPeakMiB.toFixed(0)} MiB (first tenth ${result.rssFirstTenthMiB.toFixed(0)}, last ${result.rssLastTenthMiB.toFixed(0)}); ` +
+      `load average ${load.map((l) => l.toFixed(2)).join(' ')} on ${os.availableParallelism()} CPUs (other processes share them: quote a run at load < 0.5)`,
   );
   mkdirSync(path.dirname(opts.out), { recursive: true });
   writeFileSync(opts.out, `${JSON.stringify(result, null, 2)}\n`);

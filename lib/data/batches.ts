@@ -30,7 +30,7 @@ export interface LoaderOptions {
   prefetch?: number;
   /** Tile reads in flight (default 16). */
   concurrency?: number;
-  /** Slides kept open (least recently used are closed; default 64). */
+  /** Slides kept open (least recently used are closed; default: defaultMaxOpenSlides()). */
   maxOpenSlides?: number;
   /** Stop after this many batches (default: one epoch; Infinity for no end). */
   maxBatches?: number;
@@ -67,23 +67,49 @@ class Semaphore {
 /** What SlideTileReader needs of LoaderOptions. */
 export type ReaderOptions = Pick<LoaderOptions, 'concurrency' | 'maxOpenSlides' | 'onTileError' | 'threads' | 'directReads'>;
 
+/** Slides kept open by default: 1,024 where OpenSlide (>= 4.0) shares one tile cache between slides, else 64. */
+export function defaultMaxOpenSlides(): number {
+  const version = openslideAddon()?.openslideVersion();
+  return version && Number.parseInt(version, 10) >= 4 ? 1024 : 64;
+}
+
+/** An open (or opening) slide of the reader's LRU; `pins`: reads that use it now (it is not closed while pinned). */
+interface OpenSlideEntry {
+  path: string;
+  slide: Promise<Slide>;
+  pins: number;
+}
+
 /**
  * Reads tiles of slides into batch buffers: at most `maxOpenSlides` slides open (least recently used closed), the
  * tiles OpenSlide reads at the wanted size decoded by the slide addon on its own threads in one call per batch, the
  * rest (other readers, resized tiles) on the libuv threadpool. A tile that cannot be read is replaced by another tile
  * of the same batch and reported, never fatal; a batch of which no tile could be read is an error.
+ *
+ * Open slides: a read pins the slides it uses until it finishes, and only unpinned slides are closed to make room,
+ * so the number of open OpenSlide handles (reads in flight included) never exceeds maxOpenSlides; a read that needs
+ * more room than unpinned slides can give waits for earlier reads to finish (first come, first served). prefetch()
+ * opens the slides of a coming batch ahead (on the libuv threads, overlapping the current batch's decode), into free
+ * room or in place of unpinned slides.
+ *
+ * The default bound (defaultMaxOpenSlides): with OpenSlide >= 4.0 the slides share one 32 MiB tile cache (the slide
+ * addon), and an open slide costs about 100-200 KiB of resident memory once read (measured on the synthetic
+ * pyramids), so 1,024 open slides cost up to ~200 MiB and training over ~1,000 slides opens each slide once; OpenSlide 3.4
+ * keeps a tile cache of up to 32 MiB for each slide, hence 64 there.
  */
 export class SlideTileReader {
   private readonly reads: Semaphore;
   private readonly maxOpenSlides: number;
-  private readonly slides = new Map<string, Promise<Slide>>();
+  /** Least recently used first. */
+  private readonly slides = new Map<string, OpenSlideEntry>();
+  private readonly waiting: { paths: string[]; admit: (entries: OpenSlideEntry[]) => void }[] = [];
   private readonly warned = new Set<string>();
   private opened = 0;
   private peakOpen = 0;
 
   constructor(private readonly options: ReaderOptions = {}) {
     this.reads = new Semaphore(Math.max(1, options.concurrency ?? 16));
-    this.maxOpenSlides = Math.max(1, options.maxOpenSlides ?? 64);
+    this.maxOpenSlides = Math.max(1, options.maxOpenSlides ?? defaultMaxOpenSlides());
   }
 
   /** Slides opened so far and the most open at once (never above maxOpenSlides). */
@@ -91,32 +117,94 @@ export class SlideTileReader {
     return { opened: this.opened, peakOpen: this.peakOpen, maxOpenSlides: this.maxOpenSlides };
   }
 
-  private slide(file: string): Promise<Slide> {
-    let s = this.slides.get(file);
-    if (s) {
-      this.slides.delete(file); // most recently used goes last
-      this.slides.set(file, s);
-      return s;
-    }
-    s = openSlide(file);
-    s.catch(() => this.slides.delete(file));
-    this.slides.set(file, s);
+  /** Starts opening `file` into the LRU (the caller made room). */
+  private open(file: string, pins: number): OpenSlideEntry {
+    const entry: OpenSlideEntry = { path: file, slide: openSlide(file, { properties: false }), pins };
+    entry.slide.catch(() => {
+      if (this.slides.get(file) === entry) this.slides.delete(file); // nothing to close; the next use tries again
+      this.admitWaiting();
+    });
+    this.slides.set(file, entry);
     this.opened++;
-    while (this.slides.size > this.maxOpenSlides) {
-      const [oldest, p] = this.slides.entries().next().value as [string, Promise<Slide>];
-      this.slides.delete(oldest);
-      // Reads in flight keep the native handle alive; close only stops new ones.
-      p.then((x) => x.close()).catch(() => {});
-    }
     this.peakOpen = Math.max(this.peakOpen, this.slides.size);
-    return s;
+    return entry;
+  }
+
+  /** Closes the least recently used unpinned slide not in `keep`; false when there is none. */
+  private evictOne(keep: Set<string>): boolean {
+    for (const [file, e] of this.slides) {
+      if (e.pins > 0 || keep.has(file)) continue;
+      this.slides.delete(file);
+      e.slide.then((x) => x.close()).catch(() => {});
+      return true;
+    }
+    return false;
+  }
+
+  /** Whether `paths` fit now: the slides missing from the LRU need free room or unpinned slides to close. */
+  private fits(paths: string[]): boolean {
+    const keep = new Set(paths);
+    const missing = paths.filter((p) => !this.slides.has(p)).length;
+    if (missing <= this.maxOpenSlides - this.slides.size) return true;
+    let closable = 0;
+    for (const [file, e] of this.slides) if (e.pins === 0 && !keep.has(file)) closable++;
+    return missing <= this.maxOpenSlides - this.slides.size + closable;
+  }
+
+  /** Admits the waiting reads in order while they fit: pins (and opens) their slides. */
+  private admitWaiting(): void {
+    while (this.waiting.length > 0 && this.fits(this.waiting[0].paths)) {
+      const { paths, admit } = this.waiting.shift()!;
+      const keep = new Set(paths);
+      const entries = paths.map((file) => {
+        const e = this.slides.get(file);
+        if (e) {
+          e.pins++;
+          this.slides.delete(file); // most recently used goes last
+          this.slides.set(file, e);
+          return e;
+        }
+        while (this.slides.size >= this.maxOpenSlides && this.evictOne(keep));
+        return this.open(file, 1);
+      });
+      admit(entries);
+    }
+  }
+
+  /** The slides `paths` (distinct, at most maxOpenSlides), open and pinned until release(). */
+  private acquire(paths: string[]): Promise<OpenSlideEntry[]> {
+    return new Promise((admit) => {
+      this.waiting.push({ paths, admit });
+      this.admitWaiting();
+    });
+  }
+
+  private release(entries: OpenSlideEntry[]): void {
+    for (const e of entries) e.pins--;
+    this.admitWaiting();
+  }
+
+  /**
+   * Opens the slides of `tiles` ahead of their read (best effort, nothing waits): into free room, else in place of
+   * the least recently used unpinned slides outside `tiles`; skipped while reads wait for room.
+   */
+  prefetch(tiles: TileRef[]): void {
+    if (this.waiting.length > 0) return;
+    const paths = [...new Set(tiles.map((t) => t.path))];
+    const keep = new Set(paths);
+    for (const file of paths) {
+      if (this.slides.has(file)) continue;
+      if (this.slides.size >= this.maxOpenSlides && !this.evictOne(keep)) return;
+      this.open(file, 0);
+    }
   }
 
   /** One tile as (T,T,3) RGB, resized with lanczos3 when its read size is not T. */
   private async readTile(tile: TileRef, size: number): Promise<Uint8Array> {
     await this.reads.acquire();
+    const entries = await this.acquire([tile.path]);
     try {
-      const slide = await this.slide(tile.path);
+      const slide = await entries[0].slide;
       const px = await slide.readRegion(tile.x, tile.y, tile.level, tile.readSizePx, tile.readSizePx);
       if (tile.readSizePx === size) return px.data;
       const resized = await sharp(Buffer.from(px.data.buffer, px.data.byteOffset, px.data.byteLength), {
@@ -127,42 +215,71 @@ export class SlideTileReader {
         .toBuffer();
       return new Uint8Array(resized.buffer, resized.byteOffset, resized.byteLength);
     } finally {
+      this.release(entries);
       this.reads.release();
     }
   }
 
   /**
-   * Fast path: the tiles OpenSlide reads at the tile size go to the slide addon in one call that decodes them on its
-   * own threads straight into `data`. Returns the indices it did not handle (other readers, resized reads).
+   * Fast path: the tiles OpenSlide reads at the tile size go to the slide addon in one call (per maxOpenSlides
+   * distinct slides) that decodes them on its own threads, straight into `data` when every tile of the batch goes
+   * there. Returns the indices it did not handle (other readers, resized reads).
    */
   private async readDirect(tiles: TileRef[], size: number, data: Uint8Array, failed: Map<number, Error>): Promise<number[]> {
     const addon = openslideAddon();
     if (!addon || this.options.directReads === false) return tiles.map((_, i) => i);
-    const slides = await Promise.all(tiles.map((tile) => (tile.readSizePx === size ? this.slide(tile.path).catch(() => null) : null)));
-    const direct = tiles.map((_, i) => i).filter((i) => slides[i]?.openslideHandle !== undefined);
-    if (direct.length === 0) return tiles.map((_, i) => i);
-    const tileBytes = size * size * 3;
-    const out = new Uint8Array(direct.length * tileBytes);
-    let errors: (string | null)[];
-    try {
-      errors = await addon.readTilesInto(
-        direct.map((i) => slides[i]!.openslideHandle!),
-        direct.map((i) => tiles[i].x),
-        direct.map((i) => tiles[i].y),
-        direct.map((i) => tiles[i].level),
-        size,
-        out,
-        this.options.threads,
-      );
-    } catch {
-      return tiles.map((_, i) => i); // a slide closed under us: the per-tile path reopens it
-    }
-    direct.forEach((i, k) => {
-      if (errors[k] === null) data.set(out.subarray(k * tileBytes, (k + 1) * tileBytes), i * tileBytes);
-      else failed.set(i, new Error(errors[k]!));
+    const rest: number[] = [];
+    // Groups of at most maxOpenSlides distinct slides, in batch order (each group's slides stay open during its read).
+    const groups: number[][] = [];
+    let group: number[] = [];
+    let groupSlides = new Set<string>();
+    tiles.forEach((tile, i) => {
+      if (tile.readSizePx !== size) return rest.push(i);
+      if (!groupSlides.has(tile.path) && groupSlides.size === this.maxOpenSlides) {
+        groups.push(group);
+        group = [];
+        groupSlides = new Set();
+      }
+      groupSlides.add(tile.path);
+      group.push(i);
     });
-    const handled = new Set(direct);
-    return tiles.map((_, i) => i).filter((i) => !handled.has(i));
+    if (group.length > 0) groups.push(group);
+    const tileBytes = size * size * 3;
+    for (const indices of groups) {
+      const paths = [...new Set(indices.map((i) => tiles[i].path))];
+      const entries = await this.acquire(paths);
+      try {
+        const opened = await Promise.all(entries.map((e) => e.slide.catch(() => null)));
+        const handles = new Map(paths.map((p, k) => [p, opened[k]?.openslideHandle]));
+        const direct = indices.filter((i) => handles.get(tiles[i].path) !== undefined);
+        rest.push(...indices.filter((i) => handles.get(tiles[i].path) === undefined));
+        if (direct.length === 0) continue;
+        const whole = direct.length === tiles.length; // in order: straight into the batch buffer
+        const out = whole ? data : new Uint8Array(direct.length * tileBytes);
+        let errors: (string | null)[];
+        try {
+          errors = await addon.readTilesInto(
+            direct.map((i) => handles.get(tiles[i].path)!),
+            direct.map((i) => tiles[i].x),
+            direct.map((i) => tiles[i].y),
+            direct.map((i) => tiles[i].level),
+            size,
+            out,
+            this.options.threads,
+          );
+        } catch {
+          rest.push(...direct); // a slide closed under us (close()): the per-tile path reopens it
+          continue;
+        }
+        direct.forEach((i, k) => {
+          if (errors[k] !== null) failed.set(i, new Error(errors[k]!));
+          else if (!whole) data.set(out.subarray(k * tileBytes, (k + 1) * tileBytes), i * tileBytes);
+        });
+      } finally {
+        this.release(entries);
+      }
+    }
+    return rest.sort((a, b) => a - b);
   }
 
   /**
@@ -208,7 +325,7 @@ export class SlideTileReader {
   async close(): Promise<void> {
     const open = [...this.slides.values()];
     this.slides.clear();
-    await Promise.all(open.map((p) => p.then((s) => s.close()).catch(() => {})));
+    await Promise.all(open.map((e) => e.slide.then((s) => s.close()).catch(() => {})));
   }
 }
 

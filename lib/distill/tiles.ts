@@ -40,7 +40,7 @@ export interface TileSourceOptions {
   tileSizePx: number;
   /** 'tiles' (default, the paper): uniform over tiles; 'slides': each draw picks a slide uniformly first. */
   balance?: 'tiles' | 'slides';
-  /** Slides kept open at once (default 64). */
+  /** Slides kept open at once (default: lib/data/batches.ts defaultMaxOpenSlides()). */
   maxOpenSlides?: number;
 }
 
@@ -155,7 +155,11 @@ class SampledTiles implements TileSource {
       for (let i = 0; i < batchSize; i++) syntheticTile(mix(this.options.seed, indices[i]), s, data, i * n);
     } else {
       try {
-        await this.reader.readInto(sampler.batchAt(epoch, batch), s, data);
+        const read = this.reader.readInto(sampler.batchAt(epoch, batch), s, data);
+        // The next step's slides open (libuv threads) while this step's tiles decode (the addon's threads).
+        const next = sampler.positionOf(step + 1);
+        this.reader.prefetch(sampler.batchAt(next.epoch, next.batch));
+        await read;
       } catch (e) {
         throw new UserError(`${this.base.manifestDir}: step ${step + 1}: ${(e as Error).message}: ${this.skipped.map((x) => `${x.slide}: ${x.error}`).join('; ')}`);
       }

@@ -35,7 +35,8 @@ export interface SlidesAddon {
   openslideError(): string | null;
   /** Every call below runs on the libuv threadpool. */
   detectVendor(path: string): Promise<string | null>;
-  openSlide(path: string): Promise<OpenSlideOpened>;
+  /** properties: false: no properties, associated images or ICC profile size (empty, empty, null); levels only. */
+  openSlide(path: string, options?: { properties?: boolean }): Promise<OpenSlideOpened>;
   /** x, y at level 0; width, height in pixels of `level`. */
   readRegion(handle: OpenSlideHandle, x: number, y: number, level: number, width: number, height: number): Promise<RgbPixels>;
   readAssociatedImage(handle: OpenSlideHandle, name: string): Promise<RgbPixels>;

@@ -110,12 +110,12 @@ class OpenSlideSlide implements Slide {
   }
 }
 
-async function openWithOpenSlide(file: string): Promise<Slide> {
+async function openWithOpenSlide(file: string, withProperties: boolean): Promise<Slide> {
   const addon = openslideAddon()!;
-  const o = await addon.openSlide(file);
+  const o = await addon.openSlide(file, { properties: withProperties });
   const [width, height] = o.levelDimensions[0] ?? [0, 0];
   let hasIcc: boolean | null = o.iccProfileSize === null ? null : o.iccProfileSize > 0;
-  if (hasIcc === null && /\.(tiff?|svs)$/i.test(file)) {
+  if (withProperties && hasIcc === null && /\.(tiff?|svs)$/i.test(file)) {
     // OpenSlide 3.4 cannot say; libvips reads the TIFF's ICC tag.
     hasIcc = await sharp(file).metadata().then((m) => Boolean(m.hasProfile), () => null);
   }
@@ -285,6 +285,12 @@ async function openWithSharp(file: string): Promise<Slide> {
 export interface OpenSlideOptions {
   /** 'auto' (default): OpenSlide for slide formats when it is installed, sharp for plain images and as fallback. */
   reader?: 'auto' | 'openslide' | 'sharp';
+  /**
+   * false: a slide opened only to read regions (the tile reader, which opens a slide for nearly every tile at scale):
+   * OpenSlide's properties, associated images and ICC profile are not fetched, so `info` has the levels and nothing of
+   * mpp, objective power, properties or associated images (null, empty). Default true.
+   */
+  properties?: boolean;
 }
 
 /**
@@ -303,7 +309,7 @@ export async function openSlide(file: string, options: OpenSlideOptions = {}): P
   let openslideError: string | null = null;
   if (os && reader !== 'sharp' && !PLAIN_IMAGE.has(ext)) {
     try {
-      return await openWithOpenSlide(file);
+      return await openWithOpenSlide(file, options.properties ?? true);
     } catch (e) {
       openslideError = (e as Error).message;
       if (reader === 'openslide') throw new Error(openslideError);

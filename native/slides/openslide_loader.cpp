@@ -68,6 +68,8 @@ void load() {
             resolve(lib, "openslide_read_associated_image", a.read_associated_image);
   // Optional (OpenSlide >= 4.0).
   a.get_icc_profile_size = reinterpret_cast<decltype(a.get_icc_profile_size)>(dlsym(lib, "openslide_get_icc_profile_size"));
+  a.cache_create = reinterpret_cast<decltype(a.cache_create)>(dlsym(lib, "openslide_cache_create"));
+  a.set_cache = reinterpret_cast<decltype(a.set_cache)>(dlsym(lib, "openslide_set_cache"));
   if (ok) g_api = a;
   else g_library.clear();
 }

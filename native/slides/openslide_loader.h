@@ -28,6 +28,10 @@ struct OpenSlideApi {
   void (*read_associated_image)(openslide_t*, const char*, uint32_t*) = nullptr;
   // OpenSlide 4.0 and later only (null on 3.4): the slide's ICC colour profile.
   int64_t (*get_icc_profile_size)(openslide_t*) = nullptr;
+  // OpenSlide 4.0 and later only (null on 3.4): a tile cache shared by several slides.
+  using openslide_cache_t = void;
+  openslide_cache_t* (*cache_create)(size_t capacity) = nullptr;
+  void (*set_cache)(openslide_t*, openslide_cache_t*) = nullptr;
 };
 
 /**

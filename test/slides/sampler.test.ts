@@ -5,7 +5,7 @@ import { rmSync } from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
 import { TileSampler } from '../../lib/data/sampler.js';
-import { TileBatchLoader } from '../../lib/data/batches.js';
+import { SlideTileReader, TileBatchLoader } from '../../lib/data/batches.js';
 import { openSlide } from '../../lib/slides/reader.js';
 import { randomTissueRegions, writeSyntheticTiff } from '../../lib/slides/synthetic.js';
 import { runTiling } from '../../lib/slides/tile-run.js';
@@ -176,6 +176,52 @@ t.test('an unreadable slide: its tiles are replaced and reported, the batch stil
 t.test('a folder that is not a manifest is a user error', async (t) => {
   await t.rejects(TileSampler.open(slidesDir, { batchSize: 4 }), /not a tile manifest folder.*g2l-native tile/);
   await t.rejects(TileSampler.open(manifest, { batchSize: 100000 }), /fewer than one batch/);
+});
+
+t.test('concurrent batches through a reader bounded to 1 open slide: the same pixels as per-tile reads (reads wait for room, no deadlock)', async (t) => {
+  const sampler = await TileSampler.open(manifest, { seed: 11, batchSize: 6 });
+  t.ok(new Set(sampler.batchAt(0, 0).map((x) => x.slide)).size === 2, 'the first batch spans both slides');
+  // Four batches in flight at once, each needing both slides: reads wait for room instead of closing a slide in use.
+  const bounded = new TileBatchLoader(sampler.reshaped({}), { maxOpenSlides: 1, prefetch: 4, maxBatches: 6 });
+  const reference = new TileBatchLoader(sampler.reshaped({}), { directReads: false, maxBatches: 6 });
+  const got: Buffer[] = [];
+  for await (const b of bounded) got.push(Buffer.from(b.data));
+  let i = 0;
+  for await (const b of reference) t.ok(got[i++].equals(Buffer.from(b.data)), `batch ${i - 1}: same pixels as the per-tile path`);
+  t.equal(i, 6);
+});
+
+t.test('prefetch opens the slides of a coming batch ahead, within the bound; reading them then opens nothing', async (t) => {
+  const sampler = await TileSampler.open(manifest, { seed: 12, batchSize: 6 });
+  const tiles = sampler.batchAt(0, 0);
+  const reader = new SlideTileReader({ maxOpenSlides: 2 });
+  reader.prefetch(tiles);
+  t.equal(reader.stats.opened, 2, 'both slides opening');
+  const data = new Uint8Array(tiles.length * 256 * 256 * 3);
+  await reader.readInto(tiles, 256, data);
+  t.equal(reader.stats.opened, 2, 'the read used the prefetched slides');
+  const small = new SlideTileReader({ maxOpenSlides: 1 });
+  small.prefetch(tiles);
+  t.equal(small.stats.peakOpen, 1, 'prefetch never goes over the bound');
+  const again = new Uint8Array(data.length);
+  await small.readInto(tiles, 256, again);
+  t.ok(Buffer.from(again).equals(Buffer.from(data)), 'same pixels through a reader bounded to 1 slide');
+  t.ok(small.stats.peakOpen <= 1, `at most 1 open (${small.stats.peakOpen})`);
+  await reader.close();
+  await small.close();
+});
+
+t.test('a slide opened without properties reads the same pixels and has the levels', async (t) => {
+  const file = path.join(slidesDir, 'big.tiff');
+  const full = await openSlide(file);
+  const lean = await openSlide(file, { properties: false });
+  t.same(lean.info.levelDimensions, full.info.levelDimensions);
+  t.same(lean.info.properties, full.info.reader === 'openslide' ? {} : full.info.properties, 'no properties fetched (OpenSlide)');
+  const a = await full.readRegion(512, 512, 0, 64, 64);
+  const b = await lean.readRegion(512, 512, 0, 64, 64);
+  t.ok(Buffer.from(a.data).equals(Buffer.from(b.data)), 'same region');
+  await full.close();
+  await lean.close();
 });
 
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
