@@ -244,7 +244,10 @@ export async function evaluateStage(o: EvaluateStageOptions): Promise<ProtocolTa
   const { out, featureDirs } = o;
   const models = o.models.map((m): [string] => [m]);
   const e = o.eval;
-  const evalOpts: EvalOptions = { protocols: ['knn', 'linear'], ks: e.k, Cs: e.C, vote: 'weighted', robustnessKs: [3, 5, 10, 20], maxIter: 1000, bootstrap: 0, seed: e.seed };
+  // kNN and the probe on the default backend (the engine's libtorch; js where the process allows the fallback).
+  const backend = getBackend();
+  const evalOpts: EvalOptions = { protocols: ['knn', 'linear'], ks: e.k, Cs: e.C, vote: 'weighted', robustnessKs: [3, 5, 10, 20], maxIter: 1000, bootstrap: 0, seed: e.seed,
+    backend, device: backend.name === 'native' ? o.device : 'cpu' };
   const columns: ProtocolTable['columns'] = [];
   const cells = new Map<string, (number | null)[]>(models.map(([m]) => [m, []]));
   const reports: Record<string, Record<string, SetReport>> = {};
@@ -280,7 +283,6 @@ export async function evaluateStage(o: EvaluateStageOptions): Promise<ProtocolTa
     } else {
       columns.push({ dataset: d.name, metric: 'slide AUC (mean pooling)' });
       const labels = await readSlideLabels(d.labels);
-      const backend = e.aggregators.includes('abmil') ? getBackend() : undefined;
       for (const [m] of models) {
         const bags = await readSlideBags(featureDirs.get(`${d.name}/${m}`)!);
         // Slides whose extraction failed are left out (the features stage said so).
