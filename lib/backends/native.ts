@@ -76,6 +76,8 @@ export interface EngineAddon {
   evalFitLogistic(X: Float32Tensor, y: Float64Tensor, nClasses: number, options: { C: number; gtol?: number; maxIter?: number; device?: string }): Promise<{
     W: Float64Tensor; b: Float64Tensor; iterations: number; converged: boolean; gradMax: number; loss: number;
   }>;
+  evalLinearCka(x: Float32Tensor, y: Float32Tensor, device: string): Promise<{ linear: number; debiased: number }>;
+  evalRbfCka(x: Float32Tensor, y: Float32Tensor, device: string): Promise<number>;
   /** Multiply-adds per second of one f32 product [m,k]·[n,k]ᵀ on `device`, best of `reps` (benchmarks/eval.mjs). */
   evalMatmulRate(m: number, n: number, k: number, device: string, reps: number): Promise<number>;
 }
@@ -254,6 +256,14 @@ export class NativeBackend implements Backend {
     return {
       nClasses, d, W: r.W.data, b: r.b.data, iterations: r.iterations, converged: r.converged, gradMax: r.gradMax, loss: r.loss, engine: 'native',
     };
+  }
+
+  linearCka(x: Float32Array, dx: number, y: Float32Array, dy: number, n: number, device = 'cpu'): Promise<{ linear: number; debiased: number }> {
+    return userErrors(this.addon.evalLinearCka({ data: x.subarray(0, n * dx), shape: [n, dx] }, { data: y.subarray(0, n * dy), shape: [n, dy] }, device));
+  }
+
+  rbfCka(x: Float32Array, dx: number, y: Float32Array, dy: number, n: number, device = 'cpu'): Promise<number> {
+    return userErrors(this.addon.evalRbfCka({ data: x.subarray(0, n * dx), shape: [n, dx] }, { data: y.subarray(0, n * dy), shape: [n, dy] }, device));
   }
 
   // Engine errors about a model folder (no config.json, mismatched weights, a truncated file) are the user's to fix.

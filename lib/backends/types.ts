@@ -137,6 +137,10 @@ export interface EvalBackend {
   cosineTopK(query: Float32Array, nq: number, base: Float32Array, nb: number, d: number, k: number, options?: TopKOptions): Promise<TopK>;
   /** The linear probe (scikit-learn's LogisticRegression objective, L-BFGS to max |gradient| gtol) on X [n, d], y in [0, K). */
   fitLogistic(X: Float32Array, y: Int32Array, n: number, d: number, nClasses: number, options: LogisticOptions): Promise<LogisticModel>;
+  /** Linear and debiased linear CKA of x [n, dx] and y [n, dy] (rows the same samples; lib/eval/cka.ts). */
+  linearCka(x: Float32Array, dx: number, y: Float32Array, dy: number, n: number, device?: string): Promise<{ linear: number; debiased: number }>;
+  /** RBF CKA over all n x n pairs (the caller subsamples large sets; lib/eval/cka.ts). */
+  rbfCka(x: Float32Array, dx: number, y: Float32Array, dy: number, n: number, device?: string): Promise<number>;
 }
 
 export interface Backend extends AugmentBackend, DistillBackend, ModelBackend, MilBackend, EvalBackend {

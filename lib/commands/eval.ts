@@ -216,7 +216,7 @@ export async function runEval(argv: EvalArgs): Promise<{ files: string[]; sets: 
             log('cka.skipped', { a: sets[i].name, b: sets[j].name, shared: a.n });
             continue;
           }
-          const r = cka(a.features, a.d, b.features, b.d, a.n, { maxRbfRows: argv.rbfMaxRows, seed: argv.seed });
+          const r = await cka(a.features, a.d, b.features, b.d, a.n, { maxRbfRows: argv.rbfMaxRows, seed: argv.seed, backend, device: opts.device });
           pairs.push({ a: sets[i].name, b: sets[j].name, n: a.n, ...r });
           log('cka.result', { ...pairs[pairs.length - 1] });
         }

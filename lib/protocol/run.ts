@@ -275,11 +275,11 @@ export async function evaluateStage(o: EvaluateStageOptions): Promise<ProtocolTa
         if (report.robustness && kRob !== undefined) robustRows.push({ dataset: d.name, model: m, k: kRob, ratio: report.robustness[`k${kRob}`]?.ratio ?? null });
       }
       // CKA of the student before and after distillation against the teacher, on the same samples.
-      const pair = (m: string) => {
+      const pair = async (m: string) => {
         const [a, b] = matchById(sets.get(m)!, sets.get('teacher')!);
-        return cka(a.features, a.d, b.features, b.d, a.n).linear;
+        return (await cka(a.features, a.d, b.features, b.d, a.n, { backend, device: evalOpts.device })).linear;
       };
-      ckaRows.push({ dataset: d.name, before: pair('student'), after: pair('g2l') });
+      ckaRows.push({ dataset: d.name, before: await pair('student'), after: await pair('g2l') });
     } else {
       columns.push({ dataset: d.name, metric: 'slide AUC (mean pooling)' });
       const labels = await readSlideLabels(d.labels);

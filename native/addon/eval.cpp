@@ -4,6 +4,8 @@
 //       -> Promise<{ idx: { data: BigInt64Array, shape }, sim: { data: Float64Array, shape } }>
 //   evalFitLogistic(X, y, nClasses, { C, gtol?, maxIter?, device? })
 //       -> Promise<{ W, b, iterations, converged, gradMax, loss }>
+//   evalLinearCka(x, y, device) -> Promise<{ linear, debiased }>
+//   evalRbfCka(x, y, device)    -> Promise<number>
 //   evalMatmulRate(m, n, k, device, reps) -> Promise<number>   multiply-adds per second (benchmarks)
 // Tensors are { data, shape }; pass the same object as query and base to search a set against itself. Groups and
 // labels are Float64Array or BigInt64Array of integers.
@@ -82,9 +84,35 @@ Napi::Value FitLogistic(const Napi::CallbackInfo& info) {
       {info[0], info[1]});
 }
 
+std::string device_at(const Napi::CallbackInfo& info, size_t i) {
+  return info.Length() > i && !info[i].IsUndefined() ? string_from_js(info[i], "device") : "cpu";
+}
+
+Napi::Value LinearCkaJs(const Napi::CallbackInfo& info) {
+  HostTensor x = tensor_from_js(info[0], "x"), y = tensor_from_js(info[1], "y");
+  const std::string device = device_at(info, 2);
+  return run_async<LinearCka>(
+      info.Env(), [=] { return linear_cka(x, y, device); },
+      [](Napi::Env e, LinearCka& r) -> Napi::Value {
+        Napi::Object out = Napi::Object::New(e);
+        out.Set("linear", r.linear);
+        out.Set("debiased", r.debiased);
+        return out;
+      },
+      {info[0], info[1]});
+}
+
+Napi::Value RbfCkaJs(const Napi::CallbackInfo& info) {
+  HostTensor x = tensor_from_js(info[0], "x"), y = tensor_from_js(info[1], "y");
+  const std::string device = device_at(info, 2);
+  return run_async<double>(
+      info.Env(), [=] { return rbf_cka(x, y, device); },
+      [](Napi::Env e, double& r) -> Napi::Value { return Napi::Number::New(e, r); }, {info[0], info[1]});
+}
+
 Napi::Value MatmulRate(const Napi::CallbackInfo& info) {
   const int64_t m = int_arg(info, 0, "m"), n = int_arg(info, 1, "n"), k = int_arg(info, 2, "k");
-  const std::string device = info.Length() > 3 && !info[3].IsUndefined() ? string_from_js(info[3], "device") : "cpu";
+  const std::string device = device_at(info, 3);
   const int64_t reps = info.Length() > 4 && !info[4].IsUndefined() ? int_arg(info, 4, "reps") : 3;
   return run_async<double>(
       info.Env(), [=] { return matmul_rate(m, n, k, device, reps); },
@@ -96,6 +124,8 @@ Napi::Value MatmulRate(const Napi::CallbackInfo& info) {
 void register_eval(Napi::Env env, Napi::Object exports) {
   exports.Set("evalCosineTopK", Napi::Function::New(env, CosineTopK, "evalCosineTopK"));
   exports.Set("evalFitLogistic", Napi::Function::New(env, FitLogistic, "evalFitLogistic"));
+  exports.Set("evalLinearCka", Napi::Function::New(env, LinearCkaJs, "evalLinearCka"));
+  exports.Set("evalRbfCka", Napi::Function::New(env, RbfCkaJs, "evalRbfCka"));
   exports.Set("evalMatmulRate", Napi::Function::New(env, MatmulRate, "evalMatmulRate"));
 }
 

@@ -487,6 +487,86 @@ LogisticResult fit_logistic(const HostTensor& Xh, const HostTensor& yh, int64_t 
   });
 }
 
+LinearCka linear_cka(const HostTensor& xh, const HostTensor& yh, const std::string& device) {
+  return with_torch_errors([&] {
+    at::NoGradGuard no_grad;
+    at::Tensor X = matrix_f32(xh, "x"), Y = matrix_f32(yh, "y");
+    const int64_t n = X.size(0);
+    if (Y.size(0) != n) throw Error("x and y must have the same rows (" + std::to_string(n) + " and " + std::to_string(Y.size(0)) + ")");
+    const at::Device dev = parse_device(device);
+    const int64_t dx = X.size(1), dy = Y.size(1), blk = 4096;
+    auto f64 = at::TensorOptions().dtype(at::kDouble).device(dev);
+    auto block = [&](const at::Tensor& t, int64_t r0) { return t.narrow(0, r0, std::min(blk, n - r0)).to(dev, at::kDouble); };
+    at::Tensor mx = at::zeros({dx}, f64), my = at::zeros({dy}, f64);
+    for (int64_t r0 = 0; r0 < n; r0 += blk) {
+      mx.add_(block(X, r0).sum(0));
+      my.add_(block(Y, r0).sum(0));
+    }
+    mx.div_(n);
+    my.div_(n);
+    at::Tensor gxx = at::zeros({dx, dx}, f64), gyy = at::zeros({dy, dy}, f64), gxy = at::zeros({dx, dy}, f64);
+    at::Tensor sq = at::zeros({5}, f64);  // Σ rx, Σ ry, Σ rx ry, Σ rx², Σ ry² over the centred rows' squared norms
+    for (int64_t r0 = 0; r0 < n; r0 += blk) {
+      at::Tensor xc = block(X, r0).sub_(mx), yc = block(Y, r0).sub_(my);
+      gxx.addmm_(xc.t(), xc);
+      gyy.addmm_(yc.t(), yc);
+      gxy.addmm_(xc.t(), yc);
+      at::Tensor rx = xc.square().sum(1), ry = yc.square().sum(1);
+      sq.add_(at::stack({rx.sum(), ry.sum(), (rx * ry).sum(), rx.square().sum(), ry.square().sum()}));
+    }
+    const double xty = gxy.square().sum().item<double>(), xtx = gxx.square().sum().item<double>(), yty = gyy.square().sum().item<double>();
+    at::Tensor s = sq.cpu();
+    const double sx = s[0].item<double>(), sy = s[1].item<double>(), rxy = s[2].item<double>(), rxx = s[3].item<double>(), ryy = s[4].item<double>();
+    const double nn = static_cast<double>(n);
+    auto unbiased = [&](double dot_sim, double row_dot, double nx, double ny) {
+      return dot_sim - (nn / (nn - 2)) * row_dot + (nx * ny) / ((nn - 1) * (nn - 2));
+    };
+    LinearCka out;
+    out.linear = xty / (std::sqrt(xtx) * std::sqrt(yty));
+    out.debiased = unbiased(xty, rxy, sx, sy) / (std::sqrt(unbiased(xtx, rxx, sx, sx)) * std::sqrt(unbiased(yty, ryy, sy, sy)));
+    return out;
+  });
+}
+
+namespace {
+
+/** Centred RBF Gram matrix of x's rows, σ² the median of all n² squared distances (diagonal zeros included). */
+at::Tensor centred_rbf(const at::Tensor& x32, const at::Device& dev) {
+  const int64_t n = x32.size(0);
+  at::Tensor x = x32.to(dev, at::kDouble);
+  at::Tensor g = at::mm(x, x.t());
+  at::Tensor diag = g.diagonal().clone();
+  at::Tensor d2 = (diag.unsqueeze(1) + diag.unsqueeze(0)).sub_(g.mul_(2));
+  d2.fill_diagonal_(0);
+  // NumPy's median of the n² entries: the mean of the middle two when n² is even.
+  at::Tensor flat = d2.reshape({-1});
+  const int64_t total = n * n;
+  double sigma2;
+  if (total % 2 == 1) {
+    sigma2 = std::get<0>(flat.kthvalue((total + 1) / 2)).item<double>();
+  } else {
+    sigma2 = (std::get<0>(flat.kthvalue(total / 2)).item<double>() + std::get<0>(flat.kthvalue(total / 2 + 1)).item<double>()) / 2;
+  }
+  at::Tensor K = d2.div_(-2 * sigma2).exp_();
+  at::Tensor row = K.mean(1);
+  at::Tensor all = K.mean();
+  return K.add_(all).sub_(row.unsqueeze(1)).sub_(row.unsqueeze(0));
+}
+
+}  // namespace
+
+double rbf_cka(const HostTensor& xh, const HostTensor& yh, const std::string& device) {
+  return with_torch_errors([&] {
+    at::NoGradGuard no_grad;
+    at::Tensor X = matrix_f32(xh, "x"), Y = matrix_f32(yh, "y");
+    if (Y.size(0) != X.size(0)) throw Error("x and y must have the same rows");
+    const at::Device dev = parse_device(device);
+    at::Tensor kx = centred_rbf(X, dev), ky = centred_rbf(Y, dev);
+    const double xy = (kx * ky).sum().item<double>(), xx = kx.square().sum().item<double>(), yy = ky.square().sum().item<double>();
+    return xy / (std::sqrt(xx) * std::sqrt(yy));
+  });
+}
+
 double matmul_rate(int64_t m, int64_t n, int64_t k, const std::string& device, int64_t reps) {
   return with_torch_errors([&] {
     at::NoGradGuard no_grad;

@@ -151,10 +151,26 @@ for (const { name: bname, backend, fits, skip } of backends) {
       // by ~1e-4), so probabilities are held to the issue's 1e-3 rather than the well-conditioned cases' 1e-5.
       t.ok(worst < 1e-3, `test probabilities within 1e-3 of scikit-learn (worst ${worst})`);
     });
+
+    t.test('CKA matches the Gram-matrix references (Kornblith et al.), rows matched by id', async (t) => {
+      const a = await readFeatureSet(path.join(fx, 'multi'));
+      const b0 = await readFeatureSet(path.join(fx, 'multi_b'));
+      const [, bm] = matchById(a, b0);
+      const want = expected.cka_multi_multi_b;
+      const got = await cka(a.features, a.d, bm.features, bm.d, a.n, { backend: b });
+      close(t, got.linear, want.linear, 1e-6, 'linear');
+      close(t, got.linear_debiased, want.linear_debiased, 1e-6, 'debiased linear');
+      close(t, got.rbf, want.rbf, 1e-6, 'rbf');
+      t.equal(got.rbf_rows, a.n);
+      const self = await cka(a.features, a.d, a.features, a.d, a.n, { backend: b });
+      close(t, self.linear, 1, 1e-12, 'linear CKA of a set with itself');
+      close(t, self.rbf, 1, 1e-12, 'RBF CKA of a set with itself');
+      close(t, self.linear_debiased, 1, 1e-12, 'debiased CKA of a set with itself');
+    });
   });
 }
 
-// Backend-independent (plain JavaScript and the f64 SIMD kernel on every backend).
+// Backend-independent: the metrics are plain JavaScript on every backend.
 t.test('metrics match scikit-learn (ties in scores, a predicted class absent from y_true)', async (t) => {
   const m = expected.metrics;
   const y = Int32Array.from(m.y), pred = Int32Array.from(m.pred);
@@ -166,18 +182,3 @@ t.test('metrics match scikit-learn (ties in scores, a predicted class absent fro
   close(t, binaryAuc(yb, Float64Array.from(m.score_binary)), m.auc_binary, 1e-12, 'roc_auc_score binary with ties');
 });
 
-t.test('CKA matches the Gram-matrix references (Kornblith et al.), rows matched by id', async (t) => {
-  const a = await readFeatureSet(path.join(fx, 'multi'));
-  const b0 = await readFeatureSet(path.join(fx, 'multi_b'));
-  const [, b] = matchById(a, b0);
-  const want = expected.cka_multi_multi_b;
-  const got = cka(a.features, a.d, b.features, b.d, a.n);
-  close(t, got.linear, want.linear, 1e-6, 'linear');
-  close(t, got.linear_debiased, want.linear_debiased, 1e-6, 'debiased linear');
-  close(t, got.rbf, want.rbf, 1e-6, 'rbf');
-  t.equal(got.rbf_rows, a.n);
-  const self = cka(a.features, a.d, a.features, a.d, a.n);
-  close(t, self.linear, 1, 1e-12, 'linear CKA of a set with itself');
-  close(t, self.rbf, 1, 1e-12, 'RBF CKA of a set with itself');
-  close(t, self.linear_debiased, 1, 1e-12, 'debiased CKA of a set with itself');
-});

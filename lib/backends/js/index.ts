@@ -15,6 +15,7 @@ import { describeJsModel, preflightJsModel } from './model.js';
 import type { LogisticModel, LogisticOptions, TopK, TopKOptions } from '../types.js';
 import { cosineTopK } from '../../eval/topk.js';
 import { fitLogistic } from '../../eval/logistic.js';
+import { linearCka, rbfCka } from '../../eval/cka.js';
 
 export class JsBackend implements Backend {
   readonly name = 'js' as const;
@@ -124,6 +125,16 @@ export class JsBackend implements Backend {
   async fitLogistic(X: Float32Array, y: Int32Array, n: number, d: number, nClasses: number, options: LogisticOptions): Promise<LogisticModel> {
     requireCpu(options.device ?? 'cpu');
     return fitLogistic(X, y, n, d, nClasses, options);
+  }
+
+  async linearCka(x: Float32Array, dx: number, y: Float32Array, dy: number, n: number, device = 'cpu'): Promise<{ linear: number; debiased: number }> {
+    requireCpu(device);
+    return linearCka(x, dx, y, dy, n);
+  }
+
+  async rbfCka(x: Float32Array, dx: number, y: Float32Array, dy: number, n: number, device = 'cpu'): Promise<number> {
+    requireCpu(device);
+    return rbfCka(x, dx, y, dy, n);
   }
 }
 

@@ -1,6 +1,6 @@
-// Evaluation of frozen features on libtorch: the cosine top-k search of kNN and the robustness index, and the
-// logistic probe (lib/eval; the js backend's twins are lib/eval/topk.ts and lib/eval/logistic.ts over the
-// WebAssembly kernel, with the same results).
+// Evaluation of frozen features on libtorch: the cosine top-k search of kNN and the robustness index, the
+// logistic probe, and CKA's products (lib/eval; the js backend's twins are lib/eval/topk.ts, logistic.ts and cka.ts
+// over the WebAssembly kernel, with the same results).
 //
 // cosine_topk: the k nearest base rows of every query row by cosine similarity. Features are L2-normalised (norms
 // in float64, zero rows stay zero), the f32 products run in tiles of query_block x base_block rows on the device
@@ -67,6 +67,16 @@ struct LogisticResult {
 
 /** X F32 [n, d]; y class per row (F64 or I64, integral, in [0, n_classes)). */
 LogisticResult fit_logistic(const HostTensor& X, const HostTensor& y, int64_t n_classes, const LogisticOptions& options);
+
+/** Linear CKA and its debiased form (Kornblith et al. 2019; lib/eval/cka.ts linearCka): x F32 [n, dx], y F32 [n, dy]. */
+struct LinearCka {
+  double linear = 0.0;
+  double debiased = 0.0;
+};
+LinearCka linear_cka(const HostTensor& x, const HostTensor& y, const std::string& device);
+
+/** RBF CKA with σ² the median squared distance over all n² pairs (lib/eval/cka.ts rbfCka); N x N float64 on `device`. */
+double rbf_cka(const HostTensor& x, const HostTensor& y, const std::string& device);
 
 /**
  * The rate of one large f32 matrix product C[m, n] = A[m, k] · B[n, k]ᵀ on `device` (the peak-rate bound of the
