@@ -91,7 +91,7 @@ CosineTopKResult cosine_topk(const HostTensor& query, const HostTensor& base, co
     if (B.size(1) != d) throw Error("query and base have different feature counts (" + std::to_string(d) + " and " + std::to_string(B.size(1)) + ")");
     if (o.k < 1) throw Error("k must be at least 1, got " + std::to_string(o.k));
     if (nb < 1) throw Error("the base has no rows");
-    const bool grouped = o.query_group.numel() > 0 || o.base_group.numel() > 0;
+    const bool grouped = o.query_group.data != nullptr || o.base_group.data != nullptr;
     at::Tensor qg, bg;
     if (grouped) {
       qg = codes_i64(o.query_group, nq, "queryGroup");

@@ -30,7 +30,7 @@ namespace g2l {
 
 struct CosineTopKOptions {
   int64_t k = 20;
-  /** Group code per query row and per base row (F64 or I64, integral); both empty: no groups. */
+  /** Group code per query row and per base row (F64 or I64, integral); both left unset (no data): no groups. */
   HostTensor query_group;
   HostTensor base_group;
   /** "cpu", "cuda", "cuda:<i>". */
