@@ -11,6 +11,7 @@ import type { AugmentConfig, AugmentedBatch, AugmentOptions, Normalization, Teac
 import type { FloatTensor, LogSumLossOptions, LogSumLossResult, StudentDrop } from './types.js';
 import type { NativeDistillerConstructor } from '../distill/native-types.js';
 import type { EmbedInput, MilBags, MilParams, MilTrainPlan, MilTrainResult, ModelDescription, ModelDtype, ModelHandle, ModelInfo, ModelLoadOptions, ModelSource } from './types.js';
+import type { Float64Tensor, LogisticModel, LogisticOptions, Tensor, TopK, TopKOptions } from './types.js';
 import { UserError } from '../errors.js';
 
 /** The functions the addon exports (native/addon). */
@@ -74,6 +75,17 @@ export interface EngineAddon {
     gradNorm: number[];
   }>;
   Distiller: NativeDistillerConstructor;
+  // Evaluation (native/addon/eval.cpp); groups and labels as Float64Array of integers
+  evalCosineTopK(query: Float32Tensor, base: Float32Tensor, options: {
+    k: number; queryGroup?: Float64Tensor; baseGroup?: Float64Tensor; device?: string; queryBlock?: number; baseBlock?: number;
+  }): Promise<{ idx: Tensor<BigInt64Array>; sim: Float64Tensor }>;
+  evalFitLogistic(X: Float32Tensor, y: Float64Tensor, nClasses: number, options: { C: number; gtol?: number; maxIter?: number; device?: string }): Promise<{
+    W: Float64Tensor; b: Float64Tensor; iterations: number; converged: boolean; gradMax: number; loss: number;
+  }>;
+  evalLinearCka(x: Float32Tensor, y: Float32Tensor, device: string): Promise<{ linear: number; debiased: number }>;
+  evalRbfCka(x: Float32Tensor, y: Float32Tensor, device: string): Promise<number>;
+  /** Multiply-adds per second of one f32 product [m,k]·[n,k]ᵀ on `device`, best of `reps` (benchmarks/eval.mjs). */
+  evalMatmulRate(m: number, n: number, k: number, device: string, reps: number): Promise<number>;
 }
 
 /** An engine model (an N-API External); only the addon reads it. */
@@ -228,6 +240,36 @@ export class NativeBackend implements Backend {
 
   abmilLoss(params: MilParams, bags: MilBags, device = 'cpu'): Promise<{ loss: number; grads: MilParams }> {
     return userErrors(this.addon.abmilLoss(params, bags, device));
+  }
+
+  async cosineTopK(query: Float32Array, nq: number, base: Float32Array, nb: number, d: number, k: number, options: TopKOptions = {}): Promise<TopK> {
+    if (k < 1) throw new UserError(`k must be at least 1, got ${k}`);
+    const q = { data: query.subarray(0, nq * d), shape: [nq, d] };
+    // The same memory as query and base: a set searched against itself (the engine normalises it once).
+    const b = base === query && nb === nq ? q : { data: base.subarray(0, nb * d), shape: [nb, d] };
+    const grouped = options.queryGroup !== undefined && options.baseGroup !== undefined;
+    const r = await userErrors(this.addon.evalCosineTopK(q, b, {
+      k, device: options.device ?? 'cpu',
+      ...(grouped ? { queryGroup: { data: Float64Array.from(options.queryGroup!), shape: [nq] }, baseGroup: { data: Float64Array.from(options.baseGroup!), shape: [nb] } } : {}),
+    }));
+    options.onProgress?.(nq, nq);
+    return { k, idx: Int32Array.from(r.idx.data, Number), sim: r.sim.data };
+  }
+
+  async fitLogistic(X: Float32Array, y: Int32Array, n: number, d: number, nClasses: number, options: LogisticOptions): Promise<LogisticModel> {
+    const r = await userErrors(this.addon.evalFitLogistic({ data: X.subarray(0, n * d), shape: [n, d] }, { data: Float64Array.from(y.subarray(0, n)), shape: [n] },
+      nClasses, { C: options.C, gtol: options.gtol, maxIter: options.maxIter, device: options.device ?? 'cpu' }));
+    return {
+      nClasses, d, W: r.W.data, b: r.b.data, iterations: r.iterations, converged: r.converged, gradMax: r.gradMax, loss: r.loss, engine: 'native',
+    };
+  }
+
+  linearCka(x: Float32Array, dx: number, y: Float32Array, dy: number, n: number, device = 'cpu'): Promise<{ linear: number; debiased: number }> {
+    return userErrors(this.addon.evalLinearCka({ data: x.subarray(0, n * dx), shape: [n, dx] }, { data: y.subarray(0, n * dy), shape: [n, dy] }, device));
+  }
+
+  rbfCka(x: Float32Array, dx: number, y: Float32Array, dy: number, n: number, device = 'cpu'): Promise<number> {
+    return userErrors(this.addon.evalRbfCka({ data: x.subarray(0, n * dx), shape: [n, dx] }, { data: y.subarray(0, n * dy), shape: [n, dy] }, device));
   }
 
   // Engine errors about a model folder (no config.json, mismatched weights, a truncated file) are the user's to fix.

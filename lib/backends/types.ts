@@ -72,7 +72,79 @@ export interface MilBackend {
   abmilLoss(params: MilParams, bags: MilBags, device?: string): Promise<{ loss: number; grads: MilParams }>;
 }
 
-export interface Backend extends AugmentBackend, DistillBackend, ModelBackend, MilBackend {
+// ---------------------------------------------------------------------------------------------------------------
+// Evaluation of frozen features: the cosine top-k of kNN and the robustness index, and the linear probe
+// (engine: native/engine/include/g2l/eval.h on libtorch; js: lib/eval/topk.ts and logistic.ts, WebAssembly SIMD)
+// ---------------------------------------------------------------------------------------------------------------
+
+export interface TopK {
+  k: number;
+  /** [nq, k] base row indices, best first; -1 where a query has fewer than k allowed neighbours. */
+  idx: Int32Array;
+  /** [nq, k] float64 cosine similarities matching idx (NaN where idx is -1). */
+  sim: Float64Array;
+}
+
+export interface TopKOptions {
+  /** Group per query and per base row (e.g. slide); base rows in the query's own group are never neighbours. */
+  queryGroup?: Int32Array;
+  baseGroup?: Int32Array;
+  /** js backend: threads to search with (default: all available CPUs when the search is big enough to pay for them).
+   *  The native engine uses libtorch's intra-op threads. */
+  threads?: number;
+  /** Called as queries finish with the number done (the native engine calls it once, at the end). */
+  onProgress?: (done: number, total: number) => void;
+  /** Native engine: cpu, cuda, cuda:<i> (default cpu); the js backend runs on the CPU only. */
+  device?: string;
+}
+
+export interface LogisticOptions {
+  /** Inverse regularisation strength (scikit-learn's C; for two classes the binomial model's). */
+  C: number;
+  /** Stop when max |∇(objective / N)| <= gtol (default 1e-8). */
+  gtol?: number;
+  /** L-BFGS iteration cap (default 10000). */
+  maxIter?: number;
+  /** js backend: 'auto' (SIMD when it fits in memory), or force one implementation (tests). */
+  engine?: 'auto' | 'simd' | 'js';
+  /** js backend: called after each L-BFGS iteration. */
+  onIteration?: (iter: number, loss: number, gradMax: number) => void;
+  /** Native engine: cpu, cuda, cuda:<i> (default cpu). */
+  device?: string;
+}
+
+export interface LogisticModel {
+  nClasses: number;
+  d: number;
+  /** [K, D] weights and [K] intercepts. */
+  W: Float64Array;
+  b: Float64Array;
+  iterations: number;
+  converged: boolean;
+  /** Final max |∇(objective / N)|. */
+  gradMax: number;
+  /** Final objective / N. */
+  loss: number;
+  /** Which implementation fitted it: the js backend's SIMD or plain objective, or the native engine's. */
+  engine: 'simd' | 'js' | 'native';
+}
+
+/** The evaluation half of Backend: both give the same neighbours and the same probe (test/eval/references.test.ts). */
+export interface EvalBackend {
+  /**
+   * The k nearest base rows of every query row by cosine similarity; query [nq, d], base [nb, d] row-major float32
+   * (zero rows have similarity 0 to everything). Pass the same array as query and base to search a set against itself.
+   */
+  cosineTopK(query: Float32Array, nq: number, base: Float32Array, nb: number, d: number, k: number, options?: TopKOptions): Promise<TopK>;
+  /** The linear probe (scikit-learn's LogisticRegression objective, L-BFGS to max |gradient| gtol) on X [n, d], y in [0, K). */
+  fitLogistic(X: Float32Array, y: Int32Array, n: number, d: number, nClasses: number, options: LogisticOptions): Promise<LogisticModel>;
+  /** Linear and debiased linear CKA of x [n, dx] and y [n, dy] (rows the same samples; lib/eval/cka.ts). */
+  linearCka(x: Float32Array, dx: number, y: Float32Array, dy: number, n: number, device?: string): Promise<{ linear: number; debiased: number }>;
+  /** RBF CKA over all n x n pairs (the caller subsamples large sets; lib/eval/cka.ts). */
+  rbfCka(x: Float32Array, dx: number, y: Float32Array, dy: number, n: number, device?: string): Promise<number>;
+}
+
+export interface Backend extends AugmentBackend, DistillBackend, ModelBackend, MilBackend, EvalBackend {
   readonly name: BackendName;
   info(): Promise<BackendInfo>;
   /**

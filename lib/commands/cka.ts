@@ -18,7 +18,7 @@ export async function ckaBetween(dirA: string, dirB: string, opts: { rbfMaxRows?
   Promise<CkaResult & { n: number }> {
   const [a, b0] = await Promise.all([readFeatureSet(dirA), readFeatureSet(dirB)]);
   const [, b] = matchById(a, b0);
-  return { ...cka(a.features, a.d, b.features, b.d, a.n, { maxRbfRows: opts.rbfMaxRows, seed: opts.seed }), n: a.n };
+  return { ...(await cka(a.features, a.d, b.features, b.d, a.n, { maxRbfRows: opts.rbfMaxRows, seed: opts.seed })), n: a.n };
 }
 
 export const ckaCommand: CommandModule<object, CkaArgs> = {

@@ -162,6 +162,10 @@ export async function runEval(argv: EvalArgs): Promise<{ files: string[]; sets: 
   };
   opts.log = log;
   opts.progress = progressFactory(Boolean(process.stderr.isTTY));
+  // kNN, the robustness index and the probe on the backend: the engine's libtorch (CPU BLAS, or the GPU of --device), or js.
+  const backend = getBackend({ backend: argv.backend, force: argv.force });
+  opts.backend = backend;
+  opts.device = backend.name === 'native' ? argv.device ?? 'cpu' : 'cpu';
   await fs.mkdir(argv.out, { recursive: true });
   try {
     const named = (argv.features ?? []).map((f) => parseNamed(f, '--features'));
@@ -182,7 +186,6 @@ export async function runEval(argv: EvalArgs): Promise<{ files: string[]; sets: 
       for (const a of aggregators) if (a !== 'mean' && a !== 'abmil') throw new UserError(`--aggregator ${a}: unknown; choose from mean, abmil`);
       if (argv.abmilEpochs !== undefined && !(Number.isInteger(argv.abmilEpochs) && argv.abmilEpochs >= 1)) throw new UserError(`--abmil-epochs ${argv.abmilEpochs}: expected a positive integer`);
       const labels = await readSlideLabels(argv.labels);
-      const backend = aggregators.includes('abmil') ? getBackend({ backend: argv.backend, force: argv.force }) : undefined;
       for (const n of named) {
         const bags = await readSlideBags(n.dir);
         log('slide.loaded', { name: n.name, dir: n.dir, slides: bags.size });
@@ -213,7 +216,7 @@ export async function runEval(argv: EvalArgs): Promise<{ files: string[]; sets: 
             log('cka.skipped', { a: sets[i].name, b: sets[j].name, shared: a.n });
             continue;
           }
-          const r = cka(a.features, a.d, b.features, b.d, a.n, { maxRbfRows: argv.rbfMaxRows, seed: argv.seed });
+          const r = await cka(a.features, a.d, b.features, b.d, a.n, { maxRbfRows: argv.rbfMaxRows, seed: argv.seed, backend, device: opts.device });
           pairs.push({ a: sets[i].name, b: sets[j].name, n: a.n, ...r });
           log('cka.result', { ...pairs[pairs.length - 1] });
         }
@@ -267,7 +270,7 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
     .option('cka', { type: 'boolean', default: true, describe: 'CKA between every pair of feature sets (--no-cka to skip)' })
     .option('rbf-max-rows', { type: 'number', default: 5000, describe: 'RBF CKA uses a seeded random subset above this many rows' })
     .option('out', { type: 'string', demandOption: true, describe: 'Output folder for report.json, report.md, report.html, figures/' })
-    .option('device', { type: 'string', describe: 'Device for --models: cpu, cuda, cuda:<i> (default: cuda when available)' })
+    .option('device', { type: 'string', describe: 'Device for --models, and for kNN and the probe on the native engine: cpu, cuda, cuda:<i> (default: cuda when available for --models, cpu for evaluation)' })
     .option('dtype', { type: 'string', describe: 'Model dtype for --models: fp32, fp16, bf16 (default: fp16 on CUDA, fp32 on CPU)' })
     .option('batch-size', { type: 'number', default: 32, describe: 'Images per batch for --models' })
     .option('force', { type: 'boolean', default: false, describe: 'On the js backend, run models large enough to take hours (--models)' }) as never,

@@ -6,8 +6,10 @@
 // - RBF: Gaussian kernels exp(-d²/(2σ²)) with σ² the median squared pairwise distance over all N² pairs (diagonal
 //   zeros included, as np.median over the full matrix in Kornblith's code), centred Gram matrices. This is N x N,
 //   so above maxRbfRows samples it is computed on a seeded random subset of that many rows (said in the result).
-// All sums in float64 (the SIMD kernel's f64 path).
+// All sums in float64: here the SIMD kernel's f64 path (the js backend's), on the native engine libtorch's
+// (g2l/eval.h linear_cka, rbf_cka), chosen by cka()'s backend option.
 import { UserError } from '../errors.js';
+import type { EvalBackend } from '../backends/types.js';
 import { mulberry32 } from './metrics.js';
 import { simdKernels, wasm } from './simd.js';
 
@@ -170,15 +172,20 @@ function pickRows(x: Float32Array, d: number, rows: Int32Array): Float32Array {
   return out;
 }
 
-/** All three CKA values for x [n, dx] and y [n, dy] whose rows describe the same samples. */
-export function cka(x: Float32Array, dx: number, y: Float32Array, dy: number, n: number,
-  opts: { maxRbfRows?: number; seed?: number } = {}): CkaResult {
+/**
+ * All three CKA values for x [n, dx] and y [n, dy] whose rows describe the same samples, on opts.backend (default:
+ * the js code here).
+ */
+export async function cka(x: Float32Array, dx: number, y: Float32Array, dy: number, n: number,
+  opts: { maxRbfRows?: number; seed?: number; backend?: EvalBackend; device?: string } = {}): Promise<CkaResult> {
   if (n < 4) throw new UserError(`CKA needs at least 4 matched samples, got ${n}`);
-  const { linear, debiased } = linearCka(x, dx, y, dy, n);
+  const b = opts.backend;
+  const rbfOn = (xs: Float32Array, ys: Float32Array, rows: number) => (b ? b.rbfCka(xs, dx, ys, dy, rows, opts.device) : rbfCka(xs, dx, ys, dy, rows));
+  const { linear, debiased } = b ? await b.linearCka(x, dx, y, dy, n, opts.device) : linearCka(x, dx, y, dy, n);
   const maxRows = opts.maxRbfRows ?? 5000;
   let rbf: number;
   let rbfRows = n;
-  if (n <= maxRows) rbf = rbfCka(x, dx, y, dy, n);
+  if (n <= maxRows) rbf = await rbfOn(x, y, n);
   else {
     // Seeded partial Fisher-Yates: a uniform subset of maxRows rows, in ascending order.
     const rand = mulberry32(opts.seed ?? 0);
@@ -189,7 +196,7 @@ export function cka(x: Float32Array, dx: number, y: Float32Array, dy: number, n:
     }
     const rows = perm.slice(0, maxRows).sort();
     rbfRows = maxRows;
-    rbf = rbfCka(pickRows(x, dx, rows), dx, pickRows(y, dy, rows), dy, maxRows);
+    rbf = await rbfOn(pickRows(x, dx, rows), pickRows(y, dy, rows), maxRows);
   }
   return { linear, rbf, linear_debiased: debiased, rbf_rows: rbfRows };
 }

@@ -12,6 +12,7 @@ import { fitLogistic, predictProba, argmaxRows } from './logistic.js';
 import { accuracy, balancedAccuracy, bootstrapCis, metricsOn, rocAuc, rocCurve, weightedF1 } from './metrics.js';
 import { robustnessIndex, codes, type RobustnessCounts } from './robustness.js';
 import type { SlideReport } from './slide.js';
+import type { EvalBackend } from '../backends/types.js';
 
 export type Protocol = 'knn' | 'linear' | 'robustness';
 export const PROTOCOLS: Protocol[] = ['knn', 'linear', 'robustness'];
@@ -27,8 +28,15 @@ export interface EvalOptions {
   robustnessKs: number[];
   /** L-BFGS iteration cap of the linear probe (it stops earlier at max |gradient| 1e-8). */
   maxIter: number;
-  /** Threads for the neighbour searches (default: all CPUs when the search is large). */
+  /** Threads for the neighbour searches of the js backend (default: all CPUs when the search is large). */
   threads?: number;
+  /**
+   * The backend the searches and the probe run on: the native engine (libtorch: BLAS or the GPU of `device`, the
+   * probe off the event loop on all its threads) or js (WebAssembly SIMD). Default: the js code on this thread.
+   */
+  backend?: EvalBackend;
+  /** Native engine: cpu, cuda, cuda:<i> (default cpu). */
+  device?: string;
   /** Bootstrap rounds for 95% intervals on test metrics; 0 for none. */
   bootstrap: number;
   seed: number;
@@ -117,10 +125,11 @@ export async function evaluateSet(set: FeatureSet, opts: EvalOptions): Promise<{
       const tooBig = opts.ks.find((k) => k > train.n);
       if (tooBig !== undefined) throw new UserError(`--k ${tooBig} is larger than the ${train.n} training samples of ${set.dir}; use a smaller k`);
       log('knn.start', { set: set.dir, ks: opts.ks, vote: opts.vote, train: train.n, test: test.n });
+      const on = { threads: opts.threads, backend: opts.backend, device: opts.device };
       const preds = await knnClassify(train.features, train.n, yTr, test.features, test.n, set.d, K, opts.ks, opts.vote,
-        { threads: opts.threads, onProgress: opts.progress?.('kNN search') });
+        { ...on, onProgress: opts.progress?.('kNN search') });
       const valPreds = val && yVa
-        ? await knnClassify(train.features, train.n, yTr, val.features, val.n, set.d, K, opts.ks, opts.vote, { threads: opts.threads })
+        ? await knnClassify(train.features, train.n, yTr, val.features, val.n, set.d, K, opts.ks, opts.vote, on)
         : undefined;
       report.knn = {};
       for (const k of opts.ks) {
@@ -150,7 +159,9 @@ export async function evaluateSet(set: FeatureSet, opts: EvalOptions): Promise<{
       const probas = new Map<number, Float64Array>();
       for (const C of opts.Cs) {
         log('linear.start', { set: set.dir, C, train: train.n, classes: K });
-        const model = fitLogistic(train.features, yTr, train.n, set.d, K, { C, maxIter: opts.maxIter });
+        const model = opts.backend
+          ? await opts.backend.fitLogistic(train.features, yTr, train.n, set.d, K, { C, maxIter: opts.maxIter, device: opts.device })
+          : fitLogistic(train.features, yTr, train.n, set.d, K, { C, maxIter: opts.maxIter });
         if (!model.converged) {
           log('linear.not_converged', { set: set.dir, C, iterations: model.iterations, grad_max: model.gradMax });
           opts.warn?.(`${set.dir}: linear probe C=${C} stopped after ${model.iterations} iterations at max |gradient| ${model.gradMax.toExponential(2)} (target 1e-8); raise --max-iter for a tighter fit`);
@@ -197,7 +208,7 @@ export async function evaluateSet(set: FeatureSet, opts: EvalOptions): Promise<{
     const sub = selectRows(set, rows);
     log('robustness.start', { set: set.dir, ks: opts.robustnessKs, rows: sub.n, scope });
     const res = await robustnessIndex(sub.features, sub.n, sub.d, y, codes(sub.meta.site!), codes(sub.meta.slide!), opts.robustnessKs,
-      { threads: opts.threads, onProgress: opts.progress?.('robustness search') });
+      { threads: opts.threads, backend: opts.backend, device: opts.device, onProgress: opts.progress?.('robustness search') });
     report.robustness = {};
     for (const k of opts.robustnessKs) {
       report.robustness[kKey(k)] = res.get(k)!;

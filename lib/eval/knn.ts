@@ -3,6 +3,17 @@
 // exp(similarity / 0.07) (DINOv2's temperature) and sums the weights per class; the majority vote counts them.
 // Ties go to the lowest class index (classes are ordered by label sorted as strings).
 import { cosineTopK, type TopK, type TopKOptions } from './topk.js';
+import type { EvalBackend } from '../backends/types.js';
+
+/** Search options plus the backend to search on (the native engine's libtorch, or js; default: the js search). */
+export type SearchOptions = TopKOptions & { backend?: EvalBackend };
+
+/** The cosine top-k on opts.backend, or the js backend's WebAssembly search when none is given. */
+export function searchTopK(query: Float32Array, nq: number, base: Float32Array, nb: number, d: number, k: number,
+  opts: SearchOptions = {}): Promise<TopK> {
+  const { backend, ...rest } = opts;
+  return backend ? backend.cosineTopK(query, nq, base, nb, d, k, rest) : cosineTopK(query, nq, base, nb, d, k, rest);
+}
 
 export type KnnVote = 'weighted' | 'majority';
 
@@ -41,9 +52,9 @@ export function knnVote(top: TopK, yTrain: Int32Array, nClasses: number, k: numb
  * train [nTrain, d], test [nTest, d] row-major float32.
  */
 export async function knnClassify(train: Float32Array, nTrain: number, yTrain: Int32Array, test: Float32Array, nTest: number,
-  d: number, nClasses: number, ks: number[], vote: KnnVote, opts: TopKOptions = {}): Promise<Map<number, KnnPrediction>> {
+  d: number, nClasses: number, ks: number[], vote: KnnVote, opts: SearchOptions = {}): Promise<Map<number, KnnPrediction>> {
   const kMax = Math.min(Math.max(...ks), nTrain);
-  const top = await cosineTopK(test, nTest, train, nTrain, d, kMax, opts);
+  const top = await searchTopK(test, nTest, train, nTrain, d, kMax, opts);
   const out = new Map<number, KnnPrediction>();
   for (const k of ks) out.set(k, knnVote(top, yTrain, nClasses, Math.min(k, kMax), vote));
   return out;

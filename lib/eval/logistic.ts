@@ -1,4 +1,6 @@
-// Linear probe: multinomial logistic regression with scikit-learn's objective,
+// Linear probe, the js backend's (JsBackend.fitLogistic; the native engine's twin, g2l/eval.h fit_logistic, is the same
+// algorithm in float64 on libtorch, off the event loop and on all its threads): multinomial logistic regression with
+// scikit-learn's objective,
 //   minimise  Σ_i cross-entropy(softmax(W x_i + b), y_i) + 1/(2C) ‖W‖²   (intercept b unpenalised),
 // solved by L-BFGS (10 pairs, strong-Wolfe line search) until the largest gradient component of the objective
 // divided by N (scikit-learn's scaling, so the tolerance means the same thing) is at most 1e-8. Foundation-model
@@ -14,32 +16,10 @@
 // 512 samples for the gradient, so each pass streams X once (2 x N x D x 8 bytes, e.g. 2 GB for 80k x 1536). When
 // that does not fit in the 4 GiB of WebAssembly memory, a plain JavaScript loop over the float32 rows is used.
 import { simdKernels, wasm } from './simd.js';
+import type { LogisticModel, LogisticOptions } from '../backends/types.js';
 
-export interface LogisticOptions {
-  /** Inverse regularisation strength (scikit-learn's C). */
-  C: number;
-  /** Stop when max |∇(objective / N)| <= gtol. */
-  gtol?: number;
-  maxIter?: number;
-  /** 'auto' (SIMD when it fits in memory), or force one implementation (tests). */
-  engine?: 'auto' | 'simd' | 'js';
-  onIteration?: (iter: number, loss: number, gradMax: number) => void;
-}
-
-export interface LogisticModel {
-  nClasses: number;
-  d: number;
-  /** [K, D] weights and [K] intercepts. */
-  W: Float64Array;
-  b: Float64Array;
-  iterations: number;
-  converged: boolean;
-  /** Final max |∇(objective / N)|. */
-  gradMax: number;
-  /** Final objective / N. */
-  loss: number;
-  engine: 'simd' | 'js';
-}
+// The options and model types are the backend interface's (the native engine fits the same model).
+export type { LogisticModel, LogisticOptions };
 
 /** Objective/N and its gradient at theta = [W (K*D), b (K)], written into grad. */
 function objective(theta: Float64Array, grad: Float64Array, X: Float32Array, y: Int32Array, n: number, d: number,

@@ -5,7 +5,7 @@
 //   SO same class, other site    OS other class, same site    SS same class, same site    OO other class, other site
 // and report ratio = ΣSO / ΣOS (neutral at 1; the form G2L reports) and bounded = ΣSO / (ΣSO + ΣOS) in [0, 1].
 import { UserError } from '../errors.js';
-import { cosineTopK, type TopKOptions } from './topk.js';
+import { searchTopK, type SearchOptions } from './knn.js';
 
 export interface RobustnessCounts {
   /** ΣSO / ΣOS; null when no neighbour had another class at the same site (ΣOS = 0). */
@@ -31,9 +31,9 @@ export function codes(values: string[]): Int32Array {
  * Robustness index for each k. x [n, d]; y class index, site and slide codes per row.
  */
 export async function robustnessIndex(x: Float32Array, n: number, d: number, y: Int32Array, site: Int32Array, slide: Int32Array,
-  ks: number[], opts: TopKOptions = {}): Promise<Map<number, RobustnessCounts>> {
+  ks: number[], opts: SearchOptions = {}): Promise<Map<number, RobustnessCounts>> {
   const kMax = Math.max(...ks);
-  const top = await cosineTopK(x, n, x, n, d, kMax, { ...opts, queryGroup: slide, baseGroup: slide });
+  const top = await searchTopK(x, n, x, n, d, kMax, { ...opts, queryGroup: slide, baseGroup: slide });
   for (let i = 0; i < n; i++) {
     if (top.idx[i * kMax + kMax - 1] < 0) {
       throw new UserError(`robustness index with k=${kMax}: a sample has fewer than ${kMax} neighbours outside its own slide; use smaller k (--robustness-k) or more slides`);

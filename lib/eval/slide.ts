@@ -24,7 +24,7 @@ import { SplitMix32, shuffleInPlace } from '../util/random.js';
 import { cKey, evaluateSet, type EvalOptions, type SetReport } from './evaluate.js';
 import { accuracy, balancedAccuracy, rocAuc, weightedF1 } from './metrics.js';
 import { argmaxRows } from './logistic.js';
-import type { MilBackend, MilBags, MilParams } from '../backends/types.js';
+import type { EvalBackend, MilBackend, MilBags, MilParams } from '../backends/types.js';
 
 /** A slide's tile features. */
 export interface Bag {
@@ -210,7 +210,8 @@ export interface SlideEvalOptions extends Pick<EvalOptions, 'ks' | 'Cs' | 'vote'
   aggregators?: ('mean' | 'abmil')[];
   /** ABMIL's settings (ABMIL_DEFAULTS) and the backend that trains it. */
   abmil?: Partial<AbmilSettings>;
-  backend?: MilBackend;
+  /** Trains ABMIL; the mean aggregator's kNN and probe run on it too (evaluate.ts EvalOptions.backend). */
+  backend?: MilBackend & EvalBackend;
   device?: string;
 }
 
@@ -293,6 +294,7 @@ async function meanAggregator(name: string, labels: SlideLabels, pooled: { featu
     const { report } = await evaluateSet(set, {
       protocols: ks.length ? ['knn', 'linear'] : ['linear'], ks, Cs: opts.Cs, vote: opts.vote, robustnessKs: [],
       maxIter: opts.maxIter, threads: opts.threads, bootstrap: scheme === 'split' ? opts.bootstrap : 0, seed: opts.seed, log: opts.log, warn: opts.warn,
+      backend: opts.backend, device: opts.device,
     });
     perGroup.push(report);
   }

@@ -1,4 +1,5 @@
-// Cosine top-k search, blocked: queries in blocks of 64 rows against the base in chunks of 4096 rows through the
+// The js backend's cosine top-k search (JsBackend.cosineTopK; the native engine's twin is g2l/eval.h cosine_topk,
+// with the same results), blocked: queries in blocks of 64 rows against the base in chunks of 4096 rows through the
 // f32 SIMD product (simd.ts), keeping each query's best candidates with a threshold test so that almost every
 // similarity costs one comparison. The k + 16 best f32 candidates are then rescored in float64 from the original
 // features and sorted (similarity descending, then base index ascending), so neighbour order and similarities
@@ -11,24 +12,10 @@ import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { UserError } from '../errors.js';
 import { simdKernels, wasm, type WasmMemory } from './simd.js';
+import type { TopK, TopKOptions } from '../backends/types.js';
 
-export interface TopK {
-  k: number;
-  /** [nq, k] base row indices, best first; -1 where a query has fewer than k allowed neighbours. */
-  idx: Int32Array;
-  /** [nq, k] float64 cosine similarities matching idx (NaN where idx is -1). */
-  sim: Float64Array;
-}
-
-export interface TopKOptions {
-  /** Group per query and per base row (e.g. slide); base rows in the query's own group are never neighbours. */
-  queryGroup?: Int32Array;
-  baseGroup?: Int32Array;
-  /** Threads to search with (default: all available CPUs when the search is big enough to pay for them). */
-  threads?: number;
-  /** Called as query blocks finish with the number of queries done. */
-  onProgress?: (done: number, total: number) => void;
-}
+// The result and options types are the backend interface's (the native engine's search gives the same result).
+export type { TopK, TopKOptions };
 
 export const QUERY_BLOCK = 64;
 const BASE_CHUNK = 4096;

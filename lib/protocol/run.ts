@@ -244,7 +244,10 @@ export async function evaluateStage(o: EvaluateStageOptions): Promise<ProtocolTa
   const { out, featureDirs } = o;
   const models = o.models.map((m): [string] => [m]);
   const e = o.eval;
-  const evalOpts: EvalOptions = { protocols: ['knn', 'linear'], ks: e.k, Cs: e.C, vote: 'weighted', robustnessKs: [3, 5, 10, 20], maxIter: 1000, bootstrap: 0, seed: e.seed };
+  // kNN and the probe on the default backend (the engine's libtorch; js where the process allows the fallback).
+  const backend = getBackend();
+  const evalOpts: EvalOptions = { protocols: ['knn', 'linear'], ks: e.k, Cs: e.C, vote: 'weighted', robustnessKs: [3, 5, 10, 20], maxIter: 1000, bootstrap: 0, seed: e.seed,
+    backend, device: backend.name === 'native' ? o.device : 'cpu' };
   const columns: ProtocolTable['columns'] = [];
   const cells = new Map<string, (number | null)[]>(models.map(([m]) => [m, []]));
   const reports: Record<string, Record<string, SetReport>> = {};
@@ -272,15 +275,14 @@ export async function evaluateStage(o: EvaluateStageOptions): Promise<ProtocolTa
         if (report.robustness && kRob !== undefined) robustRows.push({ dataset: d.name, model: m, k: kRob, ratio: report.robustness[`k${kRob}`]?.ratio ?? null });
       }
       // CKA of the student before and after distillation against the teacher, on the same samples.
-      const pair = (m: string) => {
+      const pair = async (m: string) => {
         const [a, b] = matchById(sets.get(m)!, sets.get('teacher')!);
-        return cka(a.features, a.d, b.features, b.d, a.n).linear;
+        return (await cka(a.features, a.d, b.features, b.d, a.n, { backend, device: evalOpts.device })).linear;
       };
-      ckaRows.push({ dataset: d.name, before: pair('student'), after: pair('g2l') });
+      ckaRows.push({ dataset: d.name, before: await pair('student'), after: await pair('g2l') });
     } else {
       columns.push({ dataset: d.name, metric: 'slide AUC (mean pooling)' });
       const labels = await readSlideLabels(d.labels);
-      const backend = e.aggregators.includes('abmil') ? getBackend() : undefined;
       for (const [m] of models) {
         const bags = await readSlideBags(featureDirs.get(`${d.name}/${m}`)!);
         // Slides whose extraction failed are left out (the features stage said so).

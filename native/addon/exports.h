@@ -11,5 +11,6 @@ void register_distill(Napi::Env env, Napi::Object exports);  // distill.cpp: log
 void register_augment(Napi::Env env, Napi::Object exports);  // augment.cpp: the fused tile augmentation
 void register_dist(Napi::Env env, Napi::Object exports);     // dist.cpp: data parallelism (all-reduce timing)
 void register_mil(Napi::Env env, Napi::Object exports);      // mil.cpp: ABMIL for slide-level tasks
+void register_eval(Napi::Env env, Napi::Object exports);     // eval.cpp: kNN search and the linear probe
 
 }  // namespace g2l::addon

@@ -1,5 +1,6 @@
-// The pure-JS backend: the same interface as the native engine, in JavaScript only (no native code, no
-// WebAssembly), for portability and as the baseline the benchmarks compare against.
+// The pure-JS backend: the same interface as the native engine, in JavaScript only (no native code), for
+// portability and as the baseline the benchmarks compare against. Evaluation's hot products run in a WebAssembly
+// SIMD kernel assembled at run time (lib/eval/simd.ts): still no build step and no dependency.
 import os from 'node:os';
 import { UserError } from '../../errors.js';
 import type { Backend, BackendInfo, Float32Tensor, Uint8Tensor } from '../types.js';
@@ -11,6 +12,10 @@ import { abmilLossJs, abmilPredictJs, abmilTrainJs } from './mil.js';
 import type { EmbedInput, ModelDescription, ModelHandle, ModelInfo, ModelLoadOptions, ModelSource } from '../types.js';
 import { Worker } from 'node:worker_threads';
 import { describeJsModel, preflightJsModel } from './model.js';
+import type { LogisticModel, LogisticOptions, TopK, TopKOptions } from '../types.js';
+import { cosineTopK } from '../../eval/topk.js';
+import { fitLogistic } from '../../eval/logistic.js';
+import { linearCka, rbfCka } from '../../eval/cka.js';
 
 export class JsBackend implements Backend {
   readonly name = 'js' as const;
@@ -109,6 +114,27 @@ export class JsBackend implements Backend {
   async abmilLoss(params: MilParams, bags: MilBags, device = 'cpu'): Promise<{ loss: number; grads: MilParams }> {
     requireCpu(device);
     return abmilLossJs(params, bags);
+  }
+
+  // Evaluation: the WebAssembly SIMD search (worker threads for large searches) and probe (on this thread).
+  async cosineTopK(query: Float32Array, nq: number, base: Float32Array, nb: number, d: number, k: number, options: TopKOptions = {}): Promise<TopK> {
+    requireCpu(options.device ?? 'cpu');
+    return cosineTopK(query, nq, base, nb, d, k, options);
+  }
+
+  async fitLogistic(X: Float32Array, y: Int32Array, n: number, d: number, nClasses: number, options: LogisticOptions): Promise<LogisticModel> {
+    requireCpu(options.device ?? 'cpu');
+    return fitLogistic(X, y, n, d, nClasses, options);
+  }
+
+  async linearCka(x: Float32Array, dx: number, y: Float32Array, dy: number, n: number, device = 'cpu'): Promise<{ linear: number; debiased: number }> {
+    requireCpu(device);
+    return linearCka(x, dx, y, dy, n);
+  }
+
+  async rbfCka(x: Float32Array, dx: number, y: Float32Array, dy: number, n: number, device = 'cpu'): Promise<number> {
+    requireCpu(device);
+    return rbfCka(x, dx, y, dy, n);
   }
 }
 
