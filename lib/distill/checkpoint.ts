@@ -97,7 +97,7 @@ async function withoutManifest(dir: string): Promise<boolean> {
 export async function newestIntactCheckpoint(runDir: string): Promise<ResumePoint | null> {
   const all = await checkpointFolders(runDir);
   if (all.length === 0) return null;
-  for (const [steps, dir] of all) {
+  for (const [steps, dir] of [...all].reverse()) {
     const names = await fs.readdir(dir).catch(() => [] as string[]);
     if (names.includes(LEGACY_STATE_FILE) && !names.includes(STATE_FILE)) {
       throw new UserError(
