@@ -316,7 +316,7 @@ if (!skip.has('curve') && py && !skip.has('eager')) {
   const mine = runChild('curve', { teacher: curveTeacher, student: curveStudent, steps: CURVE_STEPS, batch: CURVE_BATCH, pool: poolSeeds, init });
   const lossesFile = path.join(modelsDir, 'curve-reference.json');
   const ref = mine.error ? { error: 'engine curve failed' } : runReference(py, ['--teacher', curveTeacher, '--student', curveStudent,
-    '--tiles-npy', poolFile, '--no-augment', '--projector', path.join(init, 'state.pt'), '--steps', String(CURVE_STEPS),
+    '--tiles-npy', poolFile, '--no-augment', '--projector', path.join(init, 'state.safetensors'), '--steps', String(CURVE_STEPS),
     '--warmup', '0', '--mode', 'distill', '--losses-out', lossesFile, ...(cuda ? ['--gpu'] : []),
     ...(opt['curve-reference-tf32'] ? ['--tf32'] : [])]);
   if (mine.error || ref.error) {

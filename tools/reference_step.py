@@ -7,7 +7,7 @@ Run:  .venv/bin/python tools/reference_step.py --teacher DIR --student DIR [--ba
       [--threads 2] [--embed-batch 8] [--mode both|distill|embed]
       GPU host:  python3 tools/reference_step.py --gpu --teacher DIR --student DIR --batch 128 [--compile]
       Loss curve against the engine (benchmarks/gpu.mjs):  ... --tiles-npy POOL.npy --no-augment
-      --projector STATE_DIR/state.pt --steps 200 --warmup 0 --losses-out FILE.json
+      --projector STATE_DIR/state.safetensors --steps 200 --warmup 0 --losses-out FILE.json
 Prints one JSON line last: {"distill_img_s", "embed_img_s", "step_times_s", "peak_memory_gib", ...}.
 
 The step (docs/method.md, "Constants"; native/engine/distiller.cpp):
@@ -166,7 +166,7 @@ def main() -> None:
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--no-augment', action='store_true', help='centre crop only (the engine with augment.enabled false)')
     ap.add_argument('--tiles-npy', help='uint8 (P,B,H,W,3): step k trains on batch k mod P (overrides --batch, --tile)')
-    ap.add_argument('--projector', help="an engine checkpoint's state.pt: start from its projector weights")
+    ap.add_argument('--projector', help="an engine checkpoint's state.safetensors: start from its projector weights")
     ap.add_argument('--losses-out', help='write every step\'s loss (warm-up included) to this JSON file')
     ap.add_argument('--profile', help='write a torch.profiler table of one distill step to this file')
     ap.add_argument('--tf32', action='store_true', help='TF32 for float32 products on CUDA (the engine does not use '
@@ -198,7 +198,9 @@ def main() -> None:
     dt = teacher.config.hidden_size if hasattr(teacher, 'config') else teacher.num_features
     proj = torch.nn.Linear(ds, dt).to(device)
     if a.projector:
-        state = torch.load(a.projector, map_location='cpu', weights_only=False)
+        from safetensors.torch import load_file  # a checkpoint is read with safetensors alone, no pickle
+
+        state = load_file(a.projector)
         with torch.no_grad():
             proj.weight.copy_(state['projector.weight'])
             proj.bias.copy_(state['projector.bias'])

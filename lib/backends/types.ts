@@ -445,7 +445,7 @@ export interface BackendDistiller {
   /** options.stop: this rank asks the run to stop after this step (result.stop is the agreement of all ranks). */
   step(tiles: Uint8Tensor, options?: { stop?: boolean }): Promise<BackendStepResult>;
   features(tiles: Uint8Tensor, which: 'student' | 'teacher'): Promise<Float32Tensor>;
-  /** Writes the state into `folder` (engine: state.pt; js: state.safetensors, same keys). */
+  /** Writes the state into `folder` (state.safetensors: the same keys and format on both backends). */
   save(folder: string): Promise<void>;
   load(folder: string): Promise<void>;
   exportStudent(folder: string): Promise<void>;

@@ -8,6 +8,17 @@ import { MANIFEST_FILE, verifyManifest } from '../io/manifest.js';
 
 export const META_FILE = 'distiller.json';
 export const META_FORMAT = 'g2l-native/distiller@1';
+/**
+ * A checkpoint holds the backend's tensors, state.safetensors (student/<param>, projector.weight/bias,
+ * optimizer/<key>, step, seed; F32 and I64, the data's CRC-32 in its metadata; written by the backend's save():
+ * native/engine/distiller.cpp, lib/backends/js/distill.ts), distiller.json (META_FILE: the format, the step, and
+ * the run's own state in `extra`: sampler position, early stopping, last loss, the run's configuration) and
+ * manifest.json. The learning-rate and weight-decay schedules and every random draw are functions of (seed, step),
+ * so nothing else is saved for them.
+ */
+export const STATE_FILE = 'state.safetensors';
+/** What an earlier g2l-native wrote instead of STATE_FILE (a torch pickle): recognised, not read. */
+export const LEGACY_STATE_FILE = 'state.pt';
 
 export interface CheckpointMeta {
   format: string;
@@ -86,6 +97,16 @@ async function withoutManifest(dir: string): Promise<boolean> {
 export async function newestIntactCheckpoint(runDir: string): Promise<ResumePoint | null> {
   const all = await checkpointFolders(runDir);
   if (all.length === 0) return null;
+  for (const [steps, dir] of [...all].reverse()) {
+    const names = await fs.readdir(dir).catch(() => [] as string[]);
+    if (names.includes(LEGACY_STATE_FILE) && !names.includes(STATE_FILE)) {
+      throw new UserError(
+        `${path.join(runDir, 'checkpoints', `step-${steps}`)} was written by an earlier g2l-native (checkpoint format ${LEGACY_STATE_FILE}), ` +
+          `which this version does not read (it reads ${STATE_FILE}): finish the run with the g2l-native version that started it, ` +
+          'or start it again in a new --out folder',
+      );
+    }
+  }
   const damaged: ResumePoint['damaged'] = [];
   for (const [steps, dir] of [...all].reverse()) {
     const unverified = await withoutManifest(dir);

@@ -2,7 +2,7 @@
 //
 // <run>/config.json              the resolved configuration (defaults < config file < flags)
 // <run>/log.jsonl                one line a step: step (1-based), loss, lr, wd, gradNorm, imgPerSec, memoryBytes
-// <run>/checkpoints/step-N/      after N steps: state.pt (student, projector, AdamW moments, step), distiller.json
+// <run>/checkpoints/step-N/      after N steps: state.safetensors (student, projector, AdamW moments, step), distiller.json
 //                                (sampler position, early-stopping window) and manifest.json (each file's size and
 //                                sha256, written last), in a temporary folder renamed into place. A resume takes the
 //                                newest checkpoint that matches its manifest (lib/distill/checkpoint.ts)

@@ -1,6 +1,6 @@
 // A folder's manifest: manifest.json lists every other file of the folder with its size and sha256, and is written
 // last (temp file + rename), so a folder whose manifest reads back and matches is complete and undamaged. Generic over
-// the folder's files: checkpoints (state.pt, distiller.json, or whatever a backend writes) use it as they are.
+// the folder's files: checkpoints (state.safetensors, distiller.json, or whatever a backend writes) use it as they are.
 import { createHash } from 'node:crypto';
 import { createReadStream, promises as fs } from 'node:fs';
 import path from 'node:path';

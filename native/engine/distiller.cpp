@@ -20,16 +20,14 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
-#include <torch/serialize.h>
 
 #include <cmath>
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <limits>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include "attention.h"
@@ -41,17 +39,20 @@
 #include "model.h"
 #include "optim.h"
 #include "quant.h"
+#include "safetensors.h"
 #include "step_profile.h"
 #include "step_timer.h"
 #include "tensor_bridge.h"
-#include "torch_archive.h"
 #include "vit.h"
 
 namespace g2l {
 
 namespace {
 
-constexpr const char* kStateFile = "state.pt";
+// A checkpoint's tensors (student/<param>, projector.*, optimizer/<key>, step, seed): safetensors, read by Python
+// with safetensors alone. kLegacyStateFile: the torch pickle that g2l-native wrote before; recognised, not read.
+constexpr const char* kStateFile = "state.safetensors";
+constexpr const char* kLegacyStateFile = "state.pt";
 // The FP8 teacher is accepted only while its features keep this cosine with the bf16 teacher's (issue 8).
 constexpr double kFp8MinCosine = 0.999;
 constexpr const char* kFp8Needs = "--teacher-fp8 needs a CUDA GPU with FP8 tensor cores (compute capability 8.9+); drop the flag";
@@ -361,62 +362,82 @@ class DistillerImpl final : public Distiller {
 
   void save(const std::string& folder) override {
     with_torch_errors([&] {
-      c10::Dict<std::string, at::Tensor> state;
+      std::vector<std::pair<std::string, at::Tensor>> state;
       for (const auto& item : student_.module->named_parameters(true)) {
-        state.insert("student/" + item.key(), item.value().detach().to(at::kCPU).contiguous());
+        state.emplace_back("student/" + item.key(), item.value().detach());
       }
-      state.insert("projector.weight", projector_weight_.detach().to(at::kCPU).contiguous());
-      state.insert("projector.bias", projector_bias_.detach().to(at::kCPU).contiguous());
-      for (const auto& [key, t] : optimizer_->state_dict()) {
-        state.insert("optimizer/" + key, t.detach().to(at::kCPU).contiguous());
-      }
-      state.insert("step", at::tensor({step_}, at::kLong));
-      state.insert("seed", at::tensor({static_cast<int64_t>(config_.seed)}, at::kLong));
-      std::vector<char> bytes = torch::pickle_save(c10::IValue(state));
+      state.emplace_back("projector.weight", projector_weight_.detach());
+      state.emplace_back("projector.bias", projector_bias_.detach());
+      for (const auto& [key, t] : optimizer_->state_dict()) state.emplace_back("optimizer/" + key, t.detach());
+      state.emplace_back("step", at::tensor({step_}, at::kLong));
+      state.emplace_back("seed", at::tensor({static_cast<int64_t>(config_.seed)}, at::kLong));
       std::filesystem::create_directories(folder);
-      const std::string path = (std::filesystem::path(folder) / kStateFile).string();
-      std::ofstream out(path, std::ios::binary | std::ios::trunc);
-      out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-      out.close();
-      if (!out) throw Error("save: could not write " + path + ": check free space and permissions");
+      const std::filesystem::path path = std::filesystem::path(folder) / kStateFile;
+      const std::filesystem::path tmp = std::filesystem::path(folder) / (std::string(".") + kStateFile + ".tmp");
+      write_safetensors(tmp.string(), state, {{"format", "pt"}}, /*checksum=*/true);
+      std::error_code ec;
+      std::filesystem::rename(tmp, path, ec);
+      if (ec) throw Error("save: could not rename " + tmp.string() + " to " + path.string() + ": " + ec.message());
       return 0;
     });
   }
 
+  // Reads a state.safetensors written by save() on either backend (lib/backends/js/distill.ts writes the same keys):
+  // the header strictly, the data against its CRC-32, the metadata and the key set exactly, each tensor's dtype and
+  // shape against the model's; any difference is one message naming the file.
   void load(const std::string& folder) override {
     with_torch_errors([&] {
-      const std::string path = (std::filesystem::path(folder) / kStateFile).string();
-      std::ifstream in(path, std::ios::binary);
-      if (!in || !std::filesystem::is_regular_file(path)) {
+      const std::filesystem::path dir(folder);
+      const std::string path = (dir / kStateFile).string();
+      if (!std::filesystem::is_regular_file(path)) {
+        if (std::filesystem::exists(dir / kLegacyStateFile)) {
+          throw Error("load: " + folder + " holds " + kLegacyStateFile +
+                      ": a checkpoint written by an earlier g2l-native (format state.pt), which this version does not "
+                      "read; finish that run with the g2l-native version that wrote it, or start it again");
+        }
         throw Error("load: cannot read " + path + ": is this a checkpoint folder of a g2l-native run?");
       }
-      std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      check_torch_archive(bytes.data(), bytes.size(), path);  // libtorch's reader crashes on some damaged files
-      c10::IValue value = torch::pickle_load(bytes);
-      if (!value.isGenericDict()) throw Error("load: " + path + " is not a g2l-native checkpoint");
-      std::map<std::string, at::Tensor> state;
-      for (const auto& entry : value.toGenericDict()) state[entry.key().toStringRef()] = entry.value().toTensor();
-      auto take = [&](const std::string& key, at::Tensor& dst) {
-        auto it = state.find(key);
-        if (it == state.end()) throw Error("load: " + path + " has no '" + key + "': it is from another model or run");
-        if (it->second.sizes() != dst.sizes()) {
-          throw Error("load: '" + key + "' in " + path + " has shape " + c10::str(it->second.sizes()) +
-                      " but the model has " + c10::str(dst.sizes()) + ": it is from another model");
-        }
-        at::NoGradGuard no_grad;
-        dst.copy_(it->second);
+      const std::string advice = "resume from an earlier checkpoints/step-N folder";
+      SafetensorsFile file(path, advice);
+      auto damaged = [&](const std::string& what) {
+        return Error("load: " + path + " " + what + ": the checkpoint is damaged or from another run; " + advice);
       };
-      for (auto& item : student_.module->named_parameters(true)) take("student/" + item.key(), item.value());
+      if (!file.has_checksum() || file.metadata().size() != 2 || !file.metadata().count("format") ||
+          file.metadata().at("format") != "pt") {
+        throw damaged("does not have the __metadata__ g2l-native writes ({format: pt, " +
+                      std::string(kSafetensorsChecksumKey) + "})");
+      }
+      std::set<std::string> unused;
+      for (const auto& [key, e] : file.entries()) unused.insert(key);
+      auto get = [&](const std::string& key, at::ScalarType dtype, c10::IntArrayRef shape) {
+        auto it = file.entries().find(key);
+        if (it == file.entries().end()) throw damaged("has no '" + key + "' (is it from another model?)");
+        const SafetensorsEntry& e = it->second;
+        if (e.dtype != dtype || c10::IntArrayRef(e.shape) != shape) {
+          throw damaged("has '" + key + "' as " + e.dtype_name + " " + c10::str(c10::IntArrayRef(e.shape)) + " but the run needs " +
+                        safetensors_dtype_name(dtype) + " " + c10::str(shape) + " (is it from another model?)");
+        }
+        unused.erase(key);
+        return file.view(e);
+      };
+      // Everything is checked before anything is copied: a refused file leaves the state as it was.
+      std::vector<std::pair<at::Tensor, at::Tensor>> copies;  // (destination, mapped source)
+      auto take = [&](const std::string& key, const at::Tensor& dst) {
+        copies.emplace_back(dst, get(key, dst.scalar_type(), dst.sizes()));
+      };
+      for (const auto& item : student_.module->named_parameters(true)) take("student/" + item.key(), item.value());
       take("projector.weight", projector_weight_);
       take("projector.bias", projector_bias_);
       std::map<std::string, at::Tensor> opt_state;
-      for (const auto& [key, t] : state) {
-        if (key.rfind("optimizer/", 0) == 0) opt_state[key.substr(10)] = t.to(device_);
-      }
-      optimizer_->load_state_dict(opt_state);
-      auto it = state.find("step");
-      if (it == state.end()) throw Error("load: " + path + " has no 'step'");
-      step_ = it->second.item<int64_t>();
+      for (const auto& [key, t] : optimizer_->state_dict()) opt_state[key] = get("optimizer/" + key, t.scalar_type(), t.sizes());
+      const int64_t step = get("step", at::kLong, {1}).item<int64_t>();
+      get("seed", at::kLong, {1});
+      if (!unused.empty()) throw damaged("holds '" + *unused.begin() + "', which this run does not have");
+      if (step < 0) throw damaged("has a negative step (" + std::to_string(step) + ")");
+      at::NoGradGuard no_grad;
+      for (auto& [dst, src] : copies) dst.copy_(src);
+      optimizer_->load_state_dict(opt_state);  // copies into the optimiser's own tensors
+      step_ = step;
       return 0;
     });
   }

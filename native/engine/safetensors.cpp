@@ -9,7 +9,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -38,9 +41,64 @@ std::string safetensors_dtype_name(at::ScalarType type) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// CRC-32 (IEEE 802.3, as zip and zlib), slicing by 8 bytes: the checksum of a data section
+// ---------------------------------------------------------------------------------------------------------------
+namespace {
+
+const std::array<std::array<uint32_t, 256>, 8>& crc_tables() {
+  static const auto tables = [] {
+    std::array<std::array<uint32_t, 256>, 8> t{};
+    for (uint32_t n = 0; n < 256; ++n) {
+      uint32_t c = n;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
+      t[0][n] = c;
+    }
+    for (uint32_t n = 0; n < 256; ++n) {
+      for (int k = 1; k < 8; ++k) t[k][n] = (t[k - 1][n] >> 8) ^ t[0][t[k - 1][n] & 0xff];
+    }
+    return t;
+  }();
+  return tables;
+}
+
+uint32_t crc32_update(uint32_t crc, const unsigned char* p, size_t n) {
+  const auto& t = crc_tables();
+  uint32_t c = crc ^ 0xffffffffu;
+  while (n >= 8) {
+    uint32_t lo, hi;
+    std::memcpy(&lo, p, 4);
+    std::memcpy(&hi, p + 4, 4);
+    lo ^= c;
+    c = t[7][lo & 0xff] ^ t[6][(lo >> 8) & 0xff] ^ t[5][(lo >> 16) & 0xff] ^ t[4][lo >> 24] ^ t[3][hi & 0xff] ^
+        t[2][(hi >> 8) & 0xff] ^ t[1][(hi >> 16) & 0xff] ^ t[0][hi >> 24];
+    p += 8;
+    n -= 8;
+  }
+  while (n--) c = t[0][(c ^ *p++) & 0xff] ^ (c >> 8);
+  return c ^ 0xffffffffu;
+}
+
+std::string crc_hex(uint32_t crc) {
+  char buf[9];
+  std::snprintf(buf, sizeof buf, "%08x", crc);
+  return buf;
+}
+
+// A JSON number that is a non-negative integer a double holds exactly (shapes and offsets).
+bool as_count(const json::Value& v, uint64_t& out) {
+  if (!v.is_number()) return false;
+  double d = v.as_number();
+  if (!(d >= 0) || d > 9007199254740992.0 || std::floor(d) != d) return false;
+  out = static_cast<uint64_t>(d);
+  return true;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------------
 // Reading
 // ---------------------------------------------------------------------------------------------------------------
-SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
+SafetensorsFile::SafetensorsFile(const std::string& path, const std::string& advice) : path_(path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw Error("cannot open " + path + ": " + std::strerror(errno));
   struct stat st {};
@@ -48,11 +106,15 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     ::close(fd);
     throw Error("cannot stat " + path + ": " + std::strerror(errno));
   }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error(path + " is not a file: " + advice);
+  }
   size_ = static_cast<size_t>(st.st_size);
   if (size_ < 8) {
     ::close(fd);
     throw Error(path + " is truncated: it ends at byte " + std::to_string(size_) +
-                ", before the end of the 8-byte header length: download it again");
+                ", before the end of the 8-byte header length: " + advice);
   }
   map_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
@@ -62,26 +124,28 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   }
   try {
     const auto* bytes = static_cast<const uint8_t*>(map_);
+    auto damaged = [&](const std::string& what) { return Error(path + ": " + what + ": the file is damaged; " + advice); };
     uint64_t header_len = 0;
     for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | bytes[i];
     if (header_len > 100u * 1024 * 1024) {
       throw Error(path + " is not a safetensors file (its header length field reads " + std::to_string(header_len) +
-                  " bytes): check the file, or download it again");
+                  " bytes): check the file, or " + advice);
     }
     if (8 + header_len > size_) {
       throw Error(path + " is truncated: it ends at byte " + std::to_string(size_) + " but its header runs to byte " +
-                  std::to_string(8 + header_len) + ": download it again");
+                  std::to_string(8 + header_len) + ": " + advice);
     }
     json::Value header =
         json::parse(std::string(reinterpret_cast<const char*>(bytes + 8), header_len), path + " (safetensors header)");
-    if (!header.is_object()) throw Error(path + ": the safetensors header is not a JSON object");
+    if (!header.is_object()) throw damaged("the safetensors header is not a JSON object");
     const uint64_t data_start = 8 + header_len;
-    uint64_t needed_end = data_start;
-    std::string last_key;
+    const uint64_t data_len = size_ - data_start;
     for (const auto& [key, v] : header.members()) {
       if (key == "__metadata__") {
+        if (!v.is_object()) throw damaged("__metadata__ is not an object of strings");
         for (const auto& [mk, mv] : v.members()) {
-          if (mv.is_string()) metadata_[mk] = mv.as_string();
+          if (!mv.is_string()) throw damaged("__metadata__['" + mk + "'] is not a string");
+          metadata_[mk] = mv.as_string();
         }
         continue;
       }
@@ -90,7 +154,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       const json::Value* offsets = v.find("data_offsets");
       if (!dt || !dt->is_string() || !shape || !shape->is_array() || !offsets || !offsets->is_array() ||
           offsets->items().size() != 2) {
-        throw Error(path + ": header entry '" + key + "' lacks dtype, shape or data_offsets: the file is damaged");
+        throw damaged("header entry '" + key + "' lacks dtype, shape or data_offsets");
       }
       auto found = stored_dtypes().find(dt->as_string());
       if (found == stored_dtypes().end()) {
@@ -101,36 +165,65 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       e.key = key;
       e.dtype_name = dt->as_string();
       e.dtype = found->second.first;
-      int64_t numel = 1;
+      uint64_t bytes_needed = found->second.second;
       for (const auto& d : shape->items()) {
-        if (!d.is_number() || d.as_number() < 0) throw Error(path + ": tensor '" + key + "' has a bad shape");
-        e.shape.push_back(static_cast<int64_t>(d.as_number()));
-        numel *= e.shape.back();
+        uint64_t n = 0;
+        if (!as_count(d, n)) throw damaged("tensor '" + key + "' has a bad shape");
+        e.shape.push_back(static_cast<int64_t>(n));
+        if (n != 0 && bytes_needed > (uint64_t{1} << 62) / n) throw damaged("tensor '" + key + "' has an impossible shape");
+        bytes_needed *= n;
       }
-      uint64_t begin = static_cast<uint64_t>(offsets->items()[0].as_number());
-      uint64_t end = static_cast<uint64_t>(offsets->items()[1].as_number());
-      if (end < begin || end - begin != static_cast<uint64_t>(numel) * found->second.second) {
-        throw Error(path + ": tensor '" + key + "' spans " + std::to_string(end - begin) + " bytes but its shape and dtype need " +
-                    std::to_string(static_cast<uint64_t>(numel) * found->second.second) + ": the file is damaged");
+      uint64_t begin = 0, end = 0;
+      if (!as_count(offsets->items()[0], begin) || !as_count(offsets->items()[1], end) || end < begin) {
+        throw damaged("tensor '" + key + "' has bad data_offsets");
+      }
+      if (end - begin != bytes_needed) {
+        throw damaged("tensor '" + key + "' spans " + std::to_string(end - begin) + " bytes but its shape and dtype need " +
+                      std::to_string(bytes_needed));
       }
       e.file_begin = data_start + begin;
       e.file_end = data_start + end;
-      if (e.file_end > needed_end) {
-        needed_end = e.file_end;
-        last_key = key;
-      }
       entries_.emplace(key, std::move(e));
     }
+    // The tensors in file order must tile the data section: each begins where the one before ends.
+    std::vector<const SafetensorsEntry*> order;
+    for (const auto& [k, e] : entries_) order.push_back(&e);
+    std::sort(order.begin(), order.end(), [](const SafetensorsEntry* a, const SafetensorsEntry* b) {
+      return a->file_begin != b->file_begin ? a->file_begin < b->file_begin : a->file_end < b->file_end;
+    });
+    const uint64_t needed_end = order.empty() ? data_start : order.back()->file_end;
     if (needed_end > size_) {
       // Name the first tensor the cut reaches, so the message says what is lost, not only where.
       const SafetensorsEntry* first_cut = nullptr;
-      for (const auto& [k, e] : entries_) {
-        if (e.file_end > size_ && (!first_cut || e.file_begin < first_cut->file_begin)) first_cut = &e;
+      for (const SafetensorsEntry* e : order) {
+        if (e->file_end > size_) {
+          first_cut = e;
+          break;
+        }
       }
       throw Error(path + " is truncated: the file ends at byte " + std::to_string(size_) + " but its header says the data runs to byte " +
                   std::to_string(needed_end) + " (tensor '" + first_cut->key + "' needs bytes " +
-                  std::to_string(first_cut->file_begin) + " to " + std::to_string(first_cut->file_end) +
-                  "): download it again");
+                  std::to_string(first_cut->file_begin) + " to " + std::to_string(first_cut->file_end) + "): " + advice);
+    }
+    uint64_t at = data_start;
+    for (const SafetensorsEntry* e : order) {
+      if (e->file_begin != at) {
+        throw damaged("tensor '" + e->key + "' begins at data byte " + std::to_string(e->file_begin - data_start) +
+                      (e->file_begin < at ? ", inside the tensor before it" : ", after a gap") + " (expected " +
+                      std::to_string(at - data_start) + ")");
+      }
+      at = e->file_end;
+    }
+    if (at != size_) {
+      throw damaged(std::to_string(size_ - at) + " bytes follow the last tensor (the header accounts for " +
+                    std::to_string(at - data_start) + " of the " + std::to_string(data_len) + " data bytes)");
+    }
+    auto sum = metadata_.find(kSafetensorsChecksumKey);
+    if (sum != metadata_.end()) {
+      const std::string actual = crc_hex(crc32_update(0, bytes + data_start, data_len));
+      if (sum->second != actual) {
+        throw damaged("its data does not match the CRC-32 in its header (" + sum->second + ", computed " + actual + ")");
+      }
     }
   } catch (...) {
     ::munmap(map_, size_);
@@ -211,19 +304,27 @@ std::string WeightFiles::describe() const { return describe_; }
 // Writing
 // ---------------------------------------------------------------------------------------------------------------
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
+                       const std::map<std::string, std::string>& metadata, bool checksum) {
   std::vector<std::pair<std::string, at::Tensor>> sorted = tensors;
   std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   std::vector<at::Tensor> host;
+  for (const auto& [key, t] : sorted) host.push_back(t.detach().to(at::kCPU).contiguous());
+  std::map<std::string, std::string> meta_strings = metadata;
+  if (checksum) {
+    uint32_t crc = 0;
+    for (const at::Tensor& h : host) crc = crc32_update(crc, static_cast<const unsigned char*>(h.data_ptr()), h.nbytes());
+    meta_strings[kSafetensorsChecksumKey] = crc_hex(crc);
+  }
   json::Value header = json::Value::object();
-  if (!metadata.empty()) {
+  if (!meta_strings.empty()) {
     json::Value meta = json::Value::object();
-    for (const auto& [k, v] : metadata) meta.set(k, json::Value::string(v));
+    for (const auto& [k, v] : meta_strings) meta.set(k, json::Value::string(v));
     header.set("__metadata__", std::move(meta));
   }
   uint64_t offset = 0;
-  for (const auto& [key, t] : sorted) {
-    at::Tensor h = t.detach().to(at::kCPU).contiguous();
+  for (size_t i = 0; i < sorted.size(); ++i) {
+    const std::string& key = sorted[i].first;
+    const at::Tensor& h = host[i];
     json::Value entry = json::Value::object();
     entry.set("dtype", json::Value::string(safetensors_dtype_name(h.scalar_type())));
     json::Value shape = json::Value::array();
@@ -234,7 +335,6 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
                                                   json::Value::number(static_cast<double>(offset + n))}));
     header.set(key, std::move(entry));
     offset += n;
-    host.push_back(h);
   }
   std::string text = header.dump();
   // Pad with spaces so that the data section starts 8-byte aligned, as the reference writer does.

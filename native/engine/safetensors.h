@@ -4,6 +4,10 @@
 // {"key": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, "__metadata__": {...}}, then the data
 // section, offsets relative to its start. A model folder holds model.safetensors, or shards listed by
 // model.safetensors.index.json {"weight_map": {"key": "model-00001-of-00003.safetensors", ...}}.
+// The header is validated as the reference library does (integer shapes and offsets, shape x dtype size = byte
+// length, the tensors tile the data section exactly: no overlap, no gap, nothing after the last). Files written with
+// a checksum (checkpoints) carry `data_crc32` in __metadata__: the CRC-32 of the data section as 8 lowercase hex
+// digits, verified on open.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -25,10 +29,14 @@ struct SafetensorsEntry {
   uint64_t file_end = 0;
 };
 
-/** One safetensors file, memory-mapped read-only; header and sizes validated on open. */
+/** The __metadata__ key of the data section's CRC-32 (8 lowercase hex digits). */
+inline constexpr const char* kSafetensorsChecksumKey = "data_crc32";
+
+/** One safetensors file, memory-mapped read-only; header, sizes and checksum (when present) validated on open. */
 class SafetensorsFile {
  public:
-  explicit SafetensorsFile(const std::string& path);
+  /** `advice`: what a message about a damaged file tells the user to do (weights: download them again). */
+  explicit SafetensorsFile(const std::string& path, const std::string& advice = "download it again");
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
@@ -36,6 +44,8 @@ class SafetensorsFile {
   const std::string& path() const { return path_; }
   const std::map<std::string, SafetensorsEntry>& entries() const { return entries_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  /** Whether the file carries a data checksum (it matched: the constructor verified it). */
+  bool has_checksum() const { return metadata_.count(kSafetensorsChecksumKey) > 0; }
 
   /** A CPU tensor over the mapped bytes (no copy), valid while this file is open. */
   at::Tensor view(const SafetensorsEntry& entry) const;
@@ -72,9 +82,10 @@ std::string safetensors_dtype_name(at::ScalarType type);
 
 /**
  * Writes tensors (any device, any of the supported dtypes; written as they are) to `path` in key order, with the
- * given string metadata. The caller makes it atomic (writes into a temporary folder).
+ * given string metadata, plus the data section's CRC-32 when `checksum`. The caller makes it atomic (writes into a
+ * temporary file or folder and renames it).
  */
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-                       const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
+                       const std::map<std::string, std::string>& metadata = {{"format", "pt"}}, bool checksum = false);
 
 }  // namespace g2l

@@ -150,7 +150,7 @@ t.test('createBackendDistiller gives the same step on either backend', { skip },
   await t.rejects(createBackendDistiller(new JsBackend(), { ...cfg, device: 'cuda' }), /CPU only/);
 });
 
-t.test('a checkpoint of either backend resumes on the other (state.pt, same keys)', { skip }, async (t) => {
+t.test('a checkpoint of either backend resumes on the other (state.safetensors, same keys)', { skip }, async (t) => {
   const cfg = config();
   const batches = [1, 2, 3, 4].map((s) => tiles(2, 240, s + 20));
   const dir = t.testdir();
@@ -161,9 +161,11 @@ t.test('a checkpoint of either backend resumes on the other (state.pt, same keys
   for (const x of batches.slice(0, 2)) { nLoss.push((await native.step(x)).loss); jLoss.push((await js.step(x)).loss); }
   await native.save(path.join(dir, 'native'));
   await js.save(path.join(dir, 'js'));
-  const { readTorchState } = await import('../../lib/backends/js/torch-state.js');
-  const nState = readTorchState(path.join(dir, 'native', 'state.pt')), jState = readTorchState(path.join(dir, 'js', 'state.pt'));
+  const { readStoredTensors } = await import('../../lib/backends/js/safetensors.js');
+  const read = (file: string) => readStoredTensors(file, 'the test reads it').tensors;
+  const nState = read(path.join(dir, 'native', 'state.safetensors')), jState = read(path.join(dir, 'js', 'state.safetensors'));
   t.same([...jState.keys()].sort(), [...nState.keys()].sort(), 'same keys');
+  t.same([...jState].map(([k, v]) => [k, v.dtype, v.shape]), [...nState].map(([k, v]) => [k, v.dtype, v.shape]), 'same dtypes and shapes');
   t.same(jState.get('step')!.data, nState.get('step')!.data);
   const jsFromNative = await JsDistiller.create(cfg);
   await jsFromNative.load(path.join(dir, 'native'));

@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } fro
 import os from 'node:os';
 import path from 'node:path';
 import { readModelWeights } from '../../lib/backends/js/safetensors.js';
-import { readTorchState, type StateTensor } from '../../lib/backends/js/torch-state.js';
+import { readStoredTensors, type StoredTensor } from '../../lib/backends/js/safetensors.js';
 import { Distiller } from '../../lib/distill/distiller.js';
 import { readLog } from '../../lib/distill/run.js';
 import { openTileSource } from '../../lib/distill/tiles.js';
@@ -49,11 +49,13 @@ const distillArgs = (out: string, batch: number, nproc: number, steps: number, e
   '--steps', String(steps), '--batch-size', String(batch), '--seed', '5', '--no-progress', '--nproc', String(nproc), ...extra,
 ];
 
-type State = Map<string, StateTensor>;
+type State = Map<string, StoredTensor>;
+/** A checkpoint's state.safetensors, as stored. */
+const readState = (file: string): State => readStoredTensors(file, 'the test reads a checkpoint').tensors;
 const f32 = (s: State, key: string): Float32Array => s.get(key)!.data as Float32Array;
 
 /**
- * A distillation of `steps` steps taken one step per process start (`--until t`, then `--resume`): the state.pt
+ * A distillation of `steps` steps taken one step per process start (`--until t`, then `--resume`): the state.safetensors
  * after every step, the log, and the exported student. Exact resume (test/distill/run.test.ts) makes this the same
  * run as one taken straight.
  */
@@ -70,7 +72,7 @@ async function runByStep(t: Test, out: string, batch: number, nproc: number, ste
     t.equal(r.code, 0, `step ${step} (${nproc} process${nproc > 1 ? 'es' : ''}): ${r.stderr}`);
     stderr += r.stderr;
     stdout += r.stdout;
-    states.push(readTorchState(path.join(out, 'checkpoints', `step-${step}`, 'state.pt')));
+    states.push(readState(path.join(out, 'checkpoints', `step-${step}`, 'state.safetensors')));
   }
   return { states, log: await readLog(out), stderr, stdout };
 }
@@ -262,7 +264,7 @@ t.test('a killed worker ends the run: its rank and signal reported, the last che
   t.match(stderr, /the run stopped because worker rank 1 was killed by SIGKILL\. Its last checkpoint is .*checkpoints\/step-\d+; continue with g2l-native distill --resume/, 'points at the last checkpoint');
   t.same(workersOf(child.pid!), [], 'no worker is left running');
   const last = /Its last checkpoint is (\S+);/.exec(stderr)?.[1];
-  t.ok(last && existsSync(path.join(last, 'state.pt')) && existsSync(path.join(last, 'distiller.json')), `${last} is complete`);
+  t.ok(last && existsSync(path.join(last, 'state.safetensors')) && existsSync(path.join(last, 'distiller.json')), `${last} is complete`);
   // The checkpoint resumes (one process, two more steps).
   const steps = Number(/step-(\d+)/.exec(last ?? '')?.[1]);
   const resumed = await runCli(['distill', '--resume', run, '--until', String(steps + 2), '--no-progress', '--force', '--nproc', '1']);
@@ -318,19 +320,19 @@ t.test('--bn-sync local: 2 ranks equal two independent per-rank computations, av
   const r = await runCli(distillArgs(run, 4, 2, 2, ['--bn-sync', 'local', '--config', config, '--until', '1']), { env: ONE_THREAD });
   t.equal(r.code, 0, r.stderr);
   t.equal(JSON.parse(readFileSync(path.join(run, 'config.json'), 'utf8')).loss.sync, 'local', 'config.json records loss.sync');
-  const ranks = readTorchState(path.join(run, 'checkpoints', 'step-1', 'state.pt'));
+  const ranks = readState(path.join(run, 'checkpoints', 'step-1', 'state.safetensors'));
   const [logLine] = await readLog(run);
 
   // Each rank's share computed alone: the same models, seed and tiles (the sampler's shard of the global batch).
   const source = await openTileSource('synthetic:64', { seed: 5, tileSizePx: 256 });
-  const alone: { loss: number; state: Map<string, StateTensor> }[] = [];
+  const alone: { loss: number; state: State }[] = [];
   for (const rank of [0, 1]) {
     const tiles = await source.batch(0, 4, { rank, worldSize: 2 });
     const d = await Distiller.create({ teacher: TEACHER, student: STUDENT, totalSteps: 2, seed: 5, augment: { enabled: false }, backend: 'native' });
     const step = await d.step(tiles);
     const folder = path.join(dir, `alone-${rank}`);
     await d.save(folder);
-    alone.push({ loss: step.loss, state: readTorchState(path.join(folder, 'state.pt')) });
+    alone.push({ loss: step.loss, state: readState(path.join(folder, 'state.safetensors')) });
   }
   await source.close();
   const meanLoss = (alone[0].loss + alone[1].loss) / 2;

@@ -10,11 +10,12 @@
 //                  safetensors, JSON, slides). A flipped byte inside a model's or array's values is a different input,
 //                  not a detectable fault, and its result may differ.
 import t from 'tap';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ROOT, VENV_PYTHON, runCli, runProcess } from '../helpers/cli.js';
 import { runHarness, type HarnessCase, type HarnessResult } from '../helpers/fault-harness.js';
+import { writeManifest } from '../../lib/io/manifest.js';
 import { encodeNpy, parseNpy } from '../../lib/io/npy.js';
 import { makeSyntheticSlides } from '../../lib/slides/synthetic.js';
 import { mulberry32 } from '../../lib/util/random.js';
@@ -62,6 +63,22 @@ function mutations(size: number, seed: number, options: { flips?: number; missin
   return out;
 }
 
+/** `count` single-bit flips at seeded offsets inside a safetensors header (bytes 0 .. headerEnd - 1). */
+function headerBitFlips(headerEnd: number, seed: number, count: number): Mutation[] {
+  const rand = mulberry32(seed);
+  return Array.from({ length: count }, () => {
+    const at = Math.floor(rand() * headerEnd), bit = 1 << Math.floor(rand() * 8);
+    return {
+      name: `header flip@${at}`, damage: 'flip' as const, at: [at],
+      apply: (f: string) => {
+        const b = readFileSync(f);
+        b[at] ^= bit;
+        writeFileSync(f, b);
+      },
+    };
+  });
+}
+
 interface Case {
   /** File type and mutation, for the report. */
   label: string;
@@ -101,7 +118,7 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
   cpSync(base, reference, { recursive: true });
   const ref = await runCli(['distill', '--resume', reference, '--until', '6', '--no-progress'], { env: ENV });
   t.equal(ref.code, 0, `reference resume: ${ref.stderr}`);
-  const refState = path.join(reference, 'checkpoints', 'step-6', 'state.pt');
+  const refState = path.join(reference, 'checkpoints', 'step-6', 'state.safetensors');
   const resumeCase = (label: string, type: string, rel: string, m: Mutation, strict: boolean, names: RegExp, expect?: Case['expect']) => {
     const run = fresh(`resume-${type}`);
     cpSync(base, run, { recursive: true });
@@ -109,12 +126,12 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
     cases.push({
       label, type, file: rel, damage: m.damage, at: m.at, strict, names, expect,
       run: { kind: 'cli', args: ['distill', '--resume', run, '--until', '6', '--no-progress'] },
-      same: () => bytesEqual(path.join(run, 'checkpoints', 'step-6', 'state.pt'), refState),
+      same: () => bytesEqual(path.join(run, 'checkpoints', 'step-6', 'state.safetensors'), refState),
     });
   };
   // Every damage to the newest checkpoint: reported, and the resume falls back to step-2 and ends bitwise equal.
   const fallback: Case['expect'] = (r) => r.code === 0 && !/checkpoint checkpoints\/step-4 is damaged/.test(r.stderr) ? 'the damaged step-4 was not reported' : null;
-  for (const file of ['state.pt', 'distiller.json', 'manifest.json']) {
+  for (const file of ['state.safetensors', 'distiller.json', 'manifest.json']) {
     const rel = path.join('checkpoints', 'step-4', file);
     const bytes = readFileSync(path.join(base, rel));
     for (const m of mutations(bytes.length, 11 + file.length, { flips: 8 })) {
@@ -132,11 +149,11 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
   {
     const run = fresh('resume-none-intact');
     cpSync(base, run, { recursive: true });
-    truncateSync(path.join(run, 'checkpoints', 'step-4', 'state.pt'), 1000);
+    truncateSync(path.join(run, 'checkpoints', 'step-4', 'state.safetensors'), 1000);
     writeFileSync(path.join(run, 'checkpoints', 'step-2', 'distiller.json'), '{"format": "g2l');
     cases.push({
       label: 'both checkpoints damaged', type: 'checkpoint/none-intact', file: 'checkpoints', damage: 'truncate', at: [], strict: true,
-      names: /no intact checkpoint.*step-4: state\.pt has 1000 bytes.*step-2: distiller\.json/,
+      names: /no intact checkpoint.*step-4: state\.safetensors has 1000 bytes.*step-2: distiller\.json/,
       run: { kind: 'cli', args: ['distill', '--resume', run, '--until', '6', '--no-progress'] },
       same: () => false,
       expect: (r) => (r.code === 2 && r.stderr.trim().split('\n').length === 1 ? null : `exit ${r.code}, expected 2 with one line`),
@@ -148,11 +165,11 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
     cpSync(base, run, { recursive: true });
     const stale = path.join(run, 'checkpoints', '.step-6.123.abc.tmp');
     mkdirSync(stale);
-    writeFileSync(path.join(stale, 'state.pt'), readFileSync(path.join(base, 'checkpoints', 'step-4', 'state.pt')).subarray(0, 5000));
+    writeFileSync(path.join(stale, 'state.safetensors'), readFileSync(path.join(base, 'checkpoints', 'step-4', 'state.safetensors')).subarray(0, 5000));
     cases.push({
       label: 'stale temporary checkpoint folder', type: 'checkpoint/temp', file: 'checkpoints', damage: 'truncate', at: [], strict: true, names: /$^/,
       run: { kind: 'cli', args: ['distill', '--resume', run, '--until', '6', '--no-progress'] },
-      same: () => bytesEqual(path.join(run, 'checkpoints', 'step-6', 'state.pt'), refState) && !existsSync(stale),
+      same: () => bytesEqual(path.join(run, 'checkpoints', 'step-6', 'state.safetensors'), refState) && !existsSync(stale),
       expect: (r) => (r.code === 0 ? null : `exit ${r.code}`),
     });
   }
@@ -164,21 +181,56 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
     resumeCase(`run log.jsonl ${m.name}`, 'run/log.jsonl', 'log.jsonl', m, true, /log\.jsonl/);
   }
 
-  // ---- state.pt read without a manifest (Distiller.load of a bare folder), by the engine and the js reader --------
+  // A run whose checkpoints an earlier g2l-native wrote (state.pt, a torch pickle, listed by the manifest): --resume
+  // refuses it with exit 2 and one line saying so (the format changed; the bytes here are only a stand-in).
+  {
+    const run = fresh('resume-legacy');
+    cpSync(base, run, { recursive: true });
+    for (const step of [2, 4]) {
+      const dir = path.join(run, 'checkpoints', `step-${step}`);
+      renameSync(path.join(dir, 'state.safetensors'), path.join(dir, 'state.pt'));
+      await writeManifest(dir);
+    }
+    cases.push({
+      label: 'checkpoints of an earlier g2l-native (state.pt)', type: 'checkpoint/legacy', file: 'state.pt', damage: 'missing', at: [], strict: true,
+      names: /step-4 was written by an earlier g2l-native \(checkpoint format state\.pt\).*start it again in a new --out folder/,
+      run: { kind: 'cli', args: ['distill', '--resume', run, '--until', '6', '--no-progress'] },
+      same: () => false,
+      expect: (r) => (r.code === 2 && r.stderr.trim().split('\n').length === 1 ? null : `exit ${r.code}, expected 2 with one line`),
+    });
+  }
+
+  // ---- state.safetensors read without a manifest (Distiller.load of a bare folder), by the engine and the js reader
+  // Nothing but the file itself protects it here: its header is validated strictly (offsets, dtypes, shapes, the
+  // tensors tiling the data, the key set and metadata the backends write) and its data against the CRC-32 in its
+  // metadata, so every case must end in a message (strict, and no result to compare: exit 0 is a silent wrong load).
+  // Besides the seeded flips over the whole file (mostly in the data), single-bit flips inside the header. A folder
+  // with an older g2l-native's state.pt instead is refused with a message naming it.
   const bare = path.join(root, 'bare');
   cpSync(path.join(base, 'checkpoints', 'step-4'), bare, { recursive: true });
   rmSync(path.join(bare, 'manifest.json'));
+  const stateBytes = readFileSync(path.join(bare, 'state.safetensors'));
+  const headerEnd = 8 + Number(stateBytes.readBigUInt64LE(0));
   for (const backend of ['native', 'js'] as const) {
-    for (const m of mutations(statSync(path.join(bare, 'state.pt')).size, backend === 'native' ? 21 : 22, { flips: 3 })) {
+    const headerFlips = headerBitFlips(headerEnd, backend === 'native' ? 23 : 24, 6);
+    for (const m of [...mutations(stateBytes.length, backend === 'native' ? 21 : 22, { flips: 3 }), ...headerFlips]) {
       const dir = fresh(`load-${backend}`);
       cpSync(bare, dir, { recursive: true });
-      m.apply(path.join(dir, 'state.pt'));
+      m.apply(path.join(dir, 'state.safetensors'));
       cases.push({
-        label: `state.pt without manifest (${backend}) ${m.name}`, type: `state.pt/${backend}`, file: 'state.pt', damage: m.damage, at: m.at,
-        strict: true, names: /state\.pt/, same: () => false,
+        label: `state.safetensors without manifest (${backend}) ${m.name}`, type: `state.safetensors/${backend}`, file: 'state.safetensors',
+        damage: m.damage, at: m.at, strict: true, names: /state\.safetensors/, same: () => false,
         run: { kind: 'load', folder: dir, backend, teacher: TEACHER, student: STUDENT },
       });
     }
+    const legacy = fresh(`load-${backend}-legacy`);
+    cpSync(bare, legacy, { recursive: true });
+    renameSync(path.join(legacy, 'state.safetensors'), path.join(legacy, 'state.pt'));
+    cases.push({
+      label: `state.pt of an earlier g2l-native (${backend})`, type: `state.safetensors/${backend}`, file: 'state.pt', damage: 'missing', at: [],
+      strict: true, names: /holds state\.pt: a checkpoint written by an earlier g2l-native/, same: () => false,
+      run: { kind: 'load', folder: legacy, backend, teacher: TEACHER, student: STUDENT },
+    });
   }
 
   // ---- model folders (embed) ----------------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ t.test(`${CHAINS} chains of distill runs stopped at random moments end bitwise a
   const runMs = Date.now() - t0;
   t.equal(ref.code, 0, ref.stderr);
   const refStudent = readFileSync(path.join(reference, 'student', 'model.safetensors'));
-  const refState = readFileSync(path.join(reference, 'checkpoints', `step-${STEPS}`, 'state.pt'));
+  const refState = readFileSync(path.join(reference, 'checkpoints', `step-${STEPS}`, 'state.safetensors'));
   const losses = (run: string) => readFileSync(path.join(run, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).map((l) => [l.step, l.loss, l.lr, l.gradNorm]);
 
   const rand = mulberry32(SEED);
@@ -121,7 +121,7 @@ t.test(`${CHAINS} chains of distill runs stopped at random moments end bitwise a
     t.comment(`chain ${c}: ${history.join(', ')}`);
     const same = existsSync(path.join(run, 'student', 'model.safetensors')) &&
       readFileSync(path.join(run, 'student', 'model.safetensors')).equals(refStudent) &&
-      readFileSync(path.join(run, 'checkpoints', `step-${STEPS}`, 'state.pt')).equals(refState);
+      readFileSync(path.join(run, 'checkpoints', `step-${STEPS}`, 'state.safetensors')).equals(refState);
     if (!same) tally.wrongResults++;
     t.ok(same, `chain ${c}: the exported student and the final state are bitwise those of the uninterrupted run`);
     t.same(losses(run), losses(reference), `chain ${c}: the log has each step once, with the uninterrupted run's numbers`);

@@ -1,6 +1,6 @@
 // Stopping and damage as a cluster user meets them (issue 16), with the real CLI in child processes: SIGTERM and
 // SIGHUP end `distill` with a checkpoint (exit 143 / 129), a second signal quits at once, ranks of --nproc stop on the
-// same step; a truncated state.pt is reported and the run resumes from the checkpoint before it, ending with the
+// same step; a truncated state.safetensors is reported and the run resumes from the checkpoint before it, ending with the
 // weights of an uninterrupted run; tile, embed and eval leave no half-written file and a rerun continues.
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -46,7 +46,7 @@ async function until(check: () => boolean, what: string, ms = 240_000): Promise<
   }
 }
 
-const stateOf = (run: string, steps: number) => readFileSync(path.join(run, 'checkpoints', `step-${steps}`, 'state.pt'));
+const stateOf = (run: string, steps: number) => readFileSync(path.join(run, 'checkpoints', `step-${steps}`, 'state.safetensors'));
 
 for (const [signal, code] of [['SIGTERM', 143], ['SIGHUP', 129]] as const) {
   t.test(`${signal} during distill: the step in flight finishes, a checkpoint is written, exit ${code}; --resume continues`, async (t) => {
@@ -85,7 +85,7 @@ t.test('a second SIGTERM quits at once, without waiting for the step', async (t)
   t.equal(again.code, 0, `resumes: ${again.stderr}`);
 });
 
-t.test('a truncated newest state.pt: reported, the run resumes from the checkpoint before it and ends as an uninterrupted run', async (t) => {
+t.test('a truncated newest state.safetensors: reported, the run resumes from the checkpoint before it and ends as an uninterrupted run', async (t) => {
   const dir = tmp();
   const straight = path.join(dir, 'straight');
   const a = await runCli(distill(straight, 8, ['--checkpoint-every', '2']), { env: ENV });
@@ -93,12 +93,12 @@ t.test('a truncated newest state.pt: reported, the run resumes from the checkpoi
   const run = path.join(dir, 'run');
   const b = await runCli(distill(run, 8, ['--checkpoint-every', '2', '--until', '6']), { env: ENV });
   t.equal(b.code, 0, b.stderr);
-  const state = path.join(run, 'checkpoints', 'step-6', 'state.pt');
+  const state = path.join(run, 'checkpoints', 'step-6', 'state.safetensors');
   const size = readFileSync(state).length;
   truncateSync(state, Math.floor(size / 2));
   const c = await runCli(['distill', '--resume', run, '--no-progress'], { env: ENV });
   t.equal(c.code, 0, c.stderr);
-  t.match(c.stderr, new RegExp(`checkpoint checkpoints/step-6 is damaged: state\\.pt has ${Math.floor(size / 2)} bytes, the manifest says ${size}`), 'which file, what is wrong');
+  t.match(c.stderr, new RegExp(`checkpoint checkpoints/step-6 is damaged: state\\.safetensors has ${Math.floor(size / 2)} bytes, the manifest says ${size}`), 'which file, what is wrong');
   t.match(c.stderr, /resuming .* from the newest intact checkpoint, checkpoints\/step-4; 2 steps are repeated \(5-6\)/, 'how many steps are repeated');
   t.ok(readFileSync(path.join(run, 'student', 'model.safetensors')).equals(readFileSync(path.join(straight, 'student', 'model.safetensors'))),
     'the exported student is bitwise that of the uninterrupted run');
@@ -108,12 +108,12 @@ t.test('a truncated newest state.pt: reported, the run resumes from the checkpoi
   t.same(losses(run), losses(straight), 'one log line a step, with the uninterrupted run\'s losses');
 
   // No intact checkpoint at all: exit 2, one line.
-  for (const s of [4, 8]) truncateSync(path.join(run, 'checkpoints', `step-${s}`, 'state.pt'), 100);
+  for (const s of [4, 8]) truncateSync(path.join(run, 'checkpoints', `step-${s}`, 'state.safetensors'), 100);
   writeFileSync(path.join(run, 'checkpoints', 'step-6', 'distiller.json'), '{');
   const d = await runCli(['distill', '--resume', run, '--no-progress'], { env: ENV });
   t.equal(d.code, 2, d.stderr);
   t.equal(d.stderr.trim().split('\n').length, 1, 'one message');
-  t.match(d.stderr, /no intact checkpoint to resume in .*checkpoints: step-8: state\.pt has 100 bytes.*step-6: .*step-4: state\.pt has 100 bytes/);
+  t.match(d.stderr, /no intact checkpoint to resume in .*checkpoints: step-8: state\.safetensors has 100 bytes.*step-6: .*step-4: state\.safetensors has 100 bytes/);
 });
 
 t.test('--nproc 2 and SIGTERM: every rank stops after the same step, rank 0 checkpoints, exit 143', async (t) => {

@@ -8,9 +8,10 @@
 //     -> student backward (./vit.ts) -> AdamW with cosine lr and wd schedules
 //
 // The projector starts as nn.Linear does, U(-1/sqrt(Ds), 1/sqrt(Ds)), drawn by libtorch's CPU generator from the
-// seed: the same numbers as the engine. Checkpoints are the engine's state.pt (same keys, same file format:
-// ./torch-state.ts), so a run saved on one backend resumes on the other.
+// seed: the same numbers as the engine. Checkpoints are the engine's state.safetensors (same keys, same file format:
+// ./safetensors.ts), so a run saved on one backend resumes on the other.
 import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
 import path from 'node:path';
 import { UserError } from '../../errors.js';
@@ -18,7 +19,7 @@ import type { BackendDistillerConfig, BackendStepResult, Float32Tensor, Normaliz
 import { augmentBatch, Mt19937, sampleAugmentParams } from './augment.js';
 import { logSumLossJs } from './loss.js';
 import { checkJsModelSize, JsModel, loadJsModel } from './model.js';
-import { readTorchState, type StateTensor, writeTorchState } from './torch-state.js';
+import { CHECKSUM_KEY, readStoredTensors, type StoredTensor, writeSafetensors } from './safetensors.js';
 import { describeSpec, parameterCount, type Regularization, reportedDrop, resolveVitSpec, studentRegularization } from './spec.js';
 import type { VitDrop } from './vit.js';
 import { OPTIMIZER_DEFAULTS } from '../../defaults.js';
@@ -251,47 +252,71 @@ export class JsDistiller {
   }
 
   /**
-   * Writes the state into `folder`/state.pt in the engine's own format and keys (student/<key>, projector.*,
-   * optimizer/exp_avg[_sq]/<key>, optimizer/updates, step, seed): either backend resumes from it.
+   * Writes the state into `folder`/state.safetensors in the engine's own format and keys (student/<key>,
+   * projector.*, optimizer/exp_avg[_sq]/<key>, optimizer/updates, step, seed; F32 and I64, the data's CRC-32 in the
+   * metadata): either backend resumes from it.
    */
   async save(folder: string): Promise<void> {
-    const tensors = new Map<string, StateTensor>();
-    for (const s of this.slots) tensors.set(s.key, { dtype: 'float32', shape: s.shape, data: s.param });
+    const tensors = new Map<string, { shape: number[]; data: Float32Array | BigInt64Array }>();
     for (const s of this.slots) {
-      tensors.set(`optimizer/exp_avg/${s.key}`, { dtype: 'float32', shape: s.shape, data: s.m });
-      tensors.set(`optimizer/exp_avg_sq/${s.key}`, { dtype: 'float32', shape: s.shape, data: s.v });
+      tensors.set(s.key, { shape: s.shape, data: s.param });
+      tensors.set(`optimizer/exp_avg/${s.key}`, { shape: s.shape, data: s.m });
+      tensors.set(`optimizer/exp_avg_sq/${s.key}`, { shape: s.shape, data: s.v });
     }
-    const long = (v: number | bigint): StateTensor => ({ dtype: 'int64', shape: [1], data: BigInt64Array.from([BigInt(v)]) });
+    const long = (v: number | bigint) => ({ shape: [1], data: BigInt64Array.from([BigInt(v)]) });
     tensors.set('optimizer/updates', long(this.updates));
     tensors.set('step', long(this.stepIndex));
     tensors.set('seed', long(BigInt.asIntN(64, BigInt(this.config.seed ?? 0))));
-    await writeTorchState(path.join(folder, STATE_FILE), tensors);
+    await mkdir(folder, { recursive: true });
+    await writeSafetensors(path.join(folder, STATE_FILE), tensors, { format: 'pt' }, { checksum: true });
   }
 
-  /** Restores a state.pt written by save() on either backend; the models must be those of the run that saved it. */
+  /**
+   * Restores a state.safetensors written by save() on either backend; the models must be those of the run that saved
+   * it. As the engine's load(): header, checksum, metadata and key set checked exactly, each tensor's dtype and shape.
+   */
   async load(folder: string): Promise<void> {
     const file = path.join(folder, STATE_FILE);
-    if (!existsSync(file)) throw new UserError(`load: cannot read ${file}: is this a checkpoint folder of a g2l-native run?`);
-    const state = readTorchState(file);
-    const get = (key: string): StateTensor => {
+    if (!existsSync(file)) {
+      if (existsSync(path.join(folder, LEGACY_STATE_FILE))) {
+        throw new UserError(`load: ${folder} holds ${LEGACY_STATE_FILE}: a checkpoint written by an earlier g2l-native (format state.pt), ` +
+          'which this version does not read; finish that run with the g2l-native version that wrote it, or start it again');
+      }
+      throw new UserError(`load: cannot read ${file}: is this a checkpoint folder of a g2l-native run?`);
+    }
+    const advice = 'resume from an earlier checkpoints/step-N folder';
+    const { tensors: state, metadata } = readStoredTensors(file, advice);
+    const damaged = (what: string) => new UserError(`load: ${file} ${what}: the checkpoint is damaged or from another run; ${advice}`);
+    const metaKeys = Object.keys(metadata).sort();
+    if (metaKeys.join() !== [CHECKSUM_KEY, 'format'].sort().join() || metadata.format !== 'pt') {
+      throw damaged(`does not have the __metadata__ g2l-native writes ({format: pt, ${CHECKSUM_KEY}})`);
+    }
+    const unused = new Set(state.keys());
+    const get = (key: string, dtype: StoredTensor['dtype'], shape: number[]): StoredTensor => {
       const t = state.get(key);
-      if (!t) throw new UserError(`load: ${file} has no '${key}': it is from another model or run`);
+      if (!t) throw damaged(`has no '${key}' (is it from another model?)`);
+      if (t.dtype !== dtype || t.shape.join(',') !== shape.join(',')) {
+        throw damaged(`has '${key}' as ${t.dtype} (${t.shape}) but the run needs ${dtype} (${shape}) (is it from another model?)`);
+      }
+      unused.delete(key);
       return t;
     };
-    const take = (key: string, dst: Float32Array, shape: number[]) => {
-      const t = get(key);
-      if (t.dtype !== 'float32' || t.shape.join(',') !== shape.join(',')) {
-        throw new UserError(`load: '${key}' in ${file} has shape (${t.shape}) but the model has (${shape}): it is from another model`);
-      }
-      dst.set(t.data);
-    };
+    // Everything is checked before anything is copied: a refused file leaves the state as it was.
+    const copies: [Float32Array, Float32Array][] = [];
+    const take = (key: string, dst: Float32Array, shape: number[]) => copies.push([dst, get(key, 'float32', shape).data as Float32Array]);
+    const long = (key: string) => (get(key, 'int64', [1]).data as BigInt64Array)[0];
     for (const s of this.slots) {
       take(s.key, s.param, s.shape);
       take(`optimizer/exp_avg/${s.key}`, s.m, s.shape);
       take(`optimizer/exp_avg_sq/${s.key}`, s.v, s.shape);
     }
-    this.updates = Number(get('optimizer/updates').data[0]);
-    this.stepIndex = Number(get('step').data[0]);
+    const updates = long('optimizer/updates'), step = long('step');
+    long('seed');
+    if (unused.size) throw damaged(`holds '${[...unused].sort()[0]}', which this run does not have`);
+    if (step < 0n || updates < 0n) throw damaged('has a negative step');
+    for (const [dst, src] of copies) dst.set(src);
+    this.updates = Number(updates);
+    this.stepIndex = Number(step);
   }
 
   async exportStudent(folder: string): Promise<void> {
@@ -323,7 +348,9 @@ export class JsDistiller {
   }
 }
 
-const STATE_FILE = 'state.pt';
+// The engine's file names (native/engine/distiller.cpp kStateFile, kLegacyStateFile).
+const STATE_FILE = 'state.safetensors';
+const LEGACY_STATE_FILE = 'state.pt';
 
 // ---------------------------------------------------------------------------------------------------------------
 // The same Distiller in a worker thread (./distill-worker.ts): what the backend hands out, so steps run off the

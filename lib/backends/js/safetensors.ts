@@ -1,7 +1,8 @@
-// safetensors in plain JavaScript: read F32/F16/BF16 tensors (one file or a sharded model.safetensors.index.json)
-// into float32, write float32. Format: u64 little-endian header length N, N bytes of JSON
-// {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__"?: {...}}, then the data, offsets relative to
-// its start (https://github.com/huggingface/safetensors, "Format").
+// safetensors in plain JavaScript: read F32/F16/BF16 weights (one file or a sharded model.safetensors.index.json)
+// into float32, read F32/I64 tensors as stored (checkpoints), write F32 and I64. Format: u64 little-endian header
+// length N, N bytes of JSON {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__"?: {...}}, then the
+// data, offsets relative to its start (https://github.com/huggingface/safetensors, "Format"). Headers are validated
+// strictly, and a `data_crc32` checksum in the metadata is verified (see parseSafetensors).
 import { closeSync, existsSync, openSync, readFileSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../../errors.js';
@@ -14,46 +15,129 @@ export interface NamedTensor {
   storedDtype: 'F32' | 'F16' | 'BF16';
 }
 
-const SIZES: Record<string, number> = { F32: 4, F16: 2, BF16: 2 };
+/** A tensor as stored, float32 or int64 (a checkpoint's state: native/engine/distiller.cpp save()). */
+export type StoredTensor =
+  | { dtype: 'float32'; shape: number[]; data: Float32Array }
+  | { dtype: 'int64'; shape: number[]; data: BigInt64Array };
 
-/** Reads every tensor of one .safetensors file as float32. */
-export function readSafetensors(file: string): Map<string, NamedTensor> {
-  let buf: Buffer;
-  try {
-    buf = readFileSync(file);
-  } catch (e) {
-    throw new UserError(`cannot read weights ${file}: ${(e as Error).message}`);
-  }
-  if (buf.length < 8) throw new UserError(`${file} is truncated: ${buf.length} bytes, not even the 8-byte header length; download it again`);
+/** The __metadata__ key of the data section's CRC-32, 8 lowercase hex digits (native/engine/safetensors.h). */
+export const CHECKSUM_KEY = 'data_crc32';
+
+const SIZES: Record<string, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
+
+interface Entry { name: string; dtype: string; shape: number[]; begin: number; end: number }
+
+interface Parsed { entries: Entry[]; metadata: Record<string, string> }
+
+/**
+ * The validated header of a whole safetensors file in `buf`, as the reference library checks it: integer shapes and
+ * offsets, shape x dtype size = byte length, the tensors tiling the data section exactly (no overlap, no gap, nothing
+ * after the last). `data_crc32` in __metadata__, when present, must match the data section. Entries in key order
+ * with absolute byte offsets. One UserError naming the file for any fault, ending in `advice`.
+ */
+function parseSafetensors(buf: Buffer, file: string, advice: string): Parsed {
+  const damaged = (what: string) => new UserError(`${file}: ${what}: the file is damaged; ${advice}`);
+  if (buf.length < 8) throw new UserError(`${file} is truncated: ${buf.length} bytes, not even the 8-byte header length; ${advice}`);
   const n = Number(buf.readBigUInt64LE(0));
+  if (n > 100 * 1024 * 1024) throw new UserError(`${file} is not a safetensors file (its header length field reads ${n} bytes): check the file, or ${advice}`);
   if (8 + n > buf.length) {
-    throw new UserError(`${file} is truncated: its header needs bytes 8..${8 + n} but the file has ${buf.length}; download it again`);
+    throw new UserError(`${file} is truncated: its header needs bytes 8..${8 + n} but the file has ${buf.length}; ${advice}`);
   }
-  let header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
+  let header: unknown;
   try {
-    header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8'));
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(buf.subarray(8, 8 + n)));
   } catch {
     throw new UserError(`${file} is not a safetensors file: its header is not JSON; check the file`);
   }
+  if (header === null || typeof header !== 'object' || Array.isArray(header)) throw damaged('the header is not a JSON object');
   const base = 8 + n;
+  const count = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+  const metadata: Record<string, string> = {};
+  const entries: Entry[] = [];
+  for (const [name, info] of Object.entries(header as Record<string, unknown>)) {
+    if (name === '__metadata__') {
+      if (info === null || typeof info !== 'object' || Array.isArray(info)) throw damaged('__metadata__ is not an object of strings');
+      for (const [k, v] of Object.entries(info)) {
+        if (typeof v !== 'string') throw damaged(`__metadata__['${k}'] is not a string`);
+        metadata[k] = v;
+      }
+      continue;
+    }
+    const { dtype, shape, data_offsets: offsets } = (info ?? {}) as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+    if (typeof dtype !== 'string' || !Array.isArray(shape) || !Array.isArray(offsets) || offsets.length !== 2) {
+      throw damaged(`header entry '${name}' lacks dtype, shape or data_offsets`);
+    }
+    const size = SIZES[dtype];
+    if (!size) throw damaged(`tensor '${name}' has dtype ${dtype}, which is not a safetensors dtype`);
+    if (!shape.every(count)) throw damaged(`tensor '${name}' has a bad shape`);
+    const [begin, end] = offsets;
+    if (!count(begin) || !count(end) || end < begin) throw damaged(`tensor '${name}' has bad data_offsets`);
+    const bytes = shape.reduce((a: number, b: number) => a * b, size);
+    if (end - begin !== bytes) throw damaged(`tensor '${name}' spans ${end - begin} bytes but shape (${shape}) of ${dtype} needs ${bytes}`);
+    entries.push({ name, dtype, shape: shape.slice(), begin: base + begin, end: base + end });
+  }
+  const order = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
+  const last = order.at(-1)?.end ?? base;
+  if (last > buf.length) {
+    const cut = order.find((e) => e.end > buf.length)!;
+    throw new UserError(`${file} is truncated at byte ${buf.length}: tensor '${cut.name}' needs bytes ${cut.begin}..${cut.end}; ${advice}`);
+  }
+  let at = base;
+  for (const e of order) {
+    if (e.begin !== at) {
+      throw damaged(`tensor '${e.name}' begins at data byte ${e.begin - base}, ${e.begin < at ? 'inside the tensor before it' : 'after a gap'} (expected ${at - base})`);
+    }
+    at = e.end;
+  }
+  if (at !== buf.length) throw damaged(`${buf.length - at} bytes follow the last tensor`);
+  const sum = metadata[CHECKSUM_KEY];
+  if (sum !== undefined) {
+    const actual = crc32Hex(crc32(buf.subarray(base)));
+    if (sum !== actual) throw damaged(`its data does not match the CRC-32 in its header (${sum}, computed ${actual})`);
+  }
+  return { entries: entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)), metadata };
+}
+
+function readWhole(file: string, what: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (e) {
+    throw new UserError(`cannot read ${what} ${file}: ${(e as Error).message}`);
+  }
+}
+
+/** Reads every tensor of one .safetensors file (F32, F16 or BF16: model weights) as float32. */
+export function readSafetensors(file: string): Map<string, NamedTensor> {
+  const buf = readWhole(file, 'weights');
   const out = new Map<string, NamedTensor>();
-  for (const [name, info] of Object.entries(header)) {
-    if (name === '__metadata__') continue;
-    const size = SIZES[info.dtype];
-    if (!size) {
-      throw new UserError(`${file}: tensor '${name}' is stored as ${info.dtype}; supported are F32, F16 and BF16 (convert the weights)`);
+  for (const e of parseSafetensors(buf, file, 'download it again').entries) {
+    if (e.dtype !== 'F32' && e.dtype !== 'F16' && e.dtype !== 'BF16') {
+      throw new UserError(`${file}: tensor '${e.name}' is stored as ${e.dtype}; supported are F32, F16 and BF16 (convert the weights)`);
     }
-    const count = info.shape.reduce((a, b) => a * b, 1);
-    const [begin, end] = info.data_offsets;
-    if (end - begin !== count * size) {
-      throw new UserError(`${file}: tensor '${name}' spans ${end - begin} bytes but shape (${info.shape}) of ${info.dtype} needs ${count * size}`);
-    }
-    if (base + end > buf.length) {
-      throw new UserError(`${file} is truncated at byte ${buf.length}: tensor '${name}' needs bytes ${base + begin}..${base + end}; download it again`);
-    }
-    out.set(name, { shape: info.shape.slice(), data: decode(buf, base + begin, count, info.dtype), storedDtype: info.dtype as NamedTensor['storedDtype'] });
+    const count = e.shape.reduce((a, b) => a * b, 1);
+    out.set(e.name, { shape: e.shape, data: decode(buf, e.begin, count, e.dtype), storedDtype: e.dtype });
   }
   return out;
+}
+
+/**
+ * Reads a file of F32 and I64 tensors as stored, with its metadata (a checkpoint's state.safetensors). `advice`:
+ * what a message about a damaged file tells the user to do.
+ */
+export function readStoredTensors(file: string, advice: string): { tensors: Map<string, StoredTensor>; metadata: Record<string, string> } {
+  const buf = readWhole(file, 'tensors');
+  const { entries, metadata } = parseSafetensors(buf, file, advice);
+  const tensors = new Map<string, StoredTensor>();
+  for (const e of entries) {
+    // A copy: the data section need not be aligned for a typed array view.
+    const bytes = buf.subarray(e.begin, e.end);
+    const copy = new ArrayBuffer(bytes.length);
+    new Uint8Array(copy).set(bytes);
+    if (e.dtype === 'F32') tensors.set(e.name, { dtype: 'float32', shape: e.shape, data: new Float32Array(copy) });
+    else if (e.dtype === 'I64') tensors.set(e.name, { dtype: 'int64', shape: e.shape, data: new BigInt64Array(copy) });
+    else throw new UserError(`${file}: tensor '${e.name}' is stored as ${e.dtype}, where F32 or I64 is expected: the file is damaged; ${advice}`);
+  }
+  return { tensors, metadata };
 }
 
 /** The __metadata__ strings of a safetensors file's header ({} when absent). */
@@ -122,28 +206,52 @@ export function readModelWeights(folder: string): Map<string, NamedTensor> {
   return out;
 }
 
-/** Writes float32 tensors as one safetensors file (names sorted, as the reference writer does), atomically. */
-export async function writeSafetensors(file: string, tensors: Map<string, { shape: number[]; data: Float32Array }>,
-  metadata: Record<string, string> = { format: 'pt' }): Promise<void> {
+/**
+ * Writes float32 (F32) and int64 (I64) tensors as one safetensors file (names sorted, as the reference writer does),
+ * atomically; options.checksum adds the data section's CRC-32 to the metadata (CHECKSUM_KEY).
+ */
+export async function writeSafetensors(file: string, tensors: Map<string, { shape: number[]; data: Float32Array | BigInt64Array }>,
+  metadata: Record<string, string> = { format: 'pt' }, options: { checksum?: boolean } = {}): Promise<void> {
   const names = [...tensors.keys()].sort();
-  const header: Record<string, unknown> = { __metadata__: metadata };
+  const chunks: Buffer[] = [];
+  const entries: Record<string, unknown> = {};
   let offset = 0;
   for (const name of names) {
     const t = tensors.get(name)!;
-    const bytes = t.data.length * 4;
-    header[name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + bytes] };
-    offset += bytes;
+    if (t.data.length !== t.shape.reduce((a, b) => a * b, 1)) throw new Error(`writeSafetensors: '${name}' has ${t.data.length} values for shape (${t.shape})`);
+    // Little-endian bytes (every platform Node runs on is little-endian; asserted by the round-trip tests).
+    const bytes = Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+    entries[name] = { dtype: t.data instanceof BigInt64Array ? 'I64' : 'F32', shape: t.shape, data_offsets: [offset, offset + bytes.length] };
+    chunks.push(bytes);
+    offset += bytes.length;
   }
-  let json = JSON.stringify(header);
+  const meta = options.checksum ? { ...metadata, [CHECKSUM_KEY]: crc32Hex(chunks.reduce((c, b) => crc32(b, c), 0)) } : metadata;
+  // Metadata keys sorted, as the engine writes them (std::map): both backends write the same header.
+  const sortedMeta = Object.fromEntries(Object.entries(meta).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  let json = JSON.stringify({ __metadata__: sortedMeta, ...entries });
   json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);  // data aligned to 8 bytes
   const head = Buffer.from(json, 'utf8');
-  const out = Buffer.alloc(8 + head.length + offset);
-  out.writeBigUInt64LE(BigInt(head.length), 0);
-  head.copy(out, 8);
-  let o = 8 + head.length;
-  for (const name of names) {
-    const d = tensors.get(name)!.data;
-    for (let i = 0; i < d.length; i++, o += 4) out.writeFloatLE(d[i], o);
-  }
-  await writeFileAtomic(file, out);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(head.length), 0);
+  await writeFileAtomic(file, Buffer.concat([len, head, ...chunks]));
 }
+
+// CRC-32 (IEEE 802.3, as zip and zlib; the engine's is native/engine/safetensors.cpp), byte-wise by table.
+const CRC_TABLE = (() => {
+  const table = new Int32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    table[n] = c;
+  }
+  return table;
+})();
+
+/** CRC-32 of `b`, continuing from `crc` (the CRC of the bytes before it; 0 to start). */
+export function crc32(b: Uint8Array, crc = 0): number {
+  let c = ~crc;
+  for (let i = 0; i < b.length; i++) c = CRC_TABLE[(c ^ b[i]) & 0xff] ^ (c >>> 8);
+  return ~c >>> 0;
+}
+
+const crc32Hex = (crc: number) => crc.toString(16).padStart(8, '0');

@@ -194,7 +194,7 @@ class Distiller {
   /** Embeddings of centre-cropped tiles, no augmentation: (B,D) float32 of the student or the teacher. */
   virtual HostTensor features(const HostTensor& tiles, bool teacher) = 0;
 
-  /** Writes student, projector, optimiser moments and the step into `folder` (state.pt); the caller renames. */
+  /** Writes student, projector, optimiser moments and the step into `folder` (state.safetensors); the caller renames. */
   virtual void save(const std::string& folder) = 0;
   /** Restores what save() wrote; the models and config must be those of the run that saved it. */
   virtual void load(const std::string& folder) = 0;
