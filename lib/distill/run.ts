@@ -27,7 +27,7 @@ import {
   type RunConfigInput,
 } from './config.js';
 import { META_FILE, checkpointFolders, newestIntactCheckpoint, parseMeta, removeTempCheckpoints, type ResumePoint } from './checkpoint.js';
-import { Distiller, type StepResult } from './distiller.js';
+import { Distiller, type DistillerConfig, type StepResult } from './distiller.js';
 import { EarlyStopping, type EarlyStopState } from './early-stop.js';
 import { openTileSource, type TileSource } from './tiles.js';
 import { deviceForRank, type DistSettings } from '../parallel/env.js';
@@ -65,6 +65,8 @@ export interface DistillRunOptions {
   dist?: DistSettings | null;
   /** Called with the ready Distiller before the first step (after a resume's load), and after the export. */
   onReady?: (distiller: Distiller) => Promise<void>;
+  /** Test hooks handed to the Distiller (DistillerConfig.testing); not part of the run's configuration. */
+  testing?: DistillerConfig['testing'];
   onDone?: (distiller: Distiller) => Promise<void>;
 }
 
@@ -272,9 +274,12 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
     teacherDtype: config.teacherDtype,
     autocast: config.autocast,
     teacherFp8: config.teacherFp8,
+    teacherFp8Layers: config.teacherFp8Layers,
+    kernels: config.kernels,
     studentDrop: config.studentDrop,
     augment: config.augment,
-    dist,
+    dist: dist ? { ...dist, bucketBytes: config.distBucketBytes } : null,
+    testing: options.testing,
   });
   // The student's training-only dropout / drop path (its config.json's rates, then studentDrop), said when in use.
   const drops = Object.entries(distiller.info().studentDrop ?? {}).filter(([, v]) => (v ?? 0) > 0);
