@@ -79,7 +79,8 @@ static std::vector<std::string> strings_from_js(const Napi::Value& v, const std:
   if (!v.IsArray()) throw Napi::TypeError::New(v.Env(), what + " must be an array of strings");
   Napi::Array a = v.As<Napi::Array>();
   std::vector<std::string> out;
-  for (uint32_t i = 0; i < a.Length(); ++i) out.push_back(string_from_js(a.Get(i), what + "[" + std::to_string(i) + "]"));
+  for (uint32_t i = 0; i < a.Length(); ++i)
+    out.push_back(string_from_js(a.Get(i), what + "[" + std::to_string(i) + "]"));
   return out;
 }
 
@@ -183,7 +184,8 @@ static DistillerConfig distiller_config_from_js(const Napi::Object& o) {
   read_string(o, "teacherDtype", c.teacher_dtype, "config");
   read_bool(o, "autocast", c.autocast, "config");
   read_bool(o, "teacherFp8", c.teacher_fp8, "config");
-  if (has_field(o, "teacherFp8Layers")) c.teacher_fp8_layers = strings_from_js(o.Get("teacherFp8Layers"), "config.teacherFp8Layers");
+  if (has_field(o, "teacherFp8Layers"))
+    c.teacher_fp8_layers = strings_from_js(o.Get("teacherFp8Layers"), "config.teacherFp8Layers");
   read_bool(o, "teacherFp8Emulate", c.teacher_fp8_emulate, "config");  // a test hook (g2l/distill.h)
   if (has_field(o, "kernels")) c.kernels = kernel_options_from_js(object_arg(o.Get("kernels"), "config.kernels"));
   read_int(o, "accumulationSteps", c.accumulation_steps, "config");

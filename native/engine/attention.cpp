@@ -70,13 +70,16 @@ bool is_sdpa_preference(const std::string& name) {
 // Distiller is configured, before any work.
 void validate_kernel_options(const KernelOptions& k) {
   if (!is_sdpa_preference(k.sdpa)) {
-    throw Error("kernels.sdpa '" + k.sdpa + "' is not an attention backend: use auto (libtorch's order), cudnn, flash, efficient or math");
+    throw Error("kernels.sdpa '" + k.sdpa +
+                "' is not an attention backend: use auto (libtorch's order), cudnn, flash, efficient or math");
   }
   if (k.fused_adamw != "auto" && k.fused_adamw != "on" && k.fused_adamw != "off") {
-    throw Error("kernels.fusedAdamw must be auto (fused on CUDA, foreach on the CPU), on or off, got '" + k.fused_adamw + "'");
+    throw Error("kernels.fusedAdamw must be auto (fused on CUDA, foreach on the CPU), on or off, got '" +
+                k.fused_adamw + "'");
   }
   if (k.fp8_quant != "cuda" && k.fp8_quant != "aten") {
-    throw Error("kernels.fp8Quant must be cuda (the fused kernel where it applies) or aten (at:: ops), got '" + k.fp8_quant + "'");
+    throw Error("kernels.fp8Quant must be cuda (the fused kernel where it applies) or aten (at:: ops), got '" +
+                k.fp8_quant + "'");
   }
 }
 

@@ -427,8 +427,8 @@ class DistillerImpl final : public Distiller {
     if (!(fp8_min_cosine_ >= kFp8MinCosine)) {
       std::ostringstream msg;
       msg.precision(6);
-      msg << "teacherFp8: the FP8 teacher's features of the first batch fall to cosine " << fp8_min_cosine_
-          << " (tile " << worst << " of " << cos.size(0) << ") with the bfloat16 teacher's, below the " << kFp8MinCosine
+      msg << "teacherFp8: the FP8 teacher's features of the first batch fall to cosine " << fp8_min_cosine_ << " (tile "
+          << worst << " of " << cos.size(0) << ") with the bfloat16 teacher's, below the " << kFp8MinCosine
           << " the FP8 path is accepted at (" << frozen_.fp8_layers << " of " << frozen_.linear_layers
           << " Linear layers in FP8: " << fp8_layers_.describe()
           << "): drop --teacher-fp8 for this teacher, or keep more layers in bf16 (teacherFp8Layers: e.g. [qkv])";

@@ -35,8 +35,9 @@
 //   unfused ops read x again for the LayerNorm. want_fp8 (the next products are FP8, quant.h): in bfloat16 the kernel
 //   writes the result's FP8 row codes and scales instead of the result, the numbers quantize_rows_fp8 gives for it.
 // Where the kernels do not apply (fused false, other dtypes, no autocast, d % 4 != 0 or d > 2048, unaligned views)
-// these are exactly at::layer_norm and at::addcmul (x.addcmul_ / x.add_ then at::layer_norm for the residual). On the CPU the switch runs the same autograd Functions with at::
-// bodies (native_layer_norm and its backward; the element-wise expressions above), so their wiring is tested there.
+// these are exactly at::layer_norm and at::addcmul (x.addcmul_ / x.add_ then at::layer_norm for the residual). On the
+// CPU the switch runs the same autograd Functions with at:: bodies (native_layer_norm and its backward; the
+// element-wise expressions above), so their wiring is tested there.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -47,8 +47,7 @@ bool takes_weight_decay(const std::string& key, const std::vector<int64_t>& shap
 // AdamW
 // ---------------------------------------------------------------------------------------------------------------
 
-AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, OptimizerConfig config,
-             const std::string& fused)
+AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, OptimizerConfig config, const std::string& fused)
     : config_(config), fused_(fused) {
   if (fused_ != "auto" && fused_ != "on" && fused_ != "off") {
     throw Error("AdamW: fusedAdamw must be auto, on or off, got '" + fused_ + "'");

@@ -58,11 +58,16 @@ std::string Fp8LayerSet::describe() const {
 Fp8LayerSet fp8_layers_from_names(const std::vector<std::string>& names) {
   Fp8LayerSet s{false, false, false, false};
   for (const std::string& item : names) {
-    if (item == "qkv") s.qkv = true;
-    else if (item == "proj") s.proj = true;
-    else if (item == "fc1") s.fc1 = true;
-    else if (item == "fc2") s.fc2 = true;
-    else throw Error("teacherFp8Layers: unknown layer kind '" + item + "': use a subset of qkv, proj, fc1, fc2");
+    if (item == "qkv")
+      s.qkv = true;
+    else if (item == "proj")
+      s.proj = true;
+    else if (item == "fc1")
+      s.fc1 = true;
+    else if (item == "fc2")
+      s.fc2 = true;
+    else
+      throw Error("teacherFp8Layers: unknown layer kind '" + item + "': use a subset of qkv, proj, fc1, fc2");
   }
   return s;
 }

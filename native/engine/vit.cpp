@@ -414,8 +414,8 @@ at::Tensor VisionTransformerImpl::forward_tokens(const at::Tensor& images) {
   if (frozen_) {
     // Inference only: x is this call's own tensor (made by cat or +), so the residual adds may write into it. Each
     // residual add and the LayerNorm after it are one call (fused.h residual_layer_norm_: one kernel with
-    // kernels_.fused_norm on CUDA, which may hand FP8 rows straight to FP8 products); the last one is the final norm. An
-    // unfolded LayerScale (prepare_frozen keeps those whose folded float16 rows would be subnormal) goes in the same
+    // kernels_.fused_norm on CUDA, which may hand FP8 rows straight to FP8 products); the last one is the final norm.
+    // An unfolded LayerScale (prepare_frozen keeps those whose folded float16 rows would be subnormal) goes in the same
     // pass: x += a * gamma with the product in float32 and one rounding, not a * gamma rounded into float16's
     // subnormal range first.
     if (blocks_.empty()) return layer_norm(x, norm_w_, norm_b_, eps);

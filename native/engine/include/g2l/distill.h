@@ -170,7 +170,7 @@ struct DistillerInfo {
   bool teacher_fp8 = false;
   int64_t teacher_fp8_layers = 0;           // Linear layers with FP8 weights, of teacher_linear_layers
   int64_t teacher_linear_layers = 0;
-  bool teacher_fp8_emulated = false;        // teacher_fp8_emulate (test hook): quantise -> dequantise -> float32
+  bool teacher_fp8_emulated = false;  // teacher_fp8_emulate (test hook): quantise -> dequantise -> float32
   // Smallest cosine between FP8 and bf16 teacher features over the first teacher batch; NaN until that batch ran.
   double teacher_fp8_min_cosine = std::numeric_limits<double>::quiet_NaN();
   // The run's kernel choices (DistillerConfig::kernels, g2l/kernels.h); a fused path that is on still falls back to

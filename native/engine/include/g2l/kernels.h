@@ -3,10 +3,10 @@
 //
 // Each choice computes the same mathematics; they differ by rounding (summation order, where a 16-bit result is
 // rounded, FP8 accumulation), so a run records them (lib/distill/config.ts `kernels`, config.json) and a resume uses
-// the run's own. The defaults here are lib/defaults.ts KERNEL_DEFAULTS (test/distill/defaults.test.ts holds them equal).
-// Each model holds its own copy (VisionTransformerImpl::set_kernels), so two Distillers in one process may differ;
-// libtorch's SDPA priority order is process-wide state, which attend() sets to its model's preference before each CUDA
-// attention (native/engine/attention.h).
+// the run's own. The defaults here are lib/defaults.ts KERNEL_DEFAULTS (test/distill/defaults.test.ts holds them
+// equal). Each model holds its own copy (VisionTransformerImpl::set_kernels), so two Distillers in one process may
+// differ; libtorch's SDPA priority order is process-wide state, which attend() sets to its model's preference before
+// each CUDA attention (native/engine/attention.h).
 #pragma once
 
 #include <string>
