@@ -44,6 +44,8 @@ t.test('off by default, per Distiller, and a wrong value is refused by both back
   t.equal(plain.info().fusedNorm, false, 'off by default');
   t.equal(fused.info().fusedNorm, true, 'on where this Distiller asked for it');
   t.equal(plain.info().fusedNorm, false, 'the other Distiller in the process keeps its own');
+  const js = await Distiller.create({ ...models, backend: 'js', kernels: { fusedNorm: true, sdpa: 'flash', fusedAdamw: 'on' } });
+  t.equal(js.info().fusedNorm, undefined, 'the js backend accepts valid kernel choices and ignores them (one implementation each)');
   for (const backend of ['native', 'js'] as const) {
     await t.rejects(
       Distiller.create({ ...models, backend, kernels: { fusedNorm: 'yes' as unknown as boolean } }),
