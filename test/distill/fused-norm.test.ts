@@ -6,7 +6,8 @@
 // both sides run in this process.
 import t from 'tap';
 import path from 'node:path';
-import { Distiller } from '../../lib/distill/distiller.js';
+import { Distiller, toNativeConfig } from '../../lib/distill/distiller.js';
+import { JsDistiller } from '../../lib/backends/js/distill.js';
 import { loadEngineAddon } from '../../lib/backends/index.js';
 import { ROOT } from '../helpers/cli.js';
 import { relMax, relNorm, switchSide } from '../helpers/switch-sides.js';
@@ -44,7 +45,9 @@ t.test('off by default, per Distiller, and a wrong value is refused by both back
   t.equal(plain.info().fusedNorm, false, 'off by default');
   t.equal(fused.info().fusedNorm, true, 'on where this Distiller asked for it');
   t.equal(plain.info().fusedNorm, false, 'the other Distiller in the process keeps its own');
-  const js = await Distiller.create({ ...models, backend: 'js', kernels: { fusedNorm: true, sdpa: 'flash', fusedAdamw: 'on' } });
+  // The js backend's Distiller itself (in this thread: its worker wrapper keeps a tap process alive) on the resolved
+  // configuration lib/ hands every backend.
+  const js = await JsDistiller.create(toNativeConfig({ ...models, kernels: { fusedNorm: true, sdpa: 'flash', fusedAdamw: 'on' } }));
   t.equal(js.info().fusedNorm, undefined, 'the js backend accepts valid kernel choices and ignores them (one implementation each)');
   for (const backend of ['native', 'js'] as const) {
     await t.rejects(
