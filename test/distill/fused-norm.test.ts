@@ -48,7 +48,7 @@ t.test('off by default, per Distiller, and a wrong value is refused by both back
   // The js backend's Distiller itself (in this thread: its worker wrapper keeps a tap process alive) on the resolved
   // configuration lib/ hands every backend.
   const js = await JsDistiller.create(toNativeConfig({ ...models, kernels: { fusedNorm: true, sdpa: 'flash', fusedAdamw: 'on' } }));
-  t.equal(js.info().fusedNorm, undefined, 'the js backend accepts valid kernel choices and ignores them (one implementation each)');
+  t.notOk('fusedNorm' in js.info(), 'the js backend accepts valid kernel choices and ignores them (one implementation each)');
   for (const backend of ['native', 'js'] as const) {
     await t.rejects(
       Distiller.create({ ...models, backend, kernels: { fusedNorm: 'yes' as unknown as boolean } }),
