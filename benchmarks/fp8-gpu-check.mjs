@@ -12,7 +12,8 @@
 //      refuses with its message; the FP8 features vs the bf16 teacher's
 //   4. refusal of teacherFp8 on the CPU device of the same engine
 //   5. with --real: a random H-optimus-0-size teacher (1.1 B, written once to --models): FP8 vs bf16 teacher features
-//      (cosine) and the teacher's features() time both ways, batch 64 (also with G2L_FP8_QUANT=aten)
+//      (cosine) and the teacher's features() time both ways, batch 64, for several teacherFp8Layers (also with
+//      kernels.fp8Quant 'aten')
 // Prints TAP-like lines; exit 1 if any check fails.
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -104,19 +105,17 @@ for (const [m, k, nOut] of [[1024, 1536, 4608], [1024, 1536, 1536], [1040, 1536,
     ok(false, `fp8Linear (${m},${k},${nOut}): ${e.message}`);
   }
 }
-if (process.env.G2L_FP8_FAST_ACCUM !== '1') {
-  // use_fast_accum: the same within a looser bound (Hopper accumulates in fewer bits)
-  process.env.G2L_FP8_FAST_ACCUM = '1';
+{
+  // use_fast_accum (kernels.fp8FastAccum): the same within a looser bound (Hopper accumulates in fewer bits)
   const x = matrix(1024, 1536, 11, (r) => 1 + (r % 5)), w = matrix(1536, 1536, 12, () => 0.02), b = matrix(1, 1536, 13, () => 0.1);
   b.shape = [1536];
   try {
-    const fast = await addon.fp8Linear(x, w, b, { device: opt.device });
+    const fast = await addon.fp8Linear(x, w, b, { device: opt.device, fastAccum: true });
     const emu = await addon.fp8Linear(x, w, b, { device: opt.device, emulate: true });
-    ok(Math.min(...cosines(fast.data, emu.data, 1536)) > 0.999, `G2L_FP8_FAST_ACCUM=1: _scaled_mm vs emulation rel. norm ${relNorm(fast.data, emu.data).toExponential(2)}`);
+    ok(Math.min(...cosines(fast.data, emu.data, 1536)) > 0.999, `fastAccum: _scaled_mm vs emulation rel. norm ${relNorm(fast.data, emu.data).toExponential(2)}`);
   } catch (e) {
-    ok(false, `G2L_FP8_FAST_ACCUM=1: ${e.message}`);
+    ok(false, `fastAccum: ${e.message}`);
   }
-  delete process.env.G2L_FP8_FAST_ACCUM;
 }
 
 // 3. the Distiller
@@ -139,8 +138,8 @@ for (const teacher of ['timm_giant_reg4_swiglu', 'timm_uni2h_like', 'hf_dinov2_g
       ok(Number.isFinite(r.loss), `${teacher}: FP8 step loss ${r.loss}`);
     } catch (e) {
       accepted = false;
-      // 32-wide random fixtures with every Linear in FP8 may fall below 0.999 (the CPU emulation gives ~0.997 for
-      // hf_dinov2_gelu): then the refusal must be the acceptance message
+      // 32-wide random fixtures with many Linear layers in FP8 may fall below 0.999 (the CPU emulation gives ~0.997
+      // for hf_dinov2_gelu with every kind): then the refusal must be the acceptance message
       ok(/teacherFp8: the FP8 teacher's features of the first batch fall to cosine/.test(e.message), `${teacher}: refused by the acceptance check: ${e.message.slice(0, 160)}`);
     }
     const cos = fp8.info().teacherFp8MinCosine;
@@ -156,8 +155,7 @@ for (const teacher of ['timm_giant_reg4_swiglu', 'timm_uni2h_like', 'hf_dinov2_g
   }
 }
 
-// 4. refusal on the CPU (without G2L_FP8_EMULATE)
-delete process.env.G2L_FP8_EMULATE;
+// 4. refusal on the CPU (no emulation: that is a test hook, DistillerConfig.testing)
 try {
   await Distiller.create({ teacher: path.join(FIXTURES, 'timm_giant_reg4_swiglu'), student: path.join(FIXTURES, 'hf_dinov2_reg_swiglu'),
     totalSteps: 2, device: 'cpu', backend: 'native', teacherFp8: true });
@@ -200,9 +198,8 @@ if (opt.real) {
   }
   // Random weights: the acceptance check decides per layer set; report each (a refusal is not a failure here).
   for (const layers of ['qkv,proj,fc1,fc2', 'qkv,proj,fc1', 'qkv,fc1', 'qkv,proj']) {
-    process.env.G2L_FP8_LAYERS = layers;
     try {
-      const fp8 = await Distiller.create({ ...cfg, teacherFp8: true });
+      const fp8 = await Distiller.create({ ...cfg, teacherFp8: true, teacherFp8Layers: layers.split(',') });
       let got;
       try {
         got = (await fp8.features(probe, 'teacher')).data;
@@ -213,15 +210,14 @@ if (opt.real) {
       const info = fp8.info();
       const c = ref ? Math.min(...cosines(got, ref, got.length / 64)) : NaN;
       const tFp8 = await timeFeatures(fp8);
-      process.env.G2L_FP8_QUANT = 'aten';
-      const tAten = await timeFeatures(fp8);
-      delete process.env.G2L_FP8_QUANT;
+      const aten = await Distiller.create({ ...cfg, teacherFp8: true, teacherFp8Layers: layers.split(','), kernels: { fp8Quant: 'aten' } });
+      await aten.features(probe, 'teacher');  // the acceptance check
+      const tAten = await timeFeatures(aten);
       ok(c >= 0.999, `FP8 ${layers}: ${info.teacherFp8Layers}/${info.teacherLinearLayers} layers, acceptance cosine ${info.teacherFp8MinCosine}, vs bf16 min cosine ${c.toFixed(6)}; median ms ${tFp8.toFixed(1)} (x${(tBf16 / tFp8).toFixed(2)} of bf16), with at:: quantisation ${tAten.toFixed(1)}`);
     } catch (e) {
       ok(false, `real size, FP8 ${layers}: ${e.message}`);
     }
   }
-  delete process.env.G2L_FP8_LAYERS;
 }
 
 console.log(`# fp8-gpu-check: ${n - failed} passed, ${failed} failed`);

@@ -1,20 +1,19 @@
 #!/usr/bin/env node
 // GPU host: each fused CUDA path against the unfused one it replaces, in the same run, on the tiny fixture models
 // (test/fixtures/models): the Distiller's teacher and student features and three training steps (loss, gradient
-// norm) with the switch on and off, each side in its own process (the switches are read once per process).
+// norm) with the choice on and off (DistillerConfig.kernels, lib/distill/config.ts), each side in its own process (each
+// starts with the GPU's memory free).
 //
 //   node benchmarks/gpu-check.mjs [--device cuda]
 //
-//   swiglu     G2L_FUSED_SWIGLU=0 vs 1    the fused SwiGLU forward/backward kernel (native/engine/cuda/swiglu.cu)
-//   adamw      G2L_FUSED_ADAMW=0 vs 1     libtorch's fused AdamW against the foreach update
-//   teacher-stream  G2L_TEACHER_STREAM=0 vs 1  the teacher on a second stream (the same kernels: a missing wait
-//                                          between the streams shows as different losses)
-//   norm       G2L_FUSED_NORM=0 vs 1      the student's fused LayerNorm (+ cast) and LayerScale residual kernels
+//   swiglu     fusedSwiglu false vs true  the fused SwiGLU forward/backward kernel (native/engine/cuda/swiglu.cu)
+//   adamw      fusedAdamw off vs on       libtorch's fused AdamW against the foreach update
+//   norm       fusedNorm false vs true    the student's fused LayerNorm (+ cast) and LayerScale residual kernels
 //                                          (native/engine/cuda/norm.cu) on the fixture student (width 32)
 //   norm-fp8   norm with the FP8 teacher: the fused residual + LayerNorm kernel hands FP8 rows to the products
 //   pinned     tiles from pageable memory vs the Distiller's page-locked tile buffer (asynchronous uploads)
-//   pack-qkv   G2L_PACK_QKV=0 vs 1        the student's packed q/k/v product (native/engine/fused.h) at the real widths
-//   sdpa-wide  G2L_SDPA=flash vs cudnn    FlashAttention-2 against cuDNN attention (native/engine/attention.h) at the
+//   pack-qkv   packQkv false vs true      the student's packed q/k/v product (native/engine/fused.h) at the real widths
+//   sdpa-wide  sdpa flash vs cudnn        FlashAttention-2 against cuDNN attention (native/engine/attention.h) at the
 //                                          real widths; each side must have run the backend it asked for (the fixture
 //                                          models' case is test/distill/attention.test.ts, in the GPU pack)
 //   norm-wide  the same with models of the real widths (student 1024 like Hibou-L, teacher 1536 like H-optimus-0; 2
@@ -67,9 +66,9 @@ if (opt.child) {
   process.exit(0);
 }
 
-function run(env, extra = {}) {
+function run(extra = {}) {
   const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--device', opt.device, '--child', JSON.stringify(extra)],
-    { encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 1 << 26 });
+    { encoding: 'utf8', maxBuffer: 1 << 26 });
   const last = (r.stdout ?? '').trim().split('\n').pop() ?? '';
   if (r.status !== 0 || !last.startsWith('{')) throw new Error(`child failed (exit ${r.status}): ${(r.stderr ?? '').trim().split('\n').slice(-4).join(' | ')}`);
   return JSON.parse(last);
@@ -104,23 +103,24 @@ for (const [dir, config, seed] of [
   await createJsModel(dir, '', seed).exportTo(dir);
 }
 
+// [name, reference side, new side, shared]: each side's DistillerConfig fields over `base` and `shared`.
+const wideModels = { student: wide, teacher: wideTeacher };
 const checks = [
-  ['swiglu', { G2L_FUSED_SWIGLU: '0' }, { G2L_FUSED_SWIGLU: '1' }, {}],
-  ['adamw', { G2L_FUSED_ADAMW: '0' }, { G2L_FUSED_ADAMW: '1' }, {}],
-  ['teacher-stream', { G2L_TEACHER_STREAM: '0' }, { G2L_TEACHER_STREAM: '1' }, {}],
-  ['norm', { G2L_FUSED_NORM: '0' }, { G2L_FUSED_NORM: '1' }, {}],
-  ['norm-wide', { G2L_FUSED_NORM: '0' }, { G2L_FUSED_NORM: '1' }, { student: wide, teacher: wideTeacher }],
+  ['swiglu', { kernels: { fusedSwiglu: false } }, { kernels: { fusedSwiglu: true } }, {}],
+  ['adamw', { kernels: { fusedAdamw: 'off' } }, { kernels: { fusedAdamw: 'on' } }, {}],
+  ['norm', { kernels: { fusedNorm: false } }, { kernels: { fusedNorm: true } }, {}],
+  ['norm-wide', { kernels: { fusedNorm: false } }, { kernels: { fusedNorm: true } }, wideModels],
   // The same engine both ways; the second side's tiles come from one page-locked buffer refilled between calls, so a
   // copy still in flight when a call returns would show as different features or losses.
-  ['pinned', {}, {}, {}, { pinned: true }],
-  ['pack-qkv', { G2L_PACK_QKV: '0' }, { G2L_PACK_QKV: '1' }, { student: wide, teacher: wideTeacher }],
-  ['sdpa-wide', { G2L_SDPA: 'flash' }, { G2L_SDPA: 'cudnn' }, { student: wide, teacher: wideTeacher }],
+  ['pinned', {}, { pinned: true }, {}],
+  ['pack-qkv', { kernels: { packQkv: false } }, { kernels: { packQkv: true } }, wideModels],
+  ['sdpa-wide', { kernels: { sdpa: 'flash' } }, { kernels: { sdpa: 'cudnn' } }, wideModels],
 ];
-// The FP8 teacher (qkv and fc1 in FP8, as bench:gpu's fp8 variant) with and without the fused residual + LayerNorm
+// The FP8 teacher (qkv and fc1 in FP8, the default teacherFp8Layers, as bench:gpu's fp8 variant) with and without the fused residual + LayerNorm
 // kernel writing the FP8 rows itself (FP8 products need a GPU of compute capability 8.9 or newer).
 if (opt.device.startsWith('cuda')) {
   const fp8 = { teacherFp8: true, teacherDtype: 'bfloat16' };
-  checks.push(['norm-fp8', { G2L_FUSED_NORM: '0', G2L_FP8_LAYERS: 'qkv,fc1' }, { G2L_FUSED_NORM: '1', G2L_FP8_LAYERS: 'qkv,fc1' }, fp8]);
+  checks.push(['norm-fp8', { kernels: { fusedNorm: false } }, { kernels: { fusedNorm: true } }, fp8]);
 }
 let failed = 0, n = 0;
 const ok = (cond, msg) => {
@@ -128,11 +128,11 @@ const ok = (cond, msg) => {
   if (!cond) failed += 1;
   console.log(`${cond ? 'ok' : 'not ok'} ${n} - ${msg}`);
 };
-for (const [name, refEnv, newEnv, extra, newExtra = extra] of checks) {
+for (const [name, refSide, newSide, shared] of checks) {
   let ref, got;
   try {
-    ref = run(refEnv, extra);
-    got = run(newEnv, newExtra);
+    ref = run({ ...shared, ...refSide });
+    got = run({ ...shared, ...newSide });
   } catch (e) {
     ok(false, `${name}: ${e.message}`);
     continue;
@@ -144,8 +144,8 @@ for (const [name, refEnv, newEnv, extra, newExtra = extra] of checks) {
   ok(dl <= 1e-2, `${name}: losses ${got.loss.map((x) => x.toFixed(4)).join(' ')} vs ${ref.loss.map((x) => x.toFixed(4)).join(' ')} (${dl.toExponential(2)})`);
   ok(dg <= 5e-2, `${name}: gradient norms ${dg.toExponential(2)}`);
   ok(fa <= 2e-2, `${name}: student features after 3 steps ${fa.toExponential(2)}`);
-  if (name.startsWith('norm')) ok(ref.fusedNorm === false && got.fusedNorm === true, `${name}: the switch took effect (info().fusedNorm ${ref.fusedNorm} / ${got.fusedNorm})`);
-  // On the CPU libtorch chooses its own attention kernel whatever G2L_SDPA says.
+  if (name.startsWith('norm')) ok(ref.fusedNorm === false && got.fusedNorm === true, `${name}: the choice took effect (info().fusedNorm ${ref.fusedNorm} / ${got.fusedNorm})`);
+  // On the CPU libtorch chooses its own attention kernel whatever kernels.sdpa says.
   if (name.startsWith('sdpa') && opt.device.startsWith('cuda')) {
     const want = (a, b) => a.every((x) => x === b);
     ok(want(ref.attention, 'flash_attention') && want(got.attention, 'cudnn_attention'), `${name}: the backends that ran: ${ref.attention.join(', ')} / ${got.attention.join(', ')}`);

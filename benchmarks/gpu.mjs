@@ -14,22 +14,22 @@
 //                           [--compile-timeout 300] [--deadline UNIX_S]
 //                           [--python python3] [--out FILE]
 //
-// Engine variants, each in its own process (so each starts with the GPU's memory free and reads its switches once):
+// Engine variants, each in its own process (so each starts with the GPU's memory free); a variant is a set of run
+// configuration fields (DistillerConfig.kernels, teacherFp8...; lib/distill/config.ts):
 //   default  what `distill` runs: frozen teacher with LayerScale folded, fused SwiGLU, packed student q/k/v, fused
 //            loss, multi-tensor AdamW
-//   unfused  the same with G2L_FUSED_SWIGLU=0 (measures the SwiGLU kernel; 43 ms slower on 2026-11-29, so no longer in
+//   unfused  the same with kernels.fusedSwiglu false (measures the SwiGLU kernel; 43 ms slower on 2026-11-29, so no longer in
 //            the default list)
-//   unpacked default with G2L_PACK_QKV=0: the student's q, k and v as three products instead of one packed product
-//   fp8      default + --teacher-fp8 with G2L_FP8_LAYERS=qkv,fc1 (E4M3 teacher products, rowwise scales; refused
-//            below cosine 0.999 with the bf16 teacher)
-//   overlap  default with G2L_TEACHER_STREAM=1 (the teacher on a second stream beside the student's forward; its
-//            phase times are then not separable; no gain on the H200, so not in the default list)
-//   norm     default with G2L_FUSED_NORM=1 (the student's fused LayerNorm + cast and LayerScale residual kernels)
+//   unpacked default with kernels.packQkv false: the student's q, k and v as three products instead of one packed product
+//   fp8      default + teacherFp8 with the default teacherFp8Layers qkv, fc1 (E4M3 teacher products, rowwise scales;
+//            refused below cosine 0.999 with the bf16 teacher)
+//   norm     default with kernels.fusedNorm (the student's fused LayerNorm + cast and LayerScale residual kernels)
 //   fp8norm  fp8 and norm together
-//   flash    default with G2L_SDPA=flash (FlashAttention-2; libtorch 2.11 itself prefers cuDNN attention on an H200)
-//   cudnn    default with G2L_SDPA=cudnn (not in the default list: on an H200 the default already runs cuDNN)
+//   flash    default with kernels.sdpa flash (FlashAttention-2; libtorch 2.11 itself prefers cuDNN attention on an H200)
+//   cudnn    default with kernels.sdpa cudnn (not in the default list: on an H200 the default already runs cuDNN)
 // Each variant's `attention` records the SDPA backend its teacher and student ran (info().teacherAttention, ...).
-// Loss curve: the engine (default switches, then again with G2L_FUSED_NORM=1) and the eager reference train
+// (The teacher on a second CUDA stream, once variant `overlap`, measured no gain on the H200 and was removed.)
+// Loss curve: the engine (default kernels, then again with kernels.fusedNorm) and the eager reference train
 // --curve-steps steps from the same weights (the engine's initial projector is handed to the reference) on the same
 // tiles without augmentation; the per-step losses are compared. The curve's models are the benchmark's architectures
 // with LayerScale 1: at the presets' 1e-5 random class tokens hardly depend on the image, BatchNorm's eps dominates the
@@ -89,21 +89,21 @@ const log = (m) => process.stderr.write(`bench:gpu: ${new Date().toISOString().s
 const HOST = { eager: 328, compile: 408 };
 const TFLOP_PER_IMAGE = 1.10, DATASHEET_TFLOPS = 989, MEASURED_TFLOPS = 800;
 const VARIANTS = {
-  default: { env: {}, config: {} },
-  unfused: { env: { G2L_FUSED_SWIGLU: '0' }, config: {} },
+  default: {},
+  unfused: { kernels: { fusedSwiglu: false } },
   // FP8 products give bf16 (rowwise scales). On random H-optimus-0 weights FP8 in proj (and fc2) takes the teacher's
-  // features below the acceptance cosine 0.999 (0.9988 measured on the H200), qkv and fc1 keep 0.9996.
-  fp8: { env: { G2L_FP8_LAYERS: 'qkv,fc1' }, config: { teacherFp8: true, teacherDtype: 'bfloat16' } },
-  overlap: { env: { G2L_TEACHER_STREAM: '1' }, config: {} },
+  // features below the acceptance cosine 0.999 (0.9988 measured on the H200), qkv and fc1 (the default
+  // teacherFp8Layers) keep 0.9996.
+  fp8: { teacherFp8: true, teacherDtype: 'bfloat16' },
   // The student's fused LayerNorm (+ cast) and LayerScale residual kernels (native/engine/cuda/norm.cu).
-  norm: { env: { G2L_FUSED_NORM: '1' }, config: {} },
-  fp8norm: { env: { G2L_FP8_LAYERS: 'qkv,fc1', G2L_FUSED_NORM: '1' }, config: { teacherFp8: true, teacherDtype: 'bfloat16' } },
+  norm: { kernels: { fusedNorm: true } },
+  fp8norm: { teacherFp8: true, teacherDtype: 'bfloat16', kernels: { fusedNorm: true } },
   // The attention backend (native/engine/attention.h). libtorch 2.11 with cuDNN > 9.15 on an H200 already puts cuDNN
   // first by itself (each variant's `attention` says what ran), so `flash` is the comparison there.
-  flash: { env: { G2L_SDPA: 'flash' }, config: {} },
-  cudnn: { env: { G2L_SDPA: 'cudnn' }, config: {} },
-  // The student's three q/k/v products instead of the packed one (native/engine/fused.h, G2L_PACK_QKV).
-  unpacked: { env: { G2L_PACK_QKV: '0' }, config: {} },
+  flash: { kernels: { sdpa: 'flash' } },
+  cudnn: { kernels: { sdpa: 'cudnn' } },
+  // The student's three q/k/v products instead of the packed one (native/engine/fused.h, kernels.packQkv).
+  unpacked: { kernels: { packQkv: false } },
 };
 
 const { backend, fallbackReason } = chooseBackend({ backend: 'native' });
@@ -133,7 +133,7 @@ function distillerConfig(c, extra) {
 /** One engine variant: the step at batch BATCH (and, for the default, the teacher's embedding throughput). */
 async function variantChild(c) {
   const out = { variant: c.variant };
-  const d = await Distiller.create(distillerConfig(c, { totalSteps: WARMUP + RUNS, ...VARIANTS[c.variant].config }));
+  const d = await Distiller.create(distillerConfig(c, { totalSteps: WARMUP + RUNS, ...VARIANTS[c.variant] }));
   // The batch in the Distiller's tile buffer (page-locked on CUDA), as `distill` feeds it: the upload is asynchronous.
   const host = makeTiles(BATCH, 256, 1);
   const tiles = { data: d.allocateTileBuffer(host.data.length), shape: host.shape };
@@ -162,7 +162,7 @@ async function variantChild(c) {
 /** The engine's loss curve: c.steps steps on the pool's batches in turn, no augmentation; saves its initial state. */
 async function curveChild(c) {
   const pool = c.pool.map((seed) => makeTiles(c.batch, 256, seed));
-  const d = await Distiller.create(distillerConfig(c, { totalSteps: c.steps, augment: { enabled: false } }));
+  const d = await Distiller.create(distillerConfig(c, { totalSteps: c.steps, augment: { enabled: false }, ...(c.kernels ? { kernels: c.kernels } : {}) }));
   await d.save(c.init);
   const losses = [];
   for (let k = 0; k < c.steps; k++) losses.push((await d.step(pool[k % pool.length])).loss);
@@ -242,7 +242,7 @@ if (!skip.has('native')) {
   for (const variant of opt.variants.split(',').filter(Boolean)) {
     if (!VARIANTS[variant]) throw new Error(`unknown variant '${variant}' (known: ${Object.keys(VARIANTS).join(', ')})`);
     log(`native ${variant}: batch ${BATCH}, ${WARMUP} + ${RUNS} steps`);
-    const env = { G2L_STEP_TIMING: '1', ...VARIANTS[variant].env };
+    const env = { G2L_STEP_TIMING: '1' };
     const prefix = path.join(profileDir, variant);
     if (profiled.has(variant)) Object.assign(env, { G2L_PROFILE: prefix, G2L_PROFILE_STEP: String(Math.max(0, WARMUP - 1)) });
     const r = runChild('variant', { variant, teacher: teacherDir, student: studentDir, embed: variant === 'default' && !skip.has('embed') }, env);
@@ -327,12 +327,11 @@ if (!skip.has('curve') && py && !skip.has('eager')) {
     result.curve.batch = CURVE_BATCH;
     result.curve.layerScale = opt['curve-layerscale'];
     result.curve.referenceTf32 = opt['curve-reference-tf32'];
-    // The same engine curve with G2L_FUSED_NORM=1 (same start: same seed and folders): the fused LayerNorm /
+    // The same engine curve with kernels.fusedNorm (same start: same seed and folders): the fused LayerNorm /
     // LayerScale kernels over 200 training steps, against the reference and against the unfused engine.
     if (!skip.has('curve-norm')) {
-      log('loss curve: the engine again with G2L_FUSED_NORM=1');
-      const fused = runChild('curve', { teacher: curveTeacher, student: curveStudent, steps: CURVE_STEPS, batch: CURVE_BATCH, pool: poolSeeds, init: `${init}-norm` },
-        { G2L_FUSED_NORM: '1' });
+      log('loss curve: the engine again with kernels.fusedNorm');
+      const fused = runChild('curve', { teacher: curveTeacher, student: curveStudent, steps: CURVE_STEPS, batch: CURVE_BATCH, pool: poolSeeds, init: `${init}-norm`, kernels: { fusedNorm: true } });
       if (fused.error) {
         result.notes.push(`fused-norm loss curve failed: ${fused.error}`);
       } else {
@@ -431,12 +430,12 @@ if (result.curve) {
   console.log(`loss curves (${c.steps} steps, batch ${c.batch}, same start and tiles): first ${c.first_loss.engine.toFixed(4)} / ${c.first_loss.reference.toFixed(4)}, last-20 mean ${c.last20_mean.engine.toFixed(4)} / ${c.last20_mean.reference.toFixed(4)}, per-step relative difference median ${c.median_rel_diff.toExponential(2)} max ${c.max_rel_diff.toExponential(2)}`);
   if (c.fused_norm) {
     const f = c.fused_norm;
-    console.log(`loss curve with G2L_FUSED_NORM=1: last-20 mean ${f.vs_reference.last20_mean.engine.toFixed(4)}; per-step relative difference to the reference median ${f.vs_reference.median_rel_diff.toExponential(2)}, to the unfused engine median ${f.vs_unfused_engine.median_rel_diff.toExponential(2)} max ${f.vs_unfused_engine.max_rel_diff.toExponential(2)}`);
+    console.log(`loss curve with kernels.fusedNorm: last-20 mean ${f.vs_reference.last20_mean.engine.toFixed(4)}; per-step relative difference to the reference median ${f.vs_reference.median_rel_diff.toExponential(2)}, to the unfused engine median ${f.vs_unfused_engine.median_rel_diff.toExponential(2)} max ${f.vs_unfused_engine.max_rel_diff.toExponential(2)}`);
   }
 }
 console.log(`\nthe GPU host's README gave PyTorch ${HOST.eager} eager / ${HOST.compile} compile img/s; goal: native >= 1.25x compile in the same run: ${result.goals['distill native >= 1.25x torch.compile (same run)'] ?? 'n/a'}`);
 for (const v of Object.values(result.variants)) {
-  if (v.attention) console.log(`attention of native ${v.variant}: G2L_SDPA=${v.attention.sdpa}, teacher ${v.attention.teacher}, student ${v.attention.student}`);
+  if (v.attention) console.log(`attention of native ${v.variant}: sdpa ${v.attention.sdpa}, teacher ${v.attention.teacher}, student ${v.attention.student}`);
 }
 for (const v of Object.values(result.variants)) {
   if (v.phases_ms) console.log(`phases of native ${v.variant} (ms, median): ${Object.entries(v.phases_ms).map(([k, x]) => `${k} ${x}`).join(', ')}`);

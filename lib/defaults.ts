@@ -80,3 +80,31 @@ export const RUN_SHAPE_DEFAULTS = Object.freeze({
   accumulationSteps: 1,
   checkpointEvery: 500,
 });
+
+/**
+ * Which implementation each operation of the native engine runs (g2l/kernels.h KernelOptions, whose C++ defaults
+ * test/distill/defaults.test.ts holds equal to these). The same mathematics each way, differing by rounding, so a run
+ * records them in config.json and a resume uses its own. The js backend has one implementation of each and ignores them.
+ */
+export const KERNEL_DEFAULTS = Object.freeze({
+  /** A separate-q/k/v student (Hibou-L) trains with one packed q/k/v product: same dot products, fewer casts (docs/gpu-benchmarks.md). */
+  packQkv: true,
+  /** The fused LayerNorm / LayerScale kernels (cuda/norm.cu): off, their gain not yet measured on a GPU (docs/gpu-benchmarks.md). */
+  fusedNorm: false,
+  /** The fused SwiGLU kernel (cuda/swiglu.cu): on. */
+  fusedSwiglu: true,
+  /** libtorch's fused AdamW on CUDA, the foreach path (torch.optim.AdamW's default, what the fixtures hold) on the CPU. */
+  fusedAdamw: 'auto' as 'auto' | 'on' | 'off',
+  /** libtorch's own SDPA backend order. */
+  sdpa: 'auto' as 'auto' | 'cudnn' | 'flash' | 'efficient' | 'math',
+  /** FP8 teacher: activation rows quantised by the fused CUDA kernel where it applies ('aten': at:: ops). */
+  fp8Quant: 'cuda' as 'cuda' | 'aten',
+  /** FP8 teacher: _scaled_mm without fast accumulation. */
+  fp8FastAccum: false,
+});
+
+/** The teacher's Linear layer kinds in FP8 with --teacher-fp8: qkv + fc1 kept the features above the 0.999 cosine gate on the H200; proj and fc2 as well fell to 0.9988 (docs/gpu-benchmarks.md). */
+export const TEACHER_FP8_LAYERS_DEFAULT: readonly ('qkv' | 'proj' | 'fc1' | 'fc2')[] = Object.freeze(['qkv', 'fc1']);
+
+/** Gradient all-reduce bucket size of data parallelism: 25 MB, DDP's default (bucket_cap_mb). */
+export const DIST_BUCKET_BYTES_DEFAULT = 25 * 1024 * 1024;

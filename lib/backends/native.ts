@@ -45,6 +45,9 @@ export interface EngineAddon {
     optimizer: Record<string, number>;
     loss: { alpha: number; reduction: string; bnEps: number; teacherBn: boolean; sync: string };
     augment: Record<string, number | boolean>;
+    /** g2l::KernelOptions and DistillerConfig::teacher_fp8_layers. */
+    kernels: Record<string, number | boolean | string>;
+    teacherFp8Layers: string[];
   };
   logSumLoss(
     zs: FloatTensor,

@@ -2,6 +2,7 @@
 // pure-JS backend (lib/backends/js/) implement it, so every command and the library API run on either.
 // Each area of the engine adds its methods here as it lands (models, distillation, augmentation).
 import { AUGMENT_DEFAULTS } from '../defaults.js';
+import type { KernelOptions } from '../distill/config.js';
 
 /** A dense, C-ordered tensor as it crosses the backend boundary. */
 export interface Tensor<T extends ArrayBufferView = Float32Array> {
@@ -388,6 +389,16 @@ export interface BackendDistillerConfig {
    * backend refuses it). The teacher then runs in bfloat16; see native/engine/quant.h.
    */
   teacherFp8?: boolean;
+  /** With teacherFp8: the kinds of the teacher's Linear layers in FP8 (qkv, proj, fc1, fc2; lib/ passes it resolved). */
+  teacherFp8Layers?: string[];
+  /** Test hook (g2l/distill.h teacher_fp8_emulate): the FP8 products emulated on any device. Native engine only. */
+  teacherFp8Emulate?: boolean;
+  /**
+   * Which implementation each engine operation runs (native/engine/include/g2l/kernels.h; lib/distill/config.ts
+   * kernelsSchema documents each; lib/ passes every key resolved from lib/defaults.ts KERNEL_DEFAULTS). They replace
+   * the G2L_* environment switches of earlier versions. The js backend has one implementation of each and ignores them.
+   */
+  kernels?: Partial<KernelOptions>;
   /**
    * The student's training-only dropout and drop-path rates (0..1), replacing its config.json's; absent keys keep
    * the config's. timm students: dropPath (drop_path_rate, linear over the blocks), attnDrop (attn_drop_rate),
@@ -458,21 +469,21 @@ export interface BackendDistiller {
     /** The native engine's frozen-teacher preparation (absent on the js backend): LayerScale vectors folded of all. */
     teacherLayerScalesFolded?: number;
     teacherLayerScales?: number;
-    /** FP8 teacher: Linear layers with FP8 weights of all, emulated (G2L_FP8_EMULATE=1) or not, and the smallest
+    /** FP8 teacher: Linear layers with FP8 weights of all, emulated (the teacherFp8Emulate test hook) or not, and the smallest
      *  cosine of FP8 against bf16 teacher features over the first teacher batch (null before it; absent without FP8). */
     teacherFp8?: boolean;
     teacherFp8Layers?: number;
     teacherLinearLayers?: number;
     teacherFp8Emulated?: boolean;
     teacherFp8MinCosine?: number | null;
-    /** The native engine's fused-kernel switches as its process read them (G2L_FUSED_SWIGLU, G2L_FUSED_NORM; absent
+    /** The native engine's fused kernels as this Distiller runs them (kernels.fusedSwiglu, kernels.fusedNorm; absent
      *  on the js backend). On, each still falls back to the unfused ops where its kernel does not apply
      *  (native/engine/fused.h). */
     fusedSwiglu?: boolean;
     fusedNorm?: boolean;
-    /** G2L_PACK_QKV (default on): a student with separate q/k/v weights trains with one packed q/k/v product. */
+    /** kernels.packQkv (default on): a student with separate q/k/v weights trains with one packed q/k/v product. */
     packedQkv?: boolean;
-    /** The native engine's attention (absent on the js backend): the G2L_SDPA preference as its process read it
+    /** The native engine's attention (absent on the js backend): the kernels.sdpa preference
      *  ('auto', 'cudnn', 'flash', 'efficient', 'math') and the libtorch SDPA backend each model's last attention ran
      *  on ('flash_attention', 'cudnn_attention', 'efficient_attention', 'math'; null before its first forward). */
     sdpa?: string;

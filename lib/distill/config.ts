@@ -6,7 +6,10 @@ import yaml from 'js-yaml';
 import { z } from 'zod';
 import { UserError } from '../errors.js';
 import { HF_PREFIX, resolveHfModel } from '../models/hub.js';
-import { EARLY_STOPPING_DEFAULTS, LOSS_DEFAULTS, OPTIMIZER_DEFAULTS, RUN_SHAPE_DEFAULTS } from '../defaults.js';
+import {
+  DIST_BUCKET_BYTES_DEFAULT, EARLY_STOPPING_DEFAULTS, KERNEL_DEFAULTS, LOSS_DEFAULTS, OPTIMIZER_DEFAULTS, RUN_SHAPE_DEFAULTS,
+  TEACHER_FP8_LAYERS_DEFAULT,
+} from '../defaults.js';
 
 const augmentSchema = z
   .object({
@@ -42,6 +45,36 @@ const studentDropSchema = z
   .strict()
   .partial();
 
+/**
+ * Which implementation each engine operation runs (native/engine/include/g2l/kernels.h; defaults: lib/defaults.ts
+ * KERNEL_DEFAULTS). The same mathematics each way, differing by rounding; the js backend ignores them.
+ */
+export const kernelsSchema = z
+  .object({
+    /** A separate-q/k/v student trains with one packed q/k/v product. */
+    packQkv: z.boolean(),
+    /** The fused LayerNorm / LayerScale (and the teacher's residual + LayerNorm) kernels. */
+    fusedNorm: z.boolean(),
+    /** The fused SwiGLU kernel. */
+    fusedSwiglu: z.boolean(),
+    /** AdamW: 'auto' fused on CUDA, foreach on the CPU; 'on' / 'off' force one. */
+    fusedAdamw: z.enum(['auto', 'on', 'off']),
+    /** The SDPA backend libtorch tries first on CUDA ('auto': libtorch's order). */
+    sdpa: z.enum(['auto', 'cudnn', 'flash', 'efficient', 'math']),
+    /** FP8 teacher: activation quantisation by the fused CUDA kernel ('cuda', where it applies) or at:: ops ('aten'). */
+    fp8Quant: z.enum(['cuda', 'aten']),
+    /** FP8 teacher: _scaled_mm with fast accumulation (faster on Hopper, less precise). */
+    fp8FastAccum: z.boolean(),
+  })
+  .strict();
+export type KernelOptions = z.infer<typeof kernelsSchema>;
+
+/** The kinds of the teacher's Linear layers in FP8 (--teacher-fp8): a non-empty subset of qkv, proj, fc1, fc2. */
+export const teacherFp8LayersSchema = z
+  .array(z.enum(['qkv', 'proj', 'fc1', 'fc2']))
+  .min(1)
+  .refine((a) => new Set(a).size === a.length, { message: 'each layer kind once' });
+
 /** Every key of a run; the file may give any subset, nested groups as objects. */
 export const runConfigSchema = z
   .object({
@@ -65,6 +98,12 @@ export const runConfigSchema = z
     /** FP8 (E4M3) teacher matrix products on a GPU of compute capability 8.9+ (--teacher-fp8). Runs saved before the
      *  key existed read as false. */
     teacherFp8: z.boolean().default(false),
+    /** With teacherFp8: which kinds of the teacher's Linear layers get FP8 weights (default qkv, fc1). */
+    teacherFp8Layers: teacherFp8LayersSchema,
+    /** Engine implementation choices (kernelsSchema); recorded so that a resume runs the same ones. */
+    kernels: kernelsSchema,
+    /** Data parallelism: the gradient all-reduce bucket size in bytes. */
+    distBucketBytes: z.number().int().positive(),
     /**
      * The student's dropout and drop-path rates (training only), each replacing its config.json's value; unset ones
      * keep the config's. timm: dropPath, attnDrop, projDrop, posDrop, headDrop; transformers: dropPath, attnDrop,
@@ -132,6 +171,9 @@ export const RUN_DEFAULTS: Omit<RunConfig, 'teacher' | 'student' | 'slides' | 's
   teacherDtype: 'auto',
   autocast: true,
   teacherFp8: false,
+  teacherFp8Layers: [...TEACHER_FP8_LAYERS_DEFAULT],
+  kernels: { ...KERNEL_DEFAULTS },
+  distBucketBytes: DIST_BUCKET_BYTES_DEFAULT,
   studentDrop: {},
   optimizer: (({ lr, finalLr, weightDecay, finalWeightDecay, warmupSteps, clipGradNorm }) =>
     ({ lr, finalLr, weightDecay, finalWeightDecay, warmupSteps, clipGradNorm }))(OPTIMIZER_DEFAULTS),
@@ -146,6 +188,7 @@ const partialSchema = runConfigSchema
     optimizer: runConfigSchema.shape.optimizer.partial(),
     loss: runConfigSchema.shape.loss.partial(),
     earlyStopping: runConfigSchema.shape.earlyStopping.partial(),
+    kernels: kernelsSchema.partial(),
     studentDrop: studentDropSchema,
     teacherFp8: z.boolean(),  // no default here: a file that does not set it leaves it to the defaults / the saved run
   })
@@ -169,6 +212,13 @@ export function upgradeSavedConfig(raw: unknown): unknown {
   if (!('tileSampling' in cfg)) cfg.tileSampling = 'tiles';
   const loss = cfg.loss;
   if (loss && typeof loss === 'object' && !('sync' in loss)) cfg.loss = { sync: 'global', ...(loss as object) };
+  // Before the engine choices were recorded they came from G2L_* environment variables, whose defaults these are;
+  // the FP8 layer set was then all four kinds.
+  if (!('kernels' in cfg)) {
+    cfg.kernels = { packQkv: true, fusedNorm: false, fusedSwiglu: true, fusedAdamw: 'auto', sdpa: 'auto', fp8Quant: 'cuda', fp8FastAccum: false };
+  }
+  if (!('teacherFp8Layers' in cfg)) cfg.teacherFp8Layers = ['qkv', 'proj', 'fc1', 'fc2'];
+  if (!('distBucketBytes' in cfg)) cfg.distBucketBytes = 25 * 1024 * 1024;
   return cfg;
 }
 

@@ -15,14 +15,19 @@ import type { AugmentConfig, BackendDistiller, BackendName, Float32Tensor, Uint8
 import type { StudentDrop } from '../backends/types.js';
 import type { NativeDistillerConfig, NativeDistillerInfo, NativeStepResult } from './native-types.js';
 import type { DistSettings } from '../parallel/env.js';
-import { AUGMENT_DEFAULTS, LOSS_DEFAULTS, OPTIMIZER_DEFAULTS, RUN_SHAPE_DEFAULTS } from '../defaults.js';
+import {
+  AUGMENT_DEFAULTS, KERNEL_DEFAULTS, LOSS_DEFAULTS, OPTIMIZER_DEFAULTS, RUN_SHAPE_DEFAULTS, TEACHER_FP8_LAYERS_DEFAULT,
+} from '../defaults.js';
 import { definedOnly } from '../util/objects.js';
+import { kernelsSchema, teacherFp8LayersSchema, type KernelOptions } from './config.js';
 
-/** G2L's method constants (docs/method.md); each is configurable. */
+/** G2L's method constants (docs/method.md) and the engine's implementation choices; each is configurable. */
 export const DISTILL_DEFAULTS = Object.freeze({
   ...OPTIMIZER_DEFAULTS,
   ...LOSS_DEFAULTS,
   accumulationSteps: RUN_SHAPE_DEFAULTS.accumulationSteps,
+  kernels: KERNEL_DEFAULTS,
+  teacherFp8Layers: TEACHER_FP8_LAYERS_DEFAULT,
 });
 
 export interface DistillerConfig {
@@ -59,6 +64,19 @@ export interface DistillerConfig {
    * >= 0.999 with the bf16 ones (info().teacherFp8MinCosine). Refused on the CPU and by the js backend.
    */
   teacherFp8?: boolean;
+  /** With teacherFp8: the kinds of the teacher's Linear layers in FP8, a subset of qkv, proj, fc1, fc2 (default qkv, fc1). */
+  teacherFp8Layers?: ('qkv' | 'proj' | 'fc1' | 'fc2')[];
+  /**
+   * Which implementation each engine operation runs (lib/distill/config.ts kernelsSchema; unset keys: KERNEL_DEFAULTS).
+   * Validated on both backends; the js backend has one implementation of each and ignores them.
+   */
+  kernels?: Partial<KernelOptions>;
+  /**
+   * Test hooks, not run options (no run configuration sets them). teacherFp8Emulate: the FP8 teacher's products
+   * emulated (quantise -> dequantise -> float32 matmul) on any device instead of refused without FP8 tensor cores,
+   * so CPU tests exercise the FP8 path (native engine only; g2l/distill.h teacher_fp8_emulate).
+   */
+  testing?: { teacherFp8Emulate?: boolean };
   /** The student's dropout / drop-path rates over its config.json's (BackendDistillerConfig.studentDrop). */
   studentDrop?: StudentDrop;
   augment?: AugmentConfig;
@@ -75,6 +93,23 @@ export interface DistillerConfig {
 export type StepResult = NativeStepResult;
 export type DistillerInfo = NativeDistillerInfo;
 
+/** Every kernel choice resolved (defaults under the given ones) and validated, for either backend. */
+function resolveKernels(given: Partial<KernelOptions> | undefined): KernelOptions {
+  const parsed = kernelsSchema.safeParse({ ...KERNEL_DEFAULTS, ...definedOnly(given ?? {}) });
+  if (!parsed.success) {
+    throw new UserError(`Distiller: kernels: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(object)'}: ${i.message}`).join('; ')}`);
+  }
+  return parsed.data;
+}
+
+function resolveFp8Layers(given: DistillerConfig['teacherFp8Layers']): ('qkv' | 'proj' | 'fc1' | 'fc2')[] {
+  const parsed = teacherFp8LayersSchema.safeParse(given ?? [...TEACHER_FP8_LAYERS_DEFAULT]);
+  if (!parsed.success) {
+    throw new UserError(`Distiller: teacherFp8Layers ${JSON.stringify(given)}: ${parsed.error.issues.map((i) => i.message).join('; ')}: give a non-empty subset of qkv, proj, fc1, fc2`);
+  }
+  return parsed.data;
+}
+
 export function toNativeConfig(c: DistillerConfig): NativeDistillerConfig {
   const d = DISTILL_DEFAULTS;
   return {
@@ -88,6 +123,9 @@ export function toNativeConfig(c: DistillerConfig): NativeDistillerConfig {
     teacherDtype: c.teacherDtype ?? 'auto',
     autocast: c.autocast ?? true,
     teacherFp8: c.teacherFp8 ?? false,
+    teacherFp8Layers: resolveFp8Layers(c.teacherFp8Layers),
+    kernels: resolveKernels(c.kernels),
+    ...(c.testing?.teacherFp8Emulate ? { teacherFp8Emulate: true } : {}),
     ...(c.studentDrop && Object.keys(c.studentDrop).length > 0 ? { studentDrop: { ...c.studentDrop } } : {}),
     loss: { alpha: c.alpha ?? d.alpha, reduction: c.reduction ?? d.reduction, bnEps: c.bnEps ?? d.bnEps, teacherBn: c.teacherBn ?? d.teacherBn, sync: c.sync ?? d.sync },
     optimizer: {

@@ -27,7 +27,7 @@ import {
   type RunConfigInput,
 } from './config.js';
 import { META_FILE, checkpointFolders, newestIntactCheckpoint, parseMeta, removeTempCheckpoints, type ResumePoint } from './checkpoint.js';
-import { Distiller, type StepResult } from './distiller.js';
+import { Distiller, type DistillerConfig, type StepResult } from './distiller.js';
 import { EarlyStopping, type EarlyStopState } from './early-stop.js';
 import { openTileSource, type TileSource } from './tiles.js';
 import { deviceForRank, type DistSettings } from '../parallel/env.js';
@@ -65,6 +65,8 @@ export interface DistillRunOptions {
   dist?: DistSettings | null;
   /** Called with the ready Distiller before the first step (after a resume's load), and after the export. */
   onReady?: (distiller: Distiller) => Promise<void>;
+  /** Test hooks handed to the Distiller (DistillerConfig.testing); not part of the run's configuration. */
+  testing?: DistillerConfig['testing'];
   onDone?: (distiller: Distiller) => Promise<void>;
 }
 
@@ -309,9 +311,12 @@ function createRunDistiller(config: RunConfig, options: DistillRunOptions): Prom
     teacherDtype: config.teacherDtype,
     autocast: config.autocast,
     teacherFp8: config.teacherFp8,
+    teacherFp8Layers: config.teacherFp8Layers,
+    kernels: config.kernels,
     studentDrop: config.studentDrop,
     augment: config.augment,
-    dist: options.dist ?? null,
+    dist: options.dist ? { ...options.dist, bucketBytes: config.distBucketBytes } : null,
+    testing: options.testing,
   });
 }
 

@@ -15,7 +15,7 @@ export interface DistSettings {
   backend?: 'auto' | 'nccl' | 'gloo';
   /** Rendezvous and collective timeout. */
   timeoutMs?: number;
-  /** Gradient all-reduce bucket size (default 25 MB). */
+  /** Gradient all-reduce bucket size (default 25 MB): the run's distBucketBytes (lib/distill/config.ts), not the environment. */
   bucketBytes?: number;
 }
 
@@ -42,8 +42,7 @@ export function distFromEnv(env: NodeJS.ProcessEnv = process.env): DistSettings 
   const masterPort = intVar(env, 'MASTER_PORT') ?? 29500;
   if (masterPort < 1 || masterPort > 65535) throw new UserError(`MASTER_PORT=${masterPort} is not a TCP port (1-65535)`);
   const timeoutMs = intVar(env, 'G2L_DIST_TIMEOUT_MS');
-  const bucketBytes = intVar(env, 'G2L_DIST_BUCKET_BYTES');
-  return { rank, worldSize, localRank, masterAddr, masterPort, ...(timeoutMs ? { timeoutMs } : {}), ...(bucketBytes ? { bucketBytes } : {}) };
+  return { rank, worldSize, localRank, masterAddr, masterPort, ...(timeoutMs ? { timeoutMs } : {}) };
 }
 
 /** One device per process: "cuda" becomes cuda:<localRank>; an explicit index or the CPU stays as given. */

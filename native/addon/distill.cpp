@@ -49,6 +49,41 @@ static OptimizerConfig optimizer_config_from_js(const Napi::Object& o) {
   return c;
 }
 
+// { packQkv, fusedNorm, fusedSwiglu, fusedAdamw, sdpa, fp8Quant, fp8FastAccum } -> KernelOptions (g2l/kernels.h);
+// the engine validates the string choices.
+static KernelOptions kernel_options_from_js(const Napi::Object& o) {
+  KernelOptions k;
+  read_bool(o, "packQkv", k.packed_qkv, "kernels");
+  read_bool(o, "fusedNorm", k.fused_norm, "kernels");
+  read_bool(o, "fusedSwiglu", k.fused_swiglu, "kernels");
+  read_string(o, "fusedAdamw", k.fused_adamw, "kernels");
+  read_string(o, "sdpa", k.sdpa, "kernels");
+  read_string(o, "fp8Quant", k.fp8_quant, "kernels");
+  read_bool(o, "fp8FastAccum", k.fp8_fast_accum, "kernels");
+  return k;
+}
+
+static Napi::Object kernel_options_to_js(Napi::Env env, const KernelOptions& k) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("packQkv", k.packed_qkv);
+  o.Set("fusedNorm", k.fused_norm);
+  o.Set("fusedSwiglu", k.fused_swiglu);
+  o.Set("fusedAdamw", k.fused_adamw);
+  o.Set("sdpa", k.sdpa);
+  o.Set("fp8Quant", k.fp8_quant);
+  o.Set("fp8FastAccum", k.fp8_fast_accum);
+  return o;
+}
+
+static std::vector<std::string> strings_from_js(const Napi::Value& v, const std::string& what) {
+  if (!v.IsArray()) throw Napi::TypeError::New(v.Env(), what + " must be an array of strings");
+  Napi::Array a = v.As<Napi::Array>();
+  std::vector<std::string> out;
+  for (uint32_t i = 0; i < a.Length(); ++i)
+    out.push_back(string_from_js(a.Get(i), what + "[" + std::to_string(i) + "]"));
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // logSumLoss(zs, zt, W, b, options, device) -> Promise<{ loss, grads: { zs, W, b } }>
 // ---------------------------------------------------------------------------------------------------------------
@@ -78,6 +113,7 @@ static Napi::Value LogSumLossJs(const Napi::CallbackInfo& info) {
 
 // ---------------------------------------------------------------------------------------------------------------
 // runOptimizer(names, params, gradsPerStep, config) -> Promise<{ params: Tensor[][], lr[], weightDecay[], gradNorm[] }>
+// config: OptimizerConfig's keys plus fusedAdamw ("auto" | "on" | "off", KernelOptions::fused_adamw).
 // ---------------------------------------------------------------------------------------------------------------
 
 static Napi::Value RunOptimizerJs(const Napi::CallbackInfo& info) {
@@ -101,9 +137,12 @@ static Napi::Value RunOptimizerJs(const Napi::CallbackInfo& info) {
     }
     grads.push_back(std::move(g));
   }
-  OptimizerConfig config = optimizer_config_from_js(object_arg(info[3], "config"));
+  Napi::Object config_js = object_arg(info[3], "config");
+  OptimizerConfig config = optimizer_config_from_js(config_js);
+  std::string fused_adamw = "auto";
+  read_string(config_js, "fusedAdamw", fused_adamw, "config");
   return run_async<OptimizerTrace>(
-      env, [=] { return run_optimizer(names, params, grads, config); },
+      env, [=] { return run_optimizer(names, params, grads, config, fused_adamw); },
       [](Napi::Env e, OptimizerTrace& t) -> Napi::Value {
         Napi::Array steps = Napi::Array::New(e, t.params.size());
         Napi::Array lr = Napi::Array::New(e, t.params.size());
@@ -145,6 +184,10 @@ static DistillerConfig distiller_config_from_js(const Napi::Object& o) {
   read_string(o, "teacherDtype", c.teacher_dtype, "config");
   read_bool(o, "autocast", c.autocast, "config");
   read_bool(o, "teacherFp8", c.teacher_fp8, "config");
+  if (has_field(o, "teacherFp8Layers"))
+    c.teacher_fp8_layers = strings_from_js(o.Get("teacherFp8Layers"), "config.teacherFp8Layers");
+  read_bool(o, "teacherFp8Emulate", c.teacher_fp8_emulate, "config");  // a test hook (g2l/distill.h)
+  if (has_field(o, "kernels")) c.kernels = kernel_options_from_js(object_arg(o.Get("kernels"), "config.kernels"));
   read_int(o, "accumulationSteps", c.accumulation_steps, "config");
   if (has_field(o, "studentDrop")) {
     // { dropPath?, attnDrop?, projDrop?, posDrop?, headDrop?, hiddenDrop?, patchDrop? }: rates replacing the
@@ -328,7 +371,7 @@ static Napi::Value CreateDistillerJs(const Napi::CallbackInfo& info) {
 // ---------------------------------------------------------------------------------------------------------------
 // FP8 numerics entries (g2l/distill.h; tests and the GPU check of issue 8):
 //   fp8QuantizeRows(x, { device, mode }) -> Promise<{ codes: uint8 (M,K), scales: (M), dequantized: (M,K) }>
-//   fp8Linear(x, weight, bias, { device, emulate }) -> Promise<Tensor (M,N)>
+//   fp8Linear(x, weight, bias, { device, emulate, fastAccum }) -> Promise<Tensor (M,N)>
 //   fusedNormCheck({ device, rows, d, dtype, seed }) -> Promise<{ [name]: number }> (g2l/distill.h fused_norm_check)
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -375,11 +418,12 @@ static Napi::Value Fp8LinearJs(const Napi::CallbackInfo& info) {
   HostTensor b = tensor_from_js(info[2], "bias");
   Napi::Object o = object_arg(info[3], "options");
   std::string device = "cpu";
-  bool emulate = false;
+  bool emulate = false, fast_accum = false;
   read_string(o, "device", device, "options");
   read_bool(o, "emulate", emulate, "options");
+  read_bool(o, "fastAccum", fast_accum, "options");
   return run_async<HostTensor>(
-      info.Env(), [=] { return fp8_linear(x, w, b, device, emulate); },
+      info.Env(), [=] { return fp8_linear(x, w, b, device, emulate, fast_accum); },
       [](Napi::Env e, HostTensor& t) -> Napi::Value { return tensor_to_js(e, t); }, {info[0], info[1], info[2]});
 }
 
@@ -424,6 +468,11 @@ Napi::Value MethodDefaultsJs(const Napi::CallbackInfo& info) {
   ja.Set("blurSigmaMin", aug.blur_sigma_min);
   ja.Set("blurSigmaMax", aug.blur_sigma_max);
   o.Set("augment", ja);
+  const DistillerConfig dc;
+  o.Set("kernels", kernel_options_to_js(env, dc.kernels));
+  Napi::Array layers = Napi::Array::New(env, dc.teacher_fp8_layers.size());
+  for (uint32_t i = 0; i < dc.teacher_fp8_layers.size(); ++i) layers.Set(i, dc.teacher_fp8_layers[i]);
+  o.Set("teacherFp8Layers", layers);
   return o;
 }
 

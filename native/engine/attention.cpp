@@ -5,11 +5,11 @@
 #include <ATen/SDPBackend.h>
 
 #include <array>
-#include <cstdlib>
 #include <mutex>
 #include <vector>
 
 #include "g2l/engine.h"
+#include "g2l/kernels.h"
 
 namespace g2l {
 
@@ -24,45 +24,63 @@ constexpr std::array<Choice, 4> kChoices{{{"cudnn", at::SDPBackend::cudnn_attent
                                           {"efficient", at::SDPBackend::efficient_attention},
                                           {"math", at::SDPBackend::math}}};
 
-std::string read_preference() {
-  const char* v = std::getenv("G2L_SDPA");
-  const std::string s = v == nullptr ? "" : v;
-  if (s.empty() || s == "auto") return "auto";
-  for (const Choice& c : kChoices) {
-    if (s == c.name) return s;
-  }
-  throw Error("G2L_SDPA='" + s +
-              "' is not an attention backend: use auto (libtorch's order), cudnn, flash, efficient or math, or unset "
-              "it");
+// libtorch's own order, recorded at the first CUDA attention (after at::_fused_sdp_choice has let libtorch settle
+// it), and the order last set; both under the mutex.
+std::mutex order_mutex;
+std::vector<int64_t> libtorch_order;
+std::vector<int64_t> current_order;
+
+std::vector<int64_t> priority_order() {
+  std::vector<int64_t> order;
+  for (at::SDPBackend b : at::globalContext().sDPPriorityOrder()) order.push_back(static_cast<int64_t>(b));
+  return order;
 }
 
-// Puts the preferred backend first, once, at the first CUDA attention: libtorch settles its default order at its
-// own first CUDA attention (at::_fused_sdp_choice below makes that happen now), so an order set before would be
-// overwritten.
-void apply_preference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-  static std::once_flag applied;
-  std::call_once(applied, [&] {
-    const std::string& wanted = sdpa_preference();
-    if (wanted == "auto") return;
+// Sets libtorch's priority order to `wanted` first, then the rest of libtorch's own order.
+void apply_preference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::string& wanted) {
+  std::lock_guard<std::mutex> lock(order_mutex);
+  if (libtorch_order.empty()) {
     (void)at::_fused_sdp_choice(q, k, v);
-    at::SDPBackend first = at::SDPBackend::error;
-    for (const Choice& c : kChoices) {
-      if (wanted == c.name) first = c.backend;
-    }
-    std::vector<int64_t> order{static_cast<int64_t>(first)};
-    for (at::SDPBackend b : at::globalContext().sDPPriorityOrder()) {
-      if (b != first) order.push_back(static_cast<int64_t>(b));
-    }
-    at::globalContext().setSDPPriorityOrder(order);
-  });
+    libtorch_order = priority_order();
+    current_order = libtorch_order;
+  }
+  std::vector<int64_t> order;
+  for (const Choice& c : kChoices) {
+    if (wanted == c.name) order.push_back(static_cast<int64_t>(c.backend));
+  }
+  for (int64_t b : libtorch_order) {
+    if (order.empty() || b != order.front()) order.push_back(b);
+  }
+  if (order == current_order) return;
+  at::globalContext().setSDPPriorityOrder(order);
+  current_order = std::move(order);
 }
 
 }  // namespace
 
-const std::string& sdpa_preference() {
-  // Read at the first call; a bad value throws and is read again at the next call.
-  static const std::string value = read_preference();
-  return value;
+bool is_sdpa_preference(const std::string& name) {
+  if (name == "auto") return true;
+  for (const Choice& c : kChoices) {
+    if (name == c.name) return true;
+  }
+  return false;
+}
+
+// The string choices of KernelOptions (g2l/kernels.h), checked where a model takes them (set_kernels) and where a
+// Distiller is configured, before any work.
+void validate_kernel_options(const KernelOptions& k) {
+  if (!is_sdpa_preference(k.sdpa)) {
+    throw Error("kernels.sdpa '" + k.sdpa +
+                "' is not an attention backend: use auto (libtorch's order), cudnn, flash, efficient or math");
+  }
+  if (k.fused_adamw != "auto" && k.fused_adamw != "on" && k.fused_adamw != "off") {
+    throw Error("kernels.fusedAdamw must be auto (fused on CUDA, foreach on the CPU), on or off, got '" +
+                k.fused_adamw + "'");
+  }
+  if (k.fp8_quant != "cuda" && k.fp8_quant != "aten") {
+    throw Error("kernels.fp8Quant must be cuda (the fused kernel where it applies) or aten (at:: ops), got '" +
+                k.fp8_quant + "'");
+  }
 }
 
 std::string sdpa_backend_name(int code) {
@@ -76,8 +94,9 @@ std::string sdpa_backend_name(int code) {
   }
 }
 
-at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, std::atomic<int>* ran) {
-  if (q.is_cuda()) apply_preference(q, k, v);
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::string& preference,
+                  std::atomic<int>* ran) {
+  if (q.is_cuda()) apply_preference(q, k, v, preference);
   if (ran != nullptr) ran->store(static_cast<int>(at::_fused_sdp_choice(q, k, v)), std::memory_order_relaxed);
   return at::scaled_dot_product_attention(q, k, v);
 }

@@ -28,6 +28,7 @@
 #include <limits>
 
 #include "dist.h"
+#include "instrument.h"
 #include "tensor_bridge.h"
 
 namespace g2l {
@@ -301,8 +302,7 @@ AllReduceTiming time_all_reduce(DistContext& context, int64_t bytes, int repeats
 GradientSync::GradientSync(std::shared_ptr<DistContext> dist, std::vector<at::Tensor> params, Reduction reduction,
                            int64_t bucket_bytes)
     : dist_(std::move(dist)), reduction_(reduction), params_(std::move(params)), alive_(std::make_shared<bool>(true)) {
-  const char* trace = std::getenv("G2L_DIST_TRACE");
-  trace_ = trace != nullptr && std::string(trace) == "1";
+  trace_ = instrument_flag("G2L_DIST_TRACE");
   if (!dist_) throw Error("GradientSync: no process group");
   if (params_.empty()) throw Error("GradientSync: no parameters");
   if (bucket_bytes <= 0) throw Error("GradientSync: bucket size must be positive");

@@ -12,9 +12,7 @@
 // Data parallelism (issue 7) slots in between backward and the optimiser (gradient all-reduce) and inside the
 // loss (the BN column sums reduced across ranks); nothing here assumes a single process beyond that.
 #ifdef G2L_WITH_CUDA
-#include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDACachingAllocator.h>
-#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
 
@@ -22,7 +20,6 @@
 #include <ATen/autocast_mode.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <exception>
 #include <filesystem>
 #include <limits>
@@ -99,62 +96,6 @@ class CudaAutocast {
   at::ScalarType prev_dtype_ = at::kBFloat16;
 };
 
-// G2L_TEACHER_STREAM=1 (CUDA only): the frozen teacher's forward runs on a second stream while the student's forward
-// runs on the current one; join() makes the current stream wait for the teacher before the loss. Memory handed across
-// is safe without record_stream: the side stream starts after the current stream's inputs are ready and the current
-// stream waits for it before it uses the teacher's output, so every later reuse of those blocks is ordered after it.
-class SideStream {
- public:
-  explicit SideStream(const at::Device& device) {
-    static const bool enabled = [] {
-      const char* v = std::getenv("G2L_TEACHER_STREAM");
-      return v != nullptr && std::string(v) == "1";
-    }();
-#ifdef G2L_WITH_CUDA
-    if (enabled && device.is_cuda()) {
-      const auto index = device.index() < 0 ? c10::cuda::current_device() : device.index();
-      main_ = c10::cuda::getCurrentCUDAStream(index);
-      side_ = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, index);
-      at::cuda::CUDAEvent inputs_ready;
-      inputs_ready.record(*main_);
-      inputs_ready.block(*side_);
-    }
-#else
-    (void)device;
-    (void)enabled;
-#endif
-  }
-
-  /** Until leave() (or this object's end, also on an exception), work goes to the side stream when it is on. */
-  void enter() {
-#ifdef G2L_WITH_CUDA
-    if (side_) guard_.emplace(*side_);
-#endif
-  }
-
-  void leave() {
-#ifdef G2L_WITH_CUDA
-    guard_.reset();
-#endif
-  }
-
-  void join() {
-#ifdef G2L_WITH_CUDA
-    leave();
-    if (!side_) return;
-    at::cuda::CUDAEvent done;
-    done.record(*side_);
-    done.block(*main_);
-#endif
-  }
-
- private:
-#ifdef G2L_WITH_CUDA
-  std::optional<c10::cuda::CUDAStream> main_, side_;
-  std::optional<c10::cuda::CUDAStreamGuard> guard_;
-#endif
-};
-
 // The tiles' copy to the device. From page-locked host memory (Distiller.allocateTileBuffer in lib/, the addon's
 // allocTileBuffer) it is asynchronous: the step's work queues behind it on the same stream while the host goes on
 // enqueueing. The host buffer must outlive the copy: a step ends by reading its loss (a synchronisation) before it
@@ -205,9 +146,12 @@ class DistillerImpl final : public Distiller {
       throw Error("loss.sync must be \"global\" or \"local\", got \"" + config_.loss.sync + "\"");
     }
     teacher_dtype_ = teacher_dtype_for(config_.teacher_dtype, device_);
+    validate_kernel_options(config_.kernels);
     if (config_.teacher_fp8) {
-      // Before any weights are read: the device must have FP8 tensor cores (or the emulation be asked for).
-      fp8_emulated_ = fp8_emulation_requested();
+      // Before any weights are read: the layer kinds must be known, the device must have FP8 tensor cores (or the
+      // emulation, a test hook, be asked for).
+      fp8_layers_ = fp8_layers_from_names(config_.teacher_fp8_layers);
+      fp8_emulated_ = config_.teacher_fp8_emulate;
       const std::string why = fp8_unsupported_reason(device_);
       if (!why.empty() && !fp8_emulated_) throw Error("teacherFp8: " + why + ": " + kFp8Needs);
       if (config_.teacher_dtype != "auto" && config_.teacher_dtype != "bfloat16") {
@@ -223,18 +167,21 @@ class DistillerImpl final : public Distiller {
     // Frozen: LayerScale folded into the projections in place (the teacher is never exported), FP8 copies if asked.
     teacher_vit_ = std::dynamic_pointer_cast<VisionTransformerImpl>(teacher_.module);
     if (!teacher_vit_) throw Error("internal: the teacher is not a VisionTransformer");
+    teacher_vit_->set_kernels(config_.kernels);
     FrozenOptions frozen;
     frozen.fp8 = config_.teacher_fp8;
-    frozen.fp8_emulate = fp8_emulated_;
     if (config_.teacher_fp8) {
-      fp8_layers_ = fp8_layers_from_env();
       frozen.fp8_layers = fp8_layers_;
+      frozen.fp8_options.quant = config_.kernels.fp8_quant;
+      frozen.fp8_options.fast_accum = config_.kernels.fp8_fast_accum;
+      frozen.fp8_options.emulate = fp8_emulated_;
     }
     frozen_ = teacher_vit_->prepare_frozen(frozen);
     student_ = load_model(config_.student, config_.student_preset, device_, at::kFloat);
     student_.module->train();
     student_vit_ = std::dynamic_pointer_cast<VisionTransformerImpl>(student_.module);
     if (!student_vit_) throw Error("internal: the student is not a VisionTransformer");
+    student_vit_->set_kernels(config_.kernels);
     student_.spec.drop = student_regularization(student_.spec, config_.student_drop);
     student_vit_->set_regularization(student_.spec.drop);
 
@@ -254,7 +201,7 @@ class DistillerImpl final : public Distiller {
     trained.emplace_back("projector.bias", projector_bias_);
     std::vector<at::Tensor> trained_tensors;
     for (const auto& item : trained) trained_tensors.push_back(item.second);
-    optimizer_ = std::make_unique<AdamW>(std::move(trained), config_.optimizer);
+    optimizer_ = std::make_unique<AdamW>(std::move(trained), config_.optimizer, config_.kernels.fused_adamw);
     if (config_.dist) join_world(trained_tensors);  // a world of one runs the same path (GPU-host and CPU checks)
   }
 
@@ -290,16 +237,13 @@ class DistillerImpl final : public Distiller {
       for (int64_t m = 0; m < accum; ++m) {
         at::Tensor teacher_in = views.teacher.narrow(0, m * micro, micro);
         at::Tensor student_in = views.student.narrow(0, m * micro, micro);
-        SideStream side(device_);  // G2L_TEACHER_STREAM=1: the teacher beside the student's forward (CUDA)
         at::Tensor zt;
-        side.enter();
         {
           c10::InferenceMode frozen;
           zt = teacher_forward(teacher_in);  // (b,Dt)
         }
         // A float32 copy outside inference mode: the loss saves it for backward.
         zt = zt.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
-        side.leave();
         timer.mark("teacher");
         at::Tensor zs;
         {
@@ -307,7 +251,6 @@ class DistillerImpl final : public Distiller {
           zs = student_.forward(student_in);  // (b,Ds)
         }
         timer.mark("student_forward");
-        side.join();
         at::Tensor loss = log_sum_loss(zs.to(at::kFloat), zt, projector_weight_, projector_bias_, loss_options_);
         if (grad_sync_) grad_sync_->set_enabled(m == accum - 1);  // reduce once, after the last micro-batch
         (accum > 1 ? loss / static_cast<double>(accum) : loss).backward();
@@ -470,10 +413,10 @@ class DistillerImpl final : public Distiller {
     i.teacher_fp8_layers = frozen_.fp8_layers;
     i.teacher_linear_layers = frozen_.linear_layers;
     i.teacher_fp8_emulated = config_.teacher_fp8 && fp8_emulated_;
-    i.fused_swiglu = fused_swiglu_enabled();
-    i.fused_norm = fused_norm_enabled();
-    i.packed_qkv = packed_qkv_enabled();
-    i.sdpa = sdpa_preference();
+    i.fused_swiglu = config_.kernels.fused_swiglu;
+    i.fused_norm = config_.kernels.fused_norm;
+    i.packed_qkv = config_.kernels.packed_qkv;
+    i.sdpa = config_.kernels.sdpa;
     i.teacher_attention = teacher_vit_->attention_backend();
     i.student_attention = student_vit_->attention_backend();
     const Regularization& r = student_.spec.drop;
@@ -505,11 +448,11 @@ class DistillerImpl final : public Distiller {
     if (!(fp8_min_cosine_ >= kFp8MinCosine)) {
       std::ostringstream msg;
       msg.precision(6);
-      msg << "teacherFp8: the FP8 teacher's features of the first batch fall to cosine " << fp8_min_cosine_
-          << " (tile " << worst << " of " << cos.size(0) << ") with the bfloat16 teacher's, below the " << kFp8MinCosine
+      msg << "teacherFp8: the FP8 teacher's features of the first batch fall to cosine " << fp8_min_cosine_ << " (tile "
+          << worst << " of " << cos.size(0) << ") with the bfloat16 teacher's, below the " << kFp8MinCosine
           << " the FP8 path is accepted at (" << frozen_.fp8_layers << " of " << frozen_.linear_layers
           << " Linear layers in FP8: " << fp8_layers_.describe()
-          << "): drop --teacher-fp8 for this teacher, or keep more layers in bf16 (G2L_FP8_LAYERS=qkv,proj,fc1 keeps fc2)";
+          << "): drop --teacher-fp8 for this teacher, or keep more layers in bf16 (teacherFp8Layers: e.g. [qkv])";
       throw Error(msg.str());
     }
     fp8_checked_ = true;

@@ -11,51 +11,12 @@
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <atomic>
-#include <cstdlib>
-#include <cstring>
 
 #include "fused.h"
 
 namespace g2l {
 
 namespace {
-
-// A process-wide switch read from the environment at its first use: "0" / "false" / "off" and "1" / "true" / "on"
-// set it, anything else (or nothing) leaves the default; set() overrides it.
-class Switch {
- public:
-  constexpr Switch(const char* env, bool dflt) : env_(env), default_(dflt) {}
-
-  bool get() {
-    int s = state_.load(std::memory_order_relaxed);
-    if (s < 0) {
-      int expected = -1;
-      state_.compare_exchange_strong(expected, from_env() ? 1 : 0);
-      s = state_.load(std::memory_order_relaxed);
-    }
-    return s == 1;
-  }
-  void set(bool on) { state_.store(on ? 1 : 0); }
-
- private:
-  bool from_env() const {
-    const char* v = std::getenv(env_);
-    if (v == nullptr) return default_;
-    if (std::strcmp(v, "0") == 0 || std::strcmp(v, "false") == 0 || std::strcmp(v, "off") == 0) return false;
-    if (std::strcmp(v, "1") == 0 || std::strcmp(v, "true") == 0 || std::strcmp(v, "on") == 0) return true;
-    return default_;
-  }
-
-  const char* env_;
-  bool default_;
-  std::atomic<int> state_{-1};  // -1: not read yet; 0 / 1: off / on
-};
-
-Switch g_fused_swiglu{"G2L_FUSED_SWIGLU", true};
-// Off by default until the kernels of cuda/norm.cu have run on a GPU (benchmarks/gpu-check.mjs compares both ways).
-Switch g_fused_norm{"G2L_FUSED_NORM", false};
-Switch g_packed_qkv{"G2L_PACK_QKV", true};
 
 // Today's expression, bit for bit: the CPU path and the fallback everywhere the kernel does not apply.
 at::Tensor swiglu_unfused(const at::Tensor& h) {
@@ -241,27 +202,19 @@ class LayerScaleAddFunction : public torch::autograd::Function<LayerScaleAddFunc
 
 }  // namespace
 
-bool fused_swiglu_enabled() { return g_fused_swiglu.get(); }
-
-void set_fused_swiglu(bool enabled) { g_fused_swiglu.set(enabled); }
-
-at::Tensor swiglu(const at::Tensor& h) {
+at::Tensor swiglu(const at::Tensor& h, bool fused) {
   TORCH_CHECK(h.dim() >= 1 && h.size(-1) % 2 == 0, "swiglu: the last dimension must be even (2H), got ", h.sizes());
 #ifdef G2L_WITH_CUDA
-  if (h.is_cuda() && kernel_dtype(h.scalar_type()) >= 0 && fused_swiglu_enabled()) {
+  if (h.is_cuda() && kernel_dtype(h.scalar_type()) >= 0 && fused) {
     at::Tensor hc = h.contiguous();
     if (at::GradMode::is_enabled() && h.requires_grad()) return SwigluFunction::apply(hc);
     return forward_kernel(hc);
   }
+#else
+  (void)fused;
 #endif
   return swiglu_unfused(h);
 }
-
-bool fused_norm_enabled() { return g_fused_norm.get(); }
-
-void set_fused_norm(bool enabled) { g_fused_norm.set(enabled); }
-
-bool packed_qkv_enabled() { return g_packed_qkv.get(); }
 
 namespace {
 
@@ -305,8 +258,8 @@ bool layer_scale_add_fits(const at::Tensor& x, const at::Tensor& y, const at::Te
 
 }  // namespace
 
-at::Tensor block_layer_norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, double eps) {
-  if (fused_norm_enabled()) {
+at::Tensor block_layer_norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, double eps, bool fused) {
+  if (fused) {
     // The CPU: the Function's at:: bodies in x's dtype (so its wiring is tested there). CUDA: only under autocast,
     // where the next product would cast the result to the autocast dtype anyway.
     at::ScalarType out = x.scalar_type();
@@ -322,8 +275,8 @@ at::Tensor block_layer_norm(const at::Tensor& x, const at::Tensor& w, const at::
   return at::layer_norm(x, {x.size(-1)}, w, b, eps);
 }
 
-at::Tensor layer_scale_add(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma) {
-  if (fused_norm_enabled() && layer_scale_add_fits(x, y, gamma)) return LayerScaleAddFunction::apply(x, y, gamma);
+at::Tensor layer_scale_add(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma, bool fused) {
+  if (fused && layer_scale_add_fits(x, y, gamma)) return LayerScaleAddFunction::apply(x, y, gamma);
   return at::addcmul(x, y, gamma);
 }
 
@@ -378,9 +331,9 @@ bool residual_layer_norm_fused(at::Tensor& x, const at::Tensor& y, const at::Ten
 }  // namespace detail
 
 NormOutput residual_layer_norm_(at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma, const at::Tensor& w,
-                                const at::Tensor& b, double eps, bool want_fp8) {
+                                const at::Tensor& b, double eps, bool want_fp8, bool fused) {
   NormOutput out;
-  if (fused_norm_enabled() && detail::residual_layer_norm_fused(x, y, gamma, w, b, eps, want_fp8, out)) return out;
+  if (fused && detail::residual_layer_norm_fused(x, y, gamma, w, b, eps, want_fp8, out)) return out;
   if (gamma.defined()) {
     x.addcmul_(y, gamma);
   } else {

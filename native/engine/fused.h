@@ -10,16 +10,14 @@
 // gradient concatenation). Without grad (no_grad, inference mode, or an input that does not require grad, e.g. the
 // frozen teacher) only the forward kernel runs and nothing is saved. The output is a fresh at::empty: with the CUDA
 // caching allocator that costs no device work, so an out= variant into a preallocated buffer would gain nothing.
-// Everywhere else (CPU, float64, a CPU-only engine, or the kernel switched off) it is exactly the unfused
+// Everywhere else (CPU, float64, a CPU-only engine, or `fused` false) it is exactly the unfused
 // expression `at::silu(chunk 0) * chunk 1` with ordinary autograd, so CPU results are bit-for-bit unchanged.
 //
-// Switch: the environment variable G2L_FUSED_SWIGLU=0 (also "false" / "off") disables the fused kernel; it is read
-// once, at the first swiglu() call of the process. set_fused_swiglu() overrides it at run time (e.g. to compare
-// fused and unfused in one process); fused_swiglu_enabled() reports the current setting.
+// Each function takes its switch as an argument: the calling model passes its KernelOptions (g2l/kernels.h:
+// fused_swiglu, fused_norm), which the run's configuration sets; nothing here is process-wide.
 //
 // The trained student's blocks under bf16 autocast (float32 residual stream, float32 LayerNorm and LayerScale
-// parameters) have two more fused operations, switched together by G2L_FUSED_NORM (default off until the kernels
-// have been checked on a GPU; "1" / "true" / "on" turns them on; set_fused_norm() overrides at run time):
+// parameters) have two more fused operations, switched together by KernelOptions::fused_norm (default off):
 //
 // block_layer_norm(x, w, b, eps): the LayerNorm before a block's attention / MLP. On CUDA with autocast on and x in
 //   float32 it returns the LayerNorm already in the autocast dtype (cuda/norm.cu: one kernel reads x and writes the
@@ -36,9 +34,10 @@
 //   (cuda/norm.cu) for float16 / bfloat16 on CUDA: it reads x and y once and writes x and the result, where the
 //   unfused ops read x again for the LayerNorm. want_fp8 (the next products are FP8, quant.h): in bfloat16 the kernel
 //   writes the result's FP8 row codes and scales instead of the result, the numbers quantize_rows_fp8 gives for it.
-// Where the kernels do not apply (switch off, other dtypes, no autocast, d % 4 != 0 or d > 2048, unaligned views)
-// these are exactly at::layer_norm and at::addcmul (x.addcmul_ / x.add_ then at::layer_norm for the residual). On the CPU the switch runs the same autograd Functions with at::
-// bodies (native_layer_norm and its backward; the element-wise expressions above), so their wiring is tested there.
+// Where the kernels do not apply (fused false, other dtypes, no autocast, d % 4 != 0 or d > 2048, unaligned views)
+// these are exactly at::layer_norm and at::addcmul (x.addcmul_ / x.add_ then at::layer_norm for the residual). On the
+// CPU the switch runs the same autograd Functions with at:: bodies (native_layer_norm and its backward; the
+// element-wise expressions above), so their wiring is tested there.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -49,20 +48,20 @@
 
 namespace g2l {
 
-/** h (..., 2H) -> silu(h[..., :H]) * h[..., H:] (..., H), differentiable in h. Throws if the last dim is odd. */
-at::Tensor swiglu(const at::Tensor& h);
+/**
+ * h (..., 2H) -> silu(h[..., :H]) * h[..., H:] (..., H), differentiable in h. Throws if the last dim is odd. fused:
+ * the CUDA kernel where it applies (KernelOptions::fused_swiglu).
+ */
+at::Tensor swiglu(const at::Tensor& h, bool fused);
 
-/** Whether swiglu() uses the fused CUDA kernel where it can (default on; G2L_FUSED_SWIGLU=0 turns it off). */
-bool fused_swiglu_enabled();
+/**
+ * LayerNorm over the last dim (weight and bias of size D); with `fused` (KernelOptions::fused_norm) under CUDA autocast
+ * possibly in the autocast dtype.
+ */
+at::Tensor block_layer_norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, double eps, bool fused);
 
-/** Turns the fused SwiGLU kernel on or off for the rest of the process (overrides G2L_FUSED_SWIGLU). */
-void set_fused_swiglu(bool enabled);
-
-/** LayerNorm over the last dim (weight and bias of size D); under CUDA autocast possibly in the autocast dtype. */
-at::Tensor block_layer_norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, double eps);
-
-/** x + gamma * y (gamma of size D, broadcast over the rows), differentiable in all three. */
-at::Tensor layer_scale_add(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma);
+/** x + gamma * y (gamma of size D, broadcast over the rows), differentiable in all three; fused: see the top. */
+at::Tensor layer_scale_add(const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma, bool fused);
 
 /** A LayerNorm's result for the products that read it: h, or (FP8 products) its row codes q of an input of `sizes`. */
 struct NormOutput {
@@ -71,9 +70,12 @@ struct NormOutput {
   std::vector<int64_t> sizes;
 };
 
-/** x += gamma * y (gamma undefined: x += y) in place, then LayerNorm(x; w, b, eps); inference only (see the top). */
+/**
+ * x += gamma * y (gamma undefined: x += y) in place, then LayerNorm(x; w, b, eps); inference only (see the top).
+ * fused: the one-kernel path where it applies (KernelOptions::fused_norm).
+ */
 NormOutput residual_layer_norm_(at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma, const at::Tensor& w,
-                                const at::Tensor& b, double eps, bool want_fp8);
+                                const at::Tensor& b, double eps, bool want_fp8, bool fused);
 
 namespace detail {
 // The fused paths without the switch, for fused_norm_check (fused_check.cpp). On CUDA each throws where its kernel
@@ -85,19 +87,12 @@ bool residual_layer_norm_fused(at::Tensor& x, const at::Tensor& y, const at::Ten
                                const at::Tensor& b, double eps, bool want_fp8, NormOutput& out);
 }  // namespace detail
 
-/** Whether block_layer_norm() / layer_scale_add() / residual_layer_norm_() use the fused path (G2L_FUSED_NORM). */
-bool fused_norm_enabled();
-
-/** Turns the fused LayerNorm / LayerScale path on or off for the rest of the process (overrides G2L_FUSED_NORM). */
-void set_fused_norm(bool enabled);
-
-// Packed q/k/v products (G2L_PACK_QKV, default on; "0" / "false" / "off" turns it off): while a model with separate
+// Packed q/k/v products (KernelOptions::packed_qkv, default on; vit.cpp): while a model with separate
 // q, k and v projections (the transformers layout, e.g. the Hibou-L student) trains, its attention runs one product of
 // the concatenated weights and biases (3D x D) instead of three, as the timm layout stores them. Same dot products;
 // under autocast the LayerNorm's result is cast once instead of once per product, the backward computes the input
 // gradient as one product (summed in the GEMM's float32 accumulator, not as three rounded results added) and the
 // concatenation's backward hands each weight its slice of one weight gradient. Inference (no grad) keeps the three
 // products (no per-forward copy of the weights).
-bool packed_qkv_enabled();
 
 }  // namespace g2l

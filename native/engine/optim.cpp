@@ -2,8 +2,6 @@
 #include "optim.h"
 
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
 #include <set>
 
 #include "tensor_bridge.h"
@@ -49,8 +47,11 @@ bool takes_weight_decay(const std::string& key, const std::vector<int64_t>& shap
 // AdamW
 // ---------------------------------------------------------------------------------------------------------------
 
-AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, OptimizerConfig config)
-    : config_(config) {
+AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor>> params, OptimizerConfig config, const std::string& fused)
+    : config_(config), fused_(fused) {
+  if (fused_ != "auto" && fused_ != "on" && fused_ != "off") {
+    throw Error("AdamW: fusedAdamw must be auto, on or off, got '" + fused_ + "'");
+  }
   std::set<std::string> seen;
   for (auto& [key, param] : params) {
     if (!seen.insert(key).second) throw Error("AdamW: parameter key '" + key + "' appears twice");
@@ -67,12 +68,11 @@ void AdamW::zero_grad() {
   }
 }
 
-bool AdamW::use_fused(const at::Tensor& any_param) {
-  // G2L_FUSED_ADAMW: "1" fused everywhere, "0" never; unset: fused on CUDA (float32 parameters), foreach on the CPU,
-  // whose results the tests hold against torch.optim.AdamW's default (foreach) path.
-  const char* env = std::getenv("G2L_FUSED_ADAMW");
-  if (env != nullptr && std::strcmp(env, "1") == 0) return true;
-  if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+bool AdamW::use_fused(const at::Tensor& any_param) const {
+  // "auto": fused on CUDA (float32 parameters), foreach on the CPU, whose results the tests hold against
+  // torch.optim.AdamW's default (foreach) path; "on" / "off" force one (test/distill/optim.test.ts runs both).
+  if (fused_ == "on") return true;
+  if (fused_ == "off") return false;
   return any_param.is_cuda();
 }
 
@@ -172,7 +172,8 @@ void AdamW::load_state_dict(const std::map<std::string, at::Tensor>& state) {
 // ---------------------------------------------------------------------------------------------------------------
 
 OptimizerTrace run_optimizer(const std::vector<std::string>& names, const std::vector<HostTensor>& params,
-                             const std::vector<std::vector<HostTensor>>& grads, const OptimizerConfig& config) {
+                             const std::vector<std::vector<HostTensor>>& grads, const OptimizerConfig& config,
+                             const std::string& fused_adamw) {
   return with_torch_errors([&] {
     if (names.size() != params.size()) throw Error("run_optimizer: names and params differ in length");
     std::vector<std::pair<std::string, at::Tensor>> named;
@@ -180,7 +181,7 @@ OptimizerTrace run_optimizer(const std::vector<std::string>& names, const std::v
       if (params[i].dtype != DType::F32) throw Error("run_optimizer: parameter '" + names[i] + "' must be float32");
       named.emplace_back(names[i], view_as_aten(params[i]).clone().requires_grad_(true));
     }
-    AdamW opt(named, config);
+    AdamW opt(named, config, fused_adamw);
     OptimizerTrace trace;
     for (size_t s = 0; s < grads.size(); ++s) {
       if (grads[s].size() != params.size()) {

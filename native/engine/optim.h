@@ -19,8 +19,12 @@ namespace g2l {
 
 class AdamW {
  public:
-  /** params: (checkpoint key, leaf tensor with requires_grad) pairs; keys must be unique. */
-  AdamW(std::vector<std::pair<std::string, at::Tensor>> params, OptimizerConfig config);
+  /**
+   * params: (checkpoint key, leaf tensor with requires_grad) pairs; keys must be unique. fused (KernelOptions::
+   * fused_adamw): "auto" libtorch's fused AdamW kernel on CUDA, the foreach path on the CPU; "on" / "off" force it.
+   */
+  AdamW(std::vector<std::pair<std::string, at::Tensor>> params, OptimizerConfig config,
+        const std::string& fused = "auto");
 
   /**
    * One update from the gradients in each parameter's .grad() at 0-based schedule step `step` (missing grads count
@@ -44,11 +48,12 @@ class AdamW {
     at::Tensor param, exp_avg, exp_avg_sq;
     bool decay;
   };
-  static bool use_fused(const at::Tensor& any_param);
+  bool use_fused(const at::Tensor& any_param) const;
 
   std::vector<Slot> slots_;
   at::Tensor step_count_;  // the fused kernel's step count (one float on the parameters' device)
   OptimizerConfig config_;
+  std::string fused_;
   int64_t updates_ = 0;  // bias corrections use updates_ + 1, as torch's per-parameter `step`
 };
 

@@ -8,7 +8,6 @@
 
 #include <ATen/ATen.h>
 
-#include <cstdlib>
 #include <string>
 #include <utility>
 
@@ -19,11 +18,6 @@
 namespace g2l {
 
 namespace {
-
-bool env_is(const char* name, const char* value) {
-  const char* v = std::getenv(name);
-  return v != nullptr && std::string(v) == value;
-}
 
 /** The at:: reference of the quantisation (and the kernel's contract): same operations, same rounding. */
 Fp8Rows quantize_rows_aten(const at::Tensor& x) {
@@ -53,16 +47,6 @@ Fp8Rows quantize_rows_cuda(const at::Tensor& x) {
 
 }  // namespace
 
-std::string fp8_quant_mode() {
-  const char* v = std::getenv("G2L_FP8_QUANT");
-  if (v == nullptr || *v == '\0') return "cuda";
-  const std::string s(v);
-  if (s == "aten" || s == "cuda") return s;
-  throw Error("G2L_FP8_QUANT must be 'aten' (at:: ops) or 'cuda' (the fused kernel), got '" + s + "'");
-}
-
-bool fp8_emulation_requested() { return env_is("G2L_FP8_EMULATE", "1"); }
-
 std::string Fp8LayerSet::describe() const {
   std::string out;
   for (auto [on, name] : {std::pair{qkv, "qkv"}, {proj, "proj"}, {fc1, "fc1"}, {fc2, "fc2"}}) {
@@ -71,23 +55,19 @@ std::string Fp8LayerSet::describe() const {
   return out.empty() ? "none" : out;
 }
 
-Fp8LayerSet fp8_layers_from_env() {
-  const char* v = std::getenv("G2L_FP8_LAYERS");
-  if (v == nullptr || *v == '\0') return Fp8LayerSet{};
+Fp8LayerSet fp8_layers_from_names(const std::vector<std::string>& names) {
   Fp8LayerSet s{false, false, false, false};
-  std::string item;
-  for (const char* p = v;; ++p) {
-    if (*p == ',' || *p == '\0') {
-      if (item == "qkv") s.qkv = true;
-      else if (item == "proj") s.proj = true;
-      else if (item == "fc1") s.fc1 = true;
-      else if (item == "fc2") s.fc2 = true;
-      else if (!item.empty()) throw Error("G2L_FP8_LAYERS: unknown layer kind '" + item + "': use a comma-separated subset of qkv, proj, fc1, fc2");
-      item.clear();
-      if (*p == '\0') break;
-    } else if (*p != ' ') {
-      item += *p;
-    }
+  for (const std::string& item : names) {
+    if (item == "qkv")
+      s.qkv = true;
+    else if (item == "proj")
+      s.proj = true;
+    else if (item == "fc1")
+      s.fc1 = true;
+    else if (item == "fc2")
+      s.fc2 = true;
+    else
+      throw Error("teacherFp8Layers: unknown layer kind '" + item + "': use a subset of qkv, proj, fc1, fc2");
   }
   return s;
 }
@@ -97,8 +77,7 @@ Fp8Rows quantize_rows_fp8(const at::Tensor& x, const std::string& mode) {
   if (mode != "auto" && mode != "aten" && mode != "cuda") {
     throw Error("FP8 quantisation: mode must be auto, aten or cuda, got '" + mode + "'");
   }
-  const std::string m = mode == "auto" ? fp8_quant_mode() : mode;
-  if (m == "cuda") {
+  if (mode != "aten") {
 #ifdef G2L_WITH_CUDA
     if (x.is_cuda() && x.scalar_type() == at::kBFloat16) return quantize_rows_cuda(x);
     if (mode == "cuda") {
@@ -137,7 +116,7 @@ bool Fp8Linear::fits(const at::Tensor& weight) {
          weight.size(1) > 0;
 }
 
-Fp8Linear Fp8Linear::from_weight(const at::Tensor& weight, const at::Tensor& bias, bool emulate) {
+Fp8Linear Fp8Linear::from_weight(const at::Tensor& weight, const at::Tensor& bias, const Fp8Options& options) {
   if (!fits(weight)) {
     throw Error("FP8 linear: weight " + c10::str(weight.sizes()) + " is not (N,K) with N and K multiples of 16");
   }
@@ -146,8 +125,8 @@ Fp8Linear Fp8Linear::from_weight(const at::Tensor& weight, const at::Tensor& bia
   Fp8Rows q = quantize_rows_fp8(weight.detach(), "aten");
   f.codes_ = q.codes;
   f.scales_ = q.scales.view({1, weight.size(0)}).contiguous();
-  f.emulate_ = emulate;
-  if (emulate) {
+  f.options_ = options;
+  if (options.emulate) {
     f.dequantized_ = dequantize_rows_fp8(q);
     if (bias.defined()) f.bias_ = bias.detach().to(at::kFloat);
   } else if (bias.defined()) {
@@ -161,8 +140,10 @@ at::Tensor Fp8Linear::forward(const at::Tensor& x) const {
   if (x.size(-1) != k) throw Error("FP8 linear: input has " + std::to_string(x.size(-1)) + " features, the layer " + std::to_string(k));
   at::Tensor x2 = x.reshape({-1, k});
   if (!x2.is_contiguous()) x2 = x2.contiguous();
-  // The emulation quantises with at:: ops (what the CPU tests compare), the device path with the fused kernel.
-  return forward_rows(quantize_rows_fp8(x2, emulate_ ? "aten" : "auto"), x.sizes(), x.scalar_type());
+  // The emulation quantises with at:: ops (what the CPU tests compare), the device path with the fused kernel
+  // where it applies unless the options ask for at:: ops.
+  const bool aten = options_.emulate || options_.quant == "aten";
+  return forward_rows(quantize_rows_fp8(x2, aten ? "aten" : "auto"), x.sizes(), x.scalar_type());
 }
 
 at::Tensor Fp8Linear::forward_rows(const Fp8Rows& q, at::IntArrayRef sizes, at::ScalarType out_dtype) const {
@@ -174,14 +155,14 @@ at::Tensor Fp8Linear::forward_rows(const Fp8Rows& q, at::IntArrayRef sizes, at::
   std::vector<int64_t> out_shape(sizes.begin(), sizes.end());
   out_shape.back() = n;
   at::Tensor y;
-  if (emulate_) {
+  if (options_.emulate) {
     // What _scaled_mm computes, in float32: the products of the dequantised values, then the bf16 output rounding.
     y = at::linear(dequantize_rows_fp8(q), dequantized_, bias_).to(at::kBFloat16);
   } else {
     c10::optional<at::Tensor> bias;
     if (bias_.defined()) bias = bias_;
     y = at::_scaled_mm(q.codes, codes_.t(), q.scales, scales_, bias, /*scale_result=*/c10::nullopt,
-                       /*out_dtype=*/at::kBFloat16, /*use_fast_accum=*/env_is("G2L_FP8_FAST_ACCUM", "1"));
+                       /*out_dtype=*/at::kBFloat16, /*use_fast_accum=*/options_.fast_accum);
   }
   return y.to(out_dtype).view(out_shape);
 }
@@ -211,7 +192,7 @@ Fp8QuantResult fp8_quantize_rows(const HostTensor& x, const std::string& device,
 }
 
 HostTensor fp8_linear(const HostTensor& x, const HostTensor& weight, const HostTensor& bias, const std::string& device,
-                      bool emulate) {
+                      bool emulate, bool fast_accum) {
   return with_torch_errors([&] {
     for (const HostTensor* t : {&x, &weight, &bias}) {
       if (t->dtype != DType::F32) throw Error("fp8Linear: x, weight and bias must be float32");
@@ -223,7 +204,10 @@ HostTensor fp8_linear(const HostTensor& x, const HostTensor& weight, const HostT
     }
     c10::InferenceMode inference;
     auto bf16 = [&](const HostTensor& t) { return view_as_aten(t).to(dev).to(at::kBFloat16); };
-    Fp8Linear f = Fp8Linear::from_weight(bf16(weight), bf16(bias), emulate);
+    Fp8Options options;
+    options.emulate = emulate;
+    options.fast_accum = fast_accum;
+    Fp8Linear f = Fp8Linear::from_weight(bf16(weight), bf16(bias), options);
     return to_host(f.forward(bf16(x)).to(at::kCPU, at::kFloat).contiguous());
   });
 }

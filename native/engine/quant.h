@@ -8,21 +8,20 @@
 // emulated: quantise -> dequantise -> float32 matmul, the same numbers up to the accumulation order (tests on CPU).
 //
 // Usage:
-//   Fp8Linear fc = Fp8Linear::from_weight(w_bf16, b_bf16, /*emulate=*/false);  // prepare time
-//   at::Tensor y = fc.forward(x_bf16);                                            // (...,K) -> (...,N) bf16
+//   Fp8Linear fc = Fp8Linear::from_weight(w_bf16, b_bf16, Fp8Options{});  // prepare time
+//   at::Tensor y = fc.forward(x_bf16);                                      // (...,K) -> (...,N) bf16
 //
-// Environment switches (read on every call, so one process can compare them):
-//   G2L_FP8_QUANT=aten     activation quantisation with at:: ops instead of the fused CUDA kernel (cuda/quant.cu)
-//   G2L_FP8_FAST_ACCUM=1   _scaled_mm with use_fast_accum (faster on Hopper, less precise accumulation)
-//   G2L_FP8_EMULATE=1      read by the Distiller: lets --teacher-fp8 run emulated where there are no FP8 tensor
-//                          cores (the CPU): for tests of the numerics only
-//   G2L_FP8_LAYERS=qkv,proj,fc1,fc2   read by the Distiller: which kinds of teacher Linear layers get FP8 (default
-//                          all; q/k/v count as qkv), e.g. qkv,proj,fc1 keeps fc2 (the SwiGLU output) in bf16
+// How the products run is fixed per layer at prepare time (Fp8Options, from the run's KernelOptions, g2l/kernels.h):
+// the activation quantisation (the fused CUDA kernel, cuda/quant.cu, or at:: ops), _scaled_mm's fast accumulation,
+// and the emulation, a test hook (DistillerConfig::teacher_fp8_emulate; not a run option). Which kinds of layers get
+// FP8 weights is the run's teacherFp8Layers (DistillerConfig::teacher_fp8_layers, default qkv,fc1: the set that kept
+// the teacher's features above the 0.999 cosine gate on the H200, docs/gpu-benchmarks.md).
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <string>
+#include <vector>
 
 namespace g2l {
 
@@ -37,13 +36,10 @@ struct Fp8Rows {
   at::Tensor scales;  // (M,1) float32, contiguous
 };
 
-/** "cuda" (the fused kernel where it applies: a CUDA bf16 input in a CUDA build) or "aten", from G2L_FP8_QUANT. */
-std::string fp8_quant_mode();
-
 /**
  * Quantises each row of x (M,K) (float32, float16 or bfloat16, any device). mode "aten": at:: ops; "cuda": the fused
  * kernel, which needs a CUDA bf16 input and a CUDA build (throws otherwise); "auto": the kernel where it applies,
- * else at:: ops, unless G2L_FP8_QUANT=aten.
+ * else at:: ops.
  */
 Fp8Rows quantize_rows_fp8(const at::Tensor& x, const std::string& mode = "auto");
 
@@ -53,20 +49,27 @@ at::Tensor dequantize_rows_fp8(const Fp8Rows& q);
 /** Whether `device` has FP8 tensor cores that _scaled_mm can use: "" if yes, else why not (for messages). */
 std::string fp8_unsupported_reason(const at::Device& device);
 
-/** Whether G2L_FP8_EMULATE=1 is set. */
-bool fp8_emulation_requested();
-
 /** Which kinds of a ViT block's Linear layers get FP8 weights. */
 struct Fp8LayerSet {
   bool qkv = true;  // fused qkv, or HF query/key/value
-  bool proj = true;
+  bool proj = false;
   bool fc1 = true;
-  bool fc2 = true;
+  bool fc2 = false;
   /** "qkv,proj,fc1,fc2" (the chosen ones). */
   std::string describe() const;
 };
-/** From G2L_FP8_LAYERS (comma-separated qkv, proj, fc1, fc2; unset or empty: all); throws on other names. */
-Fp8LayerSet fp8_layers_from_env();
+/** From names among qkv, proj, fc1, fc2 (DistillerConfig::teacher_fp8_layers); throws Error on other names. */
+Fp8LayerSet fp8_layers_from_names(const std::vector<std::string>& names);
+
+/** How an Fp8Linear runs its products (see the top). */
+struct Fp8Options {
+  /** Activation rows: "cuda" the fused kernel where it applies (a CUDA bf16 input in a CUDA build), "aten" at:: ops. */
+  std::string quant = "cuda";
+  /** _scaled_mm with use_fast_accum. */
+  bool fast_accum = false;
+  /** Quantise -> dequantise -> float32 matmul instead of _scaled_mm (any device; a test hook). */
+  bool emulate = false;
+};
 
 /** One Linear layer with FP8 weights (see the top of this file). */
 class Fp8Linear {
@@ -74,10 +77,11 @@ class Fp8Linear {
   /** Both dimensions multiples of 16 (_scaled_mm's requirement); layers that do not fit keep their normal linear. */
   static bool fits(const at::Tensor& weight);
   /**
-   * Quantises weight (N,K) per output row; bias (N) or undefined. emulate: keep the dequantised weight in float32
-   * and compute quantise -> dequantise -> float32 matmul at forward (any device); else _scaled_mm (CUDA, cc 8.9+).
+   * Quantises weight (N,K) per output row; bias (N) or undefined. options.emulate: keep the dequantised weight in
+   * float32 and compute quantise -> dequantise -> float32 matmul at forward (any device); else _scaled_mm (CUDA,
+   * cc 8.9+).
    */
-  static Fp8Linear from_weight(const at::Tensor& weight, const at::Tensor& bias, bool emulate);
+  static Fp8Linear from_weight(const at::Tensor& weight, const at::Tensor& bias, const Fp8Options& options);
 
   bool defined() const { return codes_.defined(); }
   /** x (...,K) -> (...,N) in x's dtype (bf16 on the CUDA path). */
@@ -95,7 +99,7 @@ class Fp8Linear {
   at::Tensor scales_;      // (1,N) float32: _scaled_mm's scale_b layout
   at::Tensor bias_;        // (N) bf16 (CUDA) or float32 (emulation), or undefined
   at::Tensor dequantized_; // (N,K) float32, emulation only
-  bool emulate_ = false;
+  Fp8Options options_;
 };
 
 }  // namespace g2l

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "g2l/engine.h"
+#include "instrument.h"
 
 namespace g2l {
 
@@ -26,11 +27,11 @@ namespace kineto = torch::autograd::profiler;
 namespace impl = torch::profiler::impl;
 
 int64_t profile_step() {
-  const char* v = std::getenv("G2L_PROFILE_STEP");
-  if (v == nullptr || *v == '\0') return 2;
+  const std::string v = instrument_value("G2L_PROFILE_STEP");
+  if (v.empty()) return 2;
   char* end = nullptr;
-  const long long n = std::strtoll(v, &end, 10);
-  if (*end != '\0' || n < 0) throw Error(std::string("G2L_PROFILE_STEP must be a step number >= 0, got '") + v + "'");
+  const long long n = std::strtoll(v.c_str(), &end, 10);
+  if (*end != '\0' || n < 0) throw Error("G2L_PROFILE_STEP must be a step number >= 0, got '" + v + "'");
   return n;
 }
 
@@ -48,8 +49,8 @@ struct Row {
 }  // namespace
 
 StepProfiler::StepProfiler(const at::Device& device, int64_t call) : cuda_(device.is_cuda()) {
-  const char* prefix = std::getenv("G2L_PROFILE");
-  if (prefix == nullptr || *prefix == '\0' || call != profile_step()) return;
+  const std::string prefix = instrument_value("G2L_PROFILE");
+  if (prefix.empty() || call != profile_step()) return;
   prefix_ = prefix;
   std::set<impl::ActivityType> activities{impl::ActivityType::CPU};
   if (cuda_) activities.insert(impl::ActivityType::CUDA);

@@ -18,15 +18,14 @@
 #include <string>
 #include <vector>
 
+#include "instrument.h"
+
 namespace g2l {
 
 class StepTimer {
  public:
   explicit StepTimer(const at::Device& device) : cuda_(device.is_cuda()) {
-    static const bool enabled = [] {
-      const char* v = std::getenv("G2L_STEP_TIMING");
-      return v != nullptr && std::strcmp(v, "") != 0 && std::strcmp(v, "0") != 0;
-    }();
+    static const bool enabled = instrument_flag("G2L_STEP_TIMING");
     on_ = enabled;
     if (on_) mark("start");
   }

@@ -69,7 +69,6 @@ at::Tensor VisionTransformerImpl::add(const std::string& key, std::vector<int64_
 
 VisionTransformerImpl::VisionTransformerImpl(const ModelSpec& spec, at::TensorOptions options)
     : spec_(spec), options_(options) {
-  (void)sdpa_preference();  // G2L_SDPA (attention.h): an unknown value is refused before any work
   const int64_t d = spec.embed_dim;
   const int64_t p = spec.patch_size;
   const int64_t r = spec.num_registers;
@@ -210,7 +209,7 @@ FrozenReport VisionTransformerImpl::prepare_frozen(const FrozenOptions& options)
       if (!w.defined()) return;
       report.linear_layers += 1;
       if (!options.fp8 || !kind_on || !Fp8Linear::fits(w)) return;
-      dst = Fp8Linear::from_weight(w, bias, options.fp8_emulate);
+      dst = Fp8Linear::from_weight(w, bias, options.fp8_options);
       report.fp8_layers += 1;
       report.fp8_bytes += dst.bytes();
     };
@@ -320,6 +319,11 @@ at::Tensor VisionTransformerImpl::position_embedding(int64_t gh, int64_t gw, int
   return at::cat({pos_.narrow(1, 0, prefix), resized}, 1);
 }
 
+void VisionTransformerImpl::set_kernels(const KernelOptions& kernels) {
+  validate_kernel_options(kernels);
+  kernels_ = kernels;
+}
+
 std::string VisionTransformerImpl::attention_backend() const {
   return sdpa_backend_name(attention_ran_.load(std::memory_order_relaxed));
 }
@@ -332,8 +336,8 @@ at::Tensor VisionTransformerImpl::attention(const Block& b, const NormOutput& x)
   if (spec_.qkv_fused) {
     packed = linear(x, b.qkv_w, b.qkv_b, b.qkv8);
   } else if (x.h.defined() && !fp8_on_ && b.q_b.defined() && at::GradMode::is_enabled() && b.q_w.requires_grad() &&
-             packed_qkv_enabled()) {
-    // Training with separate q/k/v weights: one product of the concatenated weights (fused.h, G2L_PACK_QKV).
+             kernels_.packed_qkv) {
+    // Training with separate q/k/v weights: one product of the concatenated weights (fused.h, kernels_.packed_qkv).
     packed = at::linear(x.h, at::cat({b.q_w, b.k_w, b.v_w}), at::cat({b.q_b, b.k_b, b.v_b}));
   }
   if (packed.defined()) {
@@ -355,7 +359,7 @@ at::Tensor VisionTransformerImpl::attention(const Block& b, const NormOutput& x)
     at::Tensor s = at::matmul(q * (1.0 / std::sqrt(static_cast<double>(hd))), k.transpose(-2, -1)).softmax(-1);
     o = at::matmul(dropout(s, spec_.drop.attn_drop), v);
   } else {
-    o = attend(q, k, v, &attention_ran_);  // (B,heads,T,hd), scale hd^-0.5
+    o = attend(q, k, v, kernels_.sdpa, &attention_ran_);  // (B,heads,T,hd), scale hd^-0.5
   }
   o = o.transpose(1, 2).reshape({bsz, t, d});
   // timm Attention.proj_drop (proj_drop_rate); transformers Dinov2SelfOutput.dropout (hidden_dropout_prob).
@@ -369,7 +373,7 @@ at::Tensor VisionTransformerImpl::mlp(const Block& b, const NormOutput& x) const
   } else {
     // Both SwiGLU layouts: silu(first half) * second half (timm GluMlp gate_last=False; HF Dinov2SwiGLUFFN); one
     // fused kernel each way on CUDA (fused.h), today's two ops elsewhere.
-    hdn = swiglu(hdn);
+    hdn = swiglu(hdn, kernels_.fused_swiglu);
   }
   if (spec_.layout == "hf") return linear(hdn, b.fc2_w, b.fc2_b, b.fc28);  // Dinov2MLP / SwiGLUFFN: no dropout
   // timm Mlp / GluMlp: drop1 after the activation (and gate), drop2 after fc2, both proj_drop_rate.
@@ -406,11 +410,12 @@ at::Tensor VisionTransformerImpl::forward_tokens(const at::Tensor& images) {
   // (hidden_dropout_prob), after the registers are inserted. Identity outside a DropScope.
   x = dropout(x, spec_.layout == "hf" ? spec_.drop.hidden_drop : spec_.drop.pos_drop);
   const double eps = spec_.norm_eps;
+  const bool fused = kernels_.fused_norm;
   if (frozen_) {
     // Inference only: x is this call's own tensor (made by cat or +), so the residual adds may write into it. Each
     // residual add and the LayerNorm after it are one call (fused.h residual_layer_norm_: one kernel with
-    // G2L_FUSED_NORM on CUDA, which may hand FP8 rows straight to FP8 products); the last one is the final norm. An
-    // unfolded LayerScale (prepare_frozen keeps those whose folded float16 rows would be subnormal) goes in the same
+    // kernels_.fused_norm on CUDA, which may hand FP8 rows straight to FP8 products); the last one is the final norm.
+    // An unfolded LayerScale (prepare_frozen keeps those whose folded float16 rows would be subnormal) goes in the same
     // pass: x += a * gamma with the product in float32 and one rounding, not a * gamma rounded into float16's
     // subnormal range first.
     if (blocks_.empty()) return layer_norm(x, norm_w_, norm_b_, eps);
@@ -418,28 +423,28 @@ at::Tensor VisionTransformerImpl::forward_tokens(const at::Tensor& images) {
     for (size_t i = 0; i < blocks_.size(); ++i) {
       const Block& b = blocks_[i];
       at::Tensor a = attention(b, h);
-      h = residual_layer_norm_(x, a, b.ls1_live, b.norm2_w, b.norm2_b, eps, fp8_reads_norm2(b));
+      h = residual_layer_norm_(x, a, b.ls1_live, b.norm2_w, b.norm2_b, eps, fp8_reads_norm2(b), fused);
       at::Tensor m = mlp(b, h);
       const bool last = i + 1 == blocks_.size();
-      h = last ? residual_layer_norm_(x, m, b.ls2_live, norm_w_, norm_b_, eps, /*want_fp8=*/false)
+      h = last ? residual_layer_norm_(x, m, b.ls2_live, norm_w_, norm_b_, eps, /*want_fp8=*/false, fused)
                : residual_layer_norm_(x, m, b.ls2_live, blocks_[i + 1].norm1_w, blocks_[i + 1].norm1_b, eps,
-                                      fp8_reads_norm1(blocks_[i + 1]));
+                                      fp8_reads_norm1(blocks_[i + 1]), fused);
     }
     return h.h;
   }
   // The trained path: block_layer_norm / layer_scale_add (fused.h) are at::layer_norm and x + a * gamma in one
-  // pass (addcmul), or with G2L_FUSED_NORM on CUDA under autocast one kernel each way for each.
+  // pass (addcmul), or with kernels_.fused_norm on CUDA under autocast one kernel each way for each.
   // Drop path (training, in a DropScope): x + drop_path(ls(branch)) with a per-sample mask, one draw per branch;
   // the mask multiplies the branch before LayerScale (a per-sample scalar commutes with it).
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const Block& b = blocks_[i];
     const double dp = drop_path_rate(i);
-    at::Tensor a = attention(b, NormOutput{block_layer_norm(x, b.norm1_w, b.norm1_b, eps), {}, x.sizes().vec()});
+    at::Tensor a = attention(b, NormOutput{block_layer_norm(x, b.norm1_w, b.norm1_b, eps, fused), {}, x.sizes().vec()});
     a = drop_path(a, dp);
-    x = b.ls1_live.defined() ? layer_scale_add(x, a, b.ls1_live) : x + a;
-    at::Tensor m = mlp(b, NormOutput{block_layer_norm(x, b.norm2_w, b.norm2_b, eps), {}, x.sizes().vec()});
+    x = b.ls1_live.defined() ? layer_scale_add(x, a, b.ls1_live, fused) : x + a;
+    at::Tensor m = mlp(b, NormOutput{block_layer_norm(x, b.norm2_w, b.norm2_b, eps, fused), {}, x.sizes().vec()});
     m = drop_path(m, dp);
-    x = b.ls2_live.defined() ? layer_scale_add(x, m, b.ls2_live) : x + m;
+    x = b.ls2_live.defined() ? layer_scale_add(x, m, b.ls2_live, fused) : x + m;
   }
   return layer_norm(x, norm_w_, norm_b_, eps);
 }

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "fused.h"
+#include "g2l/kernels.h"
 #include "model.h"
 #include "quant.h"
 
@@ -27,10 +28,9 @@ struct FrozenOptions {
   bool fold_layer_scale = true;
   /** FP8 (E4M3) copies of the Linear weights whose dimensions fit (quant.h); forward uses them while fp8 is on. */
   bool fp8 = false;
-  /** With fp8: quantise -> dequantise -> float32 matmul instead of _scaled_mm (any device; tests). */
-  bool fp8_emulate = false;
-  /** With fp8: which kinds of Linear layers get FP8 weights. */
+  /** With fp8: which kinds of Linear layers get FP8 weights, and how their products run (quant.h Fp8Options). */
   Fp8LayerSet fp8_layers;
+  Fp8Options fp8_options;
 };
 
 /** What prepare_frozen() did, for info and messages. */
@@ -94,6 +94,13 @@ class VisionTransformerImpl : public torch::nn::Module {
   /** Replaces the training-only rates (the Distiller's StudentDrop overrides). */
   void set_regularization(const Regularization& drop) { spec_.drop = drop; }
 
+  /**
+   * Which implementations this model's forwards use (g2l/kernels.h; validated, Error on an unknown choice). A model
+   * starts with the defaults of KernelOptions (what the Encoder runs); the Distiller sets its run's.
+   */
+  void set_kernels(const KernelOptions& kernels);
+  const KernelOptions& kernels() const { return kernels_; }
+
   /** The SDPA backend of the last attention (attention.h: "flash_attention", "cudnn_attention", ...; "" before). */
   std::string attention_backend() const;
 
@@ -137,6 +144,7 @@ class VisionTransformerImpl : public torch::nn::Module {
   std::vector<std::pair<std::string, at::Tensor>> weights_;         // checkpoint order of registration
   at::Tensor patch_w_, patch_b_, cls_, reg_, pos_, norm_w_, norm_b_;
   std::vector<Block> blocks_;
+  KernelOptions kernels_;  // set_kernels()
   bool frozen_ = false;    // prepare_frozen() ran: LayerScale folded, residual adds in place
   bool fp8_ready_ = false;  // FP8 copies exist
   bool fp8_on_ = false;     // forward uses them

@@ -1,56 +1,48 @@
-// G2L_SDPA (native/engine/attention.h): which backend libtorch's scaled-dot-product attention tries first on CUDA,
-// and info()'s record of the backend each model's attention ran on. The preference is read once per process, so each
-// setting runs in its own child process. On the CPU libtorch makes its own choice whatever the preference, so there
-// the numbers must not move at all; on CUDA (a GPU host: this file is in tools/gpu-host/pack.mjs's CUDA_TESTS, and
-// benchmarks/gpu-check.mjs compares the backends at the real models' widths) the preferred backend must be what ran,
-// within bf16 rounding of the other.
+// kernels.sdpa (native/engine/include/g2l/kernels.h, attention.h): which backend libtorch's scaled-dot-product
+// attention tries first on CUDA, and info()'s record of the backend each model's attention ran on. Each Distiller's
+// models carry their own preference (attend() sets libtorch's process-wide order to it before each CUDA attention),
+// so the settings run one after the other in this process. On the CPU libtorch makes its own choice whatever the
+// preference, so there the numbers must not move at all; on CUDA (a GPU host: this file is in
+// tools/gpu-host/pack.mjs's CUDA_TESTS, and benchmarks/gpu-check.mjs compares the backends at the real models' widths)
+// the preferred backend must be what ran, within bf16 rounding of the other.
 import t from 'tap';
 import path from 'node:path';
-import { LIB_JS, ROOT, runProcess } from '../helpers/cli.js';
+import { ROOT } from '../helpers/cli.js';
 import { loadEngineAddon } from '../../lib/backends/index.js';
 import { NativeBackend } from '../../lib/backends/native.js';
+import { Distiller } from '../../lib/distill/distiller.js';
+import type { KernelOptions } from '../../lib/distill/config.js';
+import { syntheticTile } from '../../lib/distill/tiles.js';
 
 const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'models');
+const MODELS = {
+  teacher: path.join(FIXTURES, 'timm_giant_reg4_swiglu'),
+  student: path.join(FIXTURES, 'hf_dinov2_reg_swiglu'),
+};
 
-const CHILD = (device: string) => `
-import { Distiller } from ${JSON.stringify(path.join(LIB_JS, 'distill', 'distiller.js'))};
-import { syntheticTile } from ${JSON.stringify(path.join(LIB_JS, 'distill', 'tiles.js'))};
-const batch = (n, seed) => {
+const batch = (n: number, seed: number) => {
   const data = new Uint8Array(n * 256 * 256 * 3);
   for (let i = 0; i < n; i++) syntheticTile(seed * 1000 + i, 256, data, i * 256 * 256 * 3);
   return { data, shape: [n, 256, 256, 3] };
 };
-let d;
-try {
-  d = await Distiller.create({
-    teacher: ${JSON.stringify(path.join(FIXTURES, 'timm_giant_reg4_swiglu'))},
-    student: ${JSON.stringify(path.join(FIXTURES, 'hf_dinov2_reg_swiglu'))},
-    device: ${JSON.stringify(device)}, backend: 'native', seed: 0, totalSteps: 10, lr: 1e-3, warmupSteps: 0,
-  });
-} catch (e) {
-  console.log(JSON.stringify({ error: e.message }));
-  process.exit(0);
-}
-const first = d.info();
-const teacher = Array.from((await d.features(batch(4, 99), 'teacher')).data);
-const steps = [];
-for (let s = 0; s < 2; s++) steps.push(await d.step(batch(4, s)));
-const info = d.info();
-console.log(JSON.stringify({ sdpa: info.sdpa, before: [first.teacherAttention, first.studentAttention],
-  ran: [info.teacherAttention, info.studentAttention], teacher, loss: steps.map((r) => r.loss),
-  gradNorm: steps.map((r) => r.gradNorm) }));
-`;
 
 interface Side {
-  error?: string; sdpa: string; before: (string | null)[]; ran: (string | null)[]; teacher: number[]; loss: number[];
-  gradNorm: number[];
+  sdpa: string; before: (string | null)[]; ran: (string | null)[]; teacher: number[]; loss: number[]; gradNorm: number[];
 }
 
-async function side(device: string, sdpa: string | undefined): Promise<Side> {
-  const r = await runProcess(process.execPath, ['--input-type=module', '-e', CHILD(device)], { env: { G2L_SDPA: sdpa } });
-  const last = r.stdout.trim().split('\n').pop() ?? '';
-  if (r.code !== 0 || !last.startsWith('{')) throw new Error(`child (G2L_SDPA=${sdpa}) failed, exit ${r.code}: ${r.stderr}`);
-  return JSON.parse(last) as Side;
+async function side(device: string, sdpa: KernelOptions['sdpa'] | undefined): Promise<Side> {
+  const d = await Distiller.create({
+    ...MODELS, device, backend: 'native', seed: 0, totalSteps: 10, lr: 1e-3, warmupSteps: 0,
+    ...(sdpa ? { kernels: { sdpa } } : {}),
+  });
+  const first = d.info();
+  const teacher = Array.from((await d.features(batch(4, 99), 'teacher')).data);
+  const steps = [];
+  for (let s = 0; s < 2; s++) steps.push(await d.step(batch(4, s)));
+  const info = d.info();
+  return { sdpa: info.sdpa!, before: [first.teacherAttention ?? null, first.studentAttention ?? null],
+    ran: [info.teacherAttention ?? null, info.studentAttention ?? null], teacher, loss: steps.map((r) => r.loss),
+    gradNorm: steps.map((r) => r.gradNorm) };
 }
 
 const relNorm = (a: number[], b: number[]) => {
@@ -60,14 +52,16 @@ const relNorm = (a: number[], b: number[]) => {
 };
 
 t.test('CPU: info() reports the preference and the backend that ran; the preference does not move CPU numbers', async (t) => {
-  const [auto, cudnn, math] = await Promise.all([side('cpu', undefined), side('cpu', 'cudnn'), side('cpu', 'math')]);
+  const auto = await side('cpu', undefined);
+  const cudnn = await side('cpu', 'cudnn');
+  const math = await side('cpu', 'math');
   t.equal(auto.sdpa, 'auto', 'unset: libtorch\'s own order');
   t.equal(cudnn.sdpa, 'cudnn');
   t.equal(math.sdpa, 'math');
   t.same(auto.before, [null, null], 'no backend recorded before the first forward');
   // libtorch's CPU choice: its flash kernel for these float32 inputs (math where that kernel does not apply).
   for (const s of [auto, cudnn, math]) {
-    t.ok(s.ran.every((b) => b === 'flash_attention' || b === 'math'), `G2L_SDPA=${s.sdpa}: teacher and student ran ${s.ran.join(', ')}`);
+    t.ok(s.ran.every((b) => b === 'flash_attention' || b === 'math'), `sdpa ${s.sdpa}: teacher and student ran ${s.ran.join(', ')}`);
   }
   t.same(cudnn.ran, auto.ran, 'the same CPU backend whatever the preference');
   t.same(cudnn.teacher, auto.teacher, 'teacher features identical');
@@ -75,14 +69,22 @@ t.test('CPU: info() reports the preference and the backend that ran; the prefere
   t.same(math.gradNorm, auto.gradNorm, 'gradient norms identical');
 });
 
-t.test('an unknown G2L_SDPA is refused with the choices, before any work', async (t) => {
-  const bad = await side('cpu', 'fa3');
-  t.match(bad.error, /G2L_SDPA='fa3' is not an attention backend: use auto .*cudnn, flash, efficient or math/);
-  const empty = await side('cpu', '');
-  t.equal(empty.sdpa, 'auto', 'an empty value is the default');
+t.test('an unknown sdpa is refused with the choices, before any work: by lib/ on both backends, and by the engine', async (t) => {
+  for (const backend of ['native', 'js'] as const) {
+    await t.rejects(
+      Distiller.create({ ...MODELS, backend, totalSteps: 1, kernels: { sdpa: 'fa3' as KernelOptions['sdpa'] } }),
+      /Distiller: kernels: sdpa: Invalid option: expected one of "auto"\|"cudnn"\|"flash"\|"efficient"\|"math"/,
+      backend,
+    );
+  }
+  const addon = loadEngineAddon();
+  await t.rejects(
+    addon.Distiller.create({ ...MODELS, kernels: { sdpa: 'fa3' } } as never),
+    /kernels.sdpa 'fa3' is not an attention backend: use auto .*cudnn, flash, efficient or math/,
+  );
 });
 
-t.test('CUDA: G2L_SDPA=flash and =cudnn run those backends, within bf16 rounding of each other', async (t) => {
+t.test('CUDA: sdpa flash and cudnn run those backends, within bf16 rounding of each other', async (t) => {
   const info = await new NativeBackend(loadEngineAddon()).info();
   if (!info.cudaAvailable) {
     t.skip('no CUDA device here: the SDPA backends are compared on a GPU host (tools/gpu-host/pack.mjs, benchmarks/gpu-check.mjs)', () => {});
@@ -93,8 +95,8 @@ t.test('CUDA: G2L_SDPA=flash and =cudnn run those backends, within bf16 rounding
   const cudnn = await side('cuda', 'cudnn');
   // libtorch's own order (attention.h): cuDNN first on sm90 / sm100 with a recent cuDNN, else flash.
   t.ok(auto.ran.every((b) => b === 'cudnn_attention' || b === 'flash_attention'), `libtorch's default here: ${auto.ran.join(', ')}`);
-  t.same(flash.ran, ['flash_attention', 'flash_attention'], `G2L_SDPA=flash: ${flash.ran.join(', ')}`);
-  t.same(cudnn.ran, ['cudnn_attention', 'cudnn_attention'], `G2L_SDPA=cudnn: ${cudnn.ran.join(', ')}`);
+  t.same(flash.ran, ['flash_attention', 'flash_attention'], `sdpa flash: ${flash.ran.join(', ')}`);
+  t.same(cudnn.ran, ['cudnn_attention', 'cudnn_attention'], `sdpa cudnn: ${cudnn.ran.join(', ')}`);
   // Same bounds as benchmarks/gpu-check.mjs: bf16 autocast rounds at ~4e-3 relative per operation.
   t.ok(relNorm(cudnn.teacher, flash.teacher) < 2e-2, `teacher features ${relNorm(cudnn.teacher, flash.teacher).toExponential(2)}`);
   t.ok(relNorm(cudnn.loss, flash.loss) < 1e-2, `losses ${cudnn.loss.join(', ')} vs ${flash.loss.join(', ')}`);

@@ -4,7 +4,10 @@
 import t from 'tap';
 import { loadEngineAddon } from '../../lib/backends/index.js';
 import { DEFAULT_AUGMENT_CONFIG } from '../../lib/backends/types.js';
-import { AUGMENT_DEFAULTS, EARLY_STOPPING_DEFAULTS, LOSS_DEFAULTS, OPTIMIZER_DEFAULTS, RUN_SHAPE_DEFAULTS } from '../../lib/defaults.js';
+import {
+  AUGMENT_DEFAULTS, EARLY_STOPPING_DEFAULTS, KERNEL_DEFAULTS, LOSS_DEFAULTS, OPTIMIZER_DEFAULTS, RUN_SHAPE_DEFAULTS,
+  TEACHER_FP8_LAYERS_DEFAULT,
+} from '../../lib/defaults.js';
 import { RUN_DEFAULTS } from '../../lib/distill/config.js';
 import { DISTILL_DEFAULTS, toNativeConfig } from '../../lib/distill/distiller.js';
 
@@ -13,6 +16,8 @@ t.test("the engine's C++ defaults equal lib/defaults.ts", async (t) => {
   t.same(engine.optimizer, OPTIMIZER_DEFAULTS, 'AdamW and schedules (g2l::OptimizerConfig)');
   t.same(engine.loss, LOSS_DEFAULTS, 'log-sum loss and BatchNorm (g2l::LossOptions)');
   t.same(engine.augment, AUGMENT_DEFAULTS, 'augmentation (g2l::AugmentConfig)');
+  t.same(engine.kernels, KERNEL_DEFAULTS, 'implementation choices (g2l::KernelOptions)');
+  t.same(engine.teacherFp8Layers, TEACHER_FP8_LAYERS_DEFAULT, 'FP8 teacher layers (DistillerConfig::teacher_fp8_layers)');
 });
 
 t.test('the engine receives every value resolved', async (t) => {
@@ -22,9 +27,14 @@ t.test('the engine receives every value resolved', async (t) => {
   const { totalSteps, ...optimizer } = c.optimizer as Record<string, number>;
   t.equal(totalSteps, 10);
   t.same(optimizer, OPTIMIZER_DEFAULTS);
+  t.same(c.kernels, KERNEL_DEFAULTS, 'every kernel choice resolved');
+  t.same(c.teacherFp8Layers, TEACHER_FP8_LAYERS_DEFAULT);
+  t.equal(c.teacherFp8Emulate, undefined, 'the FP8 emulation (a test hook) only when asked for');
   const over = toNativeConfig({ teacher: 'a', student: 'b', totalSteps: 10, lr: 3e-4, augment: { pBlur: 0, crop: undefined } });
   t.equal((over.optimizer as Record<string, number>).lr, 3e-4, 'a given value wins');
   t.same(over.augment, { ...AUGMENT_DEFAULTS, pBlur: 0 }, 'an undefined key keeps the default');
+  const k = toNativeConfig({ teacher: 'a', student: 'b', totalSteps: 10, kernels: { fusedNorm: true, sdpa: undefined } });
+  t.same(k.kernels, { ...KERNEL_DEFAULTS, fusedNorm: true }, 'a given kernel choice wins, an undefined one keeps the default');
 });
 
 t.test('the run configuration and the Distiller take theirs from lib/defaults.ts', async (t) => {
@@ -35,4 +45,7 @@ t.test('the run configuration and the Distiller take theirs from lib/defaults.ts
   t.equal(RUN_DEFAULTS.batchSize, RUN_SHAPE_DEFAULTS.batchSize);
   t.equal(RUN_DEFAULTS.checkpointEvery, RUN_SHAPE_DEFAULTS.checkpointEvery);
   t.match(DISTILL_DEFAULTS, { ...OPTIMIZER_DEFAULTS, ...LOSS_DEFAULTS });
+  t.same(RUN_DEFAULTS.kernels, KERNEL_DEFAULTS);
+  t.same(RUN_DEFAULTS.teacherFp8Layers, TEACHER_FP8_LAYERS_DEFAULT);
+  t.same(DISTILL_DEFAULTS.kernels, KERNEL_DEFAULTS);
 });

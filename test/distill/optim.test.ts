@@ -23,20 +23,15 @@ interface AdamwFixture {
 }
 
 // Both update paths: the multi-tensor (foreach) one the CPU runs, and libtorch's fused AdamW kernel that CUDA runs
-// (G2L_FUSED_ADAMW=1 forces it here; the CPU has that kernel too, so the same fixture checks its use).
-for (const [name, fused] of [['cosine', '0'], ['warmup-clip', '0'], ['cosine', '1'], ['warmup-clip', '1']] as const) {
-  t.test(`AdamW "${name}" (${fused === '1' ? 'fused kernel' : 'foreach'}) matches torch.optim.AdamW to 1e-6`, async (t) => {
-    const before = process.env.G2L_FUSED_ADAMW;
-    process.env.G2L_FUSED_ADAMW = fused;
-    t.teardown(() => {
-      if (before === undefined) delete process.env.G2L_FUSED_ADAMW;
-      else process.env.G2L_FUSED_ADAMW = before;
-    });
+// (kernels.fusedAdamw 'on' forces it here; the CPU has that kernel too, so the same fixture checks its use). 'auto'
+// is foreach on the CPU: the same numbers as 'off'.
+for (const [name, fused] of [['cosine', 'off'], ['warmup-clip', 'off'], ['cosine', 'on'], ['warmup-clip', 'on'], ['cosine', 'auto']] as const) {
+  t.test(`AdamW "${name}" (fusedAdamw ${fused}: ${fused === 'on' ? 'fused kernel' : 'foreach'}) matches torch.optim.AdamW to 1e-6`, async (t) => {
     const fx: AdamwFixture = JSON.parse(readFileSync(path.join(FIXTURES, `adamw-${name}.json`), 'utf8'));
     const addon = loadEngineAddon();
     const params = fx.initial.map((d, i) => ({ data: Float32Array.from(d), shape: fx.shapes[i] }));
     const grads = fx.grads.map((step) => step.map((d, i) => ({ data: Float32Array.from(d), shape: fx.shapes[i] })));
-    const r = await addon.runOptimizer(fx.names, params, grads, fx.config);
+    const r = await addon.runOptimizer(fx.names, params, grads, { ...fx.config, fusedAdamw: fused });
     t.equal(r.params.length, fx.after.length);
     for (let s = 0; s < fx.after.length; s++) {
       t.ok(Math.abs(r.lr[s] - fx.lr[s]) <= 1e-12 * Math.max(1, fx.lr[0]), `step ${s}: lr ${r.lr[s]} vs ${fx.lr[s]}`);
@@ -54,6 +49,12 @@ for (const [name, fused] of [['cosine', '0'], ['warmup-clip', '0'], ['cosine', '
     t.ok(fx.decay.includes(true) && fx.decay.includes(false));
   });
 }
+
+t.test('fusedAdamw takes auto, on or off', async (t) => {
+  const zero = () => ({ data: new Float32Array(4), shape: [2, 2] });
+  await t.rejects(loadEngineAddon().runOptimizer(['w.weight'], [zero()], [[zero()]], { totalSteps: 1, fusedAdamw: '1' }),
+    /fusedAdamw must be auto, on or off, got '1'/);
+});
 
 t.test('the schedule reaches its final values and the warm-up is linear', async (t) => {
   const addon = loadEngineAddon();

@@ -1,4 +1,4 @@
-// G2L_PACK_QKV (native/engine/fused.h, default on): a student with separate q/k/v weights (the transformers layout of
+// kernels.packQkv (native/engine/include/g2l/kernels.h, default on): a student with separate q/k/v weights (the transformers layout of
 // the fixture student, as Hibou-L) trains with one product of the concatenated weights. The same dot products, so on
 // the CPU in float32 the two sides differ by summation order only: forward values, losses, gradient norms and the
 // updates of every q/k/v weight and bias (through the concatenation's backward) must match the three products'.
@@ -6,11 +6,12 @@
 import t from 'tap';
 import { relMax, relNorm, switchSide } from '../helpers/switch-sides.js';
 
-t.test('G2L_PACK_QKV: the packed q/k/v product gives the three products\' features, losses and updates', async (t) => {
-  const [off, on, unset] = await Promise.all([switchSide({ G2L_PACK_QKV: '0' }), switchSide({ G2L_PACK_QKV: '1' }),
-    switchSide({ G2L_PACK_QKV: undefined })]);
-  t.equal(off.packedQkv, false, 'info().packedQkv reports the switch off');
-  t.equal(on.packedQkv, true, 'info().packedQkv reports the switch on');
+t.test('kernels.packQkv: the packed q/k/v product gives the three products\' features, losses and updates', async (t) => {
+  const off = await switchSide({ packQkv: false });
+  const on = await switchSide({ packQkv: true });
+  const unset = await switchSide(undefined);
+  t.equal(off.packedQkv, false, 'info().packedQkv reports the choice off');
+  t.equal(on.packedQkv, true, 'info().packedQkv reports the choice on');
   t.equal(unset.packedQkv, true, 'on by default');
   t.same(unset.loss, on.loss, 'the default is the packed path');
   // Inference (features) never packs: identical before any step.

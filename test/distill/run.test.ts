@@ -252,7 +252,16 @@ t.test('a saved config.json without the newer keys resumes as it ran: the litera
   const old = upgradeSavedConfig({ ...saved, loss: { alpha: 4 } }) as { loss: object; tileSampling: string };
   t.same(old.loss, { sync: 'global', alpha: 4 });
   t.equal(old.tileSampling, 'tiles');
-  const current = { tileSampling: 'slides', loss: { sync: 'local' }, earlyStopping: { enabled: true, rule: 'ratio', window: 100, patience: 10, factor: 3, minSteps: 0 } };
+  // Engine choices read from G2L_* environment variables then: their defaults, and FP8 in all four layer kinds.
+  const oldKernels = old as unknown as { kernels: object; teacherFp8Layers: string[]; distBucketBytes: number };
+  t.same(oldKernels.kernels, { packQkv: true, fusedNorm: false, fusedSwiglu: true, fusedAdamw: 'auto', sdpa: 'auto', fp8Quant: 'cuda', fp8FastAccum: false });
+  t.same(oldKernels.teacherFp8Layers, ['qkv', 'proj', 'fc1', 'fc2']);
+  t.equal(oldKernels.distBucketBytes, 25 * 1024 * 1024);
+  const current = {
+    tileSampling: 'slides', loss: { sync: 'local' }, earlyStopping: { enabled: true, rule: 'ratio', window: 100, patience: 10, factor: 3, minSteps: 0 },
+    kernels: { packQkv: false, fusedNorm: true, fusedSwiglu: true, fusedAdamw: 'on', sdpa: 'flash', fp8Quant: 'aten', fp8FastAccum: true },
+    teacherFp8Layers: ['qkv'], distBucketBytes: 1 << 20,
+  };
   t.same(upgradeSavedConfig(current), current, 'a current config is unchanged');
   t.equal(resolveConfig({ teacher: 'a', student: 'b', slides: 'synthetic', steps: 5 }).earlyStopping.rule, 'consecutive', 'the default rule');
 });

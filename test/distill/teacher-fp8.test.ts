@@ -1,12 +1,13 @@
-// The FP8 teacher (issue 8, part 2) on the CPU: the quantisation numerics, the emulated FP8 products
-// (G2L_FP8_EMULATE=1: quantise -> dequantise -> float32 matmul, what _scaled_mm computes up to accumulation order),
-// the refusals and the configuration. The _scaled_mm path and the fused CUDA quantisation kernel run on a GPU host
+// The FP8 teacher (issue 8, part 2) on the CPU: the quantisation numerics, the emulated FP8 products (the
+// teacherFp8Emulate test hook, DistillerConfig.testing: quantise -> dequantise -> float32 matmul, what _scaled_mm
+// computes up to accumulation order), the refusals and the configuration (teacherFp8Layers). The _scaled_mm path and the fused CUDA quantisation kernel run on a GPU host
 // only (the last test here, skipped without CUDA compute capability 8.9+).
 import t from 'tap';
 import path from 'node:path';
 import { Distiller, type DistillerConfig } from '../../lib/distill/distiller.js';
 import { NativeBackend, loadEngineAddon } from '../../lib/backends/index.js';
-import { resolveConfig, readConfigFile } from '../../lib/distill/config.js';
+import { resolveConfig, readConfigFile, upgradeSavedConfig } from '../../lib/distill/config.js';
+import { runDistill } from '../../lib/distill/run.js';
 import { syntheticTile } from '../../lib/distill/tiles.js';
 import { UserError } from '../../lib/errors.js';
 import { ROOT } from '../helpers/cli.js';
@@ -143,8 +144,10 @@ const base: DistillerConfig = {
   backend: 'native',
 };
 
+const ALL_KINDS: DistillerConfig['teacherFp8Layers'] = ['qkv', 'proj', 'fc1', 'fc2'];
+const emulate: Pick<DistillerConfig, 'testing'> = { testing: { teacherFp8Emulate: true } };
+
 t.test('refused on the CPU without the emulation, with what to do', async (t) => {
-  delete process.env.G2L_FP8_EMULATE;
   await t.rejects(
     Distiller.create({ ...base, teacherFp8: true }),
     /teacherFp8: device 'cpu' is not a CUDA GPU: --teacher-fp8 needs a CUDA GPU with FP8 tensor cores \(compute capability 8\.9\+\); drop the flag/,
@@ -153,16 +156,15 @@ t.test('refused on the CPU without the emulation, with what to do', async (t) =>
 });
 
 t.test('emulated FP8 teacher: accepted where features keep cosine >= 0.999, refused with the worst cosine where not', async (t) => {
-  process.env.G2L_FP8_EMULATE = '1';
-  t.teardown(() => {
-    delete process.env.G2L_FP8_EMULATE;
-  });
-  await t.rejects(Distiller.create({ ...base, teacherFp8: true, teacherDtype: 'float16' }), /use teacherDtype auto or bfloat16/);
-  // H-optimus-0 and UNI2-h layouts: qkv and proj in FP8; the fixtures' SwiGLU widths (170, 85) are not multiples of 16,
-  // so fc1 / fc2 keep their bf16 linear (the real models' 8192 / 4096 fit).
+  await t.rejects(Distiller.create({ ...base, ...emulate, teacherFp8: true, teacherDtype: 'float16' }), /use teacherDtype auto or bfloat16/);
+  // H-optimus-0 and UNI2-h layouts: the fixtures' SwiGLU widths (170, 85) are not multiples of 16, so fc1 / fc2 keep
+  // their bf16 linear (the real models' 8192 / 4096 fit): by default (qkv, fc1) the qkv of both blocks are in FP8,
+  // with every kind qkv and proj.
   for (const teacher of ['timm_giant_reg4_swiglu', 'timm_uni2h_like']) {
     const cfg = { ...base, teacher: path.join(FIXTURES, teacher) };
-    const fp8 = await Distiller.create({ ...cfg, teacherFp8: true });
+    const byDefault = await Distiller.create({ ...cfg, ...emulate, teacherFp8: true });
+    t.equal(byDefault.info().teacherFp8Layers, 2, `${teacher}: by default qkv of both blocks in FP8 (fc1 does not fit)`);
+    const fp8 = await Distiller.create({ ...cfg, ...emulate, teacherFp8: true, teacherFp8Layers: ALL_KINDS });
     const fp32 = await Distiller.create(cfg);
     const bf16only = await Distiller.create({ ...cfg, teacherDtype: 'bfloat16' });
     const before = fp8.info();
@@ -185,32 +187,47 @@ t.test('emulated FP8 teacher: accepted where features keep cosine >= 0.999, refu
   }
   // A 32-wide random network with every Linear in FP8 drifts further (cosine about 0.997): refused at the first
   // teacher batch, naming the worst cosine and what to do.
-  const all = await Distiller.create({ ...base, teacherFp8: true });
-  t.equal(all.info().teacherFp8Layers, 12, 'hf_dinov2_gelu: every Linear layer in FP8 (q, k, v, proj, fc1, fc2)');
+  const all = await Distiller.create({ ...base, ...emulate, teacherFp8: true, teacherFp8Layers: ALL_KINDS });
+  t.equal(all.info().teacherFp8Layers, 12, 'hf_dinov2_gelu, every kind: every Linear layer in FP8 (q, k, v, proj, fc1, fc2)');
   t.equal(all.info().teacherLinearLayers, 12);
   await t.rejects(
     all.step(tiles(4, 0)),
     /teacherFp8: the FP8 teacher's features of the first batch fall to cosine 0\.99\d+ \(tile \d of 4\) with the bfloat16 teacher's, below the 0\.999 .*drop --teacher-fp8/,
   );
   t.type(all.info().teacherFp8MinCosine, 'number', 'the failed check is reported too');
-  // G2L_FP8_LAYERS chooses the kinds of layers in FP8
-  process.env.G2L_FP8_LAYERS = 'qkv,fc1';
-  const some = await Distiller.create({ ...base, teacherFp8: true });
-  t.equal(some.info().teacherFp8Layers, 8, 'G2L_FP8_LAYERS=qkv,fc1: q, k, v and fc1 of both blocks');
-  process.env.G2L_FP8_LAYERS = 'qkv,mlp';
-  await t.rejects(Distiller.create({ ...base, teacherFp8: true }), /G2L_FP8_LAYERS: unknown layer kind 'mlp'/);
-  delete process.env.G2L_FP8_LAYERS;
+  // teacherFp8Layers chooses the kinds of layers in FP8; the default is qkv and fc1
+  const some = await Distiller.create({ ...base, ...emulate, teacherFp8: true });
+  t.equal(some.info().teacherFp8Layers, 8, 'default qkv, fc1: q, k, v and fc1 of both blocks');
+  const qkv = await Distiller.create({ ...base, ...emulate, teacherFp8: true, teacherFp8Layers: ['qkv'] });
+  t.equal(qkv.info().teacherFp8Layers, 6, 'qkv: q, k and v of both blocks');
+  await t.rejects(
+    Distiller.create({ ...base, ...emulate, teacherFp8: true, teacherFp8Layers: ['qkv', 'mlp' as 'fc1'] }),
+    /Distiller: teacherFp8Layers \["qkv","mlp"\]: Invalid option: expected one of "qkv"\|"proj"\|"fc1"\|"fc2": give a non-empty subset of qkv, proj, fc1, fc2/,
+  );
+  // The engine's own check, for callers that bypass lib/.
+  await t.rejects(
+    loadEngineAddon().Distiller.create({ ...base, teacherFp8: true, teacherFp8Emulate: true, teacherFp8Layers: ['qkv', 'mlp'] } as never),
+    /teacherFp8Layers: unknown layer kind 'mlp': use a subset of qkv, proj, fc1, fc2/,
+  );
 });
 
 t.test('configuration: --teacher-fp8 and teacherFp8 in a file', async (t) => {
   const cfg = resolveConfig({ teacher: 'a', student: 'b', slides: 'synthetic', steps: 2 });
   t.equal(cfg.teacherFp8, false, 'off by default');
+  t.same(cfg.teacherFp8Layers, ['qkv', 'fc1'], 'the layer kinds measured to pass the gate by default');
+  t.same(resolveConfig({ teacher: 'a', student: 'b', slides: 'synthetic', steps: 2, teacherFp8Layers: ['qkv'] }).teacherFp8Layers, ['qkv']);
+  t.throws(() => resolveConfig({ teacher: 'a', student: 'b', slides: 'synthetic', steps: 2, teacherFp8Layers: [] }), /teacherFp8Layers/);
+  t.throws(() => resolveConfig({ teacher: 'a', student: 'b', slides: 'synthetic', steps: 2, teacherFp8Layers: ['fc1', 'fc1'] }), /each layer kind once/);
+  const old = upgradeSavedConfig({ teacher: 'a', student: 'b', slides: 'synthetic', steps: 2 }) as Record<string, unknown>;
+  t.same(old.teacherFp8Layers, ['qkv', 'proj', 'fc1', 'fc2'], 'a run saved before the key read with the layer set it used');
   t.equal(resolveConfig({ teacher: 'a', student: 'b', slides: 'synthetic', steps: 2, teacherFp8: true }).teacherFp8, true);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'g2l-fp8-'));
   writeFileSync(path.join(dir, 'c.yaml'), 'teacherFp8: true\n');
   t.equal(readConfigFile(path.join(dir, 'c.yaml')).teacherFp8, true);
   writeFileSync(path.join(dir, 'd.yaml'), 'steps: 3\n');
   t.equal(readConfigFile(path.join(dir, 'd.yaml')).teacherFp8, undefined, 'a file without the key leaves it unset');
+  writeFileSync(path.join(dir, 'l.yaml'), 'teacherFp8Layers: [qkv, proj]\n');
+  t.same(readConfigFile(path.join(dir, 'l.yaml')).teacherFp8Layers, ['qkv', 'proj']);
   writeFileSync(path.join(dir, 'e.yaml'), 'teacherFp8: yes please\n');
   t.throws(() => readConfigFile(path.join(dir, 'e.yaml')), UserError);
   const { runCli } = await import('../helpers/cli.js');
@@ -218,20 +235,29 @@ t.test('configuration: --teacher-fp8 and teacherFp8 in a file', async (t) => {
   t.match(help.stdout, /--teacher-fp8/, 'the CLI lists the flag');
 });
 
-t.test('distill --teacher-fp8 (emulated on the CPU): the acceptance cosine is logged and said once', async (t) => {
-  const { runCli, childEnv } = await import('../helpers/cli.js');
+t.test('a distill run with teacherFp8 (emulated on the CPU): the acceptance cosine is logged and said once', async (t) => {
   const out = path.join(mkdtempSync(path.join(os.tmpdir(), 'g2l-fp8-run-')), 'run');
-  const r = await runCli([
-    'distill', '--teacher', path.join(ROOT, 'test/fixtures/models/timm_giant_reg4_swiglu'),
-    '--student', path.join(ROOT, 'test/fixtures/models/hf_dinov2_reg_swiglu'), '--slides', 'synthetic:16', '--out', out,
-    '--steps', '2', '--batch-size', '2', '--progress', 'false', '--device', 'cpu', '--teacher-fp8',
-  ], { env: childEnv({ G2L_FP8_EMULATE: '1' }) });
-  t.equal(r.code, 0, r.stderr);
+  const messages: string[] = [];
+  await runDistill({
+    out,
+    input: {
+      teacher: path.join(ROOT, 'test/fixtures/models/timm_giant_reg4_swiglu'),
+      student: path.join(ROOT, 'test/fixtures/models/hf_dinov2_reg_swiglu'),
+      slides: 'synthetic:16', steps: 2, batchSize: 2, device: 'cpu', teacherFp8: true, teacherFp8Layers: ['qkv', 'proj'],
+    },
+    backend: 'native',
+    log: (m) => messages.push(m),
+    testing: { teacherFp8Emulate: true },
+  });
   const lines = readFileSync(path.join(out, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
   t.equal(lines.length, 2);
   t.ok(lines[0].teacherFp8MinCosine >= 0.999 && lines[0].teacherFp8MinCosine <= 1 + 1e-6, `first line: ${lines[0].teacherFp8MinCosine}`);
   t.equal(lines[1].teacherFp8MinCosine, undefined, 'only the first step carries it');
-  t.match(r.stderr, /FP8 teacher accepted: features within cosine 0\.99\d+ of bf16 \(4 of 8 products in FP8\)/);
+  t.equal(messages.filter((m) => /FP8 teacher accepted/.test(m)).length, 1, 'said once');
+  t.match(messages.join('\n'), /FP8 teacher accepted: features within cosine 0\.99\d+ of bf16 \(4 of 8 products in FP8\)/);
+  const saved = JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8'));
+  t.same(saved.teacherFp8Layers, ['qkv', 'proj'], 'config.json records the layer kinds');
+  t.notOk('testing' in saved || 'teacherFp8Emulate' in saved, 'the test hook is not part of the run configuration');
 });
 
 t.test('GPU: _scaled_mm and the fused quantisation kernel', async (t) => {

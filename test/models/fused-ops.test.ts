@@ -1,4 +1,4 @@
-// The fused LayerNorm / LayerScale / residual + LayerNorm operations (native/engine/fused.h, G2L_FUSED_NORM) against
+// The fused LayerNorm / LayerScale / residual + LayerNorm operations (native/engine/fused.h, kernels.fusedNorm) against
 // the unfused ops they replace, op by op (the engine's fusedNormCheck test entry: random inputs, forward and every
 // gradient). On the CPU the autograd Functions run with at:: bodies; the CUDA kernels (native/engine/cuda/norm.cu)
 // run on a GPU host only: those cases are skipped here with a message, at the widths of the real models (768, 1024,

@@ -172,12 +172,15 @@ t.test('2 ranks x batch 4 equal 1 process x batch 8: gradients step by step, wei
   const one = await runByStep(t, oneDir, 8, 1, steps, ONE_THREAD);
   exportedAsTrained(t, oneDir, one.states[steps - 1]);
   const lr = one.log.map((l) => l.lr);
-  // One 25 MB bucket (the tiny student fits in it), then 16 KB buckets: several all-reduces launched in order
-  // during backward.
-  for (const [label, env] of [['default buckets', ONE_THREAD], ['16 KB buckets', { ...ONE_THREAD, G2L_DIST_BUCKET_BYTES: '16384', G2L_DIST_TRACE: '1' }]] as const) {
+  // One 25 MB bucket (the tiny student fits in it), then 16 KB buckets (distBucketBytes in a --config file, kept by
+  // every --resume from config.json): several all-reduces launched in order during backward.
+  const small = path.join(tmp(), 'buckets.yaml');
+  writeFileSync(small, 'distBucketBytes: 16384\n');
+  for (const [label, env, extra] of [['default buckets', ONE_THREAD, []], ['16 KB buckets', { ...ONE_THREAD, G2L_DIST_TRACE: '1' }, ['--config', small]]] as const) {
     await t.test(label, async (t) => {
       const twoDir = path.join(tmp(), 'two');
-      const two = await runByStep(t, twoDir, 4, 2, steps, env);
+      const two = await runByStep(t, twoDir, 4, 2, steps, env, [...extra]);
+      if (extra.length) t.equal(JSON.parse(readFileSync(path.join(twoDir, 'config.json'), 'utf8')).distBucketBytes, 16384, 'config.json records the bucket size');
       t.equal((two.stdout.match(/distilled 4 steps/g) ?? []).length, 1, 'rank 0 alone reports the finished run');
       compareRuns(t, one, two, lr);
       exportedAsTrained(t, twoDir, two.states[steps - 1]);

@@ -24,6 +24,7 @@
 #include "g2l/augment.h"
 #include "g2l/dist.h"
 #include "g2l/engine.h"
+#include "g2l/kernels.h"
 #include "g2l/models.h"
 
 namespace g2l {
@@ -92,10 +93,11 @@ struct OptimizerTrace {
 
 /**
  * Runs the engine's AdamW on float32 parameters named by checkpoint keys, with grads[step][i] as the gradient of
- * parameter i at each step: the reference the tests hold against torch.optim.AdamW.
+ * parameter i at each step: the reference the tests hold against torch.optim.AdamW. fused_adamw: KernelOptions's.
  */
 OptimizerTrace run_optimizer(const std::vector<std::string>& names, const std::vector<HostTensor>& params,
-                             const std::vector<std::vector<HostTensor>>& grads, const OptimizerConfig& config);
+                             const std::vector<std::vector<HostTensor>>& grads, const OptimizerConfig& config,
+                             const std::string& fused_adamw = "auto");
 
 // ---------------------------------------------------------------------------------------------------------------
 // The Distiller: frozen teacher, trained student + projector, one step per batch of tiles
@@ -113,9 +115,20 @@ struct DistillerConfig {
   int64_t accumulation_steps = 1;     // split each batch into this many micro-batches (BN statistics per micro-batch)
   // FP8 (E4M3) matrix products in the teacher (issue 8): its Linear weights quantised per output row, its activations
   // per token, multiplied by _scaled_mm; the rest of the teacher in bfloat16 (teacher_dtype auto or bfloat16). Needs
-  // a CUDA GPU of compute capability 8.9+ (refused elsewhere; G2L_FP8_EMULATE=1 emulates it anywhere, for tests).
+  // a CUDA GPU of compute capability 8.9+ (refused elsewhere).
   // Accepted only while the first batch's teacher features keep cosine >= 0.999 with the bf16 teacher's.
   bool teacher_fp8 = false;
+  // With teacher_fp8: the kinds of the blocks' Linear layers that get FP8 weights, among qkv (or q/k/v), proj, fc1,
+  // fc2. qkv + fc1: the set that kept the teacher's features above the 0.999 gate on the H200 (proj and fc2 as well
+  // fell to 0.9988; docs/gpu-benchmarks.md).
+  std::vector<std::string> teacher_fp8_layers = {"qkv", "fc1"};
+  // Test hook, not a run option: with teacher_fp8, emulate the FP8 products (quantise -> dequantise -> float32
+  // matmul) on any device instead of refusing one without FP8 tensor cores, so the CPU tests exercise the FP8 path.
+  // Slower and not what _scaled_mm computes bit for bit, so no run configuration sets it (lib/ passes it only from
+  // DistillerConfig.testing).
+  bool teacher_fp8_emulate = false;
+  // Which implementation each operation runs (g2l/kernels.h); both models take these.
+  KernelOptions kernels;
   StudentDrop student_drop;           // overrides of the student's dropout / drop-path rates (StudentDrop)
   LossOptions loss;
   OptimizerConfig optimizer;
@@ -157,16 +170,15 @@ struct DistillerInfo {
   bool teacher_fp8 = false;
   int64_t teacher_fp8_layers = 0;           // Linear layers with FP8 weights, of teacher_linear_layers
   int64_t teacher_linear_layers = 0;
-  bool teacher_fp8_emulated = false;        // G2L_FP8_EMULATE=1: quantise -> dequantise -> float32 products
+  bool teacher_fp8_emulated = false;  // teacher_fp8_emulate (test hook): quantise -> dequantise -> float32
   // Smallest cosine between FP8 and bf16 teacher features over the first teacher batch; NaN until that batch ran.
   double teacher_fp8_min_cosine = std::numeric_limits<double>::quiet_NaN();
-  // The fused-kernel switches as this process reads them (native/engine/fused.h: G2L_FUSED_SWIGLU, G2L_FUSED_NORM,
-  // G2L_PACK_QKV);
-  // a switch that is on still falls back to the unfused ops wherever its kernel does not apply.
+  // The run's kernel choices (DistillerConfig::kernels, g2l/kernels.h); a fused path that is on still falls back to
+  // the unfused ops wherever its kernel does not apply.
   bool fused_swiglu = false;
   bool fused_norm = false;
-  bool packed_qkv = false;  // G2L_PACK_QKV: a separate-q/k/v student trains with one packed q/k/v product
-  // Attention: the G2L_SDPA preference as read ("auto", "cudnn", ...) and the SDPA backend each model's last
+  bool packed_qkv = false;  // a separate-q/k/v student trains with one packed q/k/v product
+  // Attention: the SDPA preference (kernels.sdpa: "auto", "cudnn", ...) and the SDPA backend each model's last
   // attention ran on ("flash_attention", "cudnn_attention", "math", ...; empty before its first forward).
   std::string sdpa;
   std::string teacher_attention;
@@ -224,13 +236,14 @@ Fp8QuantResult fp8_quantize_rows(const HostTensor& x, const std::string& device,
 /**
  * One FP8 Linear as the teacher runs it: x (M,K), weight (N,K), bias (N) float32 rounded to bfloat16 on `device`,
  * weight quantised per output row -> (M,N) float32. emulate: quantise -> dequantise -> float32 matmul (any device);
- * else _scaled_mm (CUDA, compute capability 8.9+; refused elsewhere). N and K multiples of 16.
+ * else _scaled_mm (CUDA, compute capability 8.9+; refused elsewhere), with use_fast_accum when fast_accum
+ * (KernelOptions::fp8_fast_accum). N and K multiples of 16.
  */
 HostTensor fp8_linear(const HostTensor& x, const HostTensor& weight, const HostTensor& bias, const std::string& device,
-                      bool emulate);
+                      bool emulate, bool fast_accum = false);
 
 /**
- * The fused LayerNorm / LayerScale / residual + LayerNorm paths (native/engine/fused.h, G2L_FUSED_NORM) against the
+ * The fused LayerNorm / LayerScale / residual + LayerNorm paths (native/engine/fused.h, kernels.fused_norm) against the
  * unfused ops they replace, on random (rows, d) inputs from `seed` on `device`, `dtype` ("bfloat16" or "float16") the
  * 16-bit side; forward and backward. Returns (name, value) pairs: relative errors (norm of the difference over norm
  * of the reference) and, for FP8 rows (bfloat16), the fraction of differing codes and the largest relative scale
