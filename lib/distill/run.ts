@@ -263,6 +263,8 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
     teacherPreset: config.teacherPreset,
     student: config.student,
     studentPreset: config.studentPreset,
+    teacherPool: config.teacherPool,
+    studentPool: config.studentPool,
     totalSteps: config.steps,
     device: deviceForRank(config.device, dist),
     seed: config.seed,
