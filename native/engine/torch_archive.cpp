@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include <c10/util/StringUtil.h>
+
 #include "g2l/engine.h"
 
 namespace g2l {
@@ -65,9 +67,9 @@ uint32_t crc32(const unsigned char* p, size_t n) {
 
 }  // namespace
 
-void check_torch_archive(const char* data, size_t size, const std::string& path) {
+ArchiveRecord check_torch_archive(const char* data, size_t size, const std::string& path, const std::string& remedy) {
   auto damaged = [&](const std::string& what) {
-    return Error(path + " is damaged (" + what + "): resume from an earlier checkpoint");
+    return Error(path + " is damaged (" + what + "): " + remedy);
   };
   // [offset, offset + length) inside the file, without overflow.
   auto inside = [&](uint64_t offset, uint64_t length) { return offset <= size && length <= size - offset; };
@@ -103,6 +105,7 @@ void check_torch_archive(const char* data, size_t size, const std::string& path)
   if (count > dir_size / 46) throw damaged("its directory lists " + std::to_string(count) + " records, more than fit in it");
 
   bool has_pickle = false;
+  ArchiveRecord pickle;
   uint64_t p = dir_offset;
   const uint64_t dir_end = dir_offset + dir_size;
   for (uint64_t i = 0; i < count; ++i) {
@@ -142,10 +145,135 @@ void check_torch_archive(const char* data, size_t size, const std::string& path)
     if (crc32(reinterpret_cast<const unsigned char*>(data + start), stored) != crc) {
       throw damaged("record " + name + " does not match its CRC-32");
     }
-    if (name.size() >= 9 && name.compare(name.size() - 9, 9, "/data.pkl") == 0) has_pickle = true;
+    if (name.size() >= 9 && name.compare(name.size() - 9, 9, "/data.pkl") == 0) {
+      has_pickle = true;
+      pickle = {static_cast<size_t>(start), static_cast<size_t>(stored)};
+    }
     p += 46 + name_len + extra_len + comment_len;
   }
   if (!has_pickle) throw damaged("no data.pkl record: not a PyTorch checkpoint");
+  return pickle;
+}
+
+void check_pickle_globals(const char* data, size_t size, const std::string& path) {
+  auto refuse = [&](const std::string& what) {
+    return Error(path + ": " + what + "; refused without running anything (a weights file needs only "
+                 "torch._utils._rebuild_tensor_v2, torch.*Storage and collections.OrderedDict): use the model's "
+                 "safetensors, or convert the file with code you trust");
+  };
+  auto damaged = [&](size_t at) {
+    return Error(path + " is damaged (its pickle ends inside the opcode at byte " + std::to_string(at) + "): download it again");
+  };
+  auto allowed = [](const std::string& module, const std::string& name) {
+    if (module == "collections" && name == "OrderedDict") return true;
+    if (module == "torch._utils" && name == "_rebuild_tensor_v2") return true;
+    // torch.FloatStorage, torch.HalfStorage, torch.BFloat16Storage, ...: names of storage types, as a persistent id
+    // carries them; never called.
+    return module == "torch" && name.size() > 7 && name.compare(name.size() - 7, 7, "Storage") == 0 &&
+           name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") == std::string::npos;
+  };
+  const auto* b = reinterpret_cast<const unsigned char*>(data);
+  size_t p = 0;
+  auto need = [&](size_t n, size_t at) {
+    if (n > size - p) throw damaged(at);
+  };
+  auto line = [&](size_t at) {
+    const void* nl = std::memchr(data + p, '\n', size - p);
+    if (!nl) throw damaged(at);
+    std::string s(data + p, static_cast<const char*>(nl) - (data + p));
+    p = static_cast<const char*>(nl) - data + 1;
+    return s;
+  };
+  // The last two strings pushed, for STACK_GLOBAL (protocol 4), which takes its module and name from the stack.
+  std::string last[2];
+  int strings = 0;
+  auto pushed = [&](std::string s) {
+    last[0] = std::move(last[1]);
+    last[1] = std::move(s);
+    strings = strings < 2 ? strings + 1 : 2;
+  };
+  while (p < size) {
+    const size_t at = p;
+    const unsigned char op = b[p++];
+    bool keeps_strings = false;
+    switch (op) {
+      // no argument
+      case '(': case ')': case ']': case '}': case 'N': case 0x88: case 0x89: case 't': case 0x85: case 0x86:
+      case 0x87: case 'R': case 'b': case 's': case 'u': case 'a': case 'e': case 'l': case 'd': case '0': case '1':
+      case '2': case 'Q': case 0x81: case 0x92: case 0x90: case 0x91: case 0x97: case 0x98:
+        break;
+      case 0x94:  // MEMOIZE
+        keeps_strings = true;
+        break;
+      case '.':  // STOP
+        return;
+      // fixed-size arguments
+      case 0x80: case 'K': case 'q': case 'h': need(1, at); p += 1; keeps_strings = op == 'q' || op == 0x80; break;
+      case 'M': need(2, at); p += 2; break;
+      case 'J': case 'r': case 'j': need(4, at); p += 4; keeps_strings = op == 'r'; break;
+      case 'G': need(8, at); p += 8; break;
+      case 0x95: need(8, at); p += 8; keeps_strings = true; break;  // FRAME
+      // length-prefixed arguments
+      case 0x8a: { need(1, at); const size_t n = b[p]; p += 1; need(n, at); p += n; break; }  // LONG1
+      case 'C': { need(1, at); const size_t n = b[p]; p += 1; need(n, at); p += n; break; }   // SHORT_BINBYTES
+      case 'U': case 0x8c: {  // SHORT_BINSTRING, SHORT_BINUNICODE
+        need(1, at);
+        const size_t n = b[p];
+        p += 1;
+        need(n, at);
+        pushed(std::string(data + p, n));
+        p += n;
+        keeps_strings = true;
+        break;
+      }
+      case 'T': case 'X': case 'B': case 0x8b: {  // BINSTRING, BINUNICODE, BINBYTES, LONG4
+        need(4, at);
+        uint32_t n;
+        std::memcpy(&n, data + p, 4);
+        p += 4;
+        need(n, at);
+        if (op == 'T' || op == 'X') pushed(std::string(data + p, n)), keeps_strings = true;
+        p += n;
+        break;
+      }
+      case 0x8d: case 0x8e: case 0x96: {  // BINUNICODE8, BINBYTES8, BYTEARRAY8
+        need(8, at);
+        uint64_t n;
+        std::memcpy(&n, data + p, 8);
+        p += 8;
+        need(n, at);
+        if (op == 0x8d) pushed(std::string(data + p, n)), keeps_strings = true;
+        p += n;
+        break;
+      }
+      // newline-terminated arguments
+      case 'I': case 'L': case 'F': case 'S': case 'V': case 'P': case 'g': case 'p':
+        line(at);
+        keeps_strings = op == 'p';
+        break;
+      case 'c': {  // GLOBAL module \n name \n
+        const std::string module = line(at);
+        const std::string name = line(at);
+        if (!allowed(module, name)) throw refuse("its pickle names the global " + module + "." + name);
+        break;
+      }
+      case 0x93:  // STACK_GLOBAL
+        if (strings < 2) throw refuse("its pickle builds a global name at run time (STACK_GLOBAL)");
+        if (!allowed(last[0], last[1])) throw refuse("its pickle names the global " + last[0] + "." + last[1]);
+        break;
+      case 'i':
+        throw refuse("its pickle instantiates a class (INST " + line(at) + ")");
+      case 'o':
+        throw refuse("its pickle instantiates a class (OBJ)");
+      case 0x82: case 0x83: case 0x84:
+        throw refuse("its pickle uses the copyreg extension registry");
+      default:
+        throw refuse("its pickle has opcode 0x" + c10::str(std::hex, static_cast<int>(op)) + " at byte " + std::to_string(at) +
+                     ", which a tensor state dict never has");
+    }
+    if (!keeps_strings) strings = 0;
+  }
+  throw damaged(size);
 }
 
 }  // namespace g2l

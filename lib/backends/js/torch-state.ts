@@ -15,6 +15,10 @@ const STORAGES: Record<string, { dtype: 'float32' | 'int64'; size: number }> = {
   FloatStorage: { dtype: 'float32', size: 4 },
   LongStorage: { dtype: 'int64', size: 8 },
 };
+/** Bytes per element of the storage types read (state.pt: STORAGES; weights: WEIGHT_STORAGES). */
+const STORAGE_SIZES: Record<string, { size: number }> = {
+  FloatStorage: { size: 4 }, LongStorage: { size: 8 }, HalfStorage: { size: 2 }, BFloat16Storage: { size: 2 },
+};
 
 // ---------------------------------------------------------------------------------------------------------------
 // Zip (stored records only, as PyTorch writes them; zip64 sizes and offsets understood)
@@ -89,8 +93,50 @@ interface Global { global: string }
 interface Storage { storage: string; type: string }
 const MARK = Symbol('mark');
 
+/** A global a tensor state dict's pickle names: the tensor rebuilder, storage type names, OrderedDict. */
+const weightGlobal = (g: string): boolean =>
+  g === 'collections.OrderedDict' || g === 'torch._utils._rebuild_tensor_v2' || /^torch\.[A-Za-z0-9]+Storage$/.test(g);
+/** The engine's state.pt (torch::pickle_save) also tags its dict's type. */
+const stateGlobal = (g: string): boolean => weightGlobal(g) || g === 'torch.jit._pickle.restore_type_tag';
+
 /** Reads a state.pt written by the engine (torch::pickle_save of Dict[str, Tensor]). */
 export function readTorchState(file: string): Map<string, StateTensor> {
+  const out = new Map<string, StateTensor>();
+  for (const [key, r] of readArchive(file, stateGlobal, 'resume from an earlier checkpoint', 'it is not a g2l-native checkpoint')) {
+    const kind = STORAGES[r.type];
+    if (!kind) throw new UserError(`${file}: '${key}' is a ${r.type}; float32 and int64 tensors are supported`);
+    const copy = new Uint8Array(r.bytes).buffer;
+    out.set(key, kind.dtype === 'float32'
+      ? { dtype: 'float32', shape: r.shape, data: new Float32Array(copy) }
+      : { dtype: 'int64', shape: r.shape, data: new BigInt64Array(copy) });
+  }
+  return out;
+}
+
+/**
+ * The tensors of a pytorch_model.bin (torch.save of a state dict, PyTorch >= 1.6 zip format), their bytes as stored,
+ * read without running anything: its pickle may name only torch._utils._rebuild_tensor_v2, torch.<Type>Storage and
+ * collections.OrderedDict (the engine's torch_bin.cpp checks the same globals); anything else is refused with one
+ * error naming the file and the global. Float32, float16 and bfloat16 tensors, as their safetensors dtype names
+ * (safetensors.ts readModelWeights decodes them).
+ */
+export function readTorchBin(file: string): Map<string, { dtype: 'F32' | 'F16' | 'BF16'; shape: number[]; bytes: Uint8Array }> {
+  const out = new Map<string, { dtype: 'F32' | 'F16' | 'BF16'; shape: number[]; bytes: Uint8Array }>();
+  for (const [key, r] of readArchive(file, weightGlobal, 'download it again', 'a weights file holds a state dict')) {
+    const dtype = WEIGHT_STORAGES[r.type];
+    if (!dtype) throw new UserError(`${file}: '${key}' is a ${r.type}; weights are read as float32, float16 or bfloat16`);
+    out.set(key, { dtype, shape: r.shape, bytes: r.bytes });
+  }
+  return out;
+}
+
+/** Storage types of weights in a .bin, as the safetensors dtype they correspond to. */
+const WEIGHT_STORAGES: Record<string, 'F32' | 'F16' | 'BF16'> = { FloatStorage: 'F32', HalfStorage: 'F16', BFloat16Storage: 'BF16' };
+
+interface RawTensor { type: string; shape: number[]; bytes: Uint8Array }
+
+/** The dense tensors of a PyTorch zip archive whose pickle names only `allowed` globals (checked as it is read). */
+function readArchive(file: string, allowed: (g: string) => boolean, remedy: string, notDict: string): Map<string, RawTensor> {
   let fd: number;
   try {
     fd = openSync(file, 'r');
@@ -98,34 +144,37 @@ export function readTorchState(file: string): Map<string, StateTensor> {
     throw new UserError(`cannot read ${file}: ${(e as Error).message}`);
   }
   try {
-    return readState(fd, file);
+    return readRaw(fd, file, allowed, remedy, notDict);
   } catch (e) {
     // A damaged file can make any step above read out of range: one line naming the file, never a stack.
     if (e instanceof UserError) throw e;
-    throw new UserError(`${file} is damaged (${(e as Error).message}): resume from an earlier checkpoint`);
+    throw new UserError(`${file} is damaged (${(e as Error).message}): ${remedy}`);
   } finally {
     closeSync(fd);
   }
 }
 
-function readState(fd: number, file: string): Map<string, StateTensor> {
+function readRaw(fd: number, file: string, allowed: (g: string) => boolean, remedy: string, notDict: string): Map<string, RawTensor> {
   const { size } = fstatSync(fd);
-  if (size < 22) throw new UserError(`${file} is damaged (${size} bytes, too few for a checkpoint): resume from an earlier checkpoint`);
+  if (size < 22) throw new UserError(`${file} is damaged (${size} bytes, too few for a checkpoint): ${remedy}`);
+  if (readAt(fd, 0, 4, file).readUInt32LE(0) !== 0x04034b50) {
+    throw new UserError(`${file} is not a zip checkpoint (torch.save before PyTorch 1.6 wrote another format, which is not read): use the model's safetensors, or re-save the state dict with a current torch.save`);
+  }
   const entries = zipEntries(fd, size, file);
   const pklName = [...entries.keys()].find((n) => n.endsWith('/data.pkl'));
   if (!pklName) throw new UserError(`${file} has no data.pkl: it is not a PyTorch checkpoint`);
   const prefix = pklName.slice(0, -'data.pkl'.length);
-  const value = unpickle(readEntry(fd, entries.get(pklName)!, file), file);
-  if (!(value instanceof Map)) throw new UserError(`${file} does not hold a dict of tensors: it is not a g2l-native checkpoint`);
-  const out = new Map<string, StateTensor>();
+  const value = unpickle(readEntry(fd, entries.get(pklName)!, file), file, allowed);
+  if (!(value instanceof Map)) throw new UserError(`${file} does not hold a dict of tensors: ${notDict}`);
+  const out = new Map<string, RawTensor>();
   for (const [key, t] of value as Map<string, unknown>) {
     const r = t as { storage: Storage; offset: number; shape: number[]; stride: number[] };
     if (!r || !r.storage || !Array.isArray(r.shape) || !Array.isArray(r.stride) || r.shape.length !== r.stride.length ||
       !r.shape.every((d) => Number.isSafeInteger(d) && d >= 0) || !Number.isSafeInteger(r.offset) || r.offset < 0) {
       throw new UserError(`${file}: '${String(key)}' is not a tensor the checkpoint should hold; the file is damaged`);
     }
-    const kind = STORAGES[r.storage.type];
-    if (!kind) throw new UserError(`${file}: '${String(key)}' is a ${r.storage.type}; float32 and int64 tensors are supported`);
+    const kind = STORAGE_SIZES[r.storage.type];
+    if (!kind) throw new UserError(`${file}: '${String(key)}' is a ${r.storage.type}, which is not read`);
     const bytes = readEntry(fd, entries.get(`${prefix}data/${r.storage.storage}`) ?? fail(file, r.storage.storage), file);
     const n = r.shape.reduce((a, b) => a * b, 1);
     let expect = 1;
@@ -137,11 +186,7 @@ function readState(fd: number, file: string): Map<string, StateTensor> {
     if (begin + n * kind.size > bytes.length) {
       throw new UserError(`${file}: '${String(key)}' needs ${begin + n * kind.size} bytes of data/${r.storage.storage}, which has ${bytes.length}; the checkpoint is damaged`);
     }
-    const slice = bytes.subarray(begin, begin + n * kind.size);
-    const copy = new Uint8Array(slice).buffer;
-    out.set(key, kind.dtype === 'float32'
-      ? { dtype: 'float32', shape: r.shape, data: new Float32Array(copy) }
-      : { dtype: 'int64', shape: r.shape, data: new BigInt64Array(copy) });
+    out.set(key, { type: r.storage.type, shape: r.shape, bytes: bytes.subarray(begin, begin + n * kind.size) });
   }
   return out;
 }
@@ -150,7 +195,13 @@ function fail(file: string, key: string): never {
   throw new UserError(`${file} lacks the storage record data/${key}; the checkpoint is damaged`);
 }
 
-function unpickle(b: Buffer, file: string): unknown {
+function unpickle(b: Buffer, file: string, allowed: (g: string) => boolean): unknown {
+  const global = (g: string): Global => {
+    if (!allowed(g)) {
+      throw new UserError(`${file}: its pickle names the global ${g}; refused without running anything (a weights file needs only torch._utils._rebuild_tensor_v2, torch.*Storage and collections.OrderedDict): use the model's safetensors, or convert the file with code you trust`);
+    }
+    return { global: g };
+  };
   const stack: unknown[] = [];
   const memo = new Map<number, unknown>();
   const popMark = (): unknown[] => {
@@ -168,7 +219,8 @@ function unpickle(b: Buffer, file: string): unknown {
     switch (op) {
       case 0x80: p += 1; break;                                                    // PROTO
       case 0x95: p += 8; break;                                                    // FRAME
-      case 0x63: { const mod = line(); const name = line(); stack.push({ global: `${mod}.${name}` } as Global); break; }  // GLOBAL
+      case 0x63: { const mod = line(); const name = line(); stack.push(global(`${mod}.${name}`)); break; }  // GLOBAL
+      case 0x93: { const name = stack.pop(); const mod = stack.pop(); stack.push(global(`${String(mod)}.${String(name)}`)); break; }  // STACK_GLOBAL
       case 0x71: memo.set(b[p], stack[stack.length - 1]); p += 1; break;           // BINPUT
       case 0x72: memo.set(b.readUInt32LE(p), stack[stack.length - 1]); p += 4; break;  // LONG_BINPUT
       case 0x94: memo.set(memo.size, stack[stack.length - 1]); break;              // MEMOIZE
