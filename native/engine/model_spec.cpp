@@ -97,6 +97,19 @@ json::Value hibou_config(int64_t hidden, int64_t layers, int64_t heads) {
   return c;
 }
 
+/** A timm preset: architecture + model_args, every constant from TRIDENT's encoder definitions
+ *  (mahmoodlab/TRIDENT trident/patch_encoder_models/load.py, commit 5f53f476: the timm_kwargs of each
+ *  *InferenceEncoder._build, its eval_transform's Normalize and its forward's pooling); README "Encoders". */
+json::Value timm_preset(const char* arch, const std::vector<std::pair<const char*, json::Value>>& args) {
+  json::Value c = json::Value::object();
+  c.set("architecture", str(arch));
+  c.set("num_classes", num(0));
+  json::Value a = json::Value::object();
+  for (const auto& [k, v] : args) a.set(k, v);
+  c.set("model_args", a);
+  return c;
+}
+
 const std::vector<Preset>& presets() {
   static const std::vector<Preset> p = {
       {"h-optimus-0", "timm",
@@ -139,8 +152,50 @@ const std::vector<Preset>& presets() {
        kHibouMean, kHibouStd, "cls", "HistAI Hibou-L, DINOv2 ViT-L/14 with 4 registers and SwiGLU"},
       {"hibou-b", "hf", [] { return hibou_config(768, 12, 12); },
        kHibouMean, kHibouStd, "cls", "HistAI Hibou-B, DINOv2 ViT-B/14 with 4 registers and SwiGLU"},
+      // TRIDENT's names (load.py above). UNIInferenceEncoder: vit_large_patch16_224, img 224, patch 16, LayerScale 1e-5,
+      // ImageNet Normalize, model(x) = the class token (global_pool token).
+      {"uni_v1", "timm",
+       [] {
+         return timm_preset("vit_large_patch16_224", {{"img_size", num(224)}, {"patch_size", num(16)},
+                                                      {"init_values", num(1e-5)}, {"dynamic_img_size", boolean(true)}});
+       },
+       kImagenetMean, kImagenetStd, "cls", "MahmoodLab UNI, timm ViT-L/16, LayerScale, GELU MLP"},
+      // Virchow2InferenceEncoder: vit_huge_patch14_224, LayerScale 1e-5, 4 registers, mlp_ratio 5.3375, SwiGLUPacked +
+      // SiLU (code kwargs), global_pool ''; forward = cat(output[:, 0], output[:, 5:].mean(1)); ImageNet Normalize.
+      {"virchow2", "timm",
+       [] {
+         return timm_preset("vit_huge_patch14_224",
+                            {{"img_size", num(224)}, {"init_values", num(1e-5)}, {"reg_tokens", num(4)},
+                             {"mlp_ratio", num(5.3375)}, {"global_pool", str("")}, {"dynamic_img_size", boolean(true)},
+                             {"mlp_layer", str("swiglu_packed")}, {"act_layer", str("silu")}});
+       },
+       kImagenetMean, kImagenetStd, "cls+mean", "Paige Virchow2, timm ViT-H/14, 4 registers, packed SwiGLU, cls+mean (2560-d)"},
+      // HOptimus1InferenceEncoder: as H-optimus-0 (vit_giant_patch14_reg4_dinov2, img 224, LayerScale 1e-5, global_pool
+      // token) with the same Normalize constants.
+      {"hoptimus1", "timm",
+       [] {
+         return timm_preset("vit_giant_patch14_reg4_dinov2", {{"img_size", num(224)}, {"init_values", num(1e-5)},
+                                                              {"global_pool", str("token")}, {"dynamic_img_size", boolean(false)}});
+       },
+       kHoptimusMean, kHoptimusStd, "cls", "Bioptimus H-optimus-1, timm ViT-g/14, 4 registers, packed SwiGLU"},
+      // GigaPathInferenceEncoder: vit_giant_patch14_dinov2 (packed SwiGLU, LayerScale by the registry's defaults) with
+      // img 224, patch 16, dim 1536, depth 40, 24 heads, mlp_ratio 5.33334; ImageNet Normalize; global_pool token.
+      {"gigapath", "timm",
+       [] {
+         return timm_preset("vit_giant_patch14_dinov2",
+                            {{"img_size", num(224)}, {"in_chans", num(3)}, {"patch_size", num(16)}, {"embed_dim", num(1536)},
+                             {"depth", num(40)}, {"num_heads", num(24)}, {"mlp_ratio", num(5.33334)}});
+       },
+       kImagenetMean, kImagenetStd, "cls", "Prov-GigaPath tile encoder, timm ViT-g/16 (dinov2 family), packed SwiGLU"},
   };
   return p;
+}
+
+/** TRIDENT's names for the presets the engine had under the models' own names. */
+const std::vector<std::pair<std::string, std::string>>& preset_aliases() {
+  static const std::vector<std::pair<std::string, std::string>> a = {
+      {"hoptimus0", "h-optimus-0"}, {"uni_v2", "uni2-h"}, {"hibou_l", "hibou-l"}, {"hibou_b", "hibou-b"}};
+  return a;
 }
 
 const TimmArch* find_timm(const std::string& name) {
@@ -150,9 +205,12 @@ const TimmArch* find_timm(const std::string& name) {
   return nullptr;
 }
 
+const std::vector<std::pair<std::string, std::string>>& preset_aliases();
+
 std::string known_presets() {
   std::string s;
   for (const auto& p : presets()) s += (s.empty() ? "" : ", ") + std::string(p.name);
+  for (const auto& [alias, target] : preset_aliases()) s += ", " + alias;
   return s;
 }
 
@@ -457,6 +515,15 @@ std::string detect_preset(const json::Value& config) {
       if (a.integer("reg_tokens", 0) == 8 && !a.get("mlp_layer")) return "uni2-h";
     }
   }
+  // Virchow2's config.json: vit_huge_patch14_224 with 4 registers and mlp_ratio 5.3375, the SwiGLU layer and the
+  // cls+mean embedding left to code (TRIDENT's Virchow2InferenceEncoder).
+  if (r.text("architecture", "") == "vit_huge_patch14_224") {
+    const json::Value* args = config.find("model_args");
+    if (args && args->is_object()) {
+      Reader a{*args, ""};
+      if (a.integer("reg_tokens", 0) == 4 && a.number("mlp_ratio", 0) == 5.3375 && !a.get("mlp_layer")) return "virchow2";
+    }
+  }
   return "";
 }
 
@@ -465,6 +532,7 @@ std::string detect_preset(const json::Value& config) {
 std::vector<std::string> preset_names() {
   std::vector<std::string> names;
   for (const auto& p : presets()) names.emplace_back(p.name);
+  for (const auto& [alias, target] : preset_aliases()) names.push_back(alias);
   return names;
 }
 
@@ -537,8 +605,12 @@ ModelSpec resolve_model_spec(const std::string& folder, const std::string& prese
   }
   const Preset* preset = nullptr;
   if (!preset_name.empty()) {
+    std::string name = preset_name;
+    for (const auto& [alias, target] : preset_aliases()) {
+      if (name == alias) name = target;
+    }
     for (const auto& p : presets()) {
-      if (preset_name == p.name) preset = &p;
+      if (name == p.name) preset = &p;
     }
     if (!preset) throw Error("unknown preset '" + preset_name + "': known presets are " + known_presets());
   }
@@ -696,7 +768,7 @@ std::string synthesize_config_json(const ModelSpec& spec) {
     // stop timm.create_model: written only where the architecture's default differs and no preset says it.
     const TimmArch* reg = find_timm(spec.family);
     const bool default_mlp = reg && (spec.mlp == "swiglu_packed") == (std::string(reg->mlp_layer) == "swiglu_packed");
-    if (!default_mlp && !(spec.preset == "uni2-h")) {
+    if (!default_mlp && spec.preset != "uni2-h" && spec.preset != "virchow2") {
       a.set("mlp_layer", json::Value::string(spec.mlp == "swiglu_packed" ? "swiglu_packed" : "mlp"));
       a.set("act_layer", json::Value::string(spec.mlp == "swiglu_packed" ? "silu" : "gelu"));
     }

@@ -233,7 +233,7 @@ function synthesizeConfig(s: VitSpec): string {
     // timm takes the MLP layer as a class in code, so a name here would stop timm.create_model: written only where
     // the architecture's default differs and no preset says it (the engine's synthesize_config_json).
     const defaultMlp = timmDefaultMlp(s.family);
-    if ((defaultMlp === null || (s.mlp === 'swiglu_packed') !== (defaultMlp === 'swiglu_packed')) && s.preset !== 'uni2-h') {
+    if ((defaultMlp === null || (s.mlp === 'swiglu_packed') !== (defaultMlp === 'swiglu_packed')) && s.preset !== 'uni2-h' && s.preset !== 'virchow2') {
       Object.assign(args, s.mlp === 'swiglu_packed' ? { mlp_layer: 'swiglu_packed', act_layer: 'silu' } : { mlp_layer: 'mlp', act_layer: 'gelu' });
     }
     c = {

@@ -142,7 +142,33 @@ const PRESETS: Record<string, { layout: 'timm' | 'hf'; config: Json; norm: [numb
   },
 };
 
-export const presetNames = (): string[] => Object.keys(PRESETS);
+// TRIDENT's names (mahmoodlab/TRIDENT trident/patch_encoder_models/load.py, commit 5f53f476: each *InferenceEncoder's
+// timm_kwargs, Normalize constants and forward pooling); the engine's model_spec.cpp has the same table.
+PRESETS.uni_v1 = {
+  layout: 'timm', norm: IMAGENET, pool: 'cls',
+  config: { architecture: 'vit_large_patch16_224', num_classes: 0, model_args: { img_size: 224, patch_size: 16, init_values: 1e-5, dynamic_img_size: true } },
+};
+PRESETS.virchow2 = {
+  layout: 'timm', norm: IMAGENET, pool: 'cls+mean',
+  config: {
+    architecture: 'vit_huge_patch14_224', num_classes: 0,
+    model_args: { img_size: 224, init_values: 1e-5, reg_tokens: 4, mlp_ratio: 5.3375, global_pool: '', dynamic_img_size: true,
+      mlp_layer: 'swiglu_packed', act_layer: 'silu' },
+  },
+};
+PRESETS.hoptimus1 = {
+  layout: 'timm', norm: HOPTIMUS, pool: 'cls',
+  config: { architecture: 'vit_giant_patch14_reg4_dinov2', num_classes: 0, model_args: { img_size: 224, init_values: 1e-5, global_pool: 'token', dynamic_img_size: false } },
+};
+PRESETS.gigapath = {
+  layout: 'timm', norm: IMAGENET, pool: 'cls',
+  config: { architecture: 'vit_giant_patch14_dinov2', num_classes: 0,
+    model_args: { img_size: 224, in_chans: 3, patch_size: 16, embed_dim: 1536, depth: 40, num_heads: 24, mlp_ratio: 5.33334 } },
+};
+/** TRIDENT's names for the presets known under the models' own names. */
+const PRESET_ALIASES: Record<string, string> = { hoptimus0: 'h-optimus-0', uni_v2: 'uni2-h', hibou_l: 'hibou-l', hibou_b: 'hibou-b' };
+
+export const presetNames = (): string[] => [...Object.keys(PRESETS), ...Object.keys(PRESET_ALIASES)];
 
 /** The MLP of a timm registered architecture by default ('mlp' or 'swiglu_packed'), or null when not registered. */
 export const timmDefaultMlp = (architecture: string): string | null => TIMM[architecture]?.mlpLayer ?? null;
@@ -333,6 +359,11 @@ function detectPreset(config: Json): string {
     const args = config.model_args as Json | undefined;
     if (args && typeof args === 'object' && args.reg_tokens === 8 && args.mlp_layer === undefined) return 'uni2-h';
   }
+  // Virchow2's config.json: the SwiGLU layer and the cls+mean embedding are left to code (the engine's detect_preset).
+  if (config.architecture === 'vit_huge_patch14_224') {
+    const args = config.model_args as Json | undefined;
+    if (args && typeof args === 'object' && args.reg_tokens === 4 && args.mlp_ratio === 5.3375 && args.mlp_layer === undefined) return 'virchow2';
+  }
   return '';
 }
 
@@ -348,10 +379,11 @@ function readJson(file: string): Json {
 }
 
 /** Folder and/or preset -> spec, without reading weights (the engine's resolve_model_spec). */
-export function resolveVitSpec(folder: string, presetName = '', poolOverride = ''): VitSpec {
+export function resolveVitSpec(folder: string, presetArg = '', poolOverride = ''): VitSpec {
+  const presetName = PRESET_ALIASES[presetArg] ?? presetArg;
   if (poolOverride && !(POOLS as readonly string[]).includes(poolOverride)) throw new UserError(`unknown pooling '${poolOverride}': use cls, mean or cls+mean`);
   let preset = presetName ? PRESETS[presetName] : undefined;
-  if (presetName && !preset) throw new UserError(`unknown preset '${presetName}': known presets are ${presetNames().join(', ')}`);
+  if (presetName && !preset) throw new UserError(`unknown preset '${presetArg}': known presets are ${presetNames().join(', ')}`);
   let config: Json | null = null;
   let where = `preset ${presetName}`;
   if (folder) {
