@@ -123,7 +123,7 @@ export function readModelWeights(folder: string): Map<string, NamedTensor> {
     read = readBinWeights;
   }
   if (!existsSync(index)) {
-    throw new UserError(`no weights in ${folder}: expected model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json; point --model at a hub folder with its weights`);
+    throw new UserError(`${folder} has no model.safetensors nor model.safetensors.index.json (nor pytorch_model.bin, pytorch_model.bin.index.json); point --model at a hub folder with its weights`);
   }
   let map: Record<string, string>;
   try {
