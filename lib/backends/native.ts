@@ -62,9 +62,9 @@ export interface EngineAddon {
   abmilPredict(params: MilParams, bags: MilBags, device: string): Promise<FloatTensor>;
   abmilLoss(params: MilParams, bags: MilBags, device: string): Promise<{ loss: number; grads: MilParams }>;
   // Models (native/addon/models.cpp); a handle is an opaque External
-  loadModel(folder: string, preset: string, device: string, dtype: string): Promise<NativeModelRef>;
-  createModel(folder: string, preset: string, device: string, dtype: string, seed: number): Promise<NativeModelRef>;
-  describeModel(folder: string, preset: string): Promise<NativeModelInfo>;
+  loadModel(folder: string, preset: string, device: string, dtype: string, pool?: string): Promise<NativeModelRef>;
+  createModel(folder: string, preset: string, device: string, dtype: string, seed: number, pool?: string): Promise<NativeModelRef>;
+  describeModel(folder: string, preset: string, pool?: string): Promise<NativeModelInfo>;
   modelInfo(handle: NativeModelRef): NativeModelInfo;
   modelEmbed(handle: NativeModelRef, images: EmbedInput): Promise<Float32Tensor>;
   /** A training-mode forward (dropout and drop path as in a distillation step; native/engine Model::embed_train). */
@@ -277,18 +277,18 @@ export class NativeBackend implements Backend {
 
   // Engine errors about a model folder (no config.json, mismatched weights, a truncated file) are the user's to fix.
   async describeModel(source: ModelSource): Promise<ModelDescription> {
-    const { dtype: _d, device: _v, ...desc } = await userErrors(this.addon.describeModel(source.folder ?? '', source.preset ?? ''));
+    const { dtype: _d, device: _v, ...desc } = await userErrors(this.addon.describeModel(source.folder ?? '', source.preset ?? '', source.pool ?? ''));
     return desc;
   }
 
   async loadModel(source: ModelSource, options: ModelLoadOptions = {}): Promise<ModelHandle> {
-    const ref = await userErrors(this.addon.loadModel(source.folder ?? '', source.preset ?? '', options.device ?? 'cpu', options.dtype ?? 'fp32'));
+    const ref = await userErrors(this.addon.loadModel(source.folder ?? '', source.preset ?? '', options.device ?? 'cpu', options.dtype ?? 'fp32', source.pool ?? ''));
     return new NativeModel(this.addon, ref);
   }
 
   async createModel(source: ModelSource, options: ModelLoadOptions & { seed?: number } = {}): Promise<ModelHandle> {
     const ref = await userErrors(
-      this.addon.createModel(source.folder ?? '', source.preset ?? '', options.device ?? 'cpu', options.dtype ?? 'fp32', options.seed ?? 0),
+      this.addon.createModel(source.folder ?? '', source.preset ?? '', options.device ?? 'cpu', options.dtype ?? 'fp32', options.seed ?? 0, source.pool ?? ''),
     );
     return new NativeModel(this.addon, ref);
   }

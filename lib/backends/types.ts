@@ -306,7 +306,13 @@ export interface ModelSource {
   folder?: string;
   /** h-optimus-0, hibou-l, hibou-b, uni2-h: what the official config.json leaves out. */
   preset?: string;
+  /** Overrides the model's own pooling (its config's or its preset's). */
+  pool?: ModelPool;
 }
+
+/** How the final tokens become the embedding: the class token, the mean of the patch tokens (class and register
+ *  tokens excluded), or both concatenated (2 * width). */
+export type ModelPool = 'cls' | 'mean' | 'cls+mean';
 
 /** What a model is: the architecture resolved from its folder and/or preset. */
 export interface ModelDescription {
@@ -316,8 +322,11 @@ export interface ModelDescription {
   preset: string | null;
   folder: string | null;
   mlp: 'gelu' | 'swiglu_packed' | 'swiglu_hf';
-  /** Embedding width D. */
+  /** Embedding width: the token width, or twice it for cls+mean pooling. */
   dims: number;
+  /** The transformer's token width D. */
+  width: number;
+  pool: ModelPool;
   depth: number;
   numHeads: number;
   numRegisters: number;
@@ -379,6 +388,9 @@ export interface BackendDistillerConfig {
   teacherPreset?: string;
   student: string;
   studentPreset?: string;
+  /** cls | mean | cls+mean overrides a model's pooling; '' keeps it. */
+  teacherPool?: string;
+  studentPool?: string;
   device?: string;
   seed?: number;
   accumulationSteps?: number;

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { promises as fs } from 'node:fs';
 import cliProgress from 'cli-progress';
 import { UserError } from '../errors.js';
-import type { BackendName, EmbedInput, ModelDtype } from '../backends/types.js';
+import type { BackendName, EmbedInput, ModelDtype, ModelPool } from '../backends/types.js';
 import { readNpy, writeNpy } from '../io/npy.js';
 import { embedDataset, readImageDataset } from '../data/image-dataset.js';
 import { Encoder } from '../models/encoder.js';
@@ -32,6 +32,8 @@ export interface EmbedArgs {
   batchSize: number;
   backend?: BackendName;
   force?: boolean;
+  /** Overrides the model's pooling (its config's or preset's). */
+  pool?: ModelPool;
 }
 
 export interface EmbedSummary {
@@ -87,7 +89,7 @@ export async function runSlideEmbed(argv: EmbedArgs): Promise<ExtractSummary> {
   const device = argv.device !== undefined ? deviceForRank(argv.device, dist) : undefined;
   // The manifest first: a bad folder fails before the model loads.
   await TileSampler.open(argv.slides!, { batchSize: 1 });
-  const enc = await Encoder.load(argv.model, { device, dtype: argv.dtype, batchSize: argv.batchSize, backend: argv.backend, force: argv.force });
+  const enc = await Encoder.load(argv.model, { device, dtype: argv.dtype, batchSize: argv.batchSize, backend: argv.backend, force: argv.force, pool: argv.pool });
   try {
     return await extractSlides({
       manifest: argv.slides!, out: argv.out, encoder: enc, modelName: argv.model, format: argv.format ?? 'h5',
@@ -114,7 +116,7 @@ export async function runEmbed(argv: EmbedArgs): Promise<EmbedSummary> {
   const images = npyIn ? await readEmbedNpy(argv.input) : undefined;
   const dataset = npyIn ? undefined : await readImageDataset(argv.input);
 
-  const enc = await Encoder.load(argv.model, { device: argv.device, dtype: argv.dtype, batchSize: argv.batchSize, backend: argv.backend, force: argv.force });
+  const enc = await Encoder.load(argv.model, { device: argv.device, dtype: argv.dtype, batchSize: argv.batchSize, backend: argv.backend, force: argv.force, pool: argv.pool });
   try {
     if (images) {
       const n = images.shape[0];
@@ -168,6 +170,10 @@ export const embedCommand: CommandModule<{ backend?: BackendName }, EmbedArgs> =
       .option('device', { type: 'string', describe: 'cpu, cuda or cuda:<i> (default: cuda when available, else cpu)' })
       .option('dtype', { choices: ['fp32', 'fp16', 'bf16'] as const, describe: 'Weights precision (default: fp32 on cpu, fp16 on cuda)' })
       .option('batch-size', { type: 'number', default: 32, describe: 'Images per forward pass' })
+      .option('pool', {
+        choices: ['cls', 'mean', 'cls+mean'] as const,
+        describe: "Embedding pooling, overriding the model's (its config's or preset's): the class token, the mean of the patch tokens (class and register tokens excluded), or both concatenated (2*D)",
+      })
       .option('force', { type: 'boolean', default: false, describe: 'On the js backend, run models large enough to take hours' }) as never,
   handler: async (argv) => {
     const release = exitCleanlyOnSignals('embed', 'the same command continues (--slides: with the slides not done yet; otherwise from the start)');

@@ -80,8 +80,12 @@ export const runConfigSchema = z
   .object({
     teacher: z.string().min(1),
     teacherPreset: z.string(),
+    /** Overrides the teacher's pooling (its config's or preset's): cls, mean or cls+mean; '' keeps it. */
+    teacherPool: z.enum(['', 'cls', 'mean', 'cls+mean']),
     student: z.string().min(1),
     studentPreset: z.string(),
+    /** The student's pooling: a cls+mean student embeds 2*D (the projector follows) and is exported with it. */
+    studentPool: z.enum(['', 'cls', 'mean', 'cls+mean']),
     /** A folder of tile manifests (g2l-native tile), or "synthetic[:N]" for generated tiles. */
     slides: z.string().min(1),
     /** Planned steps (the cosine schedules run over them); --epochs converts to steps. */
@@ -162,6 +166,8 @@ export type RunConfigInput = {
 export const RUN_DEFAULTS: Omit<RunConfig, 'teacher' | 'student' | 'slides' | 'steps'> = {
   teacherPreset: '',
   studentPreset: '',
+  teacherPool: '',
+  studentPool: '',
   batchSize: RUN_SHAPE_DEFAULTS.batchSize,
   device: 'cpu',
   seed: 0,

@@ -34,9 +34,12 @@ export interface DistillerConfig {
   /** Teacher model folder (config.json + model.safetensors). */
   teacher: string;
   teacherPreset?: string;
+  /** cls | mean | cls+mean: overrides the teacher's pooling ('' keeps it). */
+  teacherPool?: string;
   /** Student model folder; the student is exported in this folder's layout. */
   student: string;
   studentPreset?: string;
+  studentPool?: string;
   /** The planned number of steps: the cosine schedules run over it. */
   totalSteps: number;
   device?: string;
@@ -117,6 +120,8 @@ export function toNativeConfig(c: DistillerConfig): NativeDistillerConfig {
     teacherPreset: c.teacherPreset ?? '',
     student: c.student,
     studentPreset: c.studentPreset ?? '',
+    teacherPool: c.teacherPool ?? '',
+    studentPool: c.studentPool ?? '',
     device: c.device ?? 'cpu',
     seed: c.seed ?? 0,
     accumulationSteps: c.accumulationSteps ?? d.accumulationSteps,

@@ -302,6 +302,8 @@ function createRunDistiller(config: RunConfig, options: DistillRunOptions): Prom
     teacherPreset: config.teacherPreset,
     student: config.student,
     studentPreset: config.studentPreset,
+    teacherPool: config.teacherPool,
+    studentPool: config.studentPool,
     totalSteps: config.steps,
     device: deviceForRank(config.device, options.dist ?? null),
     seed: config.seed,

@@ -16,6 +16,7 @@ import type {
   Float32Tensor,
   ModelDtype,
   ModelHandle,
+  ModelPool,
   ModelInfo,
   ModelSource,
 } from '../backends/types.js';
@@ -28,6 +29,8 @@ export interface EncoderOptions {
   dtype?: ModelDtype;
   /** Images per forward pass (default 32). */
   batchSize?: number;
+  /** cls | mean | cls+mean: overrides the model's pooling (its config's or its preset's). */
+  pool?: ModelPool;
   /**
    * 'native' | 'js', or a Backend instance. Default: native; when the engine cannot load, load() and create() reject
    * with its EngineLoadError unless `fallback` is true (or allowBackendFallback() was called).
@@ -67,7 +70,7 @@ export class Encoder {
 
   /** Loads a model folder (timm or transformers hub layout), `preset:<name>:<folder>`, or { preset, folder }. */
   static async load(source: string | ModelSource, options: EncoderOptions = {}): Promise<Encoder> {
-    const src = toModelSource(source);
+    const src = toModelSource(source, options.pool);
     if (!src.folder) {
       throw new UserError(`preset '${src.preset}' names an architecture but no weights: pass { preset, folder } or preset:${src.preset}:<folder>`);
     }
@@ -77,7 +80,7 @@ export class Encoder {
 
   /** The architecture of a folder or preset with random weights from `seed` (benchmarks, demos). */
   static async create(source: string | ModelSource, options: EncoderOptions & { seed?: number } = {}): Promise<Encoder> {
-    const src = toModelSource(source);
+    const src = toModelSource(source, options.pool);
     const { backend, device, dtype, batchSize } = await resolveOptions(options);
     return new Encoder(await backend.createModel(src, { device, dtype, seed: options.seed ?? 0 }), backend, batchSize);
   }

@@ -3,10 +3,10 @@
 // or `preset:<name>` (the architecture alone: random weights for benchmarks).
 import { UserError } from '../errors.js';
 import { resolveModelFolder } from './hub.js';
-import type { ModelSource } from '../backends/types.js';
+import type { ModelPool, ModelSource } from '../backends/types.js';
 
 /** The presets the engine knows (native/engine/model_spec.cpp). */
-export const PRESETS = ['h-optimus-0', 'hibou-l', 'hibou-b', 'uni2-h'] as const;
+export const PRESETS = ['h-optimus-0', 'hibou-l', 'hibou-b', 'uni2-h', 'uni_v1', 'virchow2', 'hoptimus1', 'gigapath', 'hoptimus0', 'uni_v2', 'hibou_l', 'hibou_b'] as const;
 export type PresetName = (typeof PRESETS)[number];
 
 /** Parses a --model value. */
@@ -25,16 +25,23 @@ export function parseModelArg(value: string): ModelSource {
   return folder === undefined ? { preset } : { preset, folder: resolveModelFolder(folder) };
 }
 
-/** Normalises what Encoder.load accepts into a ModelSource. */
-export function toModelSource(source: string | ModelSource): ModelSource {
-  if (typeof source === 'string') return parseModelArg(source);
+export const POOLS: readonly ModelPool[] = ['cls', 'mean', 'cls+mean'];
+
+/** Normalises what Encoder.load accepts into a ModelSource; `pool` (an option) overrides the source's own. */
+export function toModelSource(source: string | ModelSource, pool?: string): ModelSource {
+  const p = pool ?? (typeof source === 'string' ? undefined : source?.pool);
+  if (p !== undefined && !(POOLS as readonly string[]).includes(p)) {
+    throw new UserError(`unknown pooling '${p}': use ${POOLS.join(', ')}`);
+  }
+  const withPool = (s: ModelSource): ModelSource => (p === undefined ? s : { ...s, pool: p as ModelPool });
+  if (typeof source === 'string') return withPool(parseModelArg(source));
   if (!source || (!source.folder && !source.preset)) {
     throw new UserError('a model needs a folder, a preset, or both: { folder } | { preset, folder }');
   }
   if (source.preset && !(PRESETS as readonly string[]).includes(source.preset)) {
     throw new UserError(`unknown preset '${source.preset}'; known presets are ${PRESETS.join(', ')}`);
   }
-  return { folder: source.folder === undefined ? undefined : resolveModelFolder(source.folder), preset: source.preset };
+  return withPool({ folder: source.folder === undefined ? undefined : resolveModelFolder(source.folder), preset: source.preset });
 }
 
 /** The form parseModelArg reads, for messages and logs. */

@@ -176,6 +176,8 @@ static DistillerConfig distiller_config_from_js(const Napi::Object& o) {
   read_string(o, "teacherPreset", c.teacher_preset, "config");
   read_string(o, "student", c.student, "config");
   read_string(o, "studentPreset", c.student_preset, "config");
+  read_string(o, "teacherPool", c.teacher_pool, "config");
+  read_string(o, "studentPool", c.student_pool, "config");
   read_string(o, "device", c.device, "config");
   int64_t seed = 0;
   read_int(o, "seed", seed, "config");

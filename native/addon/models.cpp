@@ -2,9 +2,9 @@
 // crosses to JS as an External holding a shared_ptr to the engine's g2l::Model, type-tagged so that a foreign
 // object passed back is refused; every heavy call runs on the libuv threadpool (run_async).
 //
-//   loadModel(folder, preset, device, dtype)          -> Promise<External>
-//   createModel(folder, preset, device, dtype, seed)  -> Promise<External>   (random weights)
-//   describeModel(folder, preset)                     -> Promise<ModelInfo>  (no weights read)
+//   loadModel(folder, preset, device, dtype, pool?)         -> Promise<External>   (pool: "" keeps the model's)
+//   createModel(folder, preset, device, dtype, seed, pool?) -> Promise<External>   (random weights)
+//   describeModel(folder, preset, pool?)                    -> Promise<ModelInfo>  (no weights read)
 //   modelInfo(handle)                                  -> ModelInfo
 //   modelEmbed(handle, {data, shape})                  -> Promise<{data: Float32Array, shape: [N,D]}>
 //   modelExport(handle, folder)                        -> Promise<void>
@@ -60,6 +60,8 @@ Napi::Object info_to_js(Napi::Env env, const ModelInfo& i) {
   o.Set("folder", i.folder.empty() ? env.Null() : Napi::String::New(env, i.folder));
   o.Set("mlp", i.mlp);
   o.Set("dims", static_cast<double>(i.dims));
+  o.Set("width", static_cast<double>(i.width));
+  o.Set("pool", i.pool);
   o.Set("depth", static_cast<double>(i.depth));
   o.Set("numHeads", static_cast<double>(i.num_heads));
   o.Set("numRegisters", static_cast<double>(i.num_registers));
@@ -78,8 +80,10 @@ Napi::Value LoadModelJs(const Napi::CallbackInfo& info) {
   std::string preset = optional_string(info, 1, "preset");
   std::string device = optional_string(info, 2, "device");
   std::string dtype = optional_string(info, 3, "dtype");
+  std::string pool = optional_string(info, 4, "pool");
   return run_async<ModelRef>(
-      info.Env(), [=] { return Model::load(folder, preset, device.empty() ? "cpu" : device, dtype.empty() ? "fp32" : dtype); },
+      info.Env(),
+      [=] { return Model::load(folder, preset, device.empty() ? "cpu" : device, dtype.empty() ? "fp32" : dtype, pool); },
       handle_to_js);
 }
 
@@ -89,11 +93,12 @@ Napi::Value CreateModelJs(const Napi::CallbackInfo& info) {
   std::string device = optional_string(info, 2, "device");
   std::string dtype = optional_string(info, 3, "dtype");
   double seed = info.Length() > 4 && info[4].IsNumber() ? info[4].As<Napi::Number>().DoubleValue() : 0;
+  std::string pool = optional_string(info, 5, "pool");
   return run_async<ModelRef>(
       info.Env(),
       [=] {
         return Model::create_random(folder, preset, device.empty() ? "cpu" : device, dtype.empty() ? "fp32" : dtype,
-                                    static_cast<uint64_t>(seed));
+                                    static_cast<uint64_t>(seed), pool);
       },
       handle_to_js);
 }
@@ -101,8 +106,9 @@ Napi::Value CreateModelJs(const Napi::CallbackInfo& info) {
 Napi::Value DescribeModelJs(const Napi::CallbackInfo& info) {
   std::string folder = optional_string(info, 0, "folder");
   std::string preset = optional_string(info, 1, "preset");
+  std::string pool = optional_string(info, 2, "pool");
   return run_async<ModelInfo>(
-      info.Env(), [=] { return Model::describe(folder, preset); },
+      info.Env(), [=] { return Model::describe(folder, preset, pool); },
       [](Napi::Env env, ModelInfo& i) -> Napi::Value { return info_to_js(env, i); });
 }
 

@@ -161,7 +161,7 @@ class DistillerImpl final : public Distiller {
       teacher_dtype_ = at::kBFloat16;
     }
 
-    teacher_ = load_model(config_.teacher, config_.teacher_preset, device_, teacher_dtype_);
+    teacher_ = load_model(resolve_model_spec(config_.teacher, config_.teacher_preset, config_.teacher_pool), device_, teacher_dtype_);
     teacher_.module->eval();
     for (auto& p : teacher_.module->parameters()) p.requires_grad_(false);
     // Frozen: LayerScale folded into the projections in place (the teacher is never exported), FP8 copies if asked.
@@ -177,7 +177,7 @@ class DistillerImpl final : public Distiller {
       frozen.fp8_options.emulate = fp8_emulated_;
     }
     frozen_ = teacher_vit_->prepare_frozen(frozen);
-    student_ = load_model(config_.student, config_.student_preset, device_, at::kFloat);
+    student_ = load_model(resolve_model_spec(config_.student, config_.student_preset, config_.student_pool), device_, at::kFloat);
     student_.module->train();
     student_vit_ = std::dynamic_pointer_cast<VisionTransformerImpl>(student_.module);
     if (!student_vit_) throw Error("internal: the student is not a VisionTransformer");
@@ -186,7 +186,7 @@ class DistillerImpl final : public Distiller {
     student_vit_->set_regularization(student_.spec.drop);
 
     // Projector Linear(Ds -> Dt) with nn.Linear's initialisation, U(-1/sqrt(Ds), 1/sqrt(Ds)), drawn from the seed.
-    const int64_t ds = student_.spec.embed_dim, dt = teacher_.spec.embed_dim;
+    const int64_t ds = student_.spec.out_dim(), dt = teacher_.spec.out_dim();  // pooled widths (2*D for cls+mean)
     at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(config_.seed);
     const double bound = 1.0 / std::sqrt(static_cast<double>(ds));
     projector_weight_ = at::empty({dt, ds}, at::kFloat).uniform_(-bound, bound, gen).to(device_).requires_grad_(true);
@@ -396,8 +396,8 @@ class DistillerImpl final : public Distiller {
 
   DistillerInfo info() const override {
     DistillerInfo i;
-    i.student_dim = student_.spec.embed_dim;
-    i.teacher_dim = teacher_.spec.embed_dim;
+    i.student_dim = student_.spec.out_dim();
+    i.teacher_dim = teacher_.spec.out_dim();
     i.student_params = student_.parameter_count();
     i.teacher_params = teacher_.parameter_count();
     i.device = device_.str();

@@ -96,7 +96,9 @@ ModelInfo info_of(const ModelSpec& spec, int64_t parameters) {
   i.preset = spec.preset;
   i.folder = spec.folder;
   i.mlp = spec.mlp;
-  i.dims = spec.embed_dim;
+  i.dims = spec.out_dim();
+  i.width = spec.embed_dim;
+  i.pool = spec.pool;
   i.depth = spec.depth;
   i.num_heads = spec.num_heads;
   i.num_registers = spec.num_registers;
@@ -175,7 +177,7 @@ void export_model(const LoadedModel& model, const std::string& folder) {
       std::vector<std::pair<std::string, at::Tensor>> tensors(model.named_weights.begin(), model.named_weights.end());
       write_safetensors((tmp / "model.safetensors").string(), tensors);
       const ModelSpec& spec = model.spec;
-      write_text(tmp / "config.json", spec.config_json.empty() ? synthesize_config_json(spec) : spec.config_json);
+      write_text(tmp / "config.json", spec.config_json.empty() ? synthesize_config_json(spec) : recorded_config_json(spec));
       if (spec.layout == "hf") {
         write_text(tmp / "preprocessor_config.json",
                    spec.preprocessor_json.empty() ? synthesize_preprocessor_json(spec) : spec.preprocessor_json);
@@ -219,26 +221,27 @@ static std::shared_ptr<Model> make_model(LoadedModel m, at::Device device, at::S
 }
 
 std::shared_ptr<Model> Model::load(const std::string& folder, const std::string& preset, const std::string& device,
-                                   const std::string& dtype) {
+                                   const std::string& dtype, const std::string& pool) {
   return with_torch_errors([&] {
     at::Device dev = parse_device(device);
     at::ScalarType dt = parse_dtype(dtype);
-    return make_model(load_model(folder, preset, dev, dt), dev, dt);
+    return make_model(load_model(resolve_model_spec(folder, preset, pool), dev, dt), dev, dt);
   });
 }
 
 std::shared_ptr<Model> Model::create_random(const std::string& folder, const std::string& preset,
-                                            const std::string& device, const std::string& dtype, uint64_t seed) {
+                                            const std::string& device, const std::string& dtype, uint64_t seed,
+                                            const std::string& pool) {
   return with_torch_errors([&] {
     at::Device dev = parse_device(device);
     at::ScalarType dt = parse_dtype(dtype);
-    return make_model(create_model(resolve_model_spec(folder, preset), dev, dt, seed), dev, dt);
+    return make_model(create_model(resolve_model_spec(folder, preset, pool), dev, dt, seed), dev, dt);
   });
 }
 
-ModelInfo Model::describe(const std::string& folder, const std::string& preset) {
+ModelInfo Model::describe(const std::string& folder, const std::string& preset, const std::string& pool) {
   return with_torch_errors([&] {
-    ModelSpec spec = resolve_model_spec(folder, preset);
+    ModelSpec spec = resolve_model_spec(folder, preset, pool);
     VisionTransformerImpl shapes(spec, at::TensorOptions().device(at::kMeta));
     int64_t n = 0;
     for (const auto& [k, t] : shapes.named_weights()) n += t.numel();
@@ -258,7 +261,7 @@ HostTensor Model::embed(const HostTensor& images) const {
         throw Error("embed: uint8 images must have shape (N,H,W,3) (RGB), got " + shape_str(images.shape));
       }
       x = view_as_aten(images);
-      if (images.shape[0] == 0) return to_host(at::empty({0, spec.embed_dim}, at::kFloat));
+      if (images.shape[0] == 0) return to_host(at::empty({0, spec.out_dim()}, at::kFloat));
       if (!impl_->device.is_cpu()) x = x.to(impl_->device);
       x = normalize_images(x, spec.mean, spec.std);  // (N,3,H,W) float32
       if (x.size(2) != spec.input_size || x.size(3) != spec.input_size) {
@@ -273,7 +276,7 @@ HostTensor Model::embed(const HostTensor& images) const {
                     " px are smaller than one " + std::to_string(spec.patch_size) + " px patch");
       }
       x = view_as_aten(images);
-      if (images.shape[0] == 0) return to_host(at::empty({0, spec.embed_dim}, at::kFloat));
+      if (images.shape[0] == 0) return to_host(at::empty({0, spec.out_dim()}, at::kFloat));
       x = x.to(impl_->device);
     } else {
       throw Error(std::string("embed: images must be uint8 (N,H,W,3) or float32 (N,3,H,W), got ") + dtype_name(images.dtype));

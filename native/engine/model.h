@@ -76,12 +76,20 @@ struct ModelSpec {
   bool pos_antialias = true;        // resample position embeddings with antialiased bicubic (timm, HF with registers)
   bool mask_token = false;          // HF: embeddings.mask_token is in the checkpoint (unused at inference)
   int64_t num_classes = 0;          // timm: a classifier head in the checkpoint (kept, unused: embeddings are pre-logits)
+  // Pooling of the final tokens into the embedding (model.h pool_names): "cls" the class token, "mean" the mean of
+  // the patch tokens (class and register tokens excluded), "cls+mean" both concatenated (2*D, Virchow2 / TRIDENT).
+  std::string pool = "cls";
+  // timm use_fc_norm (global_pool 'avg' with fc_norm unset, or fc_norm true): the final norm is Identity and
+  // fc_norm normalises the pooled vector instead (timm forward_head: pool, fc_norm, head_drop). Keys fc_norm.*.
+  bool fc_norm = false;
   std::array<float, 3> mean{0.485f, 0.456f, 0.406f};
   std::array<float, 3> std{0.229f, 0.224f, 0.225f};
   Regularization drop;              // training-only dropout / drop path from config.json (see Regularization)
   std::string config_json;          // the folder's config.json as read (exported unchanged); synthesised when empty
   std::string preprocessor_json;    // HF preprocessor_config.json as read, when present
 
+  /** Width of the embedding: D, or 2*D for cls+mean. */
+  int64_t out_dim() const { return pool == "cls+mean" ? 2 * embed_dim : embed_dim; }
   /** Tokens before the patches: class token and registers. */
   int64_t prefix_tokens() const { return 1 + num_registers; }
   /** Rows of the stored position embedding. */
@@ -107,12 +115,18 @@ std::vector<std::string> preset_names();
  * from an incomplete config such as UNI2-h's) fills what config.json does not say. Throws g2l::Error with the
  * folder and what to do when neither says enough.
  */
-ModelSpec resolve_model_spec(const std::string& folder, const std::string& preset);
+ModelSpec resolve_model_spec(const std::string& folder, const std::string& preset, const std::string& pool = "");
+
+/** The pooling names a spec or an override may take: cls, mean, cls+mean. */
+const std::vector<std::string>& pool_names();
 
 /** config.json in the spec's layout, for a model that has none (a random model): what timm / transformers need. */
 std::string synthesize_config_json(const ModelSpec& spec);
 /** transformers preprocessor_config.json with the spec's input size, mean and std. */
 std::string synthesize_preprocessor_json(const ModelSpec& spec);
+/** The folder's config.json as read, with g2l_pool added when the model's pooling is not the one the config says
+ *  (an override or a preset's): what export writes, so that the exported folder reloads with the same pooling. */
+std::string recorded_config_json(const ModelSpec& spec);
 
 /** The network: (B,3,H,W) normalised images -> (B,embed_dim) class token after the final norm. */
 class VisionTransformerImpl;

@@ -76,6 +76,7 @@ struct Preset {
   const char* layout;
   std::function<json::Value()> config;
   std::array<float, 3> mean, std;
+  const char* pool;  // the official card's embedding: cls, mean or cls+mean
   const char* about;
 };
 
@@ -96,6 +97,19 @@ json::Value hibou_config(int64_t hidden, int64_t layers, int64_t heads) {
   return c;
 }
 
+/** A timm preset: architecture + model_args, every constant from TRIDENT's encoder definitions
+ *  (mahmoodlab/TRIDENT trident/patch_encoder_models/load.py, commit 5f53f476: the timm_kwargs of each
+ *  *InferenceEncoder._build, its eval_transform's Normalize and its forward's pooling); README "Encoders". */
+json::Value timm_preset(const char* arch, const std::vector<std::pair<const char*, json::Value>>& args) {
+  json::Value c = json::Value::object();
+  c.set("architecture", str(arch));
+  c.set("num_classes", num(0));
+  json::Value a = json::Value::object();
+  for (const auto& [k, v] : args) a.set(k, v);
+  c.set("model_args", a);
+  return c;
+}
+
 const std::vector<Preset>& presets() {
   static const std::vector<Preset> p = {
       {"h-optimus-0", "timm",
@@ -110,7 +124,7 @@ const std::vector<Preset>& presets() {
          c.set("model_args", a);
          return c;
        },
-       kHoptimusMean, kHoptimusStd, "Bioptimus H-optimus-0, timm ViT-g/14, 4 registers, packed SwiGLU"},
+       kHoptimusMean, kHoptimusStd, "cls", "Bioptimus H-optimus-0, timm ViT-g/14, 4 registers, packed SwiGLU"},
       {"uni2-h", "timm",
        [] {
          // The model card's timm_kwargs: its config.json names vit_giant_patch14_224 but not the SwiGLU layer.
@@ -133,13 +147,55 @@ const std::vector<Preset>& presets() {
          c.set("model_args", a);
          return c;
        },
-       kImagenetMean, kImagenetStd, "MahmoodLab UNI2-h, timm ViT-H/14-like (dim 1536, depth 24), 8 registers, packed SwiGLU"},
+       kImagenetMean, kImagenetStd, "cls", "MahmoodLab UNI2-h, timm ViT-H/14-like (dim 1536, depth 24), 8 registers, packed SwiGLU"},
       {"hibou-l", "hf", [] { return hibou_config(1024, 24, 16); },
-       kHibouMean, kHibouStd, "HistAI Hibou-L, DINOv2 ViT-L/14 with 4 registers and SwiGLU"},
+       kHibouMean, kHibouStd, "cls", "HistAI Hibou-L, DINOv2 ViT-L/14 with 4 registers and SwiGLU"},
       {"hibou-b", "hf", [] { return hibou_config(768, 12, 12); },
-       kHibouMean, kHibouStd, "HistAI Hibou-B, DINOv2 ViT-B/14 with 4 registers and SwiGLU"},
+       kHibouMean, kHibouStd, "cls", "HistAI Hibou-B, DINOv2 ViT-B/14 with 4 registers and SwiGLU"},
+      // TRIDENT's names (load.py above). UNIInferenceEncoder: vit_large_patch16_224, img 224, patch 16, LayerScale 1e-5,
+      // ImageNet Normalize, model(x) = the class token (global_pool token).
+      {"uni_v1", "timm",
+       [] {
+         return timm_preset("vit_large_patch16_224", {{"img_size", num(224)}, {"patch_size", num(16)},
+                                                      {"init_values", num(1e-5)}, {"dynamic_img_size", boolean(true)}});
+       },
+       kImagenetMean, kImagenetStd, "cls", "MahmoodLab UNI, timm ViT-L/16, LayerScale, GELU MLP"},
+      // Virchow2InferenceEncoder: vit_huge_patch14_224, LayerScale 1e-5, 4 registers, mlp_ratio 5.3375, SwiGLUPacked +
+      // SiLU (code kwargs), global_pool ''; forward = cat(output[:, 0], output[:, 5:].mean(1)); ImageNet Normalize.
+      {"virchow2", "timm",
+       [] {
+         return timm_preset("vit_huge_patch14_224",
+                            {{"img_size", num(224)}, {"init_values", num(1e-5)}, {"reg_tokens", num(4)},
+                             {"mlp_ratio", num(5.3375)}, {"global_pool", str("")}, {"dynamic_img_size", boolean(true)},
+                             {"mlp_layer", str("swiglu_packed")}, {"act_layer", str("silu")}});
+       },
+       kImagenetMean, kImagenetStd, "cls+mean", "Paige Virchow2, timm ViT-H/14, 4 registers, packed SwiGLU, cls+mean (2560-d)"},
+      // HOptimus1InferenceEncoder: as H-optimus-0 (vit_giant_patch14_reg4_dinov2, img 224, LayerScale 1e-5, global_pool
+      // token) with the same Normalize constants.
+      {"hoptimus1", "timm",
+       [] {
+         return timm_preset("vit_giant_patch14_reg4_dinov2", {{"img_size", num(224)}, {"init_values", num(1e-5)},
+                                                              {"global_pool", str("token")}, {"dynamic_img_size", boolean(false)}});
+       },
+       kHoptimusMean, kHoptimusStd, "cls", "Bioptimus H-optimus-1, timm ViT-g/14, 4 registers, packed SwiGLU"},
+      // GigaPathInferenceEncoder: vit_giant_patch14_dinov2 (packed SwiGLU, LayerScale by the registry's defaults) with
+      // img 224, patch 16, dim 1536, depth 40, 24 heads, mlp_ratio 5.33334; ImageNet Normalize; global_pool token.
+      {"gigapath", "timm",
+       [] {
+         return timm_preset("vit_giant_patch14_dinov2",
+                            {{"img_size", num(224)}, {"in_chans", num(3)}, {"patch_size", num(16)}, {"embed_dim", num(1536)},
+                             {"depth", num(40)}, {"num_heads", num(24)}, {"mlp_ratio", num(5.33334)}});
+       },
+       kImagenetMean, kImagenetStd, "cls", "Prov-GigaPath tile encoder, timm ViT-g/16 (dinov2 family), packed SwiGLU"},
   };
   return p;
+}
+
+/** TRIDENT's names for the presets the engine had under the models' own names. */
+const std::vector<std::pair<std::string, std::string>>& preset_aliases() {
+  static const std::vector<std::pair<std::string, std::string>> a = {
+      {"hoptimus0", "h-optimus-0"}, {"uni_v2", "uni2-h"}, {"hibou_l", "hibou-l"}, {"hibou_b", "hibou-b"}};
+  return a;
 }
 
 const TimmArch* find_timm(const std::string& name) {
@@ -149,9 +205,12 @@ const TimmArch* find_timm(const std::string& name) {
   return nullptr;
 }
 
+const std::vector<std::pair<std::string, std::string>>& preset_aliases();
+
 std::string known_presets() {
   std::string s;
   for (const auto& p : presets()) s += (s.empty() ? "" : ", ") + std::string(p.name);
+  for (const auto& [alias, target] : preset_aliases()) s += ", " + alias;
   return s;
 }
 
@@ -284,12 +343,25 @@ void resolve_timm(const json::Value& config, const std::string& where, ModelSpec
   if (args.flag("dynamic_img_pad", false)) throw Error(where + ": dynamic_img_pad is not supported");
   if (args.integer("in_chans", 3) != 3) throw Error(where + ": in_chans must be 3 (RGB)");
   if (args.text("pos_embed", "learn") != "learn") throw Error(where + ": only learned position embeddings are supported");
-  if (const json::Value* fc = args.get("fc_norm"); fc && fc->is_bool() && fc->as_bool()) {
-    throw Error(where + ": fc_norm is not supported (embeddings are the class token after the final norm)");
-  }
+  // Pooling as timm's forward_head does it: global_pool 'token' -> the class token, 'avg' -> the mean of the patch
+  // tokens (global_pool_nlc drops the num_prefix_tokens class and register tokens); use_fc_norm = global_pool in
+  // ('avg', 'avgmax', 'max') when fc_norm is unset, and then the final norm is Identity and fc_norm normalises the
+  // pooled vector. '' (all tokens, Virchow2's config) says no pooling: a preset or --pool must say which.
   std::string pool = args.text("global_pool", root.text("global_pool", "token"));
-  if (pool != "token") {
-    throw Error(where + ": global_pool '" + pool + "' is not supported; the engine embeds with the class token ('token')");
+  if (pool == "token") {
+    spec.pool = "cls";
+  } else if (pool == "avg") {
+    spec.pool = "mean";
+  } else if (pool.empty()) {
+    spec.pool = "";  // resolved by the preset or the override (resolve_model_spec), else refused there
+  } else {
+    throw Error(where + ": global_pool '" + pool + "' is not supported; supported: 'token' (class token), 'avg' (mean "
+                "of the patch tokens), or '' with a pooling from a preset or --pool");
+  }
+  {
+    const json::Value* fc = args.get("fc_norm");
+    if (fc && !fc->is_bool()) throw Error(where + ": model_args 'fc_norm' must be true, false or null");
+    spec.fc_norm = fc ? fc->as_bool() : pool == "avg";
   }
 
   spec.layout = "timm";
@@ -413,6 +485,10 @@ void resolve_hf(const json::Value& config, const std::string& where, ModelSpec& 
   spec.input_size = spec.img_size;
   spec.mean = kImagenetMean;
   spec.std = kImagenetStd;
+  // Dinov2Model's pooler_output is the class token of last_hidden_state (after the final layernorm); the config
+  // has no pooling field, so cls unless a preset or --pool says otherwise.
+  spec.pool = "cls";
+  spec.fc_norm = false;
 }
 
 void apply_preprocessor(const json::Value& pre, const std::string& where, ModelSpec& spec) {
@@ -439,6 +515,15 @@ std::string detect_preset(const json::Value& config) {
       if (a.integer("reg_tokens", 0) == 8 && !a.get("mlp_layer")) return "uni2-h";
     }
   }
+  // Virchow2's config.json: vit_huge_patch14_224 with 4 registers and mlp_ratio 5.3375, the SwiGLU layer and the
+  // cls+mean embedding left to code (TRIDENT's Virchow2InferenceEncoder).
+  if (r.text("architecture", "") == "vit_huge_patch14_224") {
+    const json::Value* args = config.find("model_args");
+    if (args && args->is_object()) {
+      Reader a{*args, ""};
+      if (a.integer("reg_tokens", 0) == 4 && a.number("mlp_ratio", 0) == 5.3375 && !a.get("mlp_layer")) return "virchow2";
+    }
+  }
   return "";
 }
 
@@ -447,6 +532,7 @@ std::string detect_preset(const json::Value& config) {
 std::vector<std::string> preset_names() {
   std::vector<std::string> names;
   for (const auto& p : presets()) names.emplace_back(p.name);
+  for (const auto& [alias, target] : preset_aliases()) names.push_back(alias);
   return names;
 }
 
@@ -504,15 +590,27 @@ std::string ModelSpec::describe() const {
   s << layout << " " << family << " (dim " << embed_dim << ", depth " << depth << ", heads " << num_heads << ", patch "
     << patch_size;
   if (num_registers) s << ", " << num_registers << " registers";
-  s << ", " << (mlp == "gelu" ? "GELU MLP" : "SwiGLU") << ")";
+  s << ", " << (mlp == "gelu" ? "GELU MLP" : "SwiGLU") << ", pool " << pool << ")";
   return s.str();
 }
 
-ModelSpec resolve_model_spec(const std::string& folder, const std::string& preset_name) {
+const std::vector<std::string>& pool_names() {
+  static const std::vector<std::string> names = {"cls", "mean", "cls+mean"};
+  return names;
+}
+
+ModelSpec resolve_model_spec(const std::string& folder, const std::string& preset_name, const std::string& pool) {
+  if (!pool.empty() && std::find(pool_names().begin(), pool_names().end(), pool) == pool_names().end()) {
+    throw Error("unknown pooling '" + pool + "': use cls, mean or cls+mean");
+  }
   const Preset* preset = nullptr;
   if (!preset_name.empty()) {
+    std::string name = preset_name;
+    for (const auto& [alias, target] : preset_aliases()) {
+      if (name == alias) name = target;
+    }
     for (const auto& p : presets()) {
-      if (preset_name == p.name) preset = &p;
+      if (name == p.name) preset = &p;
     }
     if (!preset) throw Error("unknown preset '" + preset_name + "': known presets are " + known_presets());
   }
@@ -583,6 +681,28 @@ ModelSpec resolve_model_spec(const std::string& folder, const std::string& prese
   }
   spec.preset = preset ? preset->name : "";
   spec.folder = folder;
+  // Pooling: the override, else the preset's (the official card's), else the config's (timm global_pool; cls for
+  // transformers).
+  const json::Value* recorded = has_config ? config.find("g2l_pool") : nullptr;
+  if (recorded && !(recorded->is_string() &&
+                    std::find(pool_names().begin(), pool_names().end(), recorded->as_string()) != pool_names().end())) {
+    throw Error(where + ": g2l_pool must be one of cls, mean, cls+mean");
+  }
+  if (!pool.empty()) {
+    spec.pool = pool;
+  } else if (recorded) {
+    spec.pool = recorded->as_string();  // recorded by an export (a student trained with this pooling)
+  } else if (preset && preset->pool[0]) {
+    spec.pool = preset->pool;
+  }
+  if (spec.pool.empty()) {
+    throw Error(where + ": global_pool '' returns every token and says no pooling: pass a pooling (--pool cls, mean or "
+                "cls+mean; pool in a distill config)");
+  }
+  if (spec.pool == "cls+mean" && spec.fc_norm) {
+    throw Error(where + ": cls+mean pooling on a model with fc_norm (timm global_pool 'avg') is not defined: fc_norm "
+                "normalises one D-wide pooled vector; use --pool mean or cls");
+  }
 
   if (spec.embed_dim % spec.num_heads != 0) {
     throw Error(where + ": embedding dim " + std::to_string(spec.embed_dim) + " is not divisible by " +
@@ -626,7 +746,9 @@ std::string synthesize_config_json(const ModelSpec& spec) {
     c.set("architecture", json::Value::string(spec.family));
     c.set("num_classes", num(static_cast<double>(spec.num_classes)));
     c.set("num_features", num(static_cast<double>(spec.embed_dim)));
-    c.set("global_pool", json::Value::string("token"));
+    // timm's own pooling where it has one; cls+mean is not a timm pool: all tokens ('') and g2l_pool (read back by
+    // resolve_model_spec) say it.
+    c.set("global_pool", json::Value::string(spec.pool == "cls" ? "token" : spec.pool == "mean" ? "avg" : ""));
     json::Value a = json::Value::object();
     a.set("img_size", num(static_cast<double>(spec.img_size)));
     a.set("patch_size", num(static_cast<double>(spec.patch_size)));
@@ -638,11 +760,15 @@ std::string synthesize_config_json(const ModelSpec& spec) {
     a.set("reg_tokens", num(static_cast<double>(spec.num_registers)));
     a.set("no_embed_class", json::Value::boolean(spec.no_embed_class));
     a.set("qkv_bias", json::Value::boolean(spec.qkv_bias));
+    // timm reads global_pool from model_args (the top-level one is informational); fc_norm only where it differs
+    // from timm's default for that pool.
+    a.set("global_pool", json::Value::string(spec.pool == "cls" ? "token" : spec.pool == "mean" ? "avg" : ""));
+    if (spec.fc_norm != (spec.pool == "mean")) a.set("fc_norm", json::Value::boolean(spec.fc_norm));
     // timm takes the MLP layer as a class in code (mlp_layer=SwiGLUPacked, act_layer=SiLU), so a name here would
     // stop timm.create_model: written only where the architecture's default differs and no preset says it.
     const TimmArch* reg = find_timm(spec.family);
     const bool default_mlp = reg && (spec.mlp == "swiglu_packed") == (std::string(reg->mlp_layer) == "swiglu_packed");
-    if (!default_mlp && !(spec.preset == "uni2-h")) {
+    if (!default_mlp && spec.preset != "uni2-h" && spec.preset != "virchow2") {
       a.set("mlp_layer", json::Value::string(spec.mlp == "swiglu_packed" ? "swiglu_packed" : "mlp"));
       a.set("act_layer", json::Value::string(spec.mlp == "swiglu_packed" ? "silu" : "gelu"));
     }
@@ -656,6 +782,7 @@ std::string synthesize_config_json(const ModelSpec& spec) {
     p.set("std", triple_json(spec.std));
     p.set("num_classes", num(static_cast<double>(spec.num_classes)));
     c.set("pretrained_cfg", p);
+    if (spec.pool == "cls+mean") c.set("g2l_pool", json::Value::string(spec.pool));
   } else {
     const bool regs = spec.num_registers > 0;
     c.set("architectures", json::Value::array({json::Value::string(regs ? "Dinov2WithRegistersModel" : "Dinov2Model")}));
@@ -673,7 +800,26 @@ std::string synthesize_config_json(const ModelSpec& spec) {
     else c.set("mlp_ratio", num(4));  // transformers derives the SwiGLU width from hidden * mlp_ratio
     if (regs) c.set("num_register_tokens", num(static_cast<double>(spec.num_registers)));
     c.set("hidden_act", json::Value::string("gelu"));
+    // transformers configs have no pooling field: the engine's own key, read back by resolve_model_spec.
+    if (spec.pool != "cls") c.set("g2l_pool", json::Value::string(spec.pool));
   }
+  return c.dump(2) + "\n";
+}
+
+std::string recorded_config_json(const ModelSpec& spec) {
+  json::Value c = json::parse(spec.config_json, "config.json");
+  std::string own = "cls";
+  if (const json::Value* g = c.find("g2l_pool"); g && g->is_string()) {
+    own = g->as_string();
+  } else if (spec.layout == "timm") {
+    const json::Value* args = c.find("model_args");
+    const json::Value* gp = args && args->is_object() ? args->find("global_pool") : nullptr;
+    if (!gp || !gp->is_string()) gp = c.find("global_pool");
+    const std::string p = gp && gp->is_string() ? gp->as_string() : "token";
+    own = p == "token" ? "cls" : p == "avg" ? "mean" : "";
+  }
+  if (own == spec.pool) return spec.config_json;
+  c.set("g2l_pool", json::Value::string(spec.pool));
   return c.dump(2) + "\n";
 }
 

@@ -16,9 +16,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <set>
 
 #include "g2l/engine.h"
 #include "model_json.h"
+#include "torch_bin.h"
 
 namespace fs = std::filesystem;
 
@@ -285,16 +288,55 @@ WeightFiles WeightFiles::open(const std::string& folder) {
     w.describe_ = std::to_string(shards.size()) + " shard(s) of " + index.string();
     return w;
   }
-  std::string hint;
-  if (fs::exists(dir / "pytorch_model.bin")) {
-    hint = " (pytorch_model.bin is not read: convert it with safetensors' convert script or save_pretrained(safe_serialization=True))";
+  // PyTorch checkpoints: the same keys and strict checks, read without running the pickle (torch_bin.h).
+  fs::path bin = dir / "pytorch_model.bin";
+  fs::path bin_index = dir / "pytorch_model.bin.index.json";
+  auto add_bin = [&w](const std::string& file, const std::function<bool(const std::string&)>& wanted) {
+    for (auto& [key, t] : read_torch_bin(file)) {
+      if (!wanted(key)) continue;
+      SafetensorsEntry e;
+      e.key = key;
+      e.dtype = t.scalar_type();
+      e.dtype_name = c10::toString(t.scalar_type());
+      e.shape = t.sizes().vec();
+      w.bin_tensors_[key] = t;
+      w.bin_entries_[key] = std::move(e);
+    }
+  };
+  if (fs::exists(bin)) {
+    add_bin(bin.string(), [](const std::string&) { return true; });
+  } else if (fs::exists(bin_index)) {
+    json::Value idx = json::parse_file(bin_index.string());
+    const json::Value* map = idx.find("weight_map");
+    if (!map || !map->is_object()) throw Error(bin_index.string() + " has no \"weight_map\" object: the index is damaged");
+    std::map<std::string, std::set<std::string>> shards;  // shard -> the keys the index places in it
+    for (const auto& [key, file] : map->members()) {
+      if (!file.is_string()) throw Error(bin_index.string() + ": weight_map['" + key + "'] is not a file name");
+      shards[file.as_string()].insert(key);
+    }
+    for (const auto& [file, keys] : shards) {
+      fs::path shard = dir / file;
+      if (!fs::exists(shard)) throw Error(bin_index.string() + " lists shard " + file + ", which is not in " + folder + ": download it");
+      add_bin(shard.string(), [&keys = keys](const std::string& k) { return keys.count(k) > 0; });
+      for (const auto& k : keys) {
+        if (!w.bin_entries_.count(k)) {
+          throw Error(bin_index.string() + " places '" + k + "' in " + file + ", which does not hold it: the index and shards disagree");
+        }
+      }
+    }
+  } else {
+    throw Error("no weights in " + folder + ": expected model.safetensors, model.safetensors.index.json, pytorch_model.bin or "
+                "pytorch_model.bin.index.json");
   }
-  throw Error("no weights in " + folder + ": expected model.safetensors or model.safetensors.index.json" + hint);
+  for (const auto& [k, e] : w.bin_entries_) w.entries_[k] = {&e, nullptr};
+  w.describe_ = fs::exists(bin) ? bin.string() : "the shards of " + bin_index.string();
+  return w;
 }
 
 at::Tensor WeightFiles::view(const std::string& key) const {
   auto it = entries_.find(key);
   if (it == entries_.end()) throw Error("weights: no tensor '" + key + "' in " + describe_);
+  if (!it->second.second) return bin_tensors_.at(key);
   return it->second.second->view(*it->second.first);
 }
 

@@ -58,13 +58,17 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
-/** The weights of a model folder: model.safetensors, or the shards of model.safetensors.index.json. */
+/**
+ * The weights of a model folder: model.safetensors, or the shards of model.safetensors.index.json; else
+ * pytorch_model.bin or the shards of pytorch_model.bin.index.json, read by torch_bin.h (tensors only, nothing
+ * executed). safetensors wins where a folder has both.
+ */
 class WeightFiles {
  public:
   /** Opens the folder's weights; throws g2l::Error naming the folder when there are none or they are damaged. */
   static WeightFiles open(const std::string& folder);
 
-  /** key -> (entry, file it lives in). */
+  /** key -> (entry, file it lives in; null for a tensor read from a .bin). */
   const std::map<std::string, std::pair<const SafetensorsEntry*, const SafetensorsFile*>>& entries() const {
     return entries_;
   }
@@ -73,6 +77,8 @@ class WeightFiles {
 
  private:
   std::vector<std::shared_ptr<SafetensorsFile>> files_;
+  std::map<std::string, SafetensorsEntry> bin_entries_;  // .bin: the tensors' keys, dtypes and shapes
+  std::map<std::string, at::Tensor> bin_tensors_;        // .bin: the tensors, read into memory
   std::map<std::string, std::pair<const SafetensorsEntry*, const SafetensorsFile*>> entries_;
   std::string describe_;
 };

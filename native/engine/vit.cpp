@@ -136,8 +136,10 @@ VisionTransformerImpl::VisionTransformerImpl(const ModelSpec& spec, at::TensorOp
     b.ls2_live = b.ls2;
     blocks_.push_back(std::move(b));
   }
-  norm_w_ = add(hf ? "layernorm.weight" : "norm.weight", {d});
-  norm_b_ = add(hf ? "layernorm.bias" : "norm.bias", {d});
+  // timm with use_fc_norm: norm is Identity and fc_norm (registered after it) normalises the pooled vector.
+  const std::string final_norm = hf ? "layernorm" : spec.fc_norm ? "fc_norm" : "norm";
+  norm_w_ = add(final_norm + ".weight", {d});
+  norm_b_ = add(final_norm + ".bias", {d});
   if (!hf && spec.num_classes > 0) {
     add("head.weight", {spec.num_classes, d}, /*trainable=*/false);
     add("head.bias", {spec.num_classes}, /*trainable=*/false);
@@ -418,7 +420,7 @@ at::Tensor VisionTransformerImpl::forward_tokens(const at::Tensor& images) {
     // An unfolded LayerScale (prepare_frozen keeps those whose folded float16 rows would be subnormal) goes in the same
     // pass: x += a * gamma with the product in float32 and one rounding, not a * gamma rounded into float16's
     // subnormal range first.
-    if (blocks_.empty()) return layer_norm(x, norm_w_, norm_b_, eps);
+    if (blocks_.empty()) return spec_.fc_norm ? x : layer_norm(x, norm_w_, norm_b_, eps);
     NormOutput h{layer_norm(x, blocks_[0].norm1_w, blocks_[0].norm1_b, eps), {}, x.sizes().vec()};
     for (size_t i = 0; i < blocks_.size(); ++i) {
       const Block& b = blocks_[i];
@@ -426,6 +428,7 @@ at::Tensor VisionTransformerImpl::forward_tokens(const at::Tensor& images) {
       h = residual_layer_norm_(x, a, b.ls1_live, b.norm2_w, b.norm2_b, eps, fp8_reads_norm2(b), fused);
       at::Tensor m = mlp(b, h);
       const bool last = i + 1 == blocks_.size();
+      if (last && spec_.fc_norm) return b.ls2_live.defined() ? layer_scale_add(x, m, b.ls2_live, fused) : x + m;
       h = last ? residual_layer_norm_(x, m, b.ls2_live, norm_w_, norm_b_, eps, /*want_fp8=*/false, fused)
                : residual_layer_norm_(x, m, b.ls2_live, blocks_[i + 1].norm1_w, blocks_[i + 1].norm1_b, eps,
                                       fp8_reads_norm1(blocks_[i + 1]), fused);
@@ -446,12 +449,24 @@ at::Tensor VisionTransformerImpl::forward_tokens(const at::Tensor& images) {
     m = drop_path(m, dp);
     x = b.ls2_live.defined() ? layer_scale_add(x, m, b.ls2_live, fused) : x + m;
   }
-  return layer_norm(x, norm_w_, norm_b_, eps);
+  return spec_.fc_norm ? x : layer_norm(x, norm_w_, norm_b_, eps);
 }
 
 at::Tensor VisionTransformerImpl::forward(const at::Tensor& images) {
-  // timm forward_head: pool (the class token), fc_norm (none), head_drop (drop_rate); transformers has none.
-  at::Tensor z = forward_tokens(images).select(1, 0);
+  // timm forward_head: pool (global_pool_nlc: the class token, or the mean of the tokens after the class token and
+  // the registers), fc_norm (with use_fc_norm), head_drop (drop_rate); transformers has no head: pooler_output is
+  // the class token of last_hidden_state, and the mean / cls+mean poolings (TRIDENT, eva, Virchow2's card) read
+  // the same normalised tokens.
+  at::Tensor t = forward_tokens(images);
+  const int64_t p = spec_.prefix_tokens();
+  at::Tensor z;
+  if (spec_.pool == "cls") {
+    z = t.select(1, 0);
+  } else {
+    at::Tensor mean = t.narrow(1, p, t.size(1) - p).mean(1);
+    z = spec_.pool == "mean" ? mean : at::cat({t.select(1, 0), mean}, 1);
+  }
+  if (spec_.fc_norm) z = layer_norm(z, norm_w_, norm_b_, spec_.norm_eps);
   return spec_.layout == "hf" ? z : dropout(z, spec_.drop.head_drop);
 }
 

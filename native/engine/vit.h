@@ -47,10 +47,12 @@ class VisionTransformerImpl : public torch::nn::Module {
   /** Allocates every tensor uninitialised with `options` (device and dtype; the meta device for shapes only). */
   VisionTransformerImpl(const ModelSpec& spec, at::TensorOptions options);
 
-  /** images (B,3,H,W) normalised, any H,W >= patch -> (B,D): the class token after the final norm. */
+  /** images (B,3,H,W) normalised, any H,W >= patch -> (B,spec.out_dim()): the tokens pooled as spec.pool says
+   *  (class token, mean of the patch tokens, or both concatenated), after the final norm (or fc_norm after pooling). */
   at::Tensor forward(const at::Tensor& images);
 
-  /** images (B,3,H,W) -> (B,T,D) all tokens after the final norm: class, registers, then patches row-major. */
+  /** images (B,3,H,W) -> (B,T,D) all tokens after the final norm (none with fc_norm: timm forward_features):
+   *  class, registers, then patches row-major. */
   at::Tensor forward_tokens(const at::Tensor& images);
 
   const ModelSpec& spec() const { return spec_; }

@@ -20,7 +20,7 @@ import { augmentBatch, Mt19937, sampleAugmentParams } from './augment.js';
 import { logSumLossJs } from './loss.js';
 import { checkJsModelSize, JsModel, loadJsModel } from './model.js';
 import { CHECKSUM_KEY, readStoredTensors, type StoredTensor, writeSafetensors } from './safetensors.js';
-import { describeSpec, parameterCount, type Regularization, reportedDrop, resolveVitSpec, studentRegularization } from './spec.js';
+import { describeSpec, outDim, parameterCount, type Regularization, reportedDrop, resolveVitSpec, studentRegularization } from './spec.js';
 import type { VitDrop } from './vit.js';
 import { OPTIMIZER_DEFAULTS } from '../../defaults.js';
 import { definedOnly } from '../../util/objects.js';
@@ -99,7 +99,7 @@ export class JsDistiller {
   private constructor(readonly config: JsDistillerConfig, readonly teacher: JsModel, readonly student: JsModel) {
     this.studentDrop = studentRegularization(student.spec, config.studentDrop);
     this.optim = { ...OPTIM_DEFAULTS, ...definedOnly(config.optimizer ?? {}) } as Optim;
-    const ds = student.spec.embedDim, dt = teacher.spec.embedDim;
+    const ds = outDim(student.spec), dt = outDim(teacher.spec);  // pooled widths (2*D for cls+mean)
     const rng = new Mt19937(BigInt(config.seed ?? 0));
     const bound = 1 / Math.sqrt(ds);
     this.projectorWeight = torchUniform(dt * ds, -bound, bound, rng);
@@ -130,14 +130,14 @@ export class JsDistiller {
       throw new UserError('the js backend has no FP8 teacher (teacherFp8): --teacher-fp8 needs the native engine on a CUDA GPU with FP8 tensor cores (compute capability 8.9+); drop the flag');
     }
     if ((config.accumulationSteps ?? 1) < 1) throw new UserError('accumulationSteps must be at least 1');
-    studentRegularization(resolveVitSpec(config.student, config.studentPreset ?? ''), config.studentDrop);  // refusals first
+    studentRegularization(resolveVitSpec(config.student, config.studentPreset ?? '', config.studentPool ?? ''), config.studentDrop);  // refusals first
     // Before any weights are read: a step costs a teacher forward plus about three student forwards.
-    for (const [what, folder, preset] of [['teacher', config.teacher, config.teacherPreset], ['student', config.student, config.studentPreset]] as const) {
-      const spec = resolveVitSpec(folder, preset ?? '');
+    for (const [what, folder, preset, pool] of [['teacher', config.teacher, config.teacherPreset, config.teacherPool], ['student', config.student, config.studentPreset, config.studentPool]] as const) {
+      const spec = resolveVitSpec(folder, preset ?? '', pool ?? '');
       checkJsModelSize(spec, parameterCount(spec), config.force, what);
     }
-    const teacher = loadJsModel(config.teacher, config.teacherPreset ?? '', { force: true });
-    const student = loadJsModel(config.student, config.studentPreset ?? '', { force: true });
+    const teacher = loadJsModel(config.teacher, config.teacherPreset ?? '', { force: true, pool: config.teacherPool });
+    const student = loadJsModel(config.student, config.studentPreset ?? '', { force: true, pool: config.studentPool });
     return new JsDistiller(config, teacher, student);
   }
 
@@ -177,7 +177,7 @@ export class JsDistiller {
     for (const s of this.slots) if (s.key.startsWith('student/')) grads.set(s.key.slice(8), s.grad);
     const projW = this.slots[this.slots.length - 2].grad, projB = this.slots[this.slots.length - 1].grad;
     const micro = batch / accum;
-    const Ds = this.student.spec.embedDim, Dt = this.teacher.spec.embedDim;
+    const Ds = outDim(this.student.spec), Dt = outDim(this.teacher.spec);
     let lossSum = 0;
     // The student's dropout and drop path: uniform draws from mt19937(mix(mix(seed, step), rank 0)), in order over
     // the micro-batches, so a resumed run draws the same masks (the engine seeds its own generator the same way; the
@@ -248,7 +248,7 @@ export class JsDistiller {
     const model = which === 'teacher' ? this.teacher : this.student;
     const input = which === 'teacher' ? (views.teacher.data as Float32Array) : views.student.data;
     const crop = views.student.shape[2];
-    return { data: model.vit.forward(input, B, crop, crop).embeddings, shape: [B, model.spec.embedDim] };
+    return { data: model.vit.forward(input, B, crop, crop).embeddings, shape: [B, outDim(model.spec)] };
   }
 
   /**
@@ -330,7 +330,7 @@ export class JsDistiller {
   info() {
     const t = this.teacher.spec, s = this.student.spec;
     return {
-      studentDim: s.embedDim, teacherDim: t.embedDim, studentParams: this.student.vit.parameterCount(),
+      studentDim: outDim(s), teacherDim: outDim(t), studentParams: this.student.vit.parameterCount(),
       teacherParams: this.teacher.vit.parameterCount(), device: 'cpu', teacherModel: describeSpec(t), studentModel: describeSpec(s),
       teacherMean: [...t.mean], teacherStd: [...t.std], studentMean: [...s.mean], studentStd: [...s.std], step: this.stepIndex,
       studentDrop: reportedDrop(s, this.studentDrop),
@@ -382,8 +382,8 @@ export class JsDistillerWorker {
     if ((config.device ?? 'cpu') !== 'cpu') {
       throw new UserError(`the js backend runs on the CPU only, but device '${config.device}' was asked for: use --device cpu or --backend native`);
     }
-    for (const [what, folder, preset] of [['teacher', config.teacher, config.teacherPreset], ['student', config.student, config.studentPreset]] as const) {
-      const spec = resolveVitSpec(folder, preset ?? '');
+    for (const [what, folder, preset, pool] of [['teacher', config.teacher, config.teacherPreset, config.teacherPool], ['student', config.student, config.studentPreset, config.studentPool]] as const) {
+      const spec = resolveVitSpec(folder, preset ?? '', pool ?? '');
       checkJsModelSize(spec, parameterCount(spec), config.force, what);
     }
     const here = import.meta.url;

@@ -84,7 +84,7 @@ export class JsBackend implements Backend {
 
   // Models: the pure-JS ViT (./vit.ts), refused over JS_MAX_PARAMETERS unless options.force (./model.ts).
   async describeModel(source: ModelSource): Promise<ModelDescription> {
-    const { dtype: _d, device: _v, ...desc } = describeJsModel(source.folder ?? '', source.preset ?? '');
+    const { dtype: _d, device: _v, ...desc } = describeJsModel(source.folder ?? '', source.preset ?? '', source.pool ?? '');
     return desc;
   }
 
@@ -155,12 +155,12 @@ class JsModelHandle implements ModelHandle {
 
   static start(kind: 'load' | 'create', source: ModelSource, options: ModelLoadOptions & { seed?: number; force?: boolean }): Promise<JsModelHandle> {
     // Refusals (device, dtype, config, size) here and now; the worker then reads the weights.
-    preflightJsModel(source.folder ?? '', source.preset ?? '', options);
+    preflightJsModel(source.folder ?? '', source.preset ?? '', { ...options, pool: source.pool });
     const here = import.meta.url;
     const file = new URL(here.endsWith('.ts') ? './model-worker.ts' : './model-worker.js', here);
     const worker = new Worker(file, {
       workerData: { kind, folder: source.folder ?? '', preset: source.preset ?? '', seed: options.seed ?? 0,
-        options: { device: options.device, dtype: options.dtype, force: options.force } },
+        options: { device: options.device, dtype: options.dtype, force: options.force, pool: source.pool } },
     });
     return new Promise((resolve, reject) => {
       const onError = (e: Error) => reject(e);

@@ -5,7 +5,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { UserError } from '../../errors.js';
 import { createJsModel, loadJsModel, type JsModel } from './model.js';
 
-interface Start { kind: 'load' | 'create'; folder: string; preset: string; seed: number; options: { device?: string; dtype?: string; force?: boolean } }
+interface Start { kind: 'load' | 'create'; folder: string; preset: string; seed: number; options: { device?: string; dtype?: string; force?: boolean; pool?: string } }
 
 const port = parentPort!;
 const start = workerData as Start;

@@ -9,7 +9,7 @@ import { writeDirAtomic } from '../../io/atomic.js';
 import type { Float32Tensor, Uint8Tensor } from '../types.js';
 import { Mt19937 } from './augment.js';
 import { writeSafetensors } from './safetensors.js';
-import { describeSpec, expectedShapes, isBufferKey, parameterCount, resolveVitSpec, timmDefaultMlp, type VitSpec } from './spec.js';
+import { describeSpec, expectedShapes, isBufferKey, outDim, parameterCount, resolveVitSpec, timmDefaultMlp, type VitSpec } from './spec.js';
 import { loadVit, resizeBicubic, Vit, type Weight } from './vit.js';
 import type { ModelDescription } from '../types.js';
 
@@ -26,6 +26,8 @@ export interface JsModelOptions {
   dtype?: string;
   /** Load even a model the js backend would need hours for (see checkJsModelSize). */
   force?: boolean;
+  /** cls | mean | cls+mean: overrides the model's own pooling. */
+  pool?: string;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -87,7 +89,7 @@ export class JsModel {
   embed(images: Uint8Tensor | Float32Tensor, batchSize = 8): Float32Tensor {
     if (this.disposed) throw new UserError('embed: this model was disposed; load it again');
     const s = this.spec;
-    const D = s.embedDim;
+    const D = outDim(s);
     if (images.data instanceof Uint8Array) {
       const [N, H, W, C] = images.shape;
       if (images.shape.length !== 4 || C !== 3) throw new UserError(`embed: expected uint8 images (N,H,W,3), got (${images.shape.join(',')})`);
@@ -114,7 +116,7 @@ export class JsModel {
     await writeDirAtomic(folder, async (tmp) => {
       await writeSafetensors(path.join(tmp, 'model.safetensors'), this.vit.weights);
       const { writeFile } = await import('node:fs/promises');
-      await writeFile(path.join(tmp, 'config.json'), this.configJson ?? synthesizeConfig(this.spec));
+      await writeFile(path.join(tmp, 'config.json'), this.configJson ? recordedConfig(this.configJson, this.spec) : synthesizeConfig(this.spec));
       if (this.spec.layout === 'hf') {
         await writeFile(path.join(tmp, 'preprocessor_config.json'), this.preprocessorJson ?? synthesizePreprocessor(this.spec));
       }
@@ -134,7 +136,7 @@ function checkCpuFp32(options: JsModelOptions): void {
 /** What loading would refuse, checked without reading weights: device, dtype, the folder's config, the size. */
 export function preflightJsModel(folder: string, preset = '', options: JsModelOptions = {}): VitSpec {
   checkCpuFp32(options);
-  const spec = resolveVitSpec(folder, preset);
+  const spec = resolveVitSpec(folder, preset, options.pool ?? '');
   checkJsModelSize(spec, parameterCount(spec), options.force);
   return spec;
 }
@@ -142,7 +144,7 @@ export function preflightJsModel(folder: string, preset = '', options: JsModelOp
 /** Loads a hub folder and/or preset; refuses models over JS_MAX_PARAMETERS unless options.force. */
 export function loadJsModel(folder: string, preset = '', options: JsModelOptions = {}): JsModel {
   const spec = preflightJsModel(folder, preset, options);
-  const vit = loadVit(folder, preset);
+  const vit = loadVit(folder, preset, options.pool ?? '');
   return new JsModel(vit, readIf(path.join(folder, 'config.json')), spec.layout === 'hf' ? readIf(path.join(folder, 'preprocessor_config.json')) : null);
 }
 
@@ -169,14 +171,14 @@ export function createJsModel(folder: string, preset = '', seed = 0, options: Js
 }
 
 /** A folder/preset's architecture and parameter count, without reading weights. */
-export function describeJsModel(folder: string, preset = ''): JsModelInfo {
-  const spec = resolveVitSpec(folder, preset);
+export function describeJsModel(folder: string, preset = '', pool = ''): JsModelInfo {
+  const spec = resolveVitSpec(folder, preset, pool);
   return infoOf(spec, parameterCount(spec), false);
 }
 
 function infoOf(s: VitSpec, parameters: number, loaded: boolean): JsModelInfo {
   return {
-    family: s.family, layout: s.layout, preset: s.preset || null, folder: s.folder || null, mlp: s.mlp, dims: s.embedDim,
+    family: s.family, layout: s.layout, preset: s.preset || null, folder: s.folder || null, mlp: s.mlp, dims: outDim(s), width: s.embedDim, pool: s.pool,
     depth: s.depth, numHeads: s.numHeads, numRegisters: s.numRegisters, patchSize: s.patchSize, inputSize: s.inputSize,
     parameters, mean: float32x3(s.mean), std: float32x3(s.std), dtype: loaded ? 'fp32' : null, device: loaded ? 'cpu' : null,
   };
@@ -224,15 +226,19 @@ function synthesizeConfig(s: VitSpec): string {
       img_size: s.imgSize, patch_size: s.patchSize, embed_dim: s.embedDim, depth: s.depth, num_heads: s.numHeads,
       mlp_ratio: widthRatio(fc1, s.embedDim), init_values: s.layerScale ? (s.initValues > 0 ? s.initValues : 1e-5) : null,
       reg_tokens: s.numRegisters, no_embed_class: s.noEmbedClass, qkv_bias: s.qkvBias,
+      // timm reads global_pool from model_args; fc_norm only where it differs from timm's default for that pool.
+      global_pool: timmPool(s.pool),
+      ...(s.fcNorm !== (s.pool === 'mean') ? { fc_norm: s.fcNorm } : {}),
     };
     // timm takes the MLP layer as a class in code, so a name here would stop timm.create_model: written only where
     // the architecture's default differs and no preset says it (the engine's synthesize_config_json).
     const defaultMlp = timmDefaultMlp(s.family);
-    if ((defaultMlp === null || (s.mlp === 'swiglu_packed') !== (defaultMlp === 'swiglu_packed')) && s.preset !== 'uni2-h') {
+    if ((defaultMlp === null || (s.mlp === 'swiglu_packed') !== (defaultMlp === 'swiglu_packed')) && s.preset !== 'uni2-h' && s.preset !== 'virchow2') {
       Object.assign(args, s.mlp === 'swiglu_packed' ? { mlp_layer: 'swiglu_packed', act_layer: 'silu' } : { mlp_layer: 'mlp', act_layer: 'gelu' });
     }
     c = {
-      architecture: s.family, num_classes: s.numClasses, num_features: s.embedDim, global_pool: 'token', model_args: args,
+      architecture: s.family, num_classes: s.numClasses, num_features: s.embedDim, global_pool: timmPool(s.pool), model_args: args,
+      ...(s.pool === 'cls+mean' ? { g2l_pool: s.pool } : {}),
       pretrained_cfg: { input_size: [3, s.inputSize, s.inputSize], interpolation: 'bicubic', crop_pct: 1.0, mean: s.mean, std: s.std, num_classes: s.numClasses },
     };
   } else {
@@ -243,8 +249,32 @@ function synthesizeConfig(s: VitSpec): string {
       image_size: s.imgSize, layer_norm_eps: s.normEps, layerscale_value: s.initValues, qkv_bias: s.qkvBias,
       use_swiglu_ffn: s.mlp === 'swiglu_hf', mlp_ratio: s.mlp === 'gelu' ? widthRatio(s.mlpHidden, s.embedDim) : 4,
       ...(regs ? { num_register_tokens: s.numRegisters } : {}), hidden_act: 'gelu',
+      // transformers configs have no pooling field: the engine's own key, read back by resolveVitSpec.
+      ...(s.pool !== 'cls' ? { g2l_pool: s.pool } : {}),
     };
   }
+  return `${JSON.stringify(c, null, 2)}\n`;
+}
+
+/** timm's global_pool for a pooling: cls+mean is not one of timm's (all tokens, '', with g2l_pool saying it). */
+const timmPool = (pool: VitSpec['pool']): string => (pool === 'cls' ? 'token' : pool === 'mean' ? 'avg' : '');
+
+/**
+ * The folder's config.json as read, with g2l_pool added when the model's pooling is not the one the config says
+ * (an override or a preset's), so that the exported folder reloads with the same pooling (the engine's
+ * recorded_config_json).
+ */
+function recordedConfig(configJson: string, s: VitSpec): string {
+  const c = JSON.parse(configJson) as Record<string, unknown>;
+  let own: string = 'cls';
+  if (typeof c.g2l_pool === 'string') own = c.g2l_pool;
+  else if (s.layout === 'timm') {
+    const args = c.model_args as Record<string, unknown> | undefined;
+    const gp = typeof args?.global_pool === 'string' ? args.global_pool : typeof c.global_pool === 'string' ? c.global_pool : 'token';
+    own = gp === 'token' ? 'cls' : gp === 'avg' ? 'mean' : '';
+  }
+  if (own === s.pool) return configJson;
+  c.g2l_pool = s.pool;
   return `${JSON.stringify(c, null, 2)}\n`;
 }
 

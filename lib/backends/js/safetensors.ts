@@ -7,6 +7,7 @@ import { closeSync, existsSync, openSync, readFileSync, readSync } from 'node:fs
 import path from 'node:path';
 import { UserError } from '../../errors.js';
 import { writeFileAtomic } from '../../io/atomic.js';
+import { readTorchBin } from './torch-state.js';
 
 export interface NamedTensor {
   shape: number[];
@@ -179,16 +180,34 @@ export function halfToFloat(h: number): number {
   return s * (1 + f / 1024) * 2 ** (e - 15);
 }
 
+/** The tensors of a pytorch_model.bin (torch-state.ts readTorchBin: nothing in its pickle runs) as float32. */
+function readBinWeights(file: string): Map<string, NamedTensor> {
+  const out = new Map<string, NamedTensor>();
+  for (const [name, t] of readTorchBin(file)) {
+    const buf = Buffer.from(t.bytes.buffer, t.bytes.byteOffset, t.bytes.byteLength);
+    out.set(name, { shape: t.shape, data: decode(buf, 0, t.bytes.byteLength / SIZES[t.dtype], t.dtype), storedDtype: t.dtype });
+  }
+  return out;
+}
+
 /**
  * The weights of a model folder: model.safetensors, or the shards listed by model.safetensors.index.json
- * ({weight_map: {name: shard file}}).
+ * ({weight_map: {name: shard file}}); else pytorch_model.bin, or the shards of pytorch_model.bin.index.json (read
+ * without running their pickle). The engine's WeightFiles reads the same files in the same order of preference.
  */
 export function readModelWeights(folder: string): Map<string, NamedTensor> {
   const single = path.join(folder, 'model.safetensors');
-  const index = path.join(folder, 'model.safetensors.index.json');
+  let index = path.join(folder, 'model.safetensors.index.json');
+  let read = readSafetensors;
   if (existsSync(single)) return readSafetensors(single);
   if (!existsSync(index)) {
-    throw new UserError(`${folder} has no model.safetensors nor model.safetensors.index.json; point --model at a hub folder with its weights`);
+    const bin = path.join(folder, 'pytorch_model.bin');
+    if (existsSync(bin)) return readBinWeights(bin);
+    index = path.join(folder, 'pytorch_model.bin.index.json');
+    read = readBinWeights;
+  }
+  if (!existsSync(index)) {
+    throw new UserError(`${folder} has no model.safetensors nor model.safetensors.index.json (nor pytorch_model.bin, pytorch_model.bin.index.json); point --model at a hub folder with its weights`);
   }
   let map: Record<string, string>;
   try {
@@ -199,7 +218,8 @@ export function readModelWeights(folder: string): Map<string, NamedTensor> {
   if (!map || typeof map !== 'object') throw new UserError(`${index} has no weight_map; download it again`);
   const out = new Map<string, NamedTensor>();
   for (const shard of [...new Set(Object.values(map))].sort()) {
-    for (const [name, t] of readSafetensors(path.join(folder, shard))) out.set(name, t);
+    const keys = new Set(Object.entries(map).filter(([, f]) => f === shard).map(([k]) => k));
+    for (const [name, t] of read(path.join(folder, shard))) if (keys.has(name)) out.set(name, t);
   }
   const missing = Object.keys(map).filter((k) => !out.has(k));
   if (missing.length) throw new UserError(`${index} lists tensors its shards do not hold: ${missing.slice(0, 5).join(', ')}; download the shards again`);

@@ -37,6 +37,11 @@ export interface VitSpec {
   maskToken: boolean;
   /** timm: a classifier head in the checkpoint (kept, unused). */
   numClasses: number;
+  /** How the final tokens become the embedding: the class token, the mean of the patch tokens (class and register
+   *  tokens excluded), or both concatenated (2 * embedDim); the engine's ModelSpec::pool. */
+  pool: Pool;
+  /** timm use_fc_norm: no final norm on the tokens; fc_norm normalises the pooled vector (keys fc_norm.*). */
+  fcNorm: boolean;
   mean: [number, number, number];
   std: [number, number, number];
   /** Training-only dropout / drop-path rates from config.json (the engine's model.h Regularization). */
@@ -67,6 +72,12 @@ export interface Regularization {
 export const NO_DROP: Readonly<Regularization> = Object.freeze({
   dropPath: 0, attnDrop: 0, projDrop: 0, posDrop: 0, headDrop: 0, hiddenDrop: 0, patchDrop: 0,
 });
+
+export const POOLS = ['cls', 'mean', 'cls+mean'] as const;
+export type Pool = (typeof POOLS)[number];
+
+/** Width of the embedding: D, or 2 * D for cls+mean. */
+export const outDim = (s: Pick<VitSpec, 'pool' | 'embedDim'>): number => (s.pool === 'cls+mean' ? 2 * s.embedDim : s.embedDim);
 
 /** A rate in [0, 1] from a config (0 when absent or null). */
 function rate(r: Reader, key: string): number {
@@ -105,14 +116,14 @@ for (const [name, patch, dim, depth, heads, mlpRatio, mlpLayer, initValues, reg,
   TIMM[name] = { patch, dim, depth, heads, mlpRatio, mlpLayer, initValues, reg, noEmbedClass, imgSize, imagenet };
 }
 
-const PRESETS: Record<string, { layout: 'timm' | 'hf'; config: Json; norm: [number[], number[]] }> = {
+const PRESETS: Record<string, { layout: 'timm' | 'hf'; config: Json; norm: [number[], number[]]; pool: Pool }> = {
   'h-optimus-0': {
-    layout: 'timm', norm: HOPTIMUS,
+    layout: 'timm', norm: HOPTIMUS, pool: 'cls',
     config: { architecture: 'vit_giant_patch14_reg4_dinov2', num_classes: 0, model_args: { img_size: 224, init_values: 1e-5, dynamic_img_size: false } },
   },
   'uni2-h': {
     // The model card's timm_kwargs: its config.json names vit_giant_patch14_224 but not the SwiGLU layer.
-    layout: 'timm', norm: IMAGENET,
+    layout: 'timm', norm: IMAGENET, pool: 'cls',
     config: {
       architecture: 'vit_giant_patch14_224', num_classes: 0,
       model_args: { img_size: 224, patch_size: 14, depth: 24, num_heads: 24, init_values: 1e-5, embed_dim: 1536, mlp_ratio: 2.66667 * 2,
@@ -120,18 +131,44 @@ const PRESETS: Record<string, { layout: 'timm' | 'hf'; config: Json; norm: [numb
     },
   },
   'hibou-l': {
-    layout: 'hf', norm: HIBOU,
+    layout: 'hf', norm: HIBOU, pool: 'cls',
     config: { model_type: 'dinov2_with_registers', hidden_size: 1024, num_hidden_layers: 24, num_attention_heads: 16, mlp_ratio: 4,
       use_swiglu_ffn: true, num_register_tokens: 4, image_size: 224, patch_size: 14, layer_norm_eps: 1e-6, layerscale_value: 1e-5 },
   },
   'hibou-b': {
-    layout: 'hf', norm: HIBOU,
+    layout: 'hf', norm: HIBOU, pool: 'cls',
     config: { model_type: 'dinov2_with_registers', hidden_size: 768, num_hidden_layers: 12, num_attention_heads: 12, mlp_ratio: 4,
       use_swiglu_ffn: true, num_register_tokens: 4, image_size: 224, patch_size: 14, layer_norm_eps: 1e-6, layerscale_value: 1e-5 },
   },
 };
 
-export const presetNames = (): string[] => Object.keys(PRESETS);
+// TRIDENT's names (mahmoodlab/TRIDENT trident/patch_encoder_models/load.py, commit 5f53f476: each *InferenceEncoder's
+// timm_kwargs, Normalize constants and forward pooling); the engine's model_spec.cpp has the same table.
+PRESETS.uni_v1 = {
+  layout: 'timm', norm: IMAGENET, pool: 'cls',
+  config: { architecture: 'vit_large_patch16_224', num_classes: 0, model_args: { img_size: 224, patch_size: 16, init_values: 1e-5, dynamic_img_size: true } },
+};
+PRESETS.virchow2 = {
+  layout: 'timm', norm: IMAGENET, pool: 'cls+mean',
+  config: {
+    architecture: 'vit_huge_patch14_224', num_classes: 0,
+    model_args: { img_size: 224, init_values: 1e-5, reg_tokens: 4, mlp_ratio: 5.3375, global_pool: '', dynamic_img_size: true,
+      mlp_layer: 'swiglu_packed', act_layer: 'silu' },
+  },
+};
+PRESETS.hoptimus1 = {
+  layout: 'timm', norm: HOPTIMUS, pool: 'cls',
+  config: { architecture: 'vit_giant_patch14_reg4_dinov2', num_classes: 0, model_args: { img_size: 224, init_values: 1e-5, global_pool: 'token', dynamic_img_size: false } },
+};
+PRESETS.gigapath = {
+  layout: 'timm', norm: IMAGENET, pool: 'cls',
+  config: { architecture: 'vit_giant_patch14_dinov2', num_classes: 0,
+    model_args: { img_size: 224, in_chans: 3, patch_size: 16, embed_dim: 1536, depth: 40, num_heads: 24, mlp_ratio: 5.33334 } },
+};
+/** TRIDENT's names for the presets known under the models' own names. */
+const PRESET_ALIASES: Record<string, string> = { hoptimus0: 'h-optimus-0', uni_v2: 'uni2-h', hibou_l: 'hibou-l', hibou_b: 'hibou-b' };
+
+export const presetNames = (): string[] => [...Object.keys(PRESETS), ...Object.keys(PRESET_ALIASES)];
 
 /** The MLP of a timm registered architecture by default ('mlp' or 'swiglu_packed'), or null when not registered. */
 export const timmDefaultMlp = (architecture: string): string | null => TIMM[architecture]?.mlpLayer ?? null;
@@ -203,9 +240,16 @@ function resolveTimm(config: Json, where: string): VitSpec {
   if (args.flag('dynamic_img_pad', false)) throw new UserError(`${where}: dynamic_img_pad is not supported`);
   if (args.integer('in_chans', 3) !== 3) throw new UserError(`${where}: in_chans must be 3 (RGB)`);
   if (args.text('pos_embed', 'learn') !== 'learn') throw new UserError(`${where}: only learned position embeddings are supported`);
-  if (argsObj.fc_norm === true) throw new UserError(`${where}: fc_norm is not supported (embeddings are the class token after the final norm)`);
-  const pool = args.text('global_pool', root.text('global_pool', 'token'));
-  if (pool !== 'token') throw new UserError(`${where}: global_pool '${pool}' is not supported; the class token ('token') is the embedding`);
+  // Pooling as timm's forward_head (see the engine's resolve_timm): 'token' -> cls, 'avg' -> mean of the patch tokens
+  // with fc_norm unless fc_norm is false; '' (all tokens) leaves the pooling to a preset or an override.
+  const globalPool = args.text('global_pool', root.text('global_pool', 'token'));
+  if (!['token', 'avg', ''].includes(globalPool)) {
+    throw new UserError(`${where}: global_pool '${globalPool}' is not supported; supported: 'token' (class token), 'avg' (mean of the patch tokens), or '' with a pooling from a preset or --pool`);
+  }
+  const fcNormArg = argsObj.fc_norm;
+  if (fcNormArg !== undefined && fcNormArg !== null && typeof fcNormArg !== 'boolean') throw new UserError(`${where}: model_args 'fc_norm' must be true, false or null`);
+  const fcNorm = typeof fcNormArg === 'boolean' ? fcNormArg : globalPool === 'avg';
+  const pool = (globalPool === 'token' ? 'cls' : globalPool === 'avg' ? 'mean' : '') as Pool;
 
   const embedDim = args.integer('embed_dim', reg.dim);
   const mlpRatio = args.number('mlp_ratio', reg.mlpRatio);
@@ -258,7 +302,7 @@ function resolveTimm(config: Json, where: string): VitSpec {
     numHeads: args.integer('num_heads', reg.heads), numRegisters: args.integer('reg_tokens', reg.reg), mlpHidden, mlp,
     initValues, layerScale, noEmbedClass: args.flag('no_embed_class', reg.noEmbedClass), qkvFused: true,
     qkvBias: args.flag('qkv_bias', true), normEps: 1e-6, posAntialias: true, maskToken: false,
-    numClasses: args.integer('num_classes', root.integer('num_classes', 0)),
+    numClasses: args.integer('num_classes', root.integer('num_classes', 0)), pool, fcNorm,
     mean: pcfg.triple('mean') ?? (mean.slice() as VitSpec['mean']), std: pcfg.triple('std') ?? (std.slice() as VitSpec['std']),
     drop: {
       ...NO_DROP, dropPath: rate(args, 'drop_path_rate'), attnDrop: rate(args, 'attn_drop_rate'),
@@ -299,6 +343,8 @@ function resolveHf(config: Json, where: string): VitSpec {
     // transformers' Dinov2 interpolates with plain bicubic; Dinov2WithRegisters with antialias=True.
     posAntialias: withRegisters || numRegisters > 0,
     maskToken: withRegisters ? true : c.flag('use_mask_token', true), numClasses: 0,
+    // pooler_output is the class token of last_hidden_state; transformers configs have no pooling field.
+    pool: 'cls', fcNorm: false,
     mean: IMAGENET[0].slice() as VitSpec['mean'], std: IMAGENET[1].slice() as VitSpec['std'],
     drop: {
       ...NO_DROP, dropPath: rate(c, 'drop_path_rate'), attnDrop: rate(c, 'attention_probs_dropout_prob'),
@@ -312,6 +358,11 @@ function detectPreset(config: Json): string {
   if (config.architecture === 'vit_giant_patch14_224') {
     const args = config.model_args as Json | undefined;
     if (args && typeof args === 'object' && args.reg_tokens === 8 && args.mlp_layer === undefined) return 'uni2-h';
+  }
+  // Virchow2's config.json: the SwiGLU layer and the cls+mean embedding are left to code (the engine's detect_preset).
+  if (config.architecture === 'vit_huge_patch14_224') {
+    const args = config.model_args as Json | undefined;
+    if (args && typeof args === 'object' && args.reg_tokens === 4 && args.mlp_ratio === 5.3375 && args.mlp_layer === undefined) return 'virchow2';
   }
   return '';
 }
@@ -328,9 +379,11 @@ function readJson(file: string): Json {
 }
 
 /** Folder and/or preset -> spec, without reading weights (the engine's resolve_model_spec). */
-export function resolveVitSpec(folder: string, presetName = ''): VitSpec {
+export function resolveVitSpec(folder: string, presetArg = '', poolOverride = ''): VitSpec {
+  const presetName = PRESET_ALIASES[presetArg] ?? presetArg;
+  if (poolOverride && !(POOLS as readonly string[]).includes(poolOverride)) throw new UserError(`unknown pooling '${poolOverride}': use cls, mean or cls+mean`);
   let preset = presetName ? PRESETS[presetName] : undefined;
-  if (presetName && !preset) throw new UserError(`unknown preset '${presetName}': known presets are ${presetNames().join(', ')}`);
+  if (presetName && !preset) throw new UserError(`unknown preset '${presetArg}': known presets are ${presetNames().join(', ')}`);
   let config: Json | null = null;
   let where = `preset ${presetName}`;
   if (folder) {
@@ -392,6 +445,18 @@ export function resolveVitSpec(folder: string, presetName = ''): VitSpec {
   }
   spec.preset = preset ? resolvedPreset : '';
   spec.folder = folder;
+  // Pooling: the override, else the one an export recorded (g2l_pool), else the preset's, else the config's.
+  const recorded = config?.g2l_pool;
+  if (recorded !== undefined && !(typeof recorded === 'string' && (POOLS as readonly string[]).includes(recorded))) {
+    throw new UserError(`${where}: g2l_pool must be one of cls, mean, cls+mean`);
+  }
+  if (poolOverride) spec.pool = poolOverride as Pool;
+  else if (recorded) spec.pool = recorded as Pool;
+  else if (preset) spec.pool = preset.pool;
+  if (!spec.pool) throw new UserError(`${where}: global_pool '' returns every token and says no pooling: pass a pooling (--pool cls, mean or cls+mean; pool in a distill config)`);
+  if (spec.pool === 'cls+mean' && spec.fcNorm) {
+    throw new UserError(`${where}: cls+mean pooling on a model with fc_norm (timm global_pool 'avg') is not defined: fc_norm normalises one D-wide pooled vector; use --pool mean or cls`);
+  }
   if (spec.embedDim % spec.numHeads !== 0) throw new UserError(`${where}: embedding dim ${spec.embedDim} is not divisible by ${spec.numHeads} heads`);
   if (spec.patchSize <= 0 || spec.imgSize % spec.patchSize !== 0) throw new UserError(`${where}: image size ${spec.imgSize} is not a multiple of patch size ${spec.patchSize}`);
   if (spec.std.some((s) => !(s > 0))) throw new UserError(`${where}: std must be positive`);
@@ -408,7 +473,7 @@ export function posTokens(spec: VitSpec): number {
 /** "timm vit_giant_patch14_reg4_dinov2 (dim 1536, depth 40, heads 24, patch 14, 4 registers, SwiGLU)" */
 export function describeSpec(s: VitSpec): string {
   return `${s.layout} ${s.family} (dim ${s.embedDim}, depth ${s.depth}, heads ${s.numHeads}, patch ${s.patchSize}` +
-    `${s.numRegisters ? `, ${s.numRegisters} registers` : ''}, ${s.mlp === 'gelu' ? 'GELU MLP' : 'SwiGLU'})`;
+    `${s.numRegisters ? `, ${s.numRegisters} registers` : ''}, ${s.mlp === 'gelu' ? 'GELU MLP' : 'SwiGLU'}, pool ${s.pool})`;
 }
 
 /** Checkpoint key -> shape of every tensor of the spec, in its layout (what strict loading checks against). */
@@ -434,7 +499,8 @@ export function expectedShapes(spec: VitSpec): Map<string, number[]> {
       m.set(`${s}mlp.fc2.weight`, [d, hid]); m.set(`${s}mlp.fc2.bias`, [d]);
       if (spec.layerScale) m.set(`${s}ls2.gamma`, [d]);
     }
-    m.set('norm.weight', [d]); m.set('norm.bias', [d]);
+    const norm = spec.fcNorm ? 'fc_norm' : 'norm';  // timm use_fc_norm: norm is Identity, fc_norm after pooling
+    m.set(`${norm}.weight`, [d]); m.set(`${norm}.bias`, [d]);
     if (spec.numClasses > 0) { m.set('head.weight', [spec.numClasses, d]); m.set('head.bias', [spec.numClasses]); }
   } else {
     m.set('embeddings.cls_token', [1, 1, d]);

@@ -93,7 +93,7 @@ export class Vit {
     return hf
       ? { cls: 'embeddings.cls_token', reg: 'embeddings.register_tokens', pos: 'embeddings.position_embeddings',
         patch: 'embeddings.patch_embeddings.projection', norm: 'layernorm' }
-      : { cls: 'cls_token', reg: 'reg_token', pos: 'pos_embed', patch: 'patch_embed.proj', norm: 'norm' };
+      : { cls: 'cls_token', reg: 'reg_token', pos: 'pos_embed', patch: 'patch_embed.proj', norm: this.spec.fcNorm ? 'fc_norm' : 'norm' };
   }
 
   /** The fused qkv weight (3D,D) and bias (3D) of block i: timm's own, or HF's query/key/value stacked. */
@@ -162,7 +162,7 @@ export class Vit {
   }
 
   /**
-   * images float32 (B,3,H,W), normalised -> class token after the final norm (B,D). With `train`, keeps what
+   * images float32 (B,3,H,W), normalised -> the pooled embedding (B, D or 2D for cls+mean). With `train`, keeps what
    * backward() needs; with `train` and `drop`, applies the training-only dropout and drop path (VitDrop).
    */
   forward(images: Float32Array, B: number, H: number, W: number, train = false, drop: VitDrop | null = null): { embeddings: Float32Array; cache: VitCache | null } {
@@ -245,15 +245,48 @@ export class Vit {
       if (train) blocks.push({ x: h, n1, c1, qkvW, att, ac: ac!, a, mid, n2, c2, f1, g, m, aMask, gMask, mMask });
       h = out;
     }
-    // Final norm of the class token rows only (LayerNorm is per token).
-    const clsRows = new Float32Array(B * D);
-    for (let b = 0; b < B; b++) clsRows.set(h.subarray(b * T * D, b * T * D + D), b * D);
-    const cf: LayerNormCache = { mean: new Float32Array(B), rstd: new Float32Array(B) };
-    const emb = layerNormForward(clsRows, this.w(`${pk.norm}.weight`), this.w(`${pk.norm}.bias`), B, D, s.normEps, cf);
-    // timm forward_head: head_drop (drop_rate) on the pooled class token; transformers has none.
-    const headMask = dr && !hf ? dropoutMask(B * D, dr.rates.headDrop, dr.random) : null;
+    // Final norm and pooling (the engine's VisionTransformerImpl::forward): timm forward_head pools (class token,
+    // or the mean of the tokens after the class token and registers), then fc_norm when use_fc_norm (no final norm
+    // on the tokens then), then head_drop; transformers reads the class token / patch tokens of the normalised
+    // last_hidden_state. LayerNorm is per token: only the rows the pooling reads are normalised.
+    const pooled = (src: Float32Array, rowsPerImage: number, first: number): Float32Array => {
+      // src (B, rowsPerImage, D) -> (B, outD): row `first` of each image is its class token, its last N its patches.
+      const out = new Float32Array(B * outD);
+      for (let b = 0; b < B; b++) {
+        const o = b * outD, base = b * rowsPerImage * D;
+        if (s.pool !== 'mean') out.set(src.subarray(base + first * D, base + first * D + D), o);
+        if (s.pool !== 'cls') {
+          const m = o + (s.pool === 'cls+mean' ? D : 0);
+          const p0 = rowsPerImage - N;  // patch rows are the last N of each image
+          for (let n = 0; n < N; n++) { const r = base + (p0 + n) * D; for (let d = 0; d < D; d++) out[m + d] += src[r + d]; }
+          for (let d = 0; d < D; d++) out[m + d] /= N;
+        }
+      }
+      return out;
+    };
+    const outD = s.pool === 'cls+mean' ? 2 * D : D;
+    let emb: Float32Array, normIn: Float32Array, normRows: number;
+    if (s.fcNorm) {
+      normIn = pooled(h, T, 0);
+      normRows = B;
+    } else {
+      // cls: the class rows only; otherwise every token row (registers included; they get no gradient).
+      const perImage = s.pool === 'cls' ? 1 : T;
+      normIn = new Float32Array(B * perImage * D);
+      for (let b = 0; b < B; b++) normIn.set(h.subarray(b * T * D, b * T * D + perImage * D), b * perImage * D);
+      normRows = B * perImage;
+    }
+    const cf: LayerNormCache = { mean: new Float32Array(normRows), rstd: new Float32Array(normRows) };
+    if (s.fcNorm) emb = layerNormForward(normIn, this.w(`${pk.norm}.weight`), this.w(`${pk.norm}.bias`), B, D, s.normEps, cf);
+    else {
+      const perImage = normRows / B;
+      const normed = layerNormForward(normIn, this.w(`${pk.norm}.weight`), this.w(`${pk.norm}.bias`), normRows, D, s.normEps, cf);
+      emb = perImage === 1 ? normed : pooled(normed, perImage, 0);
+    }
+    // timm forward_head: head_drop (drop_rate) on the pooled features; transformers has none.
+    const headMask = dr && !hf ? dropoutMask(B * outD, dr.rates.headDrop, dr.random) : null;
     mulInto(emb, headMask);
-    const cache = train ? { B, T, N, gh, gw, cols, resample, blocks, clsRows, cf, embMask, headMask } : null;
+    const cache = train ? { B, T, N, gh, gw, cols, resample, blocks, normIn, normRows, cf, embMask, headMask } : null;
     return { embeddings: emb, cache };
   }
 
@@ -274,9 +307,30 @@ export class Vit {
       for (let j = 0; j < masked.length; j++) masked[j] = dEmb[j] * cache.headMask[j];
       dEmb = masked;
     }
-    const dcls = layerNormBackward(dEmb, cache.clsRows, this.w(`${pk.norm}.weight`), cache.cf, B, D, g(`${pk.norm}.weight`), g(`${pk.norm}.bias`));
+    // The pooling's transpose: the class part to the class row, the mean part spread over the N patch rows.
+    const outD = s.pool === 'cls+mean' ? 2 * D : D;
+    const unpool = (dp: Float32Array, rowsPerImage: number, into: Float32Array): void => {
+      for (let b = 0; b < B; b++) {
+        const o = b * outD, base = b * rowsPerImage * D;
+        if (s.pool !== 'mean') for (let d = 0; d < D; d++) into[base + d] += dp[o + d];
+        if (s.pool !== 'cls') {
+          const m = o + (s.pool === 'cls+mean' ? D : 0), p0 = rowsPerImage - N;
+          for (let n = 0; n < N; n++) { const r = base + (p0 + n) * D; for (let d = 0; d < D; d++) into[r + d] += dp[m + d] / N; }
+        }
+      }
+    };
     let dx: Float32Array = new Float32Array(rows * D);
-    for (let b = 0; b < B; b++) dx.set(dcls.subarray(b * D, b * D + D), b * T * D);
+    const nw = this.w(`${pk.norm}.weight`), gnw = g(`${pk.norm}.weight`), gnb = g(`${pk.norm}.bias`);
+    if (s.fcNorm) {
+      const dpool = layerNormBackward(dEmb, cache.normIn, nw, cache.cf, B, D, gnw, gnb);
+      unpool(dpool, T, dx);
+    } else {
+      const perImage = cache.normRows / B;
+      let dnormed = dEmb;
+      if (perImage !== 1) { dnormed = new Float32Array(cache.normRows * D); unpool(dEmb, perImage, dnormed); }
+      const dsel = layerNormBackward(dnormed, cache.normIn, nw, cache.cf, cache.normRows, D, gnw, gnb);
+      for (let b = 0; b < B; b++) dx.set(dsel.subarray(b * perImage * D, (b + 1) * perImage * D), b * T * D);
+    }
     const mlpIn = s.mlp === 'gelu' ? s.mlpHidden : 2 * s.mlpHidden;
 
     for (let i = s.depth - 1; i >= 0; i--) {
@@ -378,7 +432,9 @@ interface Resample { ry: Float64Array; rx: Float64Array; side: number; gh: numbe
 
 export interface VitCache {
   B: number; T: number; N: number; gh: number; gw: number; cols: Float32Array; resample: Resample | null;
-  blocks: BlockCache[]; clsRows: Float32Array; cf: LayerNormCache;
+  blocks: BlockCache[];
+  /** The final LayerNorm's input: the pooled vectors (fc_norm), or the token rows the pooling reads; its stats. */
+  normIn: Float32Array; normRows: number; cf: LayerNormCache;
   /** Training-only masks (null when off): the tokens after the position embedding, the output features. */
   embMask: Float32Array | null; headMask: Float32Array | null;
 }
@@ -487,8 +543,8 @@ export function resizeBicubic(x: Float32Array, N: number, C: number, H: number, 
  * A model folder (and/or preset) -> Vit with float32 weights, strict: every missing, unexpected and mis-shaped key
  * in one error before any work.
  */
-export function loadVit(folder: string, preset = ''): Vit {
-  const spec = resolveVitSpec(folder, preset);
+export function loadVit(folder: string, preset = '', pool = ''): Vit {
+  const spec = resolveVitSpec(folder, preset, pool);
   if (!folder) throw new UserError(`preset '${preset}' has no weights: pass preset:${preset}:<folder> with the model's safetensors`);
   return new Vit(spec, checkWeights(spec, readModelWeights(folder), folder));
 }

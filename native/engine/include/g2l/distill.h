@@ -108,6 +108,8 @@ struct DistillerConfig {
   std::string teacher_preset;         // e.g. "h-optimus-0"; "" to read the folder's config alone
   std::string student;
   std::string student_preset;
+  std::string teacher_pool;           // "cls" | "mean" | "cls+mean" overrides the model's pooling; "" keeps it
+  std::string student_pool;           // the student's (a cls+mean student embeds 2*D; the projector follows)
   std::string device = "cpu";         // "cpu", "cuda", "cuda:1"
   uint64_t seed = 0;                  // projector initialisation and the per-step augmentation draws
   std::string teacher_dtype = "auto"; // "auto" (float16 on CUDA, float32 on the CPU), "float16", "bfloat16", "float32"

@@ -27,7 +27,9 @@ struct ModelInfo {
   std::string preset;   // "" when none applied
   std::string folder;
   std::string mlp;      // "gelu", "swiglu_packed", "swiglu_hf"
-  int64_t dims = 0;     // embedding width
+  int64_t dims = 0;     // embedding width (2 * width for cls+mean pooling)
+  int64_t width = 0;    // the transformer's token width D
+  std::string pool;     // "cls", "mean", "cls+mean"
   int64_t depth = 0;
   int64_t num_heads = 0;
   int64_t num_registers = 0;
@@ -51,14 +53,16 @@ struct StudentDrop {
 
 class Model {
  public:
-  /** Loads a hub folder (timm or transformers layout) and/or a preset; dtype "fp32" | "fp16" | "bf16". */
+  /** Loads a hub folder (timm or transformers layout) and/or a preset; dtype "fp32" | "fp16" | "bf16"; pool "cls" |
+   *  "mean" | "cls+mean" overrides the model's own pooling ("" keeps it). */
   static std::shared_ptr<Model> load(const std::string& folder, const std::string& preset, const std::string& device,
-                                     const std::string& dtype);
+                                     const std::string& dtype, const std::string& pool = "");
   /** The architecture of a folder/preset with random weights (benchmarks, demos): no weights are read. */
   static std::shared_ptr<Model> create_random(const std::string& folder, const std::string& preset,
-                                              const std::string& device, const std::string& dtype, uint64_t seed);
+                                              const std::string& device, const std::string& dtype, uint64_t seed,
+                                              const std::string& pool = "");
   /** Resolves a folder/preset without reading or allocating weights (parameters counted from shapes). */
-  static ModelInfo describe(const std::string& folder, const std::string& preset);
+  static ModelInfo describe(const std::string& folder, const std::string& preset, const std::string& pool = "");
 
   ~Model();
 

@@ -1,0 +1,81 @@
+// The TRIDENT-named presets (native/engine/model_spec.cpp, lib/backends/js/spec.ts): a tiny random model of each
+// family written by timm with TRIDENT's kwargs (tools/make_preset_fixtures.py), embedded through the preset on both
+// backends against TRIDENT's forward at 1e-4; the real-size architectures' parameter counts and output widths
+// (timm on the meta device); TRIDENT's aliases of the presets known under the models' own names.
+import t from 'tap';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Encoder } from '../../lib/models/encoder.js';
+import { loadJsModel, describeJsModel } from '../../lib/backends/js/model.js';
+import type { EmbedInput } from '../../lib/backends/types.js';
+import { engine } from '../js-backend/helpers.js';
+import { nativeBackend, relativeError } from './helpers.js';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const FIXTURES = path.join(HERE, '..', 'fixtures', 'presets');
+interface PresetFixture {
+  architecture: string; pool: string; width: number; dims: number; parameters: number; fullParameters: number; fullDims: number;
+  mean: number[]; std: number[]; expected: Record<string, number[][]>;
+}
+const manifest: { inputs: Record<string, string>; cases: Record<string, [string, 'uint8' | 'float32']>; models: Record<string, PresetFixture> } =
+  JSON.parse(readFileSync(path.join(FIXTURES, 'manifest.json'), 'utf8'));
+const { skip } = engine();
+
+function caseInput(caseName: string): EmbedInput {
+  const [input, kind] = manifest.cases[caseName];
+  const u8 = new Uint8Array(readFileSync(path.join(FIXTURES, manifest.inputs[input])));
+  const size = input === 'images_224' ? 224 : 168;
+  if (kind === 'uint8') return { data: u8, shape: [2, size, size, 3] };
+  const hw = size * size, out = new Float32Array(2 * 3 * hw);
+  for (let b = 0; b < 2; b++) for (let c = 0; c < 3; c++) for (let p = 0; p < hw; p++) out[(b * 3 + c) * hw + p] = (u8[(b * hw + p) * 3 + c] - 128) / 64;
+  return { data: out, shape: [2, 3, size, size] };
+}
+
+for (const [preset, fx] of Object.entries(manifest.models)) {
+  const folder = path.join(FIXTURES, preset);
+  const check = (t: Tap.Test, info: { preset: string | null; pool: string; dims: number; parameters: number; mean: number[] }, label: string) => {
+    t.equal(info.pool, fx.pool, `${label}: pool ${fx.pool}`);
+    t.equal(info.dims, fx.dims, `${label}: ${fx.dims}-d`);
+    t.equal(info.parameters, fx.parameters, `${label}: parameters as timm counts them`);
+    t.ok(info.mean.every((m, i) => Math.abs(m - fx.mean[i]) < 1e-6), `${label}: the preset's normalisation`);
+  };
+  t.test(`${preset} (${fx.architecture}, ${fx.pool}): js backend against TRIDENT's forward`, async (t) => {
+    const model = loadJsModel(folder, preset);
+    check(t, model.info(), 'js');
+    for (const [caseName, want] of Object.entries(fx.expected)) {
+      const err = relativeError(model.embed(caseInput(caseName) as never).data, want.flat());
+      t.ok(err.rel <= 1e-4 && err.elementwise <= 1e-4, `${caseName}: relative error ${err.rel.toExponential(2)}, element-wise ${err.elementwise.toExponential(2)} <= 1e-4`);
+    }
+    const full = describeJsModel('', preset);
+    t.equal(full.parameters, fx.fullParameters, `full size: ${fx.fullParameters} parameters`);
+    t.equal(full.dims, fx.fullDims, `full size: ${fx.fullDims}-d`);
+  });
+  t.test(`${preset} (${fx.architecture}, ${fx.pool}): native engine against TRIDENT's forward`, { skip }, async (t) => {
+    const backend = nativeBackend();
+    const enc = await Encoder.load({ preset, folder }, { backend, device: 'cpu' });
+    t.teardown(() => enc.dispose());
+    check(t, enc.info, 'native');
+    for (const [caseName, want] of Object.entries(fx.expected)) {
+      const err = relativeError((await enc.embed(caseInput(caseName))).data, want.flat());
+      t.ok(err.rel <= 1e-4 && err.elementwise <= 1e-4, `${caseName}: relative error ${err.rel.toExponential(2)}, element-wise ${err.elementwise.toExponential(2)} <= 1e-4`);
+    }
+    const full = await backend.describeModel({ preset });
+    t.equal(full.parameters, fx.fullParameters, `full size: ${fx.fullParameters} parameters`);
+    t.equal(full.dims, fx.fullDims, `full size: ${fx.fullDims}-d`);
+  });
+}
+
+t.test("Virchow2's config is recognised without a preset (its SwiGLU layer and pooling live in code)", async (t) => {
+  const folder = path.join(FIXTURES, 'virchow2');
+  t.equal(loadJsModel(folder).info().preset, 'virchow2');
+  if (!skip) t.equal((await nativeBackend().describeModel({ folder })).preset, 'virchow2');
+});
+
+t.test("TRIDENT's names of the presets known under the models' own names", async (t) => {
+  for (const [alias, name] of [['hoptimus0', 'h-optimus-0'], ['uni_v2', 'uni2-h'], ['hibou_l', 'hibou-l'], ['hibou_b', 'hibou-b']]) {
+    const a = describeJsModel('', alias), b = describeJsModel('', name);
+    t.same(a, b, `js: ${alias} is ${name}`);
+    if (!skip) t.same(await nativeBackend().describeModel({ preset: alias }), await nativeBackend().describeModel({ preset: name }), `native: ${alias} is ${name}`);
+  }
+});
