@@ -49,9 +49,11 @@ const WARMUP = 2, TILE = 256, CROP = 224;
 const skip = new Set(opt.skip.split(',').filter(Boolean));
 const log = (m) => process.stderr.write(`bench: ${m}\n`);
 
-// The engine (and its OpenMP runtime) loads with these imports, after the options are read: nothing here sets
-// OpenMP's environment, so both sides run with the same, user's, settings (recorded below).
+// Nothing here sets OpenMP's environment: PyTorch runs with the user's settings (libgomp's defaults when unset), the
+// engine with its own default spin count unless the user set one (lib/backends/native.ts ENGINE_GOMP_SPINCOUNT);
+// both are recorded below.
 const { chooseBackend, JsBackend } = await import('../dist/backends/index.js');
+const { ENGINE_GOMP_SPINCOUNT } = await import('../dist/backends/native.js');
 const { JsDistiller } = await import('../dist/backends/js/distill.js');
 const { Distiller } = await import('../dist/distill/distiller.js');
 const { Encoder } = await import('../dist/models/encoder.js');
@@ -137,6 +139,7 @@ if (!skip.has('native')) {
     const info = await backend.info();
     result.machine.libtorch = info.libtorchVersion;
     result.machine.nativeThreads = info.cpuThreads;
+    result.machine.engineOpenMp = env('GOMP_SPINCOUNT') ?? env('OMP_WAIT_POLICY') ? 'the user\'s' : `GOMP_SPINCOUNT=${ENGINE_GOMP_SPINCOUNT} (engine default)`;
     const d = await Distiller.create({ ...distillConfig, backend: 'native', device: 'cpu' });
     const d0 = await Distiller.create({ ...distillConfig, backend: 'native', device: 'cpu', augment: { enabled: false } });
     const enc = await Encoder.load(models.teacher, { backend, device: 'cpu', batchSize: EMBED_BATCH });
