@@ -2,9 +2,12 @@
 """The PyTorch reference step the benchmarks time the engine against: G2L's distillation step and embedding, written
 the way a PyTorch user would, with timm and transformers loading the same model folders the engine loads.
 
-Pinned (tools/requirements.txt): torch 2.11.0, timm 1.0.29, transformers 5.17.0, safetensors.
+Pinned (tools/requirements-dev.txt): torch 2.11.0, torchvision 0.26.0, timm 1.0.29, transformers 5.17.0, safetensors.
 Run:  .venv/bin/python tools/reference_step.py --teacher DIR --student DIR [--batch 8] [--steps 5] [--warmup 1]
       [--threads 2] [--embed-batch 8] [--mode both|distill|embed]
+      Served (benchmarks/run.mjs interleaves it with the engine):  ... --serve
+      reads one request a line on stdin (distill, distill-noaug, embed, quit), runs it once and answers one JSON line
+      {"op", "s"} with the seconds it took; the first line out is {"ready": true, "torch", "threads", ...}.
       GPU host:  python3 tools/reference_step.py --gpu --teacher DIR --student DIR --batch 128 [--compile]
       Loss curve against the engine (benchmarks/gpu.mjs):  ... --tiles-npy POOL.npy --no-augment
       --projector STATE_DIR/state.safetensors --steps 200 --warmup 0 --losses-out FILE.json
@@ -18,8 +21,10 @@ The step (docs/method.md, "Constants"; native/engine/distiller.cpp):
      eps 1e-4, batch statistics
   -> backward -> AdamW (betas 0.9/0.999, eps 1e-8; fused on CUDA) with lr 1e-4 and weight decay 0.05 on cosine
      schedules, no decay on biases, norms, LayerScale, tokens and position embeddings.
-The augmentation here is crop + flips + normalisation only (the engine also draws colour jitter and blur): this
-leaves the reference a little less work than the engine, so ratios against it are conservative.
+The augmentation is the engine's recipe (native/engine/augment.cpp, docs/method.md) written with torchvision v2
+transforms, per tile as a Dataset does: RandomCrop 224, horizontal and vertical flips (p 0.5), ColorJitter(0.15,
+0.15, 0.1, 0.05) with p 0.5, GaussianBlur(9, sigma 0.1-2.0) with p 0.1, on float32 in [0, 1]; then each model's
+normalisation. --no-augment: centre crop only (the engine with augment.enabled false: the compute-only step).
 """
 import argparse
 import json
@@ -110,21 +115,23 @@ def centre_crop(tiles, crop):
     return tiles[:, oy:oy + crop, ox:ox + crop].permute(0, 3, 1, 2).float().div_(255)
 
 
-def augment(tiles, crop, gen):
-    """uint8 (B,H,W,3) -> float (B,3,crop,crop) in [0,1]: a random crop and flips per sample."""
-    B, H, W, _ = tiles.shape
-    dev = tiles.device
-    oy = torch.randint(0, H - crop + 1, (B,), generator=gen, device='cpu').to(dev)
-    ox = torch.randint(0, W - crop + 1, (B,), generator=gen, device='cpu').to(dev)
-    ar = torch.arange(crop, device=dev)
-    rows = (oy[:, None] + ar[None, :])
-    cols = (ox[:, None] + ar[None, :])
-    hflip = torch.rand(B, generator=gen).to(dev) < 0.5
-    vflip = torch.rand(B, generator=gen).to(dev) < 0.5
-    rows = torch.where(vflip[:, None], rows.flip(1), rows)
-    cols = torch.where(hflip[:, None], cols.flip(1), cols)
-    x = tiles[torch.arange(B, device=dev)[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B,crop,crop,3)
-    return x.permute(0, 3, 1, 2).float().div_(255)
+def make_augment(crop):
+    """G2L's augmentation (the engine's AugmentConfig defaults) as a PyTorch user writes it: one tile (3,H,W) uint8
+    -> (3,crop,crop) float32 in [0,1]. torchvision draws from torch's global generator."""
+    from torchvision.transforms import v2
+    return v2.Compose([
+        v2.RandomCrop(crop),
+        v2.RandomHorizontalFlip(p=0.5),
+        v2.RandomVerticalFlip(p=0.5),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.RandomApply([v2.ColorJitter(brightness=0.15, contrast=0.15, saturation=0.1, hue=0.05)], p=0.5),
+        v2.RandomApply([v2.GaussianBlur(kernel_size=9, sigma=(0.1, 2.0))], p=0.1),
+    ])
+
+
+def augment(tiles, transform):
+    """uint8 (B,H,W,3) -> float (B,3,crop,crop) in [0,1]: the transform per tile, stacked (a DataLoader's collate)."""
+    return torch.stack([transform(t) for t in tiles.permute(0, 3, 1, 2)])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -149,6 +156,19 @@ def timed(fn, warmup, runs, cuda):
     return times
 
 
+def serve(ops, info, cuda):
+    """Answers request lines on stdin until quit or end of input: one JSON line per request on stdout."""
+    print(json.dumps({'ready': True, **info}), flush=True)
+    for line in sys.stdin:
+        op = line.strip()
+        if op in ('', 'quit'):
+            break
+        if op not in ops:
+            print(json.dumps({'op': op, 'error': f'unknown request {op!r}: one of {", ".join(ops)} or quit'}), flush=True)
+            continue
+        print(json.dumps({'op': op, 's': timed(ops[op], 0, 1, cuda)[0]}), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument('--teacher', required=True)
@@ -163,6 +183,7 @@ def main() -> None:
     ap.add_argument('--gpu', action='store_true', help='CUDA: teacher fp16, student bf16 autocast, fused AdamW')
     ap.add_argument('--compile', action='store_true', help='torch.compile both models (default mode)')
     ap.add_argument('--mode', choices=('both', 'distill', 'embed'), default='both')
+    ap.add_argument('--serve', action='store_true', help='time one operation per request line on stdin (see above)')
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--no-augment', action='store_true', help='centre crop only (the engine with augment.enabled false)')
     ap.add_argument('--tiles-npy', help='uint8 (P,B,H,W,3): step k trains on batch k mod P (overrides --batch, --tile)')
@@ -221,13 +242,18 @@ def main() -> None:
         pool = torch.randint(0, 256, (1, a.batch, a.tile, a.tile, 3), generator=gen, dtype=torch.uint8).to(device)
     losses = []
 
-    def distill_step():
+    transform = None  # built on the first augmented step: --no-augment runs need no torchvision
+
+    def distill_step(augmented=not a.no_augment):
+        nonlocal transform
         k = state['step']
         lr, wd = cosine(1e-4, 0.0, k, total), cosine(0.05, 0.0, k, total)
         opt.param_groups[0].update(lr=lr, weight_decay=wd)
         opt.param_groups[1].update(lr=lr)
         tiles = pool[k % pool.shape[0]]
-        x = centre_crop(tiles, a.crop) if a.no_augment else augment(tiles, a.crop, gen)
+        if augmented and transform is None:
+            transform = make_augment(a.crop)
+        x = augment(tiles, transform) if augmented else centre_crop(tiles, a.crop)
         with torch.no_grad():
             zt = t_embed(((x - t_mean) / t_std).to(torch.float16 if a.gpu else torch.float32))
         with torch.autocast('cuda', dtype=torch.bfloat16, enabled=a.gpu):
@@ -251,6 +277,10 @@ def main() -> None:
            'embed_batch': a.embed_batch, 'compile': a.compile, 'python': platform.python_version()}
     if a.gpu:
         out['gpu'] = torch.cuda.get_device_name(0)
+    if a.serve:
+        serve({'distill': lambda: distill_step(True), 'distill-noaug': lambda: distill_step(False),
+               'embed': embed_batch}, out, a.gpu)
+        return
     if a.mode in ('both', 'distill'):
         times = timed(distill_step, a.warmup, a.steps, a.gpu)
         out['step_times_s'] = times

@@ -1,6 +1,8 @@
 // Shared by benchmarks/run.mjs (CPU) and benchmarks/gpu.mjs (GPU host): inputs, timing, the PyTorch reference.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import os from 'node:os';
+import { createInterface } from 'node:readline';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -55,6 +57,62 @@ export function runReference(python, args, timeoutMs = 20 * 60 * 1000) {
   }
   return JSON.parse(last);
 }
+
+/**
+ * tools/reference_step.py --serve as a long-lived child: `time(op)` asks it to run `op` (distill, distill-noaug,
+ * embed) once and resolves to the seconds it measured, so that its steps can be interleaved with the engine's.
+ * Resolves once the models are loaded, to { info, time, close }; rejects with the child's last stderr lines.
+ */
+export function startReference(python, args, timeoutMs = 10 * 60 * 1000) {
+  const child = spawn(python, [path.join(ROOT, 'tools', 'reference_step.py'), '--serve', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr = (stderr + d).slice(-4000); });
+  const lines = createInterface({ input: child.stdout });
+  const waiting = [];
+  let failed = null;
+  const fail = (why) => {
+    failed ??= new Error(`${why}: ${stderr.trim().split('\n').slice(-3).join(' | ')}`);
+    while (waiting.length) waiting.shift().reject(failed);
+  };
+  lines.on('line', (line) => {
+    if (!line.startsWith('{')) return;  // a library's chatter on stdout
+    const w = waiting.shift();
+    if (!w) return;
+    const msg = JSON.parse(line);
+    if (msg.error) w.reject(new Error(`reference: ${msg.error}`));
+    else w.resolve(msg);
+  });
+  child.on('exit', (code, signal) => fail(`reference exited (${signal ?? code})`));
+  child.on('error', (e) => fail(`reference did not start (${e.message})`));
+  const next = () => new Promise((resolve, reject) => {
+    if (failed) return reject(failed);
+    const timer = setTimeout(() => { child.kill(); fail(`reference timed out after ${timeoutMs / 1000} s`); }, timeoutMs);
+    waiting.push({ resolve: (m) => { clearTimeout(timer); resolve(m); }, reject: (e) => { clearTimeout(timer); reject(e); } });
+  });
+  return next().then((info) => ({
+    info,
+    time: async (op) => {
+      const answer = next();
+      child.stdin.write(`${op}\n`);
+      return (await answer).s;
+    },
+    close: () => new Promise((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve();
+      child.once('exit', () => resolve());
+      child.stdin.end('quit\n');
+    }),
+  }));
+}
+
+/** Quantile q of xs (linear interpolation between order statistics, numpy's default). */
+export function quantile(xs, q) {
+  const s = [...xs].sort((a, b) => a - b);
+  const at = (s.length - 1) * q, lo = Math.floor(at), hi = Math.ceil(at);
+  return s[lo] + (s[hi] - s[lo]) * (at - lo);
+}
+
+/** The 1-, 5- and 15-minute load averages, rounded. */
+export const loadAverage = () => os.loadavg().map((x) => +x.toFixed(2));
 
 export const fmt = (x) => (x === null || x === undefined ? 'n/a' : x >= 10 ? x.toFixed(1) : x.toFixed(2));
 export const ratio = (a, b) => (a && b ? +(a / b).toFixed(2) : null);

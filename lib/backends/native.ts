@@ -173,12 +173,33 @@ export function explainLoadFailure(file: string, err: unknown): EngineLoadError 
 
 let cached: { file: string; addon: EngineAddon } | null = null;
 
+/**
+ * How long an idle libtorch intra-op (OpenMP) thread of this process spins before it sleeps, unless the user set
+ * GOMP_SPINCOUNT or OMP_WAIT_POLICY: libgomp reads it once, when the engine loads libtorch. libgomp's default
+ * (300,000 spins, milliseconds) keeps a waiting thread on its core: on a CPU shared with other processes the thread
+ * the step waits for is then descheduled behind it, and an embed of the benchmark's teacher took 1.05 s instead of
+ * 0.26-0.30 s (load average 7, 2 cores, 2026-12-05). 10,000 spins cover the gaps between one call's kernels (as
+ * fast as the default on a quiet machine) and sleep between calls. The environment is restored after the load, so
+ * child processes inherit the user's.
+ */
+export const ENGINE_GOMP_SPINCOUNT = '10000';
+
+function withOpenMpDefaults<T>(load: () => T): T {
+  if (process.env.GOMP_SPINCOUNT !== undefined || process.env.OMP_WAIT_POLICY !== undefined) return load();
+  process.env.GOMP_SPINCOUNT = ENGINE_GOMP_SPINCOUNT;
+  try {
+    return load();
+  } finally {
+    delete process.env.GOMP_SPINCOUNT;
+  }
+}
+
 /** Loads the addon once per path; throws EngineLoadError with the causes when it cannot. */
 export function loadEngineAddon(file: string = enginePath()): EngineAddon {
   if (cached && cached.file === file) return cached.addon;
   if (!existsSync(file)) throw explainLoadFailure(file, new Error(`${file} does not exist`));
   try {
-    const addon = createRequire(import.meta.url)(file) as EngineAddon;
+    const addon = withOpenMpDefaults(() => createRequire(import.meta.url)(file) as EngineAddon);
     cached = { file, addon };
     return addon;
   } catch (e) {

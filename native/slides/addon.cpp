@@ -21,7 +21,7 @@
 
 namespace g2l::slides {
 
-using g2l::addon::run_async;
+using g2l::addon::run_on_pool;
 
 namespace {
 
@@ -163,7 +163,7 @@ static Napi::Value OpenSlideError(const Napi::CallbackInfo& info) {
 static Napi::Value DetectVendor(const Napi::CallbackInfo& info) {
   if (!info[0].IsString()) throw Napi::TypeError::New(info.Env(), "path must be a string");
   std::string path = info[0].As<Napi::String>().Utf8Value();
-  return run_async<std::string>(
+  return run_on_pool<std::string>(
       info.Env(),
       [path] {
         const char* v = require_api()->detect_vendor(path.c_str());
@@ -184,7 +184,7 @@ static Napi::Value OpenSlide(const Napi::CallbackInfo& info) {
     Napi::Value p = info[1].As<Napi::Object>().Get("properties");
     if (!p.IsUndefined()) with_properties = p.ToBoolean();
   }
-  return run_async<SlideInfo>(
+  return run_on_pool<SlideInfo>(
       info.Env(),
       [path, with_properties] {
         const OpenSlideApi* api = require_api();
@@ -280,7 +280,7 @@ static Napi::Value ReadRegion(const Napi::CallbackInfo& info) {
   if (w <= 0 || h <= 0 || w * h > (int64_t(1) << 28)) {
     throw Napi::RangeError::New(info.Env(), "readRegion: width and height must be positive with at most 2^28 pixels");
   }
-  return run_async<Pixels>(
+  return run_on_pool<Pixels>(
       info.Env(),
       [s, x, y, level, w, h] {
         return read_pixels(*s, w, h, "OpenSlide cannot read a region of", [&](uint32_t* argb) {
@@ -295,7 +295,7 @@ static Napi::Value ReadAssociatedImage(const Napi::CallbackInfo& info) {
   SlidePtr s = slide_from_js(info[0]);
   if (!info[1].IsString()) throw Napi::TypeError::New(info.Env(), "name must be a string");
   std::string name = info[1].As<Napi::String>().Utf8Value();
-  return run_async<Pixels>(
+  return run_on_pool<Pixels>(
       info.Env(),
       [s, name] {
         int64_t w = -1, h = -1;
@@ -346,7 +346,7 @@ static Napi::Value ReadTilesInto(const Napi::CallbackInfo& info) {
                int_arg_value(levels.Get(i), "levels")};
   }
   uint8_t* dst = out.Data();
-  return run_async<std::vector<std::string>>(
+  return run_on_pool<std::vector<std::string>>(
       env,
       [jobs = std::move(jobs), dst, size, tile_bytes, threads]() {
         std::vector<std::string> errors(jobs.size());
