@@ -13,7 +13,7 @@
 // OpenSlide opens every name as its own slide, and the files stay in the page cache (a warm-cache measurement: the
 // decode, not the disk). Reports tiles/s, the ratio to the limit (goal >= 0.7 on 2 cores), the most slides open at
 // once (never above --max-open) and resident memory over the run (peak, first and last tenth).
-import { linkSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';

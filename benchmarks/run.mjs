@@ -224,7 +224,7 @@ console.log(`teacher ${m.teacher.family} (dim ${m.teacher.dims}, depth ${m.teach
   `after ${WARMUP} warm-up each; js ${JS_RUNS} runs alone\n`);
 console.log('| img/s (median) | native | PyTorch | native / PyTorch, median of pairs [min, max] | native best / median | js (alone) | native / js |');
 console.log('| --- | --- | --- | --- | --- | --- | --- |');
-for (const [op, r] of Object.entries(ops)) {
+for (const r of Object.values(ops)) {
   const v = r.native_vs_pytorch;
   console.log(`| ${r.label} | ${f(r.native?.img_s)} | ${f(r.pytorch?.img_s)} | ${v ? `${v.median.toFixed(2)}x [${v.min.toFixed(2)}, ${v.max.toFixed(2)}]` : 'n/a'} | ` +
     `${r.native ? r.native.best_over_median.toFixed(2) : 'n/a'} | ${f(r.js?.img_s)} | ${r.native_vs_js ? `${r.native_vs_js}x` : 'n/a'} |`);

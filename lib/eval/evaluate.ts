@@ -76,7 +76,7 @@ export const kKey = (k: number) => `k${k}`;
 /** C as JavaScript prints the number: C0.01, C1. */
 export const cKey = (C: number) => `C${C}`;
 
-function bestBy<T>(keys: string[], score: (k: string) => number | undefined): string | undefined {
+function bestBy(keys: string[], score: (k: string) => number | undefined): string | undefined {
   let best: string | undefined;
   let bestScore = -Infinity;
   for (const k of keys) {

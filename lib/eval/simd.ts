@@ -87,7 +87,7 @@ function ntKernel(p: Precision): number[] {
   const c32 = (v: number) => [op.i32Const, ...sleb(v)];
   const simd = (o: number, ...imm: number[]) => [op.simd, ...uleb(o), ...imm];
   const body: number[] = [];
-  const e = (...b: (number | number[])[]) => { for (const x of b) Array.isArray(x) ? body.push(...x) : body.push(x); };
+  const e = (...b: (number | number[])[]) => { for (const x of b) { if (Array.isArray(x)) body.push(...x); else body.push(x); } };
 
   e(c32(0), s(I));
   e(op.loop, 0x40); // rows of A, two at a time

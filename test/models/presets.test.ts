@@ -2,7 +2,7 @@
 // family written by timm with TRIDENT's kwargs (tools/make_preset_fixtures.py), embedded through the preset on both
 // backends against TRIDENT's forward at 1e-4; the real-size architectures' parameter counts and output widths
 // (timm on the meta device); TRIDENT's aliases of the presets known under the models' own names.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,7 +34,7 @@ function caseInput(caseName: string): EmbedInput {
 
 for (const [preset, fx] of Object.entries(manifest.models)) {
   const folder = path.join(FIXTURES, preset);
-  const check = (t: Tap.Test, info: { preset: string | null; pool: string; dims: number; parameters: number; mean: number[] }, label: string) => {
+  const check = (t: Test, info: { preset: string | null; pool: string; dims: number; parameters: number; mean: number[] }, label: string) => {
     t.equal(info.pool, fx.pool, `${label}: pool ${fx.pool}`);
     t.equal(info.dims, fx.dims, `${label}: ${fx.dims}-d`);
     t.equal(info.parameters, fx.parameters, `${label}: parameters as timm counts them`);

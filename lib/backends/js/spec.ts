@@ -412,7 +412,7 @@ export function resolveVitSpec(folder: string, presetArg = '', poolOverride = ''
   if (preset && layout !== preset.layout) {
     throw new UserError(`${where} is a ${layout} config but preset '${resolvedPreset}' describes a ${preset.layout} folder: drop the preset or use the folder of the model it names`);
   }
-  let merged: Json = preset ? structuredClone(preset.config) : {};
+  const merged: Json = preset ? structuredClone(preset.config) : {};
   if (config) {
     for (const [k, v] of Object.entries(config)) {
       if (k === 'model_args' && merged.model_args && typeof merged.model_args === 'object' && v && typeof v === 'object') {
