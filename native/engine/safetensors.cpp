@@ -64,22 +64,6 @@ const std::array<std::array<uint32_t, 256>, 8>& crc_tables() {
   return tables;
 }
 
-uint32_t crc32_update(uint32_t crc, const unsigned char* p, size_t n) {
-  const auto& t = crc_tables();
-  uint32_t c = crc ^ 0xffffffffu;
-  while (n >= 8) {
-    uint32_t lo, hi;
-    std::memcpy(&lo, p, 4);
-    std::memcpy(&hi, p + 4, 4);
-    lo ^= c;
-    c = t[7][lo & 0xff] ^ t[6][(lo >> 8) & 0xff] ^ t[5][(lo >> 16) & 0xff] ^ t[4][lo >> 24] ^ t[3][hi & 0xff] ^
-        t[2][(hi >> 8) & 0xff] ^ t[1][(hi >> 16) & 0xff] ^ t[0][hi >> 24];
-    p += 8;
-    n -= 8;
-  }
-  while (n--) c = t[0][(c ^ *p++) & 0xff] ^ (c >> 8);
-  return c ^ 0xffffffffu;
-}
 
 std::string crc_hex(uint32_t crc) {
   char buf[9];
@@ -97,6 +81,23 @@ bool as_count(const json::Value& v, uint64_t& out) {
 }
 
 }  // namespace
+
+uint32_t crc32_update(uint32_t crc, const unsigned char* p, size_t n) {
+  const auto& t = crc_tables();
+  uint32_t c = crc ^ 0xffffffffu;
+  while (n >= 8) {
+    uint32_t lo, hi;
+    std::memcpy(&lo, p, 4);
+    std::memcpy(&hi, p + 4, 4);
+    lo ^= c;
+    c = t[7][lo & 0xff] ^ t[6][(lo >> 8) & 0xff] ^ t[5][(lo >> 16) & 0xff] ^ t[4][lo >> 24] ^ t[3][hi & 0xff] ^
+        t[2][(hi >> 8) & 0xff] ^ t[1][(hi >> 16) & 0xff] ^ t[0][hi >> 24];
+    p += 8;
+    n -= 8;
+  }
+  while (n--) c = t[0][(c ^ *p++) & 0xff] ^ (c >> 8);
+  return c ^ 0xffffffffu;
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Reading

@@ -32,6 +32,9 @@ struct SafetensorsEntry {
 /** The __metadata__ key of the data section's CRC-32 (8 lowercase hex digits). */
 inline constexpr const char* kSafetensorsChecksumKey = "data_crc32";
 
+// CRC-32 (IEEE, as zip and zlib.crc32), continued from `crc` (0 to start) over n bytes; slicing by 8.
+uint32_t crc32_update(uint32_t crc, const unsigned char* p, size_t n);
+
 /** One safetensors file, memory-mapped read-only; header, sizes and checksum (when present) validated on open. */
 class SafetensorsFile {
  public:

@@ -2,6 +2,7 @@
 // then the central directory and its end record (zip64 records when sizes or offsets pass 4 GB). Every offset is
 // checked against the file's size before it is followed; every record's CRC-32 is compared with the directory's.
 #include "torch_archive.h"
+#include "safetensors.h"
 
 #include <array>
 #include <cstdint>
@@ -31,39 +32,6 @@ uint64_t u64(const char* p) {
   return v;
 }
 
-// CRC-32 (IEEE, as zip), slicing by 8 bytes.
-const std::array<std::array<uint32_t, 256>, 8>& crc_tables() {
-  static const auto tables = [] {
-    std::array<std::array<uint32_t, 256>, 8> t{};
-    for (uint32_t n = 0; n < 256; ++n) {
-      uint32_t c = n;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
-      t[0][n] = c;
-    }
-    for (uint32_t n = 0; n < 256; ++n) {
-      for (int k = 1; k < 8; ++k) t[k][n] = (t[k - 1][n] >> 8) ^ t[0][t[k - 1][n] & 0xff];
-    }
-    return t;
-  }();
-  return tables;
-}
-
-uint32_t crc32(const unsigned char* p, size_t n) {
-  const auto& t = crc_tables();
-  uint32_t c = 0xffffffffu;
-  while (n >= 8) {
-    uint32_t lo, hi;
-    std::memcpy(&lo, p, 4);
-    std::memcpy(&hi, p + 4, 4);
-    lo ^= c;
-    c = t[7][lo & 0xff] ^ t[6][(lo >> 8) & 0xff] ^ t[5][(lo >> 16) & 0xff] ^ t[4][lo >> 24] ^ t[3][hi & 0xff] ^
-        t[2][(hi >> 8) & 0xff] ^ t[1][(hi >> 16) & 0xff] ^ t[0][hi >> 24];
-    p += 8;
-    n -= 8;
-  }
-  while (n--) c = t[0][(c ^ *p++) & 0xff] ^ (c >> 8);
-  return c ^ 0xffffffffu;
-}
 
 }  // namespace
 
@@ -142,7 +110,7 @@ ArchiveRecord check_torch_archive(const char* data, size_t size, const std::stri
     if (start > dir_offset || stored > dir_offset - start) {
       throw damaged("record " + name + " runs from byte " + std::to_string(start) + " past the data's end at byte " + std::to_string(dir_offset));
     }
-    if (crc32(reinterpret_cast<const unsigned char*>(data + start), stored) != crc) {
+    if (crc32_update(0, reinterpret_cast<const unsigned char*>(data + start), stored) != crc) {
       throw damaged("record " + name + " does not match its CRC-32");
     }
     if (name.size() >= 9 && name.compare(name.size() - 9, 9, "/data.pkl") == 0) {

@@ -7,7 +7,7 @@ import { closeSync, existsSync, openSync, readFileSync, readSync } from 'node:fs
 import path from 'node:path';
 import { UserError } from '../../errors.js';
 import { writeFileAtomic } from '../../io/atomic.js';
-import { readTorchBin } from './torch-state.js';
+import { readTorchBin } from './torch-bin.js';
 
 export interface NamedTensor {
   shape: number[];
@@ -180,7 +180,7 @@ export function halfToFloat(h: number): number {
   return s * (1 + f / 1024) * 2 ** (e - 15);
 }
 
-/** The tensors of a pytorch_model.bin (torch-state.ts readTorchBin: nothing in its pickle runs) as float32. */
+/** The tensors of a pytorch_model.bin (torch-bin.ts readTorchBin: nothing in its pickle runs) as float32. */
 function readBinWeights(file: string): Map<string, NamedTensor> {
   const out = new Map<string, NamedTensor>();
   for (const [name, t] of readTorchBin(file)) {

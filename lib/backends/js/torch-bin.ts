@@ -1,21 +1,12 @@
-// The engine's checkpoint file (state.pt, written by torch::pickle_save) read and written in plain JavaScript, so
-// that a run resumes on either backend from the other's checkpoint. The format is PyTorch's zip archive: stored
-// (uncompressed) records archive/data.pkl (a protocol-2 pickle of Dict[str, Tensor] whose tensors are
-// torch._utils._rebuild_tensor_v2 calls over persistent storages), archive/data/<key> (the storages' bytes),
-// archive/version, archive/byteorder. Only what such a dict needs is implemented: a flat dict of dense tensors.
+// pytorch_model.bin (torch.save of a state dict: PyTorch's zip archive of stored records, archive/data.pkl a pickle
+// whose tensors are torch._utils._rebuild_tensor_v2 calls over persistent storages, archive/data/<key> their bytes)
+// read in plain JavaScript without running the pickle: only the globals a state dict names are accepted. (Checkpoints
+// are safetensors; this reader is for model weights only.)
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { UserError } from '../../errors.js';
-import { writeFileAtomic } from '../../io/atomic.js';
+import { crc32 } from './safetensors.js';
 
-export type StateTensor =
-  | { dtype: 'float32'; shape: number[]; data: Float32Array }
-  | { dtype: 'int64'; shape: number[]; data: BigInt64Array };
-
-const STORAGES: Record<string, { dtype: 'float32' | 'int64'; size: number }> = {
-  FloatStorage: { dtype: 'float32', size: 4 },
-  LongStorage: { dtype: 'int64', size: 8 },
-};
-/** Bytes per element of the storage types read (state.pt: STORAGES; weights: WEIGHT_STORAGES). */
+/** Bytes per element of the storage types read. */
 const STORAGE_SIZES: Record<string, { size: number }> = {
   FloatStorage: { size: 4 }, LongStorage: { size: 8 }, HalfStorage: { size: 2 }, BFloat16Storage: { size: 2 },
 };
@@ -29,7 +20,7 @@ interface ZipEntry { name: string; offset: number; size: number; method: number;
 function readAt(fd: number, position: number, length: number, file: string): Buffer {
   const b = Buffer.alloc(length);
   const n = readSync(fd, b, 0, length, position);
-  if (n !== length) throw new UserError(`${file} is truncated at byte ${position + n}; the checkpoint is damaged`);
+  if (n !== length) throw new UserError(`${file} is truncated at byte ${position + n}; the file is damaged`);
   return b;
 }
 
@@ -38,7 +29,7 @@ function zipEntries(fd: number, fileSize: number, file: string): Map<string, Zip
   const end = readAt(fd, fileSize - tail, tail, file);
   let eocd = -1;
   for (let i = end.length - 22; i >= 0; i--) if (end.readUInt32LE(i) === 0x06054b50) { eocd = i; break; }
-  if (eocd < 0) throw new UserError(`${file} is not a PyTorch checkpoint (no zip directory): is it a g2l-native state.pt?`);
+  if (eocd < 0) throw new UserError(`${file} is not a PyTorch checkpoint (no zip directory): is it a pytorch_model.bin?`);
   let count = end.readUInt16LE(eocd + 10);
   let dirOffset = end.readUInt32LE(eocd + 16);
   if (dirOffset === 0xffffffff || count === 0xffff) {
@@ -69,7 +60,7 @@ function zipEntries(fd: number, fileSize: number, file: string): Map<string, Zip
       }
       e += 4 + len;
     }
-    if (offset + 30 + size > fileSize) throw new UserError(`${file} is truncated: record ${name} runs past its end at byte ${fileSize}; the checkpoint is damaged`);
+    if (offset + 30 + size > fileSize) throw new UserError(`${file} is truncated: record ${name} runs past its end at byte ${fileSize}; the file is damaged`);
     entries.set(name, { name, offset, size, method: h.readUInt16LE(10), crc: h.readUInt32LE(16) });
     p += 46 + nameLen + extraLen + commentLen;
   }
@@ -77,11 +68,11 @@ function zipEntries(fd: number, fileSize: number, file: string): Map<string, Zip
 }
 
 function readEntry(fd: number, e: ZipEntry, file: string): Buffer {
-  if (e.method !== 0) throw new UserError(`${file}: record ${e.name} is compressed; g2l-native checkpoints are stored uncompressed`);
+  if (e.method !== 0) throw new UserError(`${file}: record ${e.name} is compressed; torch.save stores its records uncompressed`);
   const local = readAt(fd, e.offset, 30, file);
   const start = e.offset + 30 + local.readUInt16LE(26) + local.readUInt16LE(28);
   const data = readAt(fd, start, e.size, file);
-  if (crc32(data) !== e.crc) throw new UserError(`${file}: record ${e.name} does not match its CRC-32; the checkpoint is damaged`);
+  if (crc32(data) !== e.crc) throw new UserError(`${file}: record ${e.name} does not match its CRC-32; the file is damaged`);
   return data;
 }
 
@@ -96,23 +87,6 @@ const MARK = Symbol('mark');
 /** A global a tensor state dict's pickle names: the tensor rebuilder, storage type names, OrderedDict. */
 const weightGlobal = (g: string): boolean =>
   g === 'collections.OrderedDict' || g === 'torch._utils._rebuild_tensor_v2' || /^torch\.[A-Za-z0-9]+Storage$/.test(g);
-/** The engine's state.pt (torch::pickle_save) also tags its dict's type. */
-const stateGlobal = (g: string): boolean => weightGlobal(g) || g === 'torch.jit._pickle.restore_type_tag';
-
-/** Reads a state.pt written by the engine (torch::pickle_save of Dict[str, Tensor]). */
-export function readTorchState(file: string): Map<string, StateTensor> {
-  const out = new Map<string, StateTensor>();
-  for (const [key, r] of readArchive(file, stateGlobal, 'resume from an earlier checkpoint', 'it is not a g2l-native checkpoint')) {
-    const kind = STORAGES[r.type];
-    if (!kind) throw new UserError(`${file}: '${key}' is a ${r.type}; float32 and int64 tensors are supported`);
-    const copy = new Uint8Array(r.bytes).buffer;
-    out.set(key, kind.dtype === 'float32'
-      ? { dtype: 'float32', shape: r.shape, data: new Float32Array(copy) }
-      : { dtype: 'int64', shape: r.shape, data: new BigInt64Array(copy) });
-  }
-  return out;
-}
-
 /**
  * The tensors of a pytorch_model.bin (torch.save of a state dict, PyTorch >= 1.6 zip format), their bytes as stored,
  * read without running anything: its pickle may name only torch._utils._rebuild_tensor_v2, torch.<Type>Storage and
@@ -184,7 +158,7 @@ function readRaw(fd: number, file: string, allowed: (g: string) => boolean, reme
     }
     const begin = r.offset * kind.size;
     if (begin + n * kind.size > bytes.length) {
-      throw new UserError(`${file}: '${String(key)}' needs ${begin + n * kind.size} bytes of data/${r.storage.storage}, which has ${bytes.length}; the checkpoint is damaged`);
+      throw new UserError(`${file}: '${String(key)}' needs ${begin + n * kind.size} bytes of data/${r.storage.storage}, which has ${bytes.length}; the file is damaged`);
     }
     out.set(key, { type: r.storage.type, shape: r.shape, bytes: bytes.subarray(begin, begin + n * kind.size) });
   }
@@ -192,7 +166,7 @@ function readRaw(fd: number, file: string, allowed: (g: string) => boolean, reme
 }
 
 function fail(file: string, key: string): never {
-  throw new UserError(`${file} lacks the storage record data/${key}; the checkpoint is damaged`);
+  throw new UserError(`${file} lacks the storage record data/${key}; the file is damaged`);
 }
 
 function unpickle(b: Buffer, file: string, allowed: (g: string) => boolean): unknown {
@@ -283,104 +257,4 @@ function unpickle(b: Buffer, file: string, allowed: (g: string) => boolean): unk
         throw new UserError(`${file}: pickle opcode 0x${(op ?? 0).toString(16)} at byte ${p - 1} is not one a g2l-native checkpoint uses`);
     }
   }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Writing: the layout torch::pickle_save produces, readable by the engine and by torch.load
-// ---------------------------------------------------------------------------------------------------------------
-
-const CRC_TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  return t;
-})();
-
-function crc32(b: Uint8Array): number {
-  let c = 0xffffffff;
-  for (let i = 0; i < b.length; i++) c = CRC_TABLE[(c ^ b[i]) & 0xff] ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
-
-class PickleWriter {
-  private parts: Buffer[] = [];
-  private memo = 0;
-  op(...bytes: number[]): this { this.parts.push(Buffer.from(bytes)); return this; }
-  str(s: string): this {
-    const u = Buffer.from(s, 'utf8');
-    const h = Buffer.alloc(5);
-    h[0] = 0x58;
-    h.writeUInt32LE(u.length, 1);
-    this.parts.push(h, u);
-    return this.put();
-  }
-  global(mod: string, name: string): this { this.parts.push(Buffer.from([0x63]), Buffer.from(`${mod}\n${name}\n`, 'utf8')); return this.put(); }
-  int(v: number): this {
-    if (v >= 0 && v < 256) return this.op(0x4b, v);
-    if (v >= 0 && v < 65536) { const b = Buffer.alloc(3); b[0] = 0x4d; b.writeUInt16LE(v, 1); this.parts.push(b); return this; }
-    const b = Buffer.alloc(5); b[0] = 0x4a; b.writeInt32LE(v, 1); this.parts.push(b); return this;
-  }
-  put(): this { const b = Buffer.alloc(5); b[0] = 0x72; b.writeUInt32LE(this.memo++, 1); this.parts.push(b); return this; }
-  bytes(): Buffer { return Buffer.concat(this.parts); }
-}
-
-/** Writes a Dict[str, Tensor] state.pt (float32 and int64, contiguous) that the engine and torch.load read. */
-export async function writeTorchState(file: string, tensors: Map<string, StateTensor>): Promise<void> {
-  const w = new PickleWriter();
-  w.op(0x80, 2).global('torch.jit._pickle', 'restore_type_tag').op(0x7d).put().op(0x28);
-  const records: [string, Uint8Array][] = [];
-  let key = 0;
-  for (const [name, t] of tensors) {
-    const n = t.shape.reduce((a, b) => a * b, 1);
-    if (t.data.length !== n) throw new Error(`writeTorchState: '${name}' has ${t.data.length} values for shape (${t.shape})`);
-    const stride: number[] = [];
-    for (let d = t.shape.length - 1, s = 1; d >= 0; d--) { stride[d] = s; s *= t.shape[d]; }
-    w.str(name).global('torch._utils', '_rebuild_tensor_v2').op(0x28);
-    w.op(0x28).str('storage').global('torch', t.dtype === 'float32' ? 'FloatStorage' : 'LongStorage').str(String(key)).str('cpu').int(n).op(0x74, 0x51);
-    w.int(0).op(0x28);
-    for (const s of t.shape) w.int(s);
-    w.op(0x74, 0x28);
-    for (const s of stride) w.int(s);
-    w.op(0x74, 0x89).global('collections', 'OrderedDict').op(0x29, 0x52, 0x74, 0x52);
-    records.push([`archive/data/${key}`, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)]);
-    key++;
-  }
-  w.op(0x75).str('Dict[str, Tensor]').op(0x86, 0x52).put().op(0x2e);
-  records.push(['archive/data.pkl', w.bytes()], ['archive/version', Buffer.from('3\n')], ['archive/byteorder', Buffer.from('little')]);
-  await writeFileAtomic(file, zipStored(records));
-}
-
-/** A zip of stored records, each data start aligned to 64 bytes with an "FB" padding field as PyTorch writes. */
-function zipStored(records: [string, Uint8Array][]): Buffer {
-  const parts: Buffer[] = [];
-  const central: Buffer[] = [];
-  let offset = 0;
-  for (const [name, data] of records) {
-    const nameBuf = Buffer.from(name, 'utf8');
-    const pad = (64 - ((offset + 30 + nameBuf.length + 4) % 64)) % 64;
-    const extra = Buffer.alloc(4 + pad, 0x5a);
-    extra.writeUInt16LE(0x4246, 0);  // "FB"
-    extra.writeUInt16LE(pad, 2);
-    const crc = crc32(data);
-    if (data.length >= 0xffffffff || offset >= 0xffffffff) throw new UserError('checkpoint over 4 GB: not supported by the js writer');
-    const local = Buffer.alloc(30);
-    local.writeUInt32LE(0x04034b50, 0); local.writeUInt16LE(20, 4); local.writeUInt16LE(0x0800, 6); local.writeUInt16LE(0, 8);
-    local.writeUInt32LE(crc, 14); local.writeUInt32LE(data.length, 18); local.writeUInt32LE(data.length, 22);
-    local.writeUInt16LE(nameBuf.length, 26); local.writeUInt16LE(extra.length, 28);
-    parts.push(local, nameBuf, extra, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
-    const c = Buffer.alloc(46);
-    c.writeUInt32LE(0x02014b50, 0); c.writeUInt16LE(20, 4); c.writeUInt16LE(20, 6); c.writeUInt16LE(0x0800, 8);
-    c.writeUInt32LE(crc, 16); c.writeUInt32LE(data.length, 20); c.writeUInt32LE(data.length, 24); c.writeUInt16LE(nameBuf.length, 28);
-    c.writeUInt32LE(offset, 42);
-    central.push(c, nameBuf);
-    offset += 30 + nameBuf.length + extra.length + data.length;
-  }
-  const dir = Buffer.concat(central);
-  const end = Buffer.alloc(22);
-  end.writeUInt32LE(0x06054b50, 0); end.writeUInt16LE(records.length, 8); end.writeUInt16LE(records.length, 10);
-  end.writeUInt32LE(dir.length, 12); end.writeUInt32LE(offset, 16);
-  return Buffer.concat([...parts, dir, end]);
 }
