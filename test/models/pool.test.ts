@@ -11,7 +11,7 @@ import { loadJsModel } from '../../lib/backends/js/model.js';
 import { JsDistiller, type JsDistillerConfig } from '../../lib/backends/js/distill.js';
 import type { EmbedInput, ModelPool } from '../../lib/backends/types.js';
 import { engine, tiles } from '../js-backend/helpers.js';
-import { nativeBackend, relativeError } from './helpers.js';
+import { floatImages, nativeBackend, relativeError } from './helpers.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const FIXTURES = path.join(HERE, '..', 'fixtures', 'pool');
@@ -29,10 +29,8 @@ function caseInput(caseName: string): EmbedInput {
   const [input, kind] = manifest.cases[caseName];
   const u8 = new Uint8Array(readFileSync(path.join(FIXTURES, manifest.inputs[input])));
   const size = input === 'images_224' ? 224 : 168;
-  if (kind === 'uint8') return { data: u8, shape: [2, size, size, 3] };
-  const hw = size * size, out = new Float32Array(2 * 3 * hw);
-  for (let b = 0; b < 2; b++) for (let c = 0; c < 3; c++) for (let p = 0; p < hw; p++) out[(b * 3 + c) * hw + p] = (u8[(b * hw + p) * 3 + c] - 128) / 64;
-  return { data: out, shape: [2, 3, size, size] };
+  const images = { data: u8, shape: [2, size, size, 3] };
+  return kind === 'uint8' ? images : floatImages(images);
 }
 
 for (const [name, fx] of Object.entries(manifest.models)) {
