@@ -13,9 +13,10 @@ import type { NativeDistillerConstructor } from '../distill/native-types.js';
 import type { EmbedInput, MilBags, MilParams, MilTrainPlan, MilTrainResult, ModelDescription, ModelDtype, ModelHandle, ModelInfo, ModelLoadOptions, ModelSource } from './types.js';
 import type { Float64Tensor, LogisticModel, LogisticOptions, Tensor, TopK, TopKOptions } from './types.js';
 import { UserError } from '../errors.js';
+import { exitAtOnceWhileBusy, type ExitIfBusy } from '../util/exit.js';
 
 /** The functions the addon exports (native/addon). */
-export interface EngineAddon {
+export interface EngineAddon extends ExitIfBusy {
   runtimeInfo(): Promise<{
     engineVersion: string;
     libtorchVersion: string;
@@ -200,6 +201,7 @@ export function loadEngineAddon(file: string = enginePath()): EngineAddon {
   if (!existsSync(file)) throw explainLoadFailure(file, new Error(`${file} does not exist`));
   try {
     const addon = withOpenMpDefaults(() => createRequire(import.meta.url)(file) as EngineAddon);
+    exitAtOnceWhileBusy(addon);
     cached = { file, addon };
     return addon;
   } catch (e) {

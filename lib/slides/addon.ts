@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { PACKAGE_ROOT, SETUP_COMMAND, nativeBuildRoots } from '../version.js';
+import { exitAtOnceWhileBusy, type ExitIfBusy } from '../util/exit.js';
 
 /** An open OpenSlide handle (opaque; closed by closeSlide or garbage collection). */
 export type OpenSlideHandle = { readonly __openslide: unique symbol };
@@ -26,7 +27,7 @@ export interface RgbPixels {
   height: number;
 }
 
-export interface SlidesAddon {
+export interface SlidesAddon extends ExitIfBusy {
   openslideVersion(): string | null;
   /** The OpenSlide library file loaded, or null. */
   openslideLibrary(): string | null;
@@ -82,6 +83,7 @@ export function loadSlidesAddon(): SlidesAddon | null {
   try {
     cached = createRequire(import.meta.url)(file) as SlidesAddon;
     cached.useOpenSlideLibraries(openslideBinLibraries());
+    exitAtOnceWhileBusy(cached);
   } catch (e) {
     cachedError = `the slide-reader addon could not be loaded from ${file}: ${(e as Error).message.split('\n')[0]}; run \`${SETUP_COMMAND}\``;
   }

@@ -54,6 +54,7 @@ static Napi::Value NormalizeImagesJs(const Napi::CallbackInfo& info) {
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("runtimeInfo", Napi::Function::New(env, RuntimeInfoJs, "runtimeInfo"));
   exports.Set("normalizeImages", Napi::Function::New(env, NormalizeImagesJs, "normalizeImages"));
+  exports.Set("exitIfBusy", Napi::Function::New(env, ExitIfBusy, "exitIfBusy"));
   // Each area of the engine adds its functions here (see exports.h).
   register_models(env, exports);
   register_distill(env, exports);

@@ -12,11 +12,21 @@
 //                threadpool, several at once.
 //
 // Buffers borrowed from JS are held by references until the work is done.
+//
+//   exit_if_busy  the process's exit while a call's work runs. process.exit() ends in exit(), which runs the static
+//                destructors of libtorch, libgomp and the slide libraries while the engine thread (or a pool thread)
+//                is inside them: a second Ctrl-C during a step died by SIGSEGV (4 of 15 tries with two intra-op
+//                threads) instead of exiting 130. lib/util/exit.ts calls it from the process's 'exit' event: with
+//                work in flight the process ends there with _Exit (no destructors; the OS frees what they would),
+//                otherwise the exit goes on as usual.
 #pragma once
 
 #include <napi.h>
 
+#include <atomic>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -27,6 +37,35 @@
 #include <vector>
 
 namespace g2l::addon {
+
+/** Calls of this addon whose work has not finished (queued or running). */
+inline std::atomic<int>& calls_in_flight() {
+  static std::atomic<int> n{0};
+  return n;
+}
+
+/** Holds calls_in_flight() up from construction (on the JS thread) until done() (after the work). */
+class InFlight {
+ public:
+  InFlight() { calls_in_flight().fetch_add(1); }
+  ~InFlight() { done(); }
+  void done() {
+    if (!done_) calls_in_flight().fetch_sub(1);
+    done_ = true;
+  }
+
+ private:
+  bool done_ = false;
+};
+
+/** exitIfBusy(code): ends the process now with `code` when work of this addon is in flight; otherwise returns. */
+inline Napi::Value ExitIfBusy(const Napi::CallbackInfo& info) {
+  if (calls_in_flight().load() > 0) {
+    std::fflush(nullptr);
+    std::_Exit(info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 1);
+  }
+  return info.Env().Undefined();
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // libuv's threadpool
@@ -57,6 +96,7 @@ class PromiseWorker : public Napi::AsyncWorker {
     } catch (...) {
       SetError("unknown engine error");
     }
+    in_flight_.done();
   }
   void OnOK() override {
     Napi::Env env = Env();
@@ -75,6 +115,7 @@ class PromiseWorker : public Napi::AsyncWorker {
   Convert convert_;
   std::unique_ptr<Result> result_;
   std::vector<Napi::Reference<Napi::Value>> refs_;
+  InFlight in_flight_;
 };
 
 /** Queues `work` on libuv's threadpool and returns the Promise of convert(result). */
@@ -171,6 +212,7 @@ class EngineCall {
       error_ = "unknown engine error";
     }
     work_ = nullptr;  // the captures (model handles, buffers' views) are released here, in call order
+    in_flight_.done();
     napi_threadsafe_function tsfn = tsfn_;
     if (napi_call_threadsafe_function(tsfn, this, napi_tsfn_blocking) != napi_ok) {
       // The environment is closing: nothing can be settled; its references go with it.
@@ -209,6 +251,7 @@ class EngineCall {
   std::unique_ptr<Result> result_;
   std::string error_;
   napi_threadsafe_function tsfn_ = nullptr;
+  InFlight in_flight_;
 };
 
 /** Queues `work` on the engine thread and returns the Promise of convert(result). */

@@ -393,6 +393,7 @@ static Napi::Value CloseSlide(const Napi::CallbackInfo& info) {
 
 static Napi::Object InitSlides(Napi::Env env, Napi::Object exports) {
   using namespace g2l::slides;
+  exports.Set("exitIfBusy", Napi::Function::New(env, g2l::addon::ExitIfBusy, "exitIfBusy"));
   exports.Set("openslideVersion", Napi::Function::New(env, OpenSlideVersion, "openslideVersion"));
   exports.Set("openslideError", Napi::Function::New(env, OpenSlideError, "openslideError"));
   exports.Set("openslideLibrary", Napi::Function::New(env, OpenSlideLibrary, "openslideLibrary"));

@@ -1,5 +1,5 @@
 // Nothing lost, whatever stops a run: chains of `distill` processes, each stopped by SIGKILL, SIGTERM or SIGINT at a
-// random moment (seeded) or as a checkpoint is being written, each followed by `--resume`, until the run completes.
+// random moment (seeded), after a step or as a checkpoint is being written, each followed by `--resume`, until the run completes.
 // Every chain must end with the exported student, the final checkpoint and the log of an uninterrupted run, bitwise
 // (on the CPU, one libtorch thread in every process); a process may only end as the test made it end.
 import t from 'tap';
@@ -22,9 +22,13 @@ const EXPECTED: Record<string, number> = { SIGTERM: 143, SIGINT: 130 };
 
 interface Stop {
   signal: 'SIGKILL' | 'SIGTERM' | 'SIGINT';
-  /** Milliseconds after the start, or 'write': `delay` ms after a checkpoint's temporary folder appears. */
-  when: number | 'write';
+  /**
+   * Milliseconds after the start; 'write': `delay` ms after a checkpoint's temporary folder appears; 'step': `delay` ms
+   * after the process has logged `lines` steps (a moment inside the run however fast the machine is at the time).
+   */
+  when: number | 'write' | 'step';
   delay?: number;
+  lines?: number;
 }
 
 interface Launch {
@@ -60,10 +64,25 @@ function launch(run: string, stop: Stop | null): Promise<Launch> {
   const watcher = stop?.when === 'write'
     ? watch(checkpoints, (_, name) => { if (name && TEMP.test(String(name)) && !stale.has(String(name))) setTimeout(send, stop.delay ?? 0); })
     : null;
-  const timer = stop && stop.when !== 'write' ? setTimeout(send, stop.when) : null;
+  const timer = stop && typeof stop.when === 'number' ? setTimeout(send, stop.when) : null;
+  const log = path.join(run, 'log.jsonl');
+  const logged = () => (existsSync(log) ? readFileSync(log, 'utf8').split('\n').filter((l) => l.trim()).length : 0);
+  // Counted from the fewest lines seen: a resume first cuts the log back to its checkpoint's step.
+  let base = logged();
+  const poll = stop?.when === 'step'
+    ? setInterval(() => {
+      const n = logged();
+      base = Math.min(base, n);
+      if (n - base >= stop.lines!) {
+        clearInterval(poll!);
+        setTimeout(send, stop.delay ?? 0);
+      }
+    }, 10)
+    : null;
   return new Promise((resolve) => child.on('close', (code, signal) => {
     watcher?.close();
     if (timer) clearTimeout(timer);
+    if (poll) clearInterval(poll);
     resolve({ stop: sent ? stop : null, code, signal, stderr, duringWrite });
   }));
 }
@@ -88,12 +107,18 @@ t.test(`${CHAINS} chains of distill runs stopped at random moments end bitwise a
     const history: string[] = [];
     for (let k = 0; ; k++) {
       // Up to 8 stops a chain, then the last process runs to the end.
+      const draw = rand();
       const stop: Stop | null = k < 8
-        ? { signal: signals[Math.floor(rand() * 3)], when: rand() < 0.3 ? 'write' : Math.floor(runMs * (0.1 + 0.85 * rand())), delay: Math.floor(rand() * 8) }
+        ? {
+          signal: signals[Math.floor(rand() * 3)],
+          when: draw < 0.3 ? 'write' : draw < 0.65 ? 'step' : Math.floor(runMs * (0.1 + 0.85 * rand())),
+          delay: Math.floor(rand() * 8),
+          lines: 1 + Math.floor(rand() * 2),
+        }
         : null;
       const l = await launch(run, stop);
       tally.launches++;
-      const when = l.stop?.when === 'write' ? `write+${l.stop.delay}ms` : l.stop?.when;
+      const when = l.stop?.when === 'write' ? `write+${l.stop.delay}ms` : l.stop?.when === 'step' ? `step+${l.stop.lines}+${l.stop.delay}ms` : l.stop?.when;
       history.push(`${l.stop ? `${l.stop.signal}@${when}${l.duringWrite ? '(in write)' : ''}` : 'none'} -> ${l.signal ?? l.code}`);
       if (l.stop) {
         tally.stops++;
