@@ -4,12 +4,13 @@ fixtures do not cover, a tiny random model of the same family (the same architec
 TRIDENT's encoder, small dims) saved by timm, with the embeddings TRIDENT's forward computes; and the real-size
 parameter counts and output widths (built by timm on the meta device).
 
-Pinned (tools/requirements.txt): torch 2.11.0, timm 1.0.29, numpy 2.4.
+Pinned (tools/requirements-dev.txt): torch 2.11.0, timm 1.0.29, transformers 5.17.0, numpy 2.4.
 Run:  .venv/bin/python tools/make_preset_fixtures.py [--out test/fixtures/presets]
 
 Source of every constant: mahmoodlab/TRIDENT trident/patch_encoder_models/load.py (commit 5f53f476), the
 timm_kwargs, Normalize and forward of UNIInferenceEncoder (uni_v1), Virchow2InferenceEncoder (virchow2),
-HOptimus1InferenceEncoder (hoptimus1), GigaPathInferenceEncoder (gigapath).
+HOptimus1InferenceEncoder (hoptimus1), GigaPathInferenceEncoder (gigapath), Phikonv2InferenceEncoder (phikon_v2); and
+its later load.py's H0MiniInferenceEncoder with the model card bioptimus/H0-mini (h0-mini).
 Inputs: the model fixtures' images (test/fixtures/models/inputs), checked byte for byte.
 """
 import argparse
@@ -22,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
+import transformers
+from transformers import Dinov2Config, Dinov2Model
 from timm.layers import SwiGLUPacked
 from timm.models import save_for_hf
 
@@ -42,6 +45,18 @@ PRESETS = {
                   HOPT_MEAN, HOPT_STD, 'cls'),
     'gigapath': ('vit_giant_patch14_dinov2', dict(img_size=224, in_chans=3, patch_size=16, embed_dim=1536, depth=40, num_heads=24,
                                                  mlp_ratio=5.33334), {}, IMAGENET_MEAN, IMAGENET_STD, 'cls'),
+    # H0MiniInferenceEncoder (TRIDENT's later load.py) and the model card bioptimus/H0-mini: SwiGLUPacked + SiLU in
+    # code, every token out (global_pool ''), the H-optimus normalisation, the class token by default.
+    'h0-mini': ('vit_base_patch14_reg4_dinov2', dict(img_size=224, init_values=1e-5, global_pool='', dynamic_img_size=True), SWIGLU,
+                HOPT_MEAN, HOPT_STD, 'cls'),
+}
+
+# transformers presets: preset -> (the Dinov2Config of the real model, mean, std, pooling of TRIDENT's forward).
+# Phikonv2InferenceEncoder: AutoModel of owkin/phikon-v2 (Dinov2Model, ViT-L/16), ImageNet Normalize,
+# last_hidden_state[:, 0].
+HF_PRESETS = {
+    'phikon_v2': (dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, mlp_ratio=4, use_swiglu_ffn=False, image_size=224,
+                       patch_size=16, layer_norm_eps=1e-6, layerscale_value=1e-5), IMAGENET_MEAN, IMAGENET_STD, 'cls'),
 }
 
 
@@ -99,9 +114,30 @@ def main() -> None:
             'mean': list(mean), 'std': list(std),
             'expected': cases(trident_embed(ref, pool), inputs, mean, std),
         }
+    for seed, (preset, (config, mean, std, pool)) in enumerate(HF_PRESETS.items(), start=61):
+        with torch.device('meta'):
+            full = Dinov2Model(Dinov2Config(**config))
+        g = torch.Generator().manual_seed(seed)
+        tiny = Dinov2Config(**{**config, 'hidden_size': TINY['embed_dim'], 'num_hidden_layers': TINY['depth'],
+                               'num_attention_heads': TINY['num_heads'],
+                               'layerscale_value': float(torch.rand(1, generator=g)) * 0.5 + 0.5})
+        model = Dinov2Model(tiny)
+        randomize(model, seed)
+        folder = out / preset
+        model.save_pretrained(folder, safe_serialization=True)
+        ref = Dinov2Model.from_pretrained(folder).eval()
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.state_dict().values()))
+        models[preset] = {
+            'architecture': 'transformers Dinov2Model', 'pool': pool, 'width': TINY['embed_dim'], 'dims': TINY['embed_dim'],
+            'parameters': sum(p.numel() for p in model.parameters()),
+            'fullParameters': sum(p.numel() for p in full.parameters()),
+            'fullDims': config['hidden_size'],
+            'mean': list(mean), 'std': list(std),
+            'expected': cases(lambda x: ref(pixel_values=x).last_hidden_state[:, 0], inputs, mean, std),
+        }
     manifest = {
         'generator': 'tools/make_preset_fixtures.py',
-        'versions': {'torch': torch.__version__, 'timm': timm.__version__, 'numpy': np.__version__},
+        'versions': {'torch': torch.__version__, 'timm': timm.__version__, 'transformers': transformers.__version__, 'numpy': np.__version__},
         'inputs': {'images_224': '../models/inputs/images_224.u8', 'images_168': '../models/inputs/images_168.u8'},
         'cases': {'u8_224': ['images_224', 'uint8'], 'u8_168_resized': ['images_168', 'uint8'], 'f32_224': ['images_224', 'float32']},
         'models': models,

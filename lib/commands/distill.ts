@@ -16,6 +16,8 @@ interface DistillArgs {
   'teacher-preset'?: string;
   student?: string;
   'student-preset'?: string;
+  'teacher-pool'?: 'cls' | 'mean' | 'cls+mean';
+  'student-pool'?: 'cls' | 'mean' | 'cls+mean';
   slides?: string;
   out?: string;
   config?: string;
@@ -44,6 +46,8 @@ function flagsInput(a: DistillArgs): RunConfigInput {
     teacherPreset: a['teacher-preset'],
     student: a.student,
     studentPreset: a['student-preset'],
+    teacherPool: a['teacher-pool'],
+    studentPool: a['student-pool'],
     slides: a.slides,
     steps: a.steps,
     batchSize: a['batch-size'],
@@ -68,6 +72,16 @@ export const distillCommand: CommandModule<object, DistillArgs> = {
       .option('teacher-preset', { type: 'string', describe: 'Teacher preset (h-optimus-0, uni2-h, ...) when its config.json is incomplete' })
       .option('student', { type: 'string', describe: 'Student model folder; exported in the same layout' })
       .option('student-preset', { type: 'string', describe: 'Student preset (hibou-l, hibou-b, ...)' })
+      .option('teacher-pool', {
+        type: 'string',
+        choices: ['cls', 'mean', 'cls+mean'],
+        describe: "Teacher embedding pooling, overriding its own (config or preset): class token, mean of the patch tokens, or both (2*D)",
+      })
+      .option('student-pool', {
+        type: 'string',
+        choices: ['cls', 'mean', 'cls+mean'],
+        describe: 'Student embedding pooling (the projector is sized from it; the exported student records it)',
+      })
       .option('slides', { type: 'string', describe: 'Tile manifest folder from `g2l-native tile`, or synthetic[:N]' })
       .option('out', { type: 'string', describe: 'Run folder: config.json, log.jsonl, checkpoints/, student/' })
       .option('config', { type: 'string', describe: 'YAML or JSON file with any run settings (flags win)' })

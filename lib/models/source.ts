@@ -6,7 +6,7 @@ import { resolveModelFolder } from './hub.js';
 import type { ModelPool, ModelSource } from '../backends/types.js';
 
 /** The presets the engine knows (native/engine/model_spec.cpp). */
-export const PRESETS = ['h-optimus-0', 'hibou-l', 'hibou-b', 'uni2-h', 'uni_v1', 'virchow2', 'hoptimus1', 'gigapath', 'hoptimus0', 'uni_v2', 'hibou_l', 'hibou_b'] as const;
+export const PRESETS = ['h-optimus-0', 'hibou-l', 'hibou-b', 'uni2-h', 'uni_v1', 'virchow2', 'hoptimus1', 'gigapath', 'h0-mini', 'phikon_v2', 'hoptimus0', 'uni_v2', 'hibou_l', 'hibou_b'] as const;
 export type PresetName = (typeof PRESETS)[number];
 
 /** Parses a --model value. */

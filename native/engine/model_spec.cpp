@@ -187,6 +187,36 @@ const std::vector<Preset>& presets() {
                              {"depth", num(40)}, {"num_heads", num(24)}, {"mlp_ratio", num(5.33334)}});
        },
        kImagenetMean, kImagenetStd, "cls", "Prov-GigaPath tile encoder, timm ViT-g/16 (dinov2 family), packed SwiGLU"},
+      // H0MiniInferenceEncoder (TRIDENT's later load.py; the model card bioptimus/H0-mini): timm
+      // vit_base_patch14_reg4_dinov2 with SwiGLUPacked + SiLU passed in code, global_pool '' (the card's output is every
+      // token, (1, 261, 768)); the H-optimus Normalize constants; TRIDENT's default return_type is the class token
+      // (cls+mean, 1536-d, by --pool).
+      {"h0-mini", "timm",
+       [] {
+         return timm_preset("vit_base_patch14_reg4_dinov2",
+                            {{"img_size", num(224)}, {"init_values", num(1e-5)}, {"global_pool", str("")},
+                             {"dynamic_img_size", boolean(true)}, {"mlp_layer", str("swiglu_packed")},
+                             {"act_layer", str("silu")}});
+       },
+       kHoptimusMean, kHoptimusStd, "cls", "Bioptimus H0-mini, timm ViT-B/14, 4 registers, packed SwiGLU (distilled from H-optimus-0)"},
+      // Phikonv2InferenceEncoder: transformers AutoModel of owkin/phikon-v2 (Dinov2Model, ViT-L/16: dim 1024, 24 layers,
+      // 16 heads, GELU MLP, no registers); Resize(224) + CenterCrop(224), ImageNet Normalize; last_hidden_state[:, 0].
+      {"phikon_v2", "hf",
+       [] {
+         json::Value c = json::Value::object();
+         c.set("model_type", str("dinov2"));
+         c.set("hidden_size", num(1024));
+         c.set("num_hidden_layers", num(24));
+         c.set("num_attention_heads", num(16));
+         c.set("mlp_ratio", num(4));
+         c.set("use_swiglu_ffn", boolean(false));
+         c.set("image_size", num(224));
+         c.set("patch_size", num(16));
+         c.set("layer_norm_eps", num(1e-6));
+         c.set("layerscale_value", num(1e-5));
+         return c;
+       },
+       kImagenetMean, kImagenetStd, "cls", "Owkin Phikon-v2, DINOv2 ViT-L/16 (transformers), GELU MLP"},
   };
   return p;
 }
@@ -508,6 +538,13 @@ void apply_preprocessor(const json::Value& pre, const std::string& where, ModelS
 /** Presets whose config.json is incomplete without them, recognised from that config (UNI2-h). */
 std::string detect_preset(const json::Value& config) {
   Reader r{config, ""};
+  // An export of a model that needed a preset records it (recorded_config_json): H0-mini's config.json, for one, is
+  // that of a plain vit_base_patch14_reg4_dinov2 with the SwiGLU layer left to code.
+  if (const json::Value* g = config.find("g2l_preset"); g && g->is_string()) {
+    for (const auto& p : presets()) {
+      if (g->as_string() == p.name) return p.name;
+    }
+  }
   if (r.text("architecture", "") == "vit_giant_patch14_224") {
     const json::Value* args = config.find("model_args");
     if (args && args->is_object()) {
@@ -768,7 +805,7 @@ std::string synthesize_config_json(const ModelSpec& spec) {
     // stop timm.create_model: written only where the architecture's default differs and no preset says it.
     const TimmArch* reg = find_timm(spec.family);
     const bool default_mlp = reg && (spec.mlp == "swiglu_packed") == (std::string(reg->mlp_layer) == "swiglu_packed");
-    if (!default_mlp && spec.preset != "uni2-h" && spec.preset != "virchow2") {
+    if (!default_mlp && spec.preset != "uni2-h" && spec.preset != "virchow2" && spec.preset != "h0-mini") {
       a.set("mlp_layer", json::Value::string(spec.mlp == "swiglu_packed" ? "swiglu_packed" : "mlp"));
       a.set("act_layer", json::Value::string(spec.mlp == "swiglu_packed" ? "silu" : "gelu"));
     }
@@ -783,6 +820,7 @@ std::string synthesize_config_json(const ModelSpec& spec) {
     p.set("num_classes", num(static_cast<double>(spec.num_classes)));
     c.set("pretrained_cfg", p);
     if (spec.pool == "cls+mean") c.set("g2l_pool", json::Value::string(spec.pool));
+    if (!spec.preset.empty()) c.set("g2l_preset", json::Value::string(spec.preset));
   } else {
     const bool regs = spec.num_registers > 0;
     c.set("architectures", json::Value::array({json::Value::string(regs ? "Dinov2WithRegistersModel" : "Dinov2Model")}));
@@ -802,6 +840,7 @@ std::string synthesize_config_json(const ModelSpec& spec) {
     c.set("hidden_act", json::Value::string("gelu"));
     // transformers configs have no pooling field: the engine's own key, read back by resolve_model_spec.
     if (spec.pool != "cls") c.set("g2l_pool", json::Value::string(spec.pool));
+    if (!spec.preset.empty()) c.set("g2l_preset", json::Value::string(spec.preset));
   }
   return c.dump(2) + "\n";
 }
@@ -818,8 +857,12 @@ std::string recorded_config_json(const ModelSpec& spec) {
     const std::string p = gp && gp->is_string() ? gp->as_string() : "token";
     own = p == "token" ? "cls" : p == "avg" ? "mean" : "";
   }
-  if (own == spec.pool) return spec.config_json;
-  c.set("g2l_pool", json::Value::string(spec.pool));
+  // The preset the model needed, when its config.json alone does not lead back to it (g2l_preset, read by
+  // detect_preset): the exported folder then reloads without naming it.
+  const bool record_preset = !spec.preset.empty() && detect_preset(c) != spec.preset;
+  if (own == spec.pool && !record_preset) return spec.config_json;
+  if (own != spec.pool) c.set("g2l_pool", json::Value::string(spec.pool));
+  if (record_preset) c.set("g2l_preset", json::Value::string(spec.preset));
   return c.dump(2) + "\n";
 }
 

@@ -29,7 +29,7 @@ t.test('a folder without config.json and no preset names the fix', async (t) => 
   t.type(err, UserError);
   t.match(err.message, `${dir} has no config.json and no preset was given`);
   t.match(err.message, `preset:<name>:${dir}`);
-  t.match(err.message, '(presets: h-optimus-0, uni2-h, hibou-l, hibou-b, uni_v1, virchow2, hoptimus1, gigapath, hoptimus0, uni_v2, hibou_l, hibou_b)');
+  t.match(err.message, '(presets: h-optimus-0, uni2-h, hibou-l, hibou-b, uni_v1, virchow2, hoptimus1, gigapath, h0-mini, phikon_v2, hoptimus0, uni_v2, hibou_l, hibou_b)');
 });
 
 t.test('a folder with a preset and no config.json loads with the preset architecture (shapes checked)', async (t) => {

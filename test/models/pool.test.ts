@@ -12,6 +12,7 @@ import { JsDistiller, type JsDistillerConfig } from '../../lib/backends/js/disti
 import type { EmbedInput, ModelPool } from '../../lib/backends/types.js';
 import { engine, tiles } from '../js-backend/helpers.js';
 import { floatImages, nativeBackend, relativeError } from './helpers.js';
+import { runCli } from '../helpers/cli.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const FIXTURES = path.join(HERE, '..', 'fixtures', 'pool');
@@ -148,3 +149,22 @@ for (const [teacherPool, studentPool] of [['cls', 'cls'], ['mean', 'mean'], ['cl
     }
   });
 }
+
+t.test('distill --teacher-pool / --student-pool: recorded in config.json, the projector sized from them, a resume keeps them', async (t) => {
+  const run = path.join(t.testdir(), 'run');
+  const args = ['distill', '--teacher', folder('timm_reg4_tokens'), '--student', folder('hf_reg_swiglu'), '--teacher-pool', 'cls+mean',
+    '--student-pool', 'mean', '--slides', 'synthetic:16', '--batch-size', '4', '--out', run, '--no-progress', ...(skip ? ['--backend', 'js'] : [])];
+  const d = await runCli([...args, '--steps', '2', '--until', '1']);
+  t.equal(d.code, 0, d.stderr);
+  const cfg = JSON.parse(readFileSync(path.join(run, 'config.json'), 'utf8'));
+  t.same([cfg.teacherPool, cfg.studentPool], ['cls+mean', 'mean'], 'config.json records both poolings');
+  const again = await runCli(['distill', '--resume', '--out', run, '--no-progress', ...(skip ? ['--backend', 'js'] : [])]);
+  t.equal(again.code, 0, again.stderr);
+  const student = JSON.parse(readFileSync(path.join(run, 'student', 'config.json'), 'utf8'));
+  t.equal(student.g2l_pool, 'mean', 'the exported student records its pooling');
+  t.equal(loadJsModel(path.join(run, 'student')).info().pool, 'mean', 'and reloads with it');
+  const bad = await runCli(['distill', '--teacher', folder('timm_reg4_tokens'), '--student', folder('hf_reg_swiglu'), '--student-pool', 'max',
+    '--slides', 'synthetic:16', '--steps', '1', '--out', path.join(t.testdir(), 'bad')]);
+  t.equal(bad.code, 2, 'an unknown pooling is a usage error');
+  t.match(bad.stderr, /student-pool.*Choices: "cls", "mean", "cls\+mean"/s);
+});

@@ -77,3 +77,28 @@ t.test("TRIDENT's names of the presets known under the models' own names", async
     if (!skip) t.same(await nativeBackend().describeModel({ preset: alias }), await nativeBackend().describeModel({ preset: name }), `native: ${alias} is ${name}`);
   }
 });
+
+t.test("an export of H0-mini (its config.json leaves the SwiGLU layer to code) records the preset and reloads without it", async (t) => {
+  const folder = path.join(FIXTURES, 'h0-mini');
+  const input = caseInput('u8_224');
+  const dir = t.testdir();
+  const js = loadJsModel(folder, 'h0-mini');
+  await js.exportTo(path.join(dir, 'js'));
+  const backends: [string, string][] = [['js', path.join(dir, 'js')]];
+  if (!skip) {
+    const enc = await Encoder.load({ preset: 'h0-mini', folder }, { backend: nativeBackend(), device: 'cpu' });
+    t.teardown(() => enc.dispose());
+    await enc.exportTo(path.join(dir, 'native'));
+    backends.push(['native', path.join(dir, 'native')]);
+  }
+  t.throws(() => loadJsModel(folder, '', { pool: 'cls' }), /mlp\.fc2\.weight/, 'the folder alone does not describe it (a GELU MLP of other widths)');
+  const want = manifest.models['h0-mini'].expected.u8_224.flat();
+  for (const [side, out] of backends) {
+    const cfg = JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8'));
+    t.equal(cfg.g2l_preset, 'h0-mini', `${side}: config.json records the preset`);
+    const again = loadJsModel(out);
+    t.equal(again.info().preset, 'h0-mini', `${side}: the export reloads as h0-mini without naming it`);
+    const err = relativeError(again.embed(input as never).data, want);
+    t.ok(err.rel <= 1e-4, `${side}: the same embeddings (relative error ${err.rel.toExponential(2)})`);
+  }
+});

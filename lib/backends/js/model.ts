@@ -9,7 +9,7 @@ import { writeDirAtomic } from '../../io/atomic.js';
 import type { Float32Tensor, Uint8Tensor } from '../types.js';
 import { Mt19937 } from './augment.js';
 import { writeSafetensors } from './safetensors.js';
-import { describeSpec, expectedShapes, isBufferKey, outDim, parameterCount, resolveVitSpec, timmDefaultMlp, type VitSpec } from './spec.js';
+import { describeSpec, detectPreset, expectedShapes, isBufferKey, outDim, parameterCount, resolveVitSpec, timmDefaultMlp, type VitSpec } from './spec.js';
 import { loadVit, resizeBicubic, Vit, type Weight } from './vit.js';
 import type { ModelDescription } from '../types.js';
 
@@ -233,12 +233,13 @@ function synthesizeConfig(s: VitSpec): string {
     // timm takes the MLP layer as a class in code, so a name here would stop timm.create_model: written only where
     // the architecture's default differs and no preset says it (the engine's synthesize_config_json).
     const defaultMlp = timmDefaultMlp(s.family);
-    if ((defaultMlp === null || (s.mlp === 'swiglu_packed') !== (defaultMlp === 'swiglu_packed')) && s.preset !== 'uni2-h' && s.preset !== 'virchow2') {
+    if ((defaultMlp === null || (s.mlp === 'swiglu_packed') !== (defaultMlp === 'swiglu_packed')) && !['uni2-h', 'virchow2', 'h0-mini'].includes(s.preset)) {
       Object.assign(args, s.mlp === 'swiglu_packed' ? { mlp_layer: 'swiglu_packed', act_layer: 'silu' } : { mlp_layer: 'mlp', act_layer: 'gelu' });
     }
     c = {
       architecture: s.family, num_classes: s.numClasses, num_features: s.embedDim, global_pool: timmPool(s.pool), model_args: args,
       ...(s.pool === 'cls+mean' ? { g2l_pool: s.pool } : {}),
+      ...(s.preset ? { g2l_preset: s.preset } : {}),
       pretrained_cfg: { input_size: [3, s.inputSize, s.inputSize], interpolation: 'bicubic', crop_pct: 1.0, mean: s.mean, std: s.std, num_classes: s.numClasses },
     };
   } else {
@@ -251,6 +252,7 @@ function synthesizeConfig(s: VitSpec): string {
       ...(regs ? { num_register_tokens: s.numRegisters } : {}), hidden_act: 'gelu',
       // transformers configs have no pooling field: the engine's own key, read back by resolveVitSpec.
       ...(s.pool !== 'cls' ? { g2l_pool: s.pool } : {}),
+      ...(s.preset ? { g2l_preset: s.preset } : {}),
     };
   }
   return `${JSON.stringify(c, null, 2)}\n`;
@@ -273,8 +275,12 @@ function recordedConfig(configJson: string, s: VitSpec): string {
     const gp = typeof args?.global_pool === 'string' ? args.global_pool : typeof c.global_pool === 'string' ? c.global_pool : 'token';
     own = gp === 'token' ? 'cls' : gp === 'avg' ? 'mean' : '';
   }
-  if (own === s.pool) return configJson;
-  c.g2l_pool = s.pool;
+  // The preset the model needed, when its config.json alone does not lead back to it (g2l_preset, read by
+  // detectPreset): the exported folder then reloads without naming it.
+  const recordPreset = !!s.preset && detectPreset(c) !== s.preset;
+  if (own === s.pool && !recordPreset) return configJson;
+  if (own !== s.pool) c.g2l_pool = s.pool;
+  if (recordPreset) c.g2l_preset = s.preset;
   return `${JSON.stringify(c, null, 2)}\n`;
 }
 

@@ -165,6 +165,23 @@ PRESETS.gigapath = {
   config: { architecture: 'vit_giant_patch14_dinov2', num_classes: 0,
     model_args: { img_size: 224, in_chans: 3, patch_size: 16, embed_dim: 1536, depth: 40, num_heads: 24, mlp_ratio: 5.33334 } },
 };
+// H0MiniInferenceEncoder (TRIDENT's later load.py; the model card bioptimus/H0-mini): vit_base_patch14_reg4_dinov2 with
+// SwiGLUPacked + SiLU passed in code, global_pool '' (the card's output is every token, (1, 261, 768)); the H-optimus
+// normalisation; TRIDENT's default return_type is the class token (cls+mean, 1536-d, by --pool).
+PRESETS['h0-mini'] = {
+  layout: 'timm', norm: HOPTIMUS, pool: 'cls',
+  config: {
+    architecture: 'vit_base_patch14_reg4_dinov2', num_classes: 0,
+    model_args: { img_size: 224, init_values: 1e-5, global_pool: '', dynamic_img_size: true, mlp_layer: 'swiglu_packed', act_layer: 'silu' },
+  },
+};
+// Phikonv2InferenceEncoder: transformers AutoModel of owkin/phikon-v2 (Dinov2Model, ViT-L/16: dim 1024, 24 layers, 16
+// heads, GELU MLP, no registers); Resize(224) + CenterCrop(224), ImageNet normalisation; last_hidden_state[:, 0].
+PRESETS.phikon_v2 = {
+  layout: 'hf', norm: IMAGENET, pool: 'cls',
+  config: { model_type: 'dinov2', hidden_size: 1024, num_hidden_layers: 24, num_attention_heads: 16, mlp_ratio: 4, use_swiglu_ffn: false,
+    image_size: 224, patch_size: 16, layer_norm_eps: 1e-6, layerscale_value: 1e-5 },
+};
 /** TRIDENT's names for the presets known under the models' own names. */
 const PRESET_ALIASES: Record<string, string> = { hoptimus0: 'h-optimus-0', uni_v2: 'uni2-h', hibou_l: 'hibou-l', hibou_b: 'hibou-b' };
 
@@ -354,7 +371,10 @@ function resolveHf(config: Json, where: string): VitSpec {
 }
 
 /** Presets whose config.json is incomplete without them, recognised from that config (UNI2-h). */
-function detectPreset(config: Json): string {
+export function detectPreset(config: Json): string {
+  // An export of a model that needed a preset records it (recordedConfig): H0-mini's config.json, for one, is that of
+  // a plain vit_base_patch14_reg4_dinov2 with the SwiGLU layer left to code.
+  if (typeof config.g2l_preset === 'string' && PRESETS[config.g2l_preset]) return config.g2l_preset;
   if (config.architecture === 'vit_giant_patch14_224') {
     const args = config.model_args as Json | undefined;
     if (args && typeof args === 'object' && args.reg_tokens === 8 && args.mlp_layer === undefined) return 'uni2-h';
