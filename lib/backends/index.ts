@@ -6,6 +6,7 @@ import { JsBackend } from './js/index.js';
 import { EngineLoadError, NativeBackend, loadEngineAddon } from './native.js';
 import type { Backend, BackendDistiller, BackendDistillerConfig, BackendName } from './types.js';
 import { JsDistillerWorker } from './js/distill.js';
+import { toEngineConfig } from '../distill/native-types.js';
 
 export * from './types.js';
 export { EngineLoadError, NativeBackend, enginePath, loadEngineAddon, readBuildRecord } from './native.js';
@@ -75,8 +76,7 @@ export function getBackend(options: BackendOptions = {}): Backend {
  */
 export async function createBackendDistiller(backend: Backend, config: BackendDistillerConfig): Promise<BackendDistiller> {
   if (backend instanceof NativeBackend) {
-    const { force: _force, augment, ...engineConfig } = config;
-    return backend.addon.Distiller.create({ ...engineConfig, augment: { ...augment } as Record<string, number | boolean> }) as Promise<BackendDistiller>;
+    return backend.addon.Distiller.create(toEngineConfig(config)) as Promise<BackendDistiller>;
   }
   return JsDistillerWorker.create({ ...config, force: config.force ?? (backend instanceof JsBackend ? backend.force : false) });
 }

@@ -13,6 +13,7 @@ import type { NativeDistillerConstructor } from '../distill/native-types.js';
 import type { EmbedInput, MilBags, MilParams, MilTrainPlan, MilTrainResult, ModelDescription, ModelDtype, ModelHandle, ModelInfo, ModelLoadOptions, ModelSource } from './types.js';
 import type { Float64Tensor, LogisticModel, LogisticOptions, Tensor, TopK, TopKOptions } from './types.js';
 import { UserError } from '../errors.js';
+import { nativeModelSpec, resolveVitSpec, studentRegularization, type NativeModelSpec, type Regularization, type VitSpec } from '../models/spec.js';
 import { exitAtOnceWhileBusy, type ExitIfBusy } from '../util/exit.js';
 
 /** The functions the addon exports (native/addon). */
@@ -63,13 +64,13 @@ export interface EngineAddon extends ExitIfBusy {
   abmilPredict(params: MilParams, bags: MilBags, device: string): Promise<FloatTensor>;
   abmilLoss(params: MilParams, bags: MilBags, device: string): Promise<{ loss: number; grads: MilParams }>;
   // Models (native/addon/models.cpp); a handle is an opaque External
-  loadModel(folder: string, preset: string, device: string, dtype: string, pool?: string): Promise<NativeModelRef>;
-  createModel(folder: string, preset: string, device: string, dtype: string, seed: number, pool?: string): Promise<NativeModelRef>;
-  describeModel(folder: string, preset: string, pool?: string): Promise<NativeModelInfo>;
+  loadModel(spec: NativeModelSpec, device: string, dtype: string): Promise<NativeModelRef>;
+  createModel(spec: NativeModelSpec, device: string, dtype: string, seed: number): Promise<NativeModelRef>;
+  describeModel(spec: NativeModelSpec): Promise<NativeModelInfo>;
   modelInfo(handle: NativeModelRef): NativeModelInfo;
   modelEmbed(handle: NativeModelRef, images: EmbedInput): Promise<Float32Tensor>;
   /** A training-mode forward (dropout and drop path as in a distillation step; native/engine Model::embed_train). */
-  modelEmbedTrain(handle: NativeModelRef, images: Float32Tensor, seed: number, drop: StudentDrop): Promise<Float32Tensor>;
+  modelEmbedTrain(handle: NativeModelRef, images: Float32Tensor, seed: number, drop: Regularization): Promise<Float32Tensor>;
   modelExport(handle: NativeModelRef, folder: string): Promise<void>;
   modelDispose(handle: NativeModelRef): Promise<void>;
   runOptimizer(names: string[], params: Float32Tensor[], gradsPerStep: Float32Tensor[][], config: object): Promise<{
@@ -298,22 +299,24 @@ export class NativeBackend implements Backend {
     return userErrors(this.addon.evalRbfCka({ data: x.subarray(0, n * dx), shape: [n, dx] }, { data: y.subarray(0, n * dy), shape: [n, dy] }, device));
   }
 
-  // Engine errors about a model folder (no config.json, mismatched weights, a truncated file) are the user's to fix.
+  // A model is resolved here (lib/models/spec.ts, the one registry: folder, preset, pooling) and the engine receives
+  // the plain spec. Engine errors about a model folder (mismatched weights, a truncated file) are the user's to fix.
   async describeModel(source: ModelSource): Promise<ModelDescription> {
-    const { dtype: _d, device: _v, ...desc } = await userErrors(this.addon.describeModel(source.folder ?? '', source.preset ?? '', source.pool ?? ''));
+    const spec = resolveVitSpec(source.folder ?? '', source.preset ?? '', source.pool ?? '');
+    const { dtype: _d, device: _v, ...desc } = await userErrors(this.addon.describeModel(nativeModelSpec(spec)));
     return desc;
   }
 
   async loadModel(source: ModelSource, options: ModelLoadOptions = {}): Promise<ModelHandle> {
-    const ref = await userErrors(this.addon.loadModel(source.folder ?? '', source.preset ?? '', options.device ?? 'cpu', options.dtype ?? 'fp32', source.pool ?? ''));
-    return new NativeModel(this.addon, ref);
+    const spec = resolveVitSpec(source.folder ?? '', source.preset ?? '', source.pool ?? '');
+    const ref = await userErrors(this.addon.loadModel(nativeModelSpec(spec), options.device ?? 'cpu', options.dtype ?? 'fp32'));
+    return new NativeModel(this.addon, ref, spec);
   }
 
   async createModel(source: ModelSource, options: ModelLoadOptions & { seed?: number } = {}): Promise<ModelHandle> {
-    const ref = await userErrors(
-      this.addon.createModel(source.folder ?? '', source.preset ?? '', options.device ?? 'cpu', options.dtype ?? 'fp32', options.seed ?? 0, source.pool ?? ''),
-    );
-    return new NativeModel(this.addon, ref);
+    const spec = resolveVitSpec(source.folder ?? '', source.preset ?? '', source.pool ?? '');
+    const ref = await userErrors(this.addon.createModel(nativeModelSpec(spec), options.device ?? 'cpu', options.dtype ?? 'fp32', options.seed ?? 0));
+    return new NativeModel(this.addon, ref, spec);
   }
 }
 
@@ -333,6 +336,7 @@ export class NativeModel implements ModelHandle {
   constructor(
     private readonly addon: EngineAddon,
     ref: NativeModelRef,
+    private readonly spec: VitSpec,
   ) {
     this.ref = ref;
     this.info = addon.modelInfo(ref) as ModelInfo;
@@ -351,8 +355,9 @@ export class NativeModel implements ModelHandle {
    * float32 (N,3,H,W) normalised -> (N,D) in training mode: the student's dropout and drop path at its config.json's
    * rates replaced by `drop`, masks from `seed` (for tests and diagnostics; embed() never drops).
    */
-  embedTrain(images: Float32Tensor, seed: number, drop: StudentDrop = {}): Promise<Float32Tensor> {
-    return userErrors(this.addon.modelEmbedTrain(this.handle('embedTrain'), images, seed, drop));
+  async embedTrain(images: Float32Tensor, seed: number, drop: StudentDrop = {}): Promise<Float32Tensor> {
+    const rates = studentRegularization(this.spec, drop);
+    return userErrors(this.addon.modelEmbedTrain(this.handle('embedTrain'), images, seed, rates));
   }
 
   exportTo(folder: string): Promise<void> {

@@ -12,8 +12,8 @@ import { MANIFEST_FILE, verifyManifest, writeManifest } from '../io/manifest.js'
 import { META_FILE, META_FORMAT, parseMeta } from './checkpoint.js';
 import { createBackendDistiller, getBackend, NativeBackend } from '../backends/index.js';
 import type { AugmentConfig, BackendDistiller, BackendName, Float32Tensor, Uint8Tensor } from '../backends/index.js';
-import type { StudentDrop } from '../backends/types.js';
-import type { NativeDistillerConfig, NativeDistillerInfo, NativeStepResult } from './native-types.js';
+import type { BackendDistillerConfig, StudentDrop } from '../backends/types.js';
+import type { NativeDistillerInfo, NativeStepResult } from './native-types.js';
 import type { DistSettings } from '../parallel/env.js';
 import {
   AUGMENT_DEFAULTS, KERNEL_DEFAULTS, LOSS_DEFAULTS, OPTIMIZER_DEFAULTS, RUN_SHAPE_DEFAULTS, TEACHER_FP8_LAYERS_DEFAULT,
@@ -113,7 +113,8 @@ function resolveFp8Layers(given: DistillerConfig['teacherFp8Layers']): ('qkv' | 
   return parsed.data;
 }
 
-export function toNativeConfig(c: DistillerConfig): NativeDistillerConfig {
+/** The backend's configuration, every value resolved here (lib/defaults.ts): the engine's own defaults never decide. */
+export function toBackendConfig(c: DistillerConfig): BackendDistillerConfig {
   const d = DISTILL_DEFAULTS;
   return {
     teacher: c.teacher,
@@ -169,7 +170,7 @@ export class Distiller {
       throw new UserError('data-parallel distillation (--nproc, RANK/WORLD_SIZE) needs the native engine: run `npm run setup`, and do not pass --backend js');
     }
     try {
-      const engine = await createBackendDistiller(backend, { ...toNativeConfig(config), force: config.force });
+      const engine = await createBackendDistiller(backend, { ...toBackendConfig(config), force: config.force });
       // Tile batches for a CUDA device in page-locked memory: the engine then copies them asynchronously.
       const pinned = backend instanceof NativeBackend && (config.device ?? 'cpu').startsWith('cuda');
       const allocate = pinned ? (n: number) => backend.allocateTileBuffer(n, { pinned: true }) : (n: number) => new Uint8Array(n);

@@ -3,11 +3,11 @@
 // or `preset:<name>` (the architecture alone: random weights for benchmarks).
 import { UserError } from '../errors.js';
 import { resolveModelFolder } from './hub.js';
+import { presetNames } from './spec.js';
 import type { ModelPool, ModelSource } from '../backends/types.js';
 
-/** The presets the engine knows (native/engine/model_spec.cpp). */
-export const PRESETS = ['h-optimus-0', 'hibou-l', 'hibou-b', 'uni2-h', 'uni_v1', 'virchow2', 'hoptimus1', 'gigapath', 'h0-mini', 'phikon_v2', 'hoptimus0', 'uni_v2', 'hibou_l', 'hibou_b'] as const;
-export type PresetName = (typeof PRESETS)[number];
+/** The presets (lib/models/spec.ts, the one registry), TRIDENT's aliases included. */
+export const PRESETS: readonly string[] = presetNames();
 
 /** Parses a --model value. */
 export function parseModelArg(value: string): ModelSource {
@@ -16,7 +16,7 @@ export function parseModelArg(value: string): ModelSource {
   const colon = rest.indexOf(':');
   const preset = colon < 0 ? rest : rest.slice(0, colon);
   const folder = colon < 0 ? undefined : rest.slice(colon + 1);
-  if (!(PRESETS as readonly string[]).includes(preset)) {
+  if (!PRESETS.includes(preset)) {
     throw new UserError(`--model ${value}: unknown preset '${preset}'; known presets are ${PRESETS.join(', ')}`);
   }
   if (folder !== undefined && folder.length === 0) {
@@ -38,7 +38,7 @@ export function toModelSource(source: string | ModelSource, pool?: string): Mode
   if (!source || (!source.folder && !source.preset)) {
     throw new UserError('a model needs a folder, a preset, or both: { folder } | { preset, folder }');
   }
-  if (source.preset && !(PRESETS as readonly string[]).includes(source.preset)) {
+  if (source.preset && !PRESETS.includes(source.preset)) {
     throw new UserError(`unknown preset '${source.preset}'; known presets are ${PRESETS.join(', ')}`);
   }
   return withPool({ folder: source.folder === undefined ? undefined : resolveModelFolder(source.folder), preset: source.preset });

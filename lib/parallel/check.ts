@@ -4,7 +4,8 @@
 //
 //   node -e "import('./dist/parallel/check.js').then((m) => m.main())"      # on the GPU host, after npm run setup
 import { getBackend, NativeBackend } from '../backends/index.js';
-import type { NativeDistiller, NativeDistillerConfig } from '../distill/native-types.js';
+import { toEngineConfig, type NativeDistiller, type NativeDistillerConfig } from '../distill/native-types.js';
+import type { BackendDistillerConfig } from '../backends/types.js';
 import { freePort } from './launcher.js';
 
 /** Student (Hibou-L, 303.7 M) + projector (1024x1536 + 1536) float32 gradients: what a step all-reduces. */
@@ -42,8 +43,9 @@ export interface WorldOfOneResult {
 }
 
 /** The same `steps` steps without and with a world of one: the losses of each. */
-export async function worldOfOneLosses(config: NativeDistillerConfig, tiles: (step: number) => { data: Uint8Array; shape: number[] }, steps: number): Promise<WorldOfOneResult> {
+export async function worldOfOneLosses(backendConfig: BackendDistillerConfig, tiles: (step: number) => { data: Uint8Array; shape: number[] }, steps: number): Promise<WorldOfOneResult> {
   const a = addon();
+  const config = toEngineConfig(backendConfig);
   const run = async (c: NativeDistillerConfig) => {
     const d = await a.Distiller.create(c);
     const losses: number[] = [];

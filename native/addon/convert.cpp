@@ -140,4 +140,76 @@ AugmentConfig augment_config_from_js(const Napi::Object& o, const std::string& w
   return c;
 }
 
+Regularization regularization_from_js(const Napi::Object& o, const std::string& what) {
+  Regularization r;
+  read_number(o, "dropPath", r.drop_path, what);
+  read_number(o, "attnDrop", r.attn_drop, what);
+  read_number(o, "projDrop", r.proj_drop, what);
+  read_number(o, "posDrop", r.pos_drop, what);
+  read_number(o, "headDrop", r.head_drop, what);
+  read_number(o, "hiddenDrop", r.hidden_drop, what);
+  return r;
+}
+
+ModelSpec model_spec_from_js(const Napi::Value& value, const std::string& what) {
+  Napi::Env env = value.Env();
+  if (!value.IsObject()) throw Napi::TypeError::New(env, what + " must be a model spec object (lib/models/spec.ts)");
+  Napi::Object o = value.As<Napi::Object>();
+  // Every field is required: the spec is resolved in lib/models/spec.ts and the engine has no defaults of its own.
+  auto need = [&](const char* key) {
+    if (!has_field(o, key)) throw Napi::TypeError::New(env, what + "." + key + " is missing");
+  };
+  ModelSpec s;
+  auto str = [&](const char* key, std::string& out) {
+    need(key);
+    read_string(o, key, out, what);
+  };
+  auto integer = [&](const char* key, int64_t& out) {
+    need(key);
+    read_int(o, key, out, what);
+  };
+  auto flag = [&](const char* key, bool& out) {
+    need(key);
+    read_bool(o, key, out, what);
+  };
+  auto number = [&](const char* key, double& out) {
+    need(key);
+    read_number(o, key, out, what);
+  };
+  str("family", s.family);
+  str("layout", s.layout);
+  str("preset", s.preset);
+  str("folder", s.folder);
+  integer("imgSize", s.img_size);
+  integer("inputSize", s.input_size);
+  integer("patchSize", s.patch_size);
+  integer("embedDim", s.embed_dim);
+  integer("depth", s.depth);
+  integer("numHeads", s.num_heads);
+  integer("numRegisters", s.num_registers);
+  integer("mlpHidden", s.mlp_hidden);
+  str("mlp", s.mlp);
+  number("initValues", s.init_values);
+  flag("layerScale", s.layer_scale);
+  flag("noEmbedClass", s.no_embed_class);
+  flag("qkvFused", s.qkv_fused);
+  flag("qkvBias", s.qkv_bias);
+  number("normEps", s.norm_eps);
+  flag("posAntialias", s.pos_antialias);
+  flag("maskToken", s.mask_token);
+  integer("numClasses", s.num_classes);
+  str("pool", s.pool);
+  flag("fcNorm", s.fc_norm);
+  need("mean");
+  s.mean = float3_from_js(o.Get("mean"), what + ".mean");
+  need("std");
+  s.std = float3_from_js(o.Get("std"), what + ".std");
+  need("drop");
+  if (!o.Get("drop").IsObject()) throw Napi::TypeError::New(env, what + ".drop must be an object of rates");
+  s.drop = regularization_from_js(o.Get("drop").As<Napi::Object>(), what + ".drop");
+  str("configJson", s.config_json);
+  str("preprocessorJson", s.preprocessor_json);
+  return s;
+}
+
 }  // namespace g2l::addon

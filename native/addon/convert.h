@@ -10,6 +10,7 @@
 
 #include "g2l/augment.h"
 #include "g2l/engine.h"
+#include "g2l/models.h"
 
 namespace g2l::addon {
 
@@ -35,5 +36,12 @@ void read_string(const Napi::Object& o, const char* key, std::string& out, const
 
 /** The augmentation options { enabled, crop, pHflip, ... } (lib/backends/types.ts AugmentConfig); unset keys keep G2L's defaults. */
 AugmentConfig augment_config_from_js(const Napi::Object& o, const std::string& what);
+
+/** The training-only rates { dropPath, attnDrop, projDrop, posDrop, headDrop, hiddenDrop } (absent keys: 0). */
+Regularization regularization_from_js(const Napi::Object& o, const std::string& what);
+
+/** A resolved model spec (lib/models/spec.ts NativeModelSpec: VitSpec + configJson + preprocessorJson), every field
+ *  required. */
+ModelSpec model_spec_from_js(const Napi::Value& value, const std::string& what);
 
 }  // namespace g2l::addon

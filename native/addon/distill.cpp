@@ -172,12 +172,8 @@ static Napi::Value RunOptimizerJs(const Napi::CallbackInfo& info) {
 
 static DistillerConfig distiller_config_from_js(const Napi::Object& o) {
   DistillerConfig c;
-  read_string(o, "teacher", c.teacher, "config");
-  read_string(o, "teacherPreset", c.teacher_preset, "config");
-  read_string(o, "student", c.student, "config");
-  read_string(o, "studentPreset", c.student_preset, "config");
-  read_string(o, "teacherPool", c.teacher_pool, "config");
-  read_string(o, "studentPool", c.student_pool, "config");
+  c.teacher = model_spec_from_js(o.Get("teacher"), "config.teacher");
+  c.student = model_spec_from_js(o.Get("student"), "config.student");
   read_string(o, "device", c.device, "config");
   int64_t seed = 0;
   read_int(o, "seed", seed, "config");
@@ -191,22 +187,7 @@ static DistillerConfig distiller_config_from_js(const Napi::Object& o) {
   read_bool(o, "teacherFp8Emulate", c.teacher_fp8_emulate, "config");  // a test hook (g2l/distill.h)
   if (has_field(o, "kernels")) c.kernels = kernel_options_from_js(object_arg(o.Get("kernels"), "config.kernels"));
   read_int(o, "accumulationSteps", c.accumulation_steps, "config");
-  if (has_field(o, "studentDrop")) {
-    // { dropPath?, attnDrop?, projDrop?, posDrop?, headDrop?, hiddenDrop?, patchDrop? }: rates replacing the
-    // student config's (g2l/distill.h StudentDrop); absent keys keep the config's.
-    Napi::Object d = object_arg(o.Get("studentDrop"), "config.studentDrop");
-    const std::pair<const char*, std::optional<double>*> keys[] = {
-        {"dropPath", &c.student_drop.drop_path}, {"attnDrop", &c.student_drop.attn_drop},
-        {"projDrop", &c.student_drop.proj_drop}, {"posDrop", &c.student_drop.pos_drop},
-        {"headDrop", &c.student_drop.head_drop}, {"hiddenDrop", &c.student_drop.hidden_drop},
-        {"patchDrop", &c.student_drop.patch_drop}};
-    for (const auto& [key, dst] : keys) {
-      if (!has_field(d, key)) continue;
-      double v = 0;
-      read_number(d, key, v, "config.studentDrop");
-      *dst = v;
-    }
-  }
+
   if (has_field(o, "loss")) c.loss = loss_options_from_js(object_arg(o.Get("loss"), "config.loss"));
   if (has_field(o, "optimizer")) c.optimizer = optimizer_config_from_js(object_arg(o.Get("optimizer"), "config.optimizer"));
   if (has_field(o, "augment")) c.augment = augment_config_from_js(object_arg(o.Get("augment"), "config.augment"), "augment");

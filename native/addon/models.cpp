@@ -2,9 +2,9 @@
 // crosses to JS as an External holding a shared_ptr to the engine's g2l::Model, type-tagged so that a foreign
 // object passed back is refused; every heavy call runs on the libuv threadpool (run_async).
 //
-//   loadModel(folder, preset, device, dtype, pool?)         -> Promise<External>   (pool: "" keeps the model's)
-//   createModel(folder, preset, device, dtype, seed, pool?) -> Promise<External>   (random weights)
-//   describeModel(folder, preset, pool?)                    -> Promise<ModelInfo>  (no weights read)
+//   loadModel(spec, device, dtype)         -> Promise<External>   (spec: lib/models/spec.ts NativeModelSpec)
+//   createModel(spec, device, dtype, seed) -> Promise<External>   (random weights)
+//   describeModel(spec)                    -> Promise<ModelInfo>  (no weights read)
 //   modelInfo(handle)                                  -> ModelInfo
 //   modelEmbed(handle, {data, shape})                  -> Promise<{data: Float32Array, shape: [N,D]}>
 //   modelExport(handle, folder)                        -> Promise<void>
@@ -76,39 +76,32 @@ Napi::Object info_to_js(Napi::Env env, const ModelInfo& i) {
 }
 
 Napi::Value LoadModelJs(const Napi::CallbackInfo& info) {
-  std::string folder = optional_string(info, 0, "folder");
-  std::string preset = optional_string(info, 1, "preset");
-  std::string device = optional_string(info, 2, "device");
-  std::string dtype = optional_string(info, 3, "dtype");
-  std::string pool = optional_string(info, 4, "pool");
+  ModelSpec spec = model_spec_from_js(info[0], "spec");
+  std::string device = optional_string(info, 1, "device");
+  std::string dtype = optional_string(info, 2, "dtype");
   return run_async<ModelRef>(
-      info.Env(),
-      [=] { return Model::load(folder, preset, device.empty() ? "cpu" : device, dtype.empty() ? "fp32" : dtype, pool); },
+      info.Env(), [=] { return Model::load(spec, device.empty() ? "cpu" : device, dtype.empty() ? "fp32" : dtype); },
       handle_to_js);
 }
 
 Napi::Value CreateModelJs(const Napi::CallbackInfo& info) {
-  std::string folder = optional_string(info, 0, "folder");
-  std::string preset = optional_string(info, 1, "preset");
-  std::string device = optional_string(info, 2, "device");
-  std::string dtype = optional_string(info, 3, "dtype");
-  double seed = info.Length() > 4 && info[4].IsNumber() ? info[4].As<Napi::Number>().DoubleValue() : 0;
-  std::string pool = optional_string(info, 5, "pool");
+  ModelSpec spec = model_spec_from_js(info[0], "spec");
+  std::string device = optional_string(info, 1, "device");
+  std::string dtype = optional_string(info, 2, "dtype");
+  double seed = info.Length() > 3 && info[3].IsNumber() ? info[3].As<Napi::Number>().DoubleValue() : 0;
   return run_async<ModelRef>(
       info.Env(),
       [=] {
-        return Model::create_random(folder, preset, device.empty() ? "cpu" : device, dtype.empty() ? "fp32" : dtype,
-                                    static_cast<uint64_t>(seed), pool);
+        return Model::create_random(spec, device.empty() ? "cpu" : device, dtype.empty() ? "fp32" : dtype,
+                                    static_cast<uint64_t>(seed));
       },
       handle_to_js);
 }
 
 Napi::Value DescribeModelJs(const Napi::CallbackInfo& info) {
-  std::string folder = optional_string(info, 0, "folder");
-  std::string preset = optional_string(info, 1, "preset");
-  std::string pool = optional_string(info, 2, "pool");
+  ModelSpec spec = model_spec_from_js(info[0], "spec");
   return run_async<ModelInfo>(
-      info.Env(), [=] { return Model::describe(folder, preset, pool); },
+      info.Env(), [=] { return Model::describe(spec); },
       [](Napi::Env env, ModelInfo& i) -> Napi::Value { return info_to_js(env, i); });
 }
 
@@ -124,27 +117,18 @@ Napi::Value ModelEmbedJs(const Napi::CallbackInfo& info) {
       [](Napi::Env env, HostTensor& out) -> Napi::Value { return tensor_to_js(env, out); }, {info[1]});
 }
 
-// modelEmbedTrain(handle, images float32 (N,3,H,W), seed, drop { dropPath?, attnDrop?, ... }) -> (N,D): a
-// training-mode forward (Model::embed_train), for tests of the dropout and drop path.
+// modelEmbedTrain(handle, images float32 (N,3,H,W), seed, drop { dropPath, attnDrop, ... }) -> (N,D): a
+// training-mode forward (Model::embed_train) at the rates given (resolved in lib/models/spec.ts), for tests of the
+// dropout and drop path.
 Napi::Value ModelEmbedTrainJs(const Napi::CallbackInfo& info) {
   ModelRef model = handle_from_js(info[0]);
   HostTensor images = tensor_from_js(info[1], "images");
   const double seed = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : 0;
   if (!(seed >= 0)) throw Napi::RangeError::New(info.Env(), "modelEmbedTrain: seed must be a non-negative number");
-  StudentDrop drop;
-  if (info.Length() > 3 && info[3].IsObject()) {
-    Napi::Object d = info[3].As<Napi::Object>();
-    const std::pair<const char*, std::optional<double>*> keys[] = {
-        {"dropPath", &drop.drop_path}, {"attnDrop", &drop.attn_drop}, {"projDrop", &drop.proj_drop},
-        {"posDrop", &drop.pos_drop},   {"headDrop", &drop.head_drop}, {"hiddenDrop", &drop.hidden_drop},
-        {"patchDrop", &drop.patch_drop}};
-    for (const auto& [key, dst] : keys) {
-      if (!has_field(d, key)) continue;
-      double v = 0;
-      read_number(d, key, v, "drop");
-      *dst = v;
-    }
+  if (info.Length() <= 3 || !info[3].IsObject()) {
+    throw Napi::TypeError::New(info.Env(), "modelEmbedTrain: drop must be the resolved rates { dropPath, attnDrop, ... }");
   }
+  const Regularization drop = regularization_from_js(info[3].As<Napi::Object>(), "drop");
   return run_async<HostTensor>(
       info.Env(), [=] { return model->embed_train(images, static_cast<uint64_t>(seed), drop); },
       [](Napi::Env env, HostTensor& out) -> Napi::Value { return tensor_to_js(env, out); }, {info[1]});

@@ -161,7 +161,7 @@ class DistillerImpl final : public Distiller {
       teacher_dtype_ = at::kBFloat16;
     }
 
-    teacher_ = load_model(resolve_model_spec(config_.teacher, config_.teacher_preset, config_.teacher_pool), device_, teacher_dtype_);
+    teacher_ = load_model(config_.teacher, device_, teacher_dtype_);
     teacher_.module->eval();
     for (auto& p : teacher_.module->parameters()) p.requires_grad_(false);
     // Frozen: LayerScale folded into the projections in place (the teacher is never exported), FP8 copies if asked.
@@ -177,12 +177,11 @@ class DistillerImpl final : public Distiller {
       frozen.fp8_options.emulate = fp8_emulated_;
     }
     frozen_ = teacher_vit_->prepare_frozen(frozen);
-    student_ = load_model(resolve_model_spec(config_.student, config_.student_preset, config_.student_pool), device_, at::kFloat);
+    student_ = load_model(config_.student, device_, at::kFloat);
     student_.module->train();
     student_vit_ = std::dynamic_pointer_cast<VisionTransformerImpl>(student_.module);
     if (!student_vit_) throw Error("internal: the student is not a VisionTransformer");
     student_vit_->set_kernels(config_.kernels);
-    student_.spec.drop = student_regularization(student_.spec, config_.student_drop);
     student_vit_->set_regularization(student_.spec.drop);
 
     // Projector Linear(Ds -> Dt) with nn.Linear's initialisation, U(-1/sqrt(Ds), 1/sqrt(Ds)), drawn from the seed.

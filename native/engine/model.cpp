@@ -126,14 +126,70 @@ int64_t LoadedModel::parameter_count() const {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// load / create / export
+// The spec (resolved in lib/models/spec.ts; checked here before anything is built)
 // ---------------------------------------------------------------------------------------------------------------
-LoadedModel load_model(const std::string& folder, const std::string& preset, at::Device device, at::ScalarType dtype) {
-  return load_model(resolve_model_spec(folder, preset), device, dtype);
+int64_t ModelSpec::pos_tokens() const {
+  const int64_t grid = img_size / patch_size;
+  if (layout == "hf") return grid * grid + 1;
+  return grid * grid + (no_embed_class ? 0 : prefix_tokens());
 }
 
+std::string ModelSpec::describe() const {
+  std::ostringstream s;
+  s << layout << " " << family << " (dim " << embed_dim << ", depth " << depth << ", heads " << num_heads << ", patch "
+    << patch_size;
+  if (num_registers) s << ", " << num_registers << " registers";
+  s << ", " << (mlp == "gelu" ? "GELU MLP" : "SwiGLU") << ", pool " << pool << ")";
+  return s.str();
+}
+
+void check_spec(const ModelSpec& s) {
+  const std::string where = "model spec" + (s.folder.empty() ? std::string() : " of " + s.folder);
+  auto one_of = [&](const std::string& key, const std::string& v, std::initializer_list<const char*> names) {
+    for (const char* n : names) {
+      if (v == n) return;
+    }
+    std::string list;
+    for (const char* n : names) list += (list.empty() ? "" : ", ") + std::string(n);
+    throw Error(where + ": " + key + " '" + v + "' is not one of " + list);
+  };
+  one_of("layout", s.layout, {"timm", "hf"});
+  one_of("mlp", s.mlp, s.layout == "hf" ? std::initializer_list<const char*>{"gelu", "swiglu_hf"}
+                                        : std::initializer_list<const char*>{"gelu", "swiglu_packed"});
+  one_of("pool", s.pool, {"cls", "mean", "cls+mean"});
+  const std::pair<const char*, int64_t> positive[] = {{"img_size", s.img_size},   {"input_size", s.input_size},
+                                                      {"patch_size", s.patch_size}, {"embed_dim", s.embed_dim},
+                                                      {"depth", s.depth},         {"num_heads", s.num_heads},
+                                                      {"mlp_hidden", s.mlp_hidden}};
+  for (const auto& [key, v] : positive) {
+    if (v <= 0) throw Error(where + ": " + key + " must be positive, got " + std::to_string(v));
+  }
+  if (s.num_registers < 0 || s.num_classes < 0) throw Error(where + ": num_registers and num_classes must be >= 0");
+  if (s.embed_dim % s.num_heads != 0) {
+    throw Error(where + ": embedding dim " + std::to_string(s.embed_dim) + " is not divisible by " +
+                std::to_string(s.num_heads) + " heads");
+  }
+  if (s.img_size % s.patch_size != 0) {
+    throw Error(where + ": image size " + std::to_string(s.img_size) + " is not a multiple of patch size " +
+                std::to_string(s.patch_size));
+  }
+  if (s.pool == "cls+mean" && s.fc_norm) throw Error(where + ": cls+mean pooling on a model with fc_norm is not defined");
+  for (float v : s.std) {
+    if (!(v > 0)) throw Error(where + ": std must be positive");
+  }
+  const Regularization& r = s.drop;
+  for (double v : {r.drop_path, r.attn_drop, r.proj_drop, r.pos_drop, r.head_drop, r.hidden_drop}) {
+    if (!(v >= 0 && v <= 1)) throw Error(where + ": a dropout / drop-path rate is outside [0, 1]");
+  }
+  if (s.config_json.empty()) throw Error(where + ": config_json is empty (the config.json an export writes)");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// load / create / export
+// ---------------------------------------------------------------------------------------------------------------
 LoadedModel load_model(const ModelSpec& spec, at::Device device, at::ScalarType dtype) {
   return with_torch_errors([&] {
+    check_spec(spec);
     if (spec.folder.empty()) {
       throw Error("preset '" + spec.preset + "' names an architecture but no weights: pass preset:" + spec.preset + ":<folder>");
     }
@@ -152,6 +208,7 @@ LoadedModel load_model(const ModelSpec& spec, at::Device device, at::ScalarType 
 
 LoadedModel create_model(const ModelSpec& spec, at::Device device, at::ScalarType dtype, uint64_t seed) {
   return with_torch_errors([&] {
+    check_spec(spec);
     auto vit = std::make_shared<VisionTransformerImpl>(spec, at::TensorOptions().device(device).dtype(dtype));
     vit->init_random(seed);
     return wrap(vit);
@@ -177,11 +234,8 @@ void export_model(const LoadedModel& model, const std::string& folder) {
       std::vector<std::pair<std::string, at::Tensor>> tensors(model.named_weights.begin(), model.named_weights.end());
       write_safetensors((tmp / "model.safetensors").string(), tensors);
       const ModelSpec& spec = model.spec;
-      write_text(tmp / "config.json", spec.config_json.empty() ? synthesize_config_json(spec) : recorded_config_json(spec));
-      if (spec.layout == "hf") {
-        write_text(tmp / "preprocessor_config.json",
-                   spec.preprocessor_json.empty() ? synthesize_preprocessor_json(spec) : spec.preprocessor_json);
-      }
+      write_text(tmp / "config.json", spec.config_json);
+      if (!spec.preprocessor_json.empty()) write_text(tmp / "preprocessor_config.json", spec.preprocessor_json);
       fs::path old = target.parent_path() / (tag + ".old");
       const bool had = fs::exists(target);
       if (had) fs::rename(target, old);
@@ -220,28 +274,26 @@ static std::shared_ptr<Model> make_model(LoadedModel m, at::Device device, at::S
   return std::make_shared<Model>(std::move(impl), std::move(info));
 }
 
-std::shared_ptr<Model> Model::load(const std::string& folder, const std::string& preset, const std::string& device,
-                                   const std::string& dtype, const std::string& pool) {
+std::shared_ptr<Model> Model::load(const ModelSpec& spec, const std::string& device, const std::string& dtype) {
   return with_torch_errors([&] {
     at::Device dev = parse_device(device);
     at::ScalarType dt = parse_dtype(dtype);
-    return make_model(load_model(resolve_model_spec(folder, preset, pool), dev, dt), dev, dt);
+    return make_model(load_model(spec, dev, dt), dev, dt);
   });
 }
 
-std::shared_ptr<Model> Model::create_random(const std::string& folder, const std::string& preset,
-                                            const std::string& device, const std::string& dtype, uint64_t seed,
-                                            const std::string& pool) {
+std::shared_ptr<Model> Model::create_random(const ModelSpec& spec, const std::string& device, const std::string& dtype,
+                                            uint64_t seed) {
   return with_torch_errors([&] {
     at::Device dev = parse_device(device);
     at::ScalarType dt = parse_dtype(dtype);
-    return make_model(create_model(resolve_model_spec(folder, preset, pool), dev, dt, seed), dev, dt);
+    return make_model(create_model(spec, dev, dt, seed), dev, dt);
   });
 }
 
-ModelInfo Model::describe(const std::string& folder, const std::string& preset, const std::string& pool) {
+ModelInfo Model::describe(const ModelSpec& spec) {
   return with_torch_errors([&] {
-    ModelSpec spec = resolve_model_spec(folder, preset, pool);
+    check_spec(spec);
     VisionTransformerImpl shapes(spec, at::TensorOptions().device(at::kMeta));
     int64_t n = 0;
     for (const auto& [k, t] : shapes.named_weights()) n += t.numel();
@@ -285,7 +337,7 @@ HostTensor Model::embed(const HostTensor& images) const {
   });
 }
 
-HostTensor Model::embed_train(const HostTensor& images, uint64_t seed, const StudentDrop& drop) const {
+HostTensor Model::embed_train(const HostTensor& images, uint64_t seed, const Regularization& drop) const {
   std::lock_guard<std::mutex> lock(mutex_);
   return with_torch_errors([&] {
     if (!impl_) throw Error("embed_train: the model has been disposed");
@@ -295,7 +347,7 @@ HostTensor Model::embed_train(const HostTensor& images, uint64_t seed, const Stu
     auto vit = std::dynamic_pointer_cast<VisionTransformerImpl>(impl_->model.module);
     if (!vit) throw Error("internal: the model is not a VisionTransformer");
     const Regularization saved = vit->spec().drop;
-    const Regularization rates = student_regularization(impl_->model.spec, drop);
+    const Regularization& rates = drop;
     at::NoGradGuard no_grad;
     at::Tensor x = view_as_aten(images).to(impl_->device).to(impl_->dtype);
     vit->set_regularization(rates);

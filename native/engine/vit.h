@@ -93,7 +93,7 @@ class VisionTransformerImpl : public torch::nn::Module {
    private:
     VisionTransformerImpl& model_;
   };
-  /** Replaces the training-only rates (the Distiller's StudentDrop overrides). */
+  /** Replaces the training-only rates (Model::embed_train). */
   void set_regularization(const Regularization& drop) { spec_.drop = drop; }
 
   /**

@@ -11,6 +11,7 @@ import { ROOT } from '../helpers/cli.js';
 import { loadEngineAddon } from '../../lib/backends/index.js';
 import { NativeBackend } from '../../lib/backends/native.js';
 import { Distiller } from '../../lib/distill/distiller.js';
+import { toEngineConfig } from '../../lib/distill/native-types.js';
 import type { KernelOptions } from '../../lib/distill/config.js';
 import { syntheticTile } from '../../lib/distill/tiles.js';
 
@@ -79,7 +80,7 @@ t.test('an unknown sdpa is refused with the choices, before any work: by lib/ on
   }
   const addon = loadEngineAddon();
   await t.rejects(
-    addon.Distiller.create({ ...MODELS, kernels: { sdpa: 'fa3' } } as never),
+    addon.Distiller.create(toEngineConfig({ ...MODELS, kernels: { sdpa: 'fa3' } } as never)),
     /kernels.sdpa 'fa3' is not an attention backend: use auto .*cudnn, flash, efficient or math/,
   );
 });

@@ -9,7 +9,7 @@ import {
   TEACHER_FP8_LAYERS_DEFAULT,
 } from '../../lib/defaults.js';
 import { RUN_DEFAULTS } from '../../lib/distill/config.js';
-import { DISTILL_DEFAULTS, toNativeConfig } from '../../lib/distill/distiller.js';
+import { DISTILL_DEFAULTS, toBackendConfig } from '../../lib/distill/distiller.js';
 
 t.test("the engine's C++ defaults equal lib/defaults.ts", async (t) => {
   const engine = loadEngineAddon().methodDefaults();
@@ -21,7 +21,7 @@ t.test("the engine's C++ defaults equal lib/defaults.ts", async (t) => {
 });
 
 t.test('the engine receives every value resolved', async (t) => {
-  const c = toNativeConfig({ teacher: 'a', student: 'b', totalSteps: 10 });
+  const c = toBackendConfig({ teacher: 'a', student: 'b', totalSteps: 10 });
   t.same(c.loss, LOSS_DEFAULTS);
   t.same(c.augment, AUGMENT_DEFAULTS);
   const { totalSteps, ...optimizer } = c.optimizer as Record<string, number>;
@@ -30,10 +30,10 @@ t.test('the engine receives every value resolved', async (t) => {
   t.same(c.kernels, KERNEL_DEFAULTS, 'every kernel choice resolved');
   t.same(c.teacherFp8Layers, TEACHER_FP8_LAYERS_DEFAULT);
   t.equal(c.teacherFp8Emulate, undefined, 'the FP8 emulation (a test hook) only when asked for');
-  const over = toNativeConfig({ teacher: 'a', student: 'b', totalSteps: 10, lr: 3e-4, augment: { pBlur: 0, crop: undefined } });
+  const over = toBackendConfig({ teacher: 'a', student: 'b', totalSteps: 10, lr: 3e-4, augment: { pBlur: 0, crop: undefined } });
   t.equal((over.optimizer as Record<string, number>).lr, 3e-4, 'a given value wins');
   t.same(over.augment, { ...AUGMENT_DEFAULTS, pBlur: 0 }, 'an undefined key keeps the default');
-  const k = toNativeConfig({ teacher: 'a', student: 'b', totalSteps: 10, kernels: { fusedNorm: true, sdpa: undefined } });
+  const k = toBackendConfig({ teacher: 'a', student: 'b', totalSteps: 10, kernels: { fusedNorm: true, sdpa: undefined } });
   t.same(k.kernels, { ...KERNEL_DEFAULTS, fusedNorm: true }, 'a given kernel choice wins, an undefined one keeps the default');
 });
 

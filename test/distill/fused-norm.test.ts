@@ -6,7 +6,8 @@
 // both sides run in this process.
 import t from 'tap';
 import path from 'node:path';
-import { Distiller, toNativeConfig } from '../../lib/distill/distiller.js';
+import { Distiller, toBackendConfig } from '../../lib/distill/distiller.js';
+import { toEngineConfig } from '../../lib/distill/native-types.js';
 import { JsDistiller } from '../../lib/backends/js/distill.js';
 import { loadEngineAddon } from '../../lib/backends/index.js';
 import { ROOT } from '../helpers/cli.js';
@@ -47,7 +48,7 @@ t.test('off by default, per Distiller, and a wrong value is refused by both back
   t.equal(plain.info().fusedNorm, false, 'the other Distiller in the process keeps its own');
   // The js backend's Distiller itself (in this thread: its worker wrapper keeps a tap process alive) on the resolved
   // configuration lib/ hands every backend.
-  const js = await JsDistiller.create(toNativeConfig({ ...models, kernels: { fusedNorm: true, sdpa: 'flash', fusedAdamw: 'on' } }));
+  const js = await JsDistiller.create(toBackendConfig({ ...models, kernels: { fusedNorm: true, sdpa: 'flash', fusedAdamw: 'on' } }));
   t.notOk('fusedNorm' in js.info(), 'the js backend accepts valid kernel choices and ignores them (one implementation each)');
   for (const backend of ['native', 'js'] as const) {
     await t.rejects(
@@ -64,7 +65,7 @@ t.test('off by default, per Distiller, and a wrong value is refused by both back
   // The addon's own check, for callers that bypass lib/ (a wrong type is a TypeError naming the key).
   const addon = loadEngineAddon();
   await t.rejects(
-    Promise.resolve().then(() => addon.Distiller.create({ ...models, kernels: { fusedNorm: 1 } } as never)),
+    Promise.resolve().then(() => addon.Distiller.create(toEngineConfig({ ...models, kernels: { fusedNorm: 1 } } as never))),
     /kernels.*fusedNorm/,
   );
 });

@@ -5,6 +5,7 @@
 import t from 'tap';
 import path from 'node:path';
 import { Distiller, type DistillerConfig } from '../../lib/distill/distiller.js';
+import { toEngineConfig } from '../../lib/distill/native-types.js';
 import { NativeBackend, loadEngineAddon } from '../../lib/backends/index.js';
 import { resolveConfig, readConfigFile, upgradeSavedConfig } from '../../lib/distill/config.js';
 import { runDistill } from '../../lib/distill/run.js';
@@ -206,7 +207,7 @@ t.test('emulated FP8 teacher: accepted where features keep cosine >= 0.999, refu
   );
   // The engine's own check, for callers that bypass lib/.
   await t.rejects(
-    loadEngineAddon().Distiller.create({ ...base, teacherFp8: true, teacherFp8Emulate: true, teacherFp8Layers: ['qkv', 'mlp'] } as never),
+    loadEngineAddon().Distiller.create(toEngineConfig({ ...base, teacherFp8: true, teacherFp8Emulate: true, teacherFp8Layers: ['qkv', 'mlp'] } as never)),
     /teacherFp8Layers: unknown layer kind 'mlp': use a subset of qkv, proj, fc1, fc2/,
   );
 });

@@ -4,6 +4,7 @@ import t from 'tap';
 import path from 'node:path';
 import { JsDistiller, type JsDistillerConfig, scheduleAt, stepSeed, takesWeightDecay } from '../../lib/backends/js/distill.js';
 import { readModelWeights } from '../../lib/backends/js/safetensors.js';
+import { toEngineConfig } from '../../lib/distill/native-types.js';
 import { engine, folder, tiles } from './helpers.js';
 
 const { addon, skip } = engine();
@@ -38,7 +39,7 @@ for (const [label, over] of [
   t.test(`one step on js equals one step on the engine: ${label}`, { skip }, async (t) => {
     const cfg = config(over as Partial<JsDistillerConfig>);
     const batch = tiles(4, 256, 5);
-    const native = await addon.Distiller.create(cfg);
+    const native = await addon.Distiller.create(toEngineConfig(cfg));
     const js = await JsDistiller.create(cfg);
     const before = readModelWeights(cfg.student);
     const a = await native.step(batch);
@@ -155,7 +156,7 @@ t.test('a checkpoint of either backend resumes on the other (state.safetensors, 
   const batches = [1, 2, 3, 4].map((s) => tiles(2, 240, s + 20));
   const dir = t.testdir();
   // native 2 steps -> save -> js resumes 2 steps; js 2 steps -> save -> native resumes 2 steps; against straight runs
-  const native = await addon.Distiller.create(cfg);
+  const native = await addon.Distiller.create(toEngineConfig(cfg));
   const js = await JsDistiller.create(cfg);
   const nLoss: number[] = [], jLoss: number[] = [];
   for (const x of batches.slice(0, 2)) { nLoss.push((await native.step(x)).loss); jLoss.push((await js.step(x)).loss); }
@@ -169,7 +170,7 @@ t.test('a checkpoint of either backend resumes on the other (state.safetensors, 
   t.same(jState.get('step')!.data, nState.get('step')!.data);
   const jsFromNative = await JsDistiller.create(cfg);
   await jsFromNative.load(path.join(dir, 'native'));
-  const nativeFromJs = await addon.Distiller.create(cfg);
+  const nativeFromJs = await addon.Distiller.create(toEngineConfig(cfg));
   await nativeFromJs.load(path.join(dir, 'js'));
   t.equal(jsFromNative.stepsTaken, 2);
   t.equal(nativeFromJs.info().step, 2);

@@ -8,7 +8,7 @@ import t, { type Test } from 'tap';
 import { Mt19937 } from '../../lib/backends/js/augment.js';
 import { JsDistiller, type JsDistillerConfig } from '../../lib/backends/js/distill.js';
 import { loadJsModel } from '../../lib/backends/js/model.js';
-import { NO_DROP, resolveVitSpec, studentRegularization, type Regularization } from '../../lib/backends/js/spec.js';
+import { NO_DROP, resolveVitSpec, studentRegularization, type Regularization } from '../../lib/models/spec.js';
 import type { VitDrop } from '../../lib/backends/js/vit.js';
 import { FIXTURES, floatImages, folder, tiles, u8Images } from './helpers.js';
 

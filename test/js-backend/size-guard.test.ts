@@ -7,7 +7,7 @@ import { UserError } from '../../lib/errors.js';
 import { checkJsModelSize, createJsModel, describeJsModel, JS_MAX_PARAMETERS, loadJsModel } from '../../lib/backends/js/model.js';
 import { JsDistiller } from '../../lib/backends/js/distill.js';
 import { chooseBackend, createBackendDistiller } from '../../lib/backends/index.js';
-import { resolveVitSpec } from '../../lib/backends/js/spec.js';
+import { resolveVitSpec } from '../../lib/models/spec.js';
 import { folder, manifest } from './helpers.js';
 
 t.test('parameter counts of the real architectures are the reference libraries\'', async (t) => {

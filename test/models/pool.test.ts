@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { Encoder } from '../../lib/models/encoder.js';
 import { loadJsModel } from '../../lib/backends/js/model.js';
 import { JsDistiller, type JsDistillerConfig } from '../../lib/backends/js/distill.js';
+import { toEngineConfig } from '../../lib/distill/native-types.js';
 import type { EmbedInput, ModelPool } from '../../lib/backends/types.js';
 import { engine, tiles } from '../js-backend/helpers.js';
 import { floatImages, nativeBackend, relativeError } from './helpers.js';
@@ -124,7 +125,7 @@ for (const [teacherPool, studentPool] of [['cls', 'cls'], ['mean', 'mean'], ['cl
       augment: {},
     };
     const batch = tiles(4, 256, 9);
-    const native = await addon.Distiller.create(cfg);
+    const native = await addon.Distiller.create(toEngineConfig(cfg));
     const js = await JsDistiller.create(cfg);
     const D = 32;
     const dt = teacherPool === 'cls+mean' ? 2 * D : D, ds = studentPool === 'cls+mean' ? 2 * D : D;

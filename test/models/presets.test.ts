@@ -1,7 +1,7 @@
-// The TRIDENT-named presets (native/engine/model_spec.cpp, lib/backends/js/spec.ts): a tiny random model of each
-// family written by timm with TRIDENT's kwargs (tools/make_preset_fixtures.py), embedded through the preset on both
-// backends against TRIDENT's forward at 1e-4; the real-size architectures' parameter counts and output widths
-// (timm on the meta device); TRIDENT's aliases of the presets known under the models' own names.
+// The TRIDENT-named presets (lib/models/spec.ts): a tiny random model of each family written by its own library
+// (timm or transformers) with TRIDENT's kwargs (tools/make_preset_fixtures.py), embedded through the preset on both
+// backends against TRIDENT's forward at 1e-4; the real-size architectures' parameter counts and output widths (the
+// library on the meta device); TRIDENT's aliases of the presets known under the models' own names.
 import t, { type Test } from 'tap';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';

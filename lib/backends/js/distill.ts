@@ -20,7 +20,7 @@ import { augmentBatch, Mt19937, sampleAugmentParams } from './augment.js';
 import { logSumLossJs } from './loss.js';
 import { checkJsModelSize, JsModel, loadJsModel } from './model.js';
 import { CHECKSUM_KEY, readStoredTensors, type StoredTensor, writeSafetensors } from './safetensors.js';
-import { describeSpec, outDim, parameterCount, type Regularization, reportedDrop, resolveVitSpec, studentRegularization } from './spec.js';
+import { describeSpec, outDim, parameterCount, type Regularization, reportedDrop, resolveVitSpec, studentRegularization } from '../../models/spec.js';
 import type { VitDrop } from './vit.js';
 import { OPTIMIZER_DEFAULTS } from '../../defaults.js';
 import { definedOnly } from '../../util/objects.js';

@@ -2,14 +2,13 @@
 // counterpart of the engine's g2l/models.h, with the same preprocessing (uint8 images resized to the model's input
 // size with antialiased bicubic, scaled and normalised; float32 images used as given) and a guard that refuses
 // models the js backend would need hours for.
-import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../../errors.js';
 import { writeDirAtomic } from '../../io/atomic.js';
 import type { Float32Tensor, Uint8Tensor } from '../types.js';
 import { Mt19937 } from './augment.js';
 import { writeSafetensors } from './safetensors.js';
-import { describeSpec, detectPreset, expectedShapes, isBufferKey, outDim, parameterCount, resolveVitSpec, timmDefaultMlp, type VitSpec } from './spec.js';
+import { describeSpec, expectedShapes, exportJson, isBufferKey, outDim, parameterCount, resolveVitSpec, type ExportJson, type VitSpec } from '../../models/spec.js';
 import { loadVit, resizeBicubic, Vit, type Weight } from './vit.js';
 import type { ModelDescription } from '../types.js';
 
@@ -67,7 +66,7 @@ export function checkJsModelSize(spec: VitSpec, parameters: number, force: boole
 
 export class JsModel {
   private disposed = false;
-  constructor(readonly vit: Vit, private readonly configJson: string | null, private readonly preprocessorJson: string | null) {}
+  constructor(readonly vit: Vit, private readonly files: ExportJson) {}
 
   get spec(): VitSpec {
     return this.vit.spec;
@@ -111,15 +110,13 @@ export class JsModel {
     return { data: out, shape: [N, D] };
   }
 
-  /** Writes config.json (as read, or synthesised) + model.safetensors (float32) [+ preprocessor_config.json], atomically. */
+  /** Writes config.json + model.safetensors (float32) [+ preprocessor_config.json] (lib/models/spec.ts exportJson), atomically. */
   async exportTo(folder: string): Promise<void> {
     await writeDirAtomic(folder, async (tmp) => {
       await writeSafetensors(path.join(tmp, 'model.safetensors'), this.vit.weights);
       const { writeFile } = await import('node:fs/promises');
-      await writeFile(path.join(tmp, 'config.json'), this.configJson ? recordedConfig(this.configJson, this.spec) : synthesizeConfig(this.spec));
-      if (this.spec.layout === 'hf') {
-        await writeFile(path.join(tmp, 'preprocessor_config.json'), this.preprocessorJson ?? synthesizePreprocessor(this.spec));
-      }
+      await writeFile(path.join(tmp, 'config.json'), this.files.config);
+      if (this.files.preprocessor !== null) await writeFile(path.join(tmp, 'preprocessor_config.json'), this.files.preprocessor);
     });
   }
 }
@@ -145,7 +142,7 @@ export function preflightJsModel(folder: string, preset = '', options: JsModelOp
 export function loadJsModel(folder: string, preset = '', options: JsModelOptions = {}): JsModel {
   const spec = preflightJsModel(folder, preset, options);
   const vit = loadVit(folder, preset, options.pool ?? '');
-  return new JsModel(vit, readIf(path.join(folder, 'config.json')), spec.layout === 'hf' ? readIf(path.join(folder, 'preprocessor_config.json')) : null);
+  return new JsModel(vit, exportJson(spec));
 }
 
 /** The architecture of a folder/preset with random weights (the engine's init_random scheme, js's own draws). */
@@ -167,7 +164,7 @@ export function createJsModel(folder: string, preset = '', seed = 0, options: Js
     else for (let i = 0; i < data.length; i++) data[i] = normal(0.02);
     weights.set(key, { shape, data });
   }
-  return new JsModel(new Vit(spec, weights), folder ? readIf(path.join(folder, 'config.json')) : null, null);
+  return new JsModel(new Vit(spec, weights), exportJson(spec));
 }
 
 /** A folder/preset's architecture and parameter count, without reading weights. */
@@ -187,10 +184,6 @@ function infoOf(s: VitSpec, parameters: number, loaded: boolean): JsModelInfo {
 /** mean/std as the float32 values images are normalised with (what the engine reports too). */
 const float32x3 = (v: readonly number[]): [number, number, number] => [Math.fround(v[0]), Math.fround(v[1]), Math.fround(v[2])];
 
-function readIf(file: string): string | null {
-  return existsSync(file) ? readFileSync(file, 'utf8') : null;
-}
-
 /**
  * uint8 (n,H,W,3) -> float32 (n,3,S,S) at the model's input size S: resized with antialiased bicubic on [0,255]
  * when H,W differ from S (as the engine and the fixtures' F.interpolate do), then x/255 normalised in float32.
@@ -209,87 +202,6 @@ export function prepareImages(u8: Uint8Array, n: number, H: number, W: number, s
     for (let p = 0; p < S * S; p++) x[o + p] = (Math.fround(x[o + p] / 255) - mean) / std;
   }
   return x;
-}
-
-/** A ratio r with trunc(dim * r) == hidden in double arithmetic, as timm and transformers compute widths. */
-function widthRatio(hidden: number, dim: number): number {
-  const r = hidden / dim;
-  return Math.trunc(dim * r) === hidden ? r : (hidden + 0.5) / dim;
-}
-
-/** config.json for a model that has none (a random model): the engine's synthesize_config. */
-function synthesizeConfig(s: VitSpec): string {
-  let c: Record<string, unknown>;
-  if (s.layout === 'timm') {
-    const fc1 = s.mlp === 'gelu' ? s.mlpHidden : 2 * s.mlpHidden;
-    const args: Record<string, unknown> = {
-      img_size: s.imgSize, patch_size: s.patchSize, embed_dim: s.embedDim, depth: s.depth, num_heads: s.numHeads,
-      mlp_ratio: widthRatio(fc1, s.embedDim), init_values: s.layerScale ? (s.initValues > 0 ? s.initValues : 1e-5) : null,
-      reg_tokens: s.numRegisters, no_embed_class: s.noEmbedClass, qkv_bias: s.qkvBias,
-      // timm reads global_pool from model_args; fc_norm only where it differs from timm's default for that pool.
-      global_pool: timmPool(s.pool),
-      ...(s.fcNorm !== (s.pool === 'mean') ? { fc_norm: s.fcNorm } : {}),
-    };
-    // timm takes the MLP layer as a class in code, so a name here would stop timm.create_model: written only where
-    // the architecture's default differs and no preset says it (the engine's synthesize_config_json).
-    const defaultMlp = timmDefaultMlp(s.family);
-    if ((defaultMlp === null || (s.mlp === 'swiglu_packed') !== (defaultMlp === 'swiglu_packed')) && !['uni2-h', 'virchow2', 'h0-mini'].includes(s.preset)) {
-      Object.assign(args, s.mlp === 'swiglu_packed' ? { mlp_layer: 'swiglu_packed', act_layer: 'silu' } : { mlp_layer: 'mlp', act_layer: 'gelu' });
-    }
-    c = {
-      architecture: s.family, num_classes: s.numClasses, num_features: s.embedDim, global_pool: timmPool(s.pool), model_args: args,
-      ...(s.pool === 'cls+mean' ? { g2l_pool: s.pool } : {}),
-      ...(s.preset ? { g2l_preset: s.preset } : {}),
-      pretrained_cfg: { input_size: [3, s.inputSize, s.inputSize], interpolation: 'bicubic', crop_pct: 1.0, mean: s.mean, std: s.std, num_classes: s.numClasses },
-    };
-  } else {
-    const regs = s.numRegisters > 0;
-    c = {
-      architectures: [regs ? 'Dinov2WithRegistersModel' : 'Dinov2Model'], model_type: regs ? 'dinov2_with_registers' : 'dinov2',
-      hidden_size: s.embedDim, num_hidden_layers: s.depth, num_attention_heads: s.numHeads, patch_size: s.patchSize,
-      image_size: s.imgSize, layer_norm_eps: s.normEps, layerscale_value: s.initValues, qkv_bias: s.qkvBias,
-      use_swiglu_ffn: s.mlp === 'swiglu_hf', mlp_ratio: s.mlp === 'gelu' ? widthRatio(s.mlpHidden, s.embedDim) : 4,
-      ...(regs ? { num_register_tokens: s.numRegisters } : {}), hidden_act: 'gelu',
-      // transformers configs have no pooling field: the engine's own key, read back by resolveVitSpec.
-      ...(s.pool !== 'cls' ? { g2l_pool: s.pool } : {}),
-      ...(s.preset ? { g2l_preset: s.preset } : {}),
-    };
-  }
-  return `${JSON.stringify(c, null, 2)}\n`;
-}
-
-/** timm's global_pool for a pooling: cls+mean is not one of timm's (all tokens, '', with g2l_pool saying it). */
-const timmPool = (pool: VitSpec['pool']): string => (pool === 'cls' ? 'token' : pool === 'mean' ? 'avg' : '');
-
-/**
- * The folder's config.json as read, with g2l_pool added when the model's pooling is not the one the config says
- * (an override or a preset's), so that the exported folder reloads with the same pooling (the engine's
- * recorded_config_json).
- */
-function recordedConfig(configJson: string, s: VitSpec): string {
-  const c = JSON.parse(configJson) as Record<string, unknown>;
-  let own: string = 'cls';
-  if (typeof c.g2l_pool === 'string') own = c.g2l_pool;
-  else if (s.layout === 'timm') {
-    const args = c.model_args as Record<string, unknown> | undefined;
-    const gp = typeof args?.global_pool === 'string' ? args.global_pool : typeof c.global_pool === 'string' ? c.global_pool : 'token';
-    own = gp === 'token' ? 'cls' : gp === 'avg' ? 'mean' : '';
-  }
-  // The preset the model needed, when its config.json alone does not lead back to it (g2l_preset, read by
-  // detectPreset): the exported folder then reloads without naming it.
-  const recordPreset = !!s.preset && detectPreset(c) !== s.preset;
-  if (own === s.pool && !recordPreset) return configJson;
-  if (own !== s.pool) c.g2l_pool = s.pool;
-  if (recordPreset) c.g2l_preset = s.preset;
-  return `${JSON.stringify(c, null, 2)}\n`;
-}
-
-function synthesizePreprocessor(s: VitSpec): string {
-  return `${JSON.stringify({
-    crop_size: { height: s.inputSize, width: s.inputSize }, do_center_crop: true, do_normalize: true, do_rescale: true, do_resize: true,
-    image_mean: s.mean, image_std: s.std, image_processor_type: 'BitImageProcessor', resample: 3, rescale_factor: 1 / 255,
-    size: { shortest_edge: s.inputSize },
-  }, null, 2)}\n`;
 }
 
 export { isBufferKey };

@@ -12,7 +12,7 @@ import {
   linearForward, newAttentionCache, swigluBackward, swigluForward, type AttentionCache, type LayerNormCache,
 } from './kernels.js';
 import { readModelWeights } from './safetensors.js';
-import { describeSpec, dropPathRate, expectedShapes, isBufferKey, resolveVitSpec, type Regularization, type VitSpec } from './spec.js';
+import { describeSpec, dropPathRate, expectedShapes, isBufferKey, resolveVitSpec, type Regularization, type VitSpec } from '../../models/spec.js';
 
 export interface Weight { shape: number[]; data: Float32Array }
 

@@ -104,12 +104,8 @@ OptimizerTrace run_optimizer(const std::vector<std::string>& names, const std::v
 // ---------------------------------------------------------------------------------------------------------------
 
 struct DistillerConfig {
-  std::string teacher;                // model folder (config.json + model.safetensors), or "" with a preset
-  std::string teacher_preset;         // e.g. "h-optimus-0"; "" to read the folder's config alone
-  std::string student;
-  std::string student_preset;
-  std::string teacher_pool;           // "cls" | "mean" | "cls+mean" overrides the model's pooling; "" keeps it
-  std::string student_pool;           // the student's (a cls+mean student embeds 2*D; the projector follows)
+  ModelSpec teacher;                  // resolved by lib/models/spec.ts (folder, preset, pooling)
+  ModelSpec student;                  // its drop: the student's training-only rates (config.json's, then studentDrop)
   std::string device = "cpu";         // "cpu", "cuda", "cuda:1"
   uint64_t seed = 0;                  // projector initialisation and the per-step augmentation draws
   std::string teacher_dtype = "auto"; // "auto" (float16 on CUDA, float32 on the CPU), "float16", "bfloat16", "float32"
@@ -131,7 +127,6 @@ struct DistillerConfig {
   bool teacher_fp8_emulate = false;
   // Which implementation each operation runs (g2l/kernels.h); both models take these.
   KernelOptions kernels;
-  StudentDrop student_drop;           // overrides of the student's dropout / drop-path rates (StudentDrop)
   LossOptions loss;
   OptimizerConfig optimizer;
   AugmentConfig augment;
@@ -162,7 +157,7 @@ struct DistillerInfo {
   std::string device;
   std::string teacher_model;          // one-line description of each model
   std::string student_model;
-  // The student's effective training-only rates (config.json, then StudentDrop): keys drop_path, attn_drop,
+  // The student's effective training-only rates (config.json, then studentDrop): keys drop_path, attn_drop,
   // proj_drop, pos_drop, head_drop, hidden_drop (the ones of its library).
   std::vector<std::pair<std::string, double>> student_drop;
   std::vector<float> teacher_mean, teacher_std, student_mean, student_std;

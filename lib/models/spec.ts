@@ -1,11 +1,11 @@
-// Model folder -> ViT spec for the pure-JS backend: the same resolution as the engine's (native/engine/
-// model_spec.cpp: timm registry defaults + hub config.json model_args, transformers config.json +
-// preprocessor_config.json, presets for what an official config.json leaves to code), in TypeScript so that the js
-// backend runs where the engine cannot load. The two are held together by the tests, which load every fixture
-// folder on both backends.
+// The one model registry: a model folder and/or a preset -> a fully resolved ViT spec (timm registry defaults + hub
+// config.json model_args, transformers config.json + preprocessor_config.json, presets for what an official
+// config.json leaves to code, the pooling). Both backends build from the spec: the js backend directly, the native
+// engine from the plain object nativeModelSpec() makes (native/addon convert.cpp), which it checks but does not
+// interpret further; export writes the files exportJson() says.
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { UserError } from '../../errors.js';
+import { UserError } from '../errors.js';
 
 export interface VitSpec {
   family: string;
@@ -44,12 +44,12 @@ export interface VitSpec {
   fcNorm: boolean;
   mean: [number, number, number];
   std: [number, number, number];
-  /** Training-only dropout / drop-path rates from config.json (the engine's model.h Regularization). */
+  /** Training-only dropout / drop-path rates from config.json (the engine's g2l/models.h Regularization). */
   drop: Regularization;
 }
 
 /**
- * Training-only regularisation in the names of the model's library (zero = off); see native/engine/model.h
+ * Training-only regularisation in the names of the model's library (zero = off); see native/engine/include/g2l/models.h
  * Regularization for where each applies. Used by the js distiller for the student inside a training step only.
  */
 export interface Regularization {
@@ -143,7 +143,7 @@ const PRESETS: Record<string, { layout: 'timm' | 'hf'; config: Json; norm: [numb
 };
 
 // TRIDENT's names (mahmoodlab/TRIDENT trident/patch_encoder_models/load.py, commit 5f53f476: each *InferenceEncoder's
-// timm_kwargs, Normalize constants and forward pooling); the engine's model_spec.cpp has the same table.
+// timm_kwargs, Normalize constants and forward pooling).
 PRESETS.uni_v1 = {
   layout: 'timm', norm: IMAGENET, pool: 'cls',
   config: { architecture: 'vit_large_patch16_224', num_classes: 0, model_args: { img_size: 224, patch_size: 16, init_values: 1e-5, dynamic_img_size: true } },
@@ -257,7 +257,7 @@ function resolveTimm(config: Json, where: string): VitSpec {
   if (args.flag('dynamic_img_pad', false)) throw new UserError(`${where}: dynamic_img_pad is not supported`);
   if (args.integer('in_chans', 3) !== 3) throw new UserError(`${where}: in_chans must be 3 (RGB)`);
   if (args.text('pos_embed', 'learn') !== 'learn') throw new UserError(`${where}: only learned position embeddings are supported`);
-  // Pooling as timm's forward_head (see the engine's resolve_timm): 'token' -> cls, 'avg' -> mean of the patch tokens
+  // Pooling as timm's forward_head: 'token' -> cls, 'avg' -> mean of the patch tokens
   // with fc_norm unless fc_norm is false; '' (all tokens) leaves the pooling to a preset or an override.
   const globalPool = args.text('global_pool', root.text('global_pool', 'token'));
   if (!['token', 'avg', ''].includes(globalPool)) {
@@ -379,7 +379,7 @@ export function detectPreset(config: Json): string {
     const args = config.model_args as Json | undefined;
     if (args && typeof args === 'object' && args.reg_tokens === 8 && args.mlp_layer === undefined) return 'uni2-h';
   }
-  // Virchow2's config.json: the SwiGLU layer and the cls+mean embedding are left to code (the engine's detect_preset).
+  // Virchow2's config.json: the SwiGLU layer and the cls+mean embedding are left to code.
   if (config.architecture === 'vit_huge_patch14_224') {
     const args = config.model_args as Json | undefined;
     if (args && typeof args === 'object' && args.reg_tokens === 4 && args.mlp_ratio === 5.3375 && args.mlp_layer === undefined) return 'virchow2';
@@ -398,7 +398,7 @@ function readJson(file: string): Json {
   return v as Json;
 }
 
-/** Folder and/or preset -> spec, without reading weights (the engine's resolve_model_spec). */
+/** Folder and/or preset -> spec, without reading weights. */
 export function resolveVitSpec(folder: string, presetArg = '', poolOverride = ''): VitSpec {
   const presetName = PRESET_ALIASES[presetArg] ?? presetArg;
   if (poolOverride && !(POOLS as readonly string[]).includes(poolOverride)) throw new UserError(`unknown pooling '${poolOverride}': use cls, mean or cls+mean`);
@@ -563,8 +563,8 @@ export function parameterCount(spec: VitSpec): number {
 
 /**
  * The student's training-only rates: its config.json's, replaced by the run's studentDrop overrides; a rate its
- * library does not have, or a non-zero patch drop, is refused rather than ignored (the engine's
- * student_regularization in native/engine/distiller.cpp, same messages).
+ * library does not have, or a non-zero patch drop, is refused rather than ignored. Both backends' students train
+ * with these rates (the engine receives them in the student's spec).
  */
 export function studentRegularization(spec: VitSpec, overrides: Partial<Record<keyof Regularization, number>> = {}): Regularization {
   const r: Regularization = { ...spec.drop };
@@ -603,4 +603,118 @@ export function dropPathRate(spec: VitSpec, rate: number, i: number): number {
   const step = Math.fround(rate / (n - 1));
   const half = Math.floor(n / 2);
   return i < half ? Math.fround(step * i) : Math.fround(Math.fround(rate) - Math.fround(step * (n - 1 - i)));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// What an export writes, and the spec as the engine receives it
+// ---------------------------------------------------------------------------------------------------------------
+
+/** The files an export writes beside the weights: config.json and, for transformers, preprocessor_config.json. */
+export interface ExportJson {
+  config: string;
+  preprocessor: string | null;
+}
+
+/**
+ * config.json as export writes it: the folder's as read, with what reloading needs (g2l_pool, g2l_preset), or one
+ * written for a model that has none; transformers' preprocessor_config.json likewise. Both backends export these.
+ */
+export function exportJson(spec: VitSpec): ExportJson {
+  const read = (name: string): string | null => {
+    const file = spec.folder ? path.join(spec.folder, name) : '';
+    return file && existsSync(file) ? readFileSync(file, 'utf8') : null;
+  };
+  const config = read('config.json');
+  return {
+    config: config !== null ? recordedConfig(config, spec) : synthesizeConfig(spec),
+    preprocessor: spec.layout === 'hf' ? (read('preprocessor_config.json') ?? synthesizePreprocessor(spec)) : null,
+  };
+}
+
+/** The spec as the engine takes it (native/addon convert.cpp model_spec_from_js): every field, plus the export files. */
+export type NativeModelSpec = VitSpec & { configJson: string; preprocessorJson: string };
+
+export function nativeModelSpec(spec: VitSpec): NativeModelSpec {
+  const files = exportJson(spec);
+  return { ...spec, drop: { ...spec.drop }, configJson: files.config, preprocessorJson: files.preprocessor ?? '' };
+}
+
+/** A ratio r with trunc(dim * r) == hidden in double arithmetic, as timm and transformers compute widths. */
+function widthRatio(hidden: number, dim: number): number {
+  const r = hidden / dim;
+  return Math.trunc(dim * r) === hidden ? r : (hidden + 0.5) / dim;
+}
+
+/** config.json for a model that has none (a random model). */
+function synthesizeConfig(s: VitSpec): string {
+  let c: Record<string, unknown>;
+  if (s.layout === 'timm') {
+    const fc1 = s.mlp === 'gelu' ? s.mlpHidden : 2 * s.mlpHidden;
+    const args: Record<string, unknown> = {
+      img_size: s.imgSize, patch_size: s.patchSize, embed_dim: s.embedDim, depth: s.depth, num_heads: s.numHeads,
+      mlp_ratio: widthRatio(fc1, s.embedDim), init_values: s.layerScale ? (s.initValues > 0 ? s.initValues : 1e-5) : null,
+      reg_tokens: s.numRegisters, no_embed_class: s.noEmbedClass, qkv_bias: s.qkvBias,
+      // timm reads global_pool from model_args; fc_norm only where it differs from timm's default for that pool.
+      global_pool: timmPool(s.pool),
+      ...(s.fcNorm !== (s.pool === 'mean') ? { fc_norm: s.fcNorm } : {}),
+    };
+    // timm takes the MLP layer as a class in code, so a name here would stop timm.create_model: written only where
+    // the architecture's default differs and no preset says it.
+    const defaultMlp = timmDefaultMlp(s.family);
+    if ((defaultMlp === null || (s.mlp === 'swiglu_packed') !== (defaultMlp === 'swiglu_packed')) && !['uni2-h', 'virchow2', 'h0-mini'].includes(s.preset)) {
+      Object.assign(args, s.mlp === 'swiglu_packed' ? { mlp_layer: 'swiglu_packed', act_layer: 'silu' } : { mlp_layer: 'mlp', act_layer: 'gelu' });
+    }
+    c = {
+      architecture: s.family, num_classes: s.numClasses, num_features: s.embedDim, global_pool: timmPool(s.pool), model_args: args,
+      ...(s.pool === 'cls+mean' ? { g2l_pool: s.pool } : {}),
+      ...(s.preset ? { g2l_preset: s.preset } : {}),
+      pretrained_cfg: { input_size: [3, s.inputSize, s.inputSize], interpolation: 'bicubic', crop_pct: 1.0, mean: s.mean, std: s.std, num_classes: s.numClasses },
+    };
+  } else {
+    const regs = s.numRegisters > 0;
+    c = {
+      architectures: [regs ? 'Dinov2WithRegistersModel' : 'Dinov2Model'], model_type: regs ? 'dinov2_with_registers' : 'dinov2',
+      hidden_size: s.embedDim, num_hidden_layers: s.depth, num_attention_heads: s.numHeads, patch_size: s.patchSize,
+      image_size: s.imgSize, layer_norm_eps: s.normEps, layerscale_value: s.initValues, qkv_bias: s.qkvBias,
+      use_swiglu_ffn: s.mlp === 'swiglu_hf', mlp_ratio: s.mlp === 'gelu' ? widthRatio(s.mlpHidden, s.embedDim) : 4,
+      ...(regs ? { num_register_tokens: s.numRegisters } : {}), hidden_act: 'gelu',
+      // transformers configs have no pooling field: g2l_pool, read back by resolveVitSpec.
+      ...(s.pool !== 'cls' ? { g2l_pool: s.pool } : {}),
+      ...(s.preset ? { g2l_preset: s.preset } : {}),
+    };
+  }
+  return `${JSON.stringify(c, null, 2)}\n`;
+}
+
+/** timm's global_pool for a pooling: cls+mean is not one of timm's (all tokens, '', with g2l_pool saying it). */
+const timmPool = (pool: VitSpec['pool']): string => (pool === 'cls' ? 'token' : pool === 'mean' ? 'avg' : '');
+
+/**
+ * The folder's config.json as read, with g2l_pool added when the model's pooling is not the one the config says
+ * (an override or a preset's), so that the exported folder reloads with the same pooling.
+ */
+function recordedConfig(configJson: string, s: VitSpec): string {
+  const c = JSON.parse(configJson) as Record<string, unknown>;
+  let own: string = 'cls';
+  if (typeof c.g2l_pool === 'string') own = c.g2l_pool;
+  else if (s.layout === 'timm') {
+    const args = c.model_args as Record<string, unknown> | undefined;
+    const gp = typeof args?.global_pool === 'string' ? args.global_pool : typeof c.global_pool === 'string' ? c.global_pool : 'token';
+    own = gp === 'token' ? 'cls' : gp === 'avg' ? 'mean' : '';
+  }
+  // The preset the model needed, when its config.json alone does not lead back to it (g2l_preset, read by
+  // detectPreset): the exported folder then reloads without naming it.
+  const recordPreset = !!s.preset && detectPreset(c) !== s.preset;
+  if (own === s.pool && !recordPreset) return configJson;
+  if (own !== s.pool) c.g2l_pool = s.pool;
+  if (recordPreset) c.g2l_preset = s.preset;
+  return `${JSON.stringify(c, null, 2)}\n`;
+}
+
+function synthesizePreprocessor(s: VitSpec): string {
+  return `${JSON.stringify({
+    crop_size: { height: s.inputSize, width: s.inputSize }, do_center_crop: true, do_normalize: true, do_rescale: true, do_resize: true,
+    image_mean: s.mean, image_std: s.std, image_processor_type: 'BitImageProcessor', resample: 3, rescale_factor: 1 / 255,
+    size: { shortest_edge: s.inputSize },
+  }, null, 2)}\n`;
 }
