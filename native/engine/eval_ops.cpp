@@ -331,7 +331,13 @@ LbfgsResult lbfgs(FG&& fg, Vec& x, double gtol, int64_t max_iter, Measure&& meas
   return LbfgsResult{f, gmax, it, gmax <= gtol};
 }
 
-constexpr int64_t kRowBlock = 256;
+// Rows per block of the CPU pass (converted to float64, then both products): with a handful of classes both
+// products are thin (K columns), and a short block spends its time in the dozen ATen calls around them rather than in
+// the products (the probe of benchmarks/eval.mjs, 80k x 1536, 8 classes, 2 threads: 20.7 s at 256 rows, 14.6 at
+// 1024, 13.7 at 2048, 14.3 at 4096). Also measured there and not kept: the float64 copy of X held for the whole fit
+// (17 s: the pass then streams twice the bytes), a fused float32-in-float64 pass written by hand with vector lanes
+// over the classes (14.6 s: bound by the per-value conversion and broadcast).
+constexpr int64_t kRowBlock = 2048;
 
 /** Objective / N and its gradient at theta = [W (K*D), b (K)] in the original parametrisation. */
 class LogisticObjective {
