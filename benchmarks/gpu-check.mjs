@@ -6,14 +6,14 @@
 //
 //   node benchmarks/gpu-check.mjs [--device cuda]
 //
-//   swiglu     fusedSwiglu false vs true  the fused SwiGLU forward/backward kernel (native/engine/cuda/swiglu.cu)
+//   swiglu     fusedSwiglu false vs true  the fused SwiGLU forward/backward kernel (native/engine/kernels/cuda/swiglu.cu)
 //   adamw      fusedAdamw off vs on       libtorch's fused AdamW against the foreach update
 //   norm       fusedNorm false vs true    the student's fused LayerNorm (+ cast) and LayerScale residual kernels
-//                                          (native/engine/cuda/norm.cu) on the fixture student (width 32)
+//                                          (native/engine/kernels/cuda/norm.cu) on the fixture student (width 32)
 //   norm-fp8   norm with the FP8 teacher: the fused residual + LayerNorm kernel hands FP8 rows to the products
 //   pinned     tiles from pageable memory vs the Distiller's page-locked tile buffer (asynchronous uploads)
-//   pack-qkv   packQkv false vs true      the student's packed q/k/v product (native/engine/fused.h) at the real widths
-//   sdpa-wide  sdpa flash vs cudnn        FlashAttention-2 against cuDNN attention (native/engine/attention.h) at the
+//   pack-qkv   packQkv false vs true      the student's packed q/k/v product (native/engine/kernels/fused.h) at the real widths
+//   sdpa-wide  sdpa flash vs cudnn        FlashAttention-2 against cuDNN attention (native/engine/models/attention.h) at the
 //                                          real widths; each side must have run the backend it asked for (the fixture
 //                                          models' case is test/distill/attention.test.ts, in the GPU pack)
 //   norm-wide  the same with models of the real widths (student 1024 like Hibou-L, teacher 1536 like H-optimus-0; 2

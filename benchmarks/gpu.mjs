@@ -95,14 +95,14 @@ const VARIANTS = {
   // features below the acceptance cosine 0.999 (0.9988 measured on the H200), qkv and fc1 (the default
   // teacherFp8Layers) keep 0.9996.
   fp8: { teacherFp8: true, teacherDtype: 'bfloat16' },
-  // The student's fused LayerNorm (+ cast) and LayerScale residual kernels (native/engine/cuda/norm.cu).
+  // The student's fused LayerNorm (+ cast) and LayerScale residual kernels (native/engine/kernels/cuda/norm.cu).
   norm: { kernels: { fusedNorm: true } },
   fp8norm: { teacherFp8: true, teacherDtype: 'bfloat16', kernels: { fusedNorm: true } },
-  // The attention backend (native/engine/attention.h). libtorch 2.11 with cuDNN > 9.15 on an H200 already puts cuDNN
+  // The attention backend (native/engine/models/attention.h). libtorch 2.11 with cuDNN > 9.15 on an H200 already puts cuDNN
   // first by itself (each variant's `attention` says what ran), so `flash` is the comparison there.
   flash: { kernels: { sdpa: 'flash' } },
   cudnn: { kernels: { sdpa: 'cudnn' } },
-  // The student's three q/k/v products instead of the packed one (native/engine/fused.h, kernels.packQkv).
+  // The student's three q/k/v products instead of the packed one (native/engine/kernels/fused.h, kernels.packQkv).
   unpacked: { kernels: { packQkv: false } },
 };
 
@@ -184,7 +184,7 @@ function runChild(kind, config, env = {}) {
   return parsed;
 }
 
-/** Median per phase of the engine's G2L_STEP_TIMING lines (native/engine/step_timer.h), warm-up steps left out. */
+/** Median per phase of the engine's G2L_STEP_TIMING lines (native/engine/train/step_timer.h), warm-up steps left out. */
 function stepPhases(stderr) {
   const rows = [];
   for (const line of stderr.split('\n')) {

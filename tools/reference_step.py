@@ -13,7 +13,7 @@ Run:  .venv/bin/python tools/reference_step.py --teacher DIR --student DIR [--ba
       --projector STATE_DIR/state.safetensors --steps 200 --warmup 0 --losses-out FILE.json
 Prints one JSON line last: {"distill_img_s", "embed_img_s", "step_times_s", "peak_memory_gib", ...}.
 
-The step (docs/method.md, "Constants"; native/engine/distiller.cpp):
+The step (docs/method.md, "Constants"; native/engine/train/distiller.cpp):
   tiles uint8 (B,256,256,3) -> random crop 224 and flips per sample, each model's normalisation
   -> teacher forward without grad (fp32 on the CPU; fp16 on CUDA)                       zt (B,Dt)
   -> student forward (fp32 on the CPU; bf16 autocast over fp32 weights on CUDA)        zs (B,Ds)
@@ -21,7 +21,7 @@ The step (docs/method.md, "Constants"; native/engine/distiller.cpp):
      eps 1e-4, batch statistics
   -> backward -> AdamW (betas 0.9/0.999, eps 1e-8; fused on CUDA) with lr 1e-4 and weight decay 0.05 on cosine
      schedules, no decay on biases, norms, LayerScale, tokens and position embeddings.
-The augmentation is the engine's recipe (native/engine/augment.cpp, docs/method.md) written with torchvision v2
+The augmentation is the engine's recipe (native/engine/train/augment.cpp, docs/method.md) written with torchvision v2
 transforms, per tile as a Dataset does: RandomCrop 224, horizontal and vertical flips (p 0.5), ColorJitter(0.15,
 0.15, 0.1, 0.05) with p 0.5, GaussianBlur(9, sigma 0.1-2.0) with p 0.1, on float32 in [0, 1]; then each model's
 normalisation. --no-augment: centre crop only (the engine with augment.enabled false: the compute-only step).
@@ -78,7 +78,7 @@ def load_model(folder: Path, device, dtype):
 
 
 def takes_weight_decay(name: str, p: torch.Tensor) -> bool:
-    """native/engine/optim.cpp takes_weight_decay."""
+    """native/engine/train/optim.cpp takes_weight_decay."""
     if p.dim() <= 1:
         return False
     return not any(k in name for k in ('bias', 'norm', 'token', 'pos_embed', 'position_embeddings', 'ls1.', 'ls2.',

@@ -155,7 +155,7 @@ export interface Backend extends AugmentBackend, DistillBackend, ModelBackend, M
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Tile augmentation (G2L, docs/method.md, "Constants"; engine: native/engine/augment.h)
+// Tile augmentation (G2L, docs/method.md, "Constants"; engine: native/engine/train/augment.h)
 // ---------------------------------------------------------------------------------------------------------------
 
 /** Augmentation options; every field defaults to G2L's recipe (DEFAULT_AUGMENT_CONFIG). */
@@ -256,7 +256,7 @@ export interface AugmentBackend {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Distillation: the log-sum loss (Miles & Mikolajczyk, AAAI 2024; engine: native/engine/loss.h)
+// Distillation: the log-sum loss (Miles & Mikolajczyk, AAAI 2024; engine: native/engine/train/loss.h)
 // ---------------------------------------------------------------------------------------------------------------
 
 export type Float64Tensor = Tensor<Float64Array>;
@@ -295,7 +295,7 @@ export interface DistillBackend {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Models: teacher and student ViTs (timm and transformers DINOv2 families; engine: native/engine/model.h)
+// Models: teacher and student ViTs (timm and transformers DINOv2 families; engine: native/engine/models/model.h)
 // ---------------------------------------------------------------------------------------------------------------
 
 /** Weight precision of a loaded model: fp32 on the CPU; fp16 or bf16 on CUDA. */
@@ -398,7 +398,7 @@ export interface BackendDistillerConfig {
   autocast?: boolean;
   /**
    * FP8 (E4M3) matrix products in the teacher (native engine on a CUDA GPU of compute capability 8.9+; the js
-   * backend refuses it). The teacher then runs in bfloat16; see native/engine/quant.h.
+   * backend refuses it). The teacher then runs in bfloat16; see native/engine/kernels/quant.h.
    */
   teacherFp8?: boolean;
   /** With teacherFp8: the kinds of the teacher's Linear layers in FP8 (qkv, proj, fc1, fc2; lib/ passes it resolved). */
@@ -490,7 +490,7 @@ export interface BackendDistiller {
     teacherFp8MinCosine?: number | null;
     /** The native engine's fused kernels as this Distiller runs them (kernels.fusedSwiglu, kernels.fusedNorm; absent
      *  on the js backend). On, each still falls back to the unfused ops where its kernel does not apply
-     *  (native/engine/fused.h). */
+     *  (native/engine/kernels/fused.h). */
     fusedSwiglu?: boolean;
     fusedNorm?: boolean;
     /** kernels.packQkv (default on): a student with separate q/k/v weights trains with one packed q/k/v product. */

@@ -11,7 +11,7 @@ export const META_FORMAT = 'g2l-native/distiller@1';
 /**
  * A checkpoint holds the backend's tensors, state.safetensors (student/<param>, projector.weight/bias,
  * optimizer/<key>, step, seed; F32 and I64, the data's CRC-32 in its metadata; written by the backend's save():
- * native/engine/distiller.cpp, lib/backends/js/distill.ts), distiller.json (META_FILE: the format, the step, and
+ * native/engine/train/distiller.cpp, lib/backends/js/distill.ts), distiller.json (META_FILE: the format, the step, and
  * the run's own state in `extra`: sampler position, early stopping, last loss, the run's configuration) and
  * manifest.json. The learning-rate and weight-decay schedules and every random draw are functions of (seed, step),
  * so nothing else is saved for them.

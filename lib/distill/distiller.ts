@@ -1,4 +1,4 @@
-// Distiller: the library face of one distillation run in the engine (native/engine/distiller.cpp). Every call runs
+// Distiller: the library face of one distillation run in the engine (native/engine/train/distiller.cpp). Every call runs
 // off the event loop; calls are serialised in the engine, so a caller may prepare the next batch while a step runs.
 //
 //   const d = await Distiller.create({ teacher: 'models/h-optimus-0', student: 'models/hibou-l', totalSteps: 1000 });

@@ -1,6 +1,6 @@
 // `--nproc N`: N local workers, torchrun-style. Each worker is the same command line without --nproc, run as a child
 // process with RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR=127.0.0.1 and a free MASTER_PORT in its environment; the
-// workers meet in the engine's c10d rendezvous (lib/parallel/env.ts, native/engine/dist.cpp).
+// workers meet in the engine's c10d rendezvous (lib/parallel/env.ts, native/engine/dist/dist.cpp).
 //
 // Supervision: rank 0's output passes through; other ranks' stderr is kept, each line prefixed with its rank. The
 // first worker that ends with an error (non-zero exit code or a signal) ends the others (SIGTERM, then SIGKILL after

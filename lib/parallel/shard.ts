@@ -1,6 +1,6 @@
 // How a global batch is cut between ranks: rank r of W takes global rows r, r + W, r + 2W... of each step's batch of
 // B*W tiles (as lib/data/sampler.ts and torch's DistributedSampler do). The engine draws each tile's augmentation by
-// its global row (native/engine/distiller.cpp), so N ranks with batch B see exactly what one process with batch N*B
+// its global row (native/engine/train/distiller.cpp), so N ranks with batch B see exactly what one process with batch N*B
 // sees.
 
 export interface Shard {

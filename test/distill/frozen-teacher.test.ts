@@ -1,5 +1,5 @@
 // The Distiller's frozen teacher (issue 8, part 1): LayerScale folded into proj / fc2 and in-place residual adds
-// (native/engine/vit.h prepare_frozen) give the features of the unprepared model, run through an Encoder, to float32
+// (native/engine/models/vit.h prepare_frozen) give the features of the unprepared model, run through an Encoder, to float32
 // rounding. The fixtures' LayerScale vectors are random per channel (tools/make_model_fixtures.py), far from 1, so a
 // fold that missed a layer or scaled the wrong axis would show at O(1).
 import t from 'tap';

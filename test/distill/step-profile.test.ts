@@ -1,4 +1,4 @@
-// G2L_PROFILE (native/engine/step_profile.h): one step under the libtorch profiler, its trace and a per-kernel (here
+// G2L_PROFILE (native/engine/train/step_profile.h): one step under the libtorch profiler, its trace and a per-kernel (here
 // per-op: the CPU) table written beside each other; benchmarks/gpu.mjs reads the table. The variables are read by
 // the engine in the CLI's process, so the CLI runs in a child process.
 import t from 'tap';

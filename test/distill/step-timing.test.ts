@@ -1,4 +1,4 @@
-// G2L_STEP_TIMING=1 (native/engine/step_timer.h): one line of phase times per step on stderr, read by
+// G2L_STEP_TIMING=1 (native/engine/train/step_timer.h): one line of phase times per step on stderr, read by
 // benchmarks/gpu.mjs. The switch is read once per process, so the CLI runs in a child process.
 import t from 'tap';
 import { mkdtempSync } from 'node:fs';

@@ -24,7 +24,7 @@ function findNvcc(): string | null {
 }
 
 const nvcc = findNvcc();
-const cudaDir = path.join(ROOT, 'native', 'engine', 'cuda');
+const cudaDir = path.join(ROOT, 'native', 'engine', 'kernels', 'cuda');
 const sources = readdirSync(cudaDir).filter((f) => f.endsWith('.cu'));
 
 t.test('CUDA sources compile for sm_80 and sm_90', { skip: nvcc ? false : 'nvcc not found (PATH, CUDACXX or .venv): run npm run setup' }, async (t) => {

@@ -25,7 +25,7 @@ t.test('npm pack: what setup and the CLI need, nothing else', async (t) => {
   for (const m of setup.matchAll(/path\.join\(root, 'tools', '([^']+)'\)/g)) {
     if (m[1] !== 'requirements-dev.txt') t.ok(files.has(`tools/${m[1]}`), `setup.mjs reads tools/${m[1]}: packed`);
   }
-  for (const dir of ['native/engine', 'native/engine/cuda', 'native/engine/include', 'native/addon', 'native/slides']) {
+  for (const dir of ['native/engine', 'native/engine/kernels/cuda', 'native/engine/include', 'native/addon', 'native/slides']) {
     if (!existsSync(path.join(ROOT, dir))) continue;
     const sources = readdirSync(path.join(ROOT, dir), { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
     for (const e of sources) {

@@ -1,4 +1,4 @@
-// The student's training-only dropout and drop path on the native engine (native/engine/vit.cpp, model.h
+// The student's training-only dropout and drop path on the native engine (native/engine/models/vit.cpp, model.h
 // Regularization), through Model::embed_train (the forward a distillation step runs for the student):
 //   - under the same masks as timm / transformers: one rate at 1 (deterministic masks) against the train-mode outputs
 //     the libraries computed (tools/make_drop_fixtures.py -> test/fixtures/models/drop.json), rates given as

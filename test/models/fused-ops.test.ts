@@ -1,6 +1,6 @@
-// The fused LayerNorm / LayerScale / residual + LayerNorm operations (native/engine/fused.h, kernels.fusedNorm) against
+// The fused LayerNorm / LayerScale / residual + LayerNorm operations (native/engine/kernels/fused.h, kernels.fusedNorm) against
 // the unfused ops they replace, op by op (the engine's fusedNormCheck test entry: random inputs, forward and every
-// gradient). On the CPU the autograd Functions run with at:: bodies; the CUDA kernels (native/engine/cuda/norm.cu)
+// gradient). On the CPU the autograd Functions run with at:: bodies; the CUDA kernels (native/engine/kernels/cuda/norm.cu)
 // run on a GPU host only: those cases are skipped here with a message, at the widths of the real models (768, 1024,
 // 1536, 2048), a tiny one (32) and row counts that leave partial blocks.
 import t, { type Test } from 'tap';

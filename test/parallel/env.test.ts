@@ -1,5 +1,5 @@
 // The torchrun-style environment, the launcher's argument handling and the shard layout, without processes; and the
-// built engine's link-level promise about the declarations-only gloo headers (native/engine/gloo/README.md).
+// built engine's link-level promise about the declarations-only gloo headers (native/engine/third_party/gloo/README.md).
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';

@@ -1,4 +1,4 @@
-// Tile augmentation in plain JavaScript: the same function as the engine (native/engine/augment.cpp), computed
+// Tile augmentation in plain JavaScript: the same function as the engine (native/engine/train/augment.cpp), computed
 // per pixel in float64 from torchvision 0.26's definitions, and the same parameter draws (mt19937, as libtorch's
 // CPU generator) so a seed gives the same parameters on both backends.
 import { UserError } from '../../errors.js';

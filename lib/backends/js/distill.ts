@@ -1,4 +1,4 @@
-// G2L's distillation step on the pure-JS backend: the engine's Distiller (native/engine/distiller.cpp) step for
+// G2L's distillation step on the pure-JS backend: the engine's Distiller (native/engine/train/distiller.cpp) step for
 // step, so that both backends give the same weights from the same models, seed and tiles.
 //
 //   tiles uint8 (B,H,W,3) -> augmentBatch (one view, both normalisations; params from mt19937(mix(seed, step)))
@@ -34,7 +34,7 @@ type Optim = Required<NonNullable<JsDistillerConfig['optimizer']>>;
 const OPTIM_DEFAULTS: Optim = { ...OPTIMIZER_DEFAULTS, totalSteps: 1 };
 
 // ---------------------------------------------------------------------------------------------------------------
-// Schedules and weight-decay groups (native/engine/optim.cpp)
+// Schedules and weight-decay groups (native/engine/train/optim.cpp)
 // ---------------------------------------------------------------------------------------------------------------
 
 function cosine(start: number, end: number, k: number, kMax: number): number {
@@ -348,7 +348,7 @@ export class JsDistiller {
   }
 }
 
-// The engine's file names (native/engine/distiller.cpp kStateFile, kLegacyStateFile).
+// The engine's file names (native/engine/train/distiller.cpp kStateFile, kLegacyStateFile).
 const STATE_FILE = 'state.safetensors';
 const LEGACY_STATE_FILE = 'state.pt';
 

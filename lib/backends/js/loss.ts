@@ -1,5 +1,5 @@
 // The log-sum distillation loss and its gradients in plain JavaScript, float64 throughout (the engine's math in
-// native/engine/loss.h, written as loops): p = zs W^T + b; f_s = BN(p), f_t = BN(zt) (batch statistics, no affine);
+// native/engine/train/loss.h, written as loops): p = zs W^T + b; f_s = BN(p), f_t = BN(zt) (batch statistics, no affine);
 // loss = log sum |f_s - f_t|^alpha ("batch") or mean_i log sum_j |f_s - f_t|_ij^alpha ("sample").
 import { UserError } from '../../errors.js';
 import type { FloatTensor, LogSumLossOptions, LogSumLossResult } from '../types.js';

@@ -1,4 +1,4 @@
-// ABMIL in plain JavaScript: the js backend's twin of native/engine/mil.cpp (the model, the loss, the plan-driven
+// ABMIL in plain JavaScript: the js backend's twin of native/engine/eval/mil.cpp (the model, the loss, the plan-driven
 // AdamW training and its early stopping are described in native/engine/include/g2l/mil.h), forward and backward
 // written out, in float64 whatever the parameters' dtype (results are returned in it). For small sets and for
 // checking the engine; the engine is the one to use on thousands of slides.

@@ -16,12 +16,12 @@ export interface NamedTensor {
   storedDtype: 'F32' | 'F16' | 'BF16';
 }
 
-/** A tensor as stored, float32 or int64 (a checkpoint's state: native/engine/distiller.cpp save()). */
+/** A tensor as stored, float32 or int64 (a checkpoint's state: native/engine/train/distiller.cpp save()). */
 export type StoredTensor =
   | { dtype: 'float32'; shape: number[]; data: Float32Array }
   | { dtype: 'int64'; shape: number[]; data: BigInt64Array };
 
-/** The __metadata__ key of the data section's CRC-32, 8 lowercase hex digits (native/engine/safetensors.h). */
+/** The __metadata__ key of the data section's CRC-32, 8 lowercase hex digits (native/engine/io/safetensors.h). */
 export const CHECKSUM_KEY = 'data_crc32';
 
 const SIZES: Record<string, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };
@@ -256,7 +256,7 @@ export async function writeSafetensors(file: string, tensors: Map<string, { shap
   await writeFileAtomic(file, Buffer.concat([len, head, ...chunks]));
 }
 
-// CRC-32 (IEEE 802.3, as zip and zlib; the engine's is native/engine/safetensors.cpp), byte-wise by table.
+// CRC-32 (IEEE 802.3, as zip and zlib; the engine's is native/engine/io/safetensors.cpp), byte-wise by table.
 const CRC_TABLE = (() => {
   const table = new Int32Array(256);
   for (let n = 0; n < 256; n++) {

@@ -1,5 +1,5 @@
 // The ViT of the timm and transformers DINOv2 families in plain JavaScript: forward, and the backward pass a
-// distillation step needs. Same network as the engine's native/engine/vit.cpp (which follows timm 1.0
+// distillation step needs. Same network as the engine's native/engine/models/vit.cpp (which follows timm 1.0
 // vision_transformer.py and transformers 5 modeling_dinov2*.py line for line): class token, 0/4/8 registers,
 // LayerScale, GELU or SwiGLU (timm packed fc1 / HF weights_in: silu(first half) * second half), fused or separate
 // qkv, position embeddings with or without the class position, bicubic resampling of them for other input sizes
@@ -19,7 +19,7 @@ export interface Weight { shape: number[]; data: Float32Array }
 /**
  * Training randomness for one forward (the student in a distillation step): the rates (spec.ts Regularization) and
  * uniform draws in [0, 1). Dropout and drop path apply where timm / transformers apply them in training (see
- * native/engine/model.h Regularization); backward() multiplies by the same masks.
+ * native/engine/models/model.h Regularization); backward() multiplies by the same masks.
  */
 export interface VitDrop { rates: Regularization; random: () => number }
 

@@ -1,5 +1,5 @@
 // g2l engine: the tile augmentation on HostTensors (no torch headers), for the N-API addon and other C++ callers.
-// The at::Tensor form the trainer uses is native/engine/augment.h; both run the same code.
+// The at::Tensor form the trainer uses is native/engine/train/augment.h; both run the same code.
 //
 // Usage:
 //   g2l::AugmentConfig cfg;                                              // G2L's recipe (docs/method.md)

@@ -42,7 +42,7 @@ DistConfig dist_config_from_env(const DistConfig& defaults = DistConfig());
 /** Checks a DistConfig, throwing g2l::Error with what to fix. */
 void validate_dist_config(const DistConfig& config);
 
-/** The process group and this rank's place in it (engine-internal type; see native/engine/dist.h). */
+/** The process group and this rank's place in it (engine-internal type; see native/engine/dist/dist.h). */
 class DistContext;
 
 /** Joins the process group (TCPStore rendezvous at master_addr:master_port, served by rank 0). Blocks until all

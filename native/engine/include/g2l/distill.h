@@ -215,7 +215,7 @@ class Distiller {
 };
 
 // ---------------------------------------------------------------------------------------------------------------
-// FP8 test entries (the teacher's FP8 products, native/engine/quant.h): numerics checks on any device
+// FP8 test entries (the teacher's FP8 products, native/engine/kernels/quant.h): numerics checks on any device
 // ---------------------------------------------------------------------------------------------------------------
 
 struct Fp8QuantResult {
@@ -240,7 +240,7 @@ HostTensor fp8_linear(const HostTensor& x, const HostTensor& weight, const HostT
                       bool emulate, bool fast_accum = false);
 
 /**
- * The fused LayerNorm / LayerScale / residual + LayerNorm paths (native/engine/fused.h, kernels.fused_norm) against the
+ * The fused LayerNorm / LayerScale / residual + LayerNorm paths (native/engine/kernels/fused.h, kernels.fused_norm) against the
  * unfused ops they replace, on random (rows, d) inputs from `seed` on `device`, `dtype` ("bfloat16" or "float16") the
  * 16-bit side; forward and backward. Returns (name, value) pairs: relative errors (norm of the difference over norm
  * of the reference) and, for FP8 rows (bfloat16), the fraction of differing codes and the largest relative scale

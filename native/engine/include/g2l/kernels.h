@@ -6,7 +6,7 @@
 // the run's own. The defaults here are lib/defaults.ts KERNEL_DEFAULTS (test/distill/defaults.test.ts holds them
 // equal). Each model holds its own copy (VisionTransformerImpl::set_kernels), so two Distillers in one process may
 // differ; libtorch's SDPA priority order is process-wide state, which attend() sets to its model's preference before
-// each CUDA attention (native/engine/attention.h).
+// each CUDA attention (native/engine/models/attention.h).
 #pragma once
 
 #include <string>
