@@ -246,6 +246,31 @@ function resolveTimm(config: Json, where: string): VitSpec {
   if (!reg) throw new UserError(`${where}: timm architecture '${arch}' is not supported; supported: ${Object.keys(TIMM).join(', ')}`);
   const argsObj = (root.get('model_args') ?? {}) as Json;
   const args = new Reader(argsObj, `${where} model_args`);
+  refuseUnsupportedTimmArgs(argsObj, args, where);
+  const { pool, fcNorm } = timmPooling(root, args, argsObj, where);
+  const embedDim = args.integer('embed_dim', reg.dim);
+  const { mlp, mlpHidden } = timmMlp(args, reg, embedDim, where);
+  const { initValues, layerScale } = timmLayerScale(args, argsObj, reg);
+  const { imgSize, inputSize, mean, std } = timmInput(root, args, reg, where);
+  return {
+    family: arch, layout: 'timm', preset: '', folder: '', imgSize, inputSize,
+    patchSize: args.integer('patch_size', reg.patch), embedDim, depth: args.integer('depth', reg.depth),
+    numHeads: args.integer('num_heads', reg.heads), numRegisters: args.integer('reg_tokens', reg.reg), mlpHidden, mlp,
+    initValues, layerScale, noEmbedClass: args.flag('no_embed_class', reg.noEmbedClass), qkvFused: true,
+    qkvBias: args.flag('qkv_bias', true), normEps: 1e-6, posAntialias: true, maskToken: false,
+    numClasses: args.integer('num_classes', root.integer('num_classes', 0)), pool, fcNorm, mean, std,
+    drop: {
+      ...NO_DROP, dropPath: rate(args, 'drop_path_rate'), attnDrop: rate(args, 'attn_drop_rate'),
+      projDrop: rate(args, 'proj_drop_rate'), posDrop: rate(args, 'pos_drop_rate'), headDrop: rate(args, 'drop_rate'),
+      patchDrop: rate(args, 'patch_drop_rate'),
+    },
+  };
+}
+
+type TimmArch = (typeof TIMM)[string];
+
+/** model_args the ViT does not implement are refused by name rather than ignored. */
+function refuseUnsupportedTimmArgs(argsObj: Json, args: Reader, where: string): void {
   for (const k of Object.keys(argsObj)) {
     if (!TIMM_KNOWN_ARGS.has(k)) {
       throw new UserError(`${where}: model_args '${k}' is not supported by the ViT; remove it if it does not change the architecture, or open an issue with the model's name`);
@@ -257,51 +282,53 @@ function resolveTimm(config: Json, where: string): VitSpec {
   if (args.flag('dynamic_img_pad', false)) throw new UserError(`${where}: dynamic_img_pad is not supported`);
   if (args.integer('in_chans', 3) !== 3) throw new UserError(`${where}: in_chans must be 3 (RGB)`);
   if (args.text('pos_embed', 'learn') !== 'learn') throw new UserError(`${where}: only learned position embeddings are supported`);
-  // Pooling as timm's forward_head: 'token' -> cls, 'avg' -> mean of the patch tokens
-  // with fc_norm unless fc_norm is false; '' (all tokens) leaves the pooling to a preset or an override.
+}
+
+/** Pooling as timm's forward_head: 'token' -> cls, 'avg' -> mean of the patch tokens with fc_norm unless fc_norm is
+ *  false; '' (all tokens) leaves the pooling to a preset or an override. */
+function timmPooling(root: Reader, args: Reader, argsObj: Json, where: string): { pool: Pool; fcNorm: boolean } {
   const globalPool = args.text('global_pool', root.text('global_pool', 'token'));
   if (!['token', 'avg', ''].includes(globalPool)) {
     throw new UserError(`${where}: global_pool '${globalPool}' is not supported; supported: 'token' (class token), 'avg' (mean of the patch tokens), or '' with a pooling from a preset or --pool`);
   }
   const fcNormArg = argsObj.fc_norm;
   if (fcNormArg !== undefined && fcNormArg !== null && typeof fcNormArg !== 'boolean') throw new UserError(`${where}: model_args 'fc_norm' must be true, false or null`);
-  const fcNorm = typeof fcNormArg === 'boolean' ? fcNormArg : globalPool === 'avg';
-  const pool = (globalPool === 'token' ? 'cls' : globalPool === 'avg' ? 'mean' : '') as Pool;
+  return {
+    pool: (globalPool === 'token' ? 'cls' : globalPool === 'avg' ? 'mean' : '') as Pool,
+    fcNorm: typeof fcNormArg === 'boolean' ? fcNormArg : globalPool === 'avg',
+  };
+}
 
-  const embedDim = args.integer('embed_dim', reg.dim);
-  const mlpRatio = args.number('mlp_ratio', reg.mlpRatio);
-  // Names as hub configs write them: "swiglu_packed", "SwiGLUPacked", "timm.layers.SwiGLUPacked"; "silu", "torch.nn.SiLU".
+/** The MLP: timm's Mlp (GELU) or GluMlp as SwiGLUPacked (SiLU), hidden_features = int(dim * mlp_ratio), GluMlp's fc2
+ *  taking half of it. Names as hub configs write them: "swiglu_packed", "SwiGLUPacked", "timm.layers.SwiGLUPacked";
+ *  "silu", "torch.nn.SiLU". */
+function timmMlp(args: Reader, reg: TimmArch, embedDim: number, where: string): { mlp: VitSpec['mlp']; mlpHidden: number } {
   let mlpLayer = args.text('mlp_layer', reg.mlpLayer).toLowerCase();
   if (mlpLayer.startsWith('timm.layers.')) mlpLayer = mlpLayer.slice(12);
   if (mlpLayer === 'swiglupacked') mlpLayer = 'swiglu_packed';
   let act = args.text('act_layer', mlpLayer === 'swiglu_packed' ? 'silu' : 'gelu').toLowerCase();
   if (act.startsWith('torch.nn.')) act = act.slice(9);
-  // timm's Mlp / GluMlp: hidden_features = int(dim * mlp_ratio); GluMlp's fc2 takes half of it.
-  const hidden = Math.trunc(embedDim * mlpRatio);
-  let mlp: VitSpec['mlp'];
-  let mlpHidden: number;
+  const hidden = Math.trunc(embedDim * args.number('mlp_ratio', reg.mlpRatio));
   if (mlpLayer === 'swiglu_packed') {
     if (act !== 'silu' && act !== 'swish') throw new UserError(`${where}: SwiGLU with act_layer '${act}' is not supported`);
-    mlp = 'swiglu_packed';
-    mlpHidden = Math.trunc(hidden / 2);
-  } else if (mlpLayer === 'mlp') {
+    return { mlp: 'swiglu_packed', mlpHidden: Math.trunc(hidden / 2) };
+  }
+  if (mlpLayer === 'mlp') {
     if (act !== 'gelu') throw new UserError(`${where}: Mlp with act_layer '${act}' is not supported (GELU only)`);
-    mlp = 'gelu';
-    mlpHidden = hidden;
-  } else {
-    throw new UserError(`${where}: mlp_layer '${mlpLayer}' is not supported (Mlp with GELU, or swiglu_packed)`);
+    return { mlp: 'gelu', mlpHidden: hidden };
   }
-  let initValues = 0;
-  let layerScale: boolean;
-  if ('init_values' in argsObj && argsObj.init_values !== null) {
-    initValues = args.number('init_values', 0);
-    layerScale = true;
-  } else if (!('init_values' in argsObj)) {
-    initValues = reg.initValues;
-    layerScale = reg.initValues > 0;
-  } else {
-    layerScale = false;  // init_values: null disables LayerScale
-  }
+  throw new UserError(`${where}: mlp_layer '${mlpLayer}' is not supported (Mlp with GELU, or swiglu_packed)`);
+}
+
+/** LayerScale: init_values given (on), null (off), or the architecture's default. */
+function timmLayerScale(args: Reader, argsObj: Json, reg: TimmArch): { initValues: number; layerScale: boolean } {
+  if ('init_values' in argsObj && argsObj.init_values !== null) return { initValues: args.number('init_values', 0), layerScale: true };
+  if (!('init_values' in argsObj)) return { initValues: reg.initValues, layerScale: reg.initValues > 0 };
+  return { initValues: 0, layerScale: false };  // init_values: null disables LayerScale
+}
+
+/** The position embeddings' size, the input size and the normalisation: pretrained_cfg over the registry. */
+function timmInput(root: Reader, args: Reader, reg: TimmArch, where: string): Pick<VitSpec, 'imgSize' | 'inputSize' | 'mean' | 'std'> {
   const pcfgObj = (root.get('pretrained_cfg') ?? null) as Json | null;
   const pcfg = new Reader(pcfgObj ?? {}, `${where} pretrained_cfg`);
   let cfgInput = reg.imgSize;
@@ -313,19 +340,8 @@ function resolveTimm(config: Json, where: string): VitSpec {
   const imgSize = args.integer('img_size', cfgInput);
   const [mean, std] = reg.imagenet ? IMAGENET : INCEPTION;
   return {
-    family: arch, layout: 'timm', preset: '', folder: '',
     imgSize, inputSize: pcfgObj && pcfg.get('input_size') !== undefined ? cfgInput : imgSize,
-    patchSize: args.integer('patch_size', reg.patch), embedDim, depth: args.integer('depth', reg.depth),
-    numHeads: args.integer('num_heads', reg.heads), numRegisters: args.integer('reg_tokens', reg.reg), mlpHidden, mlp,
-    initValues, layerScale, noEmbedClass: args.flag('no_embed_class', reg.noEmbedClass), qkvFused: true,
-    qkvBias: args.flag('qkv_bias', true), normEps: 1e-6, posAntialias: true, maskToken: false,
-    numClasses: args.integer('num_classes', root.integer('num_classes', 0)), pool, fcNorm,
     mean: pcfg.triple('mean') ?? (mean.slice() as VitSpec['mean']), std: pcfg.triple('std') ?? (std.slice() as VitSpec['std']),
-    drop: {
-      ...NO_DROP, dropPath: rate(args, 'drop_path_rate'), attnDrop: rate(args, 'attn_drop_rate'),
-      projDrop: rate(args, 'proj_drop_rate'), posDrop: rate(args, 'pos_drop_rate'), headDrop: rate(args, 'drop_rate'),
-      patchDrop: rate(args, 'patch_drop_rate'),
-    },
   };
 }
 
