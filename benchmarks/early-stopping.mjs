@@ -11,7 +11,10 @@ import { EarlyStopping } from '../dist/distill/early-stop.js';
 
 for (const run of process.argv.slice(2)) {
   const config = JSON.parse(readFileSync(path.join(run, 'config.json'), 'utf8'));
-  const losses = readFileSync(path.join(run, 'log.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).loss);
+  const losses = readFileSync(path.join(run, 'log.jsonl'), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l).loss);
   const out = { run, steps: losses.length, planned: config.steps };
   for (const rule of ['consecutive', 'total', 'ratio']) {
     const e = new EarlyStopping({ ...config.earlyStopping, rule });

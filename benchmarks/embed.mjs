@@ -43,7 +43,10 @@ const batch = Number(values.batch ?? (gpu ? 256 : 2));
 const warmup = Number(values.warmup ?? (gpu ? 3 : 1));
 const iters = Number(values.iters ?? (gpu ? 10 : 2));
 const dtype = values.dtype ?? (gpu ? 'bf16' : 'fp32');
-const models = values.models.split(',').map((s) => s.trim()).filter(Boolean);
+const models = values.models
+  .split(',')
+  .map((s) => s.trim())
+  .filter(Boolean);
 
 // Random but image-like input: the same bytes for the engine and the reference.
 function tiles(n) {
@@ -119,10 +122,14 @@ print(json.dumps({'library': lib, 'torch': torch.__version__, 'seconds': sec, 'i
 
 function referenceRun(preset) {
   if (!existsSync(values.python)) return { error: `no Python at ${values.python} (npm run setup installs the .venv)` };
-  const r = spawnSync(values.python, ['-c', REFERENCE, preset, values.device, dtype, String(batch), String(warmup), String(iters)], {
-    encoding: 'utf8',
-    maxBuffer: 1 << 24,
-  });
+  const r = spawnSync(
+    values.python,
+    ['-c', REFERENCE, preset, values.device, dtype, String(batch), String(warmup), String(iters)],
+    {
+      encoding: 'utf8',
+      maxBuffer: 1 << 24,
+    },
+  );
   if (r.status !== 0) return { error: (r.stderr || '').trim().split('\n').slice(-3).join(' ') };
   return JSON.parse(r.stdout.trim().split('\n').pop());
 }
@@ -154,7 +161,9 @@ const result = {
   benchmark: 'embed',
   date: new Date().toISOString(),
   device: values.device,
-  deviceName: gpu ? backendInfo.devices[0]?.name ?? values.device : `${os.cpus()[0]?.model ?? 'cpu'} (${backendInfo.cpuThreads} threads)`,
+  deviceName: gpu
+    ? (backendInfo.devices[0]?.name ?? values.device)
+    : `${os.cpus()[0]?.model ?? 'cpu'} (${backendInfo.cpuThreads} threads)`,
   libtorch: backendInfo.libtorchVersion,
   // Shared machines make CPU numbers noisy: the load says how much.
   loadAverage: os.loadavg().map((v) => +v.toFixed(2)),
@@ -172,9 +181,11 @@ const lines = [
   `embed throughput, ${result.deviceName}, ${dtype}, batch ${batch}, ${iters} iterations after ${warmup} warm-up`,
   '| model | parameters | dim | engine img/s | reference img/s | engine / reference |',
   '| --- | --- | --- | --- | --- | --- |',
-  ...rows.map((r) =>
-    `| ${r.model} (${r.family}) | ${(r.parameters / 1e9).toFixed(3)} B | ${r.dims} | ${fmt(r.engineImgPerS)} | ` +
-      `${r.reference ? (r.reference.imgPerS ? `${fmt(r.reference.imgPerS)} (${r.reference.library})` : `failed: ${r.reference.error}`) : '-'} | ${fmt(r.ratio)} |`),
+  ...rows.map(
+    (r) =>
+      `| ${r.model} (${r.family}) | ${(r.parameters / 1e9).toFixed(3)} B | ${r.dims} | ${fmt(r.engineImgPerS)} | ` +
+      `${r.reference ? (r.reference.imgPerS ? `${fmt(r.reference.imgPerS)} (${r.reference.library})` : `failed: ${r.reference.error}`) : '-'} | ${fmt(r.ratio)} |`,
+  ),
   `written to ${path.relative(process.cwd(), values.out)}`,
 ];
 process.stdout.write(`${lines.join('\n')}\n`);

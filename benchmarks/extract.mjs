@@ -40,7 +40,11 @@ const { getBackend } = await import(path.join(DIST, 'backends', 'index.js'));
 const work = mkdtempSync(path.join(os.tmpdir(), 'g2l-extract-bench-'));
 try {
   await makeSyntheticSlides(path.join(work, 'slides'), { count: opts.slides, width: 2048, height: 1536, seed: 5 });
-  const tiling = await runTiling({ slides: path.join(work, 'slides'), out: path.join(work, 'tiles'), tissueThreshold: 0.25 });
+  const tiling = await runTiling({
+    slides: path.join(work, 'slides'),
+    out: path.join(work, 'tiles'),
+    tissueThreshold: 0.25,
+  });
   const tiles = tiling.rows.reduce((a, r) => a + r.tiles, 0);
   // The model: timm hub layout, random weights written by the engine.
   const spec = path.join(work, 'model.config');
@@ -50,10 +54,18 @@ try {
     num_classes: 0,
     global_pool: 'token',
     model_args: { img_size: 224, init_values: 1.0, ...ARCH[opts.arch] },
-    pretrained_cfg: { input_size: [3, 224, 224], mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], num_classes: 0 },
+    pretrained_cfg: {
+      input_size: [3, 224, 224],
+      mean: [0.485, 0.456, 0.406],
+      std: [0.229, 0.224, 0.225],
+      num_classes: 0,
+    },
   };
   writeFileSync(path.join(spec, 'config.json'), JSON.stringify(config));
-  const handle = await getBackend({ backend: 'native' }).createModel({ folder: spec }, { seed: 1, device: 'cpu', dtype: 'fp32' });
+  const handle = await getBackend({ backend: 'native' }).createModel(
+    { folder: spec },
+    { seed: 1, device: 'cpu', dtype: 'fp32' },
+  );
   const model = path.join(work, 'model');
   await handle.exportTo(model);
   await handle.dispose();
@@ -61,19 +73,39 @@ try {
   const env = { ...process.env, OMP_NUM_THREADS: String(opts.threads) };
   const ours = () => {
     const out = path.join(work, `features-${Math.random().toString(36).slice(2)}`);
-    const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'g2l-native'), 'embed', '--slides', path.join(work, 'tiles'), '--model', model,
-      '--out', out, '--batch-size', String(opts.batch), '--device', 'cpu'], { env, encoding: 'utf8' });
+    const r = spawnSync(
+      process.execPath,
+      [
+        path.join(ROOT, 'bin', 'g2l-native'),
+        'embed',
+        '--slides',
+        path.join(work, 'tiles'),
+        '--model',
+        model,
+        '--out',
+        out,
+        '--batch-size',
+        String(opts.batch),
+        '--device',
+        'cpu',
+      ],
+      { env, encoding: 'utf8' },
+    );
     if (r.status !== 0) throw new Error(`embed --slides failed: ${r.stderr}`);
     const m = /\((\d+) tiles, \d+-d\) to .* in ([\d.]+) s/.exec(r.stdout);
     rmSync(out, { recursive: true, force: true });
     return Number(m[1]) / Number(m[2]);
   };
   const torch = () => {
-    const r = spawnSync(path.join(ROOT, '.venv', 'bin', 'python'), [path.join(HERE, 'trident_loop.py'), path.join(work, 'tiles'), model, String(opts.batch), String(opts.threads)], { env, encoding: 'utf8' });
+    const r = spawnSync(
+      path.join(ROOT, '.venv', 'bin', 'python'),
+      [path.join(HERE, 'trident_loop.py'), path.join(work, 'tiles'), model, String(opts.batch), String(opts.threads)],
+      { env, encoding: 'utf8' },
+    );
     if (r.status !== 0) throw new Error(`trident_loop.py failed: ${r.stderr}`);
     return JSON.parse(r.stdout.trim().split('\n').pop()).tilesPerSecond;
   };
-  ours();  // warm: page cache, compiled kernels
+  ours(); // warm: page cache, compiled kernels
   const pairs = [];
   for (let p = 0; p < opts.pairs; p++) {
     const a = ours();
@@ -92,8 +124,13 @@ try {
     pytorchTilesPerSecond: median(pairs.map((p) => p.pytorch)),
     ratio: median(pairs.map((p) => p.ratio)),
   };
-  console.log(`${opts.slides} slides, ${tiles} tiles, ${opts.arch} at 224, batch ${opts.batch}, ${opts.threads} threads`);
-  for (const p of pairs) console.log(`  native ${p.native.toFixed(1)} tiles/s, PyTorch ${p.pytorch.toFixed(1)} tiles/s: ${p.ratio.toFixed(2)}x`);
+  console.log(
+    `${opts.slides} slides, ${tiles} tiles, ${opts.arch} at 224, batch ${opts.batch}, ${opts.threads} threads`,
+  );
+  for (const p of pairs)
+    console.log(
+      `  native ${p.native.toFixed(1)} tiles/s, PyTorch ${p.pytorch.toFixed(1)} tiles/s: ${p.ratio.toFixed(2)}x`,
+    );
   console.log(`median ratio ${result.ratio.toFixed(2)}x (load average ${os.loadavg()[0].toFixed(2)})`);
   mkdirSync(path.dirname(opts.out), { recursive: true });
   writeFileSync(opts.out, `${JSON.stringify(result, null, 2)}\n`);

@@ -33,11 +33,17 @@ import { createJsModel } from '../dist/backends/js/model.js';
 import { Distiller } from '../dist/distill/distiller.js';
 import { makeTiles, ROOT } from './lib/common.mjs';
 
-const { values: opt } = parseArgs({ options: { device: { type: 'string', default: 'cuda' }, child: { type: 'string', default: '' } } });
+const { values: opt } = parseArgs({
+  options: { device: { type: 'string', default: 'cuda' }, child: { type: 'string', default: '' } },
+});
 const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'models');
 const base = {
-  teacher: path.join(FIXTURES, 'timm_giant_reg4_swiglu'), student: path.join(FIXTURES, 'hf_dinov2_reg_swiglu'),
-  totalSteps: 10, device: opt.device, seed: 0, backend: 'native',
+  teacher: path.join(FIXTURES, 'timm_giant_reg4_swiglu'),
+  student: path.join(FIXTURES, 'hf_dinov2_reg_swiglu'),
+  totalSteps: 10,
+  device: opt.device,
+  seed: 0,
+  backend: 'native',
 };
 
 if (opt.child) {
@@ -61,22 +67,40 @@ if (opt.child) {
   const after = Array.from((await d.features(tiles(8, 99), 'student')).data);
   // writeSync: console.log to a pipe is asynchronous, and process.exit would cut a long line short.
   const info = d.info();
-  writeSync(1, `${JSON.stringify({ teacher, student, after, loss: steps.map((r) => r.loss), gradNorm: steps.map((r) => r.gradNorm),
-    fusedNorm: info.fusedNorm, attention: [info.teacherAttention, info.studentAttention] })}\n`);
+  writeSync(
+    1,
+    `${JSON.stringify({
+      teacher,
+      student,
+      after,
+      loss: steps.map((r) => r.loss),
+      gradNorm: steps.map((r) => r.gradNorm),
+      fusedNorm: info.fusedNorm,
+      attention: [info.teacherAttention, info.studentAttention],
+    })}\n`,
+  );
   process.exit(0);
 }
 
 function run(extra = {}) {
-  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--device', opt.device, '--child', JSON.stringify(extra)],
-    { encoding: 'utf8', maxBuffer: 1 << 26 });
+  const r = spawnSync(
+    process.execPath,
+    [fileURLToPath(import.meta.url), '--device', opt.device, '--child', JSON.stringify(extra)],
+    { encoding: 'utf8', maxBuffer: 1 << 26 },
+  );
   const last = (r.stdout ?? '').trim().split('\n').pop() ?? '';
-  if (r.status !== 0 || !last.startsWith('{')) throw new Error(`child failed (exit ${r.status}): ${(r.stderr ?? '').trim().split('\n').slice(-4).join(' | ')}`);
+  if (r.status !== 0 || !last.startsWith('{'))
+    throw new Error(`child failed (exit ${r.status}): ${(r.stderr ?? '').trim().split('\n').slice(-4).join(' | ')}`);
   return JSON.parse(last);
 }
 
 const relNorm = (a, b) => {
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) { num += (a[i] - b[i]) ** 2; den += b[i] ** 2; }
+  let num = 0,
+    den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
   return Math.sqrt(num / den);
 };
 const relMax = (a, b) => Math.max(...a.map((x, i) => Math.abs(x - b[i]) / Math.abs(b[i])));
@@ -85,18 +109,43 @@ const relMax = (a, b) => Math.max(...a.map((x, i) => Math.abs(x - b[i]) / Math.a
 // H-optimus-0's (timm vit_giant_patch14_reg4_dinov2: width 1536, 24 heads, packed SwiGLU, LayerScale), 2 blocks each.
 const wideRoot = mkdtempSync(path.join(os.tmpdir(), 'g2l-gpu-check-wide-'));
 process.on('exit', () => rmSync(wideRoot, { recursive: true, force: true }));
-const wide = path.join(wideRoot, 'student'), wideTeacher = path.join(wideRoot, 'teacher');
+const wide = path.join(wideRoot, 'student'),
+  wideTeacher = path.join(wideRoot, 'teacher');
 for (const [dir, config, seed] of [
-  [wide, {
-    architectures: ['Dinov2WithRegistersModel'], model_type: 'dinov2_with_registers', hidden_size: 1024, num_hidden_layers: 2,
-    num_attention_heads: 16, mlp_ratio: 4, use_swiglu_ffn: true, num_register_tokens: 4, image_size: 224, patch_size: 14,
-    layer_norm_eps: 1e-6, layerscale_value: 1, hidden_act: 'gelu',
-  }, 1],
-  [wideTeacher, {
-    architecture: 'vit_giant_patch14_reg4_dinov2', num_classes: 0, global_pool: 'token',
-    model_args: { img_size: 224, init_values: 1, depth: 2 },
-    pretrained_cfg: { input_size: [3, 224, 224], mean: [0.707223, 0.578729, 0.703617], std: [0.211883, 0.230117, 0.177517] },
-  }, 2],
+  [
+    wide,
+    {
+      architectures: ['Dinov2WithRegistersModel'],
+      model_type: 'dinov2_with_registers',
+      hidden_size: 1024,
+      num_hidden_layers: 2,
+      num_attention_heads: 16,
+      mlp_ratio: 4,
+      use_swiglu_ffn: true,
+      num_register_tokens: 4,
+      image_size: 224,
+      patch_size: 14,
+      layer_norm_eps: 1e-6,
+      layerscale_value: 1,
+      hidden_act: 'gelu',
+    },
+    1,
+  ],
+  [
+    wideTeacher,
+    {
+      architecture: 'vit_giant_patch14_reg4_dinov2',
+      num_classes: 0,
+      global_pool: 'token',
+      model_args: { img_size: 224, init_values: 1, depth: 2 },
+      pretrained_cfg: {
+        input_size: [3, 224, 224],
+        mean: [0.707223, 0.578729, 0.703617],
+        std: [0.211883, 0.230117, 0.177517],
+      },
+    },
+    2,
+  ],
 ]) {
   mkdirSync(dir, { recursive: true });
   writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
@@ -122,7 +171,8 @@ if (opt.device.startsWith('cuda')) {
   const fp8 = { teacherFp8: true, teacherDtype: 'bfloat16' };
   checks.push(['norm-fp8', { kernels: { fusedNorm: false } }, { kernels: { fusedNorm: true } }, fp8]);
 }
-let failed = 0, n = 0;
+let failed = 0,
+  n = 0;
 const ok = (cond, msg) => {
   n += 1;
   if (!cond) failed += 1;
@@ -137,18 +187,31 @@ for (const [name, refSide, newSide, shared] of checks) {
     ok(false, `${name}: ${e.message}`);
     continue;
   }
-  const ft = relNorm(got.teacher, ref.teacher), fs = relNorm(got.student, ref.student), fa = relNorm(got.after, ref.after);
-  const dl = relMax(got.loss, ref.loss), dg = relMax(got.gradNorm, ref.gradNorm);
+  const ft = relNorm(got.teacher, ref.teacher),
+    fs = relNorm(got.student, ref.student),
+    fa = relNorm(got.after, ref.after);
+  const dl = relMax(got.loss, ref.loss),
+    dg = relMax(got.gradNorm, ref.gradNorm);
   ok(ft <= 2e-2, `${name}: teacher features ${ft.toExponential(2)}`);
   ok(fs <= 2e-2, `${name}: student features ${fs.toExponential(2)}`);
-  ok(dl <= 1e-2, `${name}: losses ${got.loss.map((x) => x.toFixed(4)).join(' ')} vs ${ref.loss.map((x) => x.toFixed(4)).join(' ')} (${dl.toExponential(2)})`);
+  ok(
+    dl <= 1e-2,
+    `${name}: losses ${got.loss.map((x) => x.toFixed(4)).join(' ')} vs ${ref.loss.map((x) => x.toFixed(4)).join(' ')} (${dl.toExponential(2)})`,
+  );
   ok(dg <= 5e-2, `${name}: gradient norms ${dg.toExponential(2)}`);
   ok(fa <= 2e-2, `${name}: student features after 3 steps ${fa.toExponential(2)}`);
-  if (name.startsWith('norm')) ok(ref.fusedNorm === false && got.fusedNorm === true, `${name}: the choice took effect (info().fusedNorm ${ref.fusedNorm} / ${got.fusedNorm})`);
+  if (name.startsWith('norm'))
+    ok(
+      ref.fusedNorm === false && got.fusedNorm === true,
+      `${name}: the choice took effect (info().fusedNorm ${ref.fusedNorm} / ${got.fusedNorm})`,
+    );
   // On the CPU libtorch chooses its own attention kernel whatever kernels.sdpa says.
   if (name.startsWith('sdpa') && opt.device.startsWith('cuda')) {
     const want = (a, b) => a.every((x) => x === b);
-    ok(want(ref.attention, 'flash_attention') && want(got.attention, 'cudnn_attention'), `${name}: the backends that ran: ${ref.attention.join(', ')} / ${got.attention.join(', ')}`);
+    ok(
+      want(ref.attention, 'flash_attention') && want(got.attention, 'cudnn_attention'),
+      `${name}: the backends that ran: ${ref.attention.join(', ')} / ${got.attention.join(', ')}`,
+    );
   }
 }
 console.log(`# gpu-check: ${n - failed} passed, ${failed} failed`);

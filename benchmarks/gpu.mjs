@@ -67,11 +67,11 @@ const { values: opt } = parseArgs({
     skip: { type: 'string', default: '' },
     'curve-steps': { type: 'string', default: '200' },
     'curve-batch': { type: 'string', default: '16' },
-    'curve-layerscale': { type: 'string', default: '1' },  // LayerScale of the curve's random models; 'keep': as benchmarked
+    'curve-layerscale': { type: 'string', default: '1' }, // LayerScale of the curve's random models; 'keep': as benchmarked
     // the reference's curve with TF32 float32 products (the GPU's; emulated on the CPU), to measure what TF32 does
     'curve-reference-tf32': { type: 'boolean', default: false },
     'compile-timeout': { type: 'string', default: '300' },
-    deadline: { type: 'string', default: '' },  // unix seconds: torch.compile gets what is left of it (or is skipped)
+    deadline: { type: 'string', default: '' }, // unix seconds: torch.compile gets what is left of it (or is skipped)
     python: { type: 'string', default: '' },
     out: { type: 'string', default: path.join(ROOT, 'benchmarks', 'results', 'gpu-latest.json') },
     // internal: one engine variant or the engine's loss curve, in a child process; prints one JSON line
@@ -79,15 +79,21 @@ const { values: opt } = parseArgs({
     'child-config': { type: 'string', default: '' },
   },
 });
-const BATCH = Number(opt.batch), EMBED_BATCH = Number(opt['embed-batch']), RUNS = Number(opt.runs), WARMUP = Number(opt.warmup);
-const CURVE_STEPS = Number(opt['curve-steps']), CURVE_BATCH = Number(opt['curve-batch']);
+const BATCH = Number(opt.batch),
+  EMBED_BATCH = Number(opt['embed-batch']),
+  RUNS = Number(opt.runs),
+  WARMUP = Number(opt.warmup);
+const CURVE_STEPS = Number(opt['curve-steps']),
+  CURVE_BATCH = Number(opt['curve-batch']);
 const skip = new Set(opt.skip.split(',').filter(Boolean));
 const log = (m) => process.stderr.write(`bench:gpu: ${new Date().toISOString().slice(11, 19)} ${m}\n`);
 // The same step in PyTorch on one H200, batch 128, as the GPU host's README gave them on 2026-11-29 (this run
 // re-measures them); G2L's FLOPs per image (teacher forward + student forward and backward, 224 px), and the dense
 // bf16 rate of that host's matrix products (about 800 TFLOP/s measured; 989 on the datasheet).
 const HOST = { eager: 328, compile: 408 };
-const TFLOP_PER_IMAGE = 1.10, DATASHEET_TFLOPS = 989, MEASURED_TFLOPS = 800;
+const TFLOP_PER_IMAGE = 1.1,
+  DATASHEET_TFLOPS = 989,
+  MEASURED_TFLOPS = 800;
 const VARIANTS = {
   default: {},
   unfused: { kernels: { fusedSwiglu: false } },
@@ -110,7 +116,9 @@ const { backend, fallbackReason } = chooseBackend({ backend: 'native' });
 if (fallbackReason) throw new Error(fallbackReason);
 const info = await backend.info();
 if (opt.device.startsWith('cuda') && !info.cudaAvailable) {
-  console.error(`bench:gpu: the engine sees no CUDA device (built with CUDA: ${info.cudaBuilt}); run this on the GPU host with a CUDA build`);
+  console.error(
+    `bench:gpu: the engine sees no CUDA device (built with CUDA: ${info.cudaBuilt}); run this on the GPU host with a CUDA build`,
+  );
   process.exit(2);
 }
 const cuda = opt.device.startsWith('cuda');
@@ -126,8 +134,16 @@ if (opt.child) {
 // Children
 // ---------------------------------------------------------------------------------------------------------------
 function distillerConfig(c, extra) {
-  return { teacher: c.teacher, student: c.student, device: opt.device, teacherDtype: cuda ? 'float16' : 'float32',
-    autocast: true, backend: 'native', seed: 0, ...extra };
+  return {
+    teacher: c.teacher,
+    student: c.student,
+    device: opt.device,
+    teacherDtype: cuda ? 'float16' : 'float32',
+    autocast: true,
+    backend: 'native',
+    seed: 0,
+    ...extra,
+  };
 }
 
 /** One engine variant: the step at batch BATCH (and, for the default, the teacher's embedding throughput). */
@@ -139,7 +155,13 @@ async function variantChild(c) {
   const tiles = { data: d.allocateTileBuffer(host.data.length), shape: host.shape };
   tiles.data.set(host.data);
   let last = null;
-  const t = await timeRuns(async () => { last = await d.step(tiles); }, WARMUP, RUNS);
+  const t = await timeRuns(
+    async () => {
+      last = await d.step(tiles);
+    },
+    WARMUP,
+    RUNS,
+  );
   out.times_s = t;
   out.img_s = BATCH / median(t);
   out.best_img_s = BATCH / Math.min(...t);
@@ -149,7 +171,12 @@ async function variantChild(c) {
   if (dinfo.teacherFp8MinCosine !== undefined) out.fp8_min_cosine = dinfo.teacherFp8MinCosine;
   out.attention = { sdpa: dinfo.sdpa, teacher: dinfo.teacherAttention, student: dinfo.studentAttention };
   if (c.embed) {
-    const enc = await Encoder.load(c.teacher, { backend, device: opt.device, dtype: cuda ? 'fp16' : 'fp32', batchSize: EMBED_BATCH });
+    const enc = await Encoder.load(c.teacher, {
+      backend,
+      device: opt.device,
+      dtype: cuda ? 'fp16' : 'fp32',
+      batchSize: EMBED_BATCH,
+    });
     const images = makeTiles(EMBED_BATCH, 224, 2);
     const te = await timeRuns(() => enc.embed(images), WARMUP, RUNS);
     out.embed_times_s = te;
@@ -162,7 +189,13 @@ async function variantChild(c) {
 /** The engine's loss curve: c.steps steps on the pool's batches in turn, no augmentation; saves its initial state. */
 async function curveChild(c) {
   const pool = c.pool.map((seed) => makeTiles(c.batch, 256, seed));
-  const d = await Distiller.create(distillerConfig(c, { totalSteps: c.steps, augment: { enabled: false }, ...(c.kernels ? { kernels: c.kernels } : {}) }));
+  const d = await Distiller.create(
+    distillerConfig(c, {
+      totalSteps: c.steps,
+      augment: { enabled: false },
+      ...(c.kernels ? { kernels: c.kernels } : {}),
+    }),
+  );
   await d.save(c.init);
   const losses = [];
   for (let k = 0; k < c.steps; k++) losses.push((await d.step(pool[k % pool.length])).loss);
@@ -170,13 +203,33 @@ async function curveChild(c) {
 }
 
 function runChild(kind, config, env = {}) {
-  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--child', kind, '--child-config', JSON.stringify(config),
-    '--batch', String(BATCH), '--embed-batch', String(EMBED_BATCH), '--runs', String(RUNS), '--warmup', String(WARMUP), '--device', opt.device],
-  { encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 1 << 26 });
+  const r = spawnSync(
+    process.execPath,
+    [
+      fileURLToPath(import.meta.url),
+      '--child',
+      kind,
+      '--child-config',
+      JSON.stringify(config),
+      '--batch',
+      String(BATCH),
+      '--embed-batch',
+      String(EMBED_BATCH),
+      '--runs',
+      String(RUNS),
+      '--warmup',
+      String(WARMUP),
+      '--device',
+      opt.device,
+    ],
+    { encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 1 << 26 },
+  );
   if (r.stderr) process.stderr.write(r.stderr);
   const lastLine = (r.stdout ?? '').trim().split('\n').pop() ?? '';
   if (r.status !== 0 || !lastLine.startsWith('{')) {
-    return { error: `exit ${r.status}${r.signal ? ` (${r.signal})` : ''}: ${(r.stderr || '').trim().split('\n').slice(-3).join(' | ')}` };
+    return {
+      error: `exit ${r.status}${r.signal ? ` (${r.signal})` : ''}: ${(r.stderr || '').trim().split('\n').slice(-3).join(' | ')}`,
+    };
   }
   const parsed = JSON.parse(lastLine);
   const phases = stepPhases(r.stderr ?? '');
@@ -189,7 +242,13 @@ function stepPhases(stderr) {
   const rows = [];
   for (const line of stderr.split('\n')) {
     if (!line.startsWith('g2l-step-timing ')) continue;
-    const row = Object.fromEntries(line.split(' ').slice(1).map((kv) => kv.split('=')).map(([k, v]) => [k, Number.isNaN(Number(v)) ? v : Number(v)]));
+    const row = Object.fromEntries(
+      line
+        .split(' ')
+        .slice(1)
+        .map((kv) => kv.split('='))
+        .map(([k, v]) => [k, Number.isNaN(Number(v)) ? v : Number(v)]),
+    );
     if (row.step >= WARMUP) rows.push(row);
   }
   if (rows.length === 0) return null;
@@ -203,12 +262,16 @@ function stepPhases(stderr) {
 const modelsDir = opt.models || mkdtempSync(path.join(os.tmpdir(), 'g2l-bench-gpu-'));
 if (!opt['keep-models'] && !opt.models) process.on('exit', () => rmSync(modelsDir, { recursive: true, force: true }));
 mkdirSync(modelsDir, { recursive: true });
-let teacherDir = opt.teacher, studentDir = opt.student;
+let teacherDir = opt.teacher,
+  studentDir = opt.student;
 if (!teacherDir || !studentDir) {
   // Random real-size models, written once as hub folders (teacher in fp16: 2.3 GB; student fp32: 1.2 GB).
   teacherDir = path.join(modelsDir, 'h-optimus-0');
   studentDir = path.join(modelsDir, 'hibou-l');
-  for (const [preset, dir, dtype] of [['h-optimus-0', teacherDir, 'fp16'], ['hibou-l', studentDir, 'fp32']]) {
+  for (const [preset, dir, dtype] of [
+    ['h-optimus-0', teacherDir, 'fp16'],
+    ['hibou-l', studentDir, 'fp32'],
+  ]) {
     if (existsSync(path.join(dir, 'config.json'))) continue;
     log(`writing a random ${preset} (${dtype}) to ${dir}`);
     const m = await backend.createModel({ preset }, { device: opt.device, dtype, seed: 0 });
@@ -220,8 +283,27 @@ if (!teacherDir || !studentDir) {
 const result = {
   date: new Date().toISOString(),
   command: 'npm run bench:gpu',
-  machine: { gpu: info.devices.map((d) => `${d.name} (sm ${d.computeCapability}, ${(d.totalMemoryBytes / 2 ** 30).toFixed(0)} GiB)`), cpu: os.cpus()[0]?.model, cores: os.cpus().length, node: process.version, libtorch: info.libtorchVersion, cuda: info.cudaRuntimeVersion },
-  setup: { teacher: teacherDir, student: studentDir, batch: BATCH, embedBatch: EMBED_BATCH, tilePx: 256, cropPx: 224, warmup: WARMUP, runs: RUNS, tflopPerImage: TFLOP_PER_IMAGE },
+  machine: {
+    gpu: info.devices.map(
+      (d) => `${d.name} (sm ${d.computeCapability}, ${(d.totalMemoryBytes / 2 ** 30).toFixed(0)} GiB)`,
+    ),
+    cpu: os.cpus()[0]?.model,
+    cores: os.cpus().length,
+    node: process.version,
+    libtorch: info.libtorchVersion,
+    cuda: info.cudaRuntimeVersion,
+  },
+  setup: {
+    teacher: teacherDir,
+    student: studentDir,
+    batch: BATCH,
+    embedBatch: EMBED_BATCH,
+    tilePx: 256,
+    cropPx: 224,
+    warmup: WARMUP,
+    runs: RUNS,
+    tflopPerImage: TFLOP_PER_IMAGE,
+  },
   distill: { pytorch_eager_img_s: null, pytorch_compile_img_s: null },
   variants: {},
   embed: { native_img_s: null, pytorch_eager_img_s: null },
@@ -240,21 +322,37 @@ if (!skip.has('native')) {
   process.on('exit', () => rmSync(profileDir, { recursive: true, force: true }));
   const tables = [];
   for (const variant of opt.variants.split(',').filter(Boolean)) {
-    if (!VARIANTS[variant]) throw new Error(`unknown variant '${variant}' (known: ${Object.keys(VARIANTS).join(', ')})`);
+    if (!VARIANTS[variant])
+      throw new Error(`unknown variant '${variant}' (known: ${Object.keys(VARIANTS).join(', ')})`);
     log(`native ${variant}: batch ${BATCH}, ${WARMUP} + ${RUNS} steps`);
     const env = { G2L_STEP_TIMING: '1' };
     const prefix = path.join(profileDir, variant);
-    if (profiled.has(variant)) Object.assign(env, { G2L_PROFILE: prefix, G2L_PROFILE_STEP: String(Math.max(0, WARMUP - 1)) });
-    const r = runChild('variant', { variant, teacher: teacherDir, student: studentDir, embed: variant === 'default' && !skip.has('embed') }, env);
+    if (profiled.has(variant))
+      Object.assign(env, { G2L_PROFILE: prefix, G2L_PROFILE_STEP: String(Math.max(0, WARMUP - 1)) });
+    const r = runChild(
+      'variant',
+      { variant, teacher: teacherDir, student: studentDir, embed: variant === 'default' && !skip.has('embed') },
+      env,
+    );
     if (r.error) {
       result.notes.push(`native ${variant} failed: ${r.error}`);
       log(`native ${variant} failed: ${r.error}`);
     }
     if (existsSync(`${prefix}.kernels.tsv`)) {
       const lines = readFileSync(`${prefix}.kernels.tsv`, 'utf8').trim().split('\n');
-      const rows = lines.slice(1).map((l) => l.split('\t')).filter(([device]) => device === (cuda ? 'cuda' : 'cpu'));
-      r.profile_top = rows.slice(0, 12).map(([, name, calls, total, , share]) => ({ name: name.slice(0, 100), calls: Number(calls), total_ms: Number(total), share: Number(share) }));
-      tables.push(`## native ${variant}: one step (the last warm-up step), ${cuda ? 'CUDA kernels and copies' : 'CPU ops'}\n${[lines[0], ...rows.slice(0, 80).map((c) => c.join('\t'))].join('\n')}\n`);
+      const rows = lines
+        .slice(1)
+        .map((l) => l.split('\t'))
+        .filter(([device]) => device === (cuda ? 'cuda' : 'cpu'));
+      r.profile_top = rows.slice(0, 12).map(([, name, calls, total, , share]) => ({
+        name: name.slice(0, 100),
+        calls: Number(calls),
+        total_ms: Number(total),
+        share: Number(share),
+      }));
+      tables.push(
+        `## native ${variant}: one step (the last warm-up step), ${cuda ? 'CUDA kernels and copies' : 'CPU ops'}\n${[lines[0], ...rows.slice(0, 80).map((c) => c.join('\t'))].join('\n')}\n`,
+      );
       await writeFileAtomic(path.join(path.dirname(opt.out), 'gpu-profile-native.txt'), tables.join('\n'));
     }
     result.variants[variant] = r;
@@ -275,12 +373,31 @@ const resultsDir = path.dirname(opt.out);
 async function reference(mode) {
   if (!py || skip.has(mode)) return;
   log(`PyTorch ${mode}: batch ${BATCH}, ${WARMUP} + ${RUNS} steps`);
-  const ref = runReference(py, ['--teacher', teacherDir, '--student', studentDir, '--batch', String(BATCH),
-    '--embed-batch', String(EMBED_BATCH), '--steps', String(RUNS), '--warmup', String(WARMUP),
-    ...(cuda ? ['--gpu'] : []),
-    ...(mode === 'eager' && !skip.has('profile') ? ['--profile', path.join(resultsDir, 'gpu-profile-eager.txt')] : []),
-    '--mode', mode === 'eager' && !skip.has('embed') ? 'both' : 'distill', ...(mode === 'compile' ? ['--compile'] : [])],
-  mode === 'compile' ? compileTimeoutS() * 1000 : undefined);
+  const ref = runReference(
+    py,
+    [
+      '--teacher',
+      teacherDir,
+      '--student',
+      studentDir,
+      '--batch',
+      String(BATCH),
+      '--embed-batch',
+      String(EMBED_BATCH),
+      '--steps',
+      String(RUNS),
+      '--warmup',
+      String(WARMUP),
+      ...(cuda ? ['--gpu'] : []),
+      ...(mode === 'eager' && !skip.has('profile')
+        ? ['--profile', path.join(resultsDir, 'gpu-profile-eager.txt')]
+        : []),
+      '--mode',
+      mode === 'eager' && !skip.has('embed') ? 'both' : 'distill',
+      ...(mode === 'compile' ? ['--compile'] : []),
+    ],
+    mode === 'compile' ? compileTimeoutS() * 1000 : undefined,
+  );
   if (ref.error) {
     result.notes.push(`PyTorch ${mode} failed: ${ref.error}`);
     log(`PyTorch ${mode} failed: ${ref.error}`);
@@ -309,16 +426,55 @@ if (!skip.has('curve') && py && !skip.has('eager')) {
   const all = new Uint8Array(tiles.reduce((n, t) => n + t.length, 0));
   tiles.forEach((t, i) => all.set(t, i * t.length));
   await writeNpy(poolFile, { dtype: 'uint8', shape: [poolSeeds.length, CURVE_BATCH, 256, 256, 3], data: all });
-  const [curveTeacher, curveStudent] = opt['curve-layerscale'] === 'keep' ? [teacherDir, studentDir] : [
-    await withLayerScale(teacherDir, path.join(modelsDir, 'curve-teacher'), cuda ? 'fp16' : 'fp32', Number(opt['curve-layerscale'])),
-    await withLayerScale(studentDir, path.join(modelsDir, 'curve-student'), 'fp32', Number(opt['curve-layerscale'])),
-  ];
-  const mine = runChild('curve', { teacher: curveTeacher, student: curveStudent, steps: CURVE_STEPS, batch: CURVE_BATCH, pool: poolSeeds, init });
+  const [curveTeacher, curveStudent] =
+    opt['curve-layerscale'] === 'keep'
+      ? [teacherDir, studentDir]
+      : [
+          await withLayerScale(
+            teacherDir,
+            path.join(modelsDir, 'curve-teacher'),
+            cuda ? 'fp16' : 'fp32',
+            Number(opt['curve-layerscale']),
+          ),
+          await withLayerScale(
+            studentDir,
+            path.join(modelsDir, 'curve-student'),
+            'fp32',
+            Number(opt['curve-layerscale']),
+          ),
+        ];
+  const mine = runChild('curve', {
+    teacher: curveTeacher,
+    student: curveStudent,
+    steps: CURVE_STEPS,
+    batch: CURVE_BATCH,
+    pool: poolSeeds,
+    init,
+  });
   const lossesFile = path.join(modelsDir, 'curve-reference.json');
-  const ref = mine.error ? { error: 'engine curve failed' } : runReference(py, ['--teacher', curveTeacher, '--student', curveStudent,
-    '--tiles-npy', poolFile, '--no-augment', '--projector', path.join(init, 'state.safetensors'), '--steps', String(CURVE_STEPS),
-    '--warmup', '0', '--mode', 'distill', '--losses-out', lossesFile, ...(cuda ? ['--gpu'] : []),
-    ...(opt['curve-reference-tf32'] ? ['--tf32'] : [])]);
+  const ref = mine.error
+    ? { error: 'engine curve failed' }
+    : runReference(py, [
+        '--teacher',
+        curveTeacher,
+        '--student',
+        curveStudent,
+        '--tiles-npy',
+        poolFile,
+        '--no-augment',
+        '--projector',
+        path.join(init, 'state.safetensors'),
+        '--steps',
+        String(CURVE_STEPS),
+        '--warmup',
+        '0',
+        '--mode',
+        'distill',
+        '--losses-out',
+        lossesFile,
+        ...(cuda ? ['--gpu'] : []),
+        ...(opt['curve-reference-tf32'] ? ['--tf32'] : []),
+      ]);
   if (mine.error || ref.error) {
     result.notes.push(`loss curves failed: ${mine.error ?? ref.error}`);
   } else {
@@ -331,7 +487,15 @@ if (!skip.has('curve') && py && !skip.has('eager')) {
     // LayerScale kernels over 200 training steps, against the reference and against the unfused engine.
     if (!skip.has('curve-norm')) {
       log('loss curve: the engine again with kernels.fusedNorm');
-      const fused = runChild('curve', { teacher: curveTeacher, student: curveStudent, steps: CURVE_STEPS, batch: CURVE_BATCH, pool: poolSeeds, init: `${init}-norm`, kernels: { fusedNorm: true } });
+      const fused = runChild('curve', {
+        teacher: curveTeacher,
+        student: curveStudent,
+        steps: CURVE_STEPS,
+        batch: CURVE_BATCH,
+        pool: poolSeeds,
+        init: `${init}-norm`,
+        kernels: { fusedNorm: true },
+      });
       if (fused.error) {
         result.notes.push(`fused-norm loss curve failed: ${fused.error}`);
       } else {
@@ -362,8 +526,8 @@ async function withLayerScale(src, dst, dtype, value) {
   for (const name of ['config.json', 'preprocessor_config.json']) {
     if (!existsSync(path.join(src, name))) continue;
     const c = JSON.parse(readFileSync(path.join(src, name), 'utf8'));
-    if (c.model_args && 'init_values' in c.model_args) c.model_args.init_values = value;  // timm
-    if ('layerscale_value' in c) c.layerscale_value = value;  // transformers
+    if (c.model_args && 'init_values' in c.model_args) c.model_args.init_values = value; // timm
+    if ('layerscale_value' in c) c.layerscale_value = value; // transformers
     // transformers' config classes insist on a float: write 1 as 1.0
     const text = JSON.stringify(c, null, 2).replace(/("(?:init_values|layerscale_value)": )(-?\d+)(,?\n)/g, '$1$2.0$3');
     await writeFileAtomic(path.join(spec, name), `${text}\n`);
@@ -383,9 +547,11 @@ function compareCurves(a, b) {
   const n = a.length;
   const last = Math.max(0, n - 20);
   return {
-    engine: a, reference: b,
+    engine: a,
+    reference: b,
     first_loss: { engine: a[0], reference: b[0] },
-    median_rel_diff: median(rel), max_rel_diff: Math.max(...rel),
+    median_rel_diff: median(rel),
+    max_rel_diff: Math.max(...rel),
     last20_mean: { engine: win(a, last), reference: win(b, last) },
     drop: { engine: a[0] - win(a, last), reference: b[0] - win(b, last) },
   };
@@ -399,46 +565,79 @@ result.distill.pytorch_eager_best_img_s = best(result.times_s.pytorch_eager_dist
 result.distill.pytorch_compile_best_img_s = best(result.times_s.pytorch_compile_distill);
 for (const v of Object.values(result.variants)) {
   if (!v.img_s) continue;
-  v.mfu_datasheet = +(v.img_s * TFLOP_PER_IMAGE / DATASHEET_TFLOPS).toFixed(3);
-  v.mfu_measured_matmul = +(v.img_s * TFLOP_PER_IMAGE / MEASURED_TFLOPS).toFixed(3);
+  v.mfu_datasheet = +((v.img_s * TFLOP_PER_IMAGE) / DATASHEET_TFLOPS).toFixed(3);
+  v.mfu_measured_matmul = +((v.img_s * TFLOP_PER_IMAGE) / MEASURED_TFLOPS).toFixed(3);
   v.vs_eager = ratio(v.img_s, result.distill.pytorch_eager_img_s);
   v.vs_compile = ratio(v.img_s, result.distill.pytorch_compile_img_s ?? null);
 }
-const fastest = Object.values(result.variants).filter((v) => v.img_s).sort((x, y) => y.img_s - x.img_s)[0];
+const fastest = Object.values(result.variants)
+  .filter((v) => v.img_s)
+  .sort((x, y) => y.img_s - x.img_s)[0];
 result.distill.native_img_s = fastest?.img_s ?? null;
 result.distill.native_variant = fastest?.variant ?? null;
 result.embed.native_vs_eager = ratio(result.embed.native_img_s, result.embed.pytorch_eager_img_s);
 result.goals = {
-  'distill native >= 1.25x torch.compile (same run)': fastest && result.distill.pytorch_compile_img_s ? fastest.img_s >= 1.25 * result.distill.pytorch_compile_img_s : null,
+  'distill native >= 1.25x torch.compile (same run)':
+    fastest && result.distill.pytorch_compile_img_s
+      ? fastest.img_s >= 1.25 * result.distill.pytorch_compile_img_s
+      : null,
 };
 await save();
 
-const e = result.embed, d = result.distill;
+const e = result.embed,
+  d = result.distill;
 console.log(`\n### g2l-native GPU benchmark (${result.date.slice(0, 10)}, ${result.machine.gpu.join(', ')})\n`);
-console.log(`teacher ${path.basename(teacherDir)} fp16, student ${path.basename(studentDir)} (bf16 autocast), batch ${BATCH} of 256 px tiles (crop 224); median of ${RUNS} after ${WARMUP} warm-up\n`);
+console.log(
+  `teacher ${path.basename(teacherDir)} fp16, student ${path.basename(studentDir)} (bf16 autocast), batch ${BATCH} of 256 px tiles (crop 224); median of ${RUNS} after ${WARMUP} warm-up\n`,
+);
 console.log('| distill step | img/s (median) | best | peak GiB | MFU (989 / 800 TFLOP/s) | / eager | / compile |');
 console.log('| --- | --- | --- | --- | --- | --- | --- |');
 for (const v of Object.values(result.variants)) {
-  if (v.error) { console.log(`| native ${v.variant ?? '?'} | failed | | | | | |`); continue; }
-  console.log(`| native ${v.variant}${v.fp8_min_cosine !== undefined ? ` (cos ${v.fp8_min_cosine.toFixed(5)})` : ''} | ${fmt(v.img_s)} | ${fmt(v.best_img_s)} | ${v.peak_memory_gib} | ${v.mfu_datasheet} / ${v.mfu_measured_matmul} | ${v.vs_eager ?? 'n/a'} | ${v.vs_compile ?? 'n/a'} |`);
+  if (v.error) {
+    console.log(`| native ${v.variant ?? '?'} | failed | | | | | |`);
+    continue;
+  }
+  console.log(
+    `| native ${v.variant}${v.fp8_min_cosine !== undefined ? ` (cos ${v.fp8_min_cosine.toFixed(5)})` : ''} | ${fmt(v.img_s)} | ${fmt(v.best_img_s)} | ${v.peak_memory_gib} | ${v.mfu_datasheet} / ${v.mfu_measured_matmul} | ${v.vs_eager ?? 'n/a'} | ${v.vs_compile ?? 'n/a'} |`,
+  );
 }
-console.log(`| PyTorch eager | ${fmt(d.pytorch_eager_img_s)} | ${fmt(d.pytorch_eager_best_img_s)} | ${d.pytorch_eager_peak_memory_gib?.toFixed?.(2) ?? 'n/a'} | | 1 | |`);
-console.log(`| PyTorch compile | ${fmt(d.pytorch_compile_img_s)} | ${fmt(d.pytorch_compile_best_img_s)} | ${d.pytorch_compile_peak_memory_gib?.toFixed?.(2) ?? 'n/a'} | | | 1 |`);
-console.log(`\nembed (teacher fp16, batch ${EMBED_BATCH}): native ${fmt(e.native_img_s)} img/s, PyTorch eager ${fmt(e.pytorch_eager_img_s)} (x${e.native_vs_eager ?? 'n/a'})`);
+console.log(
+  `| PyTorch eager | ${fmt(d.pytorch_eager_img_s)} | ${fmt(d.pytorch_eager_best_img_s)} | ${d.pytorch_eager_peak_memory_gib?.toFixed?.(2) ?? 'n/a'} | | 1 | |`,
+);
+console.log(
+  `| PyTorch compile | ${fmt(d.pytorch_compile_img_s)} | ${fmt(d.pytorch_compile_best_img_s)} | ${d.pytorch_compile_peak_memory_gib?.toFixed?.(2) ?? 'n/a'} | | | 1 |`,
+);
+console.log(
+  `\nembed (teacher fp16, batch ${EMBED_BATCH}): native ${fmt(e.native_img_s)} img/s, PyTorch eager ${fmt(e.pytorch_eager_img_s)} (x${e.native_vs_eager ?? 'n/a'})`,
+);
 if (result.curve) {
   const c = result.curve;
-  console.log(`loss curves (${c.steps} steps, batch ${c.batch}, same start and tiles): first ${c.first_loss.engine.toFixed(4)} / ${c.first_loss.reference.toFixed(4)}, last-20 mean ${c.last20_mean.engine.toFixed(4)} / ${c.last20_mean.reference.toFixed(4)}, per-step relative difference median ${c.median_rel_diff.toExponential(2)} max ${c.max_rel_diff.toExponential(2)}`);
+  console.log(
+    `loss curves (${c.steps} steps, batch ${c.batch}, same start and tiles): first ${c.first_loss.engine.toFixed(4)} / ${c.first_loss.reference.toFixed(4)}, last-20 mean ${c.last20_mean.engine.toFixed(4)} / ${c.last20_mean.reference.toFixed(4)}, per-step relative difference median ${c.median_rel_diff.toExponential(2)} max ${c.max_rel_diff.toExponential(2)}`,
+  );
   if (c.fused_norm) {
     const f = c.fused_norm;
-    console.log(`loss curve with kernels.fusedNorm: last-20 mean ${f.vs_reference.last20_mean.engine.toFixed(4)}; per-step relative difference to the reference median ${f.vs_reference.median_rel_diff.toExponential(2)}, to the unfused engine median ${f.vs_unfused_engine.median_rel_diff.toExponential(2)} max ${f.vs_unfused_engine.max_rel_diff.toExponential(2)}`);
+    console.log(
+      `loss curve with kernels.fusedNorm: last-20 mean ${f.vs_reference.last20_mean.engine.toFixed(4)}; per-step relative difference to the reference median ${f.vs_reference.median_rel_diff.toExponential(2)}, to the unfused engine median ${f.vs_unfused_engine.median_rel_diff.toExponential(2)} max ${f.vs_unfused_engine.max_rel_diff.toExponential(2)}`,
+    );
   }
 }
-console.log(`\nthe GPU host's README gave PyTorch ${HOST.eager} eager / ${HOST.compile} compile img/s; goal: native >= 1.25x compile in the same run: ${result.goals['distill native >= 1.25x torch.compile (same run)'] ?? 'n/a'}`);
+console.log(
+  `\nthe GPU host's README gave PyTorch ${HOST.eager} eager / ${HOST.compile} compile img/s; goal: native >= 1.25x compile in the same run: ${result.goals['distill native >= 1.25x torch.compile (same run)'] ?? 'n/a'}`,
+);
 for (const v of Object.values(result.variants)) {
-  if (v.attention) console.log(`attention of native ${v.variant}: sdpa ${v.attention.sdpa}, teacher ${v.attention.teacher}, student ${v.attention.student}`);
+  if (v.attention)
+    console.log(
+      `attention of native ${v.variant}: sdpa ${v.attention.sdpa}, teacher ${v.attention.teacher}, student ${v.attention.student}`,
+    );
 }
 for (const v of Object.values(result.variants)) {
-  if (v.phases_ms) console.log(`phases of native ${v.variant} (ms, median): ${Object.entries(v.phases_ms).map(([k, x]) => `${k} ${x}`).join(', ')}`);
+  if (v.phases_ms)
+    console.log(
+      `phases of native ${v.variant} (ms, median): ${Object.entries(v.phases_ms)
+        .map(([k, x]) => `${k} ${x}`)
+        .join(', ')}`,
+    );
 }
 for (const n of result.notes) console.log(`note: ${n}`);
 console.log(`\nwrote ${path.relative(process.cwd(), opt.out) || opt.out}`);

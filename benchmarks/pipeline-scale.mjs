@@ -42,7 +42,12 @@ const work = mkdtempSync(path.join(os.tmpdir(), 'g2l-pipeline-scale-'));
 try {
   // ---- slides and their manifest ----------------------------------------------------------------------------------
   let t0 = performance.now();
-  const set = await makeSyntheticSlides(path.join(work, 'distinct'), { count: opts.distinct, width: 2048, height: 1536, seed: 3 });
+  const set = await makeSyntheticSlides(path.join(work, 'distinct'), {
+    count: opts.distinct,
+    width: 2048,
+    height: 1536,
+    seed: 3,
+  });
   const makeSeconds = (performance.now() - t0) / 1000;
   mkdirSync(path.join(work, 'slides'));
   for (let i = 0; i < opts.slides; i++) {
@@ -50,11 +55,18 @@ try {
     linkSync(s.file, path.join(work, 'slides', `slide-${String(i).padStart(4, '0')}${path.extname(s.file)}`));
   }
   t0 = performance.now();
-  const tiling = await runTiling({ slides: path.join(work, 'slides'), out: path.join(work, 'tiles'), workers: opts.threads, tissueThreshold: 0.25 });
+  const tiling = await runTiling({
+    slides: path.join(work, 'slides'),
+    out: path.join(work, 'tiles'),
+    workers: opts.threads,
+    tissueThreshold: 0.25,
+  });
   const tileSeconds = (performance.now() - t0) / 1000;
   const manifest = path.join(work, 'tiles');
   const tiles = tiling.rows.reduce((a, r) => a + r.tiles, 0);
-  console.log(`${opts.slides} slides (${opts.distinct} written in ${makeSeconds.toFixed(1)} s, linked), ${tiles} tiles; tile command ${tileSeconds.toFixed(1)} s`);
+  console.log(
+    `${opts.slides} slides (${opts.distinct} written in ${makeSeconds.toFixed(1)} s, linked), ${tiles} tiles; tile command ${tileSeconds.toFixed(1)} s`,
+  );
 
   // ---- the decode limit: one thread, the same kind of tiles, slides already open ------------------------------------
   const addon = openslideAddon();
@@ -67,7 +79,15 @@ try {
     for (const t of probe) if (!open.has(t.path)) open.set(t.path, await openSlide(t.path));
     const out = new Uint8Array(probe.length * 256 * 256 * 3);
     const start = performance.now();
-    await addon.readTilesInto(probe.map((t) => open.get(t.path).openslideHandle), probe.map((t) => t.x), probe.map((t) => t.y), probe.map((t) => t.level), 256, out, 1);
+    await addon.readTilesInto(
+      probe.map((t) => open.get(t.path).openslideHandle),
+      probe.map((t) => t.x),
+      probe.map((t) => t.y),
+      probe.map((t) => t.level),
+      256,
+      out,
+      1,
+    );
     const rate = probe.length / ((performance.now() - start) / 1000);
     for (const s of open.values()) await s.close();
     return rate;
@@ -86,7 +106,7 @@ try {
     const b = await next;
     if (b.shape[0] !== opts.batch) throw new Error('short batch');
     next = step + 1 < opts.steps ? source.batch(step + 1, opts.batch) : null;
-    if (step === 1) timedFrom = performance.now();  // after the first batch (opening the first slides)
+    if (step === 1) timedFrom = performance.now(); // after the first batch (opening the first slides)
     rss.push(process.memoryUsage().rss);
   }
   const seconds = (performance.now() - timedFrom) / 1000;

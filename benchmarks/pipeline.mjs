@@ -17,7 +17,6 @@ import { arg } from './cli-args.mjs';
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const DIST = path.join(HERE, '..', 'dist');
 
-
 async function child(mode, workDir, workers, opts) {
   const { makeSyntheticSlides } = await import(path.join(DIST, 'slides', 'synthetic.js'));
   const { runTiling } = await import(path.join(DIST, 'slides', 'tile-run.js'));
@@ -26,16 +25,29 @@ async function child(mode, workDir, workers, opts) {
   if (mode === 'prepare') {
     await makeSyntheticSlides(path.join(workDir, 'slides'), { count: opts.slides, width: 8192, height: 6144, seed: 5 });
     const t0 = performance.now();
-    const r = await runTiling({ slides: path.join(workDir, 'slides'), out: path.join(workDir, 'tiles'), workers, tissueThreshold: 0.25 });
+    const r = await runTiling({
+      slides: path.join(workDir, 'slides'),
+      out: path.join(workDir, 'tiles'),
+      workers,
+      tissueThreshold: 0.25,
+    });
     const s = (performance.now() - t0) / 1000;
     return { slides: r.ok, tiles: r.rows.reduce((a, x) => a + x.tiles, 0), tileCommandSeconds: s };
   }
   if (mode === 'batches') {
     const sampler = await TileSampler.open(path.join(workDir, 'tiles'), { seed: 1, batchSize: opts.batch });
-    const loader = new TileBatchLoader(sampler, { prefetch: 4, concurrency: Math.max(4, workers * 2), threads: workers, maxBatches: opts.batches + 2 });
-    let n = 0, t0 = 0, tiles = 0;
+    const loader = new TileBatchLoader(sampler, {
+      prefetch: 4,
+      concurrency: Math.max(4, workers * 2),
+      threads: workers,
+      maxBatches: opts.batches + 2,
+    });
+    let n = 0,
+      t0 = 0,
+      tiles = 0;
     for await (const b of loader) {
-      if (++n === 2) t0 = performance.now(); // the first batches include opening the slides
+      if (++n === 2)
+        t0 = performance.now(); // the first batches include opening the slides
       else if (n > 2) tiles += b.shape[0];
     }
     return { tilesPerSecond: tiles / ((performance.now() - t0) / 1000) };
@@ -51,12 +63,17 @@ async function child(mode, workDir, workers, opts) {
     if (workers === 1) backends.push(['js', new JsBackend()]);
     for (const [name, backend] of backends) {
       const device = name === 'native' ? opts.device : 'cpu';
-      const run = (seed) => backend.augmentBatch(tiles, { seed }, {}, NORMALIZATIONS.hOptimus0, NORMALIZATIONS.hibou, { teacherDtype: 'float16', device });
+      const run = (seed) =>
+        backend.augmentBatch(tiles, { seed }, {}, NORMALIZATIONS.hOptimus0, NORMALIZATIONS.hibou, {
+          teacherDtype: 'float16',
+          device,
+        });
       await run(0);
       const reps = name === 'js' ? 2 : opts.device === 'cuda' ? 50 : 5;
       const t0 = performance.now();
       for (let r = 1; r <= reps; r++) await run(r);
-      out[`${name}${name === 'native' ? `-${device}` : ''}AugmentationsPerSecond`] = (reps * B) / ((performance.now() - t0) / 1000);
+      out[`${name}${name === 'native' ? `-${device}` : ''}AugmentationsPerSecond`] =
+        (reps * B) / ((performance.now() - t0) / 1000);
     }
     return out;
   }
@@ -69,10 +86,20 @@ async function main() {
     process.stdout.write(`${JSON.stringify(await child(mode, workDir, workers, opts))}\n`);
     return;
   }
-  const workerCounts = arg('workers', [1, 2, 4, os.availableParallelism()].filter((v, i, a) => a.indexOf(v) === i && v <= os.availableParallelism()).join(','))
+  const workerCounts = arg(
+    'workers',
+    [1, 2, 4, os.availableParallelism()]
+      .filter((v, i, a) => a.indexOf(v) === i && v <= os.availableParallelism())
+      .join(','),
+  )
     .split(',')
     .map(Number);
-  const opts = { slides: Number(arg('slides', 4)), batches: Number(arg('batches', 20)), batch: Number(arg('batch', 32)), device: arg('device', 'cpu') };
+  const opts = {
+    slides: Number(arg('slides', 4)),
+    batches: Number(arg('batches', 20)),
+    batch: Number(arg('batch', 32)),
+    device: arg('device', 'cpu'),
+  };
   const workDir = mkdtempSync(path.join(os.tmpdir(), 'g2l-pipeline-'));
   const run = (mode, workers) => {
     const env = {
@@ -85,25 +112,35 @@ async function main() {
       OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? 'PASSIVE',
       G2L_PIPELINE_CHILD: JSON.stringify({ mode, workDir, workers, opts }),
     };
-    const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url)], { env, encoding: 'utf8', maxBuffer: 1 << 24 });
+    const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url)], {
+      env,
+      encoding: 'utf8',
+      maxBuffer: 1 << 24,
+    });
     if (r.status !== 0) throw new Error(`${mode} with ${workers} workers failed:\n${r.stderr}`);
     return JSON.parse(r.stdout.trim().split('\n').pop());
   };
   try {
     const prep = run('prepare', Math.min(4, os.availableParallelism()));
-    console.log(`${prep.slides} synthetic slides (8192x6144, SVS at 0.25 and TIFF at 0.5 um/px), ${prep.tiles} tissue tiles at 0.5 um/px; tile command ${prep.tileCommandSeconds.toFixed(1)} s`);
+    console.log(
+      `${prep.slides} synthetic slides (8192x6144, SVS at 0.25 and TIFF at 0.5 um/px), ${prep.tiles} tissue tiles at 0.5 um/px; tile command ${prep.tileCommandSeconds.toFixed(1)} s`,
+    );
     const rows = [];
     for (const w of workerCounts) {
       const b = run('batches', w);
       const a = run('augment', w);
       rows.push({ workers: w, ...b, ...a });
     }
-    console.log(`\nbatch ${opts.batch}, 256x256 tiles, augmentation to 224 (teacher fp16 + student fp32), device ${opts.device}`);
+    console.log(
+      `\nbatch ${opts.batch}, 256x256 tiles, augmentation to 224 (teacher fp16 + student fp32), device ${opts.device}`,
+    );
     console.log('| workers | slides -> batches tiles/s | native augment /s | js augment /s |');
     console.log('| --- | --- | --- | --- |');
     for (const r of rows) {
       const nat = r[`native-${opts.device}AugmentationsPerSecond`];
-      console.log(`| ${r.workers} | ${r.tilesPerSecond.toFixed(0)} | ${nat.toFixed(0)} | ${r.jsAugmentationsPerSecond ? r.jsAugmentationsPerSecond.toFixed(0) : '-'} |`);
+      console.log(
+        `| ${r.workers} | ${r.tilesPerSecond.toFixed(0)} | ${nat.toFixed(0)} | ${r.jsAugmentationsPerSecond ? r.jsAugmentationsPerSecond.toFixed(0) : '-'} |`,
+      );
     }
     console.log(`\n${JSON.stringify({ cpus: os.availableParallelism(), ...prep, rows })}`);
   } finally {

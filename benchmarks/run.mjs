@@ -25,7 +25,17 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeFileAtomic } from '../dist/io/atomic.js';
-import { findPython, fmt as f, loadAverage, makeTiles, median, quantile, ROOT, startReference, timeRuns } from './lib/common.mjs';
+import {
+  findPython,
+  fmt as f,
+  loadAverage,
+  makeTiles,
+  median,
+  quantile,
+  ROOT,
+  startReference,
+  timeRuns,
+} from './lib/common.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -38,14 +48,24 @@ const { values: opt } = parseArgs({
     out: { type: 'string', default: path.join(ROOT, 'benchmarks', 'results', 'latest.json') },
   },
 });
-const RUNS = Number(opt.runs), JS_RUNS = Number(opt['js-runs']), BATCH = Number(opt.batch), EMBED_BATCH = Number(opt['embed-batch']);
-for (const [name, v] of [['--runs', RUNS], ['--js-runs', JS_RUNS], ['--batch', BATCH], ['--embed-batch', EMBED_BATCH]]) {
+const RUNS = Number(opt.runs),
+  JS_RUNS = Number(opt['js-runs']),
+  BATCH = Number(opt.batch),
+  EMBED_BATCH = Number(opt['embed-batch']);
+for (const [name, v] of [
+  ['--runs', RUNS],
+  ['--js-runs', JS_RUNS],
+  ['--batch', BATCH],
+  ['--embed-batch', EMBED_BATCH],
+]) {
   if (!Number.isInteger(v) || v < 1) {
     process.stderr.write(`bench: ${name} must be a positive integer\n`);
     process.exit(2);
   }
 }
-const WARMUP = 2, TILE = 256, CROP = 224;
+const WARMUP = 2,
+  TILE = 256,
+  CROP = 224;
 const skip = new Set(opt.skip.split(',').filter(Boolean));
 const log = (m) => process.stderr.write(`bench: ${m}\n`);
 
@@ -82,11 +102,23 @@ const result = {
     memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
     os: `${os.type()} ${os.release()} ${os.arch()}`,
     node: process.version,
-    env: { OMP_NUM_THREADS: env('OMP_NUM_THREADS'), OMP_WAIT_POLICY: env('OMP_WAIT_POLICY'), GOMP_SPINCOUNT: env('GOMP_SPINCOUNT') },
+    env: {
+      OMP_NUM_THREADS: env('OMP_NUM_THREADS'),
+      OMP_WAIT_POLICY: env('OMP_WAIT_POLICY'),
+      GOMP_SPINCOUNT: env('GOMP_SPINCOUNT'),
+    },
   },
   loadAverage: { start: loadAverage() },
-  setup: { batch: BATCH, embedBatch: EMBED_BATCH, tilePx: TILE, cropPx: CROP, warmup: WARMUP, pairs: RUNS, jsRuns: JS_RUNS,
-    method: 'native and PyTorch interleaved pair by pair (order alternating); js timed alone before them' },
+  setup: {
+    batch: BATCH,
+    embedBatch: EMBED_BATCH,
+    tilePx: TILE,
+    cropPx: CROP,
+    warmup: WARMUP,
+    pairs: RUNS,
+    jsRuns: JS_RUNS,
+    method: 'native and PyTorch interleaved pair by pair (order alternating); js timed alone before them',
+  },
   models: {},
   ops: Object.fromEntries(Object.entries(OPS).map(([k, o]) => [k, { label: o.label, images: o.images }])),
   notes: [],
@@ -94,15 +126,29 @@ const result = {
 
 /** { times_s, median_s, img_s, best_img_s, best_over_median } of one side's times. */
 function summarize(times, n) {
-  const med = median(times), best = Math.min(...times);
-  return { times_s: times, median_s: med, img_s: n / med, best_img_s: n / best, best_over_median: +(med / best).toFixed(3) };
+  const med = median(times),
+    best = Math.min(...times);
+  return {
+    times_s: times,
+    median_s: med,
+    img_s: n / med,
+    best_img_s: n / best,
+    best_over_median: +(med / best).toFixed(3),
+  };
 }
 
 /** The per-pair ratios native / PyTorch (PyTorch's time over the engine's) with their spread. */
 function pairRatios(nativeTimes, refTimes) {
   const r = nativeTimes.map((t, i) => refTimes[i] / t);
   const round = (x) => +x.toFixed(3);
-  return { median: round(median(r)), min: round(Math.min(...r)), max: round(Math.max(...r)), q1: round(quantile(r, 0.25)), q3: round(quantile(r, 0.75)), pairs: r.map(round) };
+  return {
+    median: round(median(r)),
+    min: round(Math.min(...r)),
+    max: round(Math.max(...r)),
+    q1: round(quantile(r, 0.25)),
+    q3: round(quantile(r, 0.75)),
+    pairs: r.map(round),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -111,7 +157,15 @@ function pairRatios(nativeTimes, refTimes) {
 const js = new JsBackend();
 for (const [role, folder] of Object.entries(models)) {
   const d = await js.describeModel({ folder });
-  result.models[role] = { family: `${d.layout} ${d.family}`, dims: d.dims, depth: d.depth, heads: d.numHeads, registers: d.numRegisters, mlp: d.mlp, parameters: d.parameters };
+  result.models[role] = {
+    family: `${d.layout} ${d.family}`,
+    dims: d.dims,
+    depth: d.depth,
+    heads: d.numHeads,
+    registers: d.numRegisters,
+    mlp: d.mlp,
+    parameters: d.parameters,
+  };
 }
 if (!skip.has('js')) {
   log(`js distill: batch ${BATCH}, 1 + ${JS_RUNS} steps (tens of seconds each)`);
@@ -139,9 +193,17 @@ if (!skip.has('native')) {
     const info = await backend.info();
     result.machine.libtorch = info.libtorchVersion;
     result.machine.nativeThreads = info.cpuThreads;
-    result.machine.engineOpenMp = env('GOMP_SPINCOUNT') ?? env('OMP_WAIT_POLICY') ? 'the user\'s' : `GOMP_SPINCOUNT=${ENGINE_GOMP_SPINCOUNT} (engine default)`;
+    result.machine.engineOpenMp =
+      (env('GOMP_SPINCOUNT') ?? env('OMP_WAIT_POLICY'))
+        ? "the user's"
+        : `GOMP_SPINCOUNT=${ENGINE_GOMP_SPINCOUNT} (engine default)`;
     const d = await Distiller.create({ ...distillConfig, backend: 'native', device: 'cpu' });
-    const d0 = await Distiller.create({ ...distillConfig, backend: 'native', device: 'cpu', augment: { enabled: false } });
+    const d0 = await Distiller.create({
+      ...distillConfig,
+      backend: 'native',
+      device: 'cpu',
+      augment: { enabled: false },
+    });
     const enc = await Encoder.load(models.teacher, { backend, device: 'cpu', batchSize: EMBED_BATCH });
     native.distill = () => d.step(tiles);
     native['distill-noaug'] = () => d0.step(tiles);
@@ -153,14 +215,30 @@ let ref = null;
 if (!skip.has('pytorch')) {
   const py = findPython(opt.python);
   if (!py) {
-    result.notes.push('PyTorch reference skipped: no python with torch, timm, transformers and safetensors (.venv, G2L_PYTHON or python3)');
+    result.notes.push(
+      'PyTorch reference skipped: no python with torch, timm, transformers and safetensors (.venv, G2L_PYTHON or python3)',
+    );
     log('no python with torch/timm/transformers: PyTorch reference skipped');
   } else {
     const threads = result.machine.nativeThreads ?? result.machine.cores;
     log(`PyTorch reference: loading (${threads} threads)`);
     try {
-      ref = await startReference(py, ['--teacher', models.teacher, '--student', models.student, '--batch', String(BATCH),
-        '--embed-batch', String(EMBED_BATCH), '--steps', String(RUNS), '--warmup', String(WARMUP), '--threads', String(threads)]);
+      ref = await startReference(py, [
+        '--teacher',
+        models.teacher,
+        '--student',
+        models.student,
+        '--batch',
+        String(BATCH),
+        '--embed-batch',
+        String(EMBED_BATCH),
+        '--steps',
+        String(RUNS),
+        '--warmup',
+        String(WARMUP),
+        '--threads',
+        String(threads),
+      ]);
       result.machine.torch = ref.info.torch;
       result.machine.pytorchThreads = ref.info.threads;
     } catch (e) {
@@ -178,7 +256,9 @@ const elapsed = async (fn) => {
 for (const [op, o] of Object.entries(OPS)) {
   const sides = [native[op] && ['native', native[op]], ref && ['pytorch', () => ref.time(op)]].filter(Boolean);
   if (!sides.length) continue;
-  log(`${o.label}: ${WARMUP} warm-up + ${RUNS} ${sides.length === 2 ? 'interleaved pairs' : `runs (${sides[0][0]} only)`}, batch ${o.images}`);
+  log(
+    `${o.label}: ${WARMUP} warm-up + ${RUNS} ${sides.length === 2 ? 'interleaved pairs' : `runs (${sides[0][0]} only)`}, batch ${o.images}`,
+  );
   result.loadAverage[`before_${op}`] = loadAverage();
   const times = Object.fromEntries(sides.map(([name]) => [name, []]));
   try {
@@ -199,7 +279,11 @@ for (const [op, o] of Object.entries(OPS)) {
 result.loadAverage.end = loadAverage();
 if (ref) await ref.close();
 // Threads of this process at the end (Node's own, libuv's, the engine's and OpenMP's): a check on thread placement.
-try { result.machine.processThreads = readdirSync('/proc/self/task').length; } catch { /* not Linux */ }
+try {
+  result.machine.processThreads = readdirSync('/proc/self/task').length;
+} catch {
+  /* not Linux */
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Ratios, goals, outputs
@@ -216,21 +300,32 @@ result.goals = {
 };
 await writeFileAtomic(opt.out, `${JSON.stringify(result, null, 2)}\n`);
 
-const m = result.models, la = result.loadAverage;
-console.log(`\n### g2l-native CPU benchmark (${result.date.slice(0, 10)}, ${result.machine.cpu}, ${result.machine.cores} cores)\n`);
-console.log(`teacher ${m.teacher.family} (dim ${m.teacher.dims}, depth ${m.teacher.depth}, ${(m.teacher.parameters / 1e6).toFixed(2)} M params), ` +
-  `student ${m.student.family} (dim ${m.student.dims}, depth ${m.student.depth}, ${(m.student.parameters / 1e6).toFixed(2)} M params); ` +
-  `distill batch ${BATCH} of ${TILE} px tiles (crop ${CROP}), embed batch ${EMBED_BATCH}; native and PyTorch in ${RUNS} interleaved pairs ` +
-  `after ${WARMUP} warm-up each; js ${JS_RUNS} runs alone\n`);
-console.log('| img/s (median) | native | PyTorch | native / PyTorch, median of pairs [min, max] | native best / median | js (alone) | native / js |');
+const m = result.models,
+  la = result.loadAverage;
+console.log(
+  `\n### g2l-native CPU benchmark (${result.date.slice(0, 10)}, ${result.machine.cpu}, ${result.machine.cores} cores)\n`,
+);
+console.log(
+  `teacher ${m.teacher.family} (dim ${m.teacher.dims}, depth ${m.teacher.depth}, ${(m.teacher.parameters / 1e6).toFixed(2)} M params), ` +
+    `student ${m.student.family} (dim ${m.student.dims}, depth ${m.student.depth}, ${(m.student.parameters / 1e6).toFixed(2)} M params); ` +
+    `distill batch ${BATCH} of ${TILE} px tiles (crop ${CROP}), embed batch ${EMBED_BATCH}; native and PyTorch in ${RUNS} interleaved pairs ` +
+    `after ${WARMUP} warm-up each; js ${JS_RUNS} runs alone\n`,
+);
+console.log(
+  '| img/s (median) | native | PyTorch | native / PyTorch, median of pairs [min, max] | native best / median | js (alone) | native / js |',
+);
 console.log('| --- | --- | --- | --- | --- | --- | --- |');
 for (const r of Object.values(ops)) {
   const v = r.native_vs_pytorch;
-  console.log(`| ${r.label} | ${f(r.native?.img_s)} | ${f(r.pytorch?.img_s)} | ${v ? `${v.median.toFixed(2)}x [${v.min.toFixed(2)}, ${v.max.toFixed(2)}]` : 'n/a'} | ` +
-    `${r.native ? r.native.best_over_median.toFixed(2) : 'n/a'} | ${f(r.js?.img_s)} | ${r.native_vs_js ? `${r.native_vs_js}x` : 'n/a'} |`);
+  console.log(
+    `| ${r.label} | ${f(r.native?.img_s)} | ${f(r.pytorch?.img_s)} | ${v ? `${v.median.toFixed(2)}x [${v.min.toFixed(2)}, ${v.max.toFixed(2)}]` : 'n/a'} | ` +
+      `${r.native ? r.native.best_over_median.toFixed(2) : 'n/a'} | ${f(r.js?.img_s)} | ${r.native_vs_js ? `${r.native_vs_js}x` : 'n/a'} |`,
+  );
 }
-console.log(`\nthreads: native ${result.machine.nativeThreads ?? 'n/a'}, PyTorch ${result.machine.pytorchThreads ?? 'n/a'}, js 1; ` +
-  `load average (1, 5, 15 min) at start ${la.start.join(', ')}, at end ${la.end.join(', ')}`);
+console.log(
+  `\nthreads: native ${result.machine.nativeThreads ?? 'n/a'}, PyTorch ${result.machine.pytorchThreads ?? 'n/a'}, js 1; ` +
+    `load average (1, 5, 15 min) at start ${la.start.join(', ')}, at end ${la.end.join(', ')}`,
+);
 for (const [g, ok] of Object.entries(result.goals)) console.log(`goal: ${g}: ${ok ?? 'n/a'}`);
 for (const n of result.notes) console.log(`note: ${n}`);
 console.log(`\nwrote ${path.relative(process.cwd(), opt.out) || opt.out}`);

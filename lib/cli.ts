@@ -13,7 +13,9 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<numb
   allowBackendFallback();
   let parser = yargs(argv)
     .scriptName('g2l-native')
-    .usage('$0 <command> [options]\n\nDistil giga-scale pathology foundation models into cancer-specific ones (G2L), and evaluate them.')
+    .usage(
+      '$0 <command> [options]\n\nDistil giga-scale pathology foundation models into cancer-specific ones (G2L), and evaluate them.',
+    )
     .option('verbose', { type: 'boolean', default: false, describe: 'Print stack traces and engine logs' })
     .option('backend', {
       choices: ['native', 'js'] as const,

@@ -17,13 +17,19 @@ export const ExitCode = {
 } as const;
 
 /** The signals a command stops cleanly on, with their exit codes (128 + the signal's number). */
-export const STOP_SIGNALS = { SIGINT: ExitCode.interrupted, SIGTERM: ExitCode.terminated, SIGHUP: ExitCode.hangup } as const;
+export const STOP_SIGNALS = {
+  SIGINT: ExitCode.interrupted,
+  SIGTERM: ExitCode.terminated,
+  SIGHUP: ExitCode.hangup,
+} as const;
 export type StopSignal = keyof typeof STOP_SIGNALS;
 
 /** The exit code for a stop whose AbortSignal's reason is the signal's name (SIGINT's 130 for any other reason). */
 export function stopExitCode(signal: AbortSignal | undefined): number {
   const reason = signal?.reason as unknown;
-  return typeof reason === 'string' && reason in STOP_SIGNALS ? STOP_SIGNALS[reason as StopSignal] : ExitCode.interrupted;
+  return typeof reason === 'string' && reason in STOP_SIGNALS
+    ? STOP_SIGNALS[reason as StopSignal]
+    : ExitCode.interrupted;
 }
 
 export class UserError extends Error {

@@ -13,8 +13,13 @@ const checkout = existsSync(path.join(root, '.git'));
 if (checkout) {
   process.stdout.write('g2l-native: the native addons and the TypeScript are built by `npm run setup`\n');
 } else if (process.env.G2L_BUILD === '1') {
-  const r = spawnSync(process.execPath, [path.join(root, 'bin', 'g2l-native'), 'setup'], { cwd: root, stdio: 'inherit' });
+  const r = spawnSync(process.execPath, [path.join(root, 'bin', 'g2l-native'), 'setup'], {
+    cwd: root,
+    stdio: 'inherit',
+  });
   process.exitCode = r.status ?? 1;
 } else {
-  process.stdout.write('g2l-native: run `npx g2l-native setup` to build the native engine (or install with G2L_BUILD=1)\n');
+  process.stdout.write(
+    'g2l-native: run `npx g2l-native setup` to build the native engine (or install with G2L_BUILD=1)\n',
+  );
 }

@@ -27,7 +27,17 @@
 // Flags: --only <step>[,<step>...] runs those steps alone; --dev adds the developer part; --package --out <dir>.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -72,7 +82,12 @@ function run(step, cmd, cmdArgs, options = {}) {
 
 function capture(cmd, cmdArgs, options = {}) {
   try {
-    return execFileSync(cmd, cmdArgs, { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], ...options }).trim();
+    return execFileSync(cmd, cmdArgs, {
+      cwd: root,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+      ...options,
+    }).trim();
   } catch {
     return null;
   }
@@ -133,9 +148,21 @@ const sha256 = (text) => createHash('sha256').update(text).digest('hex');
 const INSTALL_HINTS = {
   'g++': { debian: 'sudo apt-get install g++', fedora: 'sudo dnf install gcc-c++', mac: 'xcode-select --install' },
   make: { debian: 'sudo apt-get install make', fedora: 'sudo dnf install make', mac: 'xcode-select --install' },
-  cmake: { debian: 'sudo apt-get install cmake (or: python3 -m pip install --user cmake)', fedora: 'sudo dnf install cmake', mac: 'brew install cmake' },
-  python3: { debian: 'sudo apt-get install python3 python3-venv', fedora: 'sudo dnf install python3', mac: 'brew install python' },
-  'python3-venv': { debian: 'sudo apt-get install python3-venv', fedora: 'sudo dnf install python3', mac: 'brew install python' },
+  cmake: {
+    debian: 'sudo apt-get install cmake (or: python3 -m pip install --user cmake)',
+    fedora: 'sudo dnf install cmake',
+    mac: 'brew install cmake',
+  },
+  python3: {
+    debian: 'sudo apt-get install python3 python3-venv',
+    fedora: 'sudo dnf install python3',
+    mac: 'brew install python',
+  },
+  'python3-venv': {
+    debian: 'sudo apt-get install python3-venv',
+    fedora: 'sudo dnf install python3',
+    mac: 'brew install python',
+  },
 };
 
 function installHint(tool) {
@@ -167,13 +194,20 @@ function stepSystem() {
     }
   }
   if (missing.length === 0) {
-    return hasDpkg ? `up to date (${DEBIAN_PACKAGES.join(', ')})` : 'build tools present (no dpkg: install OpenSlide yourself for slide files)';
+    return hasDpkg
+      ? `up to date (${DEBIAN_PACKAGES.join(', ')})`
+      : 'build tools present (no dpkg: install OpenSlide yourself for slide files)';
   }
   if (!hasDpkg || !isRoot) {
-    say('system', `missing: ${missing.join(' ')}. Install them (Debian/Ubuntu: sudo apt-get install ${missing.join(' ')}); ` +
-      'continuing without them (OpenSlide slides will be unreadable).');
+    say(
+      'system',
+      `missing: ${missing.join(' ')}. Install them (Debian/Ubuntu: sudo apt-get install ${missing.join(' ')}); ` +
+        'continuing without them (OpenSlide slides will be unreadable).',
+    );
     if (missing.some((m) => Object.values(BUILD_TOOLS).includes(m))) {
-      throw new SetupError(`system: the build tools ${missing.join(', ')} are missing: install them and run npm run setup again`);
+      throw new SetupError(
+        `system: the build tools ${missing.join(', ')} are missing: install them and run npm run setup again`,
+      );
     }
     return 'incomplete';
   }
@@ -194,10 +228,18 @@ function stepTools() {
   const needPython = !process.env.LIBTORCH && !process.env.Torch_DIR && !existsSync(venvPython);
   if (needPython && !which('python3')) missing.push('python3');
   for (const tool of missing) {
-    const what = { 'g++': 'no C++ compiler (c++, g++ or clang++)', make: 'no make', cmake: 'no cmake', python3: 'no python3 (needed to install libtorch; or set LIBTORCH)' }[tool];
+    const what = {
+      'g++': 'no C++ compiler (c++, g++ or clang++)',
+      make: 'no make',
+      cmake: 'no cmake',
+      python3: 'no python3 (needed to install libtorch; or set LIBTORCH)',
+    }[tool];
     process.stderr.write(`setup: missing  ${what}: ${installHint(tool)}\n`);
   }
-  if (missing.length > 0) throw new SetupError(`tools: ${missing.length} prerequisite(s) missing (above): install them and run the setup again`);
+  if (missing.length > 0)
+    throw new SetupError(
+      `tools: ${missing.length} prerequisite(s) missing (above): install them and run the setup again`,
+    );
   const compiler = process.env.CXX || which('c++') || which('g++') || which('clang++');
   return `C++ compiler ${compiler}, ${which('cmake')}${which('ninja') ? ', ninja' : ''}${needPython ? `, ${which('python3')}` : ''}`;
 }
@@ -213,20 +255,31 @@ function installTorch(step) {
     return `up to date (${venv} matches ${path.relative(root, file)})`;
   }
   const python = which('python3');
-  if (!python) throw new SetupError(`${step}: python3 is not installed (${installHint('python3')}); or set LIBTORCH to an unpacked libtorch folder`);
+  if (!python)
+    throw new SetupError(
+      `${step}: python3 is not installed (${installHint('python3')}); or set LIBTORCH to an unpacked libtorch folder`,
+    );
   if (!existsSync(venvPython)) {
     say(step, `creating ${venv}`);
     const r = spawnSync(python, ['-m', 'venv', venv], { encoding: 'utf8' });
     if (r.status !== 0) {
-      throw new SetupError(`${step}: \`python3 -m venv\` failed (${(r.stderr || '').trim().split('\n').pop()}): ${installHint('python3-venv')}`);
+      throw new SetupError(
+        `${step}: \`python3 -m venv\` failed (${(r.stderr || '').trim().split('\n').pop()}): ${installHint('python3-venv')}`,
+      );
     }
   }
   const pip = [venvPython, '-m', 'pip', 'install', '--disable-pip-version-check', '-q'];
   if (driver) {
-    say(step, `installing ${path.relative(root, file)} into ${venv} (an NVIDIA driver is present: torch with its CUDA libraries)`);
+    say(
+      step,
+      `installing ${path.relative(root, file)} into ${venv} (an NVIDIA driver is present: torch with its CUDA libraries)`,
+    );
     run(step, pip[0], [...pip.slice(1), '-r', file]);
   } else {
-    say(step, `installing ${path.relative(root, file)} into ${venv} with --no-deps (no NVIDIA driver: torch without the NVIDIA wheels)`);
+    say(
+      step,
+      `installing ${path.relative(root, file)} into ${venv} with --no-deps (no NVIDIA driver: torch without the NVIDIA wheels)`,
+    );
     run(step, pip[0], [...pip.slice(1), '--no-deps', '-r', file]);
   }
   writeTextAtomic(stamp, `${wanted}\n`);
@@ -235,7 +288,8 @@ function installTorch(step) {
 
 /** Repository: the user part of .venv, libtorch. */
 function stepPython() {
-  if (process.env.LIBTORCH || process.env.Torch_DIR) return `skipped (libtorch from ${process.env.LIBTORCH ? 'LIBTORCH' : 'Torch_DIR'})`;
+  if (process.env.LIBTORCH || process.env.Torch_DIR)
+    return `skipped (libtorch from ${process.env.LIBTORCH ? 'LIBTORCH' : 'Torch_DIR'})`;
   return installTorch('python');
 }
 
@@ -280,10 +334,14 @@ function fromEnvironment() {
     const lt = path.resolve(process.env.LIBTORCH);
     const prefix = path.join(lt, 'share', 'cmake');
     if (!existsSync(path.join(prefix, 'Torch', 'TorchConfig.cmake'))) {
-      throw new SetupError(`libtorch: LIBTORCH=${lt} has no share/cmake/Torch/TorchConfig.cmake; point it at an unpacked libtorch folder`);
+      throw new SetupError(
+        `libtorch: LIBTORCH=${lt} has no share/cmake/Torch/TorchConfig.cmake; point it at an unpacked libtorch folder`,
+      );
     }
     const versionFile = path.join(lt, 'build-version');
-    const version = existsSync(versionFile) ? readFileSync(versionFile, 'utf8').trim() : torchVersionFile(lt) ?? 'unknown';
+    const version = existsSync(versionFile)
+      ? readFileSync(versionFile, 'utf8').trim()
+      : (torchVersionFile(lt) ?? 'unknown');
     return { source: 'LIBTORCH', version: version.split('+')[0], versionFull: version, prefix, root: lt };
   }
   if (process.env.Torch_DIR) {
@@ -294,7 +352,9 @@ function fromEnvironment() {
     const prefix = path.resolve(dir, '..');
     const rootDir = path.resolve(dir, '..', '..', '..');
     const versionFile = path.join(rootDir, 'build-version');
-    const version = existsSync(versionFile) ? readFileSync(versionFile, 'utf8').trim() : torchVersionFile(rootDir) ?? 'unknown';
+    const version = existsSync(versionFile)
+      ? readFileSync(versionFile, 'utf8').trim()
+      : (torchVersionFile(rootDir) ?? 'unknown');
     return { source: 'Torch_DIR', version: version.split('+')[0], versionFull: version, prefix, root: rootDir };
   }
   return null;
@@ -334,24 +394,35 @@ let torch = null;
 function stepLibtorch() {
   torch = findLibtorch();
   if (!torch && packageMode) {
-    say('libtorch', `not found (no LIBTORCH, Torch_DIR, or python3 with torch 2.11.x): installing torch==${TORCH_VERSION} from PyPI into ${venv}`);
+    say(
+      'libtorch',
+      `not found (no LIBTORCH, Torch_DIR, or python3 with torch 2.11.x): installing torch==${TORCH_VERSION} from PyPI into ${venv}`,
+    );
     installTorch('libtorch');
     const t = pyTorch(venvPython);
     if (!t) throw new SetupError(`libtorch: torch was installed into ${venv} but its CMake files were not found`);
     torch = { source: 'cache', ...t };
   }
   if (!torch) {
-    throw new SetupError('libtorch: not found. Set LIBTORCH or Torch_DIR, or let setup install the pinned torch into .venv ' +
-      '(run `npm run setup` without --only)');
+    throw new SetupError(
+      'libtorch: not found. Set LIBTORCH or Torch_DIR, or let setup install the pinned torch into .venv ' +
+        '(run `npm run setup` without --only)',
+    );
   }
-  if (torch.version !== TORCH_VERSION) say('libtorch', `warning: the project is pinned to torch ${TORCH_VERSION}; ${torch.version} may not build`);
+  if (torch.version !== TORCH_VERSION)
+    say('libtorch', `warning: the project is pinned to torch ${TORCH_VERSION}; ${torch.version} may not build`);
   return `${torch.versionFull} from ${torch.source} (${torch.root})`;
 }
 
 function nodeHeaders() {
   const headers = packageDir('node-api-headers');
   const addonApi = packageDir('node-addon-api');
-  if (!headers || !existsSync(path.join(headers, 'include', 'node_api.h')) || !addonApi || !existsSync(path.join(addonApi, 'napi.h'))) {
+  if (
+    !headers ||
+    !existsSync(path.join(headers, 'include', 'node_api.h')) ||
+    !addonApi ||
+    !existsSync(path.join(addonApi, 'napi.h'))
+  ) {
     throw new SetupError('engine: node-api-headers or node-addon-api is missing from node_modules: run npm install');
   }
   return { include: path.join(headers, 'include'), addonApi };
@@ -366,7 +437,11 @@ function engineSourcesHash() {
       if (statSync(path.join(root, dir, String(f))).isFile()) files.push(path.join(dir, String(f)));
     }
   }
-  for (const f of files.sort()) hash.update(`${f}\0`).update(readFileSync(path.join(root, f))).update('\0');
+  for (const f of files.sort())
+    hash
+      .update(`${f}\0`)
+      .update(readFileSync(path.join(root, f)))
+      .update('\0');
   return hash.digest('hex');
 }
 
@@ -375,7 +450,13 @@ function stepEngine() {
   const cuda = (process.env.G2L_CUDA || 'AUTO').toUpperCase();
   const archs = process.env.G2L_CUDA_ARCHITECTURES || '80;90';
   // The sources' folder is part of the key: CMake refuses a build folder configured for another source tree.
-  const key = { prefix: torch.prefix, cuda, archs, node: process.versions.modules, ...(packageMode ? { source: root } : {}) };
+  const key = {
+    prefix: torch.prefix,
+    cuda,
+    archs,
+    node: process.versions.modules,
+    ...(packageMode ? { source: root } : {}),
+  };
   const addon = path.join(engineBuild, 'Release', 'g2l_engine.node');
   let record = null;
   try {
@@ -383,7 +464,10 @@ function stepEngine() {
   } catch {
     record = null;
   }
-  const sameConfig = record && JSON.stringify(record.key) === JSON.stringify(key) && existsSync(path.join(engineBuild, 'CMakeCache.txt'));
+  const sameConfig =
+    record &&
+    JSON.stringify(record.key) === JSON.stringify(key) &&
+    existsSync(path.join(engineBuild, 'CMakeCache.txt'));
   const headers = nodeHeaders();
   // Installed package: the build is current while the shipped sources are byte for byte those it was built from (a
   // reinstall of the same version rewrites their mtimes, not their contents), so the precompiled header can go.
@@ -397,7 +481,10 @@ function stepEngine() {
     run('engine', 'cmake', ['--build', engineBuild, '--parallel', '2'], { stdio: ['ignore', 'ignore', 'inherit'] });
     result = mtime(addon) === before ? 'up to date' : `rebuilt ${addon}`;
   } else {
-    say('engine', `building the engine over libtorch ${torch.version} (CUDA: ${cuda}, architectures ${archs}) into ${engineBuild}`);
+    say(
+      'engine',
+      `building the engine over libtorch ${torch.version} (CUDA: ${cuda}, architectures ${archs}) into ${engineBuild}`,
+    );
     const cmakeJsDir = packageDir('cmake-js');
     if (!cmakeJsDir) throw new SetupError('engine: cmake-js is missing from node_modules: run npm install');
     const defs = [
@@ -408,8 +495,16 @@ function stepEngine() {
       '--CDCMAKE_BUILD_TYPE=Release',
     ];
     run('engine', process.execPath, [
-      path.join(cmakeJsDir, 'bin', 'cmake-js'), 'rebuild', '--directory', root, '--out', engineBuild, '--parallel', '2',
-      ...(which('ninja') ? ['-G', 'Ninja'] : []), ...defs,
+      path.join(cmakeJsDir, 'bin', 'cmake-js'),
+      'rebuild',
+      '--directory',
+      root,
+      '--out',
+      engineBuild,
+      '--parallel',
+      '2',
+      ...(which('ninja') ? ['-G', 'Ninja'] : []),
+      ...defs,
     ]);
     result = `built ${addon}`;
   }
@@ -442,7 +537,8 @@ function nodeDir() {
   const prefix = path.resolve(path.dirname(process.execPath), '..');
   if (existsSync(path.join(prefix, 'include', 'node', 'common.gypi'))) return prefix;
   const configured = capture('npm', ['config', 'get', 'nodedir']);
-  if (configured && configured !== 'undefined' && existsSync(path.join(configured, 'include', 'node', 'common.gypi'))) return configured;
+  if (configured && configured !== 'undefined' && existsSync(path.join(configured, 'include', 'node', 'common.gypi')))
+    return configured;
   throw new SetupError(
     `slides: Node's headers were not found (no ${path.join(prefix, 'include', 'node', 'common.gypi')}). ` +
       'Install the Node.js development headers (Debian: apt-get install libnode-dev, or use the official Node.js tarball) ' +
@@ -452,8 +548,12 @@ function nodeDir() {
 
 /** What the slide addon compiles: binding.gyp, native/slides, and the addon headers it includes (../addon/async.h). */
 function slideSources(base) {
-  const files = ['binding.gyp', ...readdirSync(path.join(root, 'native', 'slides')).map((f) => path.join('native', 'slides', f))];
-  for (const f of readdirSync(path.join(root, 'native', 'addon'))) if (f.endsWith('.h')) files.push(path.join('native', 'addon', f));
+  const files = [
+    'binding.gyp',
+    ...readdirSync(path.join(root, 'native', 'slides')).map((f) => path.join('native', 'slides', f)),
+  ];
+  for (const f of readdirSync(path.join(root, 'native', 'addon')))
+    if (f.endsWith('.h')) files.push(path.join('native', 'addon', f));
   return files.map((f) => path.join(base, f));
 }
 
@@ -479,19 +579,33 @@ function stepSlides() {
   if (!nodeGypDir) throw new SetupError('slides: node-gyp is missing from node_modules: run npm install');
   const addonApi = packageDir('node-addon-api');
   // binding.gyp asks node for require('node-addon-api') from `out`: NODE_PATH lets that resolve outside node_modules.
-  const env = { ...process.env, ...(addonApi ? { NODE_PATH: [path.dirname(addonApi), process.env.NODE_PATH].filter(Boolean).join(path.delimiter) } : {}) };
-  run('slides', process.execPath, [path.join(nodeGypDir, 'bin', 'node-gyp.js'), 'rebuild', `--nodedir=${nodeDir()}`, '-j', '2'], {
-    cwd: out,
-    env,
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
+  const env = {
+    ...process.env,
+    ...(addonApi
+      ? { NODE_PATH: [path.dirname(addonApi), process.env.NODE_PATH].filter(Boolean).join(path.delimiter) }
+      : {}),
+  };
+  run(
+    'slides',
+    process.execPath,
+    [path.join(nodeGypDir, 'bin', 'node-gyp.js'), 'rebuild', `--nodedir=${nodeDir()}`, '-j', '2'],
+    {
+      cwd: out,
+      env,
+      stdio: ['ignore', 'ignore', 'inherit'],
+    },
+  );
   if (!existsSync(outFile)) throw new SetupError(`slides: node-gyp finished but ${outFile} is missing`);
   return `built ${outFile}`;
 }
 
 function stepTs() {
   const stamp = path.join(root, 'dist', '.tsbuildinfo');
-  const newest = Math.max(newestMtime(path.join(root, 'lib')), mtime(path.join(root, 'tsconfig.json')), mtime(path.join(root, 'package.json')));
+  const newest = Math.max(
+    newestMtime(path.join(root, 'lib')),
+    mtime(path.join(root, 'tsconfig.json')),
+    mtime(path.join(root, 'package.json')),
+  );
   if (existsSync(stamp) && mtime(stamp) >= newest) return 'up to date';
   say('ts', 'compiling lib/ into dist/');
   run('ts', process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json']);
@@ -500,11 +614,23 @@ function stepTs() {
 
 const steps = packageMode
   ? { tools: stepTools, libtorch: stepLibtorch, engine: stepEngine, slides: stepSlides }
-  : { npm: stepNpm, system: stepSystem, python: stepPython, dev: stepDev, libtorch: stepLibtorch, engine: stepEngine, slides: stepSlides, ts: stepTs };
+  : {
+      npm: stepNpm,
+      system: stepSystem,
+      python: stepPython,
+      dev: stepDev,
+      libtorch: stepLibtorch,
+      engine: stepEngine,
+      slides: stepSlides,
+      ts: stepTs,
+    };
 
 try {
-  if (packageMode && !flagValue('--out')) throw new SetupError('--package needs --out <folder> (g2l-native setup passes its cache)');
-  if (only) for (const s of only) if (!steps[s]) throw new SetupError(`unknown step '${s}': use ${Object.keys(steps).join(', ')}`);
+  if (packageMode && !flagValue('--out'))
+    throw new SetupError('--package needs --out <folder> (g2l-native setup passes its cache)');
+  if (only)
+    for (const s of only)
+      if (!steps[s]) throw new SetupError(`unknown step '${s}': use ${Object.keys(steps).join(', ')}`);
   for (const [name, fn] of Object.entries(steps)) {
     if (only ? !only.has(name) : name === 'dev' && !dev) continue;
     const t0 = Date.now();

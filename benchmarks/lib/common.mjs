@@ -14,7 +14,10 @@ export function makeTiles(B, S, seed) {
   let h = seed >>> 0;
   for (let i = 0; i < data.length; i++) {
     h = (Math.imul(h ^ (h >>> 15), 2246822519) + 0x9e3779b9) >>> 0;
-    const p = Math.floor(i / 3), x = p % S, y = Math.floor(p / S) % S, c = i % 3;
+    const p = Math.floor(i / 3),
+      x = p % S,
+      y = Math.floor(p / S) % S,
+      c = i % 3;
     data[i] = Math.max(0, Math.min(255, Math.round(170 + 50 * Math.sin(x / 13 + y / (7 + c)) + ((h & 31) - 16))));
   }
   return { data, shape: [B, S, S, 3] };
@@ -40,7 +43,9 @@ export async function timeRuns(fn, warmup, runs) {
 
 /** A python with torch, timm, transformers and safetensors: --python, G2L_PYTHON, the .venv, python3; else null. */
 export function findPython(explicit) {
-  for (const py of [explicit, process.env.G2L_PYTHON, path.join(ROOT, '.venv', 'bin', 'python'), 'python3'].filter(Boolean)) {
+  for (const py of [explicit, process.env.G2L_PYTHON, path.join(ROOT, '.venv', 'bin', 'python'), 'python3'].filter(
+    Boolean,
+  )) {
     if (py.includes('/') && !existsSync(py)) continue;
     const r = spawnSync(py, ['-c', 'import torch, timm, transformers, safetensors'], { encoding: 'utf8' });
     if (r.status === 0) return py;
@@ -50,10 +55,16 @@ export function findPython(explicit) {
 
 /** Runs tools/reference_step.py with `args`; returns its JSON line, or { error }. */
 export function runReference(python, args, timeoutMs = 20 * 60 * 1000) {
-  const r = spawnSync(python, [path.join(ROOT, 'tools', 'reference_step.py'), ...args], { encoding: 'utf8', maxBuffer: 1 << 26, timeout: timeoutMs });
+  const r = spawnSync(python, [path.join(ROOT, 'tools', 'reference_step.py'), ...args], {
+    encoding: 'utf8',
+    maxBuffer: 1 << 26,
+    timeout: timeoutMs,
+  });
   const last = (r.stdout ?? '').trim().split('\n').pop() ?? '';
   if (r.status !== 0 || !last.startsWith('{')) {
-    return { error: `exit ${r.status}${r.signal ? ` (${r.signal})` : ''}: ${(r.stderr || '').trim().split('\n').slice(-3).join(' | ')}` };
+    return {
+      error: `exit ${r.status}${r.signal ? ` (${r.signal})` : ''}: ${(r.stderr || '').trim().split('\n').slice(-3).join(' | ')}`,
+    };
   }
   return JSON.parse(last);
 }
@@ -64,9 +75,13 @@ export function runReference(python, args, timeoutMs = 20 * 60 * 1000) {
  * Resolves once the models are loaded, to { info, time, close }; rejects with the child's last stderr lines.
  */
 export function startReference(python, args, timeoutMs = 10 * 60 * 1000) {
-  const child = spawn(python, [path.join(ROOT, 'tools', 'reference_step.py'), '--serve', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(python, [path.join(ROOT, 'tools', 'reference_step.py'), '--serve', ...args], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   let stderr = '';
-  child.stderr.on('data', (d) => { stderr = (stderr + d).slice(-4000); });
+  child.stderr.on('data', (d) => {
+    stderr = (stderr + d).slice(-4000);
+  });
   const lines = createInterface({ input: child.stdout });
   const waiting = [];
   let failed = null;
@@ -75,7 +90,7 @@ export function startReference(python, args, timeoutMs = 10 * 60 * 1000) {
     while (waiting.length) waiting.shift().reject(failed);
   };
   lines.on('line', (line) => {
-    if (!line.startsWith('{')) return;  // a library's chatter on stdout
+    if (!line.startsWith('{')) return; // a library's chatter on stdout
     const w = waiting.shift();
     if (!w) return;
     const msg = JSON.parse(line);
@@ -84,11 +99,24 @@ export function startReference(python, args, timeoutMs = 10 * 60 * 1000) {
   });
   child.on('exit', (code, signal) => fail(`reference exited (${signal ?? code})`));
   child.on('error', (e) => fail(`reference did not start (${e.message})`));
-  const next = () => new Promise((resolve, reject) => {
-    if (failed) return reject(failed);
-    const timer = setTimeout(() => { child.kill(); fail(`reference timed out after ${timeoutMs / 1000} s`); }, timeoutMs);
-    waiting.push({ resolve: (m) => { clearTimeout(timer); resolve(m); }, reject: (e) => { clearTimeout(timer); reject(e); } });
-  });
+  const next = () =>
+    new Promise((resolve, reject) => {
+      if (failed) return reject(failed);
+      const timer = setTimeout(() => {
+        child.kill();
+        fail(`reference timed out after ${timeoutMs / 1000} s`);
+      }, timeoutMs);
+      waiting.push({
+        resolve: (m) => {
+          clearTimeout(timer);
+          resolve(m);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+    });
   return next().then((info) => ({
     info,
     time: async (op) => {
@@ -96,18 +124,21 @@ export function startReference(python, args, timeoutMs = 10 * 60 * 1000) {
       child.stdin.write(`${op}\n`);
       return (await answer).s;
     },
-    close: () => new Promise((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) return resolve();
-      child.once('exit', () => resolve());
-      child.stdin.end('quit\n');
-    }),
+    close: () =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.stdin.end('quit\n');
+      }),
   }));
 }
 
 /** Quantile q of xs (linear interpolation between order statistics, numpy's default). */
 export function quantile(xs, q) {
   const s = [...xs].sort((a, b) => a - b);
-  const at = (s.length - 1) * q, lo = Math.floor(at), hi = Math.ceil(at);
+  const at = (s.length - 1) * q,
+    lo = Math.floor(at),
+    hi = Math.ceil(at);
   return s[lo] + (s[hi] - s[lo]) * (at - lo);
 }
 

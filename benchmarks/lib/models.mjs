@@ -12,7 +12,11 @@ export const BENCH_MODELS = {
     num_classes: 0,
     global_pool: 'token',
     model_args: { img_size: 224, init_values: 1e-5, embed_dim: 192, depth: 4, num_heads: 3 },
-    pretrained_cfg: { input_size: [3, 224, 224], mean: [0.707223, 0.578729, 0.703617], std: [0.211883, 0.230117, 0.177517] },
+    pretrained_cfg: {
+      input_size: [3, 224, 224],
+      mean: [0.707223, 0.578729, 0.703617],
+      std: [0.211883, 0.230117, 0.177517],
+    },
   },
   student: {
     architectures: ['Dinov2WithRegistersModel'],
@@ -41,10 +45,25 @@ export async function writeBenchModels(root, seed = 0) {
     mkdirSync(dir, { recursive: true });
     writeFileSync(path.join(dir, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
     if (config.model_type) {
-      writeFileSync(path.join(dir, 'preprocessor_config.json'), `${JSON.stringify({
-        crop_size: { height: 224, width: 224 }, do_center_crop: true, do_normalize: true, do_rescale: true, do_resize: true,
-        image_processor_type: 'BitImageProcessor', resample: 3, rescale_factor: 1 / 255, size: { shortest_edge: 224 }, ...HIBOU_NORM,
-      }, null, 2)}\n`);
+      writeFileSync(
+        path.join(dir, 'preprocessor_config.json'),
+        `${JSON.stringify(
+          {
+            crop_size: { height: 224, width: 224 },
+            do_center_crop: true,
+            do_normalize: true,
+            do_rescale: true,
+            do_resize: true,
+            image_processor_type: 'BitImageProcessor',
+            resample: 3,
+            rescale_factor: 1 / 255,
+            size: { shortest_edge: 224 },
+            ...HIBOU_NORM,
+          },
+          null,
+          2,
+        )}\n`,
+      );
     }
     const model = createJsModel(dir, '', seed + (name === 'teacher' ? 0 : 1));
     await model.exportTo(dir);

@@ -74,9 +74,15 @@ export function getBackend(options: BackendOptions = {}): Backend {
  * the event loop), which takes the same step on the same models, seed and tiles (test/js-backend/distill.test.ts).
  * The js one refuses models it would need hours for unless config.force.
  */
-export async function createBackendDistiller(backend: Backend, config: BackendDistillerConfig): Promise<BackendDistiller> {
+export async function createBackendDistiller(
+  backend: Backend,
+  config: BackendDistillerConfig,
+): Promise<BackendDistiller> {
   if (backend instanceof NativeBackend) {
     return backend.addon.Distiller.create(toEngineConfig(config)) as Promise<BackendDistiller>;
   }
-  return JsDistillerWorker.create({ ...config, force: config.force ?? (backend instanceof JsBackend ? backend.force : false) });
+  return JsDistillerWorker.create({
+    ...config,
+    force: config.force ?? (backend instanceof JsBackend ? backend.force : false),
+  });
 }

@@ -10,10 +10,29 @@ import type { Backend, BackendInfo, Float32Tensor, Uint8Tensor } from './types.j
 import type { AugmentConfig, AugmentedBatch, AugmentOptions, Normalization, TeacherDtype } from './types.js';
 import type { FloatTensor, LogSumLossOptions, LogSumLossResult, StudentDrop } from './types.js';
 import type { NativeDistillerConstructor } from '../distill/native-types.js';
-import type { EmbedInput, MilBags, MilParams, MilTrainPlan, MilTrainResult, ModelDescription, ModelDtype, ModelHandle, ModelInfo, ModelLoadOptions, ModelSource } from './types.js';
+import type {
+  EmbedInput,
+  MilBags,
+  MilParams,
+  MilTrainPlan,
+  MilTrainResult,
+  ModelDescription,
+  ModelDtype,
+  ModelHandle,
+  ModelInfo,
+  ModelLoadOptions,
+  ModelSource,
+} from './types.js';
 import type { Float64Tensor, LogisticModel, LogisticOptions, Tensor, TopK, TopKOptions } from './types.js';
 import { UserError } from '../errors.js';
-import { nativeModelSpec, resolveVitSpec, studentRegularization, type NativeModelSpec, type Regularization, type VitSpec } from '../models/spec.js';
+import {
+  nativeModelSpec,
+  resolveVitSpec,
+  studentRegularization,
+  type NativeModelSpec,
+  type Regularization,
+  type VitSpec,
+} from '../models/spec.js';
 import { exitAtOnceWhileBusy, type ExitIfBusy } from '../util/exit.js';
 
 /** The functions the addon exports (native/addon). */
@@ -29,8 +48,19 @@ export interface EngineAddon extends ExitIfBusy {
     cpuThreads: number;
     parallelInfo: string;
   }>;
-  normalizeImages(images: Uint8Tensor, mean: readonly number[], std: readonly number[], device: string): Promise<Float32Tensor>;
-  sampleAugmentParams(batch: number, tileH: number, tileW: number, config: AugmentConfig, seed: number | bigint): Promise<Float32Tensor>;
+  normalizeImages(
+    images: Uint8Tensor,
+    mean: readonly number[],
+    std: readonly number[],
+    device: string,
+  ): Promise<Float32Tensor>;
+  sampleAugmentParams(
+    batch: number,
+    tileH: number,
+    tileW: number,
+    config: AugmentConfig,
+    seed: number | bigint,
+  ): Promise<Float32Tensor>;
   augmentBatch(
     tiles: Uint8Tensor,
     params: Float32Tensor,
@@ -60,7 +90,13 @@ export interface EngineAddon extends ExitIfBusy {
     device: string,
   ): Promise<LogSumLossResult>;
   // ABMIL (native/addon/mil.cpp)
-  abmilTrain(init: MilParams, train: MilBags, val: MilBags | null, plan: MilTrainPlan, device: string): Promise<MilTrainResult>;
+  abmilTrain(
+    init: MilParams,
+    train: MilBags,
+    val: MilBags | null,
+    plan: MilTrainPlan,
+    device: string,
+  ): Promise<MilTrainResult>;
   abmilPredict(params: MilParams, bags: MilBags, device: string): Promise<FloatTensor>;
   abmilLoss(params: MilParams, bags: MilBags, device: string): Promise<{ loss: number; grads: MilParams }>;
   // Models (native/addon/models.cpp); a handle is an opaque External
@@ -70,10 +106,20 @@ export interface EngineAddon extends ExitIfBusy {
   modelInfo(handle: NativeModelRef): NativeModelInfo;
   modelEmbed(handle: NativeModelRef, images: EmbedInput): Promise<Float32Tensor>;
   /** A training-mode forward (dropout and drop path as in a distillation step; native/engine Model::embed_train). */
-  modelEmbedTrain(handle: NativeModelRef, images: Float32Tensor, seed: number, drop: Regularization): Promise<Float32Tensor>;
+  modelEmbedTrain(
+    handle: NativeModelRef,
+    images: Float32Tensor,
+    seed: number,
+    drop: Regularization,
+  ): Promise<Float32Tensor>;
   modelExport(handle: NativeModelRef, folder: string): Promise<void>;
   modelDispose(handle: NativeModelRef): Promise<void>;
-  runOptimizer(names: string[], params: Float32Tensor[], gradsPerStep: Float32Tensor[][], config: object): Promise<{
+  runOptimizer(
+    names: string[],
+    params: Float32Tensor[],
+    gradsPerStep: Float32Tensor[][],
+    config: object,
+  ): Promise<{
     params: Float32Tensor[][];
     lr: number[];
     weightDecay: number[];
@@ -81,11 +127,30 @@ export interface EngineAddon extends ExitIfBusy {
   }>;
   Distiller: NativeDistillerConstructor;
   // Evaluation (native/addon/eval.cpp); groups and labels as Float64Array of integers
-  evalCosineTopK(query: Float32Tensor, base: Float32Tensor, options: {
-    k: number; queryGroup?: Float64Tensor; baseGroup?: Float64Tensor; device?: string; queryBlock?: number; baseBlock?: number;
-  }): Promise<{ idx: Tensor<BigInt64Array>; sim: Float64Tensor }>;
-  evalFitLogistic(X: Float32Tensor, y: Float64Tensor, nClasses: number, options: { C: number; gtol?: number; maxIter?: number; device?: string }): Promise<{
-    W: Float64Tensor; b: Float64Tensor; iterations: number; converged: boolean; gradMax: number; loss: number;
+  evalCosineTopK(
+    query: Float32Tensor,
+    base: Float32Tensor,
+    options: {
+      k: number;
+      queryGroup?: Float64Tensor;
+      baseGroup?: Float64Tensor;
+      device?: string;
+      queryBlock?: number;
+      baseBlock?: number;
+    },
+  ): Promise<{ idx: Tensor<BigInt64Array>; sim: Float64Tensor }>;
+  evalFitLogistic(
+    X: Float32Tensor,
+    y: Float64Tensor,
+    nClasses: number,
+    options: { C: number; gtol?: number; maxIter?: number; device?: string },
+  ): Promise<{
+    W: Float64Tensor;
+    b: Float64Tensor;
+    iterations: number;
+    converged: boolean;
+    gradMax: number;
+    loss: number;
   }>;
   evalLinearCka(x: Float32Tensor, y: Float32Tensor, device: string): Promise<{ linear: number; debiased: number }>;
   evalRbfCka(x: Float32Tensor, y: Float32Tensor, device: string): Promise<number>;
@@ -157,7 +222,9 @@ export function explainLoadFailure(file: string, err: unknown): EngineLoadError 
   } else if (/NODE_MODULE_VERSION|napi|Module did not self-register/i.test(detail)) {
     causes.push(`it was built for another Node.js: run \`${SETUP_COMMAND}\` with this Node.js (${process.version})`);
   } else if (/GLIBC|CXXABI/.test(detail)) {
-    causes.push(`it was built with a newer C++ runtime than this machine has: run \`${SETUP_COMMAND}\` on this machine`);
+    causes.push(
+      `it was built with a newer C++ runtime than this machine has: run \`${SETUP_COMMAND}\` on this machine`,
+    );
   } else if (/cuda|cudart|cublas|nvrtc|nccl/i.test(detail)) {
     causes.push(
       'it was built with CUDA but the CUDA libraries are missing here: install the NVIDIA driver and CUDA runtime, ' +
@@ -228,11 +295,22 @@ export class NativeBackend implements Backend {
     };
   }
 
-  async normalizeImages(images: Uint8Tensor, mean: readonly number[], std: readonly number[], device = 'cpu'): Promise<Float32Tensor> {
+  async normalizeImages(
+    images: Uint8Tensor,
+    mean: readonly number[],
+    std: readonly number[],
+    device = 'cpu',
+  ): Promise<Float32Tensor> {
     return this.addon.normalizeImages(images, mean, std, device);
   }
 
-  sampleAugmentParams(batch: number, tileH: number, tileW: number, config: AugmentConfig, seed: number | bigint): Promise<Float32Tensor> {
+  sampleAugmentParams(
+    batch: number,
+    tileH: number,
+    tileW: number,
+    config: AugmentConfig,
+    seed: number | bigint,
+  ): Promise<Float32Tensor> {
     return this.addon.sampleAugmentParams(batch, tileH, tileW, config, seed);
   }
 
@@ -244,8 +322,19 @@ export class NativeBackend implements Backend {
     studentNorm: Normalization,
     options: AugmentOptions = {},
   ): Promise<AugmentedBatch> {
-    const p = 'seed' in params ? await this.sampleAugmentParams(tiles.shape[0], tiles.shape[1], tiles.shape[2], config, params.seed) : params;
-    return this.addon.augmentBatch(tiles, p, config, teacherNorm, studentNorm, options.teacherDtype ?? 'float16', options.device ?? 'cpu');
+    const p =
+      'seed' in params
+        ? await this.sampleAugmentParams(tiles.shape[0], tiles.shape[1], tiles.shape[2], config, params.seed)
+        : params;
+    return this.addon.augmentBatch(
+      tiles,
+      p,
+      config,
+      teacherNorm,
+      studentNorm,
+      options.teacherDtype ?? 'float16',
+      options.device ?? 'cpu',
+    );
   }
 
   allocateTileBuffer(bytes: number, options: { pinned?: boolean } = {}): Uint8Array {
@@ -257,7 +346,13 @@ export class NativeBackend implements Backend {
     return this.addon.logSumLoss(zs, zt, W, b, loss, device ?? 'cpu');
   }
 
-  abmilTrain(init: MilParams, train: MilBags, val: MilBags | null, plan: MilTrainPlan, device = 'cpu'): Promise<MilTrainResult> {
+  abmilTrain(
+    init: MilParams,
+    train: MilBags,
+    val: MilBags | null,
+    plan: MilTrainPlan,
+    device = 'cpu',
+  ): Promise<MilTrainResult> {
     return userErrors(this.addon.abmilTrain(init, train, val, plan, device));
   }
 
@@ -269,34 +364,90 @@ export class NativeBackend implements Backend {
     return userErrors(this.addon.abmilLoss(params, bags, device));
   }
 
-  async cosineTopK(query: Float32Array, nq: number, base: Float32Array, nb: number, d: number, k: number, options: TopKOptions = {}): Promise<TopK> {
+  async cosineTopK(
+    query: Float32Array,
+    nq: number,
+    base: Float32Array,
+    nb: number,
+    d: number,
+    k: number,
+    options: TopKOptions = {},
+  ): Promise<TopK> {
     if (k < 1) throw new UserError(`k must be at least 1, got ${k}`);
     const q = { data: query.subarray(0, nq * d), shape: [nq, d] };
     // The same memory as query and base: a set searched against itself (the engine normalises it once).
     const b = base === query && nb === nq ? q : { data: base.subarray(0, nb * d), shape: [nb, d] };
     const grouped = options.queryGroup !== undefined && options.baseGroup !== undefined;
-    const r = await userErrors(this.addon.evalCosineTopK(q, b, {
-      k, device: options.device ?? 'cpu',
-      ...(grouped ? { queryGroup: { data: Float64Array.from(options.queryGroup!), shape: [nq] }, baseGroup: { data: Float64Array.from(options.baseGroup!), shape: [nb] } } : {}),
-    }));
+    const r = await userErrors(
+      this.addon.evalCosineTopK(q, b, {
+        k,
+        device: options.device ?? 'cpu',
+        ...(grouped
+          ? {
+              queryGroup: { data: Float64Array.from(options.queryGroup!), shape: [nq] },
+              baseGroup: { data: Float64Array.from(options.baseGroup!), shape: [nb] },
+            }
+          : {}),
+      }),
+    );
     options.onProgress?.(nq, nq);
     return { k, idx: Int32Array.from(r.idx.data, Number), sim: r.sim.data };
   }
 
-  async fitLogistic(X: Float32Array, y: Int32Array, n: number, d: number, nClasses: number, options: LogisticOptions): Promise<LogisticModel> {
-    const r = await userErrors(this.addon.evalFitLogistic({ data: X.subarray(0, n * d), shape: [n, d] }, { data: Float64Array.from(y.subarray(0, n)), shape: [n] },
-      nClasses, { C: options.C, gtol: options.gtol, maxIter: options.maxIter, device: options.device ?? 'cpu' }));
+  async fitLogistic(
+    X: Float32Array,
+    y: Int32Array,
+    n: number,
+    d: number,
+    nClasses: number,
+    options: LogisticOptions,
+  ): Promise<LogisticModel> {
+    const r = await userErrors(
+      this.addon.evalFitLogistic(
+        { data: X.subarray(0, n * d), shape: [n, d] },
+        { data: Float64Array.from(y.subarray(0, n)), shape: [n] },
+        nClasses,
+        { C: options.C, gtol: options.gtol, maxIter: options.maxIter, device: options.device ?? 'cpu' },
+      ),
+    );
     return {
-      nClasses, d, W: r.W.data, b: r.b.data, iterations: r.iterations, converged: r.converged, gradMax: r.gradMax, loss: r.loss, engine: 'native',
+      nClasses,
+      d,
+      W: r.W.data,
+      b: r.b.data,
+      iterations: r.iterations,
+      converged: r.converged,
+      gradMax: r.gradMax,
+      loss: r.loss,
+      engine: 'native',
     };
   }
 
-  linearCka(x: Float32Array, dx: number, y: Float32Array, dy: number, n: number, device = 'cpu'): Promise<{ linear: number; debiased: number }> {
-    return userErrors(this.addon.evalLinearCka({ data: x.subarray(0, n * dx), shape: [n, dx] }, { data: y.subarray(0, n * dy), shape: [n, dy] }, device));
+  linearCka(
+    x: Float32Array,
+    dx: number,
+    y: Float32Array,
+    dy: number,
+    n: number,
+    device = 'cpu',
+  ): Promise<{ linear: number; debiased: number }> {
+    return userErrors(
+      this.addon.evalLinearCka(
+        { data: x.subarray(0, n * dx), shape: [n, dx] },
+        { data: y.subarray(0, n * dy), shape: [n, dy] },
+        device,
+      ),
+    );
   }
 
   rbfCka(x: Float32Array, dx: number, y: Float32Array, dy: number, n: number, device = 'cpu'): Promise<number> {
-    return userErrors(this.addon.evalRbfCka({ data: x.subarray(0, n * dx), shape: [n, dx] }, { data: y.subarray(0, n * dy), shape: [n, dy] }, device));
+    return userErrors(
+      this.addon.evalRbfCka(
+        { data: x.subarray(0, n * dx), shape: [n, dx] },
+        { data: y.subarray(0, n * dy), shape: [n, dy] },
+        device,
+      ),
+    );
   }
 
   // A model is resolved here (lib/models/spec.ts, the one registry: folder, preset, pooling) and the engine receives
@@ -309,13 +460,22 @@ export class NativeBackend implements Backend {
 
   async loadModel(source: ModelSource, options: ModelLoadOptions = {}): Promise<ModelHandle> {
     const spec = resolveVitSpec(source.folder ?? '', source.preset ?? '', source.pool ?? '');
-    const ref = await userErrors(this.addon.loadModel(nativeModelSpec(spec), options.device ?? 'cpu', options.dtype ?? 'fp32'));
+    const ref = await userErrors(
+      this.addon.loadModel(nativeModelSpec(spec), options.device ?? 'cpu', options.dtype ?? 'fp32'),
+    );
     return new NativeModel(this.addon, ref, spec);
   }
 
   async createModel(source: ModelSource, options: ModelLoadOptions & { seed?: number } = {}): Promise<ModelHandle> {
     const spec = resolveVitSpec(source.folder ?? '', source.preset ?? '', source.pool ?? '');
-    const ref = await userErrors(this.addon.createModel(nativeModelSpec(spec), options.device ?? 'cpu', options.dtype ?? 'fp32', options.seed ?? 0));
+    const ref = await userErrors(
+      this.addon.createModel(
+        nativeModelSpec(spec),
+        options.device ?? 'cpu',
+        options.dtype ?? 'fp32',
+        options.seed ?? 0,
+      ),
+    );
     return new NativeModel(this.addon, ref, spec);
   }
 }

@@ -66,7 +66,13 @@ export interface MilTrainResult {
 }
 
 export interface MilBackend {
-  abmilTrain(init: MilParams, train: MilBags, val: MilBags | null, plan: MilTrainPlan, device?: string): Promise<MilTrainResult>;
+  abmilTrain(
+    init: MilParams,
+    train: MilBags,
+    val: MilBags | null,
+    plan: MilTrainPlan,
+    device?: string,
+  ): Promise<MilTrainResult>;
   /** Class probabilities (B, K). */
   abmilPredict(params: MilParams, bags: MilBags, device?: string): Promise<FloatTensor>;
   /** Mean cross-entropy over the bags and its gradients (tests). */
@@ -136,11 +142,33 @@ export interface EvalBackend {
    * The k nearest base rows of every query row by cosine similarity; query [nq, d], base [nb, d] row-major float32
    * (zero rows have similarity 0 to everything). Pass the same array as query and base to search a set against itself.
    */
-  cosineTopK(query: Float32Array, nq: number, base: Float32Array, nb: number, d: number, k: number, options?: TopKOptions): Promise<TopK>;
+  cosineTopK(
+    query: Float32Array,
+    nq: number,
+    base: Float32Array,
+    nb: number,
+    d: number,
+    k: number,
+    options?: TopKOptions,
+  ): Promise<TopK>;
   /** The linear probe (scikit-learn's LogisticRegression objective, L-BFGS to max |gradient| gtol) on X [n, d], y in [0, K). */
-  fitLogistic(X: Float32Array, y: Int32Array, n: number, d: number, nClasses: number, options: LogisticOptions): Promise<LogisticModel>;
+  fitLogistic(
+    X: Float32Array,
+    y: Int32Array,
+    n: number,
+    d: number,
+    nClasses: number,
+    options: LogisticOptions,
+  ): Promise<LogisticModel>;
   /** Linear and debiased linear CKA of x [n, dx] and y [n, dy] (rows the same samples; lib/eval/cka.ts). */
-  linearCka(x: Float32Array, dx: number, y: Float32Array, dy: number, n: number, device?: string): Promise<{ linear: number; debiased: number }>;
+  linearCka(
+    x: Float32Array,
+    dx: number,
+    y: Float32Array,
+    dy: number,
+    n: number,
+    device?: string,
+  ): Promise<{ linear: number; debiased: number }>;
   /** RBF CKA over all n x n pairs (the caller subsamples large sets; lib/eval/cka.ts). */
   rbfCka(x: Float32Array, dx: number, y: Float32Array, dy: number, n: number, device?: string): Promise<number>;
 }
@@ -151,7 +179,12 @@ export interface Backend extends AugmentBackend, DistillBackend, ModelBackend, M
   /**
    * uint8 RGB images (N,H,W,3) -> float32 (N,3,H,W), (x/255 - mean[c]) / std[c]: the model input of an image.
    */
-  normalizeImages(images: Uint8Tensor, mean: readonly number[], std: readonly number[], device?: string): Promise<Float32Tensor>;
+  normalizeImages(
+    images: Uint8Tensor,
+    mean: readonly number[],
+    std: readonly number[],
+    device?: string,
+  ): Promise<Float32Tensor>;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -235,7 +268,13 @@ export interface AugmentedBatch {
 /** The augmentation half of Backend; both backends give the same parameters for a seed and the same images. */
 export interface AugmentBackend {
   /** (B,15) float32 parameters drawn from mt19937(seed), identical on both backends. */
-  sampleAugmentParams(batch: number, tileH: number, tileW: number, config: AugmentConfig, seed: number | bigint): Promise<Float32Tensor>;
+  sampleAugmentParams(
+    batch: number,
+    tileH: number,
+    tileW: number,
+    config: AugmentConfig,
+    seed: number | bigint,
+  ): Promise<Float32Tensor>;
   /**
    * tiles uint8 (B,H,W,3) -> one augmented view for both models, (B,3,crop,crop) each. `params` are fixed
    * parameters (sampleAugmentParams) or a seed to draw them from.
@@ -423,8 +462,16 @@ export interface BackendDistillerConfig {
   /** sync (data parallelism): 'global' BatchNorm statistics and log-sum over all ranks, 'local' per rank (DDP). */
   loss?: { alpha?: number; reduction?: string; bnEps?: number; teacherBn?: boolean; sync?: 'global' | 'local' };
   optimizer?: {
-    lr?: number; finalLr?: number; weightDecay?: number; finalWeightDecay?: number; warmupSteps?: number;
-    totalSteps?: number; beta1?: number; beta2?: number; eps?: number; clipGradNorm?: number;
+    lr?: number;
+    finalLr?: number;
+    weightDecay?: number;
+    finalWeightDecay?: number;
+    warmupSteps?: number;
+    totalSteps?: number;
+    beta1?: number;
+    beta2?: number;
+    eps?: number;
+    clipGradNorm?: number;
   };
   augment?: AugmentConfig;
   force?: boolean;
@@ -473,9 +520,18 @@ export interface BackendDistiller {
   load(folder: string): Promise<void>;
   exportStudent(folder: string): Promise<void>;
   info(): {
-    studentDim: number; teacherDim: number; studentParams: number; teacherParams: number; device: string;
-    teacherModel: string; studentModel: string; teacherMean: number[]; teacherStd: number[]; studentMean: number[];
-    studentStd: number[]; step: number;
+    studentDim: number;
+    teacherDim: number;
+    studentParams: number;
+    teacherParams: number;
+    device: string;
+    teacherModel: string;
+    studentModel: string;
+    teacherMean: number[];
+    teacherStd: number[];
+    studentMean: number[];
+    studentStd: number[];
+    step: number;
     /** The student's effective training-only rates (its config.json's, then studentDrop), the keys of its library. */
     studentDrop?: StudentDrop;
     /** The native engine's frozen-teacher preparation (absent on the js backend): LayerScale vectors folded of all. */

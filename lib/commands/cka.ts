@@ -14,24 +14,48 @@ export interface CkaArgs {
 }
 
 /** Reads both sets, matches rows by id and computes the three CKA values. */
-export async function ckaBetween(dirA: string, dirB: string, opts: { rbfMaxRows?: number; seed?: number } = {}):
-  Promise<CkaResult & { n: number }> {
+export async function ckaBetween(
+  dirA: string,
+  dirB: string,
+  opts: { rbfMaxRows?: number; seed?: number } = {},
+): Promise<CkaResult & { n: number }> {
   const [a, b0] = await Promise.all([readFeatureSet(dirA), readFeatureSet(dirB)]);
   const [, b] = matchById(a, b0);
-  return { ...(await cka(a.features, a.d, b.features, b.d, a.n, { maxRbfRows: opts.rbfMaxRows, seed: opts.seed })), n: a.n };
+  return {
+    ...(await cka(a.features, a.d, b.features, b.d, a.n, { maxRbfRows: opts.rbfMaxRows, seed: opts.seed })),
+    n: a.n,
+  };
 }
 
 export const ckaCommand: CommandModule<object, CkaArgs> = {
   command: 'cka <featuresA> <featuresB>',
   describe: 'Linear, RBF and debiased linear CKA between two feature sets (rows matched by id)',
-  builder: (y) => y
-    .positional('featuresA', { type: 'string', demandOption: true, describe: 'Feature-set folder (features.npy + meta.csv)' })
-    .positional('featuresB', { type: 'string', demandOption: true, describe: 'Feature-set folder of the same samples' })
-    .option('json', { type: 'boolean', default: false, describe: 'Print {"linear", "rbf", "linear_debiased"} as JSON' })
-    .option('rbf-max-rows', { type: 'number', default: 5000, describe: 'RBF CKA is N x N: above this many rows it uses a seeded random subset' })
-    .option('seed', { type: 'number', default: 0, describe: 'Seed of the RBF subset' }) as never,
+  builder: (y) =>
+    y
+      .positional('featuresA', {
+        type: 'string',
+        demandOption: true,
+        describe: 'Feature-set folder (features.npy + meta.csv)',
+      })
+      .positional('featuresB', {
+        type: 'string',
+        demandOption: true,
+        describe: 'Feature-set folder of the same samples',
+      })
+      .option('json', {
+        type: 'boolean',
+        default: false,
+        describe: 'Print {"linear", "rbf", "linear_debiased"} as JSON',
+      })
+      .option('rbf-max-rows', {
+        type: 'number',
+        default: 5000,
+        describe: 'RBF CKA is N x N: above this many rows it uses a seeded random subset',
+      })
+      .option('seed', { type: 'number', default: 0, describe: 'Seed of the RBF subset' }) as never,
   handler: async (argv) => {
-    if (!Number.isInteger(argv.rbfMaxRows) || argv.rbfMaxRows < 4) throw new UserError(`--rbf-max-rows must be an integer of at least 4, got ${argv.rbfMaxRows}`);
+    if (!Number.isInteger(argv.rbfMaxRows) || argv.rbfMaxRows < 4)
+      throw new UserError(`--rbf-max-rows must be an integer of at least 4, got ${argv.rbfMaxRows}`);
     const r = await ckaBetween(argv.featuresA, argv.featuresB, { rbfMaxRows: argv.rbfMaxRows, seed: argv.seed });
     if (argv.json) {
       process.stdout.write(`${JSON.stringify({ linear: r.linear, rbf: r.rbf, linear_debiased: r.linear_debiased })}\n`);

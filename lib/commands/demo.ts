@@ -21,7 +21,11 @@ export const demoCommand: CommandModule<object, DemoArgs> = {
       .option('steps', { type: 'number', default: 300, describe: 'Distillation steps' })
       .option('batch-size', { type: 'number', default: 16, describe: 'Tiles per step' })
       .option('nproc', { type: 'number', default: 1, describe: 'Processes (data parallel)' })
-      .option('seed', { type: 'number', default: 0, describe: 'Seed of slides, models, tile order and augmentation' }) as never,
+      .option('seed', {
+        type: 'number',
+        default: 0,
+        describe: 'Seed of slides, models, tile order and augmentation',
+      }) as never,
   handler: async (argv) => {
     const r = await runDemo({
       out: argv.out,
@@ -31,7 +35,7 @@ export const demoCommand: CommandModule<object, DemoArgs> = {
       seed: argv.seed,
       progress: process.stderr.isTTY === true,
     });
-    if (distFromEnv()) return;  // a --nproc worker: the launching process reports
+    if (distFromEnv()) return; // a --nproc worker: the launching process reports
     process.stdout.write(
       `demo: ${r.steps} steps, loss ${r.loss.first.toFixed(3)} -> ${r.loss.last.toFixed(3)}, ` +
         `linear CKA (student vs teacher, held-out tiles) ${r.cka.before.toFixed(3)} -> ${r.cka.after.toFixed(3)}\n` +

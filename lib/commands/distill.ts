@@ -59,7 +59,9 @@ function flagsInput(a: DistillArgs): RunConfigInput {
   if (a.lr !== undefined) input.optimizer = { lr: a.lr };
   if (a['bn-sync'] !== undefined) input.loss = { sync: a['bn-sync'] };
   const es = a['early-stopping'];
-  if (es !== undefined) input.earlyStopping = es === 'off' ? { enabled: false } : { enabled: true, rule: es as 'consecutive' | 'total' | 'ratio' };
+  if (es !== undefined)
+    input.earlyStopping =
+      es === 'off' ? { enabled: false } : { enabled: true, rule: es as 'consecutive' | 'total' | 'ratio' };
   return Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)) as RunConfigInput;
 }
 
@@ -69,13 +71,17 @@ export const distillCommand: CommandModule<object, DistillArgs> = {
   builder: (y) =>
     y
       .option('teacher', { type: 'string', describe: 'Teacher model folder (config.json + model.safetensors)' })
-      .option('teacher-preset', { type: 'string', describe: 'Teacher preset (h-optimus-0, uni2-h, ...) when its config.json is incomplete' })
+      .option('teacher-preset', {
+        type: 'string',
+        describe: 'Teacher preset (h-optimus-0, uni2-h, ...) when its config.json is incomplete',
+      })
       .option('student', { type: 'string', describe: 'Student model folder; exported in the same layout' })
       .option('student-preset', { type: 'string', describe: 'Student preset (hibou-l, hibou-b, ...)' })
       .option('teacher-pool', {
         type: 'string',
         choices: ['cls', 'mean', 'cls+mean'],
-        describe: "Teacher embedding pooling, overriding its own (config or preset): class token, mean of the patch tokens, or both (2*D)",
+        describe:
+          'Teacher embedding pooling, overriding its own (config or preset): class token, mean of the patch tokens, or both (2*D)',
       })
       .option('student-pool', {
         type: 'string',
@@ -94,21 +100,35 @@ export const distillCommand: CommandModule<object, DistillArgs> = {
       .option('checkpoint-every', { type: 'number', describe: 'Steps between checkpoints (default 500)' })
       .option('teacher-fp8', {
         type: 'boolean',
-        describe: 'FP8 (E4M3) teacher matrix products: faster on GPUs of compute capability 8.9+ (H100/H200); the teacher runs in bf16, refused if its features drift (cosine < 0.999)',
+        describe:
+          'FP8 (E4M3) teacher matrix products: faster on GPUs of compute capability 8.9+ (H100/H200); the teacher runs in bf16, refused if its features drift (cosine < 0.999)',
       })
       .option('bn-sync', {
         type: 'string',
         choices: ['global', 'local'],
-        describe: 'With several ranks: BatchNorm statistics and log-sum over the global batch (global, default: N ranks x B = 1 x N.B) or per rank with averaged gradients (local, as DDP)',
+        describe:
+          'With several ranks: BatchNorm statistics and log-sum over the global batch (global, default: N ranks x B = 1 x N.B) or per rank with averaged gradients (local, as DDP)',
       })
       .option('early-stopping', {
         type: 'string',
         choices: ['consecutive', 'total', 'ratio', 'off'],
-        describe: 'Early-stopping rule (default consecutive: patience steps in a row above the running mean; total: the literal count; ratio: a divergence guard); config earlyStopping.* sets window, patience, factor, minSteps',
+        describe:
+          'Early-stopping rule (default consecutive: patience steps in a row above the running mean; total: the literal count; ratio: a divergence guard); config earlyStopping.* sets window, patience, factor, minSteps',
       })
-      .option('resume', { type: 'string', describe: 'Continue the run in --out (or in the folder given) from its latest checkpoint' })
-      .option('force', { type: 'boolean', default: false, describe: 'Resume even with options that change the saved configuration; on the js backend, run large models anyway' })
-      .option('until', { type: 'number', describe: 'Pause after this many steps (checkpoint, no export); --resume continues' })
+      .option('resume', {
+        type: 'string',
+        describe: 'Continue the run in --out (or in the folder given) from its latest checkpoint',
+      })
+      .option('force', {
+        type: 'boolean',
+        default: false,
+        describe:
+          'Resume even with options that change the saved configuration; on the js backend, run large models anyway',
+      })
+      .option('until', {
+        type: 'number',
+        describe: 'Pause after this many steps (checkpoint, no export); --resume continues',
+      })
       .option('progress', { type: 'boolean', default: true, describe: 'Show a progress bar (on a terminal)' })
       .option('nproc', nprocOption) as never,
   handler: async (argv) => {
@@ -116,11 +136,17 @@ export const distillCommand: CommandModule<object, DistillArgs> = {
     const out = (resume && argv.resume) || argv.out;
     if (!out) throw new UserError('distill: no run folder: pass --out <run> (or --resume <run> to continue one)');
     if (resume && argv.resume && argv.out && argv.out !== argv.resume) {
-      throw new UserError(`distill: --resume ${argv.resume} and --out ${argv.out} name different runs: give one of them`);
+      throw new UserError(
+        `distill: --resume ${argv.resume} and --out ${argv.out} name different runs: give one of them`,
+      );
     }
     // Data parallelism (lib/parallel): --nproc N runs N workers of this command; a worker (or a torchrun/SLURM process)
     // finds its rank in the environment.
-    const launched = await launchIfRequested(argv.nproc, out, `g2l-native distill --resume --out ${out} --nproc ${argv.nproc}`);
+    const launched = await launchIfRequested(
+      argv.nproc,
+      out,
+      `g2l-native distill --resume --out ${out} --nproc ${argv.nproc}`,
+    );
     if (launched !== null) {
       process.exitCode = launched;
       return;
@@ -132,9 +158,11 @@ export const distillCommand: CommandModule<object, DistillArgs> = {
     const controller = new AbortController();
     const handlers = (Object.keys(STOP_SIGNALS) as StopSignal[]).map((name) => {
       const handler = () => {
-        if (controller.signal.aborted) process.exit(STOP_SIGNALS[name]);  // the second one does not wait for the checkpoint
+        if (controller.signal.aborted) process.exit(STOP_SIGNALS[name]); // the second one does not wait for the checkpoint
         try {
-          process.stderr.write(`\ng2l-native: ${name}: finishing the current step and writing a checkpoint (a second signal quits now)\n`);
+          process.stderr.write(
+            `\ng2l-native: ${name}: finishing the current step and writing a checkpoint (a second signal quits now)\n`,
+          );
         } catch {
           // stderr may be gone with the terminal (SIGHUP)
         }
@@ -156,8 +184,9 @@ export const distillCommand: CommandModule<object, DistillArgs> = {
         signal: controller.signal,
         dist,
       });
-      if (dist && dist.rank !== 0) return;  // rank 0 reports
-      for (const s of r.skippedSlides) process.stderr.write(`g2l-native: warning: slide ${s.slide} skipped: ${s.error}\n`);
+      if (dist && dist.rank !== 0) return; // rank 0 reports
+      for (const s of r.skippedSlides)
+        process.stderr.write(`g2l-native: warning: slide ${s.slide} skipped: ${s.error}\n`);
       const what =
         r.stoppedBy === 'until'
           ? `paused after ${r.stepsDone} of ${r.config.steps} steps; continue with --resume --out ${r.runDir}`

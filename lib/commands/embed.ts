@@ -66,13 +66,17 @@ export async function readEmbedNpy(file: string): Promise<EmbedInput> {
   const shape = `(${arr.shape.join(', ')})`;
   if (arr.dtype === 'uint8') {
     if (arr.shape.length !== 4 || arr.shape[3] !== 3) {
-      throw new UserError(`${file}: uint8 array of shape ${shape}; embed takes uint8 images as (N, H, W, 3) RGB: transpose or add a batch axis`);
+      throw new UserError(
+        `${file}: uint8 array of shape ${shape}; embed takes uint8 images as (N, H, W, 3) RGB: transpose or add a batch axis`,
+      );
     }
     return { data: arr.data as Uint8Array, shape: arr.shape };
   }
   if (arr.dtype === 'float32') {
     if (arr.shape.length !== 4 || arr.shape[1] !== 3) {
-      throw new UserError(`${file}: float32 array of shape ${shape}; embed takes float32 images as (N, 3, H, W), normalised: transpose to channels-first`);
+      throw new UserError(
+        `${file}: float32 array of shape ${shape}; embed takes float32 images as (N, 3, H, W), normalised: transpose to channels-first`,
+      );
     }
     return { data: arr.data as Float32Array, shape: arr.shape };
   }
@@ -89,12 +93,26 @@ export async function runSlideEmbed(argv: EmbedArgs): Promise<ExtractSummary> {
   const device = argv.device !== undefined ? deviceForRank(argv.device, dist) : undefined;
   // The manifest first: a bad folder fails before the model loads.
   await TileSampler.open(argv.slides!, { batchSize: 1 });
-  const enc = await Encoder.load(argv.model, { device, dtype: argv.dtype, batchSize: argv.batchSize, backend: argv.backend, force: argv.force, pool: argv.pool });
+  const enc = await Encoder.load(argv.model, {
+    device,
+    dtype: argv.dtype,
+    batchSize: argv.batchSize,
+    backend: argv.backend,
+    force: argv.force,
+    pool: argv.pool,
+  });
   try {
     return await extractSlides({
-      manifest: argv.slides!, out: argv.out, encoder: enc, modelName: argv.model, format: argv.format ?? 'h5',
-      batchSize: argv.batchSize, rank: dist?.rank, worldSize: dist?.worldSize,
-      onSlide: (r) => process.stderr.write(r.status === 'failed' ? `g2l-native: slide ${r.slide} failed: ${r.error}\n` : ''),
+      manifest: argv.slides!,
+      out: argv.out,
+      encoder: enc,
+      modelName: argv.model,
+      format: argv.format ?? 'h5',
+      batchSize: argv.batchSize,
+      rank: dist?.rank,
+      worldSize: dist?.worldSize,
+      onSlide: (r) =>
+        process.stderr.write(r.status === 'failed' ? `g2l-native: slide ${r.slide} failed: ${r.error}\n` : ''),
     });
   } finally {
     await enc.dispose();
@@ -103,20 +121,31 @@ export async function runSlideEmbed(argv: EmbedArgs): Promise<ExtractSummary> {
 
 export async function runEmbed(argv: EmbedArgs): Promise<EmbedSummary> {
   const started = Date.now();
-  if (!argv.input) throw new UserError('embed: give --input <.npy | image folder | csv>, or --slides <tile manifest folder>');
+  if (!argv.input)
+    throw new UserError('embed: give --input <.npy | image folder | csv>, or --slides <tile manifest folder>');
   const stat = await fs.stat(argv.input).catch(() => undefined);
-  if (!stat) throw new UserError(`--input ${argv.input}: not found; give a .npy file, an image folder or a dataset CSV`);
+  if (!stat)
+    throw new UserError(`--input ${argv.input}: not found; give a .npy file, an image folder or a dataset CSV`);
   const npyIn = stat.isFile() && argv.input.toLowerCase().endsWith('.npy');
   const npyOut = argv.out.toLowerCase().endsWith('.npy');
   if (npyIn && !npyOut) throw new UserError(`--out ${argv.out}: a .npy input writes a .npy output; name it <file>.npy`);
   if (!npyIn && npyOut) {
-    throw new UserError(`--out ${argv.out}: an image folder or CSV writes a feature-set folder (features.npy + meta.csv); give a folder`);
+    throw new UserError(
+      `--out ${argv.out}: an image folder or CSV writes a feature-set folder (features.npy + meta.csv); give a folder`,
+    );
   }
   // Read the input before loading the model, so a bad input fails in milliseconds rather than after the load.
   const images = npyIn ? await readEmbedNpy(argv.input) : undefined;
   const dataset = npyIn ? undefined : await readImageDataset(argv.input);
 
-  const enc = await Encoder.load(argv.model, { device: argv.device, dtype: argv.dtype, batchSize: argv.batchSize, backend: argv.backend, force: argv.force, pool: argv.pool });
+  const enc = await Encoder.load(argv.model, {
+    device: argv.device,
+    dtype: argv.dtype,
+    batchSize: argv.batchSize,
+    backend: argv.backend,
+    force: argv.force,
+    pool: argv.pool,
+  });
   try {
     if (images) {
       const n = images.shape[0];
@@ -130,16 +159,23 @@ export async function runEmbed(argv: EmbedArgs): Promise<EmbedSummary> {
         const count = Math.min(chunk, n - start);
         const data = images.data.subarray(start * perImage, (start + count) * perImage) as EmbedInput['data'];
         // The encoder's refusals of these images (too small, empty) name the file they came from.
-        const y = await enc.embed({ data, shape: [count, ...images.shape.slice(1)] } as EmbedInput).catch((e: unknown) => {
-          throw e instanceof UserError ? new UserError(`${argv.input}: ${e.message.replace(/^embed: /, '')}`, e.exitCode) : e;
-        });
+        const y = await enc
+          .embed({ data, shape: [count, ...images.shape.slice(1)] } as EmbedInput)
+          .catch((e: unknown) => {
+            throw e instanceof UserError
+              ? new UserError(`${argv.input}: ${e.message.replace(/^embed: /, '')}`, e.exitCode)
+              : e;
+          });
         features.set(y.data, start * dims);
         progress?.(start + count, n);
       }
       await writeNpy(argv.out, { dtype: 'float32', shape: [n, dims], data: features });
       return { out: argv.out, embedded: n, dims, skipped: [], seconds: (Date.now() - started) / 1000 };
     }
-    const res = await embedDataset(enc, dataset!, argv.out, { batchSize: argv.batchSize, onProgress: progressBar('embed') });
+    const res = await embedDataset(enc, dataset!, argv.out, {
+      batchSize: argv.batchSize,
+      onProgress: progressBar('embed'),
+    });
     return {
       out: argv.out,
       embedded: res.embedded,
@@ -154,7 +190,8 @@ export async function runEmbed(argv: EmbedArgs): Promise<EmbedSummary> {
 
 export const embedCommand: CommandModule<{ backend?: BackendName }, EmbedArgs> = {
   command: 'embed',
-  describe: 'Embed images with a model: .npy (uint8 N,H,W,3 or float32 N,3,H,W) to .npy (N,D), or an image folder / CSV to a feature set',
+  describe:
+    'Embed images with a model: .npy (uint8 N,H,W,3 or float32 N,3,H,W) to .npy (N,D), or an image folder / CSV to a feature set',
   builder: (y) =>
     y
       .option('model', {
@@ -163,20 +200,42 @@ export const embedCommand: CommandModule<{ backend?: BackendName }, EmbedArgs> =
         describe: `Model folder (timm or transformers hub layout), preset:<name>:<folder> (presets: ${PRESETS.join(', ')})`,
       })
       .option('input', { type: 'string', describe: '.npy images, an ImageFolder (root/<class>/*) or a dataset CSV' })
-      .option('slides', { type: 'string', describe: 'A tile manifest folder (g2l-native tile): features of every tile of every slide, one <slide>.h5 each' })
-      .option('format', { choices: ['h5', 'npy'] as const, default: 'h5' as const, describe: 'With --slides: TRIDENT-style <slide>.h5, or a feature-set folder per slide' })
+      .option('slides', {
+        type: 'string',
+        describe:
+          'A tile manifest folder (g2l-native tile): features of every tile of every slide, one <slide>.h5 each',
+      })
+      .option('format', {
+        choices: ['h5', 'npy'] as const,
+        default: 'h5' as const,
+        describe: 'With --slides: TRIDENT-style <slide>.h5, or a feature-set folder per slide',
+      })
       .option('out', { type: 'string', demandOption: true, describe: '.npy for a .npy input; a folder otherwise' })
-      .option('nproc', { ...nprocOption, describe: 'With --slides: worker processes (one per GPU), each extracting its share of the slides' })
+      .option('nproc', {
+        ...nprocOption,
+        describe: 'With --slides: worker processes (one per GPU), each extracting its share of the slides',
+      })
       .option('device', { type: 'string', describe: 'cpu, cuda or cuda:<i> (default: cuda when available, else cpu)' })
-      .option('dtype', { choices: ['fp32', 'fp16', 'bf16'] as const, describe: 'Weights precision (default: fp32 on cpu, fp16 on cuda)' })
+      .option('dtype', {
+        choices: ['fp32', 'fp16', 'bf16'] as const,
+        describe: 'Weights precision (default: fp32 on cpu, fp16 on cuda)',
+      })
       .option('batch-size', { type: 'number', default: 32, describe: 'Images per forward pass' })
       .option('pool', {
         choices: ['cls', 'mean', 'cls+mean'] as const,
-        describe: "Embedding pooling, overriding the model's (its config's or preset's): the class token, the mean of the patch tokens (class and register tokens excluded), or both concatenated (2*D)",
+        describe:
+          "Embedding pooling, overriding the model's (its config's or preset's): the class token, the mean of the patch tokens (class and register tokens excluded), or both concatenated (2*D)",
       })
-      .option('force', { type: 'boolean', default: false, describe: 'On the js backend, run models large enough to take hours' }) as never,
+      .option('force', {
+        type: 'boolean',
+        default: false,
+        describe: 'On the js backend, run models large enough to take hours',
+      }) as never,
   handler: async (argv) => {
-    const release = exitCleanlyOnSignals('embed', 'the same command continues (--slides: with the slides not done yet; otherwise from the start)');
+    const release = exitCleanlyOnSignals(
+      'embed',
+      'the same command continues (--slides: with the slides not done yet; otherwise from the start)',
+    );
     try {
       await embed(argv);
     } finally {
@@ -192,7 +251,10 @@ async function embed(argv: EmbedArgs): Promise<void> {
     const launched = await launchIfRequested(argv.nproc, undefined, '');
     if (launched !== null) {
       process.exitCode = launched;
-      if (launched === 0) process.stdout.write(`extracted the slides of ${argv.slides} with ${argv.nproc} workers: ${path.join(argv.out, 'slides.csv')}\n`);
+      if (launched === 0)
+        process.stdout.write(
+          `extracted the slides of ${argv.slides} with ${argv.nproc} workers: ${path.join(argv.out, 'slides.csv')}\n`,
+        );
       return;
     }
     const s = await runSlideEmbed(argv);
@@ -208,6 +270,10 @@ async function embed(argv: EmbedArgs): Promise<void> {
   const s = await runEmbed(argv);
   for (const k of s.skipped) process.stderr.write(`g2l-native: skipped unreadable image ${k.path}: ${k.reason}\n`);
   const rate = s.seconds > 0 ? ` (${(s.embedded / s.seconds).toFixed(1)} img/s including load)` : '';
-  const skipped = s.skipped.length ? `; skipped ${s.skipped.length} unreadable (listed in ${path.join(s.out, 'skipped.csv')})` : '';
-  process.stdout.write(`embedded ${s.embedded} images (${s.dims}-d) to ${s.out} in ${s.seconds.toFixed(1)} s${rate}${skipped}\n`);
+  const skipped = s.skipped.length
+    ? `; skipped ${s.skipped.length} unreadable (listed in ${path.join(s.out, 'skipped.csv')})`
+    : '';
+  process.stdout.write(
+    `embedded ${s.embedded} images (${s.dims}-d) to ${s.out} in ${s.seconds.toFixed(1)} s${rate}${skipped}\n`,
+  );
 }

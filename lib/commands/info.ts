@@ -60,7 +60,8 @@ export function formatInfo(i: InstallationInfo): string {
     `  CUDA         ${i.cuda.built ? `built for sm_${i.cuda.architectures.join(', sm_')}` : 'not built (CPU engine)'}; ` +
       `${i.cuda.available ? `available, runtime ${i.cuda.runtimeVersion}` : 'no device available'}`,
     ...i.cuda.devices.map(
-      (d) => `    cuda:${d.index}     ${d.name}, compute capability ${d.computeCapability}, ${(d.totalMemoryBytes / 2 ** 30).toFixed(1)} GiB`,
+      (d) =>
+        `    cuda:${d.index}     ${d.name}, compute capability ${d.computeCapability}, ${(d.totalMemoryBytes / 2 ** 30).toFixed(1)} GiB`,
     ),
     `  CPU threads  ${i.cpuThreads}`,
     `  OpenSlide    ${i.openslide.version ? `${i.openslide.version} (${i.openslide.library})` : `absent (${i.openslide.error})`}`,

@@ -15,13 +15,26 @@ export const protocolCommand: CommandModule<object, ProtocolArgs> = {
   describe: "Run the paper's protocol from a YAML file: tile, distill, extract features, evaluate, one report",
   builder: (y) =>
     y
-      .positional('file', { type: 'string', demandOption: true, describe: 'Protocol file (YAML or JSON; see the README)' })
-      .option('out', { type: 'string', describe: 'Output folder (default: <file without extension>.out beside the file)' }) as never,
+      .positional('file', {
+        type: 'string',
+        demandOption: true,
+        describe: 'Protocol file (YAML or JSON; see the README)',
+      })
+      .option('out', {
+        type: 'string',
+        describe: 'Output folder (default: <file without extension>.out beside the file)',
+      }) as never,
   handler: async (argv) => {
     const protocol = readProtocol(argv.file);
-    const out = argv.out ?? path.join(path.dirname(path.resolve(argv.file)), `${path.basename(argv.file, path.extname(argv.file))}.out`);
+    const out =
+      argv.out ??
+      path.join(path.dirname(path.resolve(argv.file)), `${path.basename(argv.file, path.extname(argv.file))}.out`);
     const r = await runProtocol({ out, protocol });
-    const cached = Object.entries(r.stages).filter(([, v]) => v === 'cached').map(([k]) => k);
-    process.stdout.write(`protocol done: ${path.join(out, 'report.md')}${cached.length ? ` (reused: ${cached.join(', ')})` : ''}\n`);
+    const cached = Object.entries(r.stages)
+      .filter(([, v]) => v === 'cached')
+      .map(([k]) => k);
+    process.stdout.write(
+      `protocol done: ${path.join(out, 'report.md')}${cached.length ? ` (reused: ${cached.join(', ')})` : ''}\n`,
+    );
   },
 };

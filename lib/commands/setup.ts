@@ -23,7 +23,10 @@ export function setupArgs(): string[] {
 
 function runSetup(args: string[], toStderr: boolean): Promise<number | null> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, { cwd: PACKAGE_ROOT, stdio: ['ignore', toStderr ? process.stderr : 'inherit', 'inherit'] });
+    const child = spawn(process.execPath, args, {
+      cwd: PACKAGE_ROOT,
+      stdio: ['ignore', toStderr ? process.stderr : 'inherit', 'inherit'],
+    });
     child.on('error', reject);
     child.on('close', (code) => resolve(code));
   });
@@ -32,15 +35,23 @@ function runSetup(args: string[], toStderr: boolean): Promise<number | null> {
 export const setupCommand: CommandModule<object, SetupArgs> = {
   command: 'setup',
   describe: 'Build the native engine and the slide addon (installing libtorch if none is found), then show `info`',
-  builder: (y) => y.option('json', { type: 'boolean', default: false, describe: 'Print the closing summary as JSON (the steps go to stderr)' }) as never,
+  builder: (y) =>
+    y.option('json', {
+      type: 'boolean',
+      default: false,
+      describe: 'Print the closing summary as JSON (the steps go to stderr)',
+    }) as never,
   handler: async (argv) => {
     const started = Date.now();
-    if (!IS_CHECKOUT) process.stderr.write(`g2l-native setup: building into ${setupCacheDir()} (G2L_HOME sets the cache folder)\n`);
+    if (!IS_CHECKOUT)
+      process.stderr.write(`g2l-native setup: building into ${setupCacheDir()} (G2L_HOME sets the cache folder)\n`);
     const code = await runSetup(setupArgs(), argv.json);
-    if (code !== 0) throw new UserError(`setup failed (see above); fix what it names and run it again`, ExitCode.failure);
+    if (code !== 0)
+      throw new UserError(`setup failed (see above); fix what it names and run it again`, ExitCode.failure);
     const info = await installationInfo();
     process.stdout.write(argv.json ? `${JSON.stringify(info, null, 2)}\n` : `\n${formatInfo(info)}\n`);
     if (!argv.json) process.stdout.write(`\nsetup: finished in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
-    if (info.backend !== 'native') throw new UserError('setup: the engine was built but does not load (above)', ExitCode.failure);
+    if (info.backend !== 'native')
+      throw new UserError('setup: the engine was built but does not load (above)', ExitCode.failure);
   },
 };

@@ -65,7 +65,10 @@ class Semaphore {
 }
 
 /** What SlideTileReader needs of LoaderOptions. */
-export type ReaderOptions = Pick<LoaderOptions, 'concurrency' | 'maxOpenSlides' | 'onTileError' | 'threads' | 'directReads'>;
+export type ReaderOptions = Pick<
+  LoaderOptions,
+  'concurrency' | 'maxOpenSlides' | 'onTileError' | 'threads' | 'directReads'
+>;
 
 /** Slides kept open by default: 1,024 where OpenSlide (>= 4.0) shares one tile cache between slides, else 64. */
 export function defaultMaxOpenSlides(): number {
@@ -225,7 +228,12 @@ export class SlideTileReader {
    * distinct slides) that decodes them on its own threads, straight into `data` when every tile of the batch goes
    * there. Returns the indices it did not handle (other readers, resized reads).
    */
-  private async readDirect(tiles: TileRef[], size: number, data: Uint8Array, failed: Map<number, Error>): Promise<number[]> {
+  private async readDirect(
+    tiles: TileRef[],
+    size: number,
+    data: Uint8Array,
+    failed: Map<number, Error>,
+  ): Promise<number[]> {
     const addon = openslideAddon();
     if (!addon || this.options.directReads === false) return tiles.map((_, i) => i);
     const rest: number[] = [];
@@ -287,9 +295,15 @@ export class SlideTileReader {
    * the tiles that could not be read, each replaced by a readable tile of the batch. `strict` (feature extraction,
    * where each row must be its own tile): the first tile that cannot be read is an error instead.
    */
-  async readInto(tiles: TileRef[], size: number, data: Uint8Array, options: { strict?: boolean } = {}): Promise<number[]> {
+  async readInto(
+    tiles: TileRef[],
+    size: number,
+    data: Uint8Array,
+    options: { strict?: boolean } = {},
+  ): Promise<number[]> {
     const tileBytes = size * size * 3;
-    if (data.length !== tiles.length * tileBytes) throw new RangeError(`tile batch buffer of ${data.length} bytes, the batch needs ${tiles.length * tileBytes}`);
+    if (data.length !== tiles.length * tileBytes)
+      throw new RangeError(`tile batch buffer of ${data.length} bytes, the batch needs ${tiles.length * tileBytes}`);
     const problems = new Map<number, Error>();
     const rest = await this.readDirect(tiles, size, data, problems);
     await Promise.all(
@@ -304,12 +318,17 @@ export class SlideTileReader {
     const failed = [...problems.keys()].sort((a, b) => a - b);
     if (options.strict && failed.length) {
       const t = tiles[failed[0]];
-      throw new Error(`tile (${t.x}, ${t.y}) level ${t.level} of ${t.path} could not be read: ${problems.get(failed[0])!.message.split('\n')[0]}`);
+      throw new Error(
+        `tile (${t.x}, ${t.y}) level ${t.level} of ${t.path} could not be read: ${problems.get(failed[0])!.message.split('\n')[0]}`,
+      );
     }
     for (const i of failed) this.tileError(tiles[i], problems.get(i)!);
-    if (failed.length === tiles.length) throw new Error(`no tile of the batch could be read; the first was ${tiles[0].path}`);
+    if (failed.length === tiles.length)
+      throw new Error(`no tile of the batch could be read; the first was ${tiles[0].path}`);
     const good = tiles.map((_, i) => i).filter((i) => !failed.includes(i));
-    failed.forEach((i, k) => data.copyWithin(i * tileBytes, good[k % good.length] * tileBytes, (good[k % good.length] + 1) * tileBytes));
+    failed.forEach((i, k) =>
+      data.copyWithin(i * tileBytes, good[k % good.length] * tileBytes, (good[k % good.length] + 1) * tileBytes),
+    );
     return failed;
   }
 
@@ -318,7 +337,9 @@ export class SlideTileReader {
     if (this.options.onTileError) return this.options.onTileError(tile, e);
     if (this.warned.has(tile.path)) return;
     this.warned.add(tile.path);
-    process.stderr.write(`g2l-native: warning: a tile of ${tile.slide} could not be read (${e.message}); replaced by another tile of its batch\n`);
+    process.stderr.write(
+      `g2l-native: warning: a tile of ${tile.slide} could not be read (${e.message}); replaced by another tile of its batch\n`,
+    );
   }
 
   /** Closes the slides this reader opened. */
@@ -348,8 +369,11 @@ export class TileBatchLoader implements AsyncIterable<TileBatch> {
     const tiles = this.sampler.batchAt(epoch, batch);
     const t = this.sampler.tileSizePx;
     const tileBytes = t * t * 3;
-    const data = this.options.allocate ? this.options.allocate(tiles.length * tileBytes) : new Uint8Array(tiles.length * tileBytes);
-    if (data.length !== tiles.length * tileBytes) throw new Error(`allocate(${tiles.length * tileBytes}) returned ${data.length} bytes`);
+    const data = this.options.allocate
+      ? this.options.allocate(tiles.length * tileBytes)
+      : new Uint8Array(tiles.length * tileBytes);
+    if (data.length !== tiles.length * tileBytes)
+      throw new Error(`allocate(${tiles.length * tileBytes}) returned ${data.length} bytes`);
     let replaced: number[];
     try {
       replaced = await this.reader.readInto(tiles, t, data);
@@ -372,14 +396,18 @@ export class TileBatchLoader implements AsyncIterable<TileBatch> {
         p.catch(() => {}); // surfaced when the consumer reaches it
         queue.push(p);
         produced++;
-        cursor = cursor.batch + 1 >= perEpoch ? { epoch: cursor.epoch + 1, batch: 0 } : { epoch: cursor.epoch, batch: cursor.batch + 1 };
+        cursor =
+          cursor.batch + 1 >= perEpoch
+            ? { epoch: cursor.epoch + 1, batch: 0 }
+            : { epoch: cursor.epoch, batch: cursor.batch + 1 };
       }
     };
     try {
       fill();
       while (queue.length > 0) {
         const b = await queue.shift()!;
-        const after = b.batch + 1 >= perEpoch ? { epoch: b.epoch + 1, batch: 0 } : { epoch: b.epoch, batch: b.batch + 1 };
+        const after =
+          b.batch + 1 >= perEpoch ? { epoch: b.epoch + 1, batch: 0 } : { epoch: b.epoch, batch: b.batch + 1 };
         const state = { seed: this.sampler.seed, ...after };
         this.sampler.restore(state);
         fill();
@@ -395,4 +423,3 @@ export class TileBatchLoader implements AsyncIterable<TileBatch> {
     await this.reader.close();
   }
 }
-

@@ -79,8 +79,15 @@ export function slideOutput(out: string, slide: string, format: ExtractFormat): 
 }
 
 /** Writes one slide's features and coordinates as a TRIDENT-style .h5, under a temporary name renamed into place. */
-async function writeSlideH5(file: string, features: Float32Array, coords: BigInt64Array, n: number, dims: number,
-  attrs: Record<string, number | string>, fileAttrs: Record<string, number | string>): Promise<void> {
+async function writeSlideH5(
+  file: string,
+  features: Float32Array,
+  coords: BigInt64Array,
+  n: number,
+  dims: number,
+  attrs: Record<string, number | string>,
+  fileAttrs: Record<string, number | string>,
+): Promise<void> {
   const h5 = await hdf5();
   const tmp = `${file}.${process.pid}.tmp`;
   const release = trackTemp(tmp, file);
@@ -88,8 +95,10 @@ async function writeSlideH5(file: string, features: Float32Array, coords: BigInt
   try {
     f.create_dataset({ name: 'features', data: features, shape: [n, dims], dtype: '<f' });
     const c = f.create_dataset({ name: 'coords', data: coords, shape: [n, 2], dtype: '<q' });
-    for (const [k, v] of Object.entries(attrs)) c.create_attribute(k, v, null, typeof v === 'number' && Number.isInteger(v) ? '<q' : undefined);
-    for (const [k, v] of Object.entries(fileAttrs)) f.create_attribute(k, v, null, typeof v === 'number' && Number.isInteger(v) ? '<q' : undefined);
+    for (const [k, v] of Object.entries(attrs))
+      c.create_attribute(k, v, null, typeof v === 'number' && Number.isInteger(v) ? '<q' : undefined);
+    for (const [k, v] of Object.entries(fileAttrs))
+      f.create_attribute(k, v, null, typeof v === 'number' && Number.isInteger(v) ? '<q' : undefined);
   } finally {
     f.close();
   }
@@ -98,11 +107,15 @@ async function writeSlideH5(file: string, features: Float32Array, coords: BigInt
 }
 
 /** TRIDENT's coordinate attributes for a slide tiled at `targetMpp` with tiles of `tileSizePx`. */
-function coordAttrs(slide: ManifestSlide, tileSizePx: number, targetMpp: number | null): Record<string, number | string> {
+function coordAttrs(
+  slide: ManifestSlide,
+  tileSizePx: number,
+  targetMpp: number | null,
+): Record<string, number | string> {
   const attrs: Record<string, number | string> = { name: slide.name, patch_size: tileSizePx, overlap: 0 };
   if (targetMpp !== null) {
     attrs.target_mpp = targetMpp;
-    attrs.target_magnification = Math.round((10 / targetMpp) * 100) / 100;  // 0.5 um/px = 20x (the usual convention)
+    attrs.target_magnification = Math.round((10 / targetMpp) * 100) / 100; // 0.5 um/px = 20x (the usual convention)
   }
   if (slide.mpp !== null) {
     attrs.level0_mpp = slide.mpp;
@@ -136,10 +149,27 @@ async function readStatuses(out: string, slides: ManifestSlide[]): Promise<Map<s
 async function writeSlidesCsv(out: string, slides: ManifestSlide[], statuses: Map<string, SlideRow>): Promise<void> {
   const rows: string[][] = [];
   for (const s of slides) {
-    const r = statuses.get(s.name) ?? { slide: s.name, status: 'pending', tiles: s.tiles.length, dims: 0, seconds: 0, error: '' };
-    rows.push([r.slide, r.status === 'done' ? 'ok' : r.status, String(r.tiles), String(r.dims), r.seconds.toFixed(2), r.error]);
+    const r = statuses.get(s.name) ?? {
+      slide: s.name,
+      status: 'pending',
+      tiles: s.tiles.length,
+      dims: 0,
+      seconds: 0,
+      error: '',
+    };
+    rows.push([
+      r.slide,
+      r.status === 'done' ? 'ok' : r.status,
+      String(r.tiles),
+      String(r.dims),
+      r.seconds.toFixed(2),
+      r.error,
+    ]);
   }
-  await writeFileAtomic(path.join(out, 'slides.csv'), formatCsv({ header: ['slide', 'status', 'tiles', 'dims', 'seconds', 'error'], rows }));
+  await writeFileAtomic(
+    path.join(out, 'slides.csv'),
+    formatCsv({ header: ['slide', 'status', 'tiles', 'dims', 'seconds', 'error'], rows }),
+  );
 }
 
 export async function extractSlides(options: ExtractOptions): Promise<ExtractSummary> {
@@ -154,8 +184,21 @@ export async function extractSlides(options: ExtractOptions): Promise<ExtractSum
   const out = path.resolve(options.out);
   await fs.mkdir(path.join(out, STATUS_DIR), { recursive: true });
   const reader = new SlideTileReader({ maxOpenSlides: options.maxOpenSlides ?? 16 });
-  const summary: ExtractSummary = { out, extracted: 0, skipped: 0, failed: [], tiles: 0, dims: enc.info.dims, seconds: 0 };
-  const fileAttrs = { model: options.modelName, dims: enc.info.dims, g2l_native: VERSION, tile_manifest: path.resolve(options.manifest) };
+  const summary: ExtractSummary = {
+    out,
+    extracted: 0,
+    skipped: 0,
+    failed: [],
+    tiles: 0,
+    dims: enc.info.dims,
+    seconds: 0,
+  };
+  const fileAttrs = {
+    model: options.modelName,
+    dims: enc.info.dims,
+    g2l_native: VERSION,
+    tile_manifest: path.resolve(options.manifest),
+  };
   // Read once; this process updates its own slides' entries, and re-reads the others' at the end.
   const statuses = await readStatuses(out, sampler.slides);
   try {
@@ -167,12 +210,27 @@ export async function extractSlides(options: ExtractOptions): Promise<ExtractSum
         continue;
       }
       const t0 = Date.now();
-      const row: SlideRow = { slide: slide.name, status: 'done', tiles: slide.tiles.length, dims: enc.info.dims, seconds: 0, error: '' };
+      const row: SlideRow = {
+        slide: slide.name,
+        status: 'done',
+        tiles: slide.tiles.length,
+        dims: enc.info.dims,
+        seconds: 0,
+        error: '',
+      };
       try {
         const { features, coords } = await embedSlide(slide, sampler, reader, enc, batchSize, size);
         const n = slide.tiles.length;
         if (format === 'h5') {
-          await writeSlideH5(target, features, coords, n, enc.info.dims, coordAttrs(slide, size, sampler.mpp), fileAttrs);
+          await writeSlideH5(
+            target,
+            features,
+            coords,
+            n,
+            enc.info.dims,
+            coordAttrs(slide, size, sampler.mpp),
+            fileAttrs,
+          );
         } else {
           // A feature set (ids <slide>_<x>_<y>, a slide column) with the coordinates beside it in coords.csv.
           const ids: string[] = [];
@@ -181,12 +239,16 @@ export async function extractSlides(options: ExtractOptions): Promise<ExtractSum
             ids.push(`${slide.name}_${coords[2 * k]}_${coords[2 * k + 1]}`);
             lines.push(`${coords[2 * k]},${coords[2 * k + 1]}`);
           }
-          await writeFeatureSet(target, { n, d: enc.info.dims, features, ids, meta: { slide: Array(n).fill(slide.name) } }, { 'coords.csv': `${lines.join('\n')}\n` });
+          await writeFeatureSet(
+            target,
+            { n, d: enc.info.dims, features, ids, meta: { slide: Array(n).fill(slide.name) } },
+            { 'coords.csv': `${lines.join('\n')}\n` },
+          );
         }
         summary.extracted++;
         summary.tiles += n;
       } catch (e) {
-        if (!(e instanceof SlideReadError)) throw e;  // the model or the disk: the same for every slide
+        if (!(e instanceof SlideReadError)) throw e; // the model or the disk: the same for every slide
         row.status = 'failed';
         row.error = (e as Error).message.split('\n')[0];
         summary.failed.push(row);
@@ -209,8 +271,14 @@ export async function extractSlides(options: ExtractOptions): Promise<ExtractSum
  * The features of every tile of `slide`, in manifest order, with their level-0 coordinates. The next batch is read
  * while the model runs on the current one.
  */
-async function embedSlide(slide: ManifestSlide, sampler: TileSampler, reader: SlideTileReader, enc: Encoder,
-  batchSize: number, size: number): Promise<{ features: Float32Array; coords: BigInt64Array }> {
+async function embedSlide(
+  slide: ManifestSlide,
+  sampler: TileSampler,
+  reader: SlideTileReader,
+  enc: Encoder,
+  batchSize: number,
+  size: number,
+): Promise<{ features: Float32Array; coords: BigInt64Array }> {
   const n = slide.tiles.length;
   const dims = enc.info.dims;
   const features = new Float32Array(n * dims);

@@ -26,7 +26,13 @@ export interface FeatureSet {
 }
 
 const SPLIT_ALIASES: Record<string, Split> = {
-  train: 'train', training: 'train', val: 'val', valid: 'val', validation: 'val', test: 'test', testing: 'test',
+  train: 'train',
+  training: 'train',
+  val: 'val',
+  valid: 'val',
+  validation: 'val',
+  test: 'test',
+  testing: 'test',
 };
 
 /** Reads and validates a feature-set folder: shapes, row counts, unique ids, finite values. */
@@ -34,31 +40,44 @@ export async function readFeatureSet(dir: string): Promise<FeatureSet> {
   const npyPath = path.join(dir, 'features.npy');
   const csvPath = path.join(dir, 'meta.csv');
   const st = await fs.stat(dir).catch(() => undefined);
-  if (!st?.isDirectory()) throw new UserError(`${dir}: not a feature-set folder (it should hold features.npy and meta.csv); run g2l-native embed first`);
+  if (!st?.isDirectory())
+    throw new UserError(
+      `${dir}: not a feature-set folder (it should hold features.npy and meta.csv); run g2l-native embed first`,
+    );
   for (const f of [npyPath, csvPath]) {
     if (!(await fs.stat(f).catch(() => undefined))) {
-      throw new UserError(`${f}: missing; a feature set holds features.npy and meta.csv (g2l-native embed writes both)`);
+      throw new UserError(
+        `${f}: missing; a feature set holds features.npy and meta.csv (g2l-native embed writes both)`,
+      );
     }
   }
   const arr = await readNpy(npyPath);
-  if (arr.shape.length !== 2) throw new UserError(`${npyPath}: features must be 2-D [N, D], got shape [${arr.shape.join(', ')}]`);
+  if (arr.shape.length !== 2)
+    throw new UserError(`${npyPath}: features must be 2-D [N, D], got shape [${arr.shape.join(', ')}]`);
   let features: Float32Array;
   if (arr.data instanceof Float32Array) features = arr.data;
   else if (arr.data instanceof Float64Array) features = Float32Array.from(arr.data);
-  else throw new UserError(`${npyPath}: features must be float32 (or float64), got ${arr.dtype}; save with a.astype(numpy.float32)`);
+  else
+    throw new UserError(
+      `${npyPath}: features must be float32 (or float64), got ${arr.dtype}; save with a.astype(numpy.float32)`,
+    );
   const [n, d] = arr.shape;
   const table = await readCsv(csvPath);
   const idCol = table.header.indexOf('id');
-  if (idCol < 0) throw new UserError(`${csvPath}: no 'id' column (header: ${table.header.join(',')}); add one identifier per row`);
+  if (idCol < 0)
+    throw new UserError(`${csvPath}: no 'id' column (header: ${table.header.join(',')}); add one identifier per row`);
   if (table.rows.length !== n) {
-    throw new UserError(`${dir}: mismatched rows: features.npy has ${n} rows, meta.csv has ${table.rows.length}; they must describe the same samples in the same order`);
+    throw new UserError(
+      `${dir}: mismatched rows: features.npy has ${n} rows, meta.csv has ${table.rows.length}; they must describe the same samples in the same order`,
+    );
   }
   const ids = table.rows.map((r) => r[idCol]);
   const seen = new Map<string, number>();
   ids.forEach((id, i) => {
     if (id === '') throw new UserError(`${csvPath}: row ${i + 2} has an empty id; every sample needs one`);
     const prev = seen.get(id);
-    if (prev !== undefined) throw new UserError(`${csvPath}: id '${id}' appears twice (rows ${prev + 2} and ${i + 2}); ids must be unique`);
+    if (prev !== undefined)
+      throw new UserError(`${csvPath}: id '${id}' appears twice (rows ${prev + 2} and ${i + 2}); ids must be unique`);
     seen.set(id, i);
   });
   const meta: FeatureSet['meta'] = {};
@@ -86,7 +105,9 @@ export function checkFinite(set: FeatureSet): void {
   for (let i = 0; i < features.length; i++) {
     if (!Number.isFinite(features[i])) {
       const row = Math.floor(i / d);
-      throw new UserError(`${set.dir}: NaN features: sample '${set.ids[row]}' (row ${row}, column ${i % d}) is ${features[i]}; re-embed it or drop it from the set`);
+      throw new UserError(
+        `${set.dir}: NaN features: sample '${set.ids[row]}' (row ${row}, column ${i % d}) is ${features[i]}; re-embed it or drop it from the set`,
+      );
     }
   }
 }
@@ -95,13 +116,21 @@ export function checkFinite(set: FeatureSet): void {
  * Writes a feature-set folder atomically. Meta columns absent from `set.meta` are left out of meta.csv;
  * `extraFiles` (name -> text) are written into the same folder.
  */
-export async function writeFeatureSet(dir: string, set: Omit<FeatureSet, 'dir'>, extraFiles: Record<string, string> = {}): Promise<void> {
-  if (set.features.length !== set.n * set.d) throw new Error(`writeFeatureSet: ${set.features.length} values for [${set.n}, ${set.d}]`);
+export async function writeFeatureSet(
+  dir: string,
+  set: Omit<FeatureSet, 'dir'>,
+  extraFiles: Record<string, string> = {},
+): Promise<void> {
+  if (set.features.length !== set.n * set.d)
+    throw new Error(`writeFeatureSet: ${set.features.length} values for [${set.n}, ${set.d}]`);
   if (set.ids.length !== set.n) throw new Error(`writeFeatureSet: ${set.ids.length} ids for ${set.n} rows`);
   const cols = META_COLUMNS.filter((c) => c === 'id' || set.meta[c] !== undefined);
   const rows = set.ids.map((id, i) => cols.map((c) => (c === 'id' ? id : set.meta[c]![i])));
   await writeDirAtomic(dir, async (tmp) => {
-    await fs.writeFile(path.join(tmp, 'features.npy'), encodeNpy({ dtype: 'float32', shape: [set.n, set.d], data: set.features }));
+    await fs.writeFile(
+      path.join(tmp, 'features.npy'),
+      encodeNpy({ dtype: 'float32', shape: [set.n, set.d], data: set.features }),
+    );
     await fs.writeFile(path.join(tmp, 'meta.csv'), formatCsv({ header: [...cols], rows }));
     for (const [name, text] of Object.entries(extraFiles)) await fs.writeFile(path.join(tmp, name), text);
   });
@@ -130,7 +159,9 @@ export function matchById(a: FeatureSet, b: FeatureSet): [FeatureSet, FeatureSet
   const missingInA = b.ids.filter((id) => !aIds.has(id));
   if (missingInB.length > 0 || missingInA.length > 0) {
     const [from, to, missing] = missingInB.length > 0 ? [a.dir, b.dir, missingInB] : [b.dir, a.dir, missingInA];
-    throw new UserError(`mismatched rows: ${missing.length} id(s) of ${from} are not in ${to} (e.g. '${missing[0]}'); embed the same samples into both sets`);
+    throw new UserError(
+      `mismatched rows: ${missing.length} id(s) of ${from} are not in ${to} (e.g. '${missing[0]}'); embed the same samples into both sets`,
+    );
   }
   const order = a.ids.map((id) => index.get(id)!);
   return [a, selectRows(b, order)];
@@ -141,7 +172,9 @@ export function splitRows(set: FeatureSet, split: Split | 'all'): number[] {
   const s = set.meta.split;
   if (split === 'all' || !s) return Array.from({ length: set.n }, (_, i) => i);
   const out: number[] = [];
-  s.forEach((v, i) => { if (v === split) out.push(i); });
+  s.forEach((v, i) => {
+    if (v === split) out.push(i);
+  });
   return out;
 }
 
@@ -154,7 +187,8 @@ export interface Labels {
 
 /** Compares strings by Unicode code point, as NumPy and Python sort them. */
 export function compareCodePoints(a: string, b: string): number {
-  const ca = [...a], cb = [...b];
+  const ca = [...a],
+    cb = [...b];
   const n = Math.min(ca.length, cb.length);
   for (let i = 0; i < n; i++) {
     const d = ca[i].codePointAt(0)! - cb[i].codePointAt(0)!;
@@ -166,21 +200,27 @@ export function compareCodePoints(a: string, b: string): number {
 /** Class list over the labelled rows of a set (all splits), sorted as strings. */
 export function classList(set: FeatureSet): string[] {
   const labels = set.meta.label;
-  if (!labels) throw new UserError(`${set.dir}: meta.csv has no 'label' column; kNN, linear probing and robustness need labels`);
+  if (!labels)
+    throw new UserError(`${set.dir}: meta.csv has no 'label' column; kNN, linear probing and robustness need labels`);
   return [...new Set(labels.filter((l) => l !== ''))].sort(compareCodePoints);
 }
 
 /** Labels of the given rows as class indices; every row must be labelled. `what` names the rows in errors. */
 export function labelsOf(set: FeatureSet, rows: number[], classes: string[], what: string): Int32Array {
   const labels = set.meta.label;
-  if (!labels) throw new UserError(`${set.dir}: meta.csv has no 'label' column; kNN, linear probing and robustness need labels`);
+  if (!labels)
+    throw new UserError(`${set.dir}: meta.csv has no 'label' column; kNN, linear probing and robustness need labels`);
   const index = new Map(classes.map((c, i) => [c, i]));
   const y = new Int32Array(rows.length);
   const missing = rows.filter((r) => labels[r] === '');
   if (missing.length > 0) {
-    throw new UserError(`${set.dir}: missing labels for the ${what}: ${missing.length} row(s) have no label (e.g. '${set.ids[missing[0]]}'); label them or move them out of that split`);
+    throw new UserError(
+      `${set.dir}: missing labels for the ${what}: ${missing.length} row(s) have no label (e.g. '${set.ids[missing[0]]}'); label them or move them out of that split`,
+    );
   }
-  rows.forEach((r, i) => { y[i] = index.get(labels[r])!; });
+  rows.forEach((r, i) => {
+    y[i] = index.get(labels[r])!;
+  });
   return y;
 }
 
@@ -189,6 +229,8 @@ export function requireTwoClasses(set: FeatureSet, y: Int32Array, classes: strin
   const present = new Set(y);
   if (present.size < 2) {
     const only = present.size === 1 ? `only class '${classes[[...present][0]]}'` : 'no samples';
-    throw new UserError(`${set.dir}: a single class: the ${what} has ${only}; classification needs at least two classes`);
+    throw new UserError(
+      `${set.dir}: a single class: the ${what} has ${only}; classification needs at least two classes`,
+    );
   }
 }

@@ -88,8 +88,15 @@ export class TileSampler {
     this.rank = options.rank ?? 0;
     this.worldSize = options.worldSize ?? 1;
     this.balance = options.balance ?? 'tiles';
-    if (!Number.isInteger(this.batchSize) || this.batchSize < 1) throw new UserError(`batch size ${this.batchSize}: must be a positive integer`);
-    if (!Number.isInteger(this.worldSize) || this.worldSize < 1 || !Number.isInteger(this.rank) || this.rank < 0 || this.rank >= this.worldSize) {
+    if (!Number.isInteger(this.batchSize) || this.batchSize < 1)
+      throw new UserError(`batch size ${this.batchSize}: must be a positive integer`);
+    if (
+      !Number.isInteger(this.worldSize) ||
+      this.worldSize < 1 ||
+      !Number.isInteger(this.rank) ||
+      this.rank < 0 ||
+      this.rank >= this.worldSize
+    ) {
       throw new UserError(`rank ${this.rank} of world size ${this.worldSize}: need 0 <= rank < worldSize`);
     }
     if (this.batchesPerEpoch() === 0) {
@@ -102,17 +109,38 @@ export class TileSampler {
 
   /** N synthetic tiles (lib/distill/tiles.ts draws their pixels from their index): one "slide", no files. */
   static synthetic(count: number, tileSizePx: number, options: SamplerOptions): TileSampler {
-    if (!Number.isInteger(count) || count < 1) throw new UserError(`synthetic:${count}: the number of tiles must be a positive integer`);
+    if (!Number.isInteger(count) || count < 1)
+      throw new UserError(`synthetic:${count}: the number of tiles must be a positive integer`);
     const name = `synthetic:${count}`;
-    const tiles = Array.from({ length: count }, (_, i): TileRef => ({ slide: name, path: name, x: i, y: 0, level: 0, readSizePx: tileSizePx }));
+    const tiles = Array.from({ length: count }, (_, i): TileRef => ({
+      slide: name,
+      path: name,
+      x: i,
+      y: 0,
+      level: 0,
+      readSizePx: tileSizePx,
+    }));
     return new TileSampler(name, tiles, tileSizePx, [Uint32Array.from(tiles, (_, i) => i)], options);
   }
 
   /** The same tiles with another batch size, shard or balance (a fresh cursor). */
   reshaped(options: Partial<SamplerOptions>): TileSampler {
-    return new TileSampler(this.manifestDir, this.tiles, this.tileSizePx, this.slideTiles, {
-      seed: this.seed, batchSize: this.batchSize, rank: this.rank, worldSize: this.worldSize, balance: this.balance, ...options,
-    }, this.slides, this.mpp);
+    return new TileSampler(
+      this.manifestDir,
+      this.tiles,
+      this.tileSizePx,
+      this.slideTiles,
+      {
+        seed: this.seed,
+        batchSize: this.batchSize,
+        rank: this.rank,
+        worldSize: this.worldSize,
+        balance: this.balance,
+        ...options,
+      },
+      this.slides,
+      this.mpp,
+    );
   }
 
   /** Slides with at least one tile. */
@@ -125,17 +153,23 @@ export class TileSampler {
     const slidesCsv = path.join(manifestDir, 'slides.csv');
     const settingsFile = path.join(manifestDir, 'tiling.json');
     if (!existsSync(slidesCsv) || !existsSync(settingsFile)) {
-      throw new UserError(`${manifestDir} is not a tile manifest folder (no slides.csv and tiling.json): make one with \`g2l-native tile --out ${manifestDir}\``);
+      throw new UserError(
+        `${manifestDir} is not a tile manifest folder (no slides.csv and tiling.json): make one with \`g2l-native tile --out ${manifestDir}\``,
+      );
     }
     let settings: { tileSizePx: number; mpp?: number };
     try {
       settings = JSON.parse(await fs.readFile(settingsFile, 'utf8'));
     } catch (e) {
-      throw new UserError(`${settingsFile}: not readable JSON (${(e as Error).message.split('\n')[0]}): rerun \`g2l-native tile\``);
+      throw new UserError(
+        `${settingsFile}: not readable JSON (${(e as Error).message.split('\n')[0]}): rerun \`g2l-native tile\``,
+      );
     }
-    if (!(Number.isInteger(settings.tileSizePx) && settings.tileSizePx > 0)) throw new UserError(`${settingsFile}: no positive integer tileSizePx: rerun \`g2l-native tile\``);
+    if (!(Number.isInteger(settings.tileSizePx) && settings.tileSizePx > 0))
+      throw new UserError(`${settingsFile}: no positive integer tileSizePx: rerun \`g2l-native tile\``);
     const manifestSlides: ManifestSlide[] = [];
-    const num = (v: string | undefined) => (v !== undefined && v !== '' && Number.isFinite(Number(v)) ? Number(v) : null);
+    const num = (v: string | undefined) =>
+      v !== undefined && v !== '' && Number.isFinite(Number(v)) ? Number(v) : null;
     const slides = await readCsv(slidesCsv);
     const col = (n: string) => slides.header.indexOf(n);
     const tiles: TileRef[] = [];
@@ -146,16 +180,40 @@ export class TileSampler {
       const file = path.join(manifestDir, 'tiles', `${slide}.csv`);
       const t = await readCsv(file);
       const [xi, yi, li, ri] = ['x', 'y', 'level', 'read_size'].map((n) => t.header.indexOf(n));
-      if ([xi, yi, li, ri].some((i) => i < 0)) throw new UserError(`${file}: not a tile manifest (needs x, y, level, read_size)`);
+      if ([xi, yi, li, ri].some((i) => i < 0))
+        throw new UserError(`${file}: not a tile manifest (needs x, y, level, read_size)`);
       const first = tiles.length;
-      for (const r of t.rows) tiles.push({ slide, path: row[col('path')], x: Number(r[xi]), y: Number(r[yi]), level: Number(r[li]), readSizePx: Number(r[ri]) });
+      for (const r of t.rows)
+        tiles.push({
+          slide,
+          path: row[col('path')],
+          x: Number(r[xi]),
+          y: Number(r[yi]),
+          level: Number(r[li]),
+          readSizePx: Number(r[ri]),
+        });
       if (tiles.length > first) {
         const own = Uint32Array.from({ length: tiles.length - first }, (_, i) => first + i);
         slideTiles.push(own);
-        manifestSlides.push({ name: slide, path: row[col('path')], mpp: num(row[col('mpp')]), width: num(row[col('width')]), height: num(row[col('height')]), tiles: own });
+        manifestSlides.push({
+          name: slide,
+          path: row[col('path')],
+          mpp: num(row[col('mpp')]),
+          width: num(row[col('width')]),
+          height: num(row[col('height')]),
+          tiles: own,
+        });
       }
     }
-    return new TileSampler(manifestDir, tiles, settings.tileSizePx, slideTiles, options, manifestSlides, settings.mpp ?? null);
+    return new TileSampler(
+      manifestDir,
+      tiles,
+      settings.tileSizePx,
+      slideTiles,
+      options,
+      manifestSlides,
+      settings.mpp ?? null,
+    );
   }
 
   /** Batches each rank gets per epoch: full batches only, the same count on every rank. */
@@ -231,9 +289,20 @@ export class TileSampler {
   }
 
   restore(state: SamplerState): void {
-    if (state.seed !== this.seed) throw new UserError(`sampler state is for seed ${state.seed}, this sampler has seed ${this.seed}: resume with the same seed`);
-    if (!(Number.isInteger(state.epoch) && state.epoch >= 0 && Number.isInteger(state.batch) && state.batch >= 0 && state.batch < this.batchesPerEpoch())) {
-      throw new UserError(`sampler state epoch ${state.epoch} batch ${state.batch} does not fit ${this.batchesPerEpoch()} batches per epoch`);
+    if (state.seed !== this.seed)
+      throw new UserError(
+        `sampler state is for seed ${state.seed}, this sampler has seed ${this.seed}: resume with the same seed`,
+      );
+    if (!(
+      Number.isInteger(state.epoch) &&
+      state.epoch >= 0 &&
+      Number.isInteger(state.batch) &&
+      state.batch >= 0 &&
+      state.batch < this.batchesPerEpoch()
+    )) {
+      throw new UserError(
+        `sampler state epoch ${state.epoch} batch ${state.batch} does not fit ${this.batchesPerEpoch()} batches per epoch`,
+      );
     }
     this.epoch = state.epoch;
     this.batch = state.batch;

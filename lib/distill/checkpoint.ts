@@ -34,9 +34,19 @@ export function parseMeta(text: string, file: string): CheckpointMeta {
   } catch {
     throw new UserError(`${file} is damaged (not valid JSON): resume from an earlier checkpoints/step-N folder`);
   }
-  const ok = meta !== null && typeof meta === 'object' && meta.format === META_FORMAT && Number.isSafeInteger(meta.step) &&
-    (meta.step as number) >= 0 && meta.extra !== null && typeof meta.extra === 'object' && !Array.isArray(meta.extra);
-  if (!ok) throw new UserError(`${file} is not a g2l-native checkpoint description (format ${META_FORMAT}): resume from an earlier checkpoint`);
+  const ok =
+    meta !== null &&
+    typeof meta === 'object' &&
+    meta.format === META_FORMAT &&
+    Number.isSafeInteger(meta.step) &&
+    (meta.step as number) >= 0 &&
+    meta.extra !== null &&
+    typeof meta.extra === 'object' &&
+    !Array.isArray(meta.extra);
+  if (!ok)
+    throw new UserError(
+      `${file} is not a g2l-native checkpoint description (format ${META_FORMAT}): resume from an earlier checkpoint`,
+    );
   return meta as CheckpointMeta;
 }
 
@@ -87,7 +97,11 @@ export interface ResumePoint {
 /** A folder written before checkpoints had manifests: distiller.json and the engine's files, no manifest.json. */
 async function withoutManifest(dir: string): Promise<boolean> {
   const names = await fs.readdir(dir).catch(() => [] as string[]);
-  return !names.includes(MANIFEST_FILE) && names.includes(META_FILE) && names.some((n) => n !== META_FILE && !n.startsWith('.'));
+  return (
+    !names.includes(MANIFEST_FILE) &&
+    names.includes(META_FILE) &&
+    names.some((n) => n !== META_FILE && !n.startsWith('.'))
+  );
 }
 
 /**

@@ -7,7 +7,12 @@ import { z } from 'zod';
 import { UserError } from '../errors.js';
 import { HF_PREFIX, resolveHfModel } from '../models/hub.js';
 import {
-  DIST_BUCKET_BYTES_DEFAULT, EARLY_STOPPING_DEFAULTS, KERNEL_DEFAULTS, LOSS_DEFAULTS, OPTIMIZER_DEFAULTS, RUN_SHAPE_DEFAULTS,
+  DIST_BUCKET_BYTES_DEFAULT,
+  EARLY_STOPPING_DEFAULTS,
+  KERNEL_DEFAULTS,
+  LOSS_DEFAULTS,
+  OPTIMIZER_DEFAULTS,
+  RUN_SHAPE_DEFAULTS,
   TEACHER_FP8_LAYERS_DEFAULT,
 } from '../defaults.js';
 
@@ -181,8 +186,14 @@ export const RUN_DEFAULTS: Omit<RunConfig, 'teacher' | 'student' | 'slides' | 's
   kernels: { ...KERNEL_DEFAULTS },
   distBucketBytes: DIST_BUCKET_BYTES_DEFAULT,
   studentDrop: {},
-  optimizer: (({ lr, finalLr, weightDecay, finalWeightDecay, warmupSteps, clipGradNorm }) =>
-    ({ lr, finalLr, weightDecay, finalWeightDecay, warmupSteps, clipGradNorm }))(OPTIMIZER_DEFAULTS),
+  optimizer: (({ lr, finalLr, weightDecay, finalWeightDecay, warmupSteps, clipGradNorm }) => ({
+    lr,
+    finalLr,
+    weightDecay,
+    finalWeightDecay,
+    warmupSteps,
+    clipGradNorm,
+  }))(OPTIMIZER_DEFAULTS),
   loss: { ...LOSS_DEFAULTS },
   earlyStopping: { ...EARLY_STOPPING_DEFAULTS },
   augment: {},
@@ -196,7 +207,7 @@ const partialSchema = runConfigSchema
     earlyStopping: runConfigSchema.shape.earlyStopping.partial(),
     kernels: kernelsSchema.partial(),
     studentDrop: studentDropSchema,
-    teacherFp8: z.boolean(),  // no default here: a file that does not set it leaves it to the defaults / the saved run
+    teacherFp8: z.boolean(), // no default here: a file that does not set it leaves it to the defaults / the saved run
   })
   .partial();
 
@@ -221,7 +232,15 @@ export function upgradeSavedConfig(raw: unknown): unknown {
   // Before the engine choices were recorded they came from G2L_* environment variables, whose defaults these are;
   // the FP8 layer set was then all four kinds.
   if (!('kernels' in cfg)) {
-    cfg.kernels = { packQkv: true, fusedNorm: false, fusedSwiglu: true, fusedAdamw: 'auto', sdpa: 'auto', fp8Quant: 'cuda', fp8FastAccum: false };
+    cfg.kernels = {
+      packQkv: true,
+      fusedNorm: false,
+      fusedSwiglu: true,
+      fusedAdamw: 'auto',
+      sdpa: 'auto',
+      fp8Quant: 'cuda',
+      fp8FastAccum: false,
+    };
   }
   if (!('teacherFp8Layers' in cfg)) cfg.teacherFp8Layers = ['qkv', 'proj', 'fc1', 'fc2'];
   if (!('distBucketBytes' in cfg)) cfg.distBucketBytes = 25 * 1024 * 1024;
@@ -240,15 +259,19 @@ export function readConfigFile(file: string): RunConfigInput {
   try {
     raw = /\.json$/i.test(file) ? JSON.parse(text) : yaml.load(text);
   } catch (e) {
-    throw new UserError(`${file} is not valid ${/\.json$/i.test(file) ? 'JSON' : 'YAML'}: ${(e as Error).message.split('\n')[0]}`);
+    throw new UserError(
+      `${file} is not valid ${/\.json$/i.test(file) ? 'JSON' : 'YAML'}: ${(e as Error).message.split('\n')[0]}`,
+    );
   }
   const parsed = partialSchema.safeParse(raw ?? {});
-  if (!parsed.success) throw new UserError(`${file}: ${issuesLine(parsed.error)}: fix these keys (see g2l-native distill --help)`);
+  if (!parsed.success)
+    throw new UserError(`${file}: ${issuesLine(parsed.error)}: fix these keys (see g2l-native distill --help)`);
   const cfg = parsed.data as RunConfigInput;
   // Model and slide paths in a file are relative to the file.
   for (const key of ['teacher', 'student', 'slides'] as const) {
     const v = cfg[key];
-    if (v && !v.startsWith('synthetic') && !v.startsWith(HF_PREFIX) && !path.isAbsolute(v)) cfg[key] = path.resolve(path.dirname(file), v);
+    if (v && !v.startsWith('synthetic') && !v.startsWith(HF_PREFIX) && !path.isAbsolute(v))
+      cfg[key] = path.resolve(path.dirname(file), v);
   }
   return cfg;
 }
@@ -264,7 +287,8 @@ export function mergeInputs(...inputs: RunConfigInput[]): RunConfigInput {
   for (const input of inputs) {
     for (const [k, v] of Object.entries(input)) {
       if (v === undefined) continue;
-      if (v && typeof v === 'object' && !Array.isArray(v)) out[k] = { ...((out[k] as object) ?? {}), ...dropUndefined(v) };
+      if (v && typeof v === 'object' && !Array.isArray(v))
+        out[k] = { ...((out[k] as object) ?? {}), ...dropUndefined(v) };
       else out[k] = v;
     }
   }
@@ -287,7 +311,10 @@ export function resolveConfig(input: RunConfigInput): RunConfig {
   if (!String(merged.slides).startsWith('synthetic')) merged.slides = path.resolve(merged.slides as string);
   const parsed = runConfigSchema.safeParse(merged);
   if (!parsed.success) throw new UserError(`distill: invalid configuration: ${issuesLine(parsed.error)}`);
-  if (parsed.data.batchSize % parsed.data.accumulationSteps !== 0 || parsed.data.batchSize / parsed.data.accumulationSteps < 2) {
+  if (
+    parsed.data.batchSize % parsed.data.accumulationSteps !== 0 ||
+    parsed.data.batchSize / parsed.data.accumulationSteps < 2
+  ) {
     throw new UserError(
       `distill: batchSize ${parsed.data.batchSize} must split into accumulationSteps ${parsed.data.accumulationSteps} micro-batches of at least 2 tiles`,
     );

@@ -28,7 +28,13 @@ import { openTileSource } from './tiles.js';
 import sharp from 'sharp';
 import { SlideTileReader } from '../data/batches.js';
 import { TileSampler } from '../data/sampler.js';
-import { evaluateStage, featuresStage, protocolMarkdown, type ProtocolFile, type ProtocolTable } from '../protocol/run.js';
+import {
+  evaluateStage,
+  featuresStage,
+  protocolMarkdown,
+  type ProtocolFile,
+  type ProtocolTable,
+} from '../protocol/run.js';
 import { distFromEnv } from '../parallel/env.js';
 import { launchDemoWorkers, PREPARED_ENV } from '../parallel/demo.js';
 import { followLauncher } from '../parallel/launcher.js';
@@ -56,7 +62,22 @@ export interface DemoReport {
 
 const MARKER = '.g2l-demo';
 /** What a demo writes into <out>; a rerun replaces exactly these. */
-const DEMO_ENTRIES = [MARKER, 'slides', 'tiles', 'heldout-tiles', 'models', 'checkpoints', 'student', 'config.json', 'log.jsonl', 'report.json', 'report.md', 'loss.png', 'task', 'protocol'];
+const DEMO_ENTRIES = [
+  MARKER,
+  'slides',
+  'tiles',
+  'heldout-tiles',
+  'models',
+  'checkpoints',
+  'student',
+  'config.json',
+  'log.jsonl',
+  'report.json',
+  'report.md',
+  'loss.png',
+  'task',
+  'protocol',
+];
 /** The task slides' nucleus densities: slide i is dense (odd i) or sparse (even i). */
 const TASK_DENSITY = (i: number) => (i % 2 ? 0.75 : 0.15);
 const TASK_SLIDES = 8;
@@ -113,12 +134,17 @@ async function prepareOut(out: string): Promise<void> {
   if (existsSync(out)) {
     const entries = await fs.readdir(out);
     if (entries.length > 0 && !entries.includes(MARKER)) {
-      throw new UserError(`${out} exists and is not a demo folder: pass --out <new folder> (the demo only replaces its own output)`);
+      throw new UserError(
+        `${out} exists and is not a demo folder: pass --out <new folder> (the demo only replaces its own output)`,
+      );
     }
     for (const e of DEMO_ENTRIES) await fs.rm(path.join(out, e), { recursive: true, force: true });
   }
   await fs.mkdir(out, { recursive: true });
-  await fs.writeFile(path.join(out, MARKER), 'written by g2l-native demo; a rerun replaces this folder\'s demo output\n');
+  await fs.writeFile(
+    path.join(out, MARKER),
+    "written by g2l-native demo; a rerun replaces this folder's demo output\n",
+  );
 }
 
 /** Writes a model folder with random weights of the given config (the engine builds and exports it). */
@@ -126,9 +152,15 @@ async function randomModel(dir: string, files: Record<string, object | string>, 
   const spec = `${dir}.config`;
   await fs.mkdir(spec, { recursive: true });
   for (const [name, content] of Object.entries(files)) {
-    await fs.writeFile(path.join(spec, name), typeof content === 'string' ? content : `${JSON.stringify(content, null, 2)}\n`);
+    await fs.writeFile(
+      path.join(spec, name),
+      typeof content === 'string' ? content : `${JSON.stringify(content, null, 2)}\n`,
+    );
   }
-  const handle = await getBackend({ backend: 'native' }).createModel({ folder: spec }, { seed, device: 'cpu', dtype: 'fp32' });
+  const handle = await getBackend({ backend: 'native' }).createModel(
+    { folder: spec },
+    { seed, device: 'cpu', dtype: 'fp32' },
+  );
   try {
     await handle.exportTo(dir);
   } finally {
@@ -177,8 +209,10 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
   const nproc = options.nproc ?? 1;
   const dist = distFromEnv();
   const prepared = process.env[PREPARED_ENV] === out;
-  if (!Number.isInteger(nproc) || nproc < 1) throw new UserError(`demo: --nproc must be a positive integer, got ${options.nproc}`);
-  if (nproc > 1 && dist) throw new UserError('demo: --nproc was given to a process that already has a rank (RANK/WORLD_SIZE are set)');
+  if (!Number.isInteger(nproc) || nproc < 1)
+    throw new UserError(`demo: --nproc must be a positive integer, got ${options.nproc}`);
+  if (nproc > 1 && dist)
+    throw new UserError('demo: --nproc was given to a process that already has a rank (RANK/WORLD_SIZE are set)');
   if (prepared) followLauncher();
   else await prepareDemoInputs(out, seed, say);
   if (nproc > 1) return launchDemoWorkers({ out, steps, batchSize, seed, nproc });
@@ -192,7 +226,10 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
 
   let before = NaN;
   let after = NaN;
-  if (primary) say(`g2l-native demo: distilling for ${steps} steps of ${batchSize} tiles on the CPU${dist ? ` in each of ${dist.worldSize} processes` : ''}`);
+  if (primary)
+    say(
+      `g2l-native demo: distilling for ${steps} steps of ${batchSize} tiles on the CPU${dist ? ` in each of ${dist.worldSize} processes` : ''}`,
+    );
   const result = await runDistill({
     out,
     input: {
@@ -217,17 +254,42 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
       if (primary) after = await ckaOf(d, heldOutTiles);
     },
   });
-  if (!primary) return { steps: result.stepsDone, stoppedBy: result.stoppedBy, loss: { first: NaN, last: NaN }, cka: { before, after } };
+  if (!primary)
+    return {
+      steps: result.stepsDone,
+      stoppedBy: result.stoppedBy,
+      loss: { first: NaN, last: NaN },
+      cka: { before, after },
+    };
   // The protocol's evaluation on the two tasks: the teacher, the student before (its initial weights) and after.
   say('g2l-native demo: evaluating teacher, student before and after on a patch task and a slide task');
   const stages = {};
-  const models: [string, string][] = [['teacher', teacher], ['student', student], ['g2l', path.join(out, 'student')]];
+  const models: [string, string][] = [
+    ['teacher', teacher],
+    ['student', student],
+    ['g2l', path.join(out, 'student')],
+  ];
   const datasets = demoDatasets(out);
   const protocolOut = path.join(out, 'protocol');
-  const featureDirs = await featuresStage({ out: protocolOut, models, datasets, tiling: { mpp: 0.5, tile: 256, tissueThreshold: 0.25 },
-    device: 'cpu', batchSize: 16, stages, say: () => {}, stamp: { g2l: { steps: result.stepsDone, seed } } });
-  const tasks = await evaluateStage({ out: protocolOut, models: models.map(([m]) => m), datasets, featureDirs,
-    eval: { k: [5], C: [1], folds: 4, aggregators: ['mean'], seed }, device: 'cpu' });
+  const featureDirs = await featuresStage({
+    out: protocolOut,
+    models,
+    datasets,
+    tiling: { mpp: 0.5, tile: 256, tissueThreshold: 0.25 },
+    device: 'cpu',
+    batchSize: 16,
+    stages,
+    say: () => {},
+    stamp: { g2l: { steps: result.stepsDone, seed } },
+  });
+  const tasks = await evaluateStage({
+    out: protocolOut,
+    models: models.map(([m]) => m),
+    datasets,
+    featureDirs,
+    eval: { k: [5], C: [1], folds: 4, aggregators: ['mean'], seed },
+    device: 'cpu',
+  });
   return writeDemoReport(out, result, before, after, tasks);
 }
 
@@ -235,15 +297,29 @@ export async function runDemo(options: DemoOptions): Promise<DemoReport> {
 async function prepareDemoInputs(out: string, seed: number, say: (m: string) => void): Promise<void> {
   await prepareOut(out);
   say('g2l-native demo: writing 4 synthetic slides');
-  const set = await makeSyntheticSlides(path.join(out, 'slides'), { count: 4, seed: seed + 1, width: 3072, height: 2304 });
+  const set = await makeSyntheticSlides(path.join(out, 'slides'), {
+    count: 4,
+    seed: seed + 1,
+    width: 3072,
+    height: 2304,
+  });
   const [heldOut, ...training] = set.slides;
   const csv = (rows: typeof set.slides) => `slide,path\n${rows.map((r) => `${r.name},${r.file}`).join('\n')}\n`;
   await fs.writeFile(path.join(out, 'slides', 'train.csv'), csv(training));
   await fs.writeFile(path.join(out, 'slides', 'heldout.csv'), csv([heldOut]));
   say('g2l-native demo: tiling them at 0.5 um/px (3 for training, 1 held out)');
-  for (const [csvName, dir] of [['train.csv', 'tiles'], ['heldout.csv', 'heldout-tiles']]) {
-    const r = await runTiling({ slides: path.join(out, 'slides', csvName), out: path.join(out, dir), mpp: 0.5, tileSizePx: 256 });
-    if (r.ok === 0) throw new UserError(`demo: the synthetic slides could not be tiled (${r.rows.map((x) => x.error).join('; ')})`);
+  for (const [csvName, dir] of [
+    ['train.csv', 'tiles'],
+    ['heldout.csv', 'heldout-tiles'],
+  ]) {
+    const r = await runTiling({
+      slides: path.join(out, 'slides', csvName),
+      out: path.join(out, dir),
+      mpp: 0.5,
+      tileSizePx: 256,
+    });
+    if (r.ok === 0)
+      throw new UserError(`demo: the synthetic slides could not be tiled (${r.rows.map((x) => x.error).join('; ')})`);
   }
 
   say('g2l-native demo: creating a random teacher (timm H-optimus-0 family) and a smaller student (HF Hibou family)');
@@ -251,7 +327,11 @@ async function prepareDemoInputs(out: string, seed: number, say: (m: string) => 
   const student = path.join(out, 'models', 'student');
   await prepareDemoTasks(out, seed);
   await randomModel(teacher, { 'config.json': TEACHER_CONFIG }, seed + 11);
-  await randomModel(student, { 'config.json': STUDENT_CONFIG_JSON, 'preprocessor_config.json': STUDENT_PREPROCESSOR }, seed + 12);
+  await randomModel(
+    student,
+    { 'config.json': STUDENT_CONFIG_JSON, 'preprocessor_config.json': STUDENT_PREPROCESSOR },
+    seed + 12,
+  );
   await scaleWeightMatrices(student, STUDENT_WEIGHT_SCALE);
 }
 
@@ -259,7 +339,12 @@ async function prepareDemoInputs(out: string, seed: number, say: (m: string) => 
 function demoDatasets(out: string): ProtocolFile['datasets'] {
   return [
     { name: 'patch-density', kind: 'patch', data: path.join(out, 'task', 'patches.csv') },
-    { name: 'slide-density', kind: 'slide', slides: path.join(out, 'task', 'slides'), labels: path.join(out, 'task', 'labels.csv') },
+    {
+      name: 'slide-density',
+      kind: 'slide',
+      slides: path.join(out, 'task', 'slides'),
+      labels: path.join(out, 'task', 'labels.csv'),
+    },
   ];
 }
 
@@ -270,11 +355,32 @@ function demoDatasets(out: string): ProtocolFile['datasets'] {
  */
 async function prepareDemoTasks(out: string, seed: number): Promise<void> {
   const dir = path.join(out, 'task');
-  const set = await makeSyntheticSlides(path.join(dir, 'slides'), { count: TASK_SLIDES, width: 1024, height: 1024, seed: seed + 31, density: TASK_DENSITY });
+  const set = await makeSyntheticSlides(path.join(dir, 'slides'), {
+    count: TASK_SLIDES,
+    width: 1024,
+    height: 1024,
+    seed: seed + 31,
+    density: TASK_DENSITY,
+  });
   const label = (i: number) => (TASK_DENSITY(i) > 0.45 ? 'dense' : 'sparse');
-  await fs.writeFile(path.join(dir, 'labels.csv'), `slide,label,fold\n${set.slides.map((s, i) => `${s.name},${label(i)},${Math.floor(i / 2)}`).join('\n')}\n`);
-  const r = await runTiling({ slides: path.join(dir, 'slides'), out: path.join(dir, 'tiles'), mpp: 0.5, tileSizePx: 256, tissueThreshold: 0.25 });
-  if (r.ok < TASK_SLIDES) throw new UserError(`demo: the task slides could not all be tiled (${r.rows.map((x) => x.error).filter(Boolean).join('; ')})`);
+  await fs.writeFile(
+    path.join(dir, 'labels.csv'),
+    `slide,label,fold\n${set.slides.map((s, i) => `${s.name},${label(i)},${Math.floor(i / 2)}`).join('\n')}\n`,
+  );
+  const r = await runTiling({
+    slides: path.join(dir, 'slides'),
+    out: path.join(dir, 'tiles'),
+    mpp: 0.5,
+    tileSizePx: 256,
+    tissueThreshold: 0.25,
+  });
+  if (r.ok < TASK_SLIDES)
+    throw new UserError(
+      `demo: the task slides could not all be tiled (${r.rows
+        .map((x) => x.error)
+        .filter(Boolean)
+        .join('; ')})`,
+    );
   const sampler = await TileSampler.open(path.join(dir, 'tiles'), { batchSize: 1 });
   const reader = new SlideTileReader();
   const rows = ['path,label,split,site,slide'];
@@ -287,7 +393,11 @@ async function prepareDemoTasks(out: string, seed: number): Promise<void> {
       await reader.readInto(refs, 256, data, { strict: true });
       for (let k = 0; k < refs.length; k++) {
         const file = path.join('patches', `${s.name}_${k}.png`);
-        await sharp(Buffer.from(data.buffer, k * 256 * 256 * 3, 256 * 256 * 3), { raw: { width: 256, height: 256, channels: 3 } }).png().toFile(path.join(dir, file));
+        await sharp(Buffer.from(data.buffer, k * 256 * 256 * 3, 256 * 256 * 3), {
+          raw: { width: 256, height: 256, channels: 3 },
+        })
+          .png()
+          .toFile(path.join(dir, file));
         rows.push(`${file},${label(i)},${i < 6 ? 'train' : 'test'},${i % 4 < 2 ? 'A' : 'B'},${s.name}`);
       }
     }
@@ -305,7 +415,8 @@ async function writeDemoReport(
   tasks: ProtocolTable,
 ): Promise<DemoReport> {
   const log = await readLog(out);
-  const trainingSlides = (await fs.readFile(path.join(out, 'slides', 'train.csv'), 'utf8')).trim().split('\n').length - 1;
+  const trainingSlides =
+    (await fs.readFile(path.join(out, 'slides', 'train.csv'), 'utf8')).trim().split('\n').length - 1;
   const report: DemoReport = {
     steps: result.stepsDone,
     stoppedBy: result.stoppedBy,
@@ -315,7 +426,13 @@ async function writeDemoReport(
     tasks,
   };
   await writeFileAtomic(path.join(out, 'report.json'), `${JSON.stringify(report, null, 2)}\n`);
-  await writeFileAtomic(path.join(out, 'loss.png'), await lossCurvePng(log.map((l) => l.step), log.map((l) => l.loss)));
+  await writeFileAtomic(
+    path.join(out, 'loss.png'),
+    await lossCurvePng(
+      log.map((l) => l.step),
+      log.map((l) => l.loss),
+    ),
+  );
   const md = [
     '# g2l-native demo',
     '',
@@ -337,10 +454,17 @@ async function writeDemoReport(
     '## Two small tasks, as the protocol evaluates them',
     '',
     `Eight more synthetic slides, half with dense nuclei and half with sparse: the label is in the tissue. Patch task: the ` +
-      'probe\'s balanced accuracy on held-out slides\' tiles; slide task: AUC of mean pooling + the probe over 4 folds. ' +
+      "probe's balanced accuracy on held-out slides' tiles; slide task: AUC of mean pooling + the probe over 4 folds. " +
       'The full evaluation is in `protocol/report.md`.',
     '',
-    ...protocolMarkdown(tasks).split('\n').slice(4).map((l) => l.replace('![the table as bars](table.png)', '![the table as bars](protocol/table.png)').replace(/^## /, '### ')),
+    ...protocolMarkdown(tasks)
+      .split('\n')
+      .slice(4)
+      .map((l) =>
+        l
+          .replace('![the table as bars](table.png)', '![the table as bars](protocol/table.png)')
+          .replace(/^## /, '### '),
+      ),
     `The distilled student is in \`student/\` (loads with transformers' AutoModel); the run's log, configuration and ` +
       'checkpoints are next to it.',
     '',

@@ -16,7 +16,12 @@ import type { BackendDistillerConfig, StudentDrop } from '../backends/types.js';
 import type { NativeDistillerInfo, NativeStepResult } from './native-types.js';
 import type { DistSettings } from '../parallel/env.js';
 import {
-  AUGMENT_DEFAULTS, KERNEL_DEFAULTS, LOSS_DEFAULTS, OPTIMIZER_DEFAULTS, RUN_SHAPE_DEFAULTS, TEACHER_FP8_LAYERS_DEFAULT,
+  AUGMENT_DEFAULTS,
+  KERNEL_DEFAULTS,
+  LOSS_DEFAULTS,
+  OPTIMIZER_DEFAULTS,
+  RUN_SHAPE_DEFAULTS,
+  TEACHER_FP8_LAYERS_DEFAULT,
 } from '../defaults.js';
 import { definedOnly } from '../util/objects.js';
 import { kernelsSchema, teacherFp8LayersSchema, type KernelOptions } from './config.js';
@@ -100,7 +105,9 @@ export type DistillerInfo = NativeDistillerInfo;
 function resolveKernels(given: Partial<KernelOptions> | undefined): KernelOptions {
   const parsed = kernelsSchema.safeParse({ ...KERNEL_DEFAULTS, ...definedOnly(given ?? {}) });
   if (!parsed.success) {
-    throw new UserError(`Distiller: kernels: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(object)'}: ${i.message}`).join('; ')}`);
+    throw new UserError(
+      `Distiller: kernels: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(object)'}: ${i.message}`).join('; ')}`,
+    );
   }
   return parsed.data;
 }
@@ -108,7 +115,9 @@ function resolveKernels(given: Partial<KernelOptions> | undefined): KernelOption
 function resolveFp8Layers(given: DistillerConfig['teacherFp8Layers']): ('qkv' | 'proj' | 'fc1' | 'fc2')[] {
   const parsed = teacherFp8LayersSchema.safeParse(given ?? [...TEACHER_FP8_LAYERS_DEFAULT]);
   if (!parsed.success) {
-    throw new UserError(`Distiller: teacherFp8Layers ${JSON.stringify(given)}: ${parsed.error.issues.map((i) => i.message).join('; ')}: give a non-empty subset of qkv, proj, fc1, fc2`);
+    throw new UserError(
+      `Distiller: teacherFp8Layers ${JSON.stringify(given)}: ${parsed.error.issues.map((i) => i.message).join('; ')}: give a non-empty subset of qkv, proj, fc1, fc2`,
+    );
   }
   return parsed.data;
 }
@@ -133,7 +142,13 @@ export function toBackendConfig(c: DistillerConfig): BackendDistillerConfig {
     kernels: resolveKernels(c.kernels),
     ...(c.testing?.teacherFp8Emulate ? { teacherFp8Emulate: true } : {}),
     ...(c.studentDrop && Object.keys(c.studentDrop).length > 0 ? { studentDrop: { ...c.studentDrop } } : {}),
-    loss: { alpha: c.alpha ?? d.alpha, reduction: c.reduction ?? d.reduction, bnEps: c.bnEps ?? d.bnEps, teacherBn: c.teacherBn ?? d.teacherBn, sync: c.sync ?? d.sync },
+    loss: {
+      alpha: c.alpha ?? d.alpha,
+      reduction: c.reduction ?? d.reduction,
+      bnEps: c.bnEps ?? d.bnEps,
+      teacherBn: c.teacherBn ?? d.teacherBn,
+      sync: c.sync ?? d.sync,
+    },
     optimizer: {
       lr: c.lr ?? d.lr,
       finalLr: c.finalLr ?? d.finalLr,
@@ -167,13 +182,17 @@ export class Distiller {
     // The native engine, or the pure-JS backend (asked for, or after one warning when the engine cannot load).
     const backend = getBackend({ backend: config.backend, force: config.force });
     if (config.dist && config.dist.worldSize > 1 && !(backend instanceof NativeBackend)) {
-      throw new UserError('data-parallel distillation (--nproc, RANK/WORLD_SIZE) needs the native engine: run `npm run setup`, and do not pass --backend js');
+      throw new UserError(
+        'data-parallel distillation (--nproc, RANK/WORLD_SIZE) needs the native engine: run `npm run setup`, and do not pass --backend js',
+      );
     }
     try {
       const engine = await createBackendDistiller(backend, { ...toBackendConfig(config), force: config.force });
       // Tile batches for a CUDA device in page-locked memory: the engine then copies them asynchronously.
       const pinned = backend instanceof NativeBackend && (config.device ?? 'cpu').startsWith('cuda');
-      const allocate = pinned ? (n: number) => backend.allocateTileBuffer(n, { pinned: true }) : (n: number) => new Uint8Array(n);
+      const allocate = pinned
+        ? (n: number) => backend.allocateTileBuffer(n, { pinned: true })
+        : (n: number) => new Uint8Array(n);
       return new Distiller(engine, config, allocate);
     } catch (e) {
       throw asUserError(e);
@@ -229,13 +248,18 @@ export class Distiller {
     const file = path.join(folder, META_FILE);
     if (!options.verified && existsSync(path.join(folder, MANIFEST_FILE))) {
       const problem = await verifyManifest(folder);
-      if (problem) throw new UserError(`checkpoint ${folder} is damaged: ${problem}; resume from an earlier checkpoints/step-N folder`);
+      if (problem)
+        throw new UserError(
+          `checkpoint ${folder} is damaged: ${problem}; resume from an earlier checkpoints/step-N folder`,
+        );
     }
     let text: string;
     try {
       text = await fs.readFile(file, 'utf8');
     } catch {
-      throw new UserError(`${folder} is not a g2l-native checkpoint (no readable ${META_FILE}): pass a checkpoints/step-N folder`);
+      throw new UserError(
+        `${folder} is not a g2l-native checkpoint (no readable ${META_FILE}): pass a checkpoints/step-N folder`,
+      );
     }
     const meta = parseMeta(text, file);
     try {

@@ -82,11 +82,17 @@ export class EarlyStopping {
           : { stop: false };
       case 'total':
         return this.state.exceeded > patience
-          ? { stop: true, reason: `total: ${this.state.exceeded} steps so far had a loss above the running mean of the ${window} before them (more than ${patience})` }
+          ? {
+              stop: true,
+              reason: `total: ${this.state.exceeded} steps so far had a loss above the running mean of the ${window} before them (more than ${patience})`,
+            }
           : { stop: false };
       case 'ratio':
         return loss > factor * Math.abs(mean)
-          ? { stop: true, reason: `ratio: the loss ${loss.toPrecision(6)} exceeds ${factor} times the magnitude of ${prev}` }
+          ? {
+              stop: true,
+              reason: `ratio: the loss ${loss.toPrecision(6)} exceeds ${factor} times the magnitude of ${prev}`,
+            }
           : { stop: false };
     }
   }

@@ -4,7 +4,8 @@
 import type { BackendDistiller, BackendDistillerConfig, BackendStepResult } from '../backends/types.js';
 import { nativeModelSpec, resolveVitSpec, studentRegularization, type NativeModelSpec } from '../models/spec.js';
 
-type ModelKeys = 'teacher' | 'teacherPreset' | 'teacherPool' | 'student' | 'studentPreset' | 'studentPool' | 'studentDrop';
+type ModelKeys =
+  'teacher' | 'teacherPreset' | 'teacherPool' | 'student' | 'studentPreset' | 'studentPool' | 'studentDrop';
 
 /** The engine's configuration keys (g2l::DistillerConfig), camelCased: the models as resolved specs. */
 export type NativeDistillerConfig = Omit<BackendDistillerConfig, ModelKeys | 'force' | 'augment'> & {
@@ -24,7 +25,18 @@ export interface NativeDistillerConstructor {
 
 /** A backend configuration as the engine takes it: teacher and student resolved, the student's rates applied. */
 export function toEngineConfig(config: BackendDistillerConfig): NativeDistillerConfig {
-  const { teacher, teacherPreset, teacherPool, student, studentPreset, studentPool, studentDrop, force: _force, augment, ...rest } = config;
+  const {
+    teacher,
+    teacherPreset,
+    teacherPool,
+    student,
+    studentPreset,
+    studentPool,
+    studentDrop,
+    force: _force,
+    augment,
+    ...rest
+  } = config;
   const teacherSpec = resolveVitSpec(teacher, teacherPreset ?? '', teacherPool ?? '');
   const studentSpec = resolveVitSpec(student, studentPreset ?? '', studentPool ?? '');
   studentSpec.drop = studentRegularization(studentSpec, studentDrop ?? {});

@@ -26,7 +26,14 @@ import {
   type RunConfig,
   type RunConfigInput,
 } from './config.js';
-import { META_FILE, checkpointFolders, newestIntactCheckpoint, parseMeta, removeTempCheckpoints, type ResumePoint } from './checkpoint.js';
+import {
+  META_FILE,
+  checkpointFolders,
+  newestIntactCheckpoint,
+  parseMeta,
+  removeTempCheckpoints,
+  type ResumePoint,
+} from './checkpoint.js';
 import { Distiller, type DistillerConfig, type StepResult } from './distiller.js';
 import { EarlyStopping, type EarlyStopState } from './early-stop.js';
 import { openTileSource, type TileSource } from './tiles.js';
@@ -150,7 +157,12 @@ function readConfigJson(file: string): RunConfig | string {
  * The configuration a run resumes with: config.json, checked against the copy in the checkpoint it resumes from (a
  * difference is refused unless `force`); when config.json is missing or damaged, that copy.
  */
-async function readSavedConfig(runDir: string, point: ResumePoint | null, force: boolean, say: (m: string) => void): Promise<RunConfig> {
+async function readSavedConfig(
+  runDir: string,
+  point: ResumePoint | null,
+  force: boolean,
+  say: (m: string) => void,
+): Promise<RunConfig> {
   const file = path.join(runDir, CONFIG_FILE);
   const own = existsSync(file) ? readConfigJson(file) : null;
   let copy: RunConfig | undefined;
@@ -174,7 +186,8 @@ async function readSavedConfig(runDir: string, point: ResumePoint | null, force:
     say(`g2l-native: warning: ${file} ${own ?? 'is missing'}: using the configuration saved in ${where}`);
     return copy;
   }
-  if (own === null) throw new UserError(`nothing to resume in ${runDir}: it has no ${CONFIG_FILE}; start the run without --resume`);
+  if (own === null)
+    throw new UserError(`nothing to resume in ${runDir}: it has no ${CONFIG_FILE}; start the run without --resume`);
   throw new UserError(`${file} ${own}: start a new run in another --out folder`);
 }
 
@@ -203,7 +216,7 @@ async function truncateLog(file: string, steps: number): Promise<number> {
       const { step } = JSON.parse(l) as LogLine;
       return Number.isSafeInteger(step) && step <= steps;
     } catch {
-      if (i < lines.length - 1) damaged += 1;  // not the last line, which a kill may have cut short
+      if (i < lines.length - 1) damaged += 1; // not the last line, which a kill may have cut short
       return false;
     }
   });
@@ -225,7 +238,11 @@ export async function runDistill(options: DistillRunOptions): Promise<DistillRun
     ? await resumedConfig(runDir, resumePoint, options, say)
     : await newRunConfig(runDir, options);
   if (ranks.primary) await writeRunConfig(runDir, config);
-  const source = await openTileSource(config.slides, { seed: config.seed, tileSizePx: config.tileSizePx, balance: config.tileSampling });
+  const source = await openTileSource(config.slides, {
+    seed: config.seed,
+    tileSizePx: config.tileSizePx,
+    balance: config.tileSampling,
+  });
   const run = new RunState(runDir, config, source, await createRunDistiller(config, options), ranks, say);
   run.reportStudentDrop();
   if (options.resume) await run.restore(resumePoint);
@@ -266,14 +283,23 @@ async function newRunConfig(runDir: string, options: DistillRunOptions): Promise
   if (options.epochs === undefined) return resolveConfig(input);
   if (input.steps !== undefined) throw new UserError('distill: give --steps or --epochs, not both');
   const probe = resolveConfig({ ...input, steps: 1 });
-  const source = await openTileSource(probe.slides, { seed: probe.seed, tileSizePx: probe.tileSizePx, balance: probe.tileSampling });
+  const source = await openTileSource(probe.slides, {
+    seed: probe.seed,
+    tileSizePx: probe.tileSizePx,
+    balance: probe.tileSampling,
+  });
   const perEpoch = source.stepsPerEpoch(probe.batchSize, options.dist?.worldSize ?? 1);
   await source.close();
   return resolveConfig({ ...input, steps: Math.max(1, Math.ceil(options.epochs * perEpoch)) });
 }
 
 /** A resumed run's configuration: the saved one, with what the flags change only under --force. */
-async function resumedConfig(runDir: string, point: ResumePoint | null, options: DistillRunOptions, say: (m: string) => void): Promise<RunConfig> {
+async function resumedConfig(
+  runDir: string,
+  point: ResumePoint | null,
+  options: DistillRunOptions,
+  say: (m: string) => void,
+): Promise<RunConfig> {
   const input = resolvePaths(options.input);
   const saved = await readSavedConfig(runDir, point, options.force === true, say);
   const diffs = configDifferences(saved, input);
@@ -348,7 +374,8 @@ class RunState {
   /** The student's training-only dropout / drop path (its config.json's rates, then studentDrop), said when in use. */
   reportStudentDrop(): void {
     const drops = Object.entries(this.distiller.info().studentDrop ?? {}).filter(([, v]) => (v ?? 0) > 0);
-    if (this.ranks.primary && drops.length) this.say(`g2l-native: student dropout / drop path in training: ${drops.map(([k, v]) => `${k} ${v}`).join(', ')}`);
+    if (this.ranks.primary && drops.length)
+      this.say(`g2l-native: student dropout / drop path in training: ${drops.map(([k, v]) => `${k} ${v}`).join(', ')}`);
   }
 
   /** Loads the resume point (damaged newer checkpoints set aside first) and says how many steps are repeated. */
@@ -363,19 +390,27 @@ class RunState {
     const logged = await lastLoggedStep(this.logFile);
     const repeated = Math.max(logged, ...damaged.map((d) => d.steps)) - at;
     for (const d of damaged) {
-      say(`g2l-native: warning: checkpoint ${path.relative(runDir, d.dir)} is damaged: ${d.problem}; kept aside as ${path.basename(d.dir)}.damaged`);
+      say(
+        `g2l-native: warning: checkpoint ${path.relative(runDir, d.dir)} is damaged: ${d.problem}; kept aside as ${path.basename(d.dir)}.damaged`,
+      );
       if (this.ranks.primary) await setAside(d.dir);
     }
     if (point.unverified) {
-      say(`g2l-native: warning: ${path.relative(runDir, dir)} has no manifest.json (written by an older g2l-native): only its readers check it`);
+      say(
+        `g2l-native: warning: ${path.relative(runDir, dir)} has no manifest.json (written by an older g2l-native): only its readers check it`,
+      );
     }
     const extra = (await this.distiller.load(dir, { verified: true })) as unknown as CheckpointExtra;
     this.steps = at;
     this.early = new EarlyStopping(this.config.earlyStopping, extra.earlyStop, at);
     this.lastCheckpoint = dir;
     this.lastSavedAt = at;
-    const again = repeated > 0 ? `; ${repeated} step${repeated === 1 ? ' is' : 's are'} repeated (${at + 1}-${at + repeated})` : '';
-    if (damaged.length) say(`g2l-native: warning: resuming ${runDir} from the newest intact checkpoint, ${path.relative(runDir, dir)}${again}`);
+    const again =
+      repeated > 0 ? `; ${repeated} step${repeated === 1 ? ' is' : 's are'} repeated (${at + 1}-${at + repeated})` : '';
+    if (damaged.length)
+      say(
+        `g2l-native: warning: resuming ${runDir} from the newest intact checkpoint, ${path.relative(runDir, dir)}${again}`,
+      );
     else say(`g2l-native: resuming ${runDir} from ${path.relative(runDir, dir)}${again}`);
   }
 
@@ -383,17 +418,24 @@ class RunState {
   async alignLog(): Promise<void> {
     if (!this.ranks.primary) return;
     const damaged = await truncateLog(this.logFile, this.steps);
-    if (damaged) this.say(`g2l-native: warning: ${this.logFile}: ${damaged} damaged line${damaged === 1 ? '' : 's'} dropped`);
+    if (damaged)
+      this.say(`g2l-native: warning: ${this.logFile}: ${damaged} damaged line${damaged === 1 ? '' : 's'} dropped`);
   }
 
   /** Writes checkpoints/step-N (rank 0) and keeps the newest KEEP_CHECKPOINTS. */
   async checkpoint(): Promise<void> {
     const dir = checkpointDir(this.runDir, this.steps);
     if (this.ranks.primary) {
-      const extra: CheckpointExtra = { earlyStop: this.early.snapshot(), sampler: { step: this.steps, tiles: this.source.size }, lastLoss: this.lastLoss, config: this.config };
+      const extra: CheckpointExtra = {
+        earlyStop: this.early.snapshot(),
+        sampler: { step: this.steps, tiles: this.source.size },
+        lastLoss: this.lastLoss,
+        config: this.config,
+      };
       await this.distiller.save(dir, extra as unknown as Record<string, unknown>);
       const all = await listCheckpoints(this.runDir);
-      for (const [, old] of all.slice(0, Math.max(0, all.length - KEEP_CHECKPOINTS))) await fs.rm(old, { recursive: true, force: true });
+      for (const [, old] of all.slice(0, Math.max(0, all.length - KEEP_CHECKPOINTS)))
+        await fs.rm(old, { recursive: true, force: true });
     }
     this.lastCheckpoint = dir;
     this.lastSavedAt = this.steps;
@@ -407,7 +449,11 @@ class RunState {
     if (this.steps > 0 && this.lastSavedAt !== this.steps) await this.checkpoint();
     this.bar?.stop();
     const code = stopExitCode(signal);
-    if (this.steps === 0) return new UserError(`interrupted before the first step: nothing to save; start it again with g2l-native distill --resume --out ${this.runDir}`, code);
+    if (this.steps === 0)
+      return new UserError(
+        `interrupted before the first step: nothing to save; start it again with g2l-native distill --resume --out ${this.runDir}`,
+        code,
+      );
     return new UserError(
       `interrupted after step ${this.steps}: checkpoint written to ${this.lastCheckpoint}; continue with g2l-native distill --resume --out ${this.runDir}`,
       code,
@@ -433,7 +479,11 @@ async function trainSteps(run: RunState, options: DistillRunOptions): Promise<Lo
   const end = Math.min(config.steps, options.until ?? Number.POSITIVE_INFINITY);
   run.bar = options.progress
     ? new cliProgress.SingleBar(
-        { format: ' {bar} {value}/{total} steps | loss {loss} | {ips} img/s | ETA {eta_formatted}', stream: process.stderr, hideCursor: true },
+        {
+          format: ' {bar} {value}/{total} steps | loss {loss} | {ips} img/s | ETA {eta_formatted}',
+          stream: process.stderr,
+          hideCursor: true,
+        },
         cliProgress.Presets.shades_classic,
       )
     : null;
@@ -467,7 +517,8 @@ async function trainSteps(run: RunState, options: DistillRunOptions): Promise<Lo
     run.steps += 1;
     const line = logLine(run, r, seconds);
     if (config.teacherFp8 && !fp8Reported) fp8Reported = reportFp8(run, line);
-    const decision = config.earlyStopping.enabled && Number.isFinite(r.loss) ? run.early.update(r.loss) : { stop: false };
+    const decision =
+      config.earlyStopping.enabled && Number.isFinite(r.loss) ? run.early.update(r.loss) : { stop: false };
     if (decision.stop) line.earlyStop = decision.reason;
     if (ranks.primary) await fs.appendFile(run.logFile, `${JSON.stringify(line)}\n`);
     options.onStep?.(line);
@@ -504,8 +555,10 @@ function reportFp8(run: RunState, line: LogLine): boolean {
   const info = run.distiller.info();
   if (typeof info.teacherFp8MinCosine !== 'number') return false;
   line.teacherFp8MinCosine = info.teacherFp8MinCosine;
-  run.say(`g2l-native: FP8 teacher accepted: features within cosine ${info.teacherFp8MinCosine.toFixed(5)} of bf16 ` +
-    `(${info.teacherFp8Layers ?? '?'} of ${info.teacherLinearLayers ?? '?'} products in FP8)`);
+  run.say(
+    `g2l-native: FP8 teacher accepted: features within cosine ${info.teacherFp8MinCosine.toFixed(5)} of bf16 ` +
+      `(${info.teacherFp8Layers ?? '?'} of ${info.teacherLinearLayers ?? '?'} products in FP8)`,
+  );
   return true;
 }
 
@@ -519,7 +572,11 @@ function nonFiniteLoss(run: RunState, loss: number): UserError {
 }
 
 /** The last checkpoint (unless the last step has one) and, unless paused by --until, the student's export. */
-async function finishRun(run: RunState, { stoppedBy, stopReason }: LoopEnd, options: DistillRunOptions): Promise<DistillRunResult> {
+async function finishRun(
+  run: RunState,
+  { stoppedBy, stopReason }: LoopEnd,
+  options: DistillRunOptions,
+): Promise<DistillRunResult> {
   if (run.lastSavedAt !== run.steps) await run.checkpoint();
   let studentDir: string | null = null;
   if (stoppedBy !== 'until') {

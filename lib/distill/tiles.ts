@@ -45,10 +45,16 @@ export interface TileSourceOptions {
 }
 
 /** A 32-bit hash of (a, b): the seed of synthetic tile b's pixels under run seed a. */
-const mix = (a: number, b: number): number => (Math.imul(a ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(b + 0x27d4eb2f, 0xc2b2ae35)) >>> 0;
+const mix = (a: number, b: number): number =>
+  (Math.imul(a ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(b + 0x27d4eb2f, 0xc2b2ae35)) >>> 0;
 
 /** One tissue-like RGB tile (size,size,3) drawn from `seed`: stroma, nuclei, and sometimes an edge of glass. */
-export function syntheticTile(seed: number, size: number, out: Uint8Array = new Uint8Array(size * size * 3), offset = 0): Uint8Array {
+export function syntheticTile(
+  seed: number,
+  size: number,
+  out: Uint8Array = new Uint8Array(size * size * 3),
+  offset = 0,
+): Uint8Array {
   const rand = mulberry32(seed);
   // Stain of this tile: eosin-pink stroma and haematoxylin-purple nuclei with per-tile variation.
   const base = [225 + rand() * 20, 150 + rand() * 40, 190 + rand() * 30];
@@ -114,7 +120,8 @@ class SampledTiles implements TileSource {
       : new SlideTileReader({
           maxOpenSlides: options.maxOpenSlides,
           onTileError: (tile, e) => {
-            if (!this.skipped.some((x) => x.slide === tile.slide)) this.skipped.push({ slide: tile.slide, error: e.message.split('\n')[0] });
+            if (!this.skipped.some((x) => x.slide === tile.slide))
+              this.skipped.push({ slide: tile.slide, error: e.message.split('\n')[0] });
           },
         });
   }
@@ -124,7 +131,9 @@ class SampledTiles implements TileSource {
   }
 
   get description(): string {
-    return this.reader ? `${this.size} tiles of ${this.base.slideCount} slides (${this.base.manifestDir})` : `${this.size} synthetic tiles`;
+    return this.reader
+      ? `${this.size} tiles of ${this.base.slideCount} slides (${this.base.manifestDir})`
+      : `${this.size} synthetic tiles`;
   }
 
   /** The sampler for this batch size and shard (the same tiles and seed). */
@@ -161,7 +170,9 @@ class SampledTiles implements TileSource {
         this.reader.prefetch(sampler.batchAt(next.epoch, next.batch));
         await read;
       } catch (e) {
-        throw new UserError(`${this.base.manifestDir}: step ${step + 1}: ${(e as Error).message}: ${this.skipped.map((x) => `${x.slide}: ${x.error}`).join('; ')}`);
+        throw new UserError(
+          `${this.base.manifestDir}: step ${step + 1}: ${(e as Error).message}: ${this.skipped.map((x) => `${x.slide}: ${x.error}`).join('; ')}`,
+        );
       }
     }
     return { data, shape: [batchSize, s, s, 3] };
@@ -181,6 +192,11 @@ export async function openTileSource(spec: string, options: TileSourceOptions): 
   const m = /^synthetic(?::(\d+))?$/.exec(spec);
   // batchSize 1 here: the source reshapes the sampler to each call's batch size and shard.
   const samplerOptions = { seed: options.seed, batchSize: 1, balance: options.balance };
-  if (m) return new SampledTiles(TileSampler.synthetic(m[1] ? Number(m[1]) : 4096, options.tileSizePx, samplerOptions), options, true);
+  if (m)
+    return new SampledTiles(
+      TileSampler.synthetic(m[1] ? Number(m[1]) : 4096, options.tileSizePx, samplerOptions),
+      options,
+      true,
+    );
   return new SampledTiles(await TileSampler.open(spec, samplerOptions), options, false);
 }

@@ -34,11 +34,22 @@ function columnMeans(x: Float32Array, n: number, d: number): Float64Array {
 }
 
 /** Linear and debiased linear CKA, streaming over row blocks. x [n, dx], y [n, dy]. */
-export function linearCka(x: Float32Array, dx: number, y: Float32Array, dy: number, n: number): { linear: number; debiased: number } {
-  const px = pad(dx, 4), py = pad(dy, 4);
-  const mux = columnMeans(x, n, dx), muy = columnMeans(y, n, dy);
+export function linearCka(
+  x: Float32Array,
+  dx: number,
+  y: Float32Array,
+  dy: number,
+  n: number,
+): { linear: number; debiased: number } {
+  const px = pad(dx, 4),
+    py = pad(dy, 4);
+  const mux = columnMeans(x, n, dx),
+    muy = columnMeans(y, n, dy);
   const bytes = (px * px + py * py + px * py + (px + py) * ROW_BLOCK) * 8;
-  if (bytes > 65536 * PAGE) throw new UserError(`linear CKA of ${dx}- and ${dy}-dimensional features needs ${(bytes / 2 ** 30).toFixed(1)} GiB; that is over the 4 GiB limit`);
+  if (bytes > 65536 * PAGE)
+    throw new UserError(
+      `linear CKA of ${dx}- and ${dy}-dimensional features needs ${(bytes / 2 ** 30).toFixed(1)} GiB; that is over the 4 GiB limit`,
+    );
   const memory = new wasm.Memory({ initial: Math.ceil(bytes / PAGE) });
   const k = simdKernels(memory);
   const buf = memory.buffer as ArrayBuffer;
@@ -54,7 +65,8 @@ export function linearCka(x: Float32Array, dx: number, y: Float32Array, dy: numb
   const [gxy, gxyOff] = take(px * py);
   const [xt, xtOff] = take(px * ROW_BLOCK);
   const [yt, ytOff] = take(py * ROW_BLOCK);
-  const rowSqX = new Float64Array(n), rowSqY = new Float64Array(n);
+  const rowSqX = new Float64Array(n),
+    rowSqY = new Float64Array(n);
   for (let r0 = 0; r0 < n; r0 += ROW_BLOCK) {
     const rows = Math.min(ROW_BLOCK, n - r0);
     xt.fill(0);
@@ -62,7 +74,8 @@ export function linearCka(x: Float32Array, dx: number, y: Float32Array, dy: numb
     // Transposed, centred blocks: xt[j, r] = x[r0 + r, j] - mu[j]
     for (let r = 0; r < rows; r++) {
       const i = r0 + r;
-      let sx = 0, sy = 0;
+      let sx = 0,
+        sy = 0;
       for (let j = 0; j < dx; j++) {
         const v = x[i * dx + j] - mux[j];
         xt[j * ROW_BLOCK + r] = v;
@@ -85,9 +98,15 @@ export function linearCka(x: Float32Array, dx: number, y: Float32Array, dy: numb
     for (let i = 0; i < a.length; i++) s += a[i] * a[i];
     return s;
   };
-  const xty = frob2(gxy), xtx = frob2(gxx), yty = frob2(gyy);
+  const xty = frob2(gxy),
+    xtx = frob2(gxx),
+    yty = frob2(gyy);
   const linear = xty / (Math.sqrt(xtx) * Math.sqrt(yty));
-  let sqNormX = 0, sqNormY = 0, rxy = 0, rxx = 0, ryy = 0;
+  let sqNormX = 0,
+    sqNormY = 0,
+    rxy = 0,
+    rxx = 0,
+    ryy = 0;
   for (let i = 0; i < n; i++) {
     sqNormX += rowSqX[i];
     sqNormY += rowSqY[i];
@@ -97,16 +116,19 @@ export function linearCka(x: Float32Array, dx: number, y: Float32Array, dy: numb
   }
   const unbiased = (dotSim: number, rowDot: number, nx: number, ny: number) =>
     dotSim - (n / (n - 2)) * rowDot + (nx * ny) / ((n - 1) * (n - 2));
-  const debiased = unbiased(xty, rxy, sqNormX, sqNormY)
-    / (Math.sqrt(unbiased(xtx, rxx, sqNormX, sqNormX)) * Math.sqrt(unbiased(yty, ryy, sqNormY, sqNormY)));
+  const debiased =
+    unbiased(xty, rxy, sqNormX, sqNormY) /
+    (Math.sqrt(unbiased(xtx, rxx, sqNormX, sqNormX)) * Math.sqrt(unbiased(yty, ryy, sqNormY, sqNormY)));
   return { linear, debiased };
 }
 
 /** Squared pairwise distances [n, n] (float64) of x [n, d], through the f64 Gram product; diagonal exactly 0. */
 function squaredDistances(x: Float32Array, n: number, d: number): Float64Array {
-  const pn = pad(n, 4), pd = pad(d, 2);
+  const pn = pad(n, 4),
+    pd = pad(d, 2);
   const bytes = (pn * pd + pn * pn) * 8;
-  if (bytes > 65536 * PAGE) throw new UserError(`RBF CKA on ${n} rows needs ${(bytes / 2 ** 30).toFixed(1)} GiB; lower --rbf-max-rows`);
+  if (bytes > 65536 * PAGE)
+    throw new UserError(`RBF CKA on ${n} rows needs ${(bytes / 2 ** 30).toFixed(1)} GiB; lower --rbf-max-rows`);
   const memory = new wasm.Memory({ initial: Math.ceil(bytes / PAGE) });
   const k = simdKernels(memory);
   const buf = memory.buffer as ArrayBuffer;
@@ -157,7 +179,9 @@ function centredRbf(d2: Float64Array, n: number): Float64Array {
 export function rbfCka(x: Float32Array, dx: number, y: Float32Array, dy: number, n: number): number {
   const kx = centredRbf(squaredDistances(x, n, dx), n);
   const ky = centredRbf(squaredDistances(y, n, dy), n);
-  let xy = 0, xx = 0, yy = 0;
+  let xy = 0,
+    xx = 0,
+    yy = 0;
   for (let i = 0; i < n * n; i++) {
     xy += kx[i] * ky[i];
     xx += kx[i] * kx[i];
@@ -176,11 +200,18 @@ function pickRows(x: Float32Array, d: number, rows: Int32Array): Float32Array {
  * All three CKA values for x [n, dx] and y [n, dy] whose rows describe the same samples, on opts.backend (default:
  * the js code here).
  */
-export async function cka(x: Float32Array, dx: number, y: Float32Array, dy: number, n: number,
-  opts: { maxRbfRows?: number; seed?: number; backend?: EvalBackend; device?: string } = {}): Promise<CkaResult> {
+export async function cka(
+  x: Float32Array,
+  dx: number,
+  y: Float32Array,
+  dy: number,
+  n: number,
+  opts: { maxRbfRows?: number; seed?: number; backend?: EvalBackend; device?: string } = {},
+): Promise<CkaResult> {
   if (n < 4) throw new UserError(`CKA needs at least 4 matched samples, got ${n}`);
   const b = opts.backend;
-  const rbfOn = (xs: Float32Array, ys: Float32Array, rows: number) => (b ? b.rbfCka(xs, dx, ys, dy, rows, opts.device) : rbfCka(xs, dx, ys, dy, rows));
+  const rbfOn = (xs: Float32Array, ys: Float32Array, rows: number) =>
+    b ? b.rbfCka(xs, dx, ys, dy, rows, opts.device) : rbfCka(xs, dx, ys, dy, rows);
   const { linear, debiased } = b ? await b.linearCka(x, dx, y, dy, n, opts.device) : linearCka(x, dx, y, dy, n);
   const maxRows = opts.maxRbfRows ?? 5000;
   let rbf: number;

@@ -9,8 +9,15 @@ import type { EvalBackend } from '../backends/types.js';
 export type SearchOptions = TopKOptions & { backend?: EvalBackend };
 
 /** The cosine top-k on opts.backend, or the js backend's WebAssembly search when none is given. */
-export function searchTopK(query: Float32Array, nq: number, base: Float32Array, nb: number, d: number, k: number,
-  opts: SearchOptions = {}): Promise<TopK> {
+export function searchTopK(
+  query: Float32Array,
+  nq: number,
+  base: Float32Array,
+  nb: number,
+  d: number,
+  k: number,
+  opts: SearchOptions = {},
+): Promise<TopK> {
   const { backend, ...rest } = opts;
   return backend ? backend.cosineTopK(query, nq, base, nb, d, k, rest) : cosineTopK(query, nq, base, nb, d, k, rest);
 }
@@ -51,8 +58,18 @@ export function knnVote(top: TopK, yTrain: Int32Array, nClasses: number, k: numb
  * kNN predictions for several k at once (one search for the largest k).
  * train [nTrain, d], test [nTest, d] row-major float32.
  */
-export async function knnClassify(train: Float32Array, nTrain: number, yTrain: Int32Array, test: Float32Array, nTest: number,
-  d: number, nClasses: number, ks: number[], vote: KnnVote, opts: SearchOptions = {}): Promise<Map<number, KnnPrediction>> {
+export async function knnClassify(
+  train: Float32Array,
+  nTrain: number,
+  yTrain: Int32Array,
+  test: Float32Array,
+  nTest: number,
+  d: number,
+  nClasses: number,
+  ks: number[],
+  vote: KnnVote,
+  opts: SearchOptions = {},
+): Promise<Map<number, KnnPrediction>> {
   const kMax = Math.min(Math.max(...ks), nTrain);
   const top = await searchTopK(test, nTest, train, nTrain, d, kMax, opts);
   const out = new Map<number, KnnPrediction>();

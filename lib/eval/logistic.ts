@@ -22,8 +22,16 @@ import type { LogisticModel, LogisticOptions } from '../backends/types.js';
 export type { LogisticModel, LogisticOptions };
 
 /** Objective/N and its gradient at theta = [W (K*D), b (K)], written into grad. */
-function objective(theta: Float64Array, grad: Float64Array, X: Float32Array, y: Int32Array, n: number, d: number,
-  K: number, C: number): number {
+function objective(
+  theta: Float64Array,
+  grad: Float64Array,
+  X: Float32Array,
+  y: Int32Array,
+  n: number,
+  d: number,
+  K: number,
+  C: number,
+): number {
   grad.fill(0);
   const z = new Float64Array(K);
   const bOff = K * d;
@@ -33,7 +41,10 @@ function objective(theta: Float64Array, grad: Float64Array, X: Float32Array, y: 
     let zmax = -Infinity;
     for (let k = 0; k < K; k++) {
       const wo = k * d;
-      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      let s0 = 0,
+        s1 = 0,
+        s2 = 0,
+        s3 = 0;
       let j = 0;
       for (; j + 4 <= d; j += 4) {
         s0 += X[xo + j] * theta[wo + j];
@@ -42,7 +53,7 @@ function objective(theta: Float64Array, grad: Float64Array, X: Float32Array, y: 
         s3 += X[xo + j + 3] * theta[wo + j + 3];
       }
       for (; j < d; j++) s0 += X[xo + j] * theta[wo + j];
-      const v = (s0 + s1) + (s2 + s3) + theta[bOff + k];
+      const v = s0 + s1 + (s2 + s3) + theta[bOff + k];
       z[k] = v;
       if (v > zmax) zmax = v;
     }
@@ -76,9 +87,17 @@ const PAGE = 65536;
 const pad = (v: number, m: number) => Math.ceil(v / m) * m;
 
 /** The same objective as `objective`, with both products in the SIMD kernel. Undefined when it does not fit. */
-function simdObjective(X: Float32Array, y: Int32Array, n: number, d: number, K: number, C: number):
-  ((theta: Float64Array, grad: Float64Array) => number) | undefined {
-  const Dp = pad(d, 4), Kp = pad(K, 4), Np = pad(n, BLOCK);
+function simdObjective(
+  X: Float32Array,
+  y: Int32Array,
+  n: number,
+  d: number,
+  K: number,
+  C: number,
+): ((theta: Float64Array, grad: Float64Array) => number) | undefined {
+  const Dp = pad(d, 4),
+    Kp = pad(K, 4),
+    Np = pad(n, BLOCK);
   const sizes = { x: Np * Dp, xtb: Np * Dp, w: Kp * Dp, z: Np * Kp, rtb: Np * Kp, gt: Dp * Kp };
   const bytes = Object.values(sizes).reduce((a, b) => a + b, 0) * 8;
   if (bytes > 65535 * PAGE) return undefined;
@@ -91,10 +110,16 @@ function simdObjective(X: Float32Array, y: Int32Array, n: number, d: number, K: 
     off += len * 8;
     return { o, a: new Float64Array(buf, o, len) };
   };
-  const x64 = take(sizes.x), xtb = take(sizes.xtb), w = take(sizes.w), z = take(sizes.z), rtb = take(sizes.rtb), gt = take(sizes.gt);
+  const x64 = take(sizes.x),
+    xtb = take(sizes.xtb),
+    w = take(sizes.w),
+    z = take(sizes.z),
+    rtb = take(sizes.rtb),
+    gt = take(sizes.gt);
   // x64: [Np, Dp] row-major; xtb: per block of BLOCK samples a [Dp, BLOCK] transposed slab.
   for (let i = 0; i < n; i++) {
-    const blk = Math.floor(i / BLOCK), r = i % BLOCK;
+    const blk = Math.floor(i / BLOCK),
+      r = i % BLOCK;
     const slab = blk * Dp * BLOCK;
     for (let j = 0; j < d; j++) {
       const v = X[i * d + j];
@@ -123,7 +148,8 @@ function simdObjective(X: Float32Array, y: Int32Array, n: number, d: number, K: 
       }
       const yi = y[i];
       loss += Math.log(sum) - Math.log(p[yi]);
-      const slab = Math.floor(i / BLOCK) * Kp * BLOCK, r = i % BLOCK;
+      const slab = Math.floor(i / BLOCK) * Kp * BLOCK,
+        r = i % BLOCK;
       for (let c = 0; c < K; c++) {
         const res = p[c] / sum - (c === yi ? 1 : 0);
         rtb.a[slab + c * BLOCK + r] = res;
@@ -164,9 +190,10 @@ function maxAbs(a: Float64Array): number {
 
 /** Minimiser of a cubic through (a, fa, da) and (b, fb, db), safeguarded into the interval; bisection otherwise. */
 function cubicMin(a: number, fa: number, da: number, b: number, fb: number, db: number): number {
-  const d1 = da + db - 3 * (fa - fb) / (a - b);
+  const d1 = da + db - (3 * (fa - fb)) / (a - b);
   const disc = d1 * d1 - da * db;
-  const lo = Math.min(a, b), hi = Math.max(a, b);
+  const lo = Math.min(a, b),
+    hi = Math.max(a, b);
   if (disc >= 0) {
     const d2 = Math.sign(b - a) * Math.sqrt(disc);
     const t = b - (b - a) * ((db + d2 - d1) / (db - da + 2 * d2));
@@ -181,19 +208,31 @@ function cubicMin(a: number, fa: number, da: number, b: number, fb: number, db: 
  * where the objective's rounding swamps its decrease, steps are also accepted under Hager and Zhang's approximate
  * Wolfe conditions.
  */
-export function lbfgs(fg: (x: Float64Array, g: Float64Array) => number, x: Float64Array,
-  opts: { gtol: number; maxIter: number; m?: number; onIteration?: (it: number, f: number, gmax: number) => void;
+export function lbfgs(
+  fg: (x: Float64Array, g: Float64Array) => number,
+  x: Float64Array,
+  opts: {
+    gtol: number;
+    maxIter: number;
+    m?: number;
+    onIteration?: (it: number, f: number, gmax: number) => void;
     /** The size compared with gtol (default max |g|). */
-    measure?: (g: Float64Array) => number }):
-  { f: number; gradMax: number; iterations: number; converged: boolean } {
+    measure?: (g: Float64Array) => number;
+  },
+): { f: number; gradMax: number; iterations: number; converged: boolean } {
   const m = opts.m ?? 10;
   const n = x.length;
   const g = new Float64Array(n);
   let f = fg(x, g);
-  const S: Float64Array[] = [], Y: Float64Array[] = [], rho: number[] = [];
-  const p = new Float64Array(n), xNew = new Float64Array(n), gNew = new Float64Array(n);
+  const S: Float64Array[] = [],
+    Y: Float64Array[] = [],
+    rho: number[] = [];
+  const p = new Float64Array(n),
+    xNew = new Float64Array(n),
+    gNew = new Float64Array(n);
   const alphaH = new Float64Array(m);
-  const c1 = 1e-4, c2 = 0.9;
+  const c1 = 1e-4,
+    c2 = 0.9;
   let it = 0;
   const measure = opts.measure ?? maxAbs;
   let gmax = measure(g);
@@ -219,7 +258,9 @@ export function lbfgs(fg: (x: Float64Array, g: Float64Array) => number, x: Float
     let dphi0 = dot(g, p);
     if (!(dphi0 < 0)) {
       // Not a descent direction (lost curvature information): restart from steepest descent.
-      S.length = 0; Y.length = 0; rho.length = 0;
+      S.length = 0;
+      Y.length = 0;
+      rho.length = 0;
       for (let i = 0; i < n; i++) p[i] = -g[i];
       dphi0 = dot(g, p);
     }
@@ -269,7 +310,8 @@ export function lbfgs(fg: (x: Float64Array, g: Float64Array) => number, x: Float
     }
     if (!accepted) break; // no step decreases the objective: as converged as float64 allows
     // xNew/gNew hold the accepted point's values (evalAt was last called on it).
-    const sVec = new Float64Array(n), yVec = new Float64Array(n);
+    const sVec = new Float64Array(n),
+      yVec = new Float64Array(n);
     for (let i = 0; i < n; i++) {
       sVec[i] = xNew[i] - x[i];
       yVec[i] = gNew[i] - g[i];
@@ -279,8 +321,14 @@ export function lbfgs(fg: (x: Float64Array, g: Float64Array) => number, x: Float
     g.set(gNew);
     f = accepted.f;
     if (sy > 1e-300) {
-      if (S.length === m) { S.shift(); Y.shift(); rho.shift(); }
-      S.push(sVec); Y.push(yVec); rho.push(1 / sy);
+      if (S.length === m) {
+        S.shift();
+        Y.shift();
+        rho.shift();
+      }
+      S.push(sVec);
+      Y.push(yVec);
+      rho.push(1 / sy);
     }
     it++;
     gmax = measure(g);
@@ -290,12 +338,18 @@ export function lbfgs(fg: (x: Float64Array, g: Float64Array) => number, x: Float
 }
 
 /** Fits the probe on X [n, d] float32 with labels y in [0, nClasses). */
-export function fitLogistic(X: Float32Array, y: Int32Array, n: number, d: number, nClasses: number,
-  opts: LogisticOptions): LogisticModel {
+export function fitLogistic(
+  X: Float32Array,
+  y: Int32Array,
+  n: number,
+  d: number,
+  nClasses: number,
+  opts: LogisticOptions,
+): LogisticModel {
   const K = nClasses;
   const theta = new Float64Array(K * d + K);
   const engine = opts.engine ?? 'auto';
-  const C = K === 2 ? opts.C / 2 : opts.C;  // binary: the binomial model with opts.C (see the header)
+  const C = K === 2 ? opts.C / 2 : opts.C; // binary: the binomial model with opts.C (see the header)
   const simd = engine === 'js' ? undefined : simdObjective(X, y, n, d, K, C);
   if (engine === 'simd' && !simd) throw new Error('fitLogistic: the SIMD objective does not fit in WebAssembly memory');
   const fg = simd ?? ((t: Float64Array, g: Float64Array) => objective(t, g, X, y, n, d, K, C));
@@ -318,7 +372,8 @@ export function fitLogistic(X: Float32Array, y: Int32Array, n: number, d: number
       out[bOff + c] = tp[bOff + c] - shift;
     }
   };
-  const thetaOrig = new Float64Array(theta.length), gradOrig = new Float64Array(theta.length);
+  const thetaOrig = new Float64Array(theta.length),
+    gradOrig = new Float64Array(theta.length);
   const fgPrime = (tp: Float64Array, gp: Float64Array) => {
     toOriginal(tp, thetaOrig);
     const f = fg(thetaOrig, gradOrig);
@@ -341,12 +396,22 @@ export function fitLogistic(X: Float32Array, y: Int32Array, n: number, d: number
     return m;
   };
   const res = lbfgs(fgPrime, theta, {
-    gtol: opts.gtol ?? 1e-8, maxIter: opts.maxIter ?? 10000, onIteration: opts.onIteration, measure: originalGradMax,
+    gtol: opts.gtol ?? 1e-8,
+    maxIter: opts.maxIter ?? 10000,
+    onIteration: opts.onIteration,
+    measure: originalGradMax,
   });
   toOriginal(theta, thetaOrig);
   return {
-    nClasses: K, d, W: thetaOrig.slice(0, K * d), b: thetaOrig.slice(K * d), iterations: res.iterations,
-    converged: res.converged, gradMax: res.gradMax, loss: res.f, engine: simd ? 'simd' : 'js',
+    nClasses: K,
+    d,
+    W: thetaOrig.slice(0, K * d),
+    b: thetaOrig.slice(K * d),
+    iterations: res.iterations,
+    converged: res.converged,
+    gradMax: res.gradMax,
+    loss: res.f,
+    engine: simd ? 'simd' : 'js',
   };
 }
 

@@ -17,7 +17,8 @@ export function balancedAccuracy(y: Int32Array, pred: Int32Array, nClasses: numb
     support[y[i]]++;
     if (pred[i] === y[i]) hit[y[i]]++;
   }
-  let s = 0, m = 0;
+  let s = 0,
+    m = 0;
   for (let c = 0; c < nClasses; c++) {
     if (support[c] > 0) {
       s += hit[c] / support[c];
@@ -28,7 +29,9 @@ export function balancedAccuracy(y: Int32Array, pred: Int32Array, nClasses: numb
 }
 
 export function weightedF1(y: Int32Array, pred: Int32Array, nClasses: number): number {
-  const tp = new Float64Array(nClasses), fp = new Float64Array(nClasses), fn = new Float64Array(nClasses);
+  const tp = new Float64Array(nClasses),
+    fp = new Float64Array(nClasses),
+    fn = new Float64Array(nClasses);
   for (let i = 0; i < y.length; i++) {
     if (y[i] === pred[i]) tp[y[i]]++;
     else {
@@ -36,7 +39,8 @@ export function weightedF1(y: Int32Array, pred: Int32Array, nClasses: number): n
       fn[y[i]]++;
     }
   }
-  let s = 0, w = 0;
+  let s = 0,
+    w = 0;
   for (let c = 0; c < nClasses; c++) {
     const support = tp[c] + fn[c];
     const den = 2 * tp[c] + fp[c] + fn[c];
@@ -86,7 +90,8 @@ export function rocAuc(y: Int32Array, proba: Float64Array, nClasses: number): nu
     return binaryAuc(isPos, col);
   };
   if (nClasses === 2) return aucFor(1);
-  let s = 0, m = 0;
+  let s = 0,
+    m = 0;
   for (let c = 0; c < nClasses; c++) {
     const a = aucFor(c);
     if (!Number.isNaN(a)) {
@@ -104,8 +109,10 @@ export function rocCurve(isPos: Uint8Array, score: Float64Array): { fpr: number[
   let nPos = 0;
   for (let i = 0; i < n; i++) nPos += isPos[i];
   const nNeg = n - nPos;
-  const fpr = [0], tpr = [0];
-  let tp = 0, fp = 0;
+  const fpr = [0],
+    tpr = [0];
+  let tp = 0,
+    fp = 0;
   for (let i = 0; i < n;) {
     let j = i;
     while (j < n && score[order[j]] === score[order[i]]) {
@@ -127,8 +134,12 @@ export { mulberry32 };
  * Percentile bootstrap 95% intervals of several metrics over the same resamples (paired): metrics(rows) returns
  * one value per metric name. NaN values (undefined on a resample) are dropped per metric.
  */
-export function bootstrapCis<M extends string>(n: number, metrics: (rows: Int32Array) => Record<M, number>, rounds = 1000,
-  seed = 0): Record<M, [number, number]> {
+export function bootstrapCis<M extends string>(
+  n: number,
+  metrics: (rows: Int32Array) => Record<M, number>,
+  rounds = 1000,
+  seed = 0,
+): Record<M, [number, number]> {
   const rand = mulberry32(seed);
   const values = new Map<M, number[]>();
   const rows = new Int32Array(n);
@@ -156,19 +167,34 @@ export function percentile(sorted: number[], p: number): number {
   return sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo);
 }
 
-export interface ClassificationMetrics { acc: number; bacc: number; f1: number; auc?: number }
+export interface ClassificationMetrics {
+  acc: number;
+  bacc: number;
+  f1: number;
+  auc?: number;
+}
 
 /** Picks rows of y, pred and proba (for bootstrap resamples). */
-export function metricsOn(rows: Int32Array, y: Int32Array, pred: Int32Array, proba: Float64Array | undefined, nClasses: number):
-  ClassificationMetrics {
-  const yy = new Int32Array(rows.length), pp = new Int32Array(rows.length);
+export function metricsOn(
+  rows: Int32Array,
+  y: Int32Array,
+  pred: Int32Array,
+  proba: Float64Array | undefined,
+  nClasses: number,
+): ClassificationMetrics {
+  const yy = new Int32Array(rows.length),
+    pp = new Int32Array(rows.length);
   const pr = proba ? new Float64Array(rows.length * nClasses) : undefined;
   rows.forEach((r, i) => {
     yy[i] = y[r];
     pp[i] = pred[r];
     if (pr && proba) for (let c = 0; c < nClasses; c++) pr[i * nClasses + c] = proba[r * nClasses + c];
   });
-  const m: ClassificationMetrics = { acc: accuracy(yy, pp), bacc: balancedAccuracy(yy, pp, nClasses), f1: weightedF1(yy, pp, nClasses) };
+  const m: ClassificationMetrics = {
+    acc: accuracy(yy, pp),
+    bacc: balancedAccuracy(yy, pp, nClasses),
+    f1: weightedF1(yy, pp, nClasses),
+  };
   if (pr) m.auc = rocAuc(yy, pr, nClasses);
   return m;
 }

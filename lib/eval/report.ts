@@ -8,8 +8,21 @@ import { kKey, cKey } from './evaluate.js';
 import { lineChartSvg, rocPanelsSvg, groupedBarsSvg, svgToPng } from './plot.js';
 import { KNN_TEMPERATURE } from './knn.js';
 
-export interface NamedSet { name: string; dir: string; report: SetReport; roc?: RocCurves }
-export interface CkaPair { a: string; b: string; n: number; linear: number; rbf: number; linear_debiased: number; rbf_rows: number }
+export interface NamedSet {
+  name: string;
+  dir: string;
+  report: SetReport;
+  roc?: RocCurves;
+}
+export interface CkaPair {
+  a: string;
+  b: string;
+  n: number;
+  linear: number;
+  rbf: number;
+  linear_debiased: number;
+  rbf_rows: number;
+}
 
 export interface ReportInput {
   sets: NamedSet[];
@@ -33,7 +46,12 @@ interface Table {
   /** Bold the best value per column (for scores; CKA is a similarity, not a score). */
   rank?: boolean;
   header: string[];
-  rows: { name: string; cells: (number | null | undefined)[]; ci?: ([number, number] | undefined)[]; sd?: (number | undefined)[] }[];
+  rows: {
+    name: string;
+    cells: (number | null | undefined)[];
+    ci?: ([number, number] | undefined)[];
+    sd?: (number | undefined)[];
+  }[];
 }
 
 function tables(input: ReportInput): Table[] {
@@ -43,7 +61,8 @@ function tables(input: ReportInput): Table[] {
   if (has('knn')) {
     const header = options.ks.flatMap((k) => [`k=${k} acc`, `k=${k} bacc`]);
     out.push({
-      title: 'kNN (test split)', rank: true,
+      title: 'kNN (test split)',
+      rank: true,
       note: `${options.vote === 'weighted' ? `weighted vote, exp(similarity / ${KNN_TEMPERATURE})` : 'majority vote'}, cosine on L2-normalised features, neighbours from the train split`,
       header,
       rows: sets.map((s) => ({
@@ -54,25 +73,39 @@ function tables(input: ReportInput): Table[] {
     });
   }
   for (const [agg, what, note] of [
-    ['mean', 'mean pooling + linear probe', 'each slide\'s tile features averaged; the probe at the C chosen on val, else the first --C'],
-    ['abmil', 'gated-attention MIL (ABMIL)', 'trained on the train slides, early stopping on the validation slides (val split, or the next fold)'],
+    [
+      'mean',
+      'mean pooling + linear probe',
+      "each slide's tile features averaged; the probe at the C chosen on val, else the first --C",
+    ],
+    [
+      'abmil',
+      'gated-attention MIL (ABMIL)',
+      'trained on the train slides, early stopping on the validation slides (val split, or the next fold)',
+    ],
   ] as const) {
     const first = sets.find((s) => s.report.slide?.[agg]);
     if (!first) continue;
     const folds = first.report.slide![agg]!.info.n_folds;
     out.push({
-      title: `Slide level: ${what} (${folds > 1 ? `mean over ${folds} patient-level folds` : 'test split'})`, rank: true,
+      title: `Slide level: ${what} (${folds > 1 ? `mean over ${folds} patient-level folds` : 'test split'})`,
+      rank: true,
       note: `${note}; ± is the standard deviation across folds`,
       header: ['AUC', 'bacc', 'acc', 'F1'],
       rows: sets.map((s) => {
         const e = s.report.slide?.[agg];
-        return { name: s.name, cells: [e?.auc, e?.bacc, e?.acc, e?.f1], sd: e?.std ? [e.std.auc, e.std.bacc, e.std.acc, e.std.f1] : undefined };
+        return {
+          name: s.name,
+          cells: [e?.auc, e?.bacc, e?.acc, e?.f1],
+          sd: e?.std ? [e.std.auc, e.std.bacc, e.std.acc, e.std.f1] : undefined,
+        };
       }),
     });
   }
   if (has('linear')) {
     out.push({
-      title: 'Linear probe (test split)', rank: true,
+      title: 'Linear probe (test split)',
+      rank: true,
       note: 'multinomial logistic regression, Σ cross-entropy + 1/(2C)‖W‖², L-BFGS to max |gradient| 1e-8; AUC macro one-vs-rest (binary: positive class)',
       header: options.Cs.flatMap((C) => [`C=${C} AUC`, `C=${C} acc`, `C=${C} bacc`, `C=${C} F1`]),
       rows: sets.map((s) => ({
@@ -90,15 +123,23 @@ function tables(input: ReportInput): Table[] {
   }
   if (has('robustness')) {
     out.push({
-      title: 'Robustness index (PathoROB): ratio ΣSO / ΣOS', rank: true,
-      note: 'test split (whole set without a split column); neighbours exclude the query\'s own slide; neutral at 1, higher is more robust to site',
+      title: 'Robustness index (PathoROB): ratio ΣSO / ΣOS',
+      rank: true,
+      note: "test split (whole set without a split column); neighbours exclude the query's own slide; neutral at 1, higher is more robust to site",
       header: options.robustnessKs.map((k) => `k=${k}`),
-      rows: sets.map((s) => ({ name: s.name, cells: options.robustnessKs.map((k) => s.report.robustness?.[kKey(k)]?.ratio) })),
+      rows: sets.map((s) => ({
+        name: s.name,
+        cells: options.robustnessKs.map((k) => s.report.robustness?.[kKey(k)]?.ratio),
+      })),
     });
     out.push({
-      title: 'Robustness index, bounded: ΣSO / (ΣSO + ΣOS)', rank: true,
+      title: 'Robustness index, bounded: ΣSO / (ΣSO + ΣOS)',
+      rank: true,
       header: options.robustnessKs.map((k) => `k=${k}`),
-      rows: sets.map((s) => ({ name: s.name, cells: options.robustnessKs.map((k) => s.report.robustness?.[kKey(k)]?.bounded) })),
+      rows: sets.map((s) => ({
+        name: s.name,
+        cells: options.robustnessKs.map((k) => s.report.robustness?.[kKey(k)]?.bounded),
+      })),
     });
   }
   if (input.cka.length > 0) {
@@ -119,7 +160,8 @@ function bestRows(t: Table): (number | undefined)[] {
     let best: number | undefined;
     t.rows.forEach((r, i) => {
       const v = r.cells[c];
-      if (typeof v === 'number' && Number.isFinite(v) && (best === undefined || v > (t.rows[best].cells[c] as number))) best = i;
+      if (typeof v === 'number' && Number.isFinite(v) && (best === undefined || v > (t.rows[best].cells[c] as number)))
+        best = i;
     });
     return best;
   });
@@ -134,8 +176,12 @@ function cellText(t: Table, r: number, c: number): string {
 }
 
 function selectionLines(sets: NamedSet[]): string[] {
-  return sets.filter((s) => s.report.selected).map((s) =>
-    `${s.name}: best on the val split (balanced accuracy): ${[s.report.selected?.knn && `kNN ${s.report.selected.knn}`, s.report.selected?.linear && `linear ${s.report.selected.linear}`].filter(Boolean).join(', ')}`);
+  return sets
+    .filter((s) => s.report.selected)
+    .map(
+      (s) =>
+        `${s.name}: best on the val split (balanced accuracy): ${[s.report.selected?.knn && `kNN ${s.report.selected.knn}`, s.report.selected?.linear && `linear ${s.report.selected.linear}`].filter(Boolean).join(', ')}`,
+    );
 }
 
 function setLines(sets: NamedSet[]): string[][] {
@@ -157,7 +203,9 @@ export function reportMarkdown(input: ReportInput, figures: { file: string; capt
     const best = bestRows(t);
     md.push(`| model | ${t.header.join(' | ')} |`, `| --- |${t.header.map(() => ' --- |').join('')}`);
     t.rows.forEach((r, ri) => {
-      md.push(`| ${r.name} | ${t.header.map((_, c) => (best[c] === ri ? `**${cellText(t, ri, c)}**` : cellText(t, ri, c))).join(' | ')} |`);
+      md.push(
+        `| ${r.name} | ${t.header.map((_, c) => (best[c] === ri ? `**${cellText(t, ri, c)}**` : cellText(t, ri, c))).join(' | ')} |`,
+      );
     });
     md.push('');
   }
@@ -174,12 +222,16 @@ const h = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(
 
 export function reportHtml(input: ReportInput, figures: { file: string; caption: string }[]): string {
   const parts: string[] = [];
-  parts.push('<!doctype html><html><head><meta charset="utf-8"><title>g2l-native evaluation</title><style>',
+  parts.push(
+    '<!doctype html><html><head><meta charset="utf-8"><title>g2l-native evaluation</title><style>',
     'body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:0.5em 0 1.5em}',
     'th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th:first-child,td:first-child{text-align:left}',
     'th{background:#f3f3f3}.note{color:#555;font-size:0.9em}figure{margin:1em 0}img{max-width:100%}</style></head><body>',
-    `<h1>g2l-native evaluation</h1><p class="note">Created ${h(input.created)}.</p>`);
-  parts.push('<table><tr><th>feature set</th><th>folder</th><th>N</th><th>dim</th><th>train/val/test</th><th>classes</th></tr>');
+    `<h1>g2l-native evaluation</h1><p class="note">Created ${h(input.created)}.</p>`,
+  );
+  parts.push(
+    '<table><tr><th>feature set</th><th>folder</th><th>N</th><th>dim</th><th>train/val/test</th><th>classes</th></tr>',
+  );
   for (const l of setLines(input.sets)) parts.push(`<tr>${l.map((x) => `<td>${h(x)}</td>`).join('')}</tr>`);
   parts.push('</table>');
   for (const t of tables(input)) {
@@ -188,16 +240,24 @@ export function reportHtml(input: ReportInput, figures: { file: string; caption:
     const best = bestRows(t);
     parts.push(`<table><tr><th>model</th>${t.header.map((x) => `<th>${h(x)}</th>`).join('')}</tr>`);
     t.rows.forEach((r, ri) => {
-      parts.push(`<tr><td>${h(r.name)}</td>${t.header.map((_, c) => {
-        const txt = h(cellText(t, ri, c));
-        return `<td>${best[c] === ri ? `<b>${txt}</b>` : txt}</td>`;
-      }).join('')}</tr>`);
+      parts.push(
+        `<tr><td>${h(r.name)}</td>${t.header
+          .map((_, c) => {
+            const txt = h(cellText(t, ri, c));
+            return `<td>${best[c] === ri ? `<b>${txt}</b>` : txt}</td>`;
+          })
+          .join('')}</tr>`,
+      );
     });
     parts.push('</table>');
   }
   const sel = selectionLines(input.sets);
-  if (sel.length > 0) parts.push('<h2>Selection on the val split</h2><ul>', ...sel.map((l) => `<li>${h(l)}</li>`), '</ul>');
-  for (const f of figures) parts.push(`<figure><img src="${h(f.file)}" alt="${h(f.caption)}"><figcaption>${h(f.caption)}</figcaption></figure>`);
+  if (sel.length > 0)
+    parts.push('<h2>Selection on the val split</h2><ul>', ...sel.map((l) => `<li>${h(l)}</li>`), '</ul>');
+  for (const f of figures)
+    parts.push(
+      `<figure><img src="${h(f.file)}" alt="${h(f.caption)}"><figcaption>${h(f.caption)}</figcaption></figure>`,
+    );
   parts.push('</body></html>');
   return parts.join('\n');
 }
@@ -208,24 +268,45 @@ async function writeFigures(outDir: string, input: ReportInput): Promise<{ file:
   const { sets, options } = input;
   const withRob = sets.filter((s) => s.report.robustness);
   if (withRob.length > 0) {
-    const svg = lineChartSvg(withRob.map((s) => ({
-      name: s.name, x: options.robustnessKs, y: options.robustnessKs.map((k) => s.report.robustness![kKey(k)].ratio ?? NaN), markers: true,
-    })), { title: 'Robustness index vs k', xLabel: 'k (neighbours)', yLabel: 'ΣSO / ΣOS', xTicks: options.robustnessKs, reference: { y: 1, label: 'neutral' } });
+    const svg = lineChartSvg(
+      withRob.map((s) => ({
+        name: s.name,
+        x: options.robustnessKs,
+        y: options.robustnessKs.map((k) => s.report.robustness![kKey(k)].ratio ?? NaN),
+        markers: true,
+      })),
+      {
+        title: 'Robustness index vs k',
+        xLabel: 'k (neighbours)',
+        yLabel: 'ΣSO / ΣOS',
+        xTicks: options.robustnessKs,
+        reference: { y: 1, label: 'neutral' },
+      },
+    );
     figs.push({ file: 'figures/robustness.png', caption: 'Robustness index (ratio ΣSO/ΣOS) against k, per model' });
     await writeFileAtomic(path.join(outDir, figs[figs.length - 1].file), await svgToPng(svg));
   }
   const withRoc = sets.filter((s) => s.roc);
   if (withRoc.length > 0) {
-    const svg = rocPanelsSvg(withRoc.map((s) => ({
-      title: `${s.name} (C=${s.roc!.C}, AUC ${s.roc!.auc.toFixed(3)})`,
-      curves: s.roc!.curves.map((c, i) => ({ name: s.roc!.classes[i], x: c.fpr, y: c.tpr })),
-    })));
-    figs.push({ file: 'figures/roc.png', caption: 'ROC curves of the linear probe on the test split (one-vs-rest per class)' });
+    const svg = rocPanelsSvg(
+      withRoc.map((s) => ({
+        title: `${s.name} (C=${s.roc!.C}, AUC ${s.roc!.auc.toFixed(3)})`,
+        curves: s.roc!.curves.map((c, i) => ({ name: s.roc!.classes[i], x: c.fpr, y: c.tpr })),
+      })),
+    );
+    figs.push({
+      file: 'figures/roc.png',
+      caption: 'ROC curves of the linear probe on the test split (one-vs-rest per class)',
+    });
     await writeFileAtomic(path.join(outDir, figs[figs.length - 1].file), await svgToPng(svg));
   }
   if (input.cka.length > 0) {
-    const svg = groupedBarsSvg(input.cka.map((c) => `${c.a} vs ${c.b}`), ['linear', 'RBF', 'debiased linear'],
-      input.cka.map((c) => [c.linear, c.rbf, c.linear_debiased]), { title: 'CKA between feature sets', yLabel: 'CKA' });
+    const svg = groupedBarsSvg(
+      input.cka.map((c) => `${c.a} vs ${c.b}`),
+      ['linear', 'RBF', 'debiased linear'],
+      input.cka.map((c) => [c.linear, c.rbf, c.linear_debiased]),
+      { title: 'CKA between feature sets', yLabel: 'CKA' },
+    );
     figs.push({ file: 'figures/cka.png', caption: 'CKA between feature sets (linear, RBF, debiased linear)' });
     await writeFileAtomic(path.join(outDir, figs[figs.length - 1].file), await svgToPng(svg));
   }
@@ -236,8 +317,15 @@ async function writeFigures(outDir: string, input: ReportInput): Promise<{ file:
 export async function writeReport(outDir: string, input: ReportInput): Promise<string[]> {
   const figs = await writeFigures(outDir, input);
   await writeFileAtomic(path.join(outDir, 'report.json'), JSON.stringify(reportJson(input.sets), null, 2) + '\n');
-  if (input.cka.length > 0) await writeFileAtomic(path.join(outDir, 'cka.json'), JSON.stringify(input.cka, null, 2) + '\n');
+  if (input.cka.length > 0)
+    await writeFileAtomic(path.join(outDir, 'cka.json'), JSON.stringify(input.cka, null, 2) + '\n');
   await writeFileAtomic(path.join(outDir, 'report.md'), reportMarkdown(input, figs));
   await writeFileAtomic(path.join(outDir, 'report.html'), reportHtml(input, figs));
-  return ['report.json', 'report.md', 'report.html', ...(input.cka.length > 0 ? ['cka.json'] : []), ...figs.map((f) => f.file)];
+  return [
+    'report.json',
+    'report.md',
+    'report.html',
+    ...(input.cka.length > 0 ? ['cka.json'] : []),
+    ...figs.map((f) => f.file),
+  ];
 }

@@ -30,18 +30,31 @@ export function codes(values: string[]): Int32Array {
 /**
  * Robustness index for each k. x [n, d]; y class index, site and slide codes per row.
  */
-export async function robustnessIndex(x: Float32Array, n: number, d: number, y: Int32Array, site: Int32Array, slide: Int32Array,
-  ks: number[], opts: SearchOptions = {}): Promise<Map<number, RobustnessCounts>> {
+export async function robustnessIndex(
+  x: Float32Array,
+  n: number,
+  d: number,
+  y: Int32Array,
+  site: Int32Array,
+  slide: Int32Array,
+  ks: number[],
+  opts: SearchOptions = {},
+): Promise<Map<number, RobustnessCounts>> {
   const kMax = Math.max(...ks);
   const top = await searchTopK(x, n, x, n, d, kMax, { ...opts, queryGroup: slide, baseGroup: slide });
   for (let i = 0; i < n; i++) {
     if (top.idx[i * kMax + kMax - 1] < 0) {
-      throw new UserError(`robustness index with k=${kMax}: a sample has fewer than ${kMax} neighbours outside its own slide; use smaller k (--robustness-k) or more slides`);
+      throw new UserError(
+        `robustness index with k=${kMax}: a sample has fewer than ${kMax} neighbours outside its own slide; use smaller k (--robustness-k) or more slides`,
+      );
     }
   }
   const out = new Map<number, RobustnessCounts>();
   for (const k of ks) {
-    let SO = 0, OS = 0, SS = 0, OO = 0;
+    let SO = 0,
+      OS = 0,
+      SS = 0,
+      OO = 0;
     for (let i = 0; i < n; i++) {
       for (let t = 0; t < k; t++) {
         const j = top.idx[i * kMax + t];

@@ -49,15 +49,36 @@ function str(s: string): number[] {
 
 // Core opcodes used below.
 const op = {
-  block: 0x02, loop: 0x03, end: 0x0b, brIf: 0x0d, localGet: 0x20, localSet: 0x21, localTee: 0x22,
-  i32Const: 0x41, i32Add: 0x6a, i32Mul: 0x6c, i32LtU: 0x49, i32Shl: 0x74,
-  f32Load: 0x2a, f64Load: 0x2b, f32Store: 0x38, f64Store: 0x39, f32Add: 0x92, f64Add: 0xa0,
+  block: 0x02,
+  loop: 0x03,
+  end: 0x0b,
+  brIf: 0x0d,
+  localGet: 0x20,
+  localSet: 0x21,
+  localTee: 0x22,
+  i32Const: 0x41,
+  i32Add: 0x6a,
+  i32Mul: 0x6c,
+  i32LtU: 0x49,
+  i32Shl: 0x74,
+  f32Load: 0x2a,
+  f64Load: 0x2b,
+  f32Store: 0x38,
+  f64Store: 0x39,
+  f32Add: 0x92,
+  f64Add: 0xa0,
   simd: 0xfd,
 };
 // SIMD sub-opcodes (after the 0xfd prefix).
 const sop = {
-  load: 0x00, const: 0x0c, f32x4Extract: 0x1f, f64x2Extract: 0x21,
-  f32x4Add: 0xe4, f32x4Mul: 0xe6, f64x2Add: 0xf0, f64x2Mul: 0xf2,
+  load: 0x00,
+  const: 0x0c,
+  f32x4Extract: 0x1f,
+  f64x2Extract: 0x21,
+  f32x4Add: 0xe4,
+  f32x4Mul: 0xe6,
+  f64x2Add: 0xf0,
+  f64x2Mul: 0xf2,
 };
 
 type Precision = 'f32' | 'f64';
@@ -77,9 +98,23 @@ function ntKernel(p: Precision): number[] {
   // params 0..7: a b c m n d ldc accumulate
   const [A, B, C, M, N, D, LDC, ACC] = [0, 1, 2, 3, 4, 5, 6, 7];
   // i32 locals
-  const I = 8, J = 9, K = 10, PA0 = 11, PA1 = 12, PB0 = 13, PB1 = 14, PB2 = 15, PB3 = 16, ROW = 17, END = 18, PC = 19;
+  const I = 8,
+    J = 9,
+    K = 10,
+    PA0 = 11,
+    PA1 = 12,
+    PB0 = 13,
+    PB1 = 14,
+    PB2 = 15,
+    PB3 = 16,
+    ROW = 17,
+    END = 18,
+    PC = 19;
   // v128 locals: 8 accumulators, 2 A vectors, 1 B vector
-  const ACC0 = 20, VA0 = 28, VA1 = 29, VB = 30;
+  const ACC0 = 20,
+    VA0 = 28,
+    VA1 = 29,
+    VB = 30;
   // scalar local of the precision
   const SUM = 31;
   const g = (l: number) => [op.localGet, ...uleb(l)];
@@ -87,7 +122,12 @@ function ntKernel(p: Precision): number[] {
   const c32 = (v: number) => [op.i32Const, ...sleb(v)];
   const simd = (o: number, ...imm: number[]) => [op.simd, ...uleb(o), ...imm];
   const body: number[] = [];
-  const e = (...b: (number | number[])[]) => { for (const x of b) { if (Array.isArray(x)) body.push(...x); else body.push(x); } };
+  const e = (...b: (number | number[])[]) => {
+    for (const x of b) {
+      if (Array.isArray(x)) body.push(...x);
+      else body.push(x);
+    }
+  };
 
   e(c32(0), s(I));
   e(op.loop, 0x40); // rows of A, two at a time
@@ -118,8 +158,22 @@ function ntKernel(p: Precision): number[] {
   for (let r = 0; r < 2; r++) {
     for (let col = 0; col < 4; col++) {
       // PC = c + (((i + r) * ldc + j + col) << shift)
-      e(g(C), g(I), c32(r), op.i32Add, g(LDC), op.i32Mul, g(J), op.i32Add, c32(col), op.i32Add, c32(shift), op.i32Shl,
-        op.i32Add, s(PC));
+      e(
+        g(C),
+        g(I),
+        c32(r),
+        op.i32Add,
+        g(LDC),
+        op.i32Mul,
+        g(J),
+        op.i32Add,
+        c32(col),
+        op.i32Add,
+        c32(shift),
+        op.i32Shl,
+        op.i32Add,
+        s(PC),
+      );
       const acc = ACC0 + r * 4 + col;
       e(g(acc), simd(extract, 0));
       for (let lane = 1; lane < lanes; lane++) e(g(acc), simd(extract, lane), sAdd);
@@ -134,7 +188,11 @@ function ntKernel(p: Precision): number[] {
   e(g(I), c32(2), op.i32Add, op.localTee, ...uleb(I), g(M), op.i32LtU, op.brIf, 0);
   e(op.end);
   e(op.end); // function
-  const locals = vec([[...uleb(12), I32], [...uleb(11), V128], [1, p === 'f32' ? 0x7d : 0x7c]]);
+  const locals = vec([
+    [...uleb(12), I32],
+    [...uleb(11), V128],
+    [1, p === 'f32' ? 0x7d : 0x7c],
+  ]);
   const fn = [...locals, ...body];
   return [...uleb(fn.length), ...fn];
 }
@@ -143,18 +201,34 @@ function moduleBytes(shared: boolean): Uint8Array {
   const type = [0x60, ...vec(new Array(8).fill([I32])), 0x00];
   const limits = shared ? [0x03, ...uleb(1), ...uleb(65536)] : [0x00, ...uleb(1)];
   const bytes = [
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    0x00,
+    0x61,
+    0x73,
+    0x6d,
+    0x01,
+    0x00,
+    0x00,
+    0x00,
     ...section(1, vec([type])),
     ...section(2, vec([[...str('e'), ...str('m'), 0x02, ...limits]])),
     ...section(3, vec([[0], [0]])),
-    ...section(7, vec([[...str('nt32'), 0x00, 0], [...str('nt64'), 0x00, 1]])),
+    ...section(
+      7,
+      vec([
+        [...str('nt32'), 0x00, 0],
+        [...str('nt64'), 0x00, 1],
+      ]),
+    ),
     ...section(10, vec([ntKernel('f32'), ntKernel('f64')])),
   ];
   return Uint8Array.from(bytes);
 }
 
 // tsconfig's lib (ES2022, no DOM) has no WebAssembly declarations; the few used here are typed locally.
-export interface WasmMemory { readonly buffer: ArrayBuffer | SharedArrayBuffer; grow(pages: number): number }
+export interface WasmMemory {
+  readonly buffer: ArrayBuffer | SharedArrayBuffer;
+  grow(pages: number): number;
+}
 interface WasmApi {
   Module: new (bytes: Uint8Array) => object;
   Instance: new (mod: object, imports: object) => { exports: Record<string, unknown> };
@@ -162,8 +236,16 @@ interface WasmApi {
 }
 export const wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
 
-export type NtKernel = (a: number, b: number, c: number, m: number, n: number, d: number, ldc: number,
-  accumulate: number) => void;
+export type NtKernel = (
+  a: number,
+  b: number,
+  c: number,
+  m: number,
+  n: number,
+  d: number,
+  ldc: number,
+  accumulate: number,
+) => void;
 
 export interface SimdKernels {
   memory: WasmMemory;

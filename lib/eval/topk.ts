@@ -49,7 +49,23 @@ export interface ScanJob {
 
 /** Takes query blocks from job.counter until none are left; `onBlock` after each block this thread finished. */
 export function scanBlocks(job: ScanJob, onBlock?: () => void): void {
-  const { memory, baseOff, nb, nbPad, d4, chunk, queryOff, nq, cOff, kk, candIdx, candN, queryGroup, baseGroup, counter } = job;
+  const {
+    memory,
+    baseOff,
+    nb,
+    nbPad,
+    d4,
+    chunk,
+    queryOff,
+    nq,
+    cOff,
+    kk,
+    candIdx,
+    candN,
+    queryGroup,
+    baseGroup,
+    counter,
+  } = job;
   const kern = simdKernels(memory);
   const C = new Float32Array(memory.buffer, cOff, QUERY_BLOCK * chunk);
   const candSim = new Float32Array(QUERY_BLOCK * kk);
@@ -108,7 +124,10 @@ export function rowNorms(x: Float32Array, n: number, d: number): Float64Array {
 }
 
 function dot64(a: Float32Array, ao: number, b: Float32Array, bo: number, d: number): number {
-  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  let s0 = 0,
+    s1 = 0,
+    s2 = 0,
+    s3 = 0;
   let j = 0;
   for (; j + 4 <= d; j += 4) {
     s0 += a[ao + j] * b[bo + j];
@@ -117,10 +136,17 @@ function dot64(a: Float32Array, ao: number, b: Float32Array, bo: number, d: numb
     s3 += a[ao + j + 3] * b[bo + j + 3];
   }
   for (; j < d; j++) s0 += a[ao + j] * b[bo + j];
-  return (s0 + s1) + (s2 + s3);
+  return s0 + s1 + (s2 + s3);
 }
 
-function normaliseInto(dst: Float32Array, src: Float32Array, norms: Float64Array, n: number, d: number, d4: number): void {
+function normaliseInto(
+  dst: Float32Array,
+  src: Float32Array,
+  norms: Float64Array,
+  n: number,
+  d: number,
+  d4: number,
+): void {
   for (let i = 0; i < n; i++) {
     const inv = norms[i] > 0 ? 1 / norms[i] : 0;
     for (let j = 0; j < d; j++) dst[i * d4 + j] = src[i * d + j] * inv;
@@ -140,8 +166,15 @@ const workerUrl = new URL(import.meta.url.endsWith('.ts') ? './topk-worker.ts' :
  * query [nq, d], base [nb, d] row-major float32 (not yet normalised; zero rows have similarity 0 to everything);
  * pass the same array as query and base to search a set against itself (it is then stored once).
  */
-export async function cosineTopK(query: Float32Array, nq: number, base: Float32Array, nb: number, d: number, k: number,
-  opts: TopKOptions = {}): Promise<TopK> {
+export async function cosineTopK(
+  query: Float32Array,
+  nq: number,
+  base: Float32Array,
+  nb: number,
+  d: number,
+  k: number,
+  opts: TopKOptions = {},
+): Promise<TopK> {
   if (k < 1) throw new UserError(`k must be at least 1, got ${k}`);
   const d4 = Math.ceil(d / 4) * 4;
   const nbPad = Math.ceil(nb / 4) * 4;
@@ -156,13 +189,17 @@ export async function cosineTopK(query: Float32Array, nq: number, base: Float32A
   const cBytes = QUERY_BLOCK * chunk * 4;
   const total = baseBytes + queryBytes + threads * cBytes;
   if (total > 65536 * PAGE) {
-    throw new UserError(`cosine search over ${nq} x ${nb} rows of ${d} features needs ${(total / 2 ** 30).toFixed(1)} GiB of WebAssembly memory (4 GiB at most); evaluate on fewer samples`);
+    throw new UserError(
+      `cosine search over ${nq} x ${nb} rows of ${d} features needs ${(total / 2 ** 30).toFixed(1)} GiB of WebAssembly memory (4 GiB at most); evaluate on fewer samples`,
+    );
   }
   const pages = Math.ceil(total / PAGE);
   const shared = threads > 1;
   const memory = new wasm.Memory(shared ? { initial: pages, maximum: pages, shared: true } : { initial: pages });
   const buf = memory.buffer;
-  const baseOff = 0, queryOff = self ? 0 : baseBytes, cOff0 = baseBytes + queryBytes;
+  const baseOff = 0,
+    queryOff = self ? 0 : baseBytes,
+    cOff0 = baseBytes + queryBytes;
 
   const bNorm = rowNorms(base, nb, d);
   const qNorm = self ? bNorm : rowNorms(query, nq, d);
@@ -172,19 +209,34 @@ export async function cosineTopK(query: Float32Array, nq: number, base: Float32A
   const kk = Math.min(k + F32_MARGIN, nb);
   const grouped = opts.queryGroup !== undefined && opts.baseGroup !== undefined;
   const job: ScanJob = {
-    memory, baseOff, nb, nbPad, d4, chunk, queryOff, nq, cOff: cOff0, kk,
-    candIdx: sharedInt32(nq * kk, shared), candN: sharedInt32(nq, shared), counter: sharedInt32(1, shared),
+    memory,
+    baseOff,
+    nb,
+    nbPad,
+    d4,
+    chunk,
+    queryOff,
+    nq,
+    cOff: cOff0,
+    kk,
+    candIdx: sharedInt32(nq * kk, shared),
+    candN: sharedInt32(nq, shared),
+    counter: sharedInt32(1, shared),
     queryGroup: grouped ? sharedInt32(nq, shared, opts.queryGroup) : undefined,
     baseGroup: grouped ? sharedInt32(nb, shared, opts.baseGroup) : undefined,
   };
   const workers: Promise<void>[] = [];
   for (let w = 1; w < threads; w++) {
-    workers.push(new Promise<void>((resolve, reject) => {
-      const worker = new Worker(workerUrl, { workerData: { ...job, cOff: cOff0 + w * cBytes } });
-      worker.once('message', () => resolve());
-      worker.once('error', reject);
-      worker.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`top-k worker exited with code ${code}`))));
-    }));
+    workers.push(
+      new Promise<void>((resolve, reject) => {
+        const worker = new Worker(workerUrl, { workerData: { ...job, cOff: cOff0 + w * cBytes } });
+        worker.once('message', () => resolve());
+        worker.once('error', reject);
+        worker.once('exit', (code) =>
+          code === 0 ? resolve() : reject(new Error(`top-k worker exited with code ${code}`)),
+        );
+      }),
+    );
   }
   const progress = opts.onProgress;
   scanBlocks(job, progress && (() => progress(Math.min(nq, Atomics.load(job.counter, 0) * QUERY_BLOCK), nq)));
@@ -201,7 +253,7 @@ export async function cosineTopK(query: Float32Array, nq: number, base: Float32A
       const den = qNorm[i] * bNorm[j];
       rescored.push({ s: den > 0 ? dot64(query, i * d, base, j * d, d) / den : 0, j });
     }
-    rescored.sort((a, b) => (b.s - a.s) || (a.j - b.j));
+    rescored.sort((a, b) => b.s - a.s || a.j - b.j);
     const m = Math.min(k, rescored.length);
     for (let t = 0; t < m; t++) {
       idx[i * k + t] = rescored[t].j;

@@ -8,7 +8,12 @@ import { UserError } from '../errors.js';
 function writeError(target: string, e: unknown): unknown {
   const code = (e as NodeJS.ErrnoException)?.code;
   if (!code || !/^E[A-Z]+$/.test(code) || e instanceof UserError) return e;
-  const why = code === 'EISDIR' || code === 'ENOTEMPTY' ? 'a folder is in its place' : code === 'ENOSPC' ? 'the disk is full' : code;
+  const why =
+    code === 'EISDIR' || code === 'ENOTEMPTY'
+      ? 'a folder is in its place'
+      : code === 'ENOSPC'
+        ? 'the disk is full'
+        : code;
   return new UserError(`cannot write ${target} (${why}): move what is in the way, or check free space and permissions`);
 }
 
@@ -77,7 +82,10 @@ export async function writeDirAtomic(target: string, fill: (tmpDir: string) => P
     await fs.mkdir(path.dirname(target), { recursive: true });
     await fs.mkdir(tmp, { recursive: true });
     await fill(tmp);
-    const had = await fs.stat(target).then(() => true, () => false);
+    const had = await fs.stat(target).then(
+      () => true,
+      () => false,
+    );
     if (had) await fs.rename(target, old);
     await fs.rename(tmp, target);
     if (had) await fs.rm(old, { recursive: true, force: true });

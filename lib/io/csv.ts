@@ -32,7 +32,9 @@ export function parseCsvRows(text: string, where = 'CSV'): string[][] {
         quoted = false;
         i++;
         if (i < n && text[i] !== ',' && text[i] !== '\n' && text[i] !== '\r') {
-          throw new UserError(`${where}: line ${line}: text after a closing quote; quote the whole field and double inner quotes ("")`);
+          throw new UserError(
+            `${where}: line ${line}: text after a closing quote; quote the whole field and double inner quotes ("")`,
+          );
         }
         continue;
       }
@@ -86,7 +88,9 @@ export function parseCsv(text: string, where = 'CSV'): CsvTable {
   const rows = all.slice(1);
   rows.forEach((r, i) => {
     if (r.length !== header.length) {
-      throw new UserError(`${where}: row ${i + 2} has ${r.length} fields, the header has ${header.length}; fix that row`);
+      throw new UserError(
+        `${where}: row ${i + 2} has ${r.length} fields, the header has ${header.length}; fix that row`,
+      );
     }
   });
   return { header, rows };
@@ -97,7 +101,9 @@ export async function readCsv(file: string): Promise<CsvTable> {
   try {
     text = await fs.readFile(file, 'utf8');
   } catch (e) {
-    throw new UserError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); check the path`);
+    throw new UserError(
+      `${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); check the path`,
+    );
   }
   return parseCsv(text, file);
 }

@@ -25,7 +25,7 @@ export function isHdf5File(file: string): boolean {
     }
     return false;
   } catch {
-    return false;  // not readable as a file (a folder in its place)
+    return false; // not readable as a file (a folder in its place)
   } finally {
     closeSync(fd);
   }

@@ -55,7 +55,9 @@ export async function verifyManifest(dir: string): Promise<string | null> {
     text = await fs.readFile(file, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    return code === 'ENOENT' ? `no ${MANIFEST_FILE} (the folder was not finished)` : `${MANIFEST_FILE} cannot be read (${code ?? (e as Error).message})`;
+    return code === 'ENOENT'
+      ? `no ${MANIFEST_FILE} (the folder was not finished)`
+      : `${MANIFEST_FILE} cannot be read (${code ?? (e as Error).message})`;
   }
   let files: ManifestEntry[];
   try {
@@ -63,8 +65,16 @@ export async function verifyManifest(dir: string): Promise<string | null> {
     if (parsed.format !== FORMAT || !Array.isArray(parsed.files)) throw new Error('format');
     files = parsed.files as ManifestEntry[];
     for (const f of files) {
-      const ok = f && typeof f.file === 'string' && f.file !== '' && !f.file.split('/').includes('..') && !path.isAbsolute(f.file) &&
-        Number.isSafeInteger(f.size) && f.size >= 0 && typeof f.sha256 === 'string' && /^[0-9a-f]{64}$/.test(f.sha256);
+      const ok =
+        f &&
+        typeof f.file === 'string' &&
+        f.file !== '' &&
+        !f.file.split('/').includes('..') &&
+        !path.isAbsolute(f.file) &&
+        Number.isSafeInteger(f.size) &&
+        f.size >= 0 &&
+        typeof f.sha256 === 'string' &&
+        /^[0-9a-f]{64}$/.test(f.sha256);
       if (!ok) throw new Error('entry');
     }
   } catch {

@@ -9,11 +9,31 @@ import { promises as fs } from 'node:fs';
 import { UserError } from '../errors.js';
 import { trackTemp } from './atomic.js';
 
-export type NpyDtype = 'float32' | 'float64' | 'float16' | 'uint8' | 'int8' | 'uint16' | 'int16' | 'uint32' | 'int32'
-  | 'int64' | 'uint64' | 'bool';
+export type NpyDtype =
+  | 'float32'
+  | 'float64'
+  | 'float16'
+  | 'uint8'
+  | 'int8'
+  | 'uint16'
+  | 'int16'
+  | 'uint32'
+  | 'int32'
+  | 'int64'
+  | 'uint64'
+  | 'bool';
 
-export type NpyData = Float32Array | Float64Array | Uint16Array | Uint8Array | Int8Array | Int16Array | Uint32Array
-  | Int32Array | BigInt64Array | BigUint64Array;
+export type NpyData =
+  | Float32Array
+  | Float64Array
+  | Uint16Array
+  | Uint8Array
+  | Int8Array
+  | Int16Array
+  | Uint32Array
+  | Int32Array
+  | BigInt64Array
+  | BigUint64Array;
 
 export interface NpyArray {
   dtype: NpyDtype;
@@ -23,7 +43,10 @@ export interface NpyArray {
 }
 
 // descr (without byte-order character) -> dtype, element size, typed-array constructor
-const DTYPES: Record<string, { dtype: NpyDtype; size: number; make: (b: ArrayBuffer, o: number, n: number) => NpyData }> = {
+const DTYPES: Record<
+  string,
+  { dtype: NpyDtype; size: number; make: (b: ArrayBuffer, o: number, n: number) => NpyData }
+> = {
   f4: { dtype: 'float32', size: 4, make: (b, o, n) => new Float32Array(b, o, n) },
   f8: { dtype: 'float64', size: 8, make: (b, o, n) => new Float64Array(b, o, n) },
   f2: { dtype: 'float16', size: 2, make: (b, o, n) => new Uint16Array(b, o, n) },
@@ -55,11 +78,15 @@ function parseHeader(text: string, where: string): { descr: string; fortran: boo
   if (descr === undefined || fortran === undefined || shapeText === undefined) {
     fail(where, `not a valid .npy header (${JSON.stringify(text.trim().slice(0, 80))}); write it with numpy.save`);
   }
-  const shape = shapeText.split(',').map((s) => s.trim()).filter((s) => s.length > 0).map((s) => {
-    const v = Number(s.replace(/L$/, ''));
-    if (!Number.isSafeInteger(v) || v < 0) fail(where, `bad dimension ${JSON.stringify(s)} in the .npy shape`);
-    return v;
-  });
+  const shape = shapeText
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0)
+    .map((s) => {
+      const v = Number(s.replace(/L$/, ''));
+      if (!Number.isSafeInteger(v) || v < 0) fail(where, `bad dimension ${JSON.stringify(s)} in the .npy shape`);
+      return v;
+    });
   return { descr, fortran: fortran === 'True', shape };
 }
 
@@ -74,7 +101,8 @@ interface NpyLayout {
 
 /** The header of a .npy file from its first bytes (at least the whole header). `where` names it in errors. */
 function parseLayout(buf: Uint8Array, where: string): NpyLayout {
-  if (buf.length < 10 || MAGIC.some((b, i) => buf[i] !== b)) fail(where, 'not a .npy file (no \\x93NUMPY magic); write it with numpy.save');
+  if (buf.length < 10 || MAGIC.some((b, i) => buf[i] !== b))
+    fail(where, 'not a .npy file (no \\x93NUMPY magic); write it with numpy.save');
   const major = buf[6];
   let headerLen: number;
   let headerStart: number;
@@ -97,9 +125,13 @@ function parseLayout(buf: Uint8Array, where: string): NpyLayout {
   const code = /^[<>|=]/.test(descr) ? descr.slice(1) : descr;
   const info = DTYPES[code];
   if (info === undefined) {
-    fail(where, `unsupported dtype '${descr}' (float32, float64, float16, (u)int8/16/32/64 and bool are read); convert with a.astype(numpy.float32)`);
+    fail(
+      where,
+      `unsupported dtype '${descr}' (float32, float64, float16, (u)int8/16/32/64 and bool are read); convert with a.astype(numpy.float32)`,
+    );
   }
-  if (order === '>' && info.size > 1) fail(where, `big-endian dtype '${descr}'; save a little-endian copy (a.astype(a.dtype.newbyteorder('<')))`);
+  if (order === '>' && info.size > 1)
+    fail(where, `big-endian dtype '${descr}'; save a little-endian copy (a.astype(a.dtype.newbyteorder('<')))`);
   return { dtype: info.dtype, shape, size: info.size, dataStart, make: info.make };
 }
 
@@ -111,7 +143,10 @@ export function parseNpy(buf: Uint8Array, where = '.npy data'): NpyArray {
   const count = elements(shape);
   const bytes = count * size;
   if (buf.length - dataStart < bytes) {
-    fail(where, `truncated data: shape [${shape.join(', ')}] ${dtype} needs ${bytes} bytes, the file has ${buf.length - dataStart}`);
+    fail(
+      where,
+      `truncated data: shape [${shape.join(', ')}] ${dtype} needs ${bytes} bytes, the file has ${buf.length - dataStart}`,
+    );
   }
   // Copy into an aligned buffer of its own (typed arrays need offsets that are multiples of the element size).
   const own = new Uint8Array(bytes);
@@ -157,7 +192,10 @@ export async function openNpy(file: string): Promise<NpyFile> {
     const { dtype, shape, size, dataStart, make } = layout;
     const bytes = elements(shape) * size;
     if (fileSize - dataStart < bytes) {
-      fail(file, `truncated data: shape [${shape.join(', ')}] ${dtype} needs ${bytes} bytes, the file has ${fileSize - dataStart}`);
+      fail(
+        file,
+        `truncated data: shape [${shape.join(', ')}] ${dtype} needs ${bytes} bytes, the file has ${fileSize - dataStart}`,
+      );
     }
     const rowElems = elements(shape.slice(1));
     const rows = shape.length ? shape[0] : 1;
@@ -166,13 +204,19 @@ export async function openNpy(file: string): Promise<NpyFile> {
       dtype,
       shape,
       async readRows(start: number, count: number): Promise<NpyData> {
-        if (!(Number.isInteger(start) && Number.isInteger(count) && start >= 0 && count >= 0 && start + count <= rows)) {
+        if (!(
+          Number.isInteger(start) &&
+          Number.isInteger(count) &&
+          start >= 0 &&
+          count >= 0 &&
+          start + count <= rows
+        )) {
           throw new RangeError(`${file}: rows [${start}, ${start + count}) outside the array's ${rows}`);
         }
         const n = count * rowElems;
         const out = new Uint8Array(n * size);
         const from = dataStart + start * rowElems * size;
-        for (let done = 0; done < out.length; ) {
+        for (let done = 0; done < out.length;) {
           const { bytesRead } = await h.read(out, done, Math.min(CHUNK, out.length - done), from + done);
           if (bytesRead === 0) fail(file, 'the file ended while reading: it changed since it was opened');
           done += bytesRead;
@@ -216,7 +260,10 @@ export function encodeNpy(arr: NpyArray): Uint8Array {
     throw new Error(`encodeNpy: shape [${arr.shape.join(', ')}] holds ${count} elements, data has ${arr.data.length}`);
   }
   const natural = dtypeOf(arr.data);
-  const sizeOk = arr.dtype === natural || (arr.dtype === 'float16' && natural === 'uint16') || (arr.dtype === 'bool' && natural === 'uint8');
+  const sizeOk =
+    arr.dtype === natural ||
+    (arr.dtype === 'float16' && natural === 'uint16') ||
+    (arr.dtype === 'bool' && natural === 'uint8');
   if (!sizeOk) throw new Error(`encodeNpy: dtype ${arr.dtype} does not match a ${arr.data.constructor.name}`);
   const header = npyHeader(arr.dtype, arr.shape);
   const out = new Uint8Array(header.length + arr.data.byteLength);
@@ -239,7 +286,8 @@ function npyHeader(dtype: NpyDtype, shape: number[], length?: number): Uint8Arra
     pre = 12;
   }
   const total = length ?? pre + dict.length + 1 + ((64 - ((pre + dict.length + 1) % 64)) % 64);
-  if (total < pre + dict.length + 1) throw new Error(`npyHeader: ${total} bytes cannot hold the header of shape ${shapeText}`);
+  if (total < pre + dict.length + 1)
+    throw new Error(`npyHeader: ${total} bytes cannot hold the header of shape ${shapeText}`);
   dict = dict + ' '.repeat(total - pre - dict.length - 1) + '\n';
   const out = new Uint8Array(total);
   out.set(MAGIC, 0);
@@ -299,10 +347,16 @@ export class NpyWriter {
   /** Appends whole rows (data.length a multiple of the row's elements, of the writer's dtype). */
   async append(data: NpyData): Promise<void> {
     const per = elements(this.rowShape);
-    if (data.length % per !== 0) throw new Error(`NpyWriter: ${data.length} elements is not a whole number of rows of ${per}`);
+    if (data.length % per !== 0)
+      throw new Error(`NpyWriter: ${data.length} elements is not a whole number of rows of ${per}`);
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    for (let done = 0; done < bytes.length; ) {
-      const { bytesWritten } = await this.handle.write(bytes, done, Math.min(CHUNK, bytes.length - done), this.offset + done);
+    for (let done = 0; done < bytes.length;) {
+      const { bytesWritten } = await this.handle.write(
+        bytes,
+        done,
+        Math.min(CHUNK, bytes.length - done),
+        this.offset + done,
+      );
       done += bytesWritten;
     }
     this.offset += bytes.length;
@@ -328,7 +382,8 @@ export class NpyWriter {
 /** Writes a .npy file atomically (temporary file, then rename), in chunks: any size. */
 export async function writeNpy(file: string, arr: NpyArray): Promise<void> {
   const count = elements(arr.shape);
-  if (arr.data.length !== count) throw new Error(`writeNpy: shape [${arr.shape.join(', ')}] holds ${count} elements, data has ${arr.data.length}`);
+  if (arr.data.length !== count)
+    throw new Error(`writeNpy: shape [${arr.shape.join(', ')}] holds ${count} elements, data has ${arr.data.length}`);
   const w = await NpyWriter.create(file, arr.dtype, arr.shape.slice(1));
   try {
     if (arr.shape.length === 0) throw new Error('writeNpy: a 0-d array');

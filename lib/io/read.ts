@@ -9,7 +9,8 @@ export async function readText(file: string, fix: string): Promise<string> {
     return await fs.readFile(file, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    const why = code === 'EISDIR' ? 'it is a folder' : code === 'ENOENT' ? 'it does not exist' : (code ?? (e as Error).message);
+    const why =
+      code === 'EISDIR' ? 'it is a folder' : code === 'ENOENT' ? 'it does not exist' : (code ?? (e as Error).message);
     throw new UserError(`${file}: cannot read (${why}); ${fix}`);
   }
 }

@@ -72,14 +72,19 @@ export class Encoder {
   static async load(source: string | ModelSource, options: EncoderOptions = {}): Promise<Encoder> {
     const src = toModelSource(source, options.pool);
     if (!src.folder) {
-      throw new UserError(`preset '${src.preset}' names an architecture but no weights: pass { preset, folder } or preset:${src.preset}:<folder>`);
+      throw new UserError(
+        `preset '${src.preset}' names an architecture but no weights: pass { preset, folder } or preset:${src.preset}:<folder>`,
+      );
     }
     const { backend, device, dtype, batchSize } = await resolveOptions(options);
     return new Encoder(await backend.loadModel(src, { device, dtype }), backend, batchSize);
   }
 
   /** The architecture of a folder or preset with random weights from `seed` (benchmarks, demos). */
-  static async create(source: string | ModelSource, options: EncoderOptions & { seed?: number } = {}): Promise<Encoder> {
+  static async create(
+    source: string | ModelSource,
+    options: EncoderOptions & { seed?: number } = {},
+  ): Promise<Encoder> {
     const src = toModelSource(source, options.pool);
     const { backend, device, dtype, batchSize } = await resolveOptions(options);
     return new Encoder(await backend.createModel(src, { device, dtype, seed: options.seed ?? 0 }), backend, batchSize);
@@ -208,24 +213,36 @@ export class Encoder {
   }
 }
 
-async function resolveOptions(options: EncoderOptions): Promise<{ backend: Backend; device: string; dtype: ModelDtype; batchSize: number }> {
-  const backend = typeof options.backend === 'object' ? options.backend : chooseBackend({ backend: options.backend, fallback: options.fallback, force: options.force }).backend;
+async function resolveOptions(
+  options: EncoderOptions,
+): Promise<{ backend: Backend; device: string; dtype: ModelDtype; batchSize: number }> {
+  const backend =
+    typeof options.backend === 'object'
+      ? options.backend
+      : chooseBackend({ backend: options.backend, fallback: options.fallback, force: options.force }).backend;
   let device = options.device;
   if (!device) device = (await backend.info()).cudaAvailable ? 'cuda' : 'cpu';
-  if (!/^(cpu|cuda(:\d+)?)$/.test(device)) throw new UserError(`unknown device '${device}': use cpu, cuda or cuda:<index>`);
+  if (!/^(cpu|cuda(:\d+)?)$/.test(device))
+    throw new UserError(`unknown device '${device}': use cpu, cuda or cuda:<index>`);
   const dtype = options.dtype ? normalizeDtype(options.dtype) : device === 'cpu' ? 'fp32' : 'fp16';
   if (device === 'cpu' && dtype !== 'fp32') {
     throw new UserError(`dtype ${dtype} runs on CUDA devices only: use --dtype fp32 on the CPU, or --device cuda`);
   }
   const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new UserError(`batch size must be a positive integer, got ${batchSize}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1)
+    throw new UserError(`batch size must be a positive integer, got ${batchSize}`);
   return { backend, device, dtype, batchSize };
 }
 
 const DTYPE_ALIASES: Record<string, ModelDtype> = {
-  fp32: 'fp32', float32: 'fp32', float: 'fp32',
-  fp16: 'fp16', float16: 'fp16', half: 'fp16',
-  bf16: 'bf16', bfloat16: 'bf16',
+  fp32: 'fp32',
+  float32: 'fp32',
+  float: 'fp32',
+  fp16: 'fp16',
+  float16: 'fp16',
+  half: 'fp16',
+  bf16: 'bf16',
+  bfloat16: 'bf16',
 };
 
 /** fp32 | fp16 | bf16, also written float32 | float16 | bfloat16. */
@@ -236,9 +253,14 @@ export function normalizeDtype(dtype: string): ModelDtype {
 }
 
 /** Validates an embed input; returns its kind, image count and batching key. */
-function checkInput(input: EmbedInput, patchSize: number): Omit<Pending, 'resolve' | 'reject' | 'input'> & { input: EmbedInput } {
+function checkInput(
+  input: EmbedInput,
+  patchSize: number,
+): Omit<Pending, 'resolve' | 'reject' | 'input'> & { input: EmbedInput } {
   if (!input || typeof input !== 'object' || !ArrayBuffer.isView(input.data) || !Array.isArray(input.shape)) {
-    throw new UserError('embed: expected { data: Uint8Array, shape: [N,H,W,3] } or { data: Float32Array, shape: [N,3,H,W] }');
+    throw new UserError(
+      'embed: expected { data: Uint8Array, shape: [N,H,W,3] } or { data: Float32Array, shape: [N,3,H,W] }',
+    );
   }
   const { data, shape } = input;
   const shapeText = `[${shape.join(',')}]`;
@@ -246,18 +268,24 @@ function checkInput(input: EmbedInput, patchSize: number): Omit<Pending, 'resolv
     throw new UserError(`embed: shape ${shapeText} must have 4 non-negative integer dimensions`);
   }
   const numel = shape.reduce((a, b) => a * b, 1);
-  if (data.length !== numel) throw new UserError(`embed: data has ${data.length} elements but shape ${shapeText} needs ${numel}`);
+  if (data.length !== numel)
+    throw new UserError(`embed: data has ${data.length} elements but shape ${shapeText} needs ${numel}`);
   if (data instanceof Uint8Array) {
     if (shape[3] !== 3) throw new UserError(`embed: uint8 images must be (N,H,W,3) RGB, got ${shapeText}`);
-    if (shape[1] < 1 || shape[2] < 1) throw new UserError(`embed: uint8 images of ${shape[1]}x${shape[2]} px are empty`);
+    if (shape[1] < 1 || shape[2] < 1)
+      throw new UserError(`embed: uint8 images of ${shape[1]}x${shape[2]} px are empty`);
     return { input, kind: 'uint8', n: shape[0], key: `u8:${shape[1]}x${shape[2]}` };
   }
   if (data instanceof Float32Array) {
     if (shape[1] !== 3) throw new UserError(`embed: float32 images must be (N,3,H,W) normalised, got ${shapeText}`);
     if (shape[2] < patchSize || shape[3] < patchSize) {
-      throw new UserError(`embed: float32 images of ${shape[2]}x${shape[3]} px are smaller than one ${patchSize} px patch`);
+      throw new UserError(
+        `embed: float32 images of ${shape[2]}x${shape[3]} px are smaller than one ${patchSize} px patch`,
+      );
     }
     return { input, kind: 'float32', n: shape[0], key: `f32:${shape[2]}x${shape[3]}` };
   }
-  throw new UserError(`embed: data must be a Uint8Array (N,H,W,3) or a Float32Array (N,3,H,W), got ${(data as ArrayBufferView).constructor.name}`);
+  throw new UserError(
+    `embed: data must be a Uint8Array (N,H,W,3) or a Float32Array (N,3,H,W), got ${(data as ArrayBufferView).constructor.name}`,
+  );
 }

@@ -22,7 +22,10 @@ export function hfCacheCandidates(env: NodeJS.ProcessEnv = process.env): string[
 /** Resolves `hf:org/name[@revision]` to its snapshot folder; a clear error lists every place it looked. */
 export function resolveHfModel(ref: string, env: NodeJS.ProcessEnv = process.env): string {
   const m = /^hf:([A-Za-z0-9_.-]+)\/([A-Za-z0-9_.-]+)(?:@([A-Za-z0-9_./-]+))?$/.exec(ref);
-  if (!m) throw new UserError(`${ref}: expected hf:<org>/<name> or hf:<org>/<name>@<revision>, e.g. hf:bioptimus/H-optimus-0`);
+  if (!m)
+    throw new UserError(
+      `${ref}: expected hf:<org>/<name> or hf:<org>/<name>@<revision>, e.g. hf:bioptimus/H-optimus-0`,
+    );
   const [, org, name, revision = 'main'] = m;
   const looked: string[] = [];
   for (const cache of hfCacheCandidates(env)) {
@@ -40,7 +43,9 @@ export function resolveHfModel(ref: string, env: NodeJS.ProcessEnv = process.env
     }
     const folder = path.join(snapshots, commit);
     if (existsSync(path.join(folder, 'config.json'))) return folder;
-    looked.push(`${folder} (${existsSync(folder) ? 'no config.json' : existsSync(refFile) ? `refs/${revision} names it, but it is absent` : `no refs/${revision} and no such snapshot`})`);
+    looked.push(
+      `${folder} (${existsSync(folder) ? 'no config.json' : existsSync(refFile) ? `refs/${revision} names it, but it is absent` : `no refs/${revision} and no such snapshot`})`,
+    );
   }
   throw new UserError(
     `${ref} is not in a Hugging Face cache on this machine (nothing is downloaded): looked in ${looked.join('; ')}. ` +

@@ -41,7 +41,10 @@ export function toModelSource(source: string | ModelSource, pool?: string): Mode
   if (source.preset && !PRESETS.includes(source.preset)) {
     throw new UserError(`unknown preset '${source.preset}'; known presets are ${PRESETS.join(', ')}`);
   }
-  return withPool({ folder: source.folder === undefined ? undefined : resolveModelFolder(source.folder), preset: source.preset });
+  return withPool({
+    folder: source.folder === undefined ? undefined : resolveModelFolder(source.folder),
+    preset: source.preset,
+  });
 }
 
 /** The form parseModelArg reads, for messages and logs. */

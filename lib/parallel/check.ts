@@ -33,7 +33,11 @@ function addon(): DistAddon {
 
 /** The median time of `repeats` all-reduces of `bytes` in a world of one on `device` (NCCL on CUDA, Gloo on the CPU). */
 export async function allReduceTiming(device: string, bytes: number, repeats = 10): Promise<AllReduceTiming> {
-  return addon().distAllReduceTiming({ rank: 0, worldSize: 1, masterAddr: '127.0.0.1', masterPort: await freePort(), device }, bytes, repeats);
+  return addon().distAllReduceTiming(
+    { rank: 0, worldSize: 1, masterAddr: '127.0.0.1', masterPort: await freePort(), device },
+    bytes,
+    repeats,
+  );
 }
 
 export interface WorldOfOneResult {
@@ -43,7 +47,11 @@ export interface WorldOfOneResult {
 }
 
 /** The same `steps` steps without and with a world of one: the losses of each. */
-export async function worldOfOneLosses(backendConfig: BackendDistillerConfig, tiles: (step: number) => { data: Uint8Array; shape: number[] }, steps: number): Promise<WorldOfOneResult> {
+export async function worldOfOneLosses(
+  backendConfig: BackendDistillerConfig,
+  tiles: (step: number) => { data: Uint8Array; shape: number[] },
+  steps: number,
+): Promise<WorldOfOneResult> {
   const a = addon();
   const config = toEngineConfig(backendConfig);
   const run = async (c: NativeDistillerConfig) => {
@@ -53,14 +61,21 @@ export async function worldOfOneLosses(backendConfig: BackendDistillerConfig, ti
     return losses;
   };
   const plain = await run(config);
-  const world = await run({ ...config, dist: { rank: 0, worldSize: 1, masterAddr: '127.0.0.1', masterPort: await freePort() } });
+  const world = await run({
+    ...config,
+    dist: { rank: 0, worldSize: 1, masterAddr: '127.0.0.1', masterPort: await freePort() },
+  });
   const maxRelativeDifference = Math.max(...plain.map((l, i) => Math.abs(l - world[i]) / Math.abs(l)));
   return { plain, world, maxRelativeDifference };
 }
 
 /** The GPU-host check: an NCCL world of one on cuda:0, the all-reduce of Hibou-L + projector gradients timed. */
 export async function main(): Promise<void> {
-  const info = await addon().distAllReduceTiming({ rank: 0, worldSize: 1, masterAddr: '127.0.0.1', masterPort: await freePort(), device: 'cuda:0' }, 1 << 20, 3);
+  const info = await addon().distAllReduceTiming(
+    { rank: 0, worldSize: 1, masterAddr: '127.0.0.1', masterPort: await freePort(), device: 'cuda:0' },
+    1 << 20,
+    3,
+  );
   process.stdout.write(`NCCL world of one on ${info.device}: ${info.backend}, ok\n`);
   const t = await allReduceTiming('cuda:0', HIBOU_L_GRADIENT_BYTES, 10);
   process.stdout.write(

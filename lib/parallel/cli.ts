@@ -9,7 +9,8 @@ import { followLauncher, launchWorkers, withoutNproc } from './launcher.js';
 export const nprocOption = {
   type: 'number',
   default: 1,
-  describe: 'Data-parallel workers on this machine: one process per GPU (or CPU share); see also RANK/WORLD_SIZE for torchrun/SLURM',
+  describe:
+    'Data-parallel workers on this machine: one process per GPU (or CPU share); see also RANK/WORLD_SIZE for torchrun/SLURM',
 } as const;
 
 /** The newest complete checkpoint of a run folder (checkpoints/step-N with its distiller.json), or null. */
@@ -29,7 +30,11 @@ export function latestCheckpoint(runDir: string): string | null {
  * process.exitCode; `runDir` is named in the failure report with its last checkpoint. Otherwise returns null and the
  * caller runs the command itself (as the rank the environment gives, if any).
  */
-export async function launchIfRequested(nproc: number | undefined, runDir: string | undefined, resumeHint: string): Promise<number | null> {
+export async function launchIfRequested(
+  nproc: number | undefined,
+  runDir: string | undefined,
+  resumeHint: string,
+): Promise<number | null> {
   const n = nproc ?? 1;
   if (!Number.isInteger(n) || n < 1) throw new UserError(`--nproc must be a positive integer, got ${nproc}`);
   if (n === 1) {
@@ -37,7 +42,9 @@ export async function launchIfRequested(nproc: number | undefined, runDir: strin
     return null;
   }
   if (distFromEnv()) {
-    throw new UserError('--nproc was given to a process that already has a rank (RANK/WORLD_SIZE are set): use one or the other');
+    throw new UserError(
+      '--nproc was given to a process that already has a rank (RANK/WORLD_SIZE are set): use one or the other',
+    );
   }
   const args = [process.argv[1], ...withoutNproc(process.argv.slice(2))];
   const result = await launchWorkers({

@@ -23,18 +23,34 @@ export interface DemoLaunch {
 }
 
 export async function launchDemoWorkers(o: DemoLaunch): Promise<DemoReport> {
-  const args = [BIN, 'demo', '--out', o.out, '--steps', String(o.steps), '--batch-size', String(o.batchSize), '--seed', String(o.seed)];
+  const args = [
+    BIN,
+    'demo',
+    '--out',
+    o.out,
+    '--steps',
+    String(o.steps),
+    '--batch-size',
+    String(o.batchSize),
+    '--seed',
+    String(o.seed),
+  ];
   const r = await launchWorkers({
     nproc: o.nproc,
     args,
     env: { [PREPARED_ENV]: o.out },
     recovery: async () => {
       const last = latestCheckpoint(o.out);
-      return last ? `Its last checkpoint is ${last}; continue with g2l-native distill --resume --out ${o.out} --nproc ${o.nproc}` : null;
+      return last
+        ? `Its last checkpoint is ${last}; continue with g2l-native distill --resume --out ${o.out} --nproc ${o.nproc}`
+        : null;
     },
   });
   if (r.exitCode !== 0) {
-    throw new UserError(`demo: the ${o.nproc} workers did not finish (exit code ${r.exitCode}); see the messages above`, r.exitCode);
+    throw new UserError(
+      `demo: the ${o.nproc} workers did not finish (exit code ${r.exitCode}); see the messages above`,
+      r.exitCode,
+    );
   }
   return JSON.parse(readFileSync(path.join(o.out, 'report.json'), 'utf8'));
 }

@@ -23,7 +23,9 @@ function intVar(env: NodeJS.ProcessEnv, name: string): number | undefined {
   const v = env[name];
   if (v === undefined || v.trim() === '') return undefined;
   if (!/^\d+$/.test(v.trim())) {
-    throw new UserError(`environment variable ${name}="${v}" is not a non-negative integer: set it as torchrun does (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_PORT are integers)`);
+    throw new UserError(
+      `environment variable ${name}="${v}" is not a non-negative integer: set it as torchrun does (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_PORT are integers)`,
+    );
   }
   return Number(v.trim());
 }
@@ -34,13 +36,21 @@ export function distFromEnv(env: NodeJS.ProcessEnv = process.env): DistSettings 
   if (worldSize === undefined || worldSize === 1) return null;
   if (worldSize < 1) throw new UserError('WORLD_SIZE must be at least 1');
   const rank = intVar(env, 'RANK');
-  if (rank === undefined) throw new UserError(`WORLD_SIZE=${worldSize} is set but RANK is not: give every process its rank (0..${worldSize - 1}), as torchrun or srun do`);
-  if (rank >= worldSize) throw new UserError(`RANK=${rank} is outside the world of WORLD_SIZE=${worldSize} processes (0..${worldSize - 1})`);
+  if (rank === undefined)
+    throw new UserError(
+      `WORLD_SIZE=${worldSize} is set but RANK is not: give every process its rank (0..${worldSize - 1}), as torchrun or srun do`,
+    );
+  if (rank >= worldSize)
+    throw new UserError(`RANK=${rank} is outside the world of WORLD_SIZE=${worldSize} processes (0..${worldSize - 1})`);
   const localRank = intVar(env, 'LOCAL_RANK') ?? intVar(env, 'SLURM_LOCALID') ?? 0;
   const masterAddr = env.MASTER_ADDR?.trim() || '';
-  if (!masterAddr) throw new UserError(`WORLD_SIZE=${worldSize} is set but MASTER_ADDR is not: set it to rank 0's host name or address`);
+  if (!masterAddr)
+    throw new UserError(
+      `WORLD_SIZE=${worldSize} is set but MASTER_ADDR is not: set it to rank 0's host name or address`,
+    );
   const masterPort = intVar(env, 'MASTER_PORT') ?? 29500;
-  if (masterPort < 1 || masterPort > 65535) throw new UserError(`MASTER_PORT=${masterPort} is not a TCP port (1-65535)`);
+  if (masterPort < 1 || masterPort > 65535)
+    throw new UserError(`MASTER_PORT=${masterPort} is not a TCP port (1-65535)`);
   const timeoutMs = intVar(env, 'G2L_DIST_TIMEOUT_MS');
   return { rank, worldSize, localRank, masterAddr, masterPort, ...(timeoutMs ? { timeoutMs } : {}) };
 }

@@ -145,7 +145,8 @@ export async function launchWorkers(options: LaunchOptions): Promise<LaunchResul
         ...process.env,
         // The CPU's cores shared between the workers, as torchrun does, unless the user chose: N workers that each
         // start a thread per core oversubscribe the machine (GPU workers need few CPU threads anyway).
-        OMP_NUM_THREADS: process.env.OMP_NUM_THREADS ?? String(Math.max(1, Math.floor(os.availableParallelism() / nproc))),
+        OMP_NUM_THREADS:
+          process.env.OMP_NUM_THREADS ?? String(Math.max(1, Math.floor(os.availableParallelism() / nproc))),
         ...options.env,
         RANK: String(rank),
         LOCAL_RANK: String(rank),
@@ -197,7 +198,9 @@ export async function launchWorkers(options: LaunchOptions): Promise<LaunchResul
   if (firstFailure) {
     exitCode = firstFailure.code && firstFailure.code !== 0 ? firstFailure.code : ExitCode.failure;
     const where = options.recovery ? await options.recovery().catch(() => null) : null;
-    log(`g2l-native: the run stopped because worker rank ${firstFailure.rank} ${describeExit(firstFailure)}.${where ? ` ${where}` : ''}`);
+    log(
+      `g2l-native: the run stopped because worker rank ${firstFailure.rank} ${describeExit(firstFailure)}.${where ? ` ${where}` : ''}`,
+    );
   } else {
     const bad = all.find((e) => e.code !== 0 || e.signal);
     if (bad) exitCode = bad.code && bad.code !== 0 ? bad.code : ExitCode.failure;

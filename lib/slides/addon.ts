@@ -39,7 +39,14 @@ export interface SlidesAddon extends ExitIfBusy {
   /** properties: false: no properties, associated images or ICC profile size (empty, empty, null); levels only. */
   openSlide(path: string, options?: { properties?: boolean }): Promise<OpenSlideOpened>;
   /** x, y at level 0; width, height in pixels of `level`. */
-  readRegion(handle: OpenSlideHandle, x: number, y: number, level: number, width: number, height: number): Promise<RgbPixels>;
+  readRegion(
+    handle: OpenSlideHandle,
+    x: number,
+    y: number,
+    level: number,
+    width: number,
+    height: number,
+  ): Promise<RgbPixels>;
   readAssociatedImage(handle: OpenSlideHandle, name: string): Promise<RgbPixels>;
   /**
    * Square regions of `size` straight into `out` (n,size,size,3), on `threads` threads of the addon's own (default:
@@ -97,11 +104,19 @@ export function loadSlidesAddon(): SlidesAddon | null {
  */
 export function openslideBinLibraries(): string[] {
   const out: string[] = [];
-  const envs = [path.join(PACKAGE_ROOT, '.venv'), ...nativeBuildRoots().slice(1).map((d) => path.join(d, 'python'))];
+  const envs = [
+    path.join(PACKAGE_ROOT, '.venv'),
+    ...nativeBuildRoots()
+      .slice(1)
+      .map((d) => path.join(d, 'python')),
+  ];
   for (const env of envs) {
     const lib = path.join(env, 'lib');
     if (!existsSync(lib)) continue;
-    for (const py of readdirSync(lib).filter((d) => d.startsWith('python')).sort().reverse()) {
+    for (const py of readdirSync(lib)
+      .filter((d) => d.startsWith('python'))
+      .sort()
+      .reverse()) {
       const f = path.join(lib, py, 'site-packages', 'openslide_bin', 'libopenslide.so.1');
       if (existsSync(f)) out.push(f);
     }

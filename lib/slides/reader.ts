@@ -39,7 +39,22 @@ export interface Slide {
 }
 
 /** Extensions the tile command picks up from a folder. */
-export const SLIDE_EXTENSIONS = ['.svs', '.tif', '.tiff', '.ndpi', '.vms', '.vmu', '.scn', '.mrxs', '.bif', '.svslide', '.dcm', '.png', '.jpg', '.jpeg'];
+export const SLIDE_EXTENSIONS = [
+  '.svs',
+  '.tif',
+  '.tiff',
+  '.ndpi',
+  '.vms',
+  '.vmu',
+  '.scn',
+  '.mrxs',
+  '.bif',
+  '.svslide',
+  '.dcm',
+  '.png',
+  '.jpg',
+  '.jpeg',
+];
 const PLAIN_IMAGE = new Set(['.png', '.jpg', '.jpeg']);
 
 /** TIFF resolutions above this many um/px are screen placeholders (72 or 96 dpi), not a microscope's. */
@@ -117,7 +132,12 @@ async function openWithOpenSlide(file: string, withProperties: boolean): Promise
   let hasIcc: boolean | null = o.iccProfileSize === null ? null : o.iccProfileSize > 0;
   if (withProperties && hasIcc === null && /\.(tiff?|svs)$/i.test(file)) {
     // OpenSlide 3.4 cannot say; libvips reads the TIFF's ICC tag.
-    hasIcc = await sharp(file).metadata().then((m) => Boolean(m.hasProfile), () => null);
+    hasIcc = await sharp(file)
+      .metadata()
+      .then(
+        (m) => Boolean(m.hasProfile),
+        () => null,
+      );
   }
   const info: SlideProperties = {
     path: file,
@@ -213,7 +233,10 @@ export async function tiffImageDescription(file: string): Promise<string | null>
       if (u16(entries, i) !== 270) continue;
       const n = big ? u64(entries, i + 4) : u32(entries, i + 4);
       const inline = big ? 8 : 4;
-      const bytes = n <= inline ? entries.subarray(i + (big ? 12 : 8), i + (big ? 12 : 8) + n) : await read(big ? u64(entries, i + 12) : u32(entries, i + 8), Math.min(n, 1 << 20));
+      const bytes =
+        n <= inline
+          ? entries.subarray(i + (big ? 12 : 8), i + (big ? 12 : 8) + n)
+          : await read(big ? u64(entries, i + 12) : u32(entries, i + 8), Math.min(n, 1 << 20));
       return bytes.toString('latin1').replace(/\0+$/, '');
     }
     return null;
@@ -304,7 +327,9 @@ export async function openSlide(file: string, options: OpenSlideOptions = {}): P
   const ext = path.extname(file).toLowerCase();
   const os = openslideAddon();
   if (reader === 'openslide' && !os) {
-    throw new UserError(`OpenSlide is not available to read ${file}: install it (Debian/Ubuntu: apt-get install libopenslide0)`);
+    throw new UserError(
+      `OpenSlide is not available to read ${file}: install it (Debian/Ubuntu: apt-get install libopenslide0)`,
+    );
   }
   let openslideError: string | null = null;
   if (os && reader !== 'sharp' && !PLAIN_IMAGE.has(ext)) {
@@ -321,6 +346,10 @@ export async function openSlide(file: string, options: OpenSlideOptions = {}): P
     return await openWithSharp(file);
   } catch (e) {
     const sharpError = (e as Error).message.split('\n')[0];
-    throw new Error(openslideError ? `${openslideError}; libvips cannot read it either: ${sharpError}` : `cannot read ${file}: ${sharpError}`);
+    throw new Error(
+      openslideError
+        ? `${openslideError}; libvips cannot read it either: ${sharpError}`
+        : `cannot read ${file}: ${sharpError}`,
+    );
   }
 }

@@ -36,9 +36,16 @@ export const insideTissue = (regions: readonly TissueRegion[], x: number, y: num
   regions.some((r) => ((x - r.cx) / r.rx) ** 2 + ((y - r.cy) / r.ry) ** 2 <= 1);
 
 /** The true tissue fraction of a level-0 square (x, y, size), by sampling an n x n grid of pixel centres. */
-export function trueTissueFraction(regions: readonly TissueRegion[], x: number, y: number, size: number, n = 32): number {
+export function trueTissueFraction(
+  regions: readonly TissueRegion[],
+  x: number,
+  y: number,
+  size: number,
+  n = 32,
+): number {
   let k = 0;
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) if (insideTissue(regions, x + ((j + 0.5) * size) / n, y + ((i + 0.5) * size) / n)) k++;
+  for (let i = 0; i < n; i++)
+    for (let j = 0; j < n; j++) if (insideTissue(regions, x + ((j + 0.5) * size) / n, y + ((i + 0.5) * size) / n)) k++;
   return k / (n * n);
 }
 
@@ -53,7 +60,6 @@ export function randomTissueRegions(width: number, height: number, seed: number,
   }
   return regions;
 }
-
 
 /** Cheap per-pixel hash noise in [0, 1). */
 function hash2(x: number, y: number, seed: number): number {
@@ -79,7 +85,8 @@ export function renderSlide(spec: SyntheticSlideSpec): Uint8Array {
         out[o + 2] = 245 + n * 6;
         continue;
       }
-      const cx = Math.floor(x / cell), cy = Math.floor(y / cell);
+      const cx = Math.floor(x / cell),
+        cy = Math.floor(y / cell);
       let nucleus = false;
       if (hash2(cx, cy, seed + 7) < (spec.nucleusDensity ?? 0.45)) {
         const px = (cx + 0.2 + 0.6 * hash2(cx, cy, seed + 11)) * cell;
@@ -103,12 +110,13 @@ export function renderSlide(spec: SyntheticSlideSpec): Uint8Array {
 
 /** 2x box downsample of RGB (h,w,3). */
 function halve(img: Uint8Array, w: number, h: number): { data: Uint8Array; width: number; height: number } {
-  const W = Math.floor(w / 2), H = Math.floor(h / 2);
+  const W = Math.floor(w / 2),
+    H = Math.floor(h / 2);
   const out = new Uint8Array(W * H * 3);
   for (let y = 0; y < H; y++)
     for (let x = 0; x < W; x++)
       for (let c = 0; c < 3; c++) {
-        const a = ((2 * y) * w + 2 * x) * 3 + c;
+        const a = (2 * y * w + 2 * x) * 3 + c;
         const b = a + w * 3;
         out[(y * W + x) * 3 + c] = (img[a] + img[a + 3] + img[b] + img[b + 3] + 2) >> 2;
       }
@@ -132,7 +140,8 @@ function cutTiles(img: Uint8Array, w: number, h: number, t: number): Uint8Array[
     for (let tx = 0; tx < w; tx += t) {
       const tile = new Uint8Array(t * t * 3).fill(255);
       const cw = Math.min(t, w - tx);
-      for (let y = 0; y < Math.min(t, h - ty); y++) tile.set(img.subarray(((ty + y) * w + tx) * 3, ((ty + y) * w + tx + cw) * 3), y * t * 3);
+      for (let y = 0; y < Math.min(t, h - ty); y++)
+        tile.set(img.subarray(((ty + y) * w + tx) * 3, ((ty + y) * w + tx + cw) * 3), y * t * 3);
       tiles.push(tile);
     }
   return tiles;
@@ -154,7 +163,10 @@ interface TiffDirectory {
   resolutionPerCm?: number;
 }
 
-const SHORT = 3, LONG = 4, RATIONAL = 5, ASCII = 2;
+const SHORT = 3,
+  LONG = 4,
+  RATIONAL = 5,
+  ASCII = 2;
 
 function writeTiff(dirs: TiffDirectory[]): Buffer {
   const chunks: Buffer[] = [];
@@ -242,7 +254,9 @@ function writeTiff(dirs: TiffDirectory[]): Buffer {
 }
 
 async function jpegTile(tile: Uint8Array, t: number): Promise<Uint8Array> {
-  return sharp(Buffer.from(tile.buffer, tile.byteOffset, tile.byteLength), { raw: { width: t, height: t, channels: 3 } })
+  return sharp(Buffer.from(tile.buffer, tile.byteOffset, tile.byteLength), {
+    raw: { width: t, height: t, channels: 3 },
+  })
     .jpeg({ quality: 90, chromaSubsampling: '4:2:0' })
     .toBuffer();
 }
@@ -262,8 +276,19 @@ export async function svsBytes(spec: SyntheticSlideSpec): Promise<Buffer> {
     const tiles = await Promise.all(cutTiles(l.data, l.width, l.height, t).map((tile) => jpegTile(tile, t)));
     const description =
       `Aperio Image Library v12.0.15 \r\n${spec.width}x${spec.height} [0,0 ${spec.width}x${spec.height}] (${t}x${t}) JPEG/RGB Q=90` +
-      (i === 0 ? `|AppMag = ${appMag}|MPP = ${spec.mpp.toFixed(4)}|Filename = g2l-synthetic` : ` -> ${l.width}x${l.height} - `);
-    dirs.push({ width: l.width, height: l.height, tileSize: t, tiles, compression: 7, photometric: 6, reduced: i > 0, description });
+      (i === 0
+        ? `|AppMag = ${appMag}|MPP = ${spec.mpp.toFixed(4)}|Filename = g2l-synthetic`
+        : ` -> ${l.width}x${l.height} - `);
+    dirs.push({
+      width: l.width,
+      height: l.height,
+      tileSize: t,
+      tiles,
+      compression: 7,
+      photometric: 6,
+      reduced: i > 0,
+      description,
+    });
   }
   return writeTiff(dirs);
 }
@@ -316,7 +341,11 @@ export interface SyntheticSet {
 export async function makeSyntheticSlides(
   dir: string,
   options: {
-    count?: number; width?: number; height?: number; seed?: number; withBroken?: boolean;
+    count?: number;
+    width?: number;
+    height?: number;
+    seed?: number;
+    withBroken?: boolean;
     /** Each slide's nucleus density (slide i gets density(i)); default 0.45 for all. */
     density?: (i: number) => number;
   } = {},
@@ -331,7 +360,11 @@ export async function makeSyntheticSlides(
     const width = options.width ?? (svs ? 4096 : 2560);
     const height = options.height ?? (svs ? 3072 : 2048);
     const spec: SyntheticSlideSpec = {
-      width, height, mpp, regions: randomTissueRegions(width, height, seed * 1000 + i), seed: seed + i,
+      width,
+      height,
+      mpp,
+      regions: randomTissueRegions(width, height, seed * 1000 + i),
+      seed: seed + i,
       ...(options.density ? { nucleusDensity: options.density(i) } : {}),
     };
     const name = `synthetic-${String(i + 1).padStart(2, '0')}`;
@@ -340,7 +373,13 @@ export async function makeSyntheticSlides(
     set.slides.push({ name, file, kind: svs ? 'svs' : 'tiff', spec });
   }
   if (options.withBroken) {
-    const spec: SyntheticSlideSpec = { width: 1024, height: 1024, mpp: 0.25, regions: randomTissueRegions(1024, 1024, seed), seed };
+    const spec: SyntheticSlideSpec = {
+      width: 1024,
+      height: 1024,
+      mpp: 0.25,
+      regions: randomTissueRegions(1024, 1024, seed),
+      seed,
+    };
     const truncated = path.join(dir, 'truncated.svs');
     await writeTruncatedSlide(truncated, spec);
     set.slides.push({ name: 'truncated', file: truncated, kind: 'truncated', spec });

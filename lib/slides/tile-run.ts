@@ -72,27 +72,42 @@ export async function listSlides(source: string): Promise<SlideInput[]> {
   if (!stat) throw new UserError(`--slides ${source}: no such folder or CSV file; check the path`);
   let inputs: SlideInput[];
   if (stat.isDirectory()) {
-    const names = (await fs.readdir(source)).filter((f) => SLIDE_EXTENSIONS.includes(path.extname(f).toLowerCase())).sort();
+    const names = (await fs.readdir(source))
+      .filter((f) => SLIDE_EXTENSIONS.includes(path.extname(f).toLowerCase()))
+      .sort();
     // A slide is named by its file name without extension, or with it where two files share a stem (a.svs, a.png).
     const stem = (f: string) => path.basename(f, path.extname(f));
     const stems = new Map<string, number>();
     for (const f of names) stems.set(stem(f), (stems.get(stem(f)) ?? 0) + 1);
-    inputs = names.map((f) => ({ slide: safeSlideName(stems.get(stem(f))! > 1 ? f : stem(f)), path: path.resolve(source, f), mpp: null }));
+    inputs = names.map((f) => ({
+      slide: safeSlideName(stems.get(stem(f))! > 1 ? f : stem(f)),
+      path: path.resolve(source, f),
+      mpp: null,
+    }));
     if (inputs.length === 0) {
-      throw new UserError(`--slides ${source}: no slide files in this folder (looked for ${SLIDE_EXTENSIONS.join(' ')}); point --slides at the slides or a CSV`);
+      throw new UserError(
+        `--slides ${source}: no slide files in this folder (looked for ${SLIDE_EXTENSIONS.join(' ')}); point --slides at the slides or a CSV`,
+      );
     }
   } else {
     const table = await readCsv(source);
     const col = (name: string) => table.header.indexOf(name);
     const pathCol = col('path');
-    if (pathCol < 0) throw new UserError(`${source}: no 'path' column (columns: ${table.header.join(', ')}); add one with each slide's file`);
-    const slideCol = col('slide'), mppCol = col('mpp');
+    if (pathCol < 0)
+      throw new UserError(
+        `${source}: no 'path' column (columns: ${table.header.join(', ')}); add one with each slide's file`,
+      );
+    const slideCol = col('slide'),
+      mppCol = col('mpp');
     inputs = table.rows.map((r, i) => {
       const file = path.resolve(path.dirname(source), r[pathCol]);
       let mpp: number | null = null;
       if (mppCol >= 0 && r[mppCol].trim() !== '') {
         mpp = Number(r[mppCol]);
-        if (!(mpp > 0)) throw new UserError(`${source}: row ${i + 2}: mpp '${r[mppCol]}' is not a positive number of um/px; fix or empty it`);
+        if (!(mpp > 0))
+          throw new UserError(
+            `${source}: row ${i + 2}: mpp '${r[mppCol]}' is not a positive number of um/px; fix or empty it`,
+          );
       }
       const name = slideCol >= 0 && r[slideCol].trim() ? r[slideCol].trim() : path.basename(file, path.extname(file));
       return { slide: safeSlideName(name), path: file, mpp };
@@ -102,20 +117,33 @@ export async function listSlides(source: string): Promise<SlideInput[]> {
   const seen = new Map<string, string>();
   for (const s of inputs) {
     const other = seen.get(s.slide);
-    if (other) throw new UserError(`two slides are both named '${s.slide}' (${other} and ${s.path}); give them distinct names with a 'slide' column in a CSV`);
+    if (other)
+      throw new UserError(
+        `two slides are both named '${s.slide}' (${other} and ${s.path}); give them distinct names with a 'slide' column in a CSV`,
+      );
     seen.set(s.slide, s.path);
   }
   return inputs;
 }
 
 function rowToCsv(r: SlideRow): string[] {
-  return [r.slide, r.path, r.status, String(r.tiles), r.mpp === null ? '' : String(r.mpp), r.width === null ? '' : String(r.width), r.height === null ? '' : String(r.height), r.error];
+  return [
+    r.slide,
+    r.path,
+    r.status,
+    String(r.tiles),
+    r.mpp === null ? '' : String(r.mpp),
+    r.width === null ? '' : String(r.width),
+    r.height === null ? '' : String(r.height),
+    r.error,
+  ];
 }
 
 export function parseSlidesCsv(text: string, where: string): SlideRow[] {
   const t = parseCsv(text, where);
   const idx = SLIDES_CSV_HEADER.map((h) => t.header.indexOf(h));
-  if (idx.some((i) => i < 0)) throw new UserError(`${where}: not a slides.csv of the tile command (columns ${SLIDES_CSV_HEADER.join(', ')})`);
+  if (idx.some((i) => i < 0))
+    throw new UserError(`${where}: not a slides.csv of the tile command (columns ${SLIDES_CSV_HEADER.join(', ')})`);
   const num = (v: string) => (v === '' ? null : Number(v));
   return t.rows.map((r) => ({
     slide: r[idx[0]],
@@ -134,27 +162,54 @@ export function parseSlidesCsv(text: string, where: string): SlideRow[] {
  * the same patch size at the target resolution and the same level-0 footprint (within a pixel), else an error that
  * says which option to change.
  */
-async function tridentTiles(folder: string, name: string, slide: Slide, slideMpp: number, targetMpp: number, tileSizePx: number): Promise<[number, number][]> {
+async function tridentTiles(
+  folder: string,
+  name: string,
+  slide: Slide,
+  slideMpp: number,
+  targetMpp: number,
+  tileSizePx: number,
+): Promise<[number, number][]> {
   const file = tridentCoordsFile(folder, name);
-  if (!file) throw new Error(`no ${name}_patches.h5 in ${folder} (nor in its patches/ folder): --coords-from needs TRIDENT's patch file of every slide`);
+  if (!file)
+    throw new Error(
+      `no ${name}_patches.h5 in ${folder} (nor in its patches/ folder): --coords-from needs TRIDENT's patch file of every slide`,
+    );
   const t = await readTridentCoords(file);
-  if (t.patchSize !== null && t.patchSize !== tileSizePx) throw new Error(`${file} has patches of ${t.patchSize} px: pass --tile ${t.patchSize}`);
+  if (t.patchSize !== null && t.patchSize !== tileSizePx)
+    throw new Error(`${file} has patches of ${t.patchSize} px: pass --tile ${t.patchSize}`);
   const plan = planTiles(slide.info.levelDimensions, slide.info.levelDownsamples, slideMpp, targetMpp, tileSizePx);
   if (t.patchSizeLevel0 !== null && Math.abs(t.patchSizeLevel0 - plan.stepL0) > 1) {
-    const mag = t.targetMagnification !== null ? ` (its target magnification is ${t.targetMagnification}x: pass --mag ${t.targetMagnification})` : '';
+    const mag =
+      t.targetMagnification !== null
+        ? ` (its target magnification is ${t.targetMagnification}x: pass --mag ${t.targetMagnification})`
+        : '';
     throw new Error(
       `${file}: patches cover ${t.patchSizeLevel0} level-0 px, while --mpp ${targetMpp} gives ${plan.stepL0} on this slide (${slideMpp} um/px)${mag}`,
     );
   }
   const [w, h] = slide.info.levelDimensions[0];
   const outside = t.coords.find(([x, y]) => x < 0 || y < 0 || x >= w || y >= h);
-  if (outside) throw new Error(`${file}: coordinate (${outside[0]}, ${outside[1]}) lies outside the slide (${w} x ${h})`);
+  if (outside)
+    throw new Error(`${file}: coordinate (${outside[0]}, ${outside[1]}) lies outside the slide (${w} x ${h})`);
   return t.coords;
 }
 
 /** Tiles one slide; never throws for a slide's own problems (they become the row's error). */
-async function runOne(input: SlideInput, o: Required<Omit<TileRunOptions, 'onSlide' | 'mask' | 'defaultMpp' | 'coordsFrom'>> & TileRunOptions): Promise<SlideRow> {
-  const row: SlideRow = { slide: input.slide, path: input.path, status: 'failed', tiles: 0, mpp: null, width: null, height: null, error: '' };
+async function runOne(
+  input: SlideInput,
+  o: Required<Omit<TileRunOptions, 'onSlide' | 'mask' | 'defaultMpp' | 'coordsFrom'>> & TileRunOptions,
+): Promise<SlideRow> {
+  const row: SlideRow = {
+    slide: input.slide,
+    path: input.path,
+    status: 'failed',
+    tiles: 0,
+    mpp: null,
+    width: null,
+    height: null,
+    error: '',
+  };
   let slide: Slide | null = null;
   try {
     slide = await openSlide(input.path);
@@ -168,11 +223,25 @@ async function runOne(input: SlideInput, o: Required<Omit<TileRunOptions, 'onSli
       );
     }
     row.mpp = mpp;
-    const coords = o.coordsFrom ? await tridentTiles(o.coordsFrom, input.slide, slide, mpp, o.mpp, o.tileSizePx) : undefined;
-    const tiling = await tileSlide(slide, mpp, { targetMpp: o.mpp, tileSizePx: o.tileSizePx, tissueThreshold: o.tissueThreshold, mask: o.mask, coords });
+    const coords = o.coordsFrom
+      ? await tridentTiles(o.coordsFrom, input.slide, slide, mpp, o.mpp, o.tileSizePx)
+      : undefined;
+    const tiling = await tileSlide(slide, mpp, {
+      targetMpp: o.mpp,
+      tileSizePx: o.tileSizePx,
+      tissueThreshold: o.tissueThreshold,
+      mask: o.mask,
+      coords,
+    });
     const csv = formatCsv({
       header: TILES_CSV_HEADER,
-      rows: tiling.tiles.map((t) => [String(t.x), String(t.y), String(t.level), String(t.readSizePx), t.tissueFraction.toFixed(4)]),
+      rows: tiling.tiles.map((t) => [
+        String(t.x),
+        String(t.y),
+        String(t.level),
+        String(t.readSizePx),
+        t.tissueFraction.toFixed(4),
+      ]),
     });
     await writeFileAtomic(path.join(o.out, 'tiles', `${input.slide}.csv`), csv);
     const outlined = outlineTiles(tiling.thumbnail, tiling.tiles, tiling.plan.stepL0);
@@ -195,20 +264,34 @@ async function runOne(input: SlideInput, o: Required<Omit<TileRunOptions, 'onSli
 export async function runTiling(options: TileRunOptions): Promise<TileRunResult> {
   const o = { mpp: 0.5, tileSizePx: 256, tissueThreshold: 0.5, workers: 2, ...options };
   if (!(o.mpp > 0)) throw new UserError(`--mpp ${o.mpp}: must be a positive number of um/px (G2L: 0.5)`);
-  if (!Number.isInteger(o.tileSizePx) || o.tileSizePx < 16) throw new UserError(`--tile ${o.tileSizePx}: must be an integer of at least 16 px`);
-  if (!(o.tissueThreshold >= 0 && o.tissueThreshold <= 1)) throw new UserError(`--tissue-threshold ${o.tissueThreshold}: must be in [0, 1]`);
-  if (o.defaultMpp !== undefined && !(o.defaultMpp > 0)) throw new UserError(`--default-mpp ${o.defaultMpp}: must be a positive number of um/px`);
-  if (!Number.isInteger(o.workers) || o.workers < 1) throw new UserError(`--workers ${o.workers}: must be a positive integer`);
+  if (!Number.isInteger(o.tileSizePx) || o.tileSizePx < 16)
+    throw new UserError(`--tile ${o.tileSizePx}: must be an integer of at least 16 px`);
+  if (!(o.tissueThreshold >= 0 && o.tissueThreshold <= 1))
+    throw new UserError(`--tissue-threshold ${o.tissueThreshold}: must be in [0, 1]`);
+  if (o.defaultMpp !== undefined && !(o.defaultMpp > 0))
+    throw new UserError(`--default-mpp ${o.defaultMpp}: must be a positive number of um/px`);
+  if (!Number.isInteger(o.workers) || o.workers < 1)
+    throw new UserError(`--workers ${o.workers}: must be a positive integer`);
   const inputs = await listSlides(o.slides);
   await fs.mkdir(o.out, { recursive: true });
 
   // Resuming: the folder must have been made with the same tiling options.
-  const settings = { mpp: o.mpp, tileSizePx: o.tileSizePx, tissueThreshold: o.tissueThreshold, mask: o.mask ?? null, ...(o.coordsFrom ? { coordsFrom: path.resolve(o.coordsFrom) } : {}) };
+  const settings = {
+    mpp: o.mpp,
+    tileSizePx: o.tileSizePx,
+    tissueThreshold: o.tissueThreshold,
+    mask: o.mask ?? null,
+    ...(o.coordsFrom ? { coordsFrom: path.resolve(o.coordsFrom) } : {}),
+  };
   const settingsFile = path.join(o.out, 'tiling.json');
   if (existsSync(settingsFile)) {
-    const before = (await readJson(settingsFile, `remove it (and ${o.out}/slides.csv) to tile again, or use another --out`)) as Record<string, unknown>;
+    const before = (await readJson(
+      settingsFile,
+      `remove it (and ${o.out}/slides.csv) to tile again, or use another --out`,
+    )) as Record<string, unknown>;
     if (JSON.stringify(before) !== JSON.stringify(settings)) {
-      if (!before || typeof before !== 'object') throw new UserError(`${settingsFile} is not a tiling.json: remove it to tile again, or use another --out`);
+      if (!before || typeof before !== 'object')
+        throw new UserError(`${settingsFile} is not a tiling.json: remove it to tile again, or use another --out`);
       throw new UserError(
         `${o.out} holds tiles made with --mpp ${before.mpp} --tile ${before.tileSizePx} --tissue-threshold ${before.tissueThreshold}; ` +
           'use another --out, or the same options to resume',
@@ -241,7 +324,13 @@ export async function runTiling(options: TileRunOptions): Promise<TileRunResult>
   const save = () => {
     // Serialised: slides.csv always lists every slide finished so far, in input order.
     writing = writing.then(() =>
-      writeFileAtomic(slidesCsv, formatCsv({ header: SLIDES_CSV_HEADER, rows: inputs.filter((s) => rows.has(s.slide)).map((s) => rowToCsv(rows.get(s.slide)!)) })),
+      writeFileAtomic(
+        slidesCsv,
+        formatCsv({
+          header: SLIDES_CSV_HEADER,
+          rows: inputs.filter((s) => rows.has(s.slide)).map((s) => rowToCsv(rows.get(s.slide)!)),
+        }),
+      ),
     );
     return writing;
   };
@@ -254,7 +343,10 @@ export async function runTiling(options: TileRunOptions): Promise<TileRunResult>
       const row = await runOne(input, o);
       rows.set(input.slide, row);
       done++;
-      await fs.appendFile(logFile, `${JSON.stringify({ time: new Date().toISOString(), event: 'slide', ...row, seconds: (Date.now() - t0) / 1000 })}\n`);
+      await fs.appendFile(
+        logFile,
+        `${JSON.stringify({ time: new Date().toISOString(), event: 'slide', ...row, seconds: (Date.now() - t0) / 1000 })}\n`,
+      );
       await save();
       o.onSlide?.(row, done, inputs.length);
     }
@@ -262,5 +354,10 @@ export async function runTiling(options: TileRunOptions): Promise<TileRunResult>
   await Promise.all(Array.from({ length: Math.min(o.workers, Math.max(1, todo.length)) }, worker));
   await save();
   const all = inputs.map((s) => rows.get(s.slide)!);
-  return { rows: all, ok: all.filter((r) => r.status === 'ok').length, failed: all.filter((r) => r.status === 'failed').length, skipped };
+  return {
+    rows: all,
+    ok: all.filter((r) => r.status === 'ok').length,
+    failed: all.filter((r) => r.status === 'failed').length,
+    skipped,
+  };
 }

@@ -36,11 +36,13 @@ export function planTiles(
   const wanted = targetMpp / slideMpp; // level-0 pixels per target pixel
   let level = 0;
   for (let l = 0; l < levelDownsamples.length; l++) {
-    if (levelDownsamples[l] <= wanted * (1 + MPP_TOLERANCE) && levelDownsamples[l] >= levelDownsamples[level]) level = l;
+    if (levelDownsamples[l] <= wanted * (1 + MPP_TOLERANCE) && levelDownsamples[l] >= levelDownsamples[level])
+      level = l;
   }
   const ds = levelDownsamples[level];
   const levelMpp = slideMpp * ds;
-  const readSizePx = Math.abs(levelMpp - targetMpp) / targetMpp <= MPP_TOLERANCE ? tileSizePx : Math.round((tileSizePx * wanted) / ds);
+  const readSizePx =
+    Math.abs(levelMpp - targetMpp) / targetMpp <= MPP_TOLERANCE ? tileSizePx : Math.round((tileSizePx * wanted) / ds);
   const stepL0 = Math.round(readSizePx * ds);
   const [w, h] = levelDimensions[0];
   return {
@@ -70,13 +72,15 @@ export async function readThumbnail(slide: Slide, downsample: number): Promise<T
   for (let l = 0; l < ds.length; l++) if (ds[l] <= downsample && ds[l] >= ds[level]) level = l;
   const f = Math.max(1, Math.round(downsample / ds[level]));
   const [lw, lh] = slide.info.levelDimensions[level];
-  const tw = Math.max(1, Math.floor(lw / f)), th = Math.max(1, Math.floor(lh / f));
+  const tw = Math.max(1, Math.floor(lw / f)),
+    th = Math.max(1, Math.floor(lh / f));
   const out = new Uint8Array(tw * th * 3);
   // Thumbnail rows per read: at most ~16 M level pixels per read, whatever the slide's width.
   const stripRows = Math.max(1, Math.floor(2 ** 24 / (Math.min(lw, tw * f) * f * f)));
   for (let ty0 = 0; ty0 < th; ty0 += stripRows) {
     const rows = Math.min(stripRows, th - ty0);
-    const readW = Math.min(lw, tw * f), readH = Math.min(lh - ty0 * f, rows * f);
+    const readW = Math.min(lw, tw * f),
+      readH = Math.min(lh - ty0 * f, rows * f);
     const region = await slide.readRegion(0, Math.round(ty0 * f * ds[level]), level, readW, readH);
     const acc = new Float64Array(tw * 3);
     for (let r = 0; r < rows; r++) {
@@ -122,7 +126,10 @@ export async function tileSlide(
   slide: Slide,
   slideMpp: number,
   options: {
-    targetMpp: number; tileSizePx: number; tissueThreshold: number; mask?: TissueMaskOptions;
+    targetMpp: number;
+    tileSizePx: number;
+    tissueThreshold: number;
+    mask?: TissueMaskOptions;
     /** Level-0 corners to tile instead of the grid's tissue tiles (TRIDENT's coordinates): all kept, in this order. */
     coords?: readonly [number, number][];
   },
@@ -138,15 +145,23 @@ export async function tileSlide(
   const k = thumbnail.downsample;
   if (options.coords) {
     for (const [x, y] of options.coords) {
-      tiles.push({ x, y, level: plan.level, readSizePx: plan.readSizePx, tissueFraction: integral.fraction(x / k, y / k, (x + plan.stepL0) / k, (y + plan.stepL0) / k) });
+      tiles.push({
+        x,
+        y,
+        level: plan.level,
+        readSizePx: plan.readSizePx,
+        tissueFraction: integral.fraction(x / k, y / k, (x + plan.stepL0) / k, (y + plan.stepL0) / k),
+      });
     }
     return { plan, tiles, thumbnail, mask };
   }
   for (let r = 0; r < plan.rows; r++) {
     for (let c = 0; c < plan.cols; c++) {
-      const x = c * plan.stepL0, y = r * plan.stepL0;
+      const x = c * plan.stepL0,
+        y = r * plan.stepL0;
       const tissueFraction = integral.fraction(x / k, y / k, (x + plan.stepL0) / k, (y + plan.stepL0) / k);
-      if (tissueFraction >= options.tissueThreshold) tiles.push({ x, y, level: plan.level, readSizePx: plan.readSizePx, tissueFraction });
+      if (tissueFraction >= options.tissueThreshold)
+        tiles.push({ x, y, level: plan.level, readSizePx: plan.readSizePx, tissueFraction });
     }
   }
   return { plan, tiles, thumbnail, mask };
@@ -164,8 +179,10 @@ export function outlineTiles(thumb: Thumbnail, tiles: readonly TileRow[], stepL0
     out[o + 2] = 0;
   };
   for (const t of tiles) {
-    const x0 = Math.round(t.x / thumb.downsample), y0 = Math.round(t.y / thumb.downsample);
-    const x1 = Math.round((t.x + stepL0) / thumb.downsample) - 1, y1 = Math.round((t.y + stepL0) / thumb.downsample) - 1;
+    const x0 = Math.round(t.x / thumb.downsample),
+      y0 = Math.round(t.y / thumb.downsample);
+    const x1 = Math.round((t.x + stepL0) / thumb.downsample) - 1,
+      y1 = Math.round((t.y + stepL0) / thumb.downsample) - 1;
     for (let x = x0; x <= x1; x++) for (const y of [y0, y0 + 1, y1 - 1, y1]) put(x, y);
     for (let y = y0; y <= y1; y++) for (const x of [x0, x0 + 1, x1 - 1, x1]) put(x, y);
   }
@@ -180,7 +197,8 @@ export async function slideThumbnail(slide: Slide, maxWidth: number, maxHeight: 
   const { width, height } = slide.info;
   const downsample = Math.max(width / maxWidth, height / maxHeight);
   const scale = 1 / downsample;
-  const w = Math.max(1, Math.round(width * scale)), h = Math.max(1, Math.round(height * scale));
+  const w = Math.max(1, Math.round(width * scale)),
+    h = Math.max(1, Math.round(height * scale));
   const near = await readThumbnail(slide, Math.max(1, downsample / 2));
   const data = await sharp(Buffer.from(near.data.buffer, near.data.byteOffset, near.data.byteLength), {
     raw: { width: near.width, height: near.height, channels: 3 },

@@ -27,7 +27,9 @@ export function saturation(img: RgbPixels): Uint8Array {
   const n = img.width * img.height;
   const s = new Uint8Array(n);
   for (let i = 0; i < n; i++) {
-    const r = img.data[3 * i], g = img.data[3 * i + 1], b = img.data[3 * i + 2];
+    const r = img.data[3 * i],
+      g = img.data[3 * i + 1],
+      b = img.data[3 * i + 2];
     const max = Math.max(r, g, b);
     s[i] = max === 0 ? 0 : Math.round((255 * (max - Math.min(r, g, b))) / max);
   }
@@ -41,14 +43,18 @@ export function otsuThreshold(values: Uint8Array): number {
   const total = values.length;
   let sumAll = 0;
   for (let t = 0; t < 256; t++) sumAll += t * hist[t];
-  let wB = 0, sumB = 0, best = 0, bestVar = -1;
+  let wB = 0,
+    sumB = 0,
+    best = 0,
+    bestVar = -1;
   for (let t = 0; t < 256; t++) {
     wB += hist[t];
     if (wB === 0) continue;
     const wF = total - wB;
     if (wF === 0) break;
     sumB += t * hist[t];
-    const mB = sumB / wB, mF = (sumAll - sumB) / wF;
+    const mB = sumB / wB,
+      mF = (sumAll - sumB) / wF;
     const between = wB * wF * (mB - mF) ** 2;
     if (between > bestVar) {
       bestVar = between;
@@ -60,7 +66,8 @@ export function otsuThreshold(values: Uint8Array): number {
 
 /** Separable square max (dilate) or min (erode) filter of a 0/1 image, kernel k, edges replicated. */
 function morph(src: Uint8Array, w: number, h: number, k: number, op: 'max' | 'min'): Uint8Array {
-  const lo = Math.floor((k - 1) / 2), hi = k - 1 - lo;
+  const lo = Math.floor((k - 1) / 2),
+    hi = k - 1 - lo;
   const pick = op === 'max' ? Math.max : Math.min;
   const tmp = new Uint8Array(src.length);
   const out = new Uint8Array(src.length);
@@ -84,18 +91,22 @@ export async function tissueMask(thumb: RgbPixels, options: TissueMaskOptions = 
   const { width, height } = thumb;
   let s: Uint8Array = saturation(thumb);
   if (o.medianKernel > 1 && width >= o.medianKernel && height >= o.medianKernel) {
-    const blurred = await sharp(Buffer.from(s.buffer, s.byteOffset, s.byteLength), { raw: { width, height, channels: 1 } })
+    const blurred = await sharp(Buffer.from(s.buffer, s.byteOffset, s.byteLength), {
+      raw: { width, height, channels: 1 },
+    })
       .median(o.medianKernel)
       .extractChannel(0)
       .raw()
       .toBuffer();
-    if (blurred.length !== s.length) throw new Error(`median blur returned ${blurred.length} values for ${s.length} pixels`);
+    if (blurred.length !== s.length)
+      throw new Error(`median blur returned ${blurred.length} values for ${s.length} pixels`);
     s = new Uint8Array(blurred.buffer, blurred.byteOffset, blurred.byteLength);
   }
   const threshold = Math.max(otsuThreshold(s), o.minSaturation);
   let mask: Uint8Array = new Uint8Array(s.length);
   for (let i = 0; i < s.length; i++) mask[i] = s[i] > threshold ? 1 : 0;
-  if (o.closeKernel > 1) mask = morph(morph(mask, width, height, o.closeKernel, 'max'), width, height, o.closeKernel, 'min');
+  if (o.closeKernel > 1)
+    mask = morph(morph(mask, width, height, o.closeKernel, 'max'), width, height, o.closeKernel, 'min');
   return { width, height, mask, threshold };
 }
 
@@ -117,8 +128,10 @@ export class MaskIntegral {
   /** Fraction of mask pixels whose centres lie in [x0,x1) x [y0,y1) (thumbnail coordinates, fractional). */
   fraction(x0: number, y0: number, x1: number, y1: number): number {
     const w = this.m.width;
-    const cx0 = Math.max(0, Math.ceil(x0 - 0.5)), cx1 = Math.min(this.m.width, Math.ceil(x1 - 0.5));
-    const cy0 = Math.max(0, Math.ceil(y0 - 0.5)), cy1 = Math.min(this.m.height, Math.ceil(y1 - 0.5));
+    const cx0 = Math.max(0, Math.ceil(x0 - 0.5)),
+      cx1 = Math.min(this.m.width, Math.ceil(x1 - 0.5));
+    const cy0 = Math.max(0, Math.ceil(y0 - 0.5)),
+      cy1 = Math.min(this.m.height, Math.ceil(y1 - 0.5));
     if (cx1 <= cx0 || cy1 <= cy0) return 0;
     const area = (cx1 - cx0) * (cy1 - cy0);
     const s = this.sat;

@@ -17,13 +17,15 @@ export interface TridentCoords {
 
 /** Where TRIDENT keeps a slide's coordinates under `folder`: the folder itself or its patches/ subfolder. */
 export function tridentCoordsFile(folder: string, slide: string): string | null {
-  for (const f of [path.join(folder, `${slide}_patches.h5`), path.join(folder, 'patches', `${slide}_patches.h5`)]) if (existsSync(f)) return f;
+  for (const f of [path.join(folder, `${slide}_patches.h5`), path.join(folder, 'patches', `${slide}_patches.h5`)])
+    if (existsSync(f)) return f;
   return null;
 }
 
 /** Reads a `<slide>_patches.h5`; a file that is not one gets an error naming it and what is missing. */
 export async function readTridentCoords(file: string): Promise<TridentCoords> {
-  if (!isHdf5File(file)) throw new Error(`${file} is not a readable HDF5 file (no HDF5 signature): write it again with TRIDENT`);
+  if (!isHdf5File(file))
+    throw new Error(`${file} is not a readable HDF5 file (no HDF5 signature): write it again with TRIDENT`);
   const h5 = await hdf5();
   let f: InstanceType<typeof h5.File>;
   try {
@@ -33,9 +35,11 @@ export async function readTridentCoords(file: string): Promise<TridentCoords> {
   }
   try {
     const ds = f.get('coords');
-    if (!ds || !(ds instanceof h5.Dataset)) throw new Error(`${file} has no 'coords' dataset: not a TRIDENT patch file`);
+    if (!ds || !(ds instanceof h5.Dataset))
+      throw new Error(`${file} has no 'coords' dataset: not a TRIDENT patch file`);
     const shape = ds.shape ?? [];
-    if (shape.length !== 2 || shape[1] !== 2) throw new Error(`${file}: coords has shape (${shape.join(', ')}), expected (N, 2)`);
+    if (shape.length !== 2 || shape[1] !== 2)
+      throw new Error(`${file}: coords has shape (${shape.join(', ')}), expected (N, 2)`);
     const raw = ds.value as ArrayLike<number | bigint>;
     const coords: [number, number][] = [];
     for (let i = 0; i < shape[0]; i++) coords.push([Number(raw[2 * i]), Number(raw[2 * i + 1])]);
@@ -45,7 +49,13 @@ export async function readTridentCoords(file: string): Promise<TridentCoords> {
       const v = Number(a.value as number | bigint);
       return Number.isFinite(v) ? v : null;
     };
-    return { file, coords, patchSize: attr('patch_size'), patchSizeLevel0: attr('patch_size_level0'), targetMagnification: attr('target_magnification') };
+    return {
+      file,
+      coords,
+      patchSize: attr('patch_size'),
+      patchSizeLevel0: attr('patch_size_level0'),
+      targetMagnification: attr('target_magnification'),
+    };
   } finally {
     f.close();
   }

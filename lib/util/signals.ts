@@ -11,7 +11,9 @@ export function exitCleanlyOnSignals(command: string, again: string): () => void
     const handler = () => {
       abandonWritesSync();
       try {
-        process.stderr.write(`\ng2l-native: ${command} stopped by ${name}: the outputs written so far are complete; ${again}\n`);
+        process.stderr.write(
+          `\ng2l-native: ${command} stopped by ${name}: the outputs written so far are complete; ${again}\n`,
+        );
       } catch {
         // stderr may be gone with the terminal (SIGHUP)
       }

@@ -18,7 +18,8 @@ static Napi::Value RuntimeInfoJs(const Napi::CallbackInfo& info) {
         o.Set("libtorchVersion", r.libtorch_version);
         o.Set("cudaBuilt", r.cuda_built);
         Napi::Array archs = Napi::Array::New(env, r.cuda_architectures.size());
-        for (size_t i = 0; i < r.cuda_architectures.size(); ++i) archs.Set(static_cast<uint32_t>(i), r.cuda_architectures[i]);
+        for (size_t i = 0; i < r.cuda_architectures.size(); ++i)
+          archs.Set(static_cast<uint32_t>(i), r.cuda_architectures[i]);
         o.Set("cudaArchitectures", archs);
         o.Set("cudaAvailable", r.cuda_available);
         o.Set("cudaRuntimeVersion", r.cuda_runtime_version);
@@ -39,7 +40,8 @@ static Napi::Value RuntimeInfoJs(const Napi::CallbackInfo& info) {
       });
 }
 
-// normalizeImages({data: Uint8Array, shape: [N,H,W,3]}, mean[3], std[3], device) -> Promise<{data: Float32Array, shape: [N,3,H,W]}>
+// normalizeImages({data: Uint8Array, shape: [N,H,W,3]}, mean[3], std[3], device) -> Promise<{data: Float32Array, shape:
+// [N,3,H,W]}>
 static Napi::Value NormalizeImagesJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   HostTensor images = tensor_from_js(info[0], "images");

@@ -84,10 +84,14 @@ Napi::Value AugmentBatchJs(const Napi::CallbackInfo& info) {
   Normalization student = norm_from_js(info[4], "studentNorm");
   std::string dtype = info.Length() > 5 && !info[5].IsUndefined() ? string_from_js(info[5], "teacherDtype") : "float16";
   DType teacher_dtype;
-  if (dtype == "float16") teacher_dtype = DType::F16;
-  else if (dtype == "bfloat16") teacher_dtype = DType::BF16;
-  else if (dtype == "float32") teacher_dtype = DType::F32;
-  else throw Napi::TypeError::New(env, "teacherDtype must be 'float16', 'bfloat16' or 'float32', got '" + dtype + "'");
+  if (dtype == "float16")
+    teacher_dtype = DType::F16;
+  else if (dtype == "bfloat16")
+    teacher_dtype = DType::BF16;
+  else if (dtype == "float32")
+    teacher_dtype = DType::F32;
+  else
+    throw Napi::TypeError::New(env, "teacherDtype must be 'float16', 'bfloat16' or 'float32', got '" + dtype + "'");
   std::string device = info.Length() > 6 && !info[6].IsUndefined() ? string_from_js(info[6], "device") : "cpu";
   return run_async<HostAugmentedBatch>(
       env, [=] { return augment_batch(tiles, params, config, teacher, student, teacher_dtype, device); },

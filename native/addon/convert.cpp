@@ -6,11 +6,17 @@ namespace g2l::addon {
 
 static DType dtype_of(napi_typedarray_type type, const std::string& what, Napi::Env env) {
   switch (type) {
-    case napi_float32_array: return DType::F32;
-    case napi_float64_array: return DType::F64;
-    case napi_uint8_array: return DType::U8;
-    case napi_bigint64_array: return DType::I64;
-    default: throw Napi::TypeError::New(env, what + ": data must be a Float32Array, Float64Array, Uint8Array or BigInt64Array");
+    case napi_float32_array:
+      return DType::F32;
+    case napi_float64_array:
+      return DType::F64;
+    case napi_uint8_array:
+      return DType::U8;
+    case napi_bigint64_array:
+      return DType::I64;
+    default:
+      throw Napi::TypeError::New(env,
+                                 what + ": data must be a Float32Array, Float64Array, Uint8Array or BigInt64Array");
   }
 }
 
@@ -48,7 +54,8 @@ Napi::ArrayBuffer external_array_buffer(Napi::Env env, HostTensor& t) {
   if (t.nbytes() == 0) return Napi::ArrayBuffer::New(env, 0);
   // The ArrayBuffer keeps the engine's buffer alive through a heap copy of its shared owner.
   auto* keep = new std::shared_ptr<void>(t.owner);
-  return Napi::ArrayBuffer::New(env, t.data, t.nbytes(), [](Napi::Env, void*, std::shared_ptr<void>* k) { delete k; }, keep);
+  return Napi::ArrayBuffer::New(
+      env, t.data, t.nbytes(), [](Napi::Env, void*, std::shared_ptr<void>* k) { delete k; }, keep);
 }
 
 Napi::Object tensor_to_js(Napi::Env env, HostTensor& t) {
@@ -56,14 +63,24 @@ Napi::Object tensor_to_js(Napi::Env env, HostTensor& t) {
   Napi::Value data;
   size_t n = static_cast<size_t>(t.numel());
   switch (t.dtype) {
-    case DType::F32: data = Napi::Float32Array::New(env, n, buf, 0); break;
-    case DType::F64: data = Napi::Float64Array::New(env, n, buf, 0); break;
-    case DType::U8: data = Napi::Uint8Array::New(env, n, buf, 0); break;
-    case DType::I64: data = Napi::BigInt64Array::New(env, n, buf, 0); break;
-    default: throw Napi::TypeError::New(env, std::string("engine returned ") + dtype_name(t.dtype) + ", which JS cannot hold");
+    case DType::F32:
+      data = Napi::Float32Array::New(env, n, buf, 0);
+      break;
+    case DType::F64:
+      data = Napi::Float64Array::New(env, n, buf, 0);
+      break;
+    case DType::U8:
+      data = Napi::Uint8Array::New(env, n, buf, 0);
+      break;
+    case DType::I64:
+      data = Napi::BigInt64Array::New(env, n, buf, 0);
+      break;
+    default:
+      throw Napi::TypeError::New(env, std::string("engine returned ") + dtype_name(t.dtype) + ", which JS cannot hold");
   }
   Napi::Array shape = Napi::Array::New(env, t.shape.size());
-  for (size_t i = 0; i < t.shape.size(); ++i) shape.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(t.shape[i])));
+  for (size_t i = 0; i < t.shape.size(); ++i)
+    shape.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(t.shape[i])));
   Napi::Object out = Napi::Object::New(env);
   out.Set("data", data);
   out.Set("shape", shape);

@@ -34,7 +34,8 @@ void read_int(const Napi::Object& o, const char* key, int64_t& out, const std::s
 void read_bool(const Napi::Object& o, const char* key, bool& out, const std::string& what);
 void read_string(const Napi::Object& o, const char* key, std::string& out, const std::string& what);
 
-/** The augmentation options { enabled, crop, pHflip, ... } (lib/backends/types.ts AugmentConfig); unset keys keep G2L's defaults. */
+/** The augmentation options { enabled, crop, pHflip, ... } (lib/backends/types.ts AugmentConfig); unset keys keep G2L's
+ * defaults. */
 AugmentConfig augment_config_from_js(const Napi::Object& o, const std::string& what);
 
 /** The training-only rates { dropPath, attnDrop, projDrop, posDrop, headDrop, hiddenDrop } (absent keys: 0). */

@@ -11,7 +11,9 @@ namespace g2l::addon {
 
 namespace {
 
-bool has(const Napi::Object& o, const char* key) { return o.Has(key) && !o.Get(key).IsUndefined() && !o.Get(key).IsNull(); }
+bool has(const Napi::Object& o, const char* key) {
+  return o.Has(key) && !o.Get(key).IsUndefined() && !o.Get(key).IsNull();
+}
 
 int64_t int_of(const Napi::Object& o, const char* key, int64_t fallback) {
   if (!has(o, key)) return fallback;

@@ -119,7 +119,8 @@ static Napi::Value LogSumLossJs(const Napi::CallbackInfo& info) {
 static Napi::Value RunOptimizerJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsArray() || !info[1].IsArray() || !info[2].IsArray()) {
-    throw Napi::TypeError::New(env, "runOptimizer(names, params, gradsPerStep, config): the first three must be arrays");
+    throw Napi::TypeError::New(env,
+                               "runOptimizer(names, params, gradsPerStep, config): the first three must be arrays");
   }
   Napi::Array names_js = info[0].As<Napi::Array>(), params_js = info[1].As<Napi::Array>();
   Napi::Array grads_js = info[2].As<Napi::Array>();
@@ -189,8 +190,10 @@ static DistillerConfig distiller_config_from_js(const Napi::Object& o) {
   read_int(o, "accumulationSteps", c.accumulation_steps, "config");
 
   if (has_field(o, "loss")) c.loss = loss_options_from_js(object_arg(o.Get("loss"), "config.loss"));
-  if (has_field(o, "optimizer")) c.optimizer = optimizer_config_from_js(object_arg(o.Get("optimizer"), "config.optimizer"));
-  if (has_field(o, "augment")) c.augment = augment_config_from_js(object_arg(o.Get("augment"), "config.augment"), "augment");
+  if (has_field(o, "optimizer"))
+    c.optimizer = optimizer_config_from_js(object_arg(o.Get("optimizer"), "config.optimizer"));
+  if (has_field(o, "augment"))
+    c.augment = augment_config_from_js(object_arg(o.Get("augment"), "config.augment"), "augment");
   return c;
 }
 
@@ -269,46 +272,46 @@ Napi::Value resolve_undefined(Napi::Env env, int&) { return env.Undefined(); }
 Napi::Object distiller_to_js(Napi::Env env, Handle h) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("step", Napi::Function::New(env, [h](const Napi::CallbackInfo& info) -> Napi::Value {
-    HostTensor tiles = tensor_from_js(info[0], "tiles");
-    bool stop = false;
-    if (info.Length() > 1 && !info[1].IsUndefined()) {
-      Napi::Object o = object_arg(info[1], "options");
-      if (o.Has("stop")) stop = o.Get("stop").ToBoolean().Value();
-    }
-    return run_async<StepResult>(
-        info.Env(),
-        [h, tiles, stop] {
-          std::lock_guard<std::mutex> lock(h->busy);
-          return h->engine->step(tiles, stop);
-        },
-        [](Napi::Env e, StepResult& r) -> Napi::Value {
-          Napi::Object out = Napi::Object::New(e);
-          out.Set("step", static_cast<double>(r.step));
-          out.Set("loss", r.loss);
-          out.Set("lr", r.lr);
-          out.Set("weightDecay", r.weight_decay);
-          out.Set("gradNorm", r.grad_norm);
-          out.Set("deviceMemoryBytes", static_cast<double>(r.device_memory_bytes));
-          out.Set("stop", r.stop);
-          return out;
-        },
-        {info[0]});
-  }));
+          HostTensor tiles = tensor_from_js(info[0], "tiles");
+          bool stop = false;
+          if (info.Length() > 1 && !info[1].IsUndefined()) {
+            Napi::Object o = object_arg(info[1], "options");
+            if (o.Has("stop")) stop = o.Get("stop").ToBoolean().Value();
+          }
+          return run_async<StepResult>(
+              info.Env(),
+              [h, tiles, stop] {
+                std::lock_guard<std::mutex> lock(h->busy);
+                return h->engine->step(tiles, stop);
+              },
+              [](Napi::Env e, StepResult& r) -> Napi::Value {
+                Napi::Object out = Napi::Object::New(e);
+                out.Set("step", static_cast<double>(r.step));
+                out.Set("loss", r.loss);
+                out.Set("lr", r.lr);
+                out.Set("weightDecay", r.weight_decay);
+                out.Set("gradNorm", r.grad_norm);
+                out.Set("deviceMemoryBytes", static_cast<double>(r.device_memory_bytes));
+                out.Set("stop", r.stop);
+                return out;
+              },
+              {info[0]});
+        }));
   o.Set("features", Napi::Function::New(env, [h](const Napi::CallbackInfo& info) -> Napi::Value {
-    HostTensor tiles = tensor_from_js(info[0], "tiles");
-    std::string which = string_from_js(info[1], "which");
-    if (which != "student" && which != "teacher") {
-      throw Napi::TypeError::New(info.Env(), "features: which must be 'student' or 'teacher'");
-    }
-    const bool teacher = which == "teacher";
-    return run_async<HostTensor>(
-        info.Env(),
-        [h, tiles, teacher] {
-          std::lock_guard<std::mutex> lock(h->busy);
-          return h->engine->features(tiles, teacher);
-        },
-        [](Napi::Env e, HostTensor& t) -> Napi::Value { return tensor_to_js(e, t); }, {info[0]});
-  }));
+          HostTensor tiles = tensor_from_js(info[0], "tiles");
+          std::string which = string_from_js(info[1], "which");
+          if (which != "student" && which != "teacher") {
+            throw Napi::TypeError::New(info.Env(), "features: which must be 'student' or 'teacher'");
+          }
+          const bool teacher = which == "teacher";
+          return run_async<HostTensor>(
+              info.Env(),
+              [h, tiles, teacher] {
+                std::lock_guard<std::mutex> lock(h->busy);
+                return h->engine->features(tiles, teacher);
+              },
+              [](Napi::Env e, HostTensor& t) -> Napi::Value { return tensor_to_js(e, t); }, {info[0]});
+        }));
   auto folder_op = [h](const char* name, void (Distiller::*op)(const std::string&)) {
     return [h, name, op](const Napi::CallbackInfo& info) -> Napi::Value {
       std::string folder = string_from_js(info[0], std::string(name) + ": folder");
@@ -326,9 +329,9 @@ Napi::Object distiller_to_js(Napi::Env env, Handle h) {
   o.Set("load", Napi::Function::New(env, folder_op("load", &Distiller::load)));
   o.Set("exportStudent", Napi::Function::New(env, folder_op("exportStudent", &Distiller::export_student)));
   o.Set("info", Napi::Function::New(env, [h](const Napi::CallbackInfo& info) -> Napi::Value {
-    std::lock_guard<std::mutex> lock(h->busy);
-    return info_to_js(info.Env(), h->engine->info(), h->engine->steps_taken());
-  }));
+          std::lock_guard<std::mutex> lock(h->busy);
+          return info_to_js(info.Env(), h->engine->info(), h->engine->steps_taken());
+        }));
   return o;
 }
 
@@ -339,7 +342,8 @@ static Napi::Value CreateDistillerJs(const Napi::CallbackInfo& info) {
   // Data parallelism (issue 7): `dist` joins the process group on the worker thread (the rendezvous blocks).
   std::shared_ptr<DistConfig> dist;
   Napi::Object o = object_arg(info[0], "config");
-  if (has_field(o, "dist")) dist = std::make_shared<DistConfig>(dist_config_from_js(object_arg(o.Get("dist"), "config.dist"), config.device));
+  if (has_field(o, "dist"))
+    dist = std::make_shared<DistConfig>(dist_config_from_js(object_arg(o.Get("dist"), "config.dist"), config.device));
   return run_async<Handle>(
       info.Env(),
       [config, dist]() mutable {

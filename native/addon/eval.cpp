@@ -21,12 +21,14 @@ namespace g2l::addon {
 namespace {
 
 Napi::Object options_arg(const Napi::CallbackInfo& info, size_t i, const char* what) {
-  if (info.Length() <= i || !info[i].IsObject()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be an options object");
+  if (info.Length() <= i || !info[i].IsObject())
+    throw Napi::TypeError::New(info.Env(), std::string(what) + " must be an options object");
   return info[i].As<Napi::Object>();
 }
 
 int64_t int_arg(const Napi::CallbackInfo& info, size_t i, const char* what) {
-  if (info.Length() <= i || !info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a number");
+  if (info.Length() <= i || !info[i].IsNumber())
+    throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a number");
   return info[i].As<Napi::Number>().Int64Value();
 }
 

@@ -24,7 +24,8 @@ std::vector<int64_t> ints_from_js(const Napi::Value& v, const std::string& what)
   for (uint32_t i = 0; i < a.Length(); ++i) {
     Napi::Value x = a.Get(i);
     double d = x.IsNumber() ? x.As<Napi::Number>().DoubleValue() : -1.5;
-    if (d != static_cast<double>(static_cast<int64_t>(d))) throw Napi::TypeError::New(v.Env(), what + " must hold integers");
+    if (d != static_cast<double>(static_cast<int64_t>(d)))
+      throw Napi::TypeError::New(v.Env(), what + " must hold integers");
     out.push_back(static_cast<int64_t>(d));
   }
   return out;
@@ -107,7 +108,8 @@ Napi::Value AbmilTrain(const Napi::CallbackInfo& info) {
         out.Set("epochsRun", static_cast<double>(r.epochs_run));
         return out;
       },
-      info[2].IsObject() ? std::vector<Napi::Value>{info[0], info[1], info[2]} : std::vector<Napi::Value>{info[0], info[1]});
+      info[2].IsObject() ? std::vector<Napi::Value>{info[0], info[1], info[2]}
+                         : std::vector<Napi::Value>{info[0], info[1]});
 }
 
 Napi::Value AbmilPredict(const Napi::CallbackInfo& info) {

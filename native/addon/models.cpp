@@ -126,7 +126,8 @@ Napi::Value ModelEmbedTrainJs(const Napi::CallbackInfo& info) {
   const double seed = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : 0;
   if (!(seed >= 0)) throw Napi::RangeError::New(info.Env(), "modelEmbedTrain: seed must be a non-negative number");
   if (info.Length() <= 3 || !info[3].IsObject()) {
-    throw Napi::TypeError::New(info.Env(), "modelEmbedTrain: drop must be the resolved rates { dropPath, attnDrop, ... }");
+    throw Napi::TypeError::New(info.Env(),
+                               "modelEmbedTrain: drop must be the resolved rates { dropPath, attnDrop, ... }");
   }
   const Regularization drop = regularization_from_js(info[3].As<Napi::Object>(), "drop");
   return run_async<HostTensor>(

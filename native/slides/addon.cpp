@@ -83,7 +83,8 @@ void argb_to_rgb(const std::vector<uint32_t>& argb, std::vector<uint8_t>& rgb) {
 // slide while it stays open). With OpenSlide 3.4, which has no shared cache, each slide keeps its own.
 constexpr size_t kSharedCacheBytes = size_t(32) << 20;
 
-/** The process's shared tile cache, or null (OpenSlide 3.4). Created once, never released (lives as long as the process). */
+/** The process's shared tile cache, or null (OpenSlide 3.4). Created once, never released (lives as long as the
+ * process). */
 void* shared_cache(const OpenSlideApi* api) {
   static void* cache = (api->cache_create && api->set_cache) ? api->cache_create(kSharedCacheBytes) : nullptr;
   return cache;
@@ -99,22 +100,25 @@ SlidePtr slide_from_js(const Napi::Value& v) {
 int64_t int_arg(const Napi::CallbackInfo& info, size_t i, const char* what) {
   Napi::Value v = info[i];
   double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : 0.5;
-  if (d != static_cast<double>(static_cast<int64_t>(d))) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be an integer");
+  if (d != static_cast<double>(static_cast<int64_t>(d)))
+    throw Napi::TypeError::New(info.Env(), std::string(what) + " must be an integer");
   return static_cast<int64_t>(d);
 }
 
 int64_t int_arg_value(const Napi::Value& v, const char* what) {
   double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : 0.5;
-  if (d != static_cast<double>(static_cast<int64_t>(d))) throw Napi::TypeError::New(v.Env(), std::string(what) + " must hold integers");
+  if (d != static_cast<double>(static_cast<int64_t>(d)))
+    throw Napi::TypeError::New(v.Env(), std::string(what) + " must hold integers");
   return static_cast<int64_t>(d);
 }
 
 Napi::Value pixels_to_js(Napi::Env env, Pixels& px) {
   auto* keep = new std::vector<uint8_t>(std::move(px.rgb));
   Napi::Object o = Napi::Object::New(env);
-  Napi::ArrayBuffer buf =
-      keep->empty() ? Napi::ArrayBuffer::New(env, 0)
-                    : Napi::ArrayBuffer::New(env, keep->data(), keep->size(), [](Napi::Env, void*, std::vector<uint8_t>* k) { delete k; }, keep);
+  Napi::ArrayBuffer buf = keep->empty() ? Napi::ArrayBuffer::New(env, 0)
+                                        : Napi::ArrayBuffer::New(
+                                              env, keep->data(), keep->size(),
+                                              [](Napi::Env, void*, std::vector<uint8_t>* k) { delete k; }, keep);
   if (keep->empty()) delete keep;
   o.Set("data", Napi::Uint8Array::New(env, buf.ByteLength(), buf, 0));
   o.Set("width", static_cast<double>(px.width));
@@ -196,7 +200,8 @@ static Napi::Value OpenSlide(const Napi::CallbackInfo& info) {
         if (r.slide->osr == nullptr) {
           // Only now ask which format OpenSlide took the file for (it reads the file's header again).
           const char* vendor = api->detect_vendor(path.c_str());
-          throw std::runtime_error("OpenSlide cannot open " + path + ": not a format it reads, or a damaged or truncated file" +
+          throw std::runtime_error("OpenSlide cannot open " + path +
+                                   ": not a format it reads, or a damaged or truncated file" +
                                    (vendor ? std::string(" (detected vendor ") + vendor + ")" : std::string()));
         }
         check_error(*r.slide, "OpenSlide cannot open");
@@ -229,7 +234,8 @@ static Napi::Value OpenSlide(const Napi::CallbackInfo& info) {
       },
       [](Napi::Env env, SlideInfo& r) -> Napi::Value {
         Napi::Object o = Napi::Object::New(env);
-        o.Set("handle", Napi::External<SlidePtr>::New(env, new SlidePtr(r.slide), [](Napi::Env, SlidePtr* p) { delete p; }));
+        o.Set("handle",
+              Napi::External<SlidePtr>::New(env, new SlidePtr(r.slide), [](Napi::Env, SlidePtr* p) { delete p; }));
         o.Set("vendor", r.vendor.empty() ? env.Null() : Napi::String::New(env, r.vendor));
         Napi::Array dims = Napi::Array::New(env, r.level_dimensions.size());
         Napi::Array ds = Napi::Array::New(env, r.level_downsamples.size());
@@ -253,7 +259,8 @@ static Napi::Value OpenSlide(const Napi::CallbackInfo& info) {
           assoc.Set(k, d);
         }
         o.Set("associatedImages", assoc);
-        o.Set("iccProfileSize", r.icc_profile_size < 0 ? env.Null() : Napi::Number::New(env, static_cast<double>(r.icc_profile_size)));
+        o.Set("iccProfileSize",
+              r.icc_profile_size < 0 ? env.Null() : Napi::Number::New(env, static_cast<double>(r.icc_profile_size)));
         return o;
       });
 }
@@ -301,9 +308,8 @@ static Napi::Value ReadAssociatedImage(const Napi::CallbackInfo& info) {
         int64_t w = -1, h = -1;
         s->api->get_associated_image_dimensions(s->osr, name.c_str(), &w, &h);
         if (w < 0 || h < 0) throw std::runtime_error("slide " + s->path + " has no associated image '" + name + "'");
-        return read_pixels(*s, w, h, "OpenSlide cannot read an associated image of", [&](uint32_t* argb) {
-          s->api->read_associated_image(s->osr, name.c_str(), argb);
-        });
+        return read_pixels(*s, w, h, "OpenSlide cannot read an associated image of",
+                           [&](uint32_t* argb) { s->api->read_associated_image(s->osr, name.c_str(), argb); });
       },
       pixels_to_js);
 }
@@ -374,7 +380,8 @@ static Napi::Value ReadTilesInto(const Napi::CallbackInfo& info) {
       },
       [](Napi::Env e, std::vector<std::string>& errors) -> Napi::Value {
         Napi::Array a = Napi::Array::New(e, errors.size());
-        for (uint32_t i = 0; i < errors.size(); ++i) a.Set(i, errors[i].empty() ? e.Null() : Napi::String::New(e, errors[i]));
+        for (uint32_t i = 0; i < errors.size(); ++i)
+          a.Set(i, errors[i].empty() ? e.Null() : Napi::String::New(e, errors[i]));
         return a;
       },
       {info[5], info[0]});

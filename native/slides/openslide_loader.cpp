@@ -32,7 +32,8 @@ void load() {
     std::lock_guard<std::mutex> lock(g_candidates_mutex);
     candidates.insert(candidates.end(), g_candidates.begin(), g_candidates.end());
   }
-  for (const char* c : {"libopenslide.so.1", "libopenslide.so.0", "libopenslide.so", "libopenslide.1.dylib", "libopenslide.0.dylib"}) {
+  for (const char* c :
+       {"libopenslide.so.1", "libopenslide.so.0", "libopenslide.so", "libopenslide.1.dylib", "libopenslide.0.dylib"}) {
     candidates.emplace_back(c);
   }
   void* lib = nullptr;
@@ -67,11 +68,14 @@ void load() {
             resolve(lib, "openslide_get_associated_image_dimensions", a.get_associated_image_dimensions) &&
             resolve(lib, "openslide_read_associated_image", a.read_associated_image);
   // Optional (OpenSlide >= 4.0).
-  a.get_icc_profile_size = reinterpret_cast<decltype(a.get_icc_profile_size)>(dlsym(lib, "openslide_get_icc_profile_size"));
+  a.get_icc_profile_size =
+      reinterpret_cast<decltype(a.get_icc_profile_size)>(dlsym(lib, "openslide_get_icc_profile_size"));
   a.cache_create = reinterpret_cast<decltype(a.cache_create)>(dlsym(lib, "openslide_cache_create"));
   a.set_cache = reinterpret_cast<decltype(a.set_cache)>(dlsym(lib, "openslide_set_cache"));
-  if (ok) g_api = a;
-  else g_library.clear();
+  if (ok)
+    g_api = a;
+  else
+    g_library.clear();
 }
 
 }  // namespace

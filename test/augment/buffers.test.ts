@@ -12,8 +12,24 @@ t.test('allocateTileBuffer gives writable memory that augmentBatch reads', async
     for (let i = 0; i < buf.length; i++) buf[i] = (i * 7919) & 255;
     const copy = new Uint8Array(buf);
     const cfg = { crop: 32, blurKernel: 5 };
-    const a = await backend.augmentBatch({ data: buf, shape: [b, h, w, 3] }, { seed: 1 }, cfg, NORMALIZATIONS.hOptimus0, NORMALIZATIONS.hibou);
-    const c = await backend.augmentBatch({ data: copy, shape: [b, h, w, 3] }, { seed: 1 }, cfg, NORMALIZATIONS.hOptimus0, NORMALIZATIONS.hibou);
-    t.equal(maxAbsDiff(a.student.data, c.student.data).max, 0, `${backend.name}: same views from the engine buffer and a plain one`);
+    const a = await backend.augmentBatch(
+      { data: buf, shape: [b, h, w, 3] },
+      { seed: 1 },
+      cfg,
+      NORMALIZATIONS.hOptimus0,
+      NORMALIZATIONS.hibou,
+    );
+    const c = await backend.augmentBatch(
+      { data: copy, shape: [b, h, w, 3] },
+      { seed: 1 },
+      cfg,
+      NORMALIZATIONS.hOptimus0,
+      NORMALIZATIONS.hibou,
+    );
+    t.equal(
+      maxAbsDiff(a.student.data, c.student.data).max,
+      0,
+      `${backend.name}: same views from the engine buffer and a plain one`,
+    );
   }
 });

@@ -24,7 +24,8 @@ export function loadFixture(name: string): AugmentFixture {
   const raw = gunzipSync(readFileSync(path.join(FIXTURES, `${name}.bin.gz`)));
   const nTiles = meta.tiles.shape.reduce((a: number, b: number) => a * b, 1);
   const nExp = meta.expected.shape.reduce((a: number, b: number) => a * b, 1);
-  if (raw.length !== nTiles + 2 * nExp) throw new Error(`${name}.bin.gz has ${raw.length} bytes, expected ${nTiles + 2 * nExp}`);
+  if (raw.length !== nTiles + 2 * nExp)
+    throw new Error(`${name}.bin.gz has ${raw.length} bytes, expected ${nTiles + 2 * nExp}`);
   const tiles = new Uint8Array(raw.buffer, raw.byteOffset, nTiles).slice();
   const q = new Uint16Array(raw.buffer.slice(raw.byteOffset + nTiles, raw.byteOffset + nTiles + 2 * nExp));
   const expected = new Float64Array(nExp);
@@ -45,7 +46,11 @@ export function denormalise(t: TypedTensor | AugmentedBatch['student'], norm: No
   const hw = h * w;
   const out = new Float64Array(b * c * hw);
   const read =
-    t.dtype === 'float16' ? (i: number) => halfBitsToFloat(t.data[i]) : t.dtype === 'bfloat16' ? (i: number) => bfloat16BitsToFloat(t.data[i]) : (i: number) => t.data[i];
+    t.dtype === 'float16'
+      ? (i: number) => halfBitsToFloat(t.data[i])
+      : t.dtype === 'bfloat16'
+        ? (i: number) => bfloat16BitsToFloat(t.data[i])
+        : (i: number) => t.data[i];
   for (let i = 0; i < out.length; i++) {
     const ch = Math.floor(i / hw) % c;
     out[i] = read(i) * norm.std[ch] + norm.mean[ch];

@@ -69,7 +69,10 @@ for (const backendIndex of [0, 1]) {
       [P.blur, cfg.pBlur, 'blur'],
     ] as const) {
       const xs = col(data, c);
-      t.ok(xs.every((v) => v === 0 || v === 1), `${name} is 0 or 1`);
+      t.ok(
+        xs.every((v) => v === 0 || v === 1),
+        `${name} is 0 or 1`,
+      );
       t.ok(binomialZ(xs, p) < 3.3, `${name} ~ Bernoulli(${p}): z = ${binomialZ(xs, p).toFixed(2)}`);
     }
     const jitterOn = (r: number) => data[r * P.count + P.jitter] === 1;
@@ -80,7 +83,10 @@ for (const backendIndex of [0, 1]) {
       [P.hue, -0.05, 0.05, 'hue'],
     ] as const) {
       const xs = col(data, c, jitterOn);
-      t.ok(xs.every((v) => v >= lo - 1e-6 && v <= hi + 1e-6), `${name} within [${lo}, ${hi}]`);
+      t.ok(
+        xs.every((v) => v >= lo - 1e-6 && v <= hi + 1e-6),
+        `${name} within [${lo}, ${hi}]`,
+      );
       const ks = ksUniform(xs, lo, hi);
       t.ok(ks < 1.95, `${name} ~ U[${lo}, ${hi}]: sqrt(n) D = ${ks.toFixed(3)}`);
     }

@@ -9,11 +9,31 @@ import { ROOT, runCli } from '../helpers/cli.js';
 const TEACHER = path.join(ROOT, 'test/fixtures/models/timm_giant_reg4_swiglu');
 const STUDENT = path.join(ROOT, 'test/fixtures/models/hf_dinov2_reg_swiglu');
 const args = (out: string) => [
-  'distill', '--teacher', TEACHER, '--student', STUDENT, '--slides', 'synthetic:16', '--out', out,
-  '--steps', '3', '--batch-size', '2', '--seed', '5', '--lr', '0.001', '--progress', 'false',
+  'distill',
+  '--teacher',
+  TEACHER,
+  '--student',
+  STUDENT,
+  '--slides',
+  'synthetic:16',
+  '--out',
+  out,
+  '--steps',
+  '3',
+  '--batch-size',
+  '2',
+  '--seed',
+  '5',
+  '--lr',
+  '0.001',
+  '--progress',
+  'false',
 ];
 const losses = (run: string) =>
-  readFileSync(path.join(run, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).loss as number);
+  readFileSync(path.join(run, 'log.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l).loss as number);
 
 t.test('native and js runs of the same seed log the same losses (1e-4 relative)', async (t) => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'g2l-distill-js-'));
@@ -26,7 +46,8 @@ t.test('native and js runs of the same seed log the same losses (1e-4 relative)'
   const b = losses(path.join(dir, 'js'));
   t.equal(a.length, 3);
   t.equal(b.length, 3);
-  for (let i = 0; i < 3; i++) t.ok(Math.abs(a[i] - b[i]) <= 1e-4 * Math.abs(a[i]), `step ${i + 1}: native ${a[i]} js ${b[i]}`);
+  for (let i = 0; i < 3; i++)
+    t.ok(Math.abs(a[i] - b[i]) <= 1e-4 * Math.abs(a[i]), `step ${i + 1}: native ${a[i]} js ${b[i]}`);
 });
 
 t.test('without the engine, distill warns once and runs on js', async (t) => {

@@ -5,7 +5,12 @@ import t from 'tap';
 import { loadEngineAddon } from '../../lib/backends/index.js';
 import { DEFAULT_AUGMENT_CONFIG } from '../../lib/backends/types.js';
 import {
-  AUGMENT_DEFAULTS, EARLY_STOPPING_DEFAULTS, KERNEL_DEFAULTS, LOSS_DEFAULTS, OPTIMIZER_DEFAULTS, RUN_SHAPE_DEFAULTS,
+  AUGMENT_DEFAULTS,
+  EARLY_STOPPING_DEFAULTS,
+  KERNEL_DEFAULTS,
+  LOSS_DEFAULTS,
+  OPTIMIZER_DEFAULTS,
+  RUN_SHAPE_DEFAULTS,
   TEACHER_FP8_LAYERS_DEFAULT,
 } from '../../lib/defaults.js';
 import { RUN_DEFAULTS } from '../../lib/distill/config.js';
@@ -17,7 +22,11 @@ t.test("the engine's C++ defaults equal lib/defaults.ts", async (t) => {
   t.same(engine.loss, LOSS_DEFAULTS, 'log-sum loss and BatchNorm (g2l::LossOptions)');
   t.same(engine.augment, AUGMENT_DEFAULTS, 'augmentation (g2l::AugmentConfig)');
   t.same(engine.kernels, KERNEL_DEFAULTS, 'implementation choices (g2l::KernelOptions)');
-  t.same(engine.teacherFp8Layers, TEACHER_FP8_LAYERS_DEFAULT, 'FP8 teacher layers (DistillerConfig::teacher_fp8_layers)');
+  t.same(
+    engine.teacherFp8Layers,
+    TEACHER_FP8_LAYERS_DEFAULT,
+    'FP8 teacher layers (DistillerConfig::teacher_fp8_layers)',
+  );
 });
 
 t.test('the engine receives every value resolved', async (t) => {
@@ -30,11 +39,26 @@ t.test('the engine receives every value resolved', async (t) => {
   t.same(c.kernels, KERNEL_DEFAULTS, 'every kernel choice resolved');
   t.same(c.teacherFp8Layers, TEACHER_FP8_LAYERS_DEFAULT);
   t.equal(c.teacherFp8Emulate, undefined, 'the FP8 emulation (a test hook) only when asked for');
-  const over = toBackendConfig({ teacher: 'a', student: 'b', totalSteps: 10, lr: 3e-4, augment: { pBlur: 0, crop: undefined } });
+  const over = toBackendConfig({
+    teacher: 'a',
+    student: 'b',
+    totalSteps: 10,
+    lr: 3e-4,
+    augment: { pBlur: 0, crop: undefined },
+  });
   t.equal((over.optimizer as Record<string, number>).lr, 3e-4, 'a given value wins');
   t.same(over.augment, { ...AUGMENT_DEFAULTS, pBlur: 0 }, 'an undefined key keeps the default');
-  const k = toBackendConfig({ teacher: 'a', student: 'b', totalSteps: 10, kernels: { fusedNorm: true, sdpa: undefined } });
-  t.same(k.kernels, { ...KERNEL_DEFAULTS, fusedNorm: true }, 'a given kernel choice wins, an undefined one keeps the default');
+  const k = toBackendConfig({
+    teacher: 'a',
+    student: 'b',
+    totalSteps: 10,
+    kernels: { fusedNorm: true, sdpa: undefined },
+  });
+  t.same(
+    k.kernels,
+    { ...KERNEL_DEFAULTS, fusedNorm: true },
+    'a given kernel choice wins, an undefined one keeps the default',
+  );
 });
 
 t.test('the run configuration and the Distiller take theirs from lib/defaults.ts', async (t) => {

@@ -77,12 +77,18 @@ t.test('save + load into a fresh Distiller continues exactly', async (t) => {
 t.test('errors name the problem', async (t) => {
   const d = await Distiller.create({ ...config, accumulationSteps: 2 });
   await t.rejects(d.step(tiles(2, 0)), /micro-batches of at least 2/);
-  await t.rejects(d.step({ data: new Uint8Array(2 * 100 * 100 * 3), shape: [2, 100, 100, 3] }), /smaller than the crop \(224\)/);
+  await t.rejects(
+    d.step({ data: new Uint8Array(2 * 100 * 100 * 3), shape: [2, 100, 100, 3] }),
+    /smaller than the crop \(224\)/,
+  );
   const r = await d.step(tiles(4, 0));
   t.ok(Number.isFinite(r.loss), 'accumulation over 2 micro-batches runs');
   await t.rejects(Distiller.create({ ...config, teacher: path.join(ROOT, 'no-such-model') }), UserError);
   await t.rejects(Distiller.create({ ...config, totalSteps: 0 }), /totalSteps must be a positive integer/);
-  await t.rejects(Distiller.create({ ...config, reduction: 'mean' as 'batch' }), /reduction must be "batch" or "sample"/);
+  await t.rejects(
+    Distiller.create({ ...config, reduction: 'mean' as 'batch' }),
+    /reduction must be "batch" or "sample"/,
+  );
   await t.rejects(d.load(path.join(ROOT, 'test')), /not a g2l-native checkpoint/);
 });
 
@@ -130,8 +136,15 @@ t.test('CUDA: fp16 teacher, bf16-autocast student, fused loss', async (t) => {
     const batch = tiles(8, s);
     const rg = await gpu.step(batch);
     const rc = await cpu.step(batch);
-    t.ok(Number.isFinite(rg.loss) && rg.deviceMemoryBytes > 0, `step ${s}: cuda loss ${rg.loss}, cpu ${rc.loss}, ${rg.deviceMemoryBytes} bytes`);
-    if (s === 0) t.ok(Math.abs(rg.loss - rc.loss) < 0.05 * Math.abs(rc.loss), 'first step: the same loss within bf16/fp16 rounding');
+    t.ok(
+      Number.isFinite(rg.loss) && rg.deviceMemoryBytes > 0,
+      `step ${s}: cuda loss ${rg.loss}, cpu ${rc.loss}, ${rg.deviceMemoryBytes} bytes`,
+    );
+    if (s === 0)
+      t.ok(
+        Math.abs(rg.loss - rc.loss) < 0.05 * Math.abs(rc.loss),
+        'first step: the same loss within bf16/fp16 rounding',
+      );
   }
   // Page-locked tile buffers (asynchronous uploads): the same results as pageable tiles, refilled between calls.
   const pinnedGpu = await Distiller.create({ ...config, device: 'cuda' });

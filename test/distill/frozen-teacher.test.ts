@@ -18,7 +18,7 @@ function tiles224(b: number, seed: number) {
   const data = new Uint8Array(b * 224 * 224 * 3);
   for (let i = 0; i < b; i++) {
     syntheticTile(seed * 1000 + i, 256, tile, 0);
-    for (let y = 0; y < 224; y++) data.set(tile.subarray((y * 256) * 3, (y * 256 + 224) * 3), ((i * 224 + y) * 224) * 3);
+    for (let y = 0; y < 224; y++) data.set(tile.subarray(y * 256 * 3, (y * 256 + 224) * 3), (i * 224 + y) * 224 * 3);
   }
   return { data, shape: [b, 224, 224, 3] };
 }
@@ -64,7 +64,10 @@ for (const [teacher, what] of [
       // A step leaves the teacher as it was: frozen, folded once.
       await d.step(tiles224(2, 5));
       const again = await d.features(x, 'teacher');
-      t.ok(again.data.every((v, i) => v === folded.data[i]), 'teacher features unchanged after a step');
+      t.ok(
+        again.data.every((v, i) => v === folded.data[i]),
+        'teacher features unchanged after a step',
+      );
     } finally {
       await enc.dispose();
     }

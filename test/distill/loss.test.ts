@@ -60,7 +60,10 @@ for (const [name, make] of backends) {
         const opts: LogSumLossOptions = { ...fx.options, W: tensor(fx.W, f32), b: tensor(fx.b, f32) };
         const r = await backend.logSumLoss(tensor(fx.zs, f32), tensor(fx.zt, f32), opts);
         const label = `${fx.name} ${f32 ? 'float32' : 'float64'}`;
-        t.ok(Math.abs(r.loss - fx.loss) <= tol * Math.max(1, Math.abs(fx.loss)), `${label}: loss ${r.loss} vs ${fx.loss}`);
+        t.ok(
+          Math.abs(r.loss - fx.loss) <= tol * Math.max(1, Math.abs(fx.loss)),
+          `${label}: loss ${r.loss} vs ${fx.loss}`,
+        );
         t.ok(r.grads.zs.data instanceof (f32 ? Float32Array : Float64Array), `${label}: gradients keep the dtype`);
         t.same(r.grads.W.shape, fx.W.shape);
         for (const k of ['zs', 'W', 'b'] as const) {
@@ -82,7 +85,11 @@ t.test('gradients agree with central finite differences (native, float64)', asyn
     const base = await backend.logSumLoss(zs, zt, { ...fx.options, W, b });
     const h = 1e-6;
     let worst = 0;
-    for (const [key, x] of [['zs', zs], ['W', W], ['b', b]] as const) {
+    for (const [key, x] of [
+      ['zs', zs],
+      ['W', W],
+      ['b', b],
+    ] as const) {
       for (let i = 0; i < x.data.length; i += Math.max(1, Math.floor(x.data.length / 7))) {
         const v = x.data[i];
         x.data[i] = v + h;
@@ -111,13 +118,21 @@ t.test('the library function runs on either backend and rejects bad shapes', asy
       `${backend}: a projector of the wrong shape is refused`,
     );
     await t.rejects(
-      logSumLoss(args[0], args[1], { W: tensor(fx.W, false), b: tensor(fx.b, false), reduction: 'mean' as 'batch', backend }),
+      logSumLoss(args[0], args[1], {
+        W: tensor(fx.W, false),
+        b: tensor(fx.b, false),
+        reduction: 'mean' as 'batch',
+        backend,
+      }),
       /reduction must be "batch" or "sample"/,
     );
   }
   const one = { shape: [1, fx.zs.shape[1]], data: Float64Array.from(fx.zs.data.slice(0, fx.zs.shape[1])) };
   const oneT = { shape: [1, fx.zt.shape[1]], data: Float64Array.from(fx.zt.data.slice(0, fx.zt.shape[1])) };
-  await t.rejects(logSumLoss(one, oneT, { W: tensor(fx.W, false), b: tensor(fx.b, false), backend: 'native' }), /at least 2 samples/);
+  await t.rejects(
+    logSumLoss(one, oneT, { W: tensor(fx.W, false), b: tensor(fx.b, false), backend: 'native' }),
+    /at least 2 samples/,
+  );
 });
 
 t.test('CUDA: the fused kernels match float64 autograd (float32)', async (t) => {
@@ -130,16 +145,22 @@ t.test('CUDA: the fused kernels match float64 autograd (float32)', async (t) => 
   for (const fx of fixtures) {
     const opts: LogSumLossOptions = { ...fx.options, W: tensor(fx.W, true), b: tensor(fx.b, true), device: 'cuda' };
     const r = await backend.logSumLoss(tensor(fx.zs, true), tensor(fx.zt, true), opts);
-    t.ok(Math.abs(r.loss - fx.loss) <= 2e-4 * Math.max(1, Math.abs(fx.loss)), `${fx.name}: loss ${r.loss} vs ${fx.loss}`);
+    t.ok(
+      Math.abs(r.loss - fx.loss) <= 2e-4 * Math.max(1, Math.abs(fx.loss)),
+      `${fx.name}: loss ${r.loss} vs ${fx.loss}`,
+    );
     for (const k of ['zs', 'W', 'b'] as const) {
       const e = relErr(r.grads[k].data, fx.grads[k]);
       t.ok(e <= 1e-3, `${fx.name}: d/d${k} relative error ${e.toExponential(2)}`);
     }
   }
   // A teacher-sized case (B 64, D 1536) on both devices: the fused path against the CPU's libtorch ops.
-  const B = 64, Ds = 1024, Dt = 1536;
+  const B = 64,
+    Ds = 1024,
+    Dt = 1536;
   let s = 1;
-  const rand = (n: number) => Float32Array.from({ length: n }, () => ((s = (s * 16807) % 2147483647) / 2147483647 - 0.5) * 2);
+  const rand = (n: number) =>
+    Float32Array.from({ length: n }, () => ((s = (s * 16807) % 2147483647) / 2147483647 - 0.5) * 2);
   const zs = { data: rand(B * Ds), shape: [B, Ds] };
   const zt = { data: rand(B * Dt), shape: [B, Dt] };
   const W = { data: rand(Dt * Ds).map((v) => v / 32), shape: [Dt, Ds] };
@@ -147,7 +168,10 @@ t.test('CUDA: the fused kernels match float64 autograd (float32)', async (t) => 
   for (const reduction of ['batch', 'sample'] as const) {
     const cpu = await backend.logSumLoss(zs, zt, { W, b, reduction });
     const gpu = await backend.logSumLoss(zs, zt, { W, b, reduction, device: 'cuda' });
-    t.ok(Math.abs(cpu.loss - gpu.loss) <= 1e-4 * Math.abs(cpu.loss), `${reduction}: loss cpu ${cpu.loss} cuda ${gpu.loss}`);
+    t.ok(
+      Math.abs(cpu.loss - gpu.loss) <= 1e-4 * Math.abs(cpu.loss),
+      `${reduction}: loss cpu ${cpu.loss} cuda ${gpu.loss}`,
+    );
     t.ok(relErr(gpu.grads.zs.data, cpu.grads.zs.data) <= 1e-3, `${reduction}: d/dzs`);
   }
 });

@@ -55,7 +55,10 @@ t.test('N steps straight equal N/2 + resume + N/2 (max abs difference <= 1e-6)',
   const b1 = await runDistill({ out: halves, input: { ...base, steps: N }, until: N / 2, log: quiet });
   t.equal(b1.stoppedBy, 'until');
   t.equal(b1.studentDir, null, 'a paused run does not export');
-  t.same((await listCheckpoints(halves)).map(([s]) => s), [N / 2]);
+  t.same(
+    (await listCheckpoints(halves)).map(([s]) => s),
+    [N / 2],
+  );
   const b2 = await runDistill({ out: halves, input: {}, resume: true, log: quiet });
   t.equal(b2.stepsDone, N);
 
@@ -63,44 +66,82 @@ t.test('N steps straight equal N/2 + resume + N/2 (max abs difference <= 1e-6)',
   t.ok(diff <= 1e-6, `student weights differ by ${diff}`);
   const la = await readLog(straight);
   const lb = await readLog(halves);
-  t.same(lb.map((l) => l.step), la.map((l) => l.step), 'one log line per step, none repeated');
-  t.same(lb.map((l) => l.loss), la.map((l) => l.loss), 'the same losses, step by step');
-  t.same(lb.map((l) => l.lr), la.map((l) => l.lr), 'the same schedule');
+  t.same(
+    lb.map((l) => l.step),
+    la.map((l) => l.step),
+    'one log line per step, none repeated',
+  );
+  t.same(
+    lb.map((l) => l.loss),
+    la.map((l) => l.loss),
+    'the same losses, step by step',
+  );
+  t.same(
+    lb.map((l) => l.lr),
+    la.map((l) => l.lr),
+    'the same schedule',
+  );
   const cfg = JSON.parse(readFileSync(path.join(straight, 'config.json'), 'utf8'));
   t.equal(cfg.optimizer.weightDecay, 0.05, 'config.json holds the resolved defaults');
   t.equal(cfg.steps, N);
 });
 
-t.test('student dropout and drop path: a run with non-zero studentDrop resumes exactly and differs from one without', async (t) => {
-  // The HF student with drop path, attention and hidden dropout; the masks are a function of (seed, step).
-  const N = 6;
-  const drop = { ...base, steps: N, studentDrop: { dropPath: 0.3, attnDrop: 0.2, hiddenDrop: 0.2 } };
-  const straight = path.join(tmp(), 'straight');
-  const messages: string[] = [];
-  await runDistill({ out: straight, input: drop, log: (m) => messages.push(m) });
-  t.ok(messages.some((m) => m.includes('student dropout / drop path in training: dropPath 0.3, attnDrop 0.2, hiddenDrop 0.2')),
-    'the run says which rates are in use');
-  const halves = path.join(tmp(), 'halves');
-  await runDistill({ out: halves, input: drop, until: N / 2, log: quiet });
-  await runDistill({ out: halves, input: {}, resume: true, log: quiet });
-  const diff = maxAbsDiff(path.join(straight, 'student'), path.join(halves, 'student'));
-  t.ok(diff <= 1e-6, `student weights differ by ${diff}`);
-  const la = await readLog(straight);
-  t.same((await readLog(halves)).map((l) => l.loss), la.map((l) => l.loss), 'the same losses, step by step');
-  const plain = path.join(tmp(), 'plain');
-  await runDistill({ out: plain, input: { ...base, steps: N }, log: quiet });
-  const lp = await readLog(plain);
-  t.not(lp[0].loss, la[0].loss, 'non-zero rates change the loss from the first step (not silently zero)');
-  t.same(JSON.parse(readFileSync(path.join(straight, 'config.json'), 'utf8')).studentDrop, drop.studentDrop, 'config.json holds studentDrop');
-  t.same(JSON.parse(readFileSync(path.join(plain, 'config.json'), 'utf8')).studentDrop, {}, 'default: {} (the student config.json rates)');
-  await t.rejects(runDistill({ out: halves, input: { studentDrop: { dropPath: 0.1 } }, resume: true, log: quiet }),
-    /studentDrop\.dropPath: 0\.3 -> 0\.1/);
-});
+t.test(
+  'student dropout and drop path: a run with non-zero studentDrop resumes exactly and differs from one without',
+  async (t) => {
+    // The HF student with drop path, attention and hidden dropout; the masks are a function of (seed, step).
+    const N = 6;
+    const drop = { ...base, steps: N, studentDrop: { dropPath: 0.3, attnDrop: 0.2, hiddenDrop: 0.2 } };
+    const straight = path.join(tmp(), 'straight');
+    const messages: string[] = [];
+    await runDistill({ out: straight, input: drop, log: (m) => messages.push(m) });
+    t.ok(
+      messages.some((m) =>
+        m.includes('student dropout / drop path in training: dropPath 0.3, attnDrop 0.2, hiddenDrop 0.2'),
+      ),
+      'the run says which rates are in use',
+    );
+    const halves = path.join(tmp(), 'halves');
+    await runDistill({ out: halves, input: drop, until: N / 2, log: quiet });
+    await runDistill({ out: halves, input: {}, resume: true, log: quiet });
+    const diff = maxAbsDiff(path.join(straight, 'student'), path.join(halves, 'student'));
+    t.ok(diff <= 1e-6, `student weights differ by ${diff}`);
+    const la = await readLog(straight);
+    t.same(
+      (await readLog(halves)).map((l) => l.loss),
+      la.map((l) => l.loss),
+      'the same losses, step by step',
+    );
+    const plain = path.join(tmp(), 'plain');
+    await runDistill({ out: plain, input: { ...base, steps: N }, log: quiet });
+    const lp = await readLog(plain);
+    t.not(lp[0].loss, la[0].loss, 'non-zero rates change the loss from the first step (not silently zero)');
+    t.same(
+      JSON.parse(readFileSync(path.join(straight, 'config.json'), 'utf8')).studentDrop,
+      drop.studentDrop,
+      'config.json holds studentDrop',
+    );
+    t.same(
+      JSON.parse(readFileSync(path.join(plain, 'config.json'), 'utf8')).studentDrop,
+      {},
+      'default: {} (the student config.json rates)',
+    );
+    await t.rejects(
+      runDistill({ out: halves, input: { studentDrop: { dropPath: 0.1 } }, resume: true, log: quiet }),
+      /studentDrop\.dropPath: 0\.3 -> 0\.1/,
+    );
+  },
+);
 
 t.test('a resume that changes the configuration is refused with the differences, unless --force', async (t) => {
   const run = path.join(tmp(), 'run');
   await runDistill({ out: run, input: { ...base, steps: 4 }, until: 2, log: quiet });
-  const refused = await runDistill({ out: run, input: { optimizer: { lr: 5e-4 }, batchSize: 6 }, resume: true, log: quiet }).then(
+  const refused = await runDistill({
+    out: run,
+    input: { optimizer: { lr: 5e-4 }, batchSize: 6 },
+    resume: true,
+    log: quiet,
+  }).then(
     () => null,
     (e: unknown) => e,
   );
@@ -109,11 +150,23 @@ t.test('a resume that changes the configuration is refused with the differences,
   t.match((refused as Error).message, /batchSize: 4 -> 6/);
   t.match((refused as Error).message, /--force/);
   const messages: string[] = [];
-  const r = await runDistill({ out: run, input: { steps: 5 }, resume: true, force: true, log: (m) => messages.push(m) });
+  const r = await runDistill({
+    out: run,
+    input: { steps: 5 },
+    resume: true,
+    force: true,
+    log: (m) => messages.push(m),
+  });
   t.equal(r.stepsDone, 5);
   t.match(messages.join('\n'), /steps: 4 -> 5/);
-  await t.rejects(runDistill({ out: run, input: { ...base, steps: 4 }, log: quiet }), /already holds a run: continue it with --resume/);
-  await t.rejects(runDistill({ out: path.join(tmp(), 'none'), input: {}, resume: true, log: quiet }), /nothing to resume/);
+  await t.rejects(
+    runDistill({ out: run, input: { ...base, steps: 4 }, log: quiet }),
+    /already holds a run: continue it with --resume/,
+  );
+  await t.rejects(
+    runDistill({ out: path.join(tmp(), 'none'), input: {}, resume: true, log: quiet }),
+    /nothing to resume/,
+  );
 });
 
 t.test('a NaN/Inf loss stops the run, naming the step and the last good checkpoint', async (t) => {
@@ -142,7 +195,10 @@ t.test('a NaN/Inf loss stops the run, naming the step and the last good checkpoi
 t.test('config files (YAML, JSON) are validated; flags win over them', async (t) => {
   const dir = tmp();
   const yamlFile = path.join(dir, 'run.yaml');
-  writeFileSync(yamlFile, 'teacher: teacher-folder\nsteps: 100\noptimizer:\n  lr: 0.0002\n  warmupSteps: 10\nloss:\n  reduction: sample\n');
+  writeFileSync(
+    yamlFile,
+    'teacher: teacher-folder\nsteps: 100\noptimizer:\n  lr: 0.0002\n  warmupSteps: 10\nloss:\n  reduction: sample\n',
+  );
   const fromFile = readConfigFile(yamlFile);
   t.equal(fromFile.teacher, path.join(dir, 'teacher-folder'), 'paths are relative to the file');
   const cfg = resolveConfig(mergeInputs(fromFile, { student: 's', slides: 'synthetic', optimizer: { lr: 3e-4 } }));
@@ -175,19 +231,22 @@ function stopStep(losses: number[], settings: ConstructorParameters<typeof Early
   return 0;
 }
 
-t.test('early stopping, rule total: the literal count of losses above the running mean of the previous window', async (t) => {
-  const e = new EarlyStopping({ ...rules, rule: 'total', window: 3, patience: 2 });
-  const decisions = [5, 4, 3, 2, 4, 1, 5, 6].map((l) => e.update(l).stop);
-  // window full from the 4th loss: 2 < 4 (no), 4 > 3 (1), 1 < 3 (no), 5 > 2.33 (2), 6 > 3.33 (3 > patience)
-  t.same(decisions, [false, false, false, false, false, false, false, true]);
-  t.equal(e.exceeded, 3);
-  // A noisy falling curve: about half its steps are above the mean of the window before them once it flattens, so
-  // the count passes 10 long before 20,000 steps (the behaviour the rule name warns about).
-  const r = noise(1);
-  const falling = Array.from({ length: 20_000 }, (_, i) => 2 * Math.exp(-i / 4000) + 0.05 * r());
-  const at = stopStep(falling, { ...rules, rule: 'total' });
-  t.ok(at > 100 && at < 400, `total stops a falling noisy curve early, at step ${at}`);
-});
+t.test(
+  'early stopping, rule total: the literal count of losses above the running mean of the previous window',
+  async (t) => {
+    const e = new EarlyStopping({ ...rules, rule: 'total', window: 3, patience: 2 });
+    const decisions = [5, 4, 3, 2, 4, 1, 5, 6].map((l) => e.update(l).stop);
+    // window full from the 4th loss: 2 < 4 (no), 4 > 3 (1), 1 < 3 (no), 5 > 2.33 (2), 6 > 3.33 (3 > patience)
+    t.same(decisions, [false, false, false, false, false, false, false, true]);
+    t.equal(e.exceeded, 3);
+    // A noisy falling curve: about half its steps are above the mean of the window before them once it flattens, so
+    // the count passes 10 long before 20,000 steps (the behaviour the rule name warns about).
+    const r = noise(1);
+    const falling = Array.from({ length: 20_000 }, (_, i) => 2 * Math.exp(-i / 4000) + 0.05 * r());
+    const at = stopStep(falling, { ...rules, rule: 'total' });
+    t.ok(at > 100 && at < 400, `total stops a falling noisy curve early, at step ${at}`);
+  },
+);
 
 t.test('early stopping, rule consecutive: a falling noisy curve runs to the end, a plateau stops', async (t) => {
   // Falling by 1e-4 a step under uniform noise of +-0.01: a step is above the mean of the 100 before it (which lies
@@ -237,39 +296,96 @@ t.test('early stopping: minSteps, and a resumed state decides as the uninterrupt
       losses.slice(0, cut).forEach((l) => first.update(l));
       const saved = JSON.parse(JSON.stringify(first.snapshot()));
       const resumed = new EarlyStopping(settings, saved, cut);
-      t.same(losses.slice(cut).map((l) => resumed.update(l).stop), decisions.slice(cut), `${rule}: resumed after ${cut} steps`);
+      t.same(
+        losses.slice(cut).map((l) => resumed.update(l).stop),
+        decisions.slice(cut),
+        `${rule}: resumed after ${cut} steps`,
+      );
     }
   }
   // A checkpoint of an earlier version ({ recent, exceeded }) resumes with an empty streak and the caller's step count.
-  const old = new EarlyStopping({ ...rules, rule: 'total', window: 3, patience: 2 }, { recent: [1, 2, 3], exceeded: 2 }, 40);
+  const old = new EarlyStopping(
+    { ...rules, rule: 'total', window: 3, patience: 2 },
+    { recent: [1, 2, 3], exceeded: 2 },
+    40,
+  );
   t.same(old.snapshot(), { recent: [1, 2, 3], exceeded: 2, streak: 0, steps: 40 });
   t.ok(old.update(9).stop, 'the third exceedance stops (total)');
 });
 
-t.test('a saved config.json without the newer keys resumes as it ran: the literal early-stopping count, global BatchNorm, uniform tiles', async (t) => {
-  const saved = { earlyStopping: { enabled: true, window: 100, patience: 10 } };
-  t.same((upgradeSavedConfig(saved) as typeof saved).earlyStopping, { rule: 'total', factor: 10, minSteps: 0, enabled: true, window: 100, patience: 10 });
-  const old = upgradeSavedConfig({ ...saved, loss: { alpha: 4 } }) as { loss: object; tileSampling: string };
-  t.same(old.loss, { sync: 'global', alpha: 4 });
-  t.equal(old.tileSampling, 'tiles');
-  // Engine choices read from G2L_* environment variables then: their defaults, and FP8 in all four layer kinds.
-  const oldKernels = old as unknown as { kernels: object; teacherFp8Layers: string[]; distBucketBytes: number };
-  t.same(oldKernels.kernels, { packQkv: true, fusedNorm: false, fusedSwiglu: true, fusedAdamw: 'auto', sdpa: 'auto', fp8Quant: 'cuda', fp8FastAccum: false });
-  t.same(oldKernels.teacherFp8Layers, ['qkv', 'proj', 'fc1', 'fc2']);
-  t.equal(oldKernels.distBucketBytes, 25 * 1024 * 1024);
-  const current = {
-    tileSampling: 'slides', loss: { sync: 'local' }, earlyStopping: { enabled: true, rule: 'ratio', window: 100, patience: 10, factor: 3, minSteps: 0 },
-    kernels: { packQkv: false, fusedNorm: true, fusedSwiglu: true, fusedAdamw: 'on', sdpa: 'flash', fp8Quant: 'aten', fp8FastAccum: true },
-    teacherFp8Layers: ['qkv'], distBucketBytes: 1 << 20,
-  };
-  t.same(upgradeSavedConfig(current), current, 'a current config is unchanged');
-  t.equal(resolveConfig({ teacher: 'a', student: 'b', slides: 'synthetic', steps: 5 }).earlyStopping.rule, 'consecutive', 'the default rule');
-});
+t.test(
+  'a saved config.json without the newer keys resumes as it ran: the literal early-stopping count, global BatchNorm, uniform tiles',
+  async (t) => {
+    const saved = { earlyStopping: { enabled: true, window: 100, patience: 10 } };
+    t.same((upgradeSavedConfig(saved) as typeof saved).earlyStopping, {
+      rule: 'total',
+      factor: 10,
+      minSteps: 0,
+      enabled: true,
+      window: 100,
+      patience: 10,
+    });
+    const old = upgradeSavedConfig({ ...saved, loss: { alpha: 4 } }) as { loss: object; tileSampling: string };
+    t.same(old.loss, { sync: 'global', alpha: 4 });
+    t.equal(old.tileSampling, 'tiles');
+    // Engine choices read from G2L_* environment variables then: their defaults, and FP8 in all four layer kinds.
+    const oldKernels = old as unknown as { kernels: object; teacherFp8Layers: string[]; distBucketBytes: number };
+    t.same(oldKernels.kernels, {
+      packQkv: true,
+      fusedNorm: false,
+      fusedSwiglu: true,
+      fusedAdamw: 'auto',
+      sdpa: 'auto',
+      fp8Quant: 'cuda',
+      fp8FastAccum: false,
+    });
+    t.same(oldKernels.teacherFp8Layers, ['qkv', 'proj', 'fc1', 'fc2']);
+    t.equal(oldKernels.distBucketBytes, 25 * 1024 * 1024);
+    const current = {
+      tileSampling: 'slides',
+      loss: { sync: 'local' },
+      earlyStopping: { enabled: true, rule: 'ratio', window: 100, patience: 10, factor: 3, minSteps: 0 },
+      kernels: {
+        packQkv: false,
+        fusedNorm: true,
+        fusedSwiglu: true,
+        fusedAdamw: 'on',
+        sdpa: 'flash',
+        fp8Quant: 'aten',
+        fp8FastAccum: true,
+      },
+      teacherFp8Layers: ['qkv'],
+      distBucketBytes: 1 << 20,
+    };
+    t.same(upgradeSavedConfig(current), current, 'a current config is unchanged');
+    t.equal(
+      resolveConfig({ teacher: 'a', student: 'b', slides: 'synthetic', steps: 5 }).earlyStopping.rule,
+      'consecutive',
+      'the default rule',
+    );
+  },
+);
 
 t.test('SIGINT writes a checkpoint and exits 130; --resume continues from it', async (t) => {
   const run = path.join(tmp(), 'sigint');
-  const args = [BIN, 'distill', '--teacher', TEACHER, '--student', STUDENT, '--slides', 'synthetic:40', '--out', run,
-    '--steps', '400', '--batch-size', '4', '--checkpoint-every', '1000'];
+  const args = [
+    BIN,
+    'distill',
+    '--teacher',
+    TEACHER,
+    '--student',
+    STUDENT,
+    '--slides',
+    'synthetic:40',
+    '--out',
+    run,
+    '--steps',
+    '400',
+    '--batch-size',
+    '4',
+    '--checkpoint-every',
+    '1000',
+  ];
   const child = spawn(process.execPath, args, { cwd: ROOT, env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
@@ -303,14 +419,24 @@ t.test('--epochs plans steps from the tile count', async (t) => {
   const run = path.join(tmp(), 'epochs');
   const r = await runDistill({ out: run, input: { ...base, steps: undefined }, epochs: 0.5, until: 1, log: quiet });
   t.equal(r.config.steps, 5, 'half of 40 tiles in batches of 4');
-  await t.rejects(runDistill({ out: path.join(tmp(), 'both'), input: { ...base, steps: 3 }, epochs: 1, log: quiet }), /--steps or --epochs, not both/);
+  await t.rejects(
+    runDistill({ out: path.join(tmp(), 'both'), input: { ...base, steps: 3 }, epochs: 1, log: quiet }),
+    /--steps or --epochs, not both/,
+  );
 });
 
 t.test('a timm-layout student is exported in its layout and timm loads it unchanged', async (t) => {
   const run = path.join(tmp(), 'timm-student');
-  const r = await runDistill({ out: run, input: { ...base, teacher: STUDENT, student: TEACHER, steps: 2 }, log: quiet });
+  const r = await runDistill({
+    out: run,
+    input: { ...base, teacher: STUDENT, student: TEACHER, steps: 2 },
+    log: quiet,
+  });
   const studentDir = r.studentDir!;
-  t.same(JSON.parse(readFileSync(path.join(studentDir, 'config.json'), 'utf8')).architecture, 'vit_giant_patch14_reg4_dinov2');
+  t.same(
+    JSON.parse(readFileSync(path.join(studentDir, 'config.json'), 'utf8')).architecture,
+    'vit_giant_patch14_reg4_dinov2',
+  );
   const n = 3;
   const crop = new Uint8Array(n * 224 * 224 * 3);
   for (let i = 0; i < n; i++) syntheticTile(i + 1, 224, crop, i * 224 * 224 * 3);
@@ -320,8 +446,16 @@ t.test('a timm-layout student is exported in its layout and timm loads it unchan
   const dir = path.dirname(studentDir);
   await writeNpy(path.join(dir, 'images.npy'), { dtype: 'uint8', shape: [n, 224, 224, 3], data: crop });
   await writeNpy(path.join(dir, 'features.npy'), { dtype: 'float32', shape: z.shape, data: z.data });
-  const p = await runProcess(VENV_PYTHON, [path.join(ROOT, 'tools', 'check_student_export.py'), studentDir,
-    path.join(dir, 'images.npy'), path.join(dir, 'features.npy')], { timeoutMs: 300_000 });
+  const p = await runProcess(
+    VENV_PYTHON,
+    [
+      path.join(ROOT, 'tools', 'check_student_export.py'),
+      studentDir,
+      path.join(dir, 'images.npy'),
+      path.join(dir, 'features.npy'),
+    ],
+    { timeoutMs: 300_000 },
+  );
   t.equal(p.code, 0, p.stderr || p.stdout);
   const check = JSON.parse(p.stdout.trim().split('\n').at(-1) ?? '{}');
   t.equal(check.library, 'timm');

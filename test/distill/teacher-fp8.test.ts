@@ -17,9 +17,15 @@ import os from 'node:os';
 
 const FIXTURES = path.join(ROOT, 'test/fixtures/models');
 
-interface T2 { data: Float32Array; shape: number[] }
+interface T2 {
+  data: Float32Array;
+  shape: number[];
+}
 interface Fp8Addon {
-  fp8QuantizeRows(x: T2, o: { device?: string; mode?: string }): Promise<{ codes: { data: Uint8Array; shape: number[] }; scales: T2; dequantized: T2 }>;
+  fp8QuantizeRows(
+    x: T2,
+    o: { device?: string; mode?: string },
+  ): Promise<{ codes: { data: Uint8Array; shape: number[] }; scales: T2; dequantized: T2 }>;
   fp8Linear(x: T2, w: T2, b: T2, o: { device?: string; emulate?: boolean }): Promise<T2>;
 }
 const addon = loadEngineAddon() as unknown as Fp8Addon;
@@ -27,7 +33,7 @@ const addon = loadEngineAddon() as unknown as Fp8Addon;
 /** A deterministic normal-ish matrix with rows of very different scales (activations span decades). */
 function matrix(rows: number, cols: number, seed: number, rowScale = (r: number) => 10 ** ((r % 7) - 3)): T2 {
   let s = seed >>> 0;
-  const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  const rnd = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32;
   const data = new Float32Array(rows * cols);
   for (let r = 0; r < rows; r++) {
     for (let c = 0; c < cols; c++) data[r * cols + c] = (rnd() + rnd() + rnd() - 1.5) * 2 * rowScale(r);
@@ -52,44 +58,50 @@ function e4m3(b: number): number {
   return sign * (e === 0 ? (m / 8) * 2 ** -6 : (1 + m / 8) * 2 ** (e - 7));
 }
 
-t.test('row quantisation: scale = amax/448, codes within half an E4M3 step, dequantisation = codes * scale', async (t) => {
-  const x = matrix(24, 80, 7);
-  x.data.fill(0, 5 * 80, 6 * 80);  // an all-zero row
-  const q = await addon.fp8QuantizeRows(x, { device: 'cpu', mode: 'aten' });
-  t.same(q.codes.shape, [24, 80]);
-  t.same(q.scales.shape, [24]);
-  let worstRel = 0;
-  for (let r = 0; r < 24; r++) {
-    let amax = 0;
-    for (let c = 0; c < 80; c++) amax = Math.max(amax, Math.abs(bf16(x.data[r * 80 + c])));
-    const scale = q.scales.data[r];
-    if (amax === 0) {
-      t.ok(scale > 0 && scale < 1e-14, `zero row: a tiny positive scale (${scale})`);
-      t.ok(q.codes.data.subarray(r * 80, r * 80 + 80).every((b) => (b & 0x7f) === 0), 'zero row: zero codes');
-      continue;
+t.test(
+  'row quantisation: scale = amax/448, codes within half an E4M3 step, dequantisation = codes * scale',
+  async (t) => {
+    const x = matrix(24, 80, 7);
+    x.data.fill(0, 5 * 80, 6 * 80); // an all-zero row
+    const q = await addon.fp8QuantizeRows(x, { device: 'cpu', mode: 'aten' });
+    t.same(q.codes.shape, [24, 80]);
+    t.same(q.scales.shape, [24]);
+    let worstRel = 0;
+    for (let r = 0; r < 24; r++) {
+      let amax = 0;
+      for (let c = 0; c < 80; c++) amax = Math.max(amax, Math.abs(bf16(x.data[r * 80 + c])));
+      const scale = q.scales.data[r];
+      if (amax === 0) {
+        t.ok(scale > 0 && scale < 1e-14, `zero row: a tiny positive scale (${scale})`);
+        t.ok(
+          q.codes.data.subarray(r * 80, r * 80 + 80).every((b) => (b & 0x7f) === 0),
+          'zero row: zero codes',
+        );
+        continue;
+      }
+      t.ok(Math.abs(scale - amax / 448) <= 1e-6 * scale, `row ${r}: scale ${scale} = amax / 448`);
+      let maxCode = 0;
+      let wrongDequant = 0;
+      let outOfBound = 0;
+      for (let c = 0; c < 80; c++) {
+        const i = r * 80 + c;
+        const v = bf16(x.data[i]);
+        const code = e4m3(q.codes.data[i]);
+        maxCode = Math.max(maxCode, Math.abs(code));
+        if (q.dequantized.data[i] !== Math.fround(code * scale)) wrongDequant += 1;
+        // E4M3 has 3 mantissa bits: round to nearest keeps |err| <= 2^-4 relative for normals, 2^-10 absolute below.
+        const err = Math.abs(code * scale - v);
+        worstRel = Math.max(worstRel, err / Math.max(Math.abs(v), 2 ** -6 * scale));
+        if (err > Math.max(Math.abs(v) * 2 ** -4, 2 ** -10 * scale) * (1 + 1e-6)) outOfBound += 1;
+      }
+      t.equal(wrongDequant, 0, `row ${r}: dequantized = code * scale`);
+      t.equal(outOfBound, 0, `row ${r}: every code within half an E4M3 step of the bf16 value`);
+      t.equal(maxCode, 448, `row ${r}: the largest |x| maps to 448`);
     }
-    t.ok(Math.abs(scale - amax / 448) <= 1e-6 * scale, `row ${r}: scale ${scale} = amax / 448`);
-    let maxCode = 0;
-    let wrongDequant = 0;
-    let outOfBound = 0;
-    for (let c = 0; c < 80; c++) {
-      const i = r * 80 + c;
-      const v = bf16(x.data[i]);
-      const code = e4m3(q.codes.data[i]);
-      maxCode = Math.max(maxCode, Math.abs(code));
-      if (q.dequantized.data[i] !== Math.fround(code * scale)) wrongDequant += 1;
-      // E4M3 has 3 mantissa bits: round to nearest keeps |err| <= 2^-4 relative for normals, 2^-10 absolute below.
-      const err = Math.abs(code * scale - v);
-      worstRel = Math.max(worstRel, err / Math.max(Math.abs(v), 2 ** -6 * scale));
-      if (err > Math.max(Math.abs(v) * 2 ** -4, 2 ** -10 * scale) * (1 + 1e-6)) outOfBound += 1;
-    }
-    t.equal(wrongDequant, 0, `row ${r}: dequantized = code * scale`);
-    t.equal(outOfBound, 0, `row ${r}: every code within half an E4M3 step of the bf16 value`);
-    t.equal(maxCode, 448, `row ${r}: the largest |x| maps to 448`);
-  }
-  t.ok(worstRel <= 2 ** -4 + 1e-6, `worst relative round-trip error ${worstRel.toFixed(4)} <= 1/16`);
-  await t.rejects(addon.fp8QuantizeRows(x, { device: 'cpu', mode: 'cuda' }), /fused kernel/);
-});
+    t.ok(worstRel <= 2 ** -4 + 1e-6, `worst relative round-trip error ${worstRel.toFixed(4)} <= 1/16`);
+    await t.rejects(addon.fp8QuantizeRows(x, { device: 'cpu', mode: 'cuda' }), /fused kernel/);
+  },
+);
 
 t.test('emulated FP8 linear: close to the float32 product', async (t) => {
   const x = matrix(40, 64, 3, () => 1);
@@ -138,7 +150,7 @@ function cosines(a: Float32Array, b: Float32Array, dim: number): number[] {
 }
 
 const base: DistillerConfig = {
-  teacher: path.join(FIXTURES, 'hf_dinov2_gelu'),  // every Linear fits FP8 (32 -> 96/32/128 -> 32)
+  teacher: path.join(FIXTURES, 'hf_dinov2_gelu'), // every Linear fits FP8 (32 -> 96/32/128 -> 32)
   student: path.join(FIXTURES, 'hf_dinov2_reg_swiglu'),
   totalSteps: 4,
   seed: 3,
@@ -153,75 +165,129 @@ t.test('refused on the CPU without the emulation, with what to do', async (t) =>
     Distiller.create({ ...base, teacherFp8: true }),
     /teacherFp8: device 'cpu' is not a CUDA GPU: --teacher-fp8 needs a CUDA GPU with FP8 tensor cores \(compute capability 8\.9\+\); drop the flag/,
   );
-  await t.rejects(Distiller.create({ ...base, teacherFp8: true, backend: 'js' }), /js backend has no FP8 teacher.*drop the flag/);
+  await t.rejects(
+    Distiller.create({ ...base, teacherFp8: true, backend: 'js' }),
+    /js backend has no FP8 teacher.*drop the flag/,
+  );
 });
 
-t.test('emulated FP8 teacher: accepted where features keep cosine >= 0.999, refused with the worst cosine where not', async (t) => {
-  await t.rejects(Distiller.create({ ...base, ...emulate, teacherFp8: true, teacherDtype: 'float16' }), /use teacherDtype auto or bfloat16/);
-  // H-optimus-0 and UNI2-h layouts: the fixtures' SwiGLU widths (170, 85) are not multiples of 16, so fc1 / fc2 keep
-  // their bf16 linear (the real models' 8192 / 4096 fit): by default (qkv, fc1) the qkv of both blocks are in FP8,
-  // with every kind qkv and proj.
-  for (const teacher of ['timm_giant_reg4_swiglu', 'timm_uni2h_like']) {
-    const cfg = { ...base, teacher: path.join(FIXTURES, teacher) };
-    const byDefault = await Distiller.create({ ...cfg, ...emulate, teacherFp8: true });
-    t.equal(byDefault.info().teacherFp8Layers, 2, `${teacher}: by default qkv of both blocks in FP8 (fc1 does not fit)`);
-    const fp8 = await Distiller.create({ ...cfg, ...emulate, teacherFp8: true, teacherFp8Layers: ALL_KINDS });
-    const fp32 = await Distiller.create(cfg);
-    const bf16only = await Distiller.create({ ...cfg, teacherDtype: 'bfloat16' });
-    const before = fp8.info();
-    t.equal(before.teacherFp8, true);
-    t.equal(before.teacherFp8Emulated, true);
-    t.equal(before.teacherFp8MinCosine, null, `${teacher}: no check before the first teacher batch`);
-    t.equal(before.teacherFp8Layers, 4, `${teacher}: qkv and proj of both blocks in FP8`);
-    t.equal(before.teacherLinearLayers, 8);
-    const r = await fp8.step(tiles(4, 0));
-    t.ok(Number.isFinite(r.loss), `${teacher}: a step runs (loss ${r.loss})`);
-    const checked = fp8.info().teacherFp8MinCosine!;
-    t.ok(checked >= 0.999 && checked <= 1 + 1e-6, `${teacher}: acceptance check on the first batch: min cosine ${checked}`);
-    const probe = tiles(6, 9);
-    const a = await fp8.features(probe, 'teacher');
-    const b = await fp32.features(probe, 'teacher');
-    const cos = cosines(a.data, b.data, a.shape[1]);
-    t.ok(Math.min(...cos) >= 0.999, `${teacher}: emulated FP8 + bf16 teacher vs float32 teacher: min cosine ${Math.min(...cos).toFixed(6)}`);
-    const c = await bf16only.features(probe, 'teacher');
-    t.notOk(a.data.every((v, i) => v === c.data[i]), `${teacher}: the FP8 products ran (features differ from the bf16 teacher's)`);
-  }
-  // A 32-wide random network with every Linear in FP8 drifts further (cosine about 0.997): refused at the first
-  // teacher batch, naming the worst cosine and what to do.
-  const all = await Distiller.create({ ...base, ...emulate, teacherFp8: true, teacherFp8Layers: ALL_KINDS });
-  t.equal(all.info().teacherFp8Layers, 12, 'hf_dinov2_gelu, every kind: every Linear layer in FP8 (q, k, v, proj, fc1, fc2)');
-  t.equal(all.info().teacherLinearLayers, 12);
-  await t.rejects(
-    all.step(tiles(4, 0)),
-    /teacherFp8: the FP8 teacher's features of the first batch fall to cosine 0\.99\d+ \(tile \d of 4\) with the bfloat16 teacher's, below the 0\.999 .*drop --teacher-fp8/,
-  );
-  t.type(all.info().teacherFp8MinCosine, 'number', 'the failed check is reported too');
-  // teacherFp8Layers chooses the kinds of layers in FP8; the default is qkv and fc1
-  const some = await Distiller.create({ ...base, ...emulate, teacherFp8: true });
-  t.equal(some.info().teacherFp8Layers, 8, 'default qkv, fc1: q, k, v and fc1 of both blocks');
-  const qkv = await Distiller.create({ ...base, ...emulate, teacherFp8: true, teacherFp8Layers: ['qkv'] });
-  t.equal(qkv.info().teacherFp8Layers, 6, 'qkv: q, k and v of both blocks');
-  await t.rejects(
-    Distiller.create({ ...base, ...emulate, teacherFp8: true, teacherFp8Layers: ['qkv', 'mlp' as 'fc1'] }),
-    /Distiller: teacherFp8Layers \["qkv","mlp"\]: Invalid option: expected one of "qkv"\|"proj"\|"fc1"\|"fc2": give a non-empty subset of qkv, proj, fc1, fc2/,
-  );
-  // The engine's own check, for callers that bypass lib/.
-  await t.rejects(
-    loadEngineAddon().Distiller.create(toEngineConfig({ ...base, teacherFp8: true, teacherFp8Emulate: true, teacherFp8Layers: ['qkv', 'mlp'] } as never)),
-    /teacherFp8Layers: unknown layer kind 'mlp': use a subset of qkv, proj, fc1, fc2/,
-  );
-});
+t.test(
+  'emulated FP8 teacher: accepted where features keep cosine >= 0.999, refused with the worst cosine where not',
+  async (t) => {
+    await t.rejects(
+      Distiller.create({ ...base, ...emulate, teacherFp8: true, teacherDtype: 'float16' }),
+      /use teacherDtype auto or bfloat16/,
+    );
+    // H-optimus-0 and UNI2-h layouts: the fixtures' SwiGLU widths (170, 85) are not multiples of 16, so fc1 / fc2 keep
+    // their bf16 linear (the real models' 8192 / 4096 fit): by default (qkv, fc1) the qkv of both blocks are in FP8,
+    // with every kind qkv and proj.
+    for (const teacher of ['timm_giant_reg4_swiglu', 'timm_uni2h_like']) {
+      const cfg = { ...base, teacher: path.join(FIXTURES, teacher) };
+      const byDefault = await Distiller.create({ ...cfg, ...emulate, teacherFp8: true });
+      t.equal(
+        byDefault.info().teacherFp8Layers,
+        2,
+        `${teacher}: by default qkv of both blocks in FP8 (fc1 does not fit)`,
+      );
+      const fp8 = await Distiller.create({ ...cfg, ...emulate, teacherFp8: true, teacherFp8Layers: ALL_KINDS });
+      const fp32 = await Distiller.create(cfg);
+      const bf16only = await Distiller.create({ ...cfg, teacherDtype: 'bfloat16' });
+      const before = fp8.info();
+      t.equal(before.teacherFp8, true);
+      t.equal(before.teacherFp8Emulated, true);
+      t.equal(before.teacherFp8MinCosine, null, `${teacher}: no check before the first teacher batch`);
+      t.equal(before.teacherFp8Layers, 4, `${teacher}: qkv and proj of both blocks in FP8`);
+      t.equal(before.teacherLinearLayers, 8);
+      const r = await fp8.step(tiles(4, 0));
+      t.ok(Number.isFinite(r.loss), `${teacher}: a step runs (loss ${r.loss})`);
+      const checked = fp8.info().teacherFp8MinCosine!;
+      t.ok(
+        checked >= 0.999 && checked <= 1 + 1e-6,
+        `${teacher}: acceptance check on the first batch: min cosine ${checked}`,
+      );
+      const probe = tiles(6, 9);
+      const a = await fp8.features(probe, 'teacher');
+      const b = await fp32.features(probe, 'teacher');
+      const cos = cosines(a.data, b.data, a.shape[1]);
+      t.ok(
+        Math.min(...cos) >= 0.999,
+        `${teacher}: emulated FP8 + bf16 teacher vs float32 teacher: min cosine ${Math.min(...cos).toFixed(6)}`,
+      );
+      const c = await bf16only.features(probe, 'teacher');
+      t.notOk(
+        a.data.every((v, i) => v === c.data[i]),
+        `${teacher}: the FP8 products ran (features differ from the bf16 teacher's)`,
+      );
+    }
+    // A 32-wide random network with every Linear in FP8 drifts further (cosine about 0.997): refused at the first
+    // teacher batch, naming the worst cosine and what to do.
+    const all = await Distiller.create({ ...base, ...emulate, teacherFp8: true, teacherFp8Layers: ALL_KINDS });
+    t.equal(
+      all.info().teacherFp8Layers,
+      12,
+      'hf_dinov2_gelu, every kind: every Linear layer in FP8 (q, k, v, proj, fc1, fc2)',
+    );
+    t.equal(all.info().teacherLinearLayers, 12);
+    await t.rejects(
+      all.step(tiles(4, 0)),
+      /teacherFp8: the FP8 teacher's features of the first batch fall to cosine 0\.99\d+ \(tile \d of 4\) with the bfloat16 teacher's, below the 0\.999 .*drop --teacher-fp8/,
+    );
+    t.type(all.info().teacherFp8MinCosine, 'number', 'the failed check is reported too');
+    // teacherFp8Layers chooses the kinds of layers in FP8; the default is qkv and fc1
+    const some = await Distiller.create({ ...base, ...emulate, teacherFp8: true });
+    t.equal(some.info().teacherFp8Layers, 8, 'default qkv, fc1: q, k, v and fc1 of both blocks');
+    const qkv = await Distiller.create({ ...base, ...emulate, teacherFp8: true, teacherFp8Layers: ['qkv'] });
+    t.equal(qkv.info().teacherFp8Layers, 6, 'qkv: q, k and v of both blocks');
+    await t.rejects(
+      Distiller.create({ ...base, ...emulate, teacherFp8: true, teacherFp8Layers: ['qkv', 'mlp' as 'fc1'] }),
+      /Distiller: teacherFp8Layers \["qkv","mlp"\]: Invalid option: expected one of "qkv"\|"proj"\|"fc1"\|"fc2": give a non-empty subset of qkv, proj, fc1, fc2/,
+    );
+    // The engine's own check, for callers that bypass lib/.
+    await t.rejects(
+      loadEngineAddon().Distiller.create(
+        toEngineConfig({
+          ...base,
+          teacherFp8: true,
+          teacherFp8Emulate: true,
+          teacherFp8Layers: ['qkv', 'mlp'],
+        } as never),
+      ),
+      /teacherFp8Layers: unknown layer kind 'mlp': use a subset of qkv, proj, fc1, fc2/,
+    );
+  },
+);
 
 t.test('configuration: --teacher-fp8 and teacherFp8 in a file', async (t) => {
   const cfg = resolveConfig({ teacher: 'a', student: 'b', slides: 'synthetic', steps: 2 });
   t.equal(cfg.teacherFp8, false, 'off by default');
   t.same(cfg.teacherFp8Layers, ['qkv', 'fc1'], 'the layer kinds measured to pass the gate by default');
-  t.same(resolveConfig({ teacher: 'a', student: 'b', slides: 'synthetic', steps: 2, teacherFp8Layers: ['qkv'] }).teacherFp8Layers, ['qkv']);
-  t.throws(() => resolveConfig({ teacher: 'a', student: 'b', slides: 'synthetic', steps: 2, teacherFp8Layers: [] }), /teacherFp8Layers/);
-  t.throws(() => resolveConfig({ teacher: 'a', student: 'b', slides: 'synthetic', steps: 2, teacherFp8Layers: ['fc1', 'fc1'] }), /each layer kind once/);
-  const old = upgradeSavedConfig({ teacher: 'a', student: 'b', slides: 'synthetic', steps: 2 }) as Record<string, unknown>;
-  t.same(old.teacherFp8Layers, ['qkv', 'proj', 'fc1', 'fc2'], 'a run saved before the key read with the layer set it used');
-  t.equal(resolveConfig({ teacher: 'a', student: 'b', slides: 'synthetic', steps: 2, teacherFp8: true }).teacherFp8, true);
+  t.same(
+    resolveConfig({ teacher: 'a', student: 'b', slides: 'synthetic', steps: 2, teacherFp8Layers: ['qkv'] })
+      .teacherFp8Layers,
+    ['qkv'],
+  );
+  t.throws(
+    () => resolveConfig({ teacher: 'a', student: 'b', slides: 'synthetic', steps: 2, teacherFp8Layers: [] }),
+    /teacherFp8Layers/,
+  );
+  t.throws(
+    () =>
+      resolveConfig({ teacher: 'a', student: 'b', slides: 'synthetic', steps: 2, teacherFp8Layers: ['fc1', 'fc1'] }),
+    /each layer kind once/,
+  );
+  const old = upgradeSavedConfig({ teacher: 'a', student: 'b', slides: 'synthetic', steps: 2 }) as Record<
+    string,
+    unknown
+  >;
+  t.same(
+    old.teacherFp8Layers,
+    ['qkv', 'proj', 'fc1', 'fc2'],
+    'a run saved before the key read with the layer set it used',
+  );
+  t.equal(
+    resolveConfig({ teacher: 'a', student: 'b', slides: 'synthetic', steps: 2, teacherFp8: true }).teacherFp8,
+    true,
+  );
   const dir = mkdtempSync(path.join(os.tmpdir(), 'g2l-fp8-'));
   writeFileSync(path.join(dir, 'c.yaml'), 'teacherFp8: true\n');
   t.equal(readConfigFile(path.join(dir, 'c.yaml')).teacherFp8, true);
@@ -236,30 +302,47 @@ t.test('configuration: --teacher-fp8 and teacherFp8 in a file', async (t) => {
   t.match(help.stdout, /--teacher-fp8/, 'the CLI lists the flag');
 });
 
-t.test('a distill run with teacherFp8 (emulated on the CPU): the acceptance cosine is logged and said once', async (t) => {
-  const out = path.join(mkdtempSync(path.join(os.tmpdir(), 'g2l-fp8-run-')), 'run');
-  const messages: string[] = [];
-  await runDistill({
-    out,
-    input: {
-      teacher: path.join(ROOT, 'test/fixtures/models/timm_giant_reg4_swiglu'),
-      student: path.join(ROOT, 'test/fixtures/models/hf_dinov2_reg_swiglu'),
-      slides: 'synthetic:16', steps: 2, batchSize: 2, device: 'cpu', teacherFp8: true, teacherFp8Layers: ['qkv', 'proj'],
-    },
-    backend: 'native',
-    log: (m) => messages.push(m),
-    testing: { teacherFp8Emulate: true },
-  });
-  const lines = readFileSync(path.join(out, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-  t.equal(lines.length, 2);
-  t.ok(lines[0].teacherFp8MinCosine >= 0.999 && lines[0].teacherFp8MinCosine <= 1 + 1e-6, `first line: ${lines[0].teacherFp8MinCosine}`);
-  t.equal(lines[1].teacherFp8MinCosine, undefined, 'only the first step carries it');
-  t.equal(messages.filter((m) => /FP8 teacher accepted/.test(m)).length, 1, 'said once');
-  t.match(messages.join('\n'), /FP8 teacher accepted: features within cosine 0\.99\d+ of bf16 \(4 of 8 products in FP8\)/);
-  const saved = JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8'));
-  t.same(saved.teacherFp8Layers, ['qkv', 'proj'], 'config.json records the layer kinds');
-  t.notOk('testing' in saved || 'teacherFp8Emulate' in saved, 'the test hook is not part of the run configuration');
-});
+t.test(
+  'a distill run with teacherFp8 (emulated on the CPU): the acceptance cosine is logged and said once',
+  async (t) => {
+    const out = path.join(mkdtempSync(path.join(os.tmpdir(), 'g2l-fp8-run-')), 'run');
+    const messages: string[] = [];
+    await runDistill({
+      out,
+      input: {
+        teacher: path.join(ROOT, 'test/fixtures/models/timm_giant_reg4_swiglu'),
+        student: path.join(ROOT, 'test/fixtures/models/hf_dinov2_reg_swiglu'),
+        slides: 'synthetic:16',
+        steps: 2,
+        batchSize: 2,
+        device: 'cpu',
+        teacherFp8: true,
+        teacherFp8Layers: ['qkv', 'proj'],
+      },
+      backend: 'native',
+      log: (m) => messages.push(m),
+      testing: { teacherFp8Emulate: true },
+    });
+    const lines = readFileSync(path.join(out, 'log.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    t.equal(lines.length, 2);
+    t.ok(
+      lines[0].teacherFp8MinCosine >= 0.999 && lines[0].teacherFp8MinCosine <= 1 + 1e-6,
+      `first line: ${lines[0].teacherFp8MinCosine}`,
+    );
+    t.equal(lines[1].teacherFp8MinCosine, undefined, 'only the first step carries it');
+    t.equal(messages.filter((m) => /FP8 teacher accepted/.test(m)).length, 1, 'said once');
+    t.match(
+      messages.join('\n'),
+      /FP8 teacher accepted: features within cosine 0\.99\d+ of bf16 \(4 of 8 products in FP8\)/,
+    );
+    const saved = JSON.parse(readFileSync(path.join(out, 'config.json'), 'utf8'));
+    t.same(saved.teacherFp8Layers, ['qkv', 'proj'], 'config.json records the layer kinds');
+    t.notOk('testing' in saved || 'teacherFp8Emulate' in saved, 'the test hook is not part of the run configuration');
+  },
+);
 
 t.test('GPU: _scaled_mm and the fused quantisation kernel', async (t) => {
   const info = await new NativeBackend(loadEngineAddon()).info();
@@ -271,8 +354,14 @@ t.test('GPU: _scaled_mm and the fused quantisation kernel', async (t) => {
   const x = matrix(300, 1536, 11);
   const kernel = await addon.fp8QuantizeRows(x, { device: 'cuda', mode: 'cuda' });
   const aten = await addon.fp8QuantizeRows(x, { device: 'cuda', mode: 'aten' });
-  t.ok(kernel.scales.data.every((v, i) => v === aten.scales.data[i]), 'kernel scales = at:: scales');
-  t.ok(kernel.dequantized.data.every((v, i) => v === aten.dequantized.data[i]), 'kernel codes = at:: codes');
+  t.ok(
+    kernel.scales.data.every((v, i) => v === aten.scales.data[i]),
+    'kernel scales = at:: scales',
+  );
+  t.ok(
+    kernel.dequantized.data.every((v, i) => v === aten.dequantized.data[i]),
+    'kernel codes = at:: codes',
+  );
   const w = matrix(512, 1536, 12, () => 0.02);
   const b = matrix(1, 512, 13, () => 0.1);
   b.shape = [512];

@@ -9,10 +9,12 @@ import { JsBackend, NativeBackend, enginePath, loadEngineAddon } from '../../lib
 import { codes } from '../../lib/eval/robustness.js';
 import { mulberry32 } from '../../lib/eval/metrics.js';
 
-const skip = existsSync(enginePath()) ? false : `the native engine is not built (${enginePath()}): run \`node tools/setup.mjs\``;
+const skip = existsSync(enginePath())
+  ? false
+  : `the native engine is not built (${enginePath()}): run \`node tools/setup.mjs\``;
 const fx = path.join(import.meta.dirname, '..', 'fixtures', 'eval');
 
-t.test('native search: any tiling gives the js search\'s neighbours', { skip }, async (t) => {
+t.test("native search: any tiling gives the js search's neighbours", { skip }, async (t) => {
   const addon = loadEngineAddon();
   const set = await readFeatureSet(path.join(fx, 'multi'));
   const { n, d, features } = set;
@@ -22,14 +24,31 @@ t.test('native search: any tiling gives the js search\'s neighbours', { skip }, 
   for (const grouped of [false, true]) {
     const groups = grouped ? { queryGroup: slide, baseGroup: slide } : {};
     const want = await js.cosineTopK(features, n, features, n, d, k, groups);
-    for (const [qb, bb] of [[0, 0], [7, 13], [1, 1], [n, 5], [3, n + 4]]) {
+    for (const [qb, bb] of [
+      [0, 0],
+      [7, 13],
+      [1, 1],
+      [n, 5],
+      [3, n + 4],
+    ]) {
       const x = { data: features, shape: [n, d] };
       const r = await addon.evalCosineTopK(x, x, {
-        k, queryBlock: qb, baseBlock: bb,
-        ...(grouped ? { queryGroup: { data: Float64Array.from(slide), shape: [n] }, baseGroup: { data: Float64Array.from(slide), shape: [n] } } : {}),
+        k,
+        queryBlock: qb,
+        baseBlock: bb,
+        ...(grouped
+          ? {
+              queryGroup: { data: Float64Array.from(slide), shape: [n] },
+              baseGroup: { data: Float64Array.from(slide), shape: [n] },
+            }
+          : {}),
       });
       const idx = Array.from(r.idx.data, Number);
-      t.same(idx, Array.from(want.idx), `${grouped ? 'grouped, ' : ''}tiles ${qb || 'auto'} x ${bb || 'auto'}: same neighbours`);
+      t.same(
+        idx,
+        Array.from(want.idx),
+        `${grouped ? 'grouped, ' : ''}tiles ${qb || 'auto'} x ${bb || 'auto'}: same neighbours`,
+      );
       let worst = 0;
       for (let i = 0; i < n * k; i++) worst = Math.max(worst, Math.abs(r.sim.data[i] - want.sim[i]));
       t.ok(worst < 1e-12, `similarities within ${worst} < 1e-12`);
@@ -38,14 +57,17 @@ t.test('native search: any tiling gives the js search\'s neighbours', { skip }, 
 });
 
 t.test('native search: fewer allowed neighbours than k leaves -1 and NaN, as js', { skip }, async (t) => {
-  const native = new NativeBackend(loadEngineAddon()), js = new JsBackend();
+  const native = new NativeBackend(loadEngineAddon()),
+    js = new JsBackend();
   const rand = mulberry32(7);
-  const n = 12, d = 5;
+  const n = 12,
+    d = 5;
   const x = Float32Array.from({ length: n * d }, () => rand() - 0.5);
-  x.fill(0, 0, d);  // a zero row: similarity 0 to everything
-  const g = Int32Array.from({ length: n }, (_, i) => (i < 8 ? 0 : 1));  // group 1 has 4 rows: 8 others allowed
+  x.fill(0, 0, d); // a zero row: similarity 0 to everything
+  const g = Int32Array.from({ length: n }, (_, i) => (i < 8 ? 0 : 1)); // group 1 has 4 rows: 8 others allowed
   const opts = { queryGroup: g, baseGroup: g };
-  const a = await native.cosineTopK(x, n, x, n, d, 9, opts), b = await js.cosineTopK(x, n, x, n, d, 9, opts);
+  const a = await native.cosineTopK(x, n, x, n, d, 9, opts),
+    b = await js.cosineTopK(x, n, x, n, d, 9, opts);
   t.same(Array.from(a.idx), Array.from(b.idx), 'same neighbours, -1 where none is left');
   for (let i = 0; i < a.sim.length; i++) {
     if (Number.isNaN(b.sim[i])) t.ok(Number.isNaN(a.sim[i]), `NaN at ${i}`);
@@ -54,11 +76,17 @@ t.test('native search: fewer allowed neighbours than k leaves -1 and NaN, as js'
 });
 
 t.test('native probe: runs off the event loop and matches the js fit', { skip }, async (t) => {
-  const native = new NativeBackend(loadEngineAddon()), js = new JsBackend();
+  const native = new NativeBackend(loadEngineAddon()),
+    js = new JsBackend();
   const rand = mulberry32(3);
-  const n = 3000, d = 48, K = 4;
+  const n = 3000,
+    d = 48,
+    K = 4;
   const y = Int32Array.from({ length: n }, () => Math.floor(rand() * K));
-  const X = Float32Array.from({ length: n * d }, (_, i) => rand() - 0.5 + 0.3 * ((i % d) === y[Math.floor(i / d)] ? 1 : 0));
+  const X = Float32Array.from(
+    { length: n * d },
+    (_, i) => rand() - 0.5 + 0.3 * (i % d === y[Math.floor(i / d)] ? 1 : 0),
+  );
   let turns = 0;
   let spinning = true;
   const spin = () => {
@@ -77,7 +105,10 @@ t.test('native probe: runs off the event loop and matches the js fit', { skip },
 t.test('native evaluation refuses bad input with a clear message', { skip }, async (t) => {
   const native = new NativeBackend(loadEngineAddon());
   const X = new Float32Array(8 * 3).fill(1);
-  await t.rejects(native.fitLogistic(X, Int32Array.from([0, 1, 2, 0, 1, 2, 0, 5]), 8, 3, 3, { C: 1 }), /labels must lie in \[0, 3\)/);
+  await t.rejects(
+    native.fitLogistic(X, Int32Array.from([0, 1, 2, 0, 1, 2, 0, 5]), 8, 3, 3, { C: 1 }),
+    /labels must lie in \[0, 3\)/,
+  );
   await t.rejects(native.fitLogistic(X, new Int32Array(8), 8, 3, 3, { C: 0 }), /C must be positive/);
   await t.rejects(native.cosineTopK(X, 8, X, 8, 3, 0), /k must be at least 1/);
   await t.rejects(native.cosineTopK(X, 8, X, 8, 3, 2, { device: 'tpu' }), /tpu/);

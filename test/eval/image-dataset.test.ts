@@ -36,32 +36,51 @@ class FakeEncoder implements ImageEncoder {
   }
 }
 
-t.test('ImageFolder: classes from folder names, images decoded to the input size, unreadable ones skipped', async (t) => {
-  const tmp = t.testdir();
-  const root = path.join(tmp, 'data');
-  await solid(path.join(root, 'tumour', 'a.png'), 40, 30, [200, 10, 30]);
-  await solid(path.join(root, 'tumour', 'b.png'), 16, 16, [5, 250, 7], 4);
-  await solid(path.join(root, 'stroma', 'c.png'), 24, 64, [90, 90, 90], 1);
-  writeFileSync(path.join(root, 'stroma', 'broken.png'), 'this is not a png');
-  writeFileSync(path.join(root, 'stroma', 'notes.txt'), 'ignored: not an image');
-  const ds = await readImageDataset(root);
-  t.same(ds.items.map((i) => i.id), ['stroma/broken.png', 'stroma/c.png', 'tumour/a.png', 'tumour/b.png']);
-  const enc = new FakeEncoder();
-  const out = path.join(tmp, 'features');
-  const res = await embedDataset(enc, ds, out, { batchSize: 2 });
-  t.equal(res.embedded, 3);
-  t.same(res.skipped.map((s) => s.id), ['stroma/broken.png']);
-  t.same(enc.batches, [[1, 16, 16, 3], [2, 16, 16, 3]], 'batches of the readable images at the input size');
-  const set = await readFeatureSet(out);
-  t.same(set.ids, ['stroma/c.png', 'tumour/a.png', 'tumour/b.png']);
-  t.same(set.meta, { label: ['stroma', 'tumour', 'tumour'] });
-  t.same(Array.from(set.features), [90, 90, 90, 16016, 200, 10, 30, 16016, 5, 250, 7, 16016],
-    'solid colours survive decode and resize exactly; grey widened to RGB; alpha dropped');
-  const skipped = readFileSync(path.join(out, 'skipped.csv'), 'utf8');
-  t.match(skipped, /^id,path,reason\nstroma\/broken\.png,.*broken\.png,/);
-  const px = await decodeRgb(path.join(root, 'tumour', 'a.png'), 8);
-  t.equal(px.length, 8 * 8 * 3);
-});
+t.test(
+  'ImageFolder: classes from folder names, images decoded to the input size, unreadable ones skipped',
+  async (t) => {
+    const tmp = t.testdir();
+    const root = path.join(tmp, 'data');
+    await solid(path.join(root, 'tumour', 'a.png'), 40, 30, [200, 10, 30]);
+    await solid(path.join(root, 'tumour', 'b.png'), 16, 16, [5, 250, 7], 4);
+    await solid(path.join(root, 'stroma', 'c.png'), 24, 64, [90, 90, 90], 1);
+    writeFileSync(path.join(root, 'stroma', 'broken.png'), 'this is not a png');
+    writeFileSync(path.join(root, 'stroma', 'notes.txt'), 'ignored: not an image');
+    const ds = await readImageDataset(root);
+    t.same(
+      ds.items.map((i) => i.id),
+      ['stroma/broken.png', 'stroma/c.png', 'tumour/a.png', 'tumour/b.png'],
+    );
+    const enc = new FakeEncoder();
+    const out = path.join(tmp, 'features');
+    const res = await embedDataset(enc, ds, out, { batchSize: 2 });
+    t.equal(res.embedded, 3);
+    t.same(
+      res.skipped.map((s) => s.id),
+      ['stroma/broken.png'],
+    );
+    t.same(
+      enc.batches,
+      [
+        [1, 16, 16, 3],
+        [2, 16, 16, 3],
+      ],
+      'batches of the readable images at the input size',
+    );
+    const set = await readFeatureSet(out);
+    t.same(set.ids, ['stroma/c.png', 'tumour/a.png', 'tumour/b.png']);
+    t.same(set.meta, { label: ['stroma', 'tumour', 'tumour'] });
+    t.same(
+      Array.from(set.features),
+      [90, 90, 90, 16016, 200, 10, 30, 16016, 5, 250, 7, 16016],
+      'solid colours survive decode and resize exactly; grey widened to RGB; alpha dropped',
+    );
+    const skipped = readFileSync(path.join(out, 'skipped.csv'), 'utf8');
+    t.match(skipped, /^id,path,reason\nstroma\/broken\.png,.*broken\.png,/);
+    const px = await decodeRgb(path.join(root, 'tumour', 'a.png'), 8);
+    t.equal(px.length, 8 * 8 * 3);
+  },
+);
 
 t.test('CSV dataset: meta columns carried into meta.csv, then evaluated', async (t) => {
   const root = t.testdir();
@@ -91,8 +110,12 @@ t.test('CSV dataset: meta columns carried into meta.csv, then evaluated', async 
   // The colours separate the classes perfectly: the probe and kNN must find that.
   const evalOut = path.join(root, 'report');
   let err = '';
-  const e = process.stderr.write.bind(process.stderr), o = process.stdout.write.bind(process.stdout);
-  process.stderr.write = ((s: string) => { err += s; return true; }) as typeof process.stderr.write;
+  const e = process.stderr.write.bind(process.stderr),
+    o = process.stdout.write.bind(process.stdout);
+  process.stderr.write = ((s: string) => {
+    err += s;
+    return true;
+  }) as typeof process.stderr.write;
   process.stdout.write = (() => true) as typeof process.stdout.write;
   let code: number;
   try {
@@ -111,7 +134,10 @@ t.test('bad datasets: one clear line each', async (t) => {
   const root = t.testdir();
   await t.rejects(readImageDataset(path.join(root, 'nope')), /dataset not found; give an ImageFolder/);
   mkdirSync(path.join(root, 'empty', 'cls'), { recursive: true });
-  await t.rejects(readImageDataset(path.join(root, 'empty')), /no images found; an ImageFolder holds one folder per class/);
+  await t.rejects(
+    readImageDataset(path.join(root, 'empty')),
+    /no images found; an ImageFolder holds one folder per class/,
+  );
   writeFileSync(path.join(root, 'nopath.csv'), 'file,label\nx.png,a\n');
   await t.rejects(readImageDataset(path.join(root, 'nopath.csv')), /no 'path' column/);
   writeFileSync(path.join(root, 'dup.csv'), 'path\nx.png\nx.png\n');

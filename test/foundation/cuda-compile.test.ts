@@ -27,20 +27,33 @@ const nvcc = findNvcc();
 const cudaDir = path.join(ROOT, 'native', 'engine', 'kernels', 'cuda');
 const sources = readdirSync(cudaDir).filter((f) => f.endsWith('.cu'));
 
-t.test('CUDA sources compile for sm_80 and sm_90', { skip: nvcc ? false : 'nvcc not found (PATH, CUDACXX or .venv): run npm run setup' }, async (t) => {
-  t.ok(sources.length > 0, 'there are CUDA sources');
-  const out = mkdtempSync(path.join(os.tmpdir(), 'g2l-nvcc-'));
-  for (const src of sources) {
-    const r = spawnSync(
-      nvcc!,
-      [
-        '-std=c++17', '-O3', '--use_fast_math',
-        '-gencode=arch=compute_80,code=sm_80', '-gencode=arch=compute_90,code=sm_90',
-        '-I', path.join(ROOT, 'native', 'engine'), '-I', path.join(ROOT, 'native', 'engine', 'include'),
-        '-c', path.join(cudaDir, src), '-o', path.join(out, `${src}.o`),
-      ],
-      { encoding: 'utf8' },
-    );
-    t.equal(r.status, 0, `${src} compiles${r.status ? `:\n${r.stderr}` : ''}`);
-  }
-});
+t.test(
+  'CUDA sources compile for sm_80 and sm_90',
+  { skip: nvcc ? false : 'nvcc not found (PATH, CUDACXX or .venv): run npm run setup' },
+  async (t) => {
+    t.ok(sources.length > 0, 'there are CUDA sources');
+    const out = mkdtempSync(path.join(os.tmpdir(), 'g2l-nvcc-'));
+    for (const src of sources) {
+      const r = spawnSync(
+        nvcc!,
+        [
+          '-std=c++17',
+          '-O3',
+          '--use_fast_math',
+          '-gencode=arch=compute_80,code=sm_80',
+          '-gencode=arch=compute_90,code=sm_90',
+          '-I',
+          path.join(ROOT, 'native', 'engine'),
+          '-I',
+          path.join(ROOT, 'native', 'engine', 'include'),
+          '-c',
+          path.join(cudaDir, src),
+          '-o',
+          path.join(out, `${src}.o`),
+        ],
+        { encoding: 'utf8' },
+      );
+      t.equal(r.status, 0, `${src} compiles${r.status ? `:\n${r.stderr}` : ''}`);
+    }
+  },
+);

@@ -21,7 +21,9 @@ t.test('info --json has the documented fields', async (t) => {
   t.type(info.sharp.libvips, 'string');
   t.ok('openslide' in info);
   if (info.libtorch.source === '.venv' && existsSync(VENV_PYTHON)) {
-    const pyVersion = execFileSync(VENV_PYTHON, ['-c', 'import torch;print(torch.__version__.split("+")[0])'], { encoding: 'utf8' }).trim();
+    const pyVersion = execFileSync(VENV_PYTHON, ['-c', 'import torch;print(torch.__version__.split("+")[0])'], {
+      encoding: 'utf8',
+    }).trim();
     t.equal(info.libtorch.version, pyVersion, 'the engine runs the libtorch of the .venv torch it was built against');
   }
 });

@@ -36,21 +36,35 @@ t.test('a damaged engine binary is reported as such', async (t) => {
   t.match(r.stderr, /Likely: .*npm run setup/);
 });
 
-t.test('the library throws the load error, or falls back with one warning when allowed, and keeps working on js', async (t) => {
-  process.env.G2L_ENGINE_PATH = missing;
-  try {
-    const { chooseBackend, EngineLoadError } = await import('../../lib/backends/index.js');
-    const warnings: string[] = [];
-    t.throws(() => chooseBackend({ warn: (m) => warnings.push(m) }), EngineLoadError, 'no silent fallback by default');
-    t.equal(warnings.length, 0);
-    const choice = chooseBackend({ fallback: true, warn: (m) => warnings.push(m) });
-    t.equal(choice.backend.name, 'js');
-    t.equal(warnings.length, 1);
-    t.match(warnings[0], /Continuing with the pure-JS backend/);
-    const out = await choice.backend.normalizeImages({ data: new Uint8Array([255, 0, 51]), shape: [1, 1, 1, 3] }, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]);
-    t.same(Array.from(out.data).map((v) => Math.round(v * 1e6) / 1e6), [1, -1, -0.6]);
-    t.throws(() => chooseBackend({ backend: 'native' }), /native engine could not be loaded/);
-  } finally {
-    delete process.env.G2L_ENGINE_PATH;
-  }
-});
+t.test(
+  'the library throws the load error, or falls back with one warning when allowed, and keeps working on js',
+  async (t) => {
+    process.env.G2L_ENGINE_PATH = missing;
+    try {
+      const { chooseBackend, EngineLoadError } = await import('../../lib/backends/index.js');
+      const warnings: string[] = [];
+      t.throws(
+        () => chooseBackend({ warn: (m) => warnings.push(m) }),
+        EngineLoadError,
+        'no silent fallback by default',
+      );
+      t.equal(warnings.length, 0);
+      const choice = chooseBackend({ fallback: true, warn: (m) => warnings.push(m) });
+      t.equal(choice.backend.name, 'js');
+      t.equal(warnings.length, 1);
+      t.match(warnings[0], /Continuing with the pure-JS backend/);
+      const out = await choice.backend.normalizeImages(
+        { data: new Uint8Array([255, 0, 51]), shape: [1, 1, 1, 3] },
+        [0.5, 0.5, 0.5],
+        [0.5, 0.5, 0.5],
+      );
+      t.same(
+        Array.from(out.data).map((v) => Math.round(v * 1e6) / 1e6),
+        [1, -1, -0.6],
+      );
+      t.throws(() => chooseBackend({ backend: 'native' }), /native engine could not be loaded/);
+    } finally {
+      delete process.env.G2L_ENGINE_PATH;
+    }
+  },
+);

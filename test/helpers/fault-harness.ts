@@ -57,7 +57,10 @@ process.exit(0);
 `;
 
 /** Runs every case; results in the cases' order. */
-export async function runHarness(cases: HarnessCase[], options: { env?: NodeJS.ProcessEnv; caseTimeoutMs?: number } = {}): Promise<HarnessResult[]> {
+export async function runHarness(
+  cases: HarnessCase[],
+  options: { env?: NodeJS.ProcessEnv; caseTimeoutMs?: number } = {},
+): Promise<HarnessResult[]> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'g2l-harness-'));
   const casesFile = path.join(dir, 'cases.json');
   const script = path.join(dir, 'child.mjs');
@@ -67,7 +70,10 @@ export async function runHarness(cases: HarnessCase[], options: { env?: NodeJS.P
   let from = 0;
   while (from < cases.length) {
     const current = await new Promise<number>((resolve) => {
-      const child = spawn(process.execPath, [script, casesFile, String(from)], { env: childEnv(options.env), stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [script, casesFile, String(from)], {
+        env: childEnv(options.env),
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       let started = -1;
       let pending = '';
       let stderr = '';
@@ -82,7 +88,12 @@ export async function runHarness(cases: HarnessCase[], options: { env?: NodeJS.P
         pending += d;
         let nl: number;
         while ((nl = pending.indexOf('\n')) >= 0) {
-          const msg = JSON.parse(pending.slice(0, nl)) as { start?: number; done?: number; code?: number; stderr?: string };
+          const msg = JSON.parse(pending.slice(0, nl)) as {
+            start?: number;
+            done?: number;
+            code?: number;
+            stderr?: string;
+          };
           pending = pending.slice(nl + 1);
           arm();
           if (msg.start !== undefined) started = msg.start;

@@ -17,7 +17,12 @@ function batch(n: number, seed: number) {
 }
 
 export interface SwitchSide {
-  fusedNorm: boolean; packedQkv: boolean; before: number[]; after: number[]; loss: number[]; gradNorm: number[];
+  fusedNorm: boolean;
+  packedQkv: boolean;
+  before: number[];
+  after: number[];
+  loss: number[];
+  gradNorm: number[];
 }
 
 /** One side: a Distiller with these kernel choices (absent keys: the defaults). */
@@ -25,7 +30,12 @@ export async function switchSide(kernels: Partial<KernelOptions> | undefined): P
   const d = await Distiller.create({
     teacher: path.join(FIXTURES, 'timm_giant_reg4_swiglu'),
     student: path.join(FIXTURES, 'hf_dinov2_reg_swiglu'),
-    device: 'cpu', backend: 'native', seed: 0, totalSteps: 10, lr: 1e-3, warmupSteps: 0,
+    device: 'cpu',
+    backend: 'native',
+    seed: 0,
+    totalSteps: 10,
+    lr: 1e-3,
+    warmupSteps: 0,
     ...(kernels ? { kernels } : {}),
   });
   const probe = batch(4, 99);
@@ -34,14 +44,24 @@ export async function switchSide(kernels: Partial<KernelOptions> | undefined): P
   for (let s = 0; s < 3; s++) steps.push(await d.step(batch(4, s)));
   const after = Array.from((await d.features(probe, 'student')).data);
   const info = d.info();
-  return { fusedNorm: info.fusedNorm!, packedQkv: info.packedQkv!, before, after,
-    loss: steps.map((r) => r.loss), gradNorm: steps.map((r) => r.gradNorm) };
+  return {
+    fusedNorm: info.fusedNorm!,
+    packedQkv: info.packedQkv!,
+    before,
+    after,
+    loss: steps.map((r) => r.loss),
+    gradNorm: steps.map((r) => r.gradNorm),
+  };
 }
 
 /** Norm of the difference over the norm of b. */
 export const relNorm = (a: number[], b: number[]) => {
-  let num = 0, den = 0;
-  for (let i = 0; i < a.length; i++) { num += (a[i] - b[i]) ** 2; den += b[i] ** 2; }
+  let num = 0,
+    den = 0;
+  for (let i = 0; i < a.length; i++) {
+    num += (a[i] - b[i]) ** 2;
+    den += b[i] ** 2;
+  }
   return Math.sqrt(num / den);
 };
 

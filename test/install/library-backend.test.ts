@@ -37,7 +37,11 @@ t.test('Distiller.create and logSumLoss without an engine reject with the engine
   await t.rejects(Distiller.create({ teacher: model, student: model, totalSteps: 1 }), EngineLoadError);
   const z = { data: new Float32Array(4), shape: [2, 2] };
   await t.rejects(
-    (async () => logSumLoss(z, z, { W: { data: new Float32Array(4), shape: [2, 2] }, b: { data: new Float32Array(2), shape: [2] } }))(),
+    (async () =>
+      logSumLoss(z, z, {
+        W: { data: new Float32Array(4), shape: [2, 2] },
+        b: { data: new Float32Array(2), shape: [2] },
+      }))(),
     EngineLoadError,
   );
 });

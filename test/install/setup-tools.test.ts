@@ -11,10 +11,14 @@ t.test('no C++ compiler, make, cmake or python3: one message each with its insta
   const dir = t.testdir();
   const bin = path.join(dir, 'bin');
   mkdirSync(bin);
-  symlinkSync('/bin/sh', path.join(bin, 'sh'));  // setup asks `sh -c 'command -v <tool>'`; nothing else is on PATH
-  const r = await runProcess(process.execPath, [SETUP, '--package', '--out', path.join(dir, 'cache'), '--only', 'tools'], {
-    env: { PATH: bin, CXX: '', LIBTORCH: '', Torch_DIR: '' },
-  });
+  symlinkSync('/bin/sh', path.join(bin, 'sh')); // setup asks `sh -c 'command -v <tool>'`; nothing else is on PATH
+  const r = await runProcess(
+    process.execPath,
+    [SETUP, '--package', '--out', path.join(dir, 'cache'), '--only', 'tools'],
+    {
+      env: { PATH: bin, CXX: '', LIBTORCH: '', Torch_DIR: '' },
+    },
+  );
   t.equal(r.code, 1, r.stdout);
   const missing = r.stderr.split('\n').filter((l) => l.startsWith('setup: missing'));
   t.equal(missing.length, 4, r.stderr);
@@ -30,9 +34,13 @@ t.test('with LIBTORCH set, python3 is not a prerequisite', async (t) => {
   const bin = path.join(dir, 'bin');
   mkdirSync(bin);
   symlinkSync('/bin/sh', path.join(bin, 'sh'));
-  const r = await runProcess(process.execPath, [SETUP, '--package', '--out', path.join(dir, 'cache'), '--only', 'tools'], {
-    env: { PATH: bin, CXX: '', LIBTORCH: dir, Torch_DIR: '' },
-  });
+  const r = await runProcess(
+    process.execPath,
+    [SETUP, '--package', '--out', path.join(dir, 'cache'), '--only', 'tools'],
+    {
+      env: { PATH: bin, CXX: '', LIBTORCH: dir, Torch_DIR: '' },
+    },
+  );
   t.equal(r.code, 1);
   t.notMatch(r.stderr, /no python3/);
   t.equal(r.stderr.split('\n').filter((l) => l.startsWith('setup: missing')).length, 3);
@@ -40,7 +48,14 @@ t.test('with LIBTORCH set, python3 is not a prerequisite', async (t) => {
 
 t.test('on this machine the prerequisites are present, and the step says how long it took', async (t) => {
   const dir = t.testdir();
-  const r = await runProcess(process.execPath, [SETUP, '--package', '--out', path.join(dir, 'cache'), '--only', 'tools']);
+  const r = await runProcess(process.execPath, [
+    SETUP,
+    '--package',
+    '--out',
+    path.join(dir, 'cache'),
+    '--only',
+    'tools',
+  ]);
   t.equal(r.code, 0, r.stderr);
   t.match(r.stdout, /setup: tools\s+C\+\+ compiler .*cmake.*\[\d+\.\d s\]/);
 });

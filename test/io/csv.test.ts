@@ -5,7 +5,11 @@ t.test('RFC 4180 fields: quotes, commas, doubled quotes, line breaks, CRLF', asy
   const text = 'id,label,path\r\n1,"a,b","say ""hi"""\r\n2,"two\nlines",plain\r\n\r\n3,,"" \n';
   const table = parseCsv(text.replace(/"" \n$/, '""\n'));
   t.same(table.header, ['id', 'label', 'path']);
-  t.same(table.rows, [['1', 'a,b', 'say "hi"'], ['2', 'two\nlines', 'plain'], ['3', '', '']]);
+  t.same(table.rows, [
+    ['1', 'a,b', 'say "hi"'],
+    ['2', 'two\nlines', 'plain'],
+    ['3', '', ''],
+  ]);
   t.same(parseCsv(formatCsv(table)), table, 'round trip');
   t.same(parseCsvRows('a,b'), [['a', 'b']], 'no final newline');
   t.same(parseCsvRows('\ufeffa\n'), [['a']], 'BOM dropped');

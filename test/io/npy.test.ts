@@ -83,7 +83,11 @@ t.test('NpyWriter appends rows, openNpy reads row ranges: numpy reads the file',
   t.same(Array.from((await f.readRows(4, 3)) as ArrayLike<number>), all.slice(12, 21), 'rows 4..6 by offset');
   await t.rejects(f.readRows(8, 3), { name: 'RangeError' }, 'rows past the end are refused');
   await f.close();
-  const py = await runProcess(VENV_PYTHON, ['-c', `import numpy as np, json, sys; a = np.load(sys.argv[1]); print(json.dumps([list(a.shape), str(a.dtype), a.ravel().tolist()]))`, file]);
+  const py = await runProcess(VENV_PYTHON, [
+    '-c',
+    `import numpy as np, json, sys; a = np.load(sys.argv[1]); print(json.dumps([list(a.shape), str(a.dtype), a.ravel().tolist()]))`,
+    file,
+  ]);
   t.equal(py.code, 0, py.stderr);
   t.same(JSON.parse(py.stdout), [[10, 3], 'float32', all], 'numpy reads the shape written at close and every row');
   const aborted = await NpyWriter.create(path.join(path.dirname(file), 'aborted.npy'), 'uint8', [2]);
@@ -102,28 +106,44 @@ const room = (() => {
     return false;
   }
 })();
-t.test('an .npy over 2 GiB round-trips', { skip: room ? false : `needs ${((3 * BIG) / 2 ** 30).toFixed(1)} GiB free in ${os.tmpdir()} and ${((2.5 * BIG) / 2 ** 30).toFixed(1)} GiB of free memory, which this machine lacks now` }, async (t) => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'g2l-npy-big-'));
-  try {
-    const file = path.join(dir, 'big.npy');
-    const rows = BIG / 4096;
-    let data: Uint8Array | null = new Uint8Array(BIG);
-    for (let i = 0; i < BIG; i += 4093) data[i] = (i / 4093) & 255;
-    data[BIG - 1] = 7;
-    await writeNpy(file, { dtype: 'uint8', shape: [rows, 4096], data });
-    data = null;
-    const back = await readNpy(file);
-    t.same(back.shape, [rows, 4096]);
-    let bad = 0;
-    for (let i = 0; i < BIG; i++) {
-      const want = i === BIG - 1 ? 7 : i % 4093 === 0 ? (i / 4093) & 255 : 0;
-      if ((back.data as Uint8Array)[i] !== want) bad++;
+t.test(
+  'an .npy over 2 GiB round-trips',
+  {
+    skip: room
+      ? false
+      : `needs ${((3 * BIG) / 2 ** 30).toFixed(1)} GiB free in ${os.tmpdir()} and ${((2.5 * BIG) / 2 ** 30).toFixed(1)} GiB of free memory, which this machine lacks now`,
+  },
+  async (t) => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'g2l-npy-big-'));
+    try {
+      const file = path.join(dir, 'big.npy');
+      const rows = BIG / 4096;
+      let data: Uint8Array | null = new Uint8Array(BIG);
+      for (let i = 0; i < BIG; i += 4093) data[i] = (i / 4093) & 255;
+      data[BIG - 1] = 7;
+      await writeNpy(file, { dtype: 'uint8', shape: [rows, 4096], data });
+      data = null;
+      const back = await readNpy(file);
+      t.same(back.shape, [rows, 4096]);
+      let bad = 0;
+      for (let i = 0; i < BIG; i++) {
+        const want = i === BIG - 1 ? 7 : i % 4093 === 0 ? (i / 4093) & 255 : 0;
+        if ((back.data as Uint8Array)[i] !== want) bad++;
+      }
+      t.equal(bad, 0, `all ${BIG} bytes read back`);
+      const py = await runProcess(VENV_PYTHON, [
+        '-c',
+        `import numpy as np, sys; a = np.load(sys.argv[1], mmap_mode='r'); print(a.shape[0], a.shape[1], int(a[-1, -1]))`,
+        file,
+      ]);
+      t.equal(py.code, 0, py.stderr);
+      t.equal(
+        py.stdout.trim().split(' ').slice(0, 3).join(' '),
+        `${rows} 4096 7`,
+        'numpy maps it: shape and last byte',
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
-    t.equal(bad, 0, `all ${BIG} bytes read back`);
-    const py = await runProcess(VENV_PYTHON, ['-c', `import numpy as np, sys; a = np.load(sys.argv[1], mmap_mode='r'); print(a.shape[0], a.shape[1], int(a[-1, -1]))`, file]);
-    t.equal(py.code, 0, py.stderr);
-    t.equal(py.stdout.trim().split(' ').slice(0, 3).join(' '), `${rows} 4096 7`, 'numpy maps it: shape and last byte');
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+  },
+);

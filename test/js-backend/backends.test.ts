@@ -32,7 +32,11 @@ t.test('describeModel matches the engine for every preset and fixture', { skip }
     t.same(await js.describeModel({ preset }), await native.describeModel({ preset }), preset);
   }
   for (const name of Object.keys(manifest.models)) {
-    t.same(await js.describeModel({ folder: folder(name) }), await native.describeModel({ folder: folder(name) }), name);
+    t.same(
+      await js.describeModel({ folder: folder(name) }),
+      await native.describeModel({ folder: folder(name) }),
+      name,
+    );
   }
 });
 
@@ -68,7 +72,10 @@ t.test('js embedding runs off the event loop (a worker thread per model)', async
   const out = await enc.embed(input);
   const ms = performance.now() - started;
   clearInterval(timer);
-  t.ok(relativeError(out.data, manifest.models.timm_large_gelu.expected.f32_280.flat()) <= 1e-4, 'same embeddings from the worker');
+  t.ok(
+    relativeError(out.data, manifest.models.timm_large_gelu.expected.f32_280.flat()) <= 1e-4,
+    'same embeddings from the worker',
+  );
   t.ok(ticks >= 3, `the event loop kept turning during a ${ms.toFixed(0)} ms embed (${ticks} timer ticks)`);
   await enc.dispose();
   await t.rejects(enc.embed(input), /disposed/);

@@ -12,7 +12,10 @@ export interface Manifest {
   inputs: Record<string, { file: string; shape: number[] }>;
   cases: Record<string, [string, 'uint8' | 'float32']>;
   presetParameters: Record<string, number>;
-  models: Record<string, { layout: string; storedDtype: string; embedDim: number; parameters: number; expected: Record<string, number[][]> }>;
+  models: Record<
+    string,
+    { layout: string; storedDtype: string; embedDim: number; parameters: number; expected: Record<string, number[][]> }
+  >;
 }
 
 export const manifest: Manifest = JSON.parse(readFileSync(path.join(FIXTURES, 'manifest.json'), 'utf8'));
@@ -27,15 +30,18 @@ export function u8Images(name: string): { data: Uint8Array; shape: number[] } {
 export function floatImages(u8: { data: Uint8Array; shape: number[] }): { data: Float32Array; shape: number[] } {
   const [n, h, w] = u8.shape;
   const out = new Float32Array(n * 3 * h * w);
-  for (let b = 0; b < n; b++) for (let c = 0; c < 3; c++) for (let p = 0; p < h * w; p++) {
-    out[(b * 3 + c) * h * w + p] = (u8.data[(b * h * w + p) * 3 + c] - 128) / 64;
-  }
+  for (let b = 0; b < n; b++)
+    for (let c = 0; c < 3; c++)
+      for (let p = 0; p < h * w; p++) {
+        out[(b * 3 + c) * h * w + p] = (u8.data[(b * h * w + p) * 3 + c] - 128) / 64;
+      }
   return { data: out, shape: [n, 3, h, w] };
 }
 
 /** max |a - e| / max |e|. */
 export function relativeError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  let diff = 0, scale = 0;
+  let diff = 0,
+    scale = 0;
   for (let i = 0; i < expected.length; i++) {
     diff = Math.max(diff, Math.abs(actual[i] - expected[i]));
     scale = Math.max(scale, Math.abs(expected[i]));
@@ -57,10 +63,13 @@ export function engine(): { addon: any; skip: string | false } {
 export function tiles(B: number, S: number, seed = 1): { data: Uint8Array; shape: number[] } {
   const data = new Uint8Array(B * S * S * 3);
   let h = seed >>> 0;
-  for (let b = 0; b < B; b++) for (let y = 0; y < S; y++) for (let x = 0; x < S; x++) for (let c = 0; c < 3; c++) {
-    h = (Math.imul(h ^ (h >>> 15), 2246822519) + 0x9e3779b9) >>> 0;
-    const base = 150 + 60 * Math.sin((x * (c + 1)) / 17 + (y * (b + 2)) / 23 + c);
-    data[((b * S + y) * S + x) * 3 + c] = Math.max(0, Math.min(255, Math.round(base + ((h & 63) - 32))));
-  }
+  for (let b = 0; b < B; b++)
+    for (let y = 0; y < S; y++)
+      for (let x = 0; x < S; x++)
+        for (let c = 0; c < 3; c++) {
+          h = (Math.imul(h ^ (h >>> 15), 2246822519) + 0x9e3779b9) >>> 0;
+          const base = 150 + 60 * Math.sin((x * (c + 1)) / 17 + (y * (b + 2)) / 23 + c);
+          data[((b * S + y) * S + x) * 3 + c] = Math.max(0, Math.min(255, Math.round(base + ((h & 63) - 32))));
+        }
   return { data, shape: [B, S, S, 3] };
 }

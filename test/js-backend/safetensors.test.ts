@@ -6,7 +6,14 @@ import { readFileSync, writeFileSync, truncateSync, copyFileSync, mkdirSync } fr
 import path from 'node:path';
 import { UserError } from '../../lib/errors.js';
 import zlib from 'node:zlib';
-import { halfToFloat, readModelWeights, readSafetensors, readSafetensorsMetadata, readStoredTensors, writeSafetensors } from '../../lib/backends/js/safetensors.js';
+import {
+  halfToFloat,
+  readModelWeights,
+  readSafetensors,
+  readSafetensorsMetadata,
+  readStoredTensors,
+  writeSafetensors,
+} from '../../lib/backends/js/safetensors.js';
 import { folder } from './helpers.js';
 
 /** The raw header and data section of a file, decoded independently with DataView (the format, read by hand). */
@@ -38,7 +45,11 @@ t.test('F32, F16 and BF16 tensors decode exactly', async (t) => {
   const bf = readSafetensors(bf16).get('cls_token')!;
   const rb = rawTensor(bf16, 'cls_token');
   t.equal(bf.storedDtype, 'BF16');
-  const expected = rb.bits.map((u) => { const v = new DataView(new ArrayBuffer(4)); v.setUint32(0, u << 16); return v.getFloat32(0); });
+  const expected = rb.bits.map((u) => {
+    const v = new DataView(new ArrayBuffer(4));
+    v.setUint32(0, u << 16);
+    return v.getFloat32(0);
+  });
   t.same(Array.from(bf.data), expected);
   t.equal(halfToFloat(0x3c00), 1);
   t.equal(halfToFloat(0xc000), -2);
@@ -76,7 +87,13 @@ t.test('truncated and foreign files: one line naming the file and the byte offse
   const cut = path.join(dir, 'cut.safetensors');
   copyFileSync(src, cut);
   truncateSync(cut, 5000);
-  const e1 = (() => { try { readSafetensors(cut); } catch (e) { return e as Error; } })();
+  const e1 = (() => {
+    try {
+      readSafetensors(cut);
+    } catch (e) {
+      return e as Error;
+    }
+  })();
   t.type(e1, UserError);
   t.match(e1!.message, `${cut} is truncated at byte 5000`);
   t.match(e1!.message, 'download it again');
@@ -85,13 +102,16 @@ t.test('truncated and foreign files: one line naming the file and the byte offse
   b.writeBigUInt64LE(4n, 0);
   b.write('nope', 8);
   writeFileSync(junk, b);
-  t.throws(() => readSafetensors(junk), new UserError(`${junk} is not a safetensors file: its header is not JSON; check the file`));
+  t.throws(
+    () => readSafetensors(junk),
+    new UserError(`${junk} is not a safetensors file: its header is not JSON; check the file`),
+  );
   const empty = path.join(dir, 'empty');
   mkdirSync(empty);
   t.throws(() => readModelWeights(empty), /has no model.safetensors nor model.safetensors.index.json/);
 });
 
-t.test('float32 and int64 with a checksum: exact round trip, zlib\'s CRC-32, and damage refused', async (t) => {
+t.test("float32 and int64 with a checksum: exact round trip, zlib's CRC-32, and damage refused", async (t) => {
   const dir = t.testdir();
   const file = path.join(dir, 'state.safetensors');
   const tensors = new Map<string, { shape: number[]; data: Float32Array | BigInt64Array }>([
@@ -103,15 +123,27 @@ t.test('float32 and int64 with a checksum: exact round trip, zlib\'s CRC-32, and
   t.same([...back.keys()], ['step', 'w']);
   t.equal(back.get('step')!.dtype, 'int64');
   t.equal((back.get('step')!.data as BigInt64Array)[0], -(2n ** 62n) + 7n);
-  t.same(Buffer.from(back.get('w')!.data.buffer), Buffer.from(tensors.get('w')!.data.buffer), 'float32 bits (NaN, -0, subnormal) kept');
+  t.same(
+    Buffer.from(back.get('w')!.data.buffer),
+    Buffer.from(tensors.get('w')!.data.buffer),
+    'float32 bits (NaN, -0, subnormal) kept',
+  );
   const bytes = readFileSync(file);
   const base = 8 + Number(bytes.readBigUInt64LE(0));
   const zcrc = (zlib as unknown as { crc32?: (b: Uint8Array) => number }).crc32;
-  if (zcrc) t.equal(metadata.data_crc32, zcrc(bytes.subarray(base)).toString(16).padStart(8, '0'), 'zlib.crc32 of the data section');
+  if (zcrc)
+    t.equal(
+      metadata.data_crc32,
+      zcrc(bytes.subarray(base)).toString(16).padStart(8, '0'),
+      'zlib.crc32 of the data section',
+    );
   else t.match(metadata.data_crc32, /^[0-9a-f]{8}$/);
   bytes[base + 3] ^= 0x40;
   writeFileSync(file, bytes);
-  t.throws(() => readStoredTensors(file, 'write it again'), /state\.safetensors: its data does not match the CRC-32 in its header .*: the file is damaged; write it again/);
+  t.throws(
+    () => readStoredTensors(file, 'write it again'),
+    /state\.safetensors: its data does not match the CRC-32 in its header .*: the file is damaged; write it again/,
+  );
 });
 
 t.test('a header that does not tile the data section exactly is refused, naming the file', async (t) => {
@@ -125,14 +157,33 @@ t.test('a header that does not tile the data section exactly is refused, naming 
     return f;
   };
   const data = Buffer.alloc(16);
-  const overlap = make('overlap.safetensors', { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } }, data.subarray(0, 12));
-  t.throws(() => readSafetensors(overlap), /overlap\.safetensors: tensor 'b' begins at data byte 4, inside the tensor before it/);
-  const gap = make('gap.safetensors', { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [1], data_offsets: [12, 16] } }, data);
+  const overlap = make(
+    'overlap.safetensors',
+    { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } },
+    data.subarray(0, 12),
+  );
+  t.throws(
+    () => readSafetensors(overlap),
+    /overlap\.safetensors: tensor 'b' begins at data byte 4, inside the tensor before it/,
+  );
+  const gap = make(
+    'gap.safetensors',
+    { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [1], data_offsets: [12, 16] } },
+    data,
+  );
   t.throws(() => readSafetensors(gap), /gap\.safetensors: tensor 'b' begins at data byte 12, after a gap/);
   const trailing = make('trailing.safetensors', { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, data);
   t.throws(() => readSafetensors(trailing), /trailing\.safetensors: 8 bytes follow the last tensor/);
-  const fraction = make('fraction.safetensors', { a: { dtype: 'F32', shape: [2.5], data_offsets: [0, 10] } }, data.subarray(0, 10));
+  const fraction = make(
+    'fraction.safetensors',
+    { a: { dtype: 'F32', shape: [2.5], data_offsets: [0, 10] } },
+    data.subarray(0, 10),
+  );
   t.throws(() => readSafetensors(fraction), /fraction\.safetensors: tensor 'a' has a bad shape/);
-  const meta = make('meta.safetensors', { __metadata__: { format: 1 }, a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, data.subarray(0, 8));
+  const meta = make(
+    'meta.safetensors',
+    { __metadata__: { format: 1 }, a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } },
+    data.subarray(0, 8),
+  );
   t.throws(() => readSafetensors(meta), /meta\.safetensors: __metadata__\['format'\] is not a string/);
 });

@@ -41,7 +41,9 @@ t.test('bicubic resampling weights reproduce PyTorch at known points', async (t)
 t.test('the backward pass agrees with central finite differences', async (t) => {
   for (const name of ['timm_giant_reg4_swiglu', 'timm_large_gelu', 'hf_dinov2_gelu', 'hf_dinov2_reg_swiglu']) {
     const vit = loadJsModel(folder(name)).vit;
-    const D = vit.spec.embedDim, B = 2, S = 42;  // 42 px: a 3x3 grid, so the position resampling is differentiated too
+    const D = vit.spec.embedDim,
+      B = 2,
+      S = 42; // 42 px: a 3x3 grid, so the position resampling is differentiated too
     let seed = 7;
     const rnd = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32) * 2 - 1;
     const x = new Float32Array(B * 3 * S * S).map(rnd);
@@ -58,12 +60,16 @@ t.test('the backward pass agrees with central finite differences', async (t) => 
     t.same([...grads.keys()].sort(), vit.trainableKeys().sort(), `${name}: a gradient for every trainable tensor`);
     let worst = 0;
     for (const key of vit.trainableKeys()) {
-      const w = vit.weights.get(key)!.data, g = grads.get(key)!;
+      const w = vit.weights.get(key)!.data,
+        g = grads.get(key)!;
       for (let k = 0; k < 2; k++) {
         const i = Math.floor(((rnd() + 1) / 2) * w.length);
-        const old = w[i], h = 1e-2 * Math.max(1, Math.abs(old));
-        w[i] = old + h; const fp = f();
-        w[i] = old - h; const fm = f();
+        const old = w[i],
+          h = 1e-2 * Math.max(1, Math.abs(old));
+        w[i] = old + h;
+        const fp = f();
+        w[i] = old - h;
+        const fm = f();
         w[i] = old;
         const fd = (fp - fm) / (2 * h);
         worst = Math.max(worst, Math.abs(fd - g[i]) / Math.max(1e-2, Math.abs(fd)));

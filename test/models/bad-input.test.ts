@@ -29,7 +29,10 @@ t.test('a folder without config.json and no preset names the fix', async (t) => 
   t.type(err, UserError);
   t.match(err.message, `${dir} has no config.json and no preset was given`);
   t.match(err.message, `preset:<name>:${dir}`);
-  t.match(err.message, '(presets: h-optimus-0, uni2-h, hibou-l, hibou-b, uni_v1, virchow2, hoptimus1, gigapath, h0-mini, phikon_v2, hoptimus0, uni_v2, hibou_l, hibou_b)');
+  t.match(
+    err.message,
+    '(presets: h-optimus-0, uni2-h, hibou-l, hibou-b, uni_v1, virchow2, hoptimus1, gigapath, h0-mini, phikon_v2, hoptimus0, uni_v2, hibou_l, hibou_b)',
+  );
 });
 
 t.test('a folder with a preset and no config.json loads with the preset architecture (shapes checked)', async (t) => {
@@ -79,7 +82,10 @@ t.test('a truncated safetensors file names the byte where it ends and the byte i
   truncateSync(file, 150000);
   const err = await Encoder.load(dir, { backend, device: 'cpu' }).catch((e) => e);
   t.type(err, UserError);
-  t.match(err.message, `${file} is truncated: the file ends at byte 150000 but its header says the data runs to byte ${size}`);
+  t.match(
+    err.message,
+    `${file} is truncated: the file ends at byte 150000 but its header says the data runs to byte ${size}`,
+  );
   t.match(err.message, /tensor '[^']+' needs bytes \d+ to \d+/);
   t.match(err.message, 'download it again');
 
@@ -96,14 +102,22 @@ t.test('a sharded index that names a missing shard says which', async (t) => {
 });
 
 t.test('a preset of the other layout is refused', async (t) => {
-  const err = await Encoder.load({ preset: 'hibou-l', folder: modelFolder(TIMM) }, { backend, device: 'cpu' }).catch((e) => e);
+  const err = await Encoder.load({ preset: 'hibou-l', folder: modelFolder(TIMM) }, { backend, device: 'cpu' }).catch(
+    (e) => e,
+  );
   t.type(err, UserError);
   t.match(err.message, "is a timm config but preset 'hibou-l' describes a hf folder");
 });
 
 t.test('fp16 on the CPU, unknown dtypes and devices are refused before loading', async (t) => {
-  await t.rejects(Encoder.load(modelFolder(TIMM), { backend, device: 'cpu', dtype: 'fp16' }), /dtype fp16 runs on CUDA devices only/);
-  await t.rejects(Encoder.load(modelFolder(TIMM), { backend, device: 'cpu', dtype: 'fp8' as never }), /unknown dtype 'fp8'/);
+  await t.rejects(
+    Encoder.load(modelFolder(TIMM), { backend, device: 'cpu', dtype: 'fp16' }),
+    /dtype fp16 runs on CUDA devices only/,
+  );
+  await t.rejects(
+    Encoder.load(modelFolder(TIMM), { backend, device: 'cpu', dtype: 'fp8' as never }),
+    /unknown dtype 'fp8'/,
+  );
   await t.rejects(Encoder.load(modelFolder(TIMM), { backend, device: 'tpu' }), /unknown device 'tpu'/);
   await t.rejects(Encoder.load('preset:nope:/x', { backend }), /unknown preset 'nope'/);
 });
@@ -111,10 +125,22 @@ t.test('fp16 on the CPU, unknown dtypes and devices are refused before loading',
 t.test('embed inputs of the wrong type or shape are refused with the expected layout', async (t) => {
   const enc = await Encoder.load(modelFolder(TIMM), { backend, device: 'cpu' });
   t.teardown(() => enc.dispose());
-  await t.rejects(enc.embed({ data: new Uint8Array(2 * 3 * 4 * 4), shape: [2, 3, 4, 4] }), /uint8 images must be \(N,H,W,3\) RGB/);
-  await t.rejects(enc.embed({ data: new Float32Array(2 * 4 * 4 * 3), shape: [2, 4, 4, 3] }), /float32 images must be \(N,3,H,W\)/);
-  await t.rejects(enc.embed({ data: new Float32Array(3 * 8 * 8), shape: [1, 3, 8, 8] }), /smaller than one 14 px patch/);
-  await t.rejects(enc.embed({ data: new Float32Array(10), shape: [1, 3, 14, 14] }), /data has 10 elements but shape \[1,3,14,14\] needs 588/);
+  await t.rejects(
+    enc.embed({ data: new Uint8Array(2 * 3 * 4 * 4), shape: [2, 3, 4, 4] }),
+    /uint8 images must be \(N,H,W,3\) RGB/,
+  );
+  await t.rejects(
+    enc.embed({ data: new Float32Array(2 * 4 * 4 * 3), shape: [2, 4, 4, 3] }),
+    /float32 images must be \(N,3,H,W\)/,
+  );
+  await t.rejects(
+    enc.embed({ data: new Float32Array(3 * 8 * 8), shape: [1, 3, 8, 8] }),
+    /smaller than one 14 px patch/,
+  );
+  await t.rejects(
+    enc.embed({ data: new Float32Array(10), shape: [1, 3, 14, 14] }),
+    /data has 10 elements but shape \[1,3,14,14\] needs 588/,
+  );
   await t.rejects(enc.embed({ data: new Float64Array(588), shape: [1, 3, 14, 14] } as never), /got Float64Array/);
   const empty = await enc.embed({ data: new Uint8Array(0), shape: [0, 224, 224, 3] });
   t.same(empty.shape, [0, 32]);
@@ -124,22 +150,48 @@ t.test('embed command: .npy of the wrong dtype or shape fails before the model l
   const dir = t.testdir();
   const f64 = path.join(dir, 'f64.npy');
   await writeNpy(f64, { dtype: 'float64', shape: [1, 3, 14, 14], data: new Float64Array(588) });
-  const e1 = await runEmbed({ model: '/does/not/matter', input: f64, out: path.join(dir, 'y.npy'), batchSize: 4, backend: 'native' }).catch((e) => e);
+  const e1 = await runEmbed({
+    model: '/does/not/matter',
+    input: f64,
+    out: path.join(dir, 'y.npy'),
+    batchSize: 4,
+    backend: 'native',
+  }).catch((e) => e);
   t.type(e1, UserError);
-  t.match(e1.message, `${f64}: dtype float64 (1, 3, 14, 14); embed takes uint8 (N, H, W, 3) RGB or float32 (N, 3, H, W)`);
+  t.match(
+    e1.message,
+    `${f64}: dtype float64 (1, 3, 14, 14); embed takes uint8 (N, H, W, 3) RGB or float32 (N, 3, H, W)`,
+  );
   t.match(e1.message, 'astype(np.float32)');
 
   const chw = path.join(dir, 'chw.npy');
   await writeNpy(chw, { dtype: 'uint8', shape: [2, 3, 16, 16], data: new Uint8Array(2 * 3 * 256) });
-  const e2 = await runEmbed({ model: '/does/not/matter', input: chw, out: path.join(dir, 'y.npy'), batchSize: 4, backend: 'native' }).catch((e) => e);
+  const e2 = await runEmbed({
+    model: '/does/not/matter',
+    input: chw,
+    out: path.join(dir, 'y.npy'),
+    batchSize: 4,
+    backend: 'native',
+  }).catch((e) => e);
   t.match(e2.message, `${chw}: uint8 array of shape (2, 3, 16, 16); embed takes uint8 images as (N, H, W, 3) RGB`);
 
   const hwc = path.join(dir, 'hwc.npy');
   await writeNpy(hwc, { dtype: 'float32', shape: [2, 16, 16, 3], data: new Float32Array(2 * 3 * 256) });
-  const e3 = await runEmbed({ model: '/does/not/matter', input: hwc, out: path.join(dir, 'y.npy'), batchSize: 4, backend: 'native' }).catch((e) => e);
+  const e3 = await runEmbed({
+    model: '/does/not/matter',
+    input: hwc,
+    out: path.join(dir, 'y.npy'),
+    batchSize: 4,
+    backend: 'native',
+  }).catch((e) => e);
   t.match(e3.message, 'float32 array of shape (2, 16, 16, 3); embed takes float32 images as (N, 3, H, W)');
 
-  const e4 = await runEmbed({ model: modelFolder(TIMM), input: hwc, out: path.join(dir, 'features'), batchSize: 4 }).catch((e) => e);
+  const e4 = await runEmbed({
+    model: modelFolder(TIMM),
+    input: hwc,
+    out: path.join(dir, 'features'),
+    batchSize: 4,
+  }).catch((e) => e);
   t.match(e4.message, 'a .npy input writes a .npy output');
 });
 
@@ -160,7 +212,14 @@ t.test('embed command: .npy in, .npy out, equal to the reference', async (t) => 
   const fin = path.join(dir, 'xf.npy');
   const xf = caseInput('f32_280');
   await writeNpy(fin, { dtype: 'float32', shape: xf.shape, data: xf.data as Float32Array });
-  await runEmbed({ model: `preset:uni2-h:${modelFolder('timm_uni2h_like')}`, input: fin, out, batchSize: 8, device: 'cpu', backend: 'native' });
+  await runEmbed({
+    model: `preset:uni2-h:${modelFolder('timm_uni2h_like')}`,
+    input: fin,
+    out,
+    batchSize: 8,
+    device: 'cpu',
+    backend: 'native',
+  });
   const yf = await readNpy(out);
   t.ok(relativeError(yf.data as Float32Array, manifest.models.timm_uni2h_like.expected.f32_280.flat()).rel <= 1e-4);
 });
@@ -172,12 +231,21 @@ t.test('embed command: an unreadable image in a folder is skipped and listed, th
   for (const [i, cls] of ['tumour', 'stroma'].entries()) {
     mkdirSync(path.join(root, cls), { recursive: true });
     const px = Buffer.from(x.data.subarray(i * 224 * 224 * 3, (i + 1) * 224 * 224 * 3));
-    await sharp(px, { raw: { width: 224, height: 224, channels: 3 } }).png().toFile(path.join(root, cls, `img${i}.png`));
+    await sharp(px, { raw: { width: 224, height: 224, channels: 3 } })
+      .png()
+      .toFile(path.join(root, cls, `img${i}.png`));
   }
   const broken = path.join(root, 'stroma', 'broken.png');
   writeFileSync(broken, Buffer.from('not a png at all'));
   const out = path.join(base, 'features');
-  const s = await runEmbed({ model: modelFolder(TIMM), input: root, out, batchSize: 4, device: 'cpu', backend: 'native' });
+  const s = await runEmbed({
+    model: modelFolder(TIMM),
+    input: root,
+    out,
+    batchSize: 4,
+    device: 'cpu',
+    backend: 'native',
+  });
   t.equal(s.embedded, 2);
   t.equal(s.dims, 32);
   t.equal(s.skipped.length, 1);

@@ -14,22 +14,35 @@ import { caseInput, manifest, modelFolder, nativeBackend, relativeError } from '
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const BIN = (name: string) => path.join(HERE, '..', 'fixtures', 'bin', name);
-const EVIL_MARKER = 'g2l-bin-fixture-was-executed';  // tools/make_bin_fixtures.py: what the payload would touch
+const EVIL_MARKER = 'g2l-bin-fixture-was-executed'; // tools/make_bin_fixtures.py: what the payload would touch
 const { skip } = engine();
 
-const pairs = [['timm_bin', 'timm_giant_reg4_swiglu'], ['hf_bin_sharded', 'hf_dinov2_reg_swiglu']] as const;
+const pairs = [
+  ['timm_bin', 'timm_giant_reg4_swiglu'],
+  ['hf_bin_sharded', 'hf_dinov2_reg_swiglu'],
+] as const;
 
 for (const [bin, safe] of pairs) {
   t.test(`${bin}: the js backend reads the same tensors as ${safe}'s safetensors`, async (t) => {
-    const a = readModelWeights(BIN(bin)), b = readModelWeights(modelFolder(safe));
+    const a = readModelWeights(BIN(bin)),
+      b = readModelWeights(modelFolder(safe));
     t.same([...a.keys()].sort(), [...b.keys()].sort(), 'same keys');
-    const differ = [...b].filter(([k, v]) => a.get(k)!.shape.join() !== v.shape.join() || !a.get(k)!.data.every((x, i) => x === v.data[i]));
-    t.same(differ.map(([k]) => k), [], 'every tensor has the same shape and values');
+    const differ = [...b].filter(
+      ([k, v]) => a.get(k)!.shape.join() !== v.shape.join() || !a.get(k)!.data.every((x, i) => x === v.data[i]),
+    );
+    t.same(
+      differ.map(([k]) => k),
+      [],
+      'every tensor has the same shape and values',
+    );
     const model = loadJsModel(BIN(bin));
     const fx = manifest.models[safe];
     for (const caseName of ['u8_224', 'f32_168']) {
       const y = model.embed(caseInput(caseName) as never);
-      t.ok(relativeError(y.data, fx.expected[caseName].flat()).rel <= 1e-4, `${caseName}: the reference library's embedding at 1e-4`);
+      t.ok(
+        relativeError(y.data, fx.expected[caseName].flat()).rel <= 1e-4,
+        `${caseName}: the reference library's embedding at 1e-4`,
+      );
     }
   });
 
@@ -37,13 +50,22 @@ for (const [bin, safe] of pairs) {
     const backend = nativeBackend();
     const fromBin = await Encoder.load(BIN(bin), { backend, device: 'cpu' });
     const fromSafe = await Encoder.load(modelFolder(safe), { backend, device: 'cpu' });
-    t.teardown(async () => { await fromBin.dispose(); await fromSafe.dispose(); });
+    t.teardown(async () => {
+      await fromBin.dispose();
+      await fromSafe.dispose();
+    });
     t.equal(fromBin.info.parameters, fromSafe.info.parameters);
     for (const caseName of ['u8_224', 'f32_168']) {
       const x = await fromBin.embed(caseInput(caseName));
       const y = await fromSafe.embed(caseInput(caseName));
-      t.ok(x.data.every((v, i) => v === y.data[i]), `${caseName}: equal outputs`);
-      t.ok(relativeError(x.data, manifest.models[safe].expected[caseName].flat()).rel <= 1e-4, `${caseName}: reference at 1e-4`);
+      t.ok(
+        x.data.every((v, i) => v === y.data[i]),
+        `${caseName}: equal outputs`,
+      );
+      t.ok(
+        relativeError(x.data, manifest.models[safe].expected[caseName].flat()).rel <= 1e-4,
+        `${caseName}: reference at 1e-4`,
+      );
     }
   });
 }
@@ -51,14 +73,21 @@ for (const [bin, safe] of pairs) {
 t.test('a .bin whose pickle would run a command is refused on both backends, and nothing runs', async (t) => {
   const dir = t.testdir();
   const cwd = process.cwd();
-  process.chdir(dir);  // the payload would touch its marker in the working directory
+  process.chdir(dir); // the payload would touch its marker in the working directory
   t.teardown(() => process.chdir(cwd));
   for (const name of ['evil_global', 'evil_stack_global']) {
     const file = path.join(BIN(name), 'pytorch_model.bin');
-    const refusal = new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: its pickle names the global posix\\.system; refused without running anything`);
+    const refusal = new RegExp(
+      `${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: its pickle names the global posix\\.system; refused without running anything`,
+    );
     t.throws(() => readModelWeights(BIN(name)), refusal, `${name}: js refuses, naming the file and the global`);
     await t.rejects(Encoder.load(BIN(name), { backend: 'js' }), refusal, `${name}: js Encoder refuses`);
-    if (!skip) await t.rejects(Encoder.load(BIN(name), { backend: nativeBackend(), device: 'cpu' }), refusal, `${name}: the engine refuses`);
+    if (!skip)
+      await t.rejects(
+        Encoder.load(BIN(name), { backend: nativeBackend(), device: 'cpu' }),
+        refusal,
+        `${name}: the engine refuses`,
+      );
   }
   t.notOk(existsSync(path.join(dir, EVIL_MARKER)), 'the payload never ran');
   t.notOk(existsSync(path.join(cwd, EVIL_MARKER)), 'the payload never ran (repository root)');

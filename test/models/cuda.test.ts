@@ -21,7 +21,10 @@ if (!info.cudaAvailable) {
         for (const [caseName, expected] of Object.entries(fx.expected)) {
           const y = await enc.embed(caseInput(caseName));
           const err = relativeError(y.data, expected.flat());
-          t.ok(err.rel <= bounds[dtype], `${dtype} ${caseName}: relative error ${err.rel.toExponential(2)} <= ${bounds[dtype]}`);
+          t.ok(
+            err.rel <= bounds[dtype],
+            `${dtype} ${caseName}: relative error ${err.rel.toExponential(2)} <= ${bounds[dtype]}`,
+          );
         }
         await enc.dispose();
       }

@@ -35,7 +35,11 @@ function tmp(t: Test): string {
 }
 
 /** A copy of a fixture folder with config.json edited by `edit`. */
-function withConfig(t: Test, name: string, edit: (cfg: Record<string, unknown> & { model_args: Record<string, unknown> }) => void): string {
+function withConfig(
+  t: Test,
+  name: string,
+  edit: (cfg: Record<string, unknown> & { model_args: Record<string, unknown> }) => void,
+): string {
   const dir = path.join(tmp(t), name);
   cpSync(modelFolder(name), dir, { recursive: true });
   const cfg = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8'));
@@ -48,7 +52,10 @@ function checkCase(t: Test, y: Float32Tensor, expected: number[][], what: string
   const flat = expected.flat();
   t.same(y.shape, [expected.length, expected[0].length], `${what}: shape`);
   if (flat.every((v) => v === 0)) {
-    t.ok(Array.from(y.data).every((v) => v === 0), `${what}: all zero, as the reference`);
+    t.ok(
+      Array.from(y.data).every((v) => v === 0),
+      `${what}: all zero, as the reference`,
+    );
     return;
   }
   const err = relativeError(y.data, flat);
@@ -67,29 +74,57 @@ for (const [name, cases] of Object.entries(drop.models)) {
       checkCase(t, await model.embedTrain(input, 8, { [key]: 1 } as StudentDrop), expected, `${key} 1, another seed`);
     }
     // Rates 0: the training forward is the eval forward, bit for bit; and eval is untouched by the calls above.
-    t.same(Array.from((await model.embedTrain(input, 7, {})).data), Array.from(evalOut.data), 'all rates 0: train == eval');
-    t.same(Array.from((await model.embed(input)).data), Array.from(evalOut.data), 'eval after training forwards: unchanged');
+    t.same(
+      Array.from((await model.embedTrain(input, 7, {})).data),
+      Array.from(evalOut.data),
+      'all rates 0: train == eval',
+    );
+    t.same(
+      Array.from((await model.embed(input)).data),
+      Array.from(evalOut.data),
+      'eval after training forwards: unchanged',
+    );
   });
 }
 
 t.test('rates read from config.json (not silently zero); eval unchanged by them', async (t) => {
-  const timmDir = withConfig(t, 'timm_large_gelu', (c) => { c.model_args.drop_path_rate = 1; });
-  const hfDir = withConfig(t, 'hf_dinov2_reg_swiglu', (c) => { c.hidden_dropout_prob = 1; });
-  for (const [dir, name, key] of [[timmDir, 'timm_large_gelu', 'dropPath'], [hfDir, 'hf_dinov2_reg_swiglu', 'hiddenDrop']] as const) {
+  const timmDir = withConfig(t, 'timm_large_gelu', (c) => {
+    c.model_args.drop_path_rate = 1;
+  });
+  const hfDir = withConfig(t, 'hf_dinov2_reg_swiglu', (c) => {
+    c.hidden_dropout_prob = 1;
+  });
+  for (const [dir, name, key] of [
+    [timmDir, 'timm_large_gelu', 'dropPath'],
+    [hfDir, 'hf_dinov2_reg_swiglu', 'hiddenDrop'],
+  ] as const) {
     const withRates = await load(dir);
     const plain = await load(modelFolder(name));
     t.teardown(() => Promise.all([withRates.dispose(), plain.dispose()]));
-    checkCase(t, await withRates.embedTrain(input, 3, {}), drop.models[name][key], `${name}: ${key} 1 from config.json`);
+    checkCase(
+      t,
+      await withRates.embedTrain(input, 3, {}),
+      drop.models[name][key],
+      `${name}: ${key} 1 from config.json`,
+    );
     // An explicit override replaces the config's value.
-    t.same(Array.from((await withRates.embedTrain(input, 3, { [key]: 0 } as StudentDrop)).data),
-      Array.from((await plain.embed(input)).data), `${name}: override ${key} 0 replaces the config's 1`);
-    t.same(Array.from((await withRates.embed(input)).data), Array.from((await plain.embed(input)).data),
-      `${name}: eval with non-zero rates in config.json is bitwise the eval without`);
+    t.same(
+      Array.from((await withRates.embedTrain(input, 3, { [key]: 0 } as StudentDrop)).data),
+      Array.from((await plain.embed(input)).data),
+      `${name}: override ${key} 0 replaces the config's 1`,
+    );
+    t.same(
+      Array.from((await withRates.embed(input)).data),
+      Array.from((await plain.embed(input)).data),
+      `${name}: eval with non-zero rates in config.json is bitwise the eval without`,
+    );
   }
 });
 
 t.test('refusals: patch drop, a rate of the other library, out of range', async (t) => {
-  const patch = withConfig(t, 'timm_large_gelu', (c) => { c.model_args.patch_drop_rate = 0.25; });
+  const patch = withConfig(t, 'timm_large_gelu', (c) => {
+    c.model_args.patch_drop_rate = 0.25;
+  });
   const m = await load(patch);
   t.teardown(() => m.dispose());
   await t.rejects(m.embedTrain(input, 0, {}), /patch_drop_rate 0\.25.*PatchDropout.*not supported/);
@@ -100,22 +135,30 @@ t.test('refusals: patch drop, a rate of the other library, out of range', async 
   await t.rejects(hf.embedTrain(input, 0, { projDrop: 0.1 }), /studentDrop\.projDrop is not a rate of a transformers/);
   await t.rejects(timm.embedTrain(input, 0, { hiddenDrop: 0.1 }), /studentDrop\.hiddenDrop is not a rate of a timm/);
   await t.rejects(timm.embedTrain(input, 0, { dropPath: 1.5 }), /must be a rate in \[0, 1\]/);
-  const bad = withConfig(t, 'hf_dinov2_gelu', (c) => { c.attention_probs_dropout_prob = -0.1; });
+  const bad = withConfig(t, 'hf_dinov2_gelu', (c) => {
+    c.attention_probs_dropout_prob = -0.1;
+  });
   await t.rejects(load(bad), /attention_probs_dropout_prob' must be a rate in \[0, 1\]/);
 });
 
 /** Binomial bound: |k/n - p| <= 4.5 sigma (a fixed-seed test that can fail only when the rate is wrong). */
 function withinBinomial(t: Test, k: number, n: number, p: number, what: string): void {
   const sigma = Math.sqrt((p * (1 - p)) / n);
-  t.ok(Math.abs(k / n - p) <= 4.5 * sigma, `${what}: ${k} of ${n} = ${(k / n).toFixed(4)}, expected ${p} +- ${(4.5 * sigma).toFixed(4)}`);
+  t.ok(
+    Math.abs(k / n - p) <= 4.5 * sigma,
+    `${what}: ${k} of ${n} = ${(k / n).toFixed(4)}, expected ${p} +- ${(4.5 * sigma).toFixed(4)}`,
+  );
 }
 
 t.test('dropout at 0.3 (timm head drop): elements kept at rate 0.7, survivors scaled by exactly 1/0.7', async (t) => {
   const model = await load(modelFolder('timm_large_gelu'));
   t.teardown(() => model.dispose());
   const z = (await model.embed(input)).data;
-  const p = 0.3, scale = Math.fround(1 / (1 - p));
-  let dropped = 0, n = 0, badScale = 0;
+  const p = 0.3,
+    scale = Math.fround(1 / (1 - p));
+  let dropped = 0,
+    n = 0,
+    badScale = 0;
   const seen = new Set<string>();
   for (let seed = 0; seed < 60; seed++) {
     const y = (await model.embedTrain(input, seed, { headDrop: p })).data;
@@ -129,47 +172,60 @@ t.test('dropout at 0.3 (timm head drop): elements kept at rate 0.7, survivors sc
   withinBinomial(t, dropped, n, p, 'dropped fraction');
   t.equal(badScale, 0, 'every survivor is the eval value times float32(1/0.7), bit for bit');
   t.equal(seen.size, 60, 'different seeds draw different masks');
-  t.same(Array.from((await model.embedTrain(input, 5, { headDrop: p })).data),
-    Array.from((await model.embedTrain(input, 5, { headDrop: p })).data), 'the same seed draws the same masks');
+  t.same(
+    Array.from((await model.embedTrain(input, 5, { headDrop: p })).data),
+    Array.from((await model.embedTrain(input, 5, { headDrop: p })).data),
+    'the same seed draws the same masks',
+  );
 });
 
-t.test('drop path at 0.5 (timm, depth 2: block 1 at 0.5): per-sample branches, survivors scaled by 1/keep', async (t) => {
-  // timm_giant_reg4_swiglu has LayerScale: a copy with block 1's ls1 and ls2 doubled (written by the js backend)
-  // computes in eval mode what block 1 computes with both branches kept and scaled by 1/keep = 2.
-  const name = 'timm_giant_reg4_swiglu';
-  const js = loadJsModel(modelFolder(name));
-  for (const key of ['blocks.1.ls1.gamma', 'blocks.1.ls2.gamma']) {
-    const g = js.vit.weights.get(key)!.data;
-    for (let i = 0; i < g.length; i++) g[i] *= 2;
-  }
-  const scaledDir = path.join(tmp(t), 'scaled');
-  await js.exportTo(scaledDir);
-  const model = await load(modelFolder(name));
-  const scaled = await load(scaledDir);
-  t.teardown(() => Promise.all([model.dispose(), scaled.dispose()]));
-  const bothKept = (await scaled.embed(input)).data;
-  const bothDropped = drop.models[name].dropPath.flat();
-  const D = bothDropped.length / 2;
-  const close = (y: Float32Array, b: number, ref: ArrayLike<number>) => {
-    let m = 0, r = 0;
-    for (let d = 0; d < D; d++) { m = Math.max(m, Math.abs(y[b * D + d] - ref[b * D + d])); r = Math.max(r, Math.abs(ref[b * D + d])); }
-    return m <= TOLERANCE * r;
-  };
-  let kept = 0, droppedBoth = 0, other = 0, n = 0;
-  for (let seed = 0; seed < 400; seed++) {
-    const y = (await model.embedTrain(input, seed, { dropPath: 0.5 })).data;
-    for (let b = 0; b < 2; b++) {
-      n += 1;
-      if (close(y, b, bothKept)) kept += 1;
-      else if (close(y, b, bothDropped)) droppedBoth += 1;
-      else other += 1;
+t.test(
+  'drop path at 0.5 (timm, depth 2: block 1 at 0.5): per-sample branches, survivors scaled by 1/keep',
+  async (t) => {
+    // timm_giant_reg4_swiglu has LayerScale: a copy with block 1's ls1 and ls2 doubled (written by the js backend)
+    // computes in eval mode what block 1 computes with both branches kept and scaled by 1/keep = 2.
+    const name = 'timm_giant_reg4_swiglu';
+    const js = loadJsModel(modelFolder(name));
+    for (const key of ['blocks.1.ls1.gamma', 'blocks.1.ls2.gamma']) {
+      const g = js.vit.weights.get(key)!.data;
+      for (let i = 0; i < g.length; i++) g[i] *= 2;
     }
-  }
-  // Two independent branches at 0.5: both kept 1/4, both dropped 1/4, one of each 1/2.
-  withinBinomial(t, kept, n, 0.25, 'both branches kept (and scaled by 2)');
-  withinBinomial(t, droppedBoth, n, 0.25, 'both branches dropped');
-  withinBinomial(t, other, n, 0.5, 'one branch kept');
-});
+    const scaledDir = path.join(tmp(t), 'scaled');
+    await js.exportTo(scaledDir);
+    const model = await load(modelFolder(name));
+    const scaled = await load(scaledDir);
+    t.teardown(() => Promise.all([model.dispose(), scaled.dispose()]));
+    const bothKept = (await scaled.embed(input)).data;
+    const bothDropped = drop.models[name].dropPath.flat();
+    const D = bothDropped.length / 2;
+    const close = (y: Float32Array, b: number, ref: ArrayLike<number>) => {
+      let m = 0,
+        r = 0;
+      for (let d = 0; d < D; d++) {
+        m = Math.max(m, Math.abs(y[b * D + d] - ref[b * D + d]));
+        r = Math.max(r, Math.abs(ref[b * D + d]));
+      }
+      return m <= TOLERANCE * r;
+    };
+    let kept = 0,
+      droppedBoth = 0,
+      other = 0,
+      n = 0;
+    for (let seed = 0; seed < 400; seed++) {
+      const y = (await model.embedTrain(input, seed, { dropPath: 0.5 })).data;
+      for (let b = 0; b < 2; b++) {
+        n += 1;
+        if (close(y, b, bothKept)) kept += 1;
+        else if (close(y, b, bothDropped)) droppedBoth += 1;
+        else other += 1;
+      }
+    }
+    // Two independent branches at 0.5: both kept 1/4, both dropped 1/4, one of each 1/2.
+    withinBinomial(t, kept, n, 0.25, 'both branches kept (and scaled by 2)');
+    withinBinomial(t, droppedBoth, n, 0.25, 'both branches dropped');
+    withinBinomial(t, other, n, 0.5, 'one branch kept');
+  },
+);
 
 t.test('transformers drop path at 0.5: the same rate in every layer (not linear), per sample', async (t) => {
   // hf_dinov2_gelu, depth 2: four branches at 0.5 each; all four dropped with probability 1/16 (timm's linear
@@ -178,7 +234,8 @@ t.test('transformers drop path at 0.5: the same rate in every layer (not linear)
   t.teardown(() => model.dispose());
   const allDropped = drop.models.hf_dinov2_gelu.dropPath.flat();
   const D = allDropped.length / 2;
-  let hits = 0, n = 0;
+  let hits = 0,
+    n = 0;
   for (let seed = 0; seed < 800; seed++) {
     const y = (await model.embedTrain(input, seed, { dropPath: 0.5 })).data;
     for (let b = 0; b < 2; b++) {
@@ -204,64 +261,106 @@ t.test('attention dropout at 0.5: train outputs differ from eval, finite, seeded
   t.ok(a.every(Number.isFinite), 'finite');
 });
 
-t.test('native Distiller: studentDrop reported, changes steps, seeded per step; features and the teacher never drop', async (t) => {
-  const { Distiller } = await import('../../lib/distill/distiller.js');
-  const { syntheticTile } = await import('../../lib/distill/tiles.js');
-  const tileBatch = (b: number, seed: number) => {
-    const n = 256 * 256 * 3;
-    const data = new Uint8Array(b * n);
-    for (let i = 0; i < b; i++) syntheticTile(seed * 1000 + i, 256, data, i * n);
-    return { data, shape: [b, 256, 256, 3] };
-  };
-  const config = {
-    teacher: modelFolder('timm_giant_reg4_swiglu'), student: modelFolder('timm_large_gelu'), totalSteps: 4, lr: 1e-3,
-    seed: 5, backend: 'native' as const,
-  };
-  const rates = { dropPath: 0.5, attnDrop: 0.2, projDrop: 0.2, posDrop: 0.1, headDrop: 0.1 };
-  const plain = await Distiller.create(config);
-  const a = await Distiller.create({ ...config, studentDrop: rates });
-  const b = await Distiller.create({ ...config, studentDrop: rates });
-  t.same(a.info().studentDrop, rates, 'info reports the effective rates');
-  t.same(plain.info().studentDrop, { dropPath: 0, attnDrop: 0, projDrop: 0, posDrop: 0, headDrop: 0 });
-  const probe = tileBatch(2, 99);
-  t.same(Array.from((await a.features(probe, 'student')).data), Array.from((await plain.features(probe, 'student')).data),
-    'features before training: the same as without rates (no dropout in features)');
-  const la: number[] = [], lb: number[] = [], lp: number[] = [];
-  for (let s = 0; s < 3; s++) {
-    const batch = tileBatch(4, s);
-    la.push((await a.step(batch)).loss);
-    lb.push((await b.step(batch)).loss);
-    lp.push((await plain.step(batch)).loss);
-  }
-  t.same(la, lb, 'the same seed draws the same masks, step by step');
-  t.ok(la.every((l, i) => l !== lp[i]), 'non-zero rates change every step (not silently zero)');
-  t.same(Array.from((await a.features(probe, 'teacher')).data), Array.from((await plain.features(probe, 'teacher')).data),
-    'the teacher is untouched');
-  t.same(Array.from((await a.features(probe, 'student')).data), Array.from((await a.features(probe, 'student')).data),
-    'features are deterministic');
-  await t.rejects(Distiller.create({ ...config, studentDrop: { hiddenDrop: 0.1 } }), /studentDrop\.hiddenDrop is not a rate of a timm/);
-});
+t.test(
+  'native Distiller: studentDrop reported, changes steps, seeded per step; features and the teacher never drop',
+  async (t) => {
+    const { Distiller } = await import('../../lib/distill/distiller.js');
+    const { syntheticTile } = await import('../../lib/distill/tiles.js');
+    const tileBatch = (b: number, seed: number) => {
+      const n = 256 * 256 * 3;
+      const data = new Uint8Array(b * n);
+      for (let i = 0; i < b; i++) syntheticTile(seed * 1000 + i, 256, data, i * n);
+      return { data, shape: [b, 256, 256, 3] };
+    };
+    const config = {
+      teacher: modelFolder('timm_giant_reg4_swiglu'),
+      student: modelFolder('timm_large_gelu'),
+      totalSteps: 4,
+      lr: 1e-3,
+      seed: 5,
+      backend: 'native' as const,
+    };
+    const rates = { dropPath: 0.5, attnDrop: 0.2, projDrop: 0.2, posDrop: 0.1, headDrop: 0.1 };
+    const plain = await Distiller.create(config);
+    const a = await Distiller.create({ ...config, studentDrop: rates });
+    const b = await Distiller.create({ ...config, studentDrop: rates });
+    t.same(a.info().studentDrop, rates, 'info reports the effective rates');
+    t.same(plain.info().studentDrop, { dropPath: 0, attnDrop: 0, projDrop: 0, posDrop: 0, headDrop: 0 });
+    const probe = tileBatch(2, 99);
+    t.same(
+      Array.from((await a.features(probe, 'student')).data),
+      Array.from((await plain.features(probe, 'student')).data),
+      'features before training: the same as without rates (no dropout in features)',
+    );
+    const la: number[] = [],
+      lb: number[] = [],
+      lp: number[] = [];
+    for (let s = 0; s < 3; s++) {
+      const batch = tileBatch(4, s);
+      la.push((await a.step(batch)).loss);
+      lb.push((await b.step(batch)).loss);
+      lp.push((await plain.step(batch)).loss);
+    }
+    t.same(la, lb, 'the same seed draws the same masks, step by step');
+    t.ok(
+      la.every((l, i) => l !== lp[i]),
+      'non-zero rates change every step (not silently zero)',
+    );
+    t.same(
+      Array.from((await a.features(probe, 'teacher')).data),
+      Array.from((await plain.features(probe, 'teacher')).data),
+      'the teacher is untouched',
+    );
+    t.same(
+      Array.from((await a.features(probe, 'student')).data),
+      Array.from((await a.features(probe, 'student')).data),
+      'features are deterministic',
+    );
+    await t.rejects(
+      Distiller.create({ ...config, studentDrop: { hiddenDrop: 0.1 } }),
+      /studentDrop\.hiddenDrop is not a rate of a timm/,
+    );
+  },
+);
 
-t.test("native Distiller: rates in the teacher's config.json never apply (its steps and features are those of the plain teacher)", async (t) => {
-  const { Distiller } = await import('../../lib/distill/distiller.js');
-  const { syntheticTile } = await import('../../lib/distill/tiles.js');
-  const tileBatch = (b: number, seed: number) => {
-    const n = 256 * 256 * 3;
-    const data = new Uint8Array(b * n);
-    for (let i = 0; i < b; i++) syntheticTile(seed * 7000 + i, 256, data, i * n);
-    return { data, shape: [b, 256, 256, 3] };
-  };
-  const teacherWithRates = withConfig(t, 'timm_giant_reg4_swiglu', (c) => {
-    Object.assign(c.model_args, { drop_path_rate: 1, attn_drop_rate: 0.5, proj_drop_rate: 0.5, pos_drop_rate: 0.5, drop_rate: 0.5 });
-  });
-  const config = { student: modelFolder('hf_dinov2_gelu'), totalSteps: 3, lr: 1e-3, seed: 1, backend: 'native' as const };
-  const plain = await Distiller.create({ ...config, teacher: modelFolder('timm_giant_reg4_swiglu') });
-  const rated = await Distiller.create({ ...config, teacher: teacherWithRates });
-  for (let s = 0; s < 2; s++) {
-    const batch = tileBatch(4, s);
-    t.equal((await rated.step(batch)).loss, (await plain.step(batch)).loss, `step ${s}: the same loss`);
-  }
-  const probe = tileBatch(2, 5);
-  t.same(Array.from((await rated.features(probe, 'teacher')).data), Array.from((await plain.features(probe, 'teacher')).data),
-    'the same teacher features');
-});
+t.test(
+  "native Distiller: rates in the teacher's config.json never apply (its steps and features are those of the plain teacher)",
+  async (t) => {
+    const { Distiller } = await import('../../lib/distill/distiller.js');
+    const { syntheticTile } = await import('../../lib/distill/tiles.js');
+    const tileBatch = (b: number, seed: number) => {
+      const n = 256 * 256 * 3;
+      const data = new Uint8Array(b * n);
+      for (let i = 0; i < b; i++) syntheticTile(seed * 7000 + i, 256, data, i * n);
+      return { data, shape: [b, 256, 256, 3] };
+    };
+    const teacherWithRates = withConfig(t, 'timm_giant_reg4_swiglu', (c) => {
+      Object.assign(c.model_args, {
+        drop_path_rate: 1,
+        attn_drop_rate: 0.5,
+        proj_drop_rate: 0.5,
+        pos_drop_rate: 0.5,
+        drop_rate: 0.5,
+      });
+    });
+    const config = {
+      student: modelFolder('hf_dinov2_gelu'),
+      totalSteps: 3,
+      lr: 1e-3,
+      seed: 1,
+      backend: 'native' as const,
+    };
+    const plain = await Distiller.create({ ...config, teacher: modelFolder('timm_giant_reg4_swiglu') });
+    const rated = await Distiller.create({ ...config, teacher: teacherWithRates });
+    for (let s = 0; s < 2; s++) {
+      const batch = tileBatch(4, s);
+      t.equal((await rated.step(batch)).loss, (await plain.step(batch)).loss, `step ${s}: the same loss`);
+    }
+    const probe = tileBatch(2, 5);
+    t.same(
+      Array.from((await rated.features(probe, 'teacher')).data),
+      Array.from((await plain.features(probe, 'teacher')).data),
+      'the same teacher features',
+    );
+  },
+);

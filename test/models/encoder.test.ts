@@ -50,7 +50,14 @@ t.test('concurrent calls are batched by kind and size, and each caller gets its 
     enc.embed(x224),
     enc.embed(slice(x168, 1)),
   ]);
-  t.same(calls, [{ n: 4, kind: 'u8:224' }, { n: 2, kind: 'u8:168' }], 'one forward pass per input size');
+  t.same(
+    calls,
+    [
+      { n: 4, kind: 'u8:224' },
+      { n: 2, kind: 'u8:168' },
+    ],
+    'one forward pass per input size',
+  );
   const check = (y: { data: Float32Array; shape: number[] }, rows: number[][], what: string) => {
     t.same(y.shape, [rows.length, 32], `${what} shape`);
     t.ok(relativeError(y.data, rows.flat()).rel <= 1e-4, what);
@@ -70,9 +77,12 @@ t.test('a call larger than the batch size is cut into batches', async (t) => {
   const f = caseInput('f32_280') as { data: Float32Array; shape: number[] };
   const per = f.data.length / 2;
   const data = new Float32Array(5 * per);
-  for (let i = 0; i < 5; i++) data.set(f.data.subarray((i % 2) * per, (i % 2 + 1) * per), i * per);
+  for (let i = 0; i < 5; i++) data.set(f.data.subarray((i % 2) * per, ((i % 2) + 1) * per), i * per);
   const y = await enc.embed({ data, shape: [5, ...f.shape.slice(1)] });
-  t.same(calls.map((c) => c.n), [2, 2, 1]);
+  t.same(
+    calls.map((c) => c.n),
+    [2, 2, 1],
+  );
   const exp = manifest.models[TIMM].expected.f32_280;
   t.ok(relativeError(y.data, [0, 1, 2, 3, 4].map((i) => exp[i % 2]).flat()).rel <= 1e-4);
 });
@@ -93,9 +103,19 @@ t.test('export writes the folder layout back: config unchanged, weights reload t
     const enc = await Encoder.load(modelFolder(name), { backend: native, device: 'cpu' });
     const out = path.join(base, name);
     await enc.exportTo(out);
-    t.equal(readFileSync(path.join(out, 'config.json'), 'utf8'), readFileSync(path.join(modelFolder(name), 'config.json'), 'utf8'), `${name}: config.json unchanged`);
-    t.same(readdirSync(out).filter((f) => !f.startsWith('.')).sort(),
-      manifest.models[name].layout === 'hf' ? ['config.json', 'model.safetensors', 'preprocessor_config.json'] : ['config.json', 'model.safetensors']);
+    t.equal(
+      readFileSync(path.join(out, 'config.json'), 'utf8'),
+      readFileSync(path.join(modelFolder(name), 'config.json'), 'utf8'),
+      `${name}: config.json unchanged`,
+    );
+    t.same(
+      readdirSync(out)
+        .filter((f) => !f.startsWith('.'))
+        .sort(),
+      manifest.models[name].layout === 'hf'
+        ? ['config.json', 'model.safetensors', 'preprocessor_config.json']
+        : ['config.json', 'model.safetensors'],
+    );
     const again = await Encoder.load(out, { backend: native, device: 'cpu' });
     for (const c of ['u8_224', 'f32_168']) {
       const a = await enc.embed(caseInput(c));
@@ -132,12 +152,18 @@ for name in ['timm_uni2h_like', 'hf_dinov2_reg_swiglu', 'timm_large_gelu']:
         out[name] = f(v).tolist()
 print(json.dumps(out))
 `;
-  const r = spawnSync(python, ['-c', script, base, path.join(ROOT, 'test', 'fixtures', 'models')], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  const r = spawnSync(python, ['-c', script, base, path.join(ROOT, 'test', 'fixtures', 'models')], {
+    encoding: 'utf8',
+    maxBuffer: 1 << 24,
+  });
   t.equal(r.status, 0, `python ran: ${r.stderr.slice(-400)}`);
   if (r.status !== 0) return;
   const got = JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, number[][]>;
   for (const [name, rows] of Object.entries(got)) {
     const err = relativeError(rows.flat(), manifest.models[name].expected.f32_280.flat());
-    t.ok(err.rel <= 1e-4, `${name}: the reference library reads the export (relative error ${err.rel.toExponential(2)})`);
+    t.ok(
+      err.rel <= 1e-4,
+      `${name}: the reference library reads the export (relative error ${err.rel.toExponential(2)})`,
+    );
   }
 });

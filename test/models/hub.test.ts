@@ -35,7 +35,10 @@ t.test('resolution: refs, commits and their prefixes, the cache variables in ord
   t.equal(resolveHfModel('hf:acme/tiny-vit@0123456', env), snap, 'a commit prefix');
   t.equal(hfCacheCandidates({ HF_HUB_CACHE: '/a', HF_HOME: '/b' })[0], '/a', 'HF_HUB_CACHE first');
   t.equal(hfCacheCandidates({ HF_HUB_CACHE: '/a', HF_HOME: '/b' })[1], '/b/hub');
-  t.throws(() => resolveHfModel('hf:acme/missing', env), /hf:acme\/missing is not in a Hugging Face cache on this machine \(nothing is downloaded\): looked in .*models--acme--missing \(absent\)/);
+  t.throws(
+    () => resolveHfModel('hf:acme/missing', env),
+    /hf:acme\/missing is not in a Hugging Face cache on this machine \(nothing is downloaded\): looked in .*models--acme--missing \(absent\)/,
+  );
   t.throws(() => resolveHfModel('hf:acme/tiny-vit@v2', env), /no refs\/v2 and no such snapshot/);
   t.throws(() => resolveHfModel('hf:no-slash', env), /expected hf:<org>\/<name>/);
 });
@@ -56,19 +59,48 @@ t.test('embed --model hf:... and distill --student hf:... use the cached folder'
   const npy = path.join(root, 'x.npy');
   const { writeNpy } = await import('../../lib/io/npy.js');
   await writeNpy(npy, { dtype: 'uint8', shape: [2, 224, 224, 3], data: new Uint8Array(2 * 224 * 224 * 3).fill(128) });
-  const viaHub = await runCli(['embed', '--model', 'hf:acme/tiny-vit', '--input', npy, '--out', path.join(root, 'a.npy')], { env });
+  const viaHub = await runCli(
+    ['embed', '--model', 'hf:acme/tiny-vit', '--input', npy, '--out', path.join(root, 'a.npy')],
+    { env },
+  );
   t.equal(viaHub.code, 0, viaHub.stderr);
-  const direct = await runCli(['embed', '--model', FIXTURE, '--input', npy, '--out', path.join(root, 'b.npy')], { env });
+  const direct = await runCli(['embed', '--model', FIXTURE, '--input', npy, '--out', path.join(root, 'b.npy')], {
+    env,
+  });
   t.equal(direct.code, 0, direct.stderr);
   const { readNpy } = await import('../../lib/io/npy.js');
-  t.same(Array.from((await readNpy(path.join(root, 'a.npy'))).data as Float32Array), Array.from((await readNpy(path.join(root, 'b.npy'))).data as Float32Array), 'the same embeddings');
+  t.same(
+    Array.from((await readNpy(path.join(root, 'a.npy'))).data as Float32Array),
+    Array.from((await readNpy(path.join(root, 'b.npy'))).data as Float32Array),
+    'the same embeddings',
+  );
   const run = path.join(root, 'run');
-  const d = await runCli(['distill', '--teacher', path.join(ROOT, 'test/fixtures/models/timm_giant_reg4_swiglu'), '--student', 'hf:acme/tiny-vit',
-    '--slides', 'synthetic:16', '--steps', '1', '--batch-size', '4', '--out', run, '--no-progress'], { env });
+  const d = await runCli(
+    [
+      'distill',
+      '--teacher',
+      path.join(ROOT, 'test/fixtures/models/timm_giant_reg4_swiglu'),
+      '--student',
+      'hf:acme/tiny-vit',
+      '--slides',
+      'synthetic:16',
+      '--steps',
+      '1',
+      '--batch-size',
+      '4',
+      '--out',
+      run,
+      '--no-progress',
+    ],
+    { env },
+  );
   t.equal(d.code, 0, d.stderr);
   const cfg = JSON.parse((await import('node:fs')).readFileSync(path.join(run, 'config.json'), 'utf8'));
   t.equal(cfg.student, snap, 'config.json records the snapshot folder (its commit) the run used');
-  const missing = await runCli(['embed', '--model', 'hf:acme/absent', '--input', npy, '--out', path.join(root, 'c.npy')], { env });
+  const missing = await runCli(
+    ['embed', '--model', 'hf:acme/absent', '--input', npy, '--out', path.join(root, 'c.npy')],
+    { env },
+  );
   t.equal(missing.code, 2);
   t.match(missing.stderr, /hf:acme\/absent is not in a Hugging Face cache/);
 });

@@ -13,8 +13,16 @@ const { skip, addon } = engine();
 
 t.test('the engine describes exactly what the registry resolved, for every fixture and preset', { skip }, async (t) => {
   const cases: [string, string][] = [
-    ...['timm_giant_reg4_swiglu', 'timm_large_gelu', 'timm_uni2h_like', 'hf_dinov2_gelu', 'hf_dinov2_reg_swiglu'].map((f): [string, string] => [modelFolder(f), '']),
-    ['', 'h-optimus-0'], ['', 'hibou-l'], ['', 'uni2-h'], ['', 'virchow2'], ['', 'h0-mini'], ['', 'phikon_v2'], ['', 'gigapath'],
+    ...['timm_giant_reg4_swiglu', 'timm_large_gelu', 'timm_uni2h_like', 'hf_dinov2_gelu', 'hf_dinov2_reg_swiglu'].map(
+      (f): [string, string] => [modelFolder(f), ''],
+    ),
+    ['', 'h-optimus-0'],
+    ['', 'hibou-l'],
+    ['', 'uni2-h'],
+    ['', 'virchow2'],
+    ['', 'h0-mini'],
+    ['', 'phikon_v2'],
+    ['', 'gigapath'],
   ];
   for (const [folder, preset] of cases) {
     const native = await nativeBackend().describeModel({ folder: folder || undefined, preset: preset || undefined });
@@ -24,23 +32,38 @@ t.test('the engine describes exactly what the registry resolved, for every fixtu
   }
 });
 
-t.test('every field of the spec is required; an inconsistent spec is refused before anything is built', { skip }, async (t) => {
-  const spec = nativeModelSpec(resolveVitSpec(modelFolder('timm_giant_reg4_swiglu')));
-  for (const key of ['embedDim', 'pool', 'mean', 'drop', 'configJson'] as const) {
-    const partial: Record<string, unknown> = { ...spec };
-    delete partial[key];
-    await t.rejects(async () => addon.describeModel(partial), new RegExp(`spec\\.${key} is missing`), `${key} missing: named`);
-  }
-  await t.rejects(addon.describeModel({ ...spec, pool: 'max' }), /pool 'max' is not one of cls, mean, cls\+mean/);
-  await t.rejects(addon.describeModel({ ...spec, numHeads: 5 }), /embedding dim 32 is not divisible by 5 heads/);
-  await t.rejects(addon.describeModel({ ...spec, mlp: 'swiglu_hf' }), /mlp 'swiglu_hf' is not one of gelu, swiglu_packed/);
-  await t.rejects(addon.describeModel({ ...spec, drop: { ...spec.drop, dropPath: 2 } }), /rate is outside \[0, 1\]/);
-  await t.rejects(addon.describeModel({ ...spec, configJson: '' }), /config_json is empty/);
-});
+t.test(
+  'every field of the spec is required; an inconsistent spec is refused before anything is built',
+  { skip },
+  async (t) => {
+    const spec = nativeModelSpec(resolveVitSpec(modelFolder('timm_giant_reg4_swiglu')));
+    for (const key of ['embedDim', 'pool', 'mean', 'drop', 'configJson'] as const) {
+      const partial: Record<string, unknown> = { ...spec };
+      delete partial[key];
+      await t.rejects(
+        async () => addon.describeModel(partial),
+        new RegExp(`spec\\.${key} is missing`),
+        `${key} missing: named`,
+      );
+    }
+    await t.rejects(addon.describeModel({ ...spec, pool: 'max' }), /pool 'max' is not one of cls, mean, cls\+mean/);
+    await t.rejects(addon.describeModel({ ...spec, numHeads: 5 }), /embedding dim 32 is not divisible by 5 heads/);
+    await t.rejects(
+      addon.describeModel({ ...spec, mlp: 'swiglu_hf' }),
+      /mlp 'swiglu_hf' is not one of gelu, swiglu_packed/,
+    );
+    await t.rejects(addon.describeModel({ ...spec, drop: { ...spec.drop, dropPath: 2 } }), /rate is outside \[0, 1\]/);
+    await t.rejects(addon.describeModel({ ...spec, configJson: '' }), /config_json is empty/);
+  },
+);
 
-t.test('export writes the registry\'s config.json on both backends', { skip }, async (t) => {
+t.test("export writes the registry's config.json on both backends", { skip }, async (t) => {
   const dir = t.testdir();
-  for (const [folder, preset, pool] of [[modelFolder('hf_dinov2_reg_swiglu'), '', 'cls+mean'], ['', 'h0-mini', ''], ['', 'hibou-b', 'mean']] as const) {
+  for (const [folder, preset, pool] of [
+    [modelFolder('hf_dinov2_reg_swiglu'), '', 'cls+mean'],
+    ['', 'h0-mini', ''],
+    ['', 'hibou-b', 'mean'],
+  ] as const) {
     const spec = resolveVitSpec(folder, preset, pool);
     const want = exportJson(spec);
     const source = { folder: folder || undefined, preset: preset || undefined, pool: pool || undefined };
@@ -51,9 +74,17 @@ t.test('export writes the registry\'s config.json on both backends', { skip }, a
     const js = folder ? loadJsModel(folder, preset, { pool }) : createJsModel(folder, preset, 0, { pool });
     await js.exportTo(path.join(dir, `js-${name}`));
     for (const side of ['native', 'js']) {
-      t.equal(readFileSync(path.join(dir, `${side}-${name}`, 'config.json'), 'utf8'), want.config, `${side} ${name}: config.json`);
+      t.equal(
+        readFileSync(path.join(dir, `${side}-${name}`, 'config.json'), 'utf8'),
+        want.config,
+        `${side} ${name}: config.json`,
+      );
       if (want.preprocessor !== null) {
-        t.equal(readFileSync(path.join(dir, `${side}-${name}`, 'preprocessor_config.json'), 'utf8'), want.preprocessor, `${side} ${name}: preprocessor_config.json`);
+        t.equal(
+          readFileSync(path.join(dir, `${side}-${name}`, 'preprocessor_config.json'), 'utf8'),
+          want.preprocessor,
+          `${side} ${name}: preprocessor_config.json`,
+        );
       }
     }
   }

@@ -13,9 +13,17 @@ t.test('distFromEnv reads torchrun variables and names what is wrong', async (t)
   t.equal(distFromEnv({}), null, 'no WORLD_SIZE: one process');
   t.equal(distFromEnv({ WORLD_SIZE: '1', RANK: '0' }), null, 'a world of one is one process');
   t.same(distFromEnv({ WORLD_SIZE: '4', RANK: '2', LOCAL_RANK: '0', MASTER_ADDR: 'node1', MASTER_PORT: '29400' }), {
-    rank: 2, worldSize: 4, localRank: 0, masterAddr: 'node1', masterPort: 29400,
+    rank: 2,
+    worldSize: 4,
+    localRank: 0,
+    masterAddr: 'node1',
+    masterPort: 29400,
   });
-  t.equal(distFromEnv({ WORLD_SIZE: '2', RANK: '1', SLURM_LOCALID: '1', MASTER_ADDR: 'h' })!.localRank, 1, 'SLURM_LOCALID when LOCAL_RANK is unset');
+  t.equal(
+    distFromEnv({ WORLD_SIZE: '2', RANK: '1', SLURM_LOCALID: '1', MASTER_ADDR: 'h' })!.localRank,
+    1,
+    'SLURM_LOCALID when LOCAL_RANK is unset',
+  );
   t.equal(distFromEnv({ WORLD_SIZE: '2', RANK: '1', MASTER_ADDR: 'h' })!.masterPort, 29500, "torchrun's default port");
   t.throws(() => distFromEnv({ WORLD_SIZE: '2', MASTER_ADDR: 'h' }), /RANK is not/);
   t.throws(() => distFromEnv({ WORLD_SIZE: '2', RANK: '2', MASTER_ADDR: 'h' }), /outside the world/);
@@ -36,12 +44,18 @@ t.test('the launcher strips --nproc and describes exits', async (t) => {
 });
 
 t.test('shards: ranks take disjoint rows whose union is the one-process batch, in the sampler layout', async (t) => {
-  const B = 3, W = 4;
+  const B = 3,
+    W = 4;
   for (let step = 0; step < 3; step++) {
     const union: number[] = [];
-    for (let r = 0; r < W; r++) for (let i = 0; i < B; i++) union.push(shardPosition(step, B, i, { rank: r, worldSize: W }));
+    for (let r = 0; r < W; r++)
+      for (let i = 0; i < B; i++) union.push(shardPosition(step, B, i, { rank: r, worldSize: W }));
     const single = Array.from({ length: B * W }, (_, j) => shardPosition(step, B * W, j));
-    t.same(union.sort((a, b) => a - b), single, `step ${step}`);
+    t.same(
+      union.sort((a, b) => a - b),
+      single,
+      `step ${step}`,
+    );
   }
   // Row i of rank r is global row i*W + r: the row the engine draws its augmentation for.
   t.equal(shardPosition(2, B, 1, { rank: 3, worldSize: W }) - 2 * B * W, 1 * W + 3);

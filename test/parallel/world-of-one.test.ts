@@ -11,7 +11,8 @@ const STUDENT = path.join(ROOT, 'test/fixtures/models/hf_dinov2_reg_swiglu');
 
 // Deterministic tiles with some structure per row and step: (B,240,240,3) uint8.
 const tiles = (step: number) => {
-  const B = 4, S = 240;
+  const B = 4,
+    S = 240;
   const data = new Uint8Array(B * S * S * 3);
   for (let i = 0; i < data.length; i++) data[i] = (Math.imul(i, 2654435761) >>> 24) ^ ((i >> 9) + step * 37);
   return { data, shape: [B, S, S, 3] };
@@ -32,7 +33,11 @@ t.test('a world of one equals the plain path, step by step', async (t) => {
 
 t.test('with student dropout and drop path, a world of one draws the masks of the plain path (rank 0)', async (t) => {
   const config = {
-    teacher: TEACHER, student: STUDENT, device: 'cpu', seed: 2, optimizer: { totalSteps: 3 },
+    teacher: TEACHER,
+    student: STUDENT,
+    device: 'cpu',
+    seed: 2,
+    optimizer: { totalSteps: 3 },
     studentDrop: { dropPath: 0.5, attnDrop: 0.2, hiddenDrop: 0.2 },
   };
   const r = await worldOfOneLosses(config, tiles, 3);
@@ -46,6 +51,8 @@ t.test('the all-reduce of a world of one runs and is timed', async (t) => {
     t.equal(r.backend, device === 'cpu' ? 'gloo' : 'nccl');
     t.equal(r.worldSize, 1);
     t.ok(r.bytes > 0 && r.medianMs >= 0, `${device}: ${(r.bytes / 1e6).toFixed(1)} MB in ${r.medianMs.toFixed(3)} ms`);
-    t.comment(`${r.backend} world of one on ${r.device}: all-reduce of ${(r.bytes / 1e9).toFixed(3)} GB, median ${r.medianMs.toFixed(3)} ms`);
+    t.comment(
+      `${r.backend} world of one on ${r.device}: all-reduce of ${(r.bytes / 1e9).toFixed(3)} GB, median ${r.medianMs.toFixed(3)} ms`,
+    );
   }
 });

@@ -10,7 +10,19 @@
 //                  safetensors, JSON, slides). A flipped byte inside a model's or array's values is a different input,
 //                  not a detectable fault, and its result may differ.
 import t from 'tap';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ROOT, VENV_PYTHON, runCli, runProcess } from '../helpers/cli.js';
@@ -39,11 +51,14 @@ interface Mutation {
 /** Truncations at several offsets, byte flips at random offsets (seeded), empty, a directory, missing. */
 function mutations(size: number, seed: number, options: { flips?: number; missing?: boolean } = {}): Mutation[] {
   const out: Mutation[] = [];
-  const cuts = [...new Set([1, 8, Math.floor(size / 4), Math.floor(size / 2), size - 1].filter((n) => n > 0 && n < size))];
-  for (const n of cuts) out.push({ name: `truncate@${n}`, damage: 'truncate', at: [n], apply: (f) => truncateSync(f, n) });
+  const cuts = [
+    ...new Set([1, 8, Math.floor(size / 4), Math.floor(size / 2), size - 1].filter((n) => n > 0 && n < size)),
+  ];
+  for (const n of cuts)
+    out.push({ name: `truncate@${n}`, damage: 'truncate', at: [n], apply: (f) => truncateSync(f, n) });
   const rand = mulberry32(seed);
   for (let k = 0; k < (options.flips ?? 4); k++) {
-    const count = k === 0 ? 16 : 1;  // one case of many flips, the rest single bits
+    const count = k === 0 ? 16 : 1; // one case of many flips, the rest single bits
     const at = Array.from({ length: count }, () => Math.floor(rand() * size));
     const bits = at.map(() => 1 << Math.floor(rand() * 8));
     out.push({
@@ -58,7 +73,15 @@ function mutations(size: number, seed: number, options: { flips?: number; missin
     });
   }
   out.push({ name: 'empty', damage: 'empty', at: [0], apply: (f) => writeFileSync(f, '') });
-  out.push({ name: 'directory', damage: 'directory', at: [], apply: (f) => { rmSync(f); mkdirSync(f); } });
+  out.push({
+    name: 'directory',
+    damage: 'directory',
+    at: [],
+    apply: (f) => {
+      rmSync(f);
+      mkdirSync(f);
+    },
+  });
   if (options.missing !== false) out.push({ name: 'missing', damage: 'missing', at: [], apply: (f) => rmSync(f) });
   return out;
 }
@@ -67,9 +90,12 @@ function mutations(size: number, seed: number, options: { flips?: number; missin
 function headerBitFlips(headerEnd: number, seed: number, count: number): Mutation[] {
   const rand = mulberry32(seed);
   return Array.from({ length: count }, () => {
-    const at = Math.floor(rand() * headerEnd), bit = 1 << Math.floor(rand() * 8);
+    const at = Math.floor(rand() * headerEnd),
+      bit = 1 << Math.floor(rand() * 8);
     return {
-      name: `header flip@${at}`, damage: 'flip' as const, at: [at],
+      name: `header flip@${at}`,
+      damage: 'flip' as const,
+      at: [at],
       apply: (f: string) => {
         const b = readFileSync(f);
         b[at] ^= bit;
@@ -101,7 +127,8 @@ interface Case {
 }
 
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-const bytesEqual = (a: string, b: string) => existsSync(a) && existsSync(b) && statSync(a).isFile() && readFileSync(a).equals(readFileSync(b));
+const bytesEqual = (a: string, b: string) =>
+  existsSync(a) && existsSync(b) && statSync(a).isFile() && readFileSync(a).equals(readFileSync(b));
 
 t.test('fault injection: damaged inputs end in a message or a correct result, never a crash', async (t) => {
   const root = mkdtempSync(path.join(os.tmpdir(), 'g2l-faults-'));
@@ -111,26 +138,67 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
 
   // ---- a paused run (checkpoints step-2, step-4) and the reference resume to step 6 ----------------------------
   const base = path.join(root, 'base');
-  const first = await runCli(['distill', '--teacher', TEACHER, '--student', STUDENT, '--slides', 'synthetic:32', '--out', base,
-    '--steps', '8', '--batch-size', '2', '--seed', '7', '--checkpoint-every', '2', '--until', '4', '--no-progress'], { env: ENV });
+  const first = await runCli(
+    [
+      'distill',
+      '--teacher',
+      TEACHER,
+      '--student',
+      STUDENT,
+      '--slides',
+      'synthetic:32',
+      '--out',
+      base,
+      '--steps',
+      '8',
+      '--batch-size',
+      '2',
+      '--seed',
+      '7',
+      '--checkpoint-every',
+      '2',
+      '--until',
+      '4',
+      '--no-progress',
+    ],
+    { env: ENV },
+  );
   t.equal(first.code, 0, `base run: ${first.stderr}`);
   const reference = path.join(root, 'reference');
   cpSync(base, reference, { recursive: true });
   const ref = await runCli(['distill', '--resume', reference, '--until', '6', '--no-progress'], { env: ENV });
   t.equal(ref.code, 0, `reference resume: ${ref.stderr}`);
   const refState = path.join(reference, 'checkpoints', 'step-6', 'state.safetensors');
-  const resumeCase = (label: string, type: string, rel: string, m: Mutation, strict: boolean, names: RegExp, expect?: Case['expect']) => {
+  const resumeCase = (
+    label: string,
+    type: string,
+    rel: string,
+    m: Mutation,
+    strict: boolean,
+    names: RegExp,
+    expect?: Case['expect'],
+  ) => {
     const run = fresh(`resume-${type}`);
     cpSync(base, run, { recursive: true });
     m.apply(path.join(run, rel));
     cases.push({
-      label, type, file: rel, damage: m.damage, at: m.at, strict, names, expect,
+      label,
+      type,
+      file: rel,
+      damage: m.damage,
+      at: m.at,
+      strict,
+      names,
+      expect,
       run: { kind: 'cli', args: ['distill', '--resume', run, '--until', '6', '--no-progress'] },
       same: () => bytesEqual(path.join(run, 'checkpoints', 'step-6', 'state.safetensors'), refState),
     });
   };
   // Every damage to the newest checkpoint: reported, and the resume falls back to step-2 and ends bitwise equal.
-  const fallback: Case['expect'] = (r) => r.code === 0 && !/checkpoint checkpoints\/step-4 is damaged/.test(r.stderr) ? 'the damaged step-4 was not reported' : null;
+  const fallback: Case['expect'] = (r) =>
+    r.code === 0 && !/checkpoint checkpoints\/step-4 is damaged/.test(r.stderr)
+      ? 'the damaged step-4 was not reported'
+      : null;
   for (const file of ['state.safetensors', 'distiller.json', 'manifest.json']) {
     const rel = path.join('checkpoints', 'step-4', file);
     const bytes = readFileSync(path.join(base, rel));
@@ -139,10 +207,17 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
       // checkpoint is one of an older g2l-native: used with a warning (its files are intact here).
       const benign = m.damage === 'truncate' && m.at[0] === bytes.length - 1 && bytes[bytes.length - 1] === 0x0a;
       const legacy = file === 'manifest.json' && m.damage === 'missing';
-      resumeCase(`checkpoint ${file} ${m.name}`, `checkpoint/${file}`, rel, m, true, /step-4/,
-        (r) => (r.code !== 0 ? `exit ${r.code}: the intact step-2 was not used`
-          : legacy ? (/step-4 has no manifest\.json \(written by an older g2l-native\)/.test(r.stderr) ? null : 'no warning about the missing manifest')
-          : benign ? null : fallback(r)));
+      resumeCase(`checkpoint ${file} ${m.name}`, `checkpoint/${file}`, rel, m, true, /step-4/, (r) =>
+        r.code !== 0
+          ? `exit ${r.code}: the intact step-2 was not used`
+          : legacy
+            ? /step-4 has no manifest\.json \(written by an older g2l-native\)/.test(r.stderr)
+              ? null
+              : 'no warning about the missing manifest'
+            : benign
+              ? null
+              : fallback(r),
+      );
     }
   }
   // Both checkpoints damaged: exit 2 with one message.
@@ -152,11 +227,17 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
     truncateSync(path.join(run, 'checkpoints', 'step-4', 'state.safetensors'), 1000);
     writeFileSync(path.join(run, 'checkpoints', 'step-2', 'distiller.json'), '{"format": "g2l');
     cases.push({
-      label: 'both checkpoints damaged', type: 'checkpoint/none-intact', file: 'checkpoints', damage: 'truncate', at: [], strict: true,
+      label: 'both checkpoints damaged',
+      type: 'checkpoint/none-intact',
+      file: 'checkpoints',
+      damage: 'truncate',
+      at: [],
+      strict: true,
       names: /no intact checkpoint.*step-4: state\.safetensors has 1000 bytes.*step-2: distiller\.json/,
       run: { kind: 'cli', args: ['distill', '--resume', run, '--until', '6', '--no-progress'] },
       same: () => false,
-      expect: (r) => (r.code === 2 && r.stderr.trim().split('\n').length === 1 ? null : `exit ${r.code}, expected 2 with one line`),
+      expect: (r) =>
+        r.code === 2 && r.stderr.trim().split('\n').length === 1 ? null : `exit ${r.code}, expected 2 with one line`,
     });
   }
   // A checkpoint write cut short by a kill (its temporary folder): ignored and removed.
@@ -165,11 +246,21 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
     cpSync(base, run, { recursive: true });
     const stale = path.join(run, 'checkpoints', '.step-6.123.abc.tmp');
     mkdirSync(stale);
-    writeFileSync(path.join(stale, 'state.safetensors'), readFileSync(path.join(base, 'checkpoints', 'step-4', 'state.safetensors')).subarray(0, 5000));
+    writeFileSync(
+      path.join(stale, 'state.safetensors'),
+      readFileSync(path.join(base, 'checkpoints', 'step-4', 'state.safetensors')).subarray(0, 5000),
+    );
     cases.push({
-      label: 'stale temporary checkpoint folder', type: 'checkpoint/temp', file: 'checkpoints', damage: 'truncate', at: [], strict: true, names: /$^/,
+      label: 'stale temporary checkpoint folder',
+      type: 'checkpoint/temp',
+      file: 'checkpoints',
+      damage: 'truncate',
+      at: [],
+      strict: true,
+      names: /$^/,
       run: { kind: 'cli', args: ['distill', '--resume', run, '--until', '6', '--no-progress'] },
-      same: () => bytesEqual(path.join(run, 'checkpoints', 'step-6', 'state.safetensors'), refState) && !existsSync(stale),
+      same: () =>
+        bytesEqual(path.join(run, 'checkpoints', 'step-6', 'state.safetensors'), refState) && !existsSync(stale),
       expect: (r) => (r.code === 0 ? null : `exit ${r.code}`),
     });
   }
@@ -192,11 +283,18 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
       await writeManifest(dir);
     }
     cases.push({
-      label: 'checkpoints of an earlier g2l-native (state.pt)', type: 'checkpoint/legacy', file: 'state.pt', damage: 'missing', at: [], strict: true,
-      names: /step-4 was written by an earlier g2l-native \(checkpoint format state\.pt\).*start it again in a new --out folder/,
+      label: 'checkpoints of an earlier g2l-native (state.pt)',
+      type: 'checkpoint/legacy',
+      file: 'state.pt',
+      damage: 'missing',
+      at: [],
+      strict: true,
+      names:
+        /step-4 was written by an earlier g2l-native \(checkpoint format state\.pt\).*start it again in a new --out folder/,
       run: { kind: 'cli', args: ['distill', '--resume', run, '--until', '6', '--no-progress'] },
       same: () => false,
-      expect: (r) => (r.code === 2 && r.stderr.trim().split('\n').length === 1 ? null : `exit ${r.code}, expected 2 with one line`),
+      expect: (r) =>
+        r.code === 2 && r.stderr.trim().split('\n').length === 1 ? null : `exit ${r.code}, expected 2 with one line`,
     });
   }
 
@@ -218,8 +316,14 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
       cpSync(bare, dir, { recursive: true });
       m.apply(path.join(dir, 'state.safetensors'));
       cases.push({
-        label: `state.safetensors without manifest (${backend}) ${m.name}`, type: `state.safetensors/${backend}`, file: 'state.safetensors',
-        damage: m.damage, at: m.at, strict: true, names: /state\.safetensors/, same: () => false,
+        label: `state.safetensors without manifest (${backend}) ${m.name}`,
+        type: `state.safetensors/${backend}`,
+        file: 'state.safetensors',
+        damage: m.damage,
+        at: m.at,
+        strict: true,
+        names: /state\.safetensors/,
+        same: () => false,
         run: { kind: 'load', folder: dir, backend, teacher: TEACHER, student: STUDENT },
       });
     }
@@ -227,8 +331,14 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
     cpSync(bare, legacy, { recursive: true });
     renameSync(path.join(legacy, 'state.safetensors'), path.join(legacy, 'state.pt'));
     cases.push({
-      label: `state.pt of an earlier g2l-native (${backend})`, type: `state.safetensors/${backend}`, file: 'state.pt', damage: 'missing', at: [],
-      strict: true, names: /holds state\.pt: a checkpoint written by an earlier g2l-native/, same: () => false,
+      label: `state.pt of an earlier g2l-native (${backend})`,
+      type: `state.safetensors/${backend}`,
+      file: 'state.pt',
+      damage: 'missing',
+      at: [],
+      strict: true,
+      names: /holds state\.pt: a checkpoint written by an earlier g2l-native/,
+      same: () => false,
       run: { kind: 'load', folder: legacy, backend, teacher: TEACHER, student: STUDENT },
     });
   }
@@ -243,13 +353,18 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
     t.equal(r.code, 0, `reference embedding of ${path.basename(model)}: ${r.stderr}`);
   }
   const modelFiles: [string, string][] = [
-    [TEACHER, 'model.safetensors'], [TEACHER, 'config.json'],
-    [STUDENT, 'model-00001-of-00003.safetensors'], [STUDENT, 'model.safetensors.index.json'], [STUDENT, 'config.json'],
+    [TEACHER, 'model.safetensors'],
+    [TEACHER, 'config.json'],
+    [STUDENT, 'model-00001-of-00003.safetensors'],
+    [STUDENT, 'model.safetensors.index.json'],
+    [STUDENT, 'config.json'],
     [STUDENT, 'preprocessor_config.json'],
   ];
   for (const [model, file] of modelFiles) {
     const size = statSync(path.join(model, file)).size;
-    const headerEnd = file.endsWith('.safetensors') ? 8 + Number(readFileSync(path.join(model, file)).readBigUInt64LE(0)) : Infinity;
+    const headerEnd = file.endsWith('.safetensors')
+      ? 8 + Number(readFileSync(path.join(model, file)).readBigUInt64LE(0))
+      : Infinity;
     for (const m of mutations(size, file.length * 7)) {
       for (const backend of file === 'model.safetensors' ? (['native', 'js'] as const) : (['native'] as const)) {
         if (backend === 'js' && m.damage === 'flip') continue;
@@ -258,12 +373,30 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
         m.apply(path.join(dir, file));
         const out = path.join(dir, 'out.npy');
         cases.push({
-          label: `${path.basename(model)}/${file} ${m.name}${backend === 'js' ? ' (js)' : ''}`, type: `model/${file.replace(/-0+1-of-0+3/, '-shard')}`,
-          file, damage: m.damage, at: m.at, valuesFrom: headerEnd,
+          label: `${path.basename(model)}/${file} ${m.name}${backend === 'js' ? ' (js)' : ''}`,
+          type: `model/${file.replace(/-0+1-of-0+3/, '-shard')}`,
+          file,
+          damage: m.damage,
+          at: m.at,
+          valuesFrom: headerEnd,
           // preprocessor_config.json is optional (missing: the family's defaults, as transformers' own loader does).
-          strict: (m.damage !== 'flip' || m.at.some((i) => i < headerEnd && file.endsWith('.safetensors'))) && !(m.damage === 'missing' && file === 'preprocessor_config.json'),
+          strict:
+            (m.damage !== 'flip' || m.at.some((i) => i < headerEnd && file.endsWith('.safetensors'))) &&
+            !(m.damage === 'missing' && file === 'preprocessor_config.json'),
           names: new RegExp(`${escape(file)}|${escape(dir)}`),
-          run: { kind: 'cli', args: ['embed', '--model', dir, '--input', images, '--out', out, ...(backend === 'js' ? ['--backend', 'js'] : [])] },
+          run: {
+            kind: 'cli',
+            args: [
+              'embed',
+              '--model',
+              dir,
+              '--input',
+              images,
+              '--out',
+              out,
+              ...(backend === 'js' ? ['--backend', 'js'] : []),
+            ],
+          },
           same: () => bytesEqual(out, refEmbed(model)),
         });
       }
@@ -271,44 +404,95 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
   }
 
   // ---- .npy: embed's input and a feature set's features -----------------------------------------------------------
-  const npyCases = (file: string, seed: number, make: (dir: string) => { target: string; args: string[]; result: string }, refResult: string, valuesFrom: number, extra: Mutation[]) => {
+  const npyCases = (
+    file: string,
+    seed: number,
+    make: (dir: string) => { target: string; args: string[]; result: string },
+    refResult: string,
+    valuesFrom: number,
+    extra: Mutation[],
+  ) => {
     for (const m of [...mutations(statSync(file).size, seed), ...extra]) {
       const dir = fresh('npy');
       const { target, args, result } = make(dir);
       m.apply(target);
       cases.push({
-        label: `${path.basename(file)} ${m.name}`, type: `npy/${path.basename(file)}`, file: path.basename(file), damage: m.damage, at: m.at, valuesFrom,
-        strict: m.damage !== 'flip' || m.at.some((i) => i < valuesFrom), names: new RegExp(escape(path.basename(target)) + '|' + escape(dir)),
-        run: { kind: 'cli', args }, same: () => bytesEqual(result, refResult),
+        label: `${path.basename(file)} ${m.name}`,
+        type: `npy/${path.basename(file)}`,
+        file: path.basename(file),
+        damage: m.damage,
+        at: m.at,
+        valuesFrom,
+        strict: m.damage !== 'flip' || m.at.some((i) => i < valuesFrom),
+        names: new RegExp(escape(path.basename(target)) + '|' + escape(dir)),
+        run: { kind: 'cli', args },
+        same: () => bytesEqual(result, refResult),
       });
     }
   };
   const npyHeader = (file: string) => readFileSync(file).length - parseNpy(readFileSync(file)).data.byteLength;
   const rewrite = (name: string, damage: Damage, make: (arr: ReturnType<typeof parseNpy>) => Uint8Array): Mutation => ({
-    name, damage, at: [], apply: (f) => writeFileSync(f, make(parseNpy(readFileSync(f)))),
+    name,
+    damage,
+    at: [],
+    apply: (f) => writeFileSync(f, make(parseNpy(readFileSync(f)))),
   });
-  npyCases(images, 31, (dir) => {
-    mkdirSync(dir, { recursive: true });
-    const target = path.join(dir, 'images.npy');
-    cpSync(images, target);
-    const out = path.join(dir, 'out.npy');
-    return { target, args: ['embed', '--model', TEACHER, '--input', target, '--out', out], result: out };
-  }, refEmbed(TEACHER), npyHeader(images), [
-    rewrite('float64 values', 'dtype', (a) => encodeNpy({ dtype: 'float64', shape: a.shape, data: Float64Array.from(a.data as Uint8Array) })),
-    rewrite('int32 values', 'dtype', (a) => encodeNpy({ dtype: 'int32', shape: a.shape, data: Int32Array.from(a.data as Uint8Array) })),
-    rewrite('shape (2,224,224,4)', 'shape', () => encodeNpy({ dtype: 'uint8', shape: [2, 224, 224, 4], data: new Uint8Array(2 * 224 * 224 * 4) })),
-    rewrite('shape (224,224,3)', 'shape', (a) => encodeNpy({ dtype: 'uint8', shape: [224, 224, 3], data: (a.data as Uint8Array).subarray(0, 224 * 224 * 3) })),
-    rewrite('shape (2,0,224,3)', 'shape', () => encodeNpy({ dtype: 'uint8', shape: [2, 0, 224, 3], data: new Uint8Array(0) })),
-    rewrite('float32 (2,3,8,8)', 'shape', () => encodeNpy({ dtype: 'float32', shape: [2, 3, 8, 8], data: new Float32Array(2 * 3 * 64) })),
-  ]);
+  npyCases(
+    images,
+    31,
+    (dir) => {
+      mkdirSync(dir, { recursive: true });
+      const target = path.join(dir, 'images.npy');
+      cpSync(images, target);
+      const out = path.join(dir, 'out.npy');
+      return { target, args: ['embed', '--model', TEACHER, '--input', target, '--out', out], result: out };
+    },
+    refEmbed(TEACHER),
+    npyHeader(images),
+    [
+      rewrite('float64 values', 'dtype', (a) =>
+        encodeNpy({ dtype: 'float64', shape: a.shape, data: Float64Array.from(a.data as Uint8Array) }),
+      ),
+      rewrite('int32 values', 'dtype', (a) =>
+        encodeNpy({ dtype: 'int32', shape: a.shape, data: Int32Array.from(a.data as Uint8Array) }),
+      ),
+      rewrite('shape (2,224,224,4)', 'shape', () =>
+        encodeNpy({ dtype: 'uint8', shape: [2, 224, 224, 4], data: new Uint8Array(2 * 224 * 224 * 4) }),
+      ),
+      rewrite('shape (224,224,3)', 'shape', (a) =>
+        encodeNpy({ dtype: 'uint8', shape: [224, 224, 3], data: (a.data as Uint8Array).subarray(0, 224 * 224 * 3) }),
+      ),
+      rewrite('shape (2,0,224,3)', 'shape', () =>
+        encodeNpy({ dtype: 'uint8', shape: [2, 0, 224, 3], data: new Uint8Array(0) }),
+      ),
+      rewrite('float32 (2,3,8,8)', 'shape', () =>
+        encodeNpy({ dtype: 'float32', shape: [2, 3, 8, 8], data: new Float32Array(2 * 3 * 64) }),
+      ),
+    ],
+  );
   // A feature set (features.npy + meta.csv) evaluated with kNN.
   const set = path.join(root, 'set');
   mkdirSync(set);
-  const rows = 24, dims = 6;
+  const rows = 24,
+    dims = 6;
   const feats = new Float32Array(rows * dims).map((_, i) => Math.sin(i * 0.7) + (Math.floor(i / dims) % 2));
   writeFileSync(path.join(set, 'features.npy'), encodeNpy({ dtype: 'float32', shape: [rows, dims], data: feats }));
-  writeFileSync(path.join(set, 'meta.csv'), `id,label,split\n${Array.from({ length: rows }, (_, i) => `s${i},${i % 2 ? 'tumor' : 'normal'},${i < 16 ? 'train' : 'test'}`).join('\n')}\n`);
-  const evalArgs = (setDir: string, out: string) => ['eval', '--features', `set:${setDir}`, '--protocol', 'knn,linear', '--k', '3', '--no-cka', '--out', out];
+  writeFileSync(
+    path.join(set, 'meta.csv'),
+    `id,label,split\n${Array.from({ length: rows }, (_, i) => `s${i},${i % 2 ? 'tumor' : 'normal'},${i < 16 ? 'train' : 'test'}`).join('\n')}\n`,
+  );
+  const evalArgs = (setDir: string, out: string) => [
+    'eval',
+    '--features',
+    `set:${setDir}`,
+    '--protocol',
+    'knn,linear',
+    '--k',
+    '3',
+    '--no-cka',
+    '--out',
+    out,
+  ];
   const refEval = path.join(root, 'eval-ref');
   const evalRef = await runCli(evalArgs(set, refEval), { env: ENV });
   t.equal(evalRef.code, 0, `reference eval: ${evalRef.stderr}`);
@@ -327,29 +511,66 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
       m.apply(path.join(dir, file));
       const out = `${dir}-out`;
       cases.push({
-        label: `feature set ${file} ${m.name}`, type: `featureset/${file}`, file, damage: m.damage, at: m.at, valuesFrom,
-        strict: m.damage !== 'flip' || m.at.some((i) => i < valuesFrom), names: new RegExp(`${escape(file)}|${escape(dir)}`),
+        label: `feature set ${file} ${m.name}`,
+        type: `featureset/${file}`,
+        file,
+        damage: m.damage,
+        at: m.at,
+        valuesFrom,
+        strict: m.damage !== 'flip' || m.at.some((i) => i < valuesFrom),
+        names: new RegExp(`${escape(file)}|${escape(dir)}`),
         run: { kind: 'cli', args: evalArgs(dir, out) },
         same: () => {
-          const a = metrics(out), b = metrics(refEval);
-          return a !== null && a.replace(new RegExp(escape(dir), 'g'), '') === b!.replace(new RegExp(escape(set), 'g'), '');
+          const a = metrics(out),
+            b = metrics(refEval);
+          return (
+            a !== null && a.replace(new RegExp(escape(dir), 'g'), '') === b!.replace(new RegExp(escape(set), 'g'), '')
+          );
         },
       });
     }
   };
   evalCases('features.npy', 41, npyHeader(path.join(set, 'features.npy')), [
-    rewrite('int32 values', 'dtype', (a) => encodeNpy({ dtype: 'int32', shape: a.shape, data: Int32Array.from(a.data as Float32Array) })),
-    rewrite('1-D', 'shape', (a) => encodeNpy({ dtype: 'float32', shape: [a.data.length], data: a.data as Float32Array })),
-    rewrite('fewer rows', 'shape', (a) => encodeNpy({ dtype: 'float32', shape: [rows - 1, dims], data: (a.data as Float32Array).subarray(dims) })),
-    rewrite('NaN values', 'dtype', (a) => encodeNpy({ dtype: 'float32', shape: a.shape, data: (a.data as Float32Array).map((v, i) => (i === 7 ? NaN : v)) })),
+    rewrite('int32 values', 'dtype', (a) =>
+      encodeNpy({ dtype: 'int32', shape: a.shape, data: Int32Array.from(a.data as Float32Array) }),
+    ),
+    rewrite('1-D', 'shape', (a) =>
+      encodeNpy({ dtype: 'float32', shape: [a.data.length], data: a.data as Float32Array }),
+    ),
+    rewrite('fewer rows', 'shape', (a) =>
+      encodeNpy({ dtype: 'float32', shape: [rows - 1, dims], data: (a.data as Float32Array).subarray(dims) }),
+    ),
+    rewrite('NaN values', 'dtype', (a) =>
+      encodeNpy({
+        dtype: 'float32',
+        shape: a.shape,
+        data: (a.data as Float32Array).map((v, i) => (i === 7 ? NaN : v)),
+      }),
+    ),
   ]);
   // CSV values are data: a flipped or cut value may still be a valid table; the cases must end in a message or exit 0.
   evalCases('meta.csv', 43, 0, []);
   // Slide-level evaluation: per-slide .h5 features of embed --slides and the labels CSV.
   const bagsFx = path.join(ROOT, 'test/fixtures/slide-eval');
-  const slideArgs = (bags: string, labels: string, out: string) => ['eval', '--level', 'slide', '--features', `g2l:${bags}`, '--labels', labels, '--C', '1', '--k', '5', '--out', out];
+  const slideArgs = (bags: string, labels: string, out: string) => [
+    'eval',
+    '--level',
+    'slide',
+    '--features',
+    `g2l:${bags}`,
+    '--labels',
+    labels,
+    '--C',
+    '1',
+    '--k',
+    '5',
+    '--out',
+    out,
+  ];
   const slideRef = path.join(root, 'slide-ref');
-  const sr = await runCli(slideArgs(path.join(bagsFx, 'bags'), path.join(bagsFx, 'labels.csv'), slideRef), { env: ENV });
+  const sr = await runCli(slideArgs(path.join(bagsFx, 'bags'), path.join(bagsFx, 'labels.csv'), slideRef), {
+    env: ENV,
+  });
   t.equal(sr.code, 0, `reference slide-level eval: ${sr.stderr}`);
   const slideMetrics = (out: string) => {
     try {
@@ -365,9 +586,14 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
       m.apply(path.join(dir, file));
       const out = `${dir}-out`;
       cases.push({
-        label: `slide-level ${file} ${m.name}`, type: file.endsWith('.h5') ? 'h5/slide-features' : 'slide/labels.csv', file, damage: m.damage, at: m.at,
+        label: `slide-level ${file} ${m.name}`,
+        type: file.endsWith('.h5') ? 'h5/slide-features' : 'slide/labels.csv',
+        file,
+        damage: m.damage,
+        at: m.at,
         // A cut labels.csv is a valid one with fewer slides: the message may be about what is left (one class).
-        strict: m.damage !== 'flip' && file.endsWith('.h5'), names: new RegExp(`${escape(path.basename(file))}|${escape(dir)}${file.endsWith('.csv') ? '|class' : ''}`),
+        strict: m.damage !== 'flip' && file.endsWith('.h5'),
+        names: new RegExp(`${escape(path.basename(file))}|${escape(dir)}${file.endsWith('.csv') ? '|class' : ''}`),
         run: { kind: 'cli', args: slideArgs(path.join(dir, 'bags'), path.join(dir, 'labels.csv'), out) },
         same: () => slideMetrics(out) !== null && slideMetrics(out) === slideMetrics(slideRef),
       });
@@ -382,7 +608,10 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
   t.equal(tileRef.code, 0, `reference tiling: ${tileRef.stderr}`);
   const tilesOf = (out: string) => {
     try {
-      return readdirSync(path.join(out, 'tiles')).sort().map((f) => readFileSync(path.join(out, 'tiles', f), 'utf8')).join('|');
+      return readdirSync(path.join(out, 'tiles'))
+        .sort()
+        .map((f) => readFileSync(path.join(out, 'tiles', f), 'utf8'))
+        .join('|');
     } catch {
       return null;
     }
@@ -394,9 +623,14 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
       m.apply(path.join(dir, file));
       const out = `${dir}-out`;
       cases.push({
-        label: `slide ${file} ${m.name}`, type: `slide/${path.extname(file).slice(1)}`, file, damage: m.damage, at: m.at,
+        label: `slide ${file} ${m.name}`,
+        type: `slide/${path.extname(file).slice(1)}`,
+        file,
+        damage: m.damage,
+        at: m.at,
         // A damaged slide is a failed row; the other slide's tiles must be those of the undamaged run.
-        strict: false, names: new RegExp(`${escape(file)}|${escape(dir)}`),
+        strict: false,
+        names: new RegExp(`${escape(file)}|${escape(dir)}`),
         run: { kind: 'cli', args: ['tile', '--slides', dir, '--out', out, '--tile', '128'] },
         same: () => tilesOf(out) === tilesOf(tiled),
       });
@@ -406,17 +640,24 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
   // damaged is a failed row; a slide marked ok must have the undamaged file's tiles unless a value changed.
   const job = path.join(root, 'trident');
   const py = await runProcess(VENV_PYTHON, [path.join(ROOT, 'tools/make_trident_patches.py'), tiled, job]);
-  if (py.code !== 0) t.comment(`no .h5 cases: tools/make_trident_patches.py failed (${py.stderr.trim().split('\n').at(-1)})`);
+  if (py.code !== 0)
+    t.comment(`no .h5 cases: tools/make_trident_patches.py failed (${py.stderr.trim().split('\n').at(-1)})`);
   const slideRows = (out: string) => {
     try {
-      return readFileSync(path.join(out, 'slides.csv'), 'utf8').trim().split('\n').slice(1).map((l) => l.split(','));
+      return readFileSync(path.join(out, 'slides.csv'), 'utf8')
+        .trim()
+        .split('\n')
+        .slice(1)
+        .map((l) => l.split(','));
     } catch {
       return null;
     }
   };
   const refCoords = path.join(root, 'coords-ref');
   if (py.code === 0) {
-    const r = await runCli(['tile', '--slides', slides, '--out', refCoords, '--tile', '128', '--coords-from', job], { env: ENV });
+    const r = await runCli(['tile', '--slides', slides, '--out', refCoords, '--tile', '128', '--coords-from', job], {
+      env: ENV,
+    });
     t.equal(r.code, 0, `reference --coords-from: ${r.stderr}`);
     for (const file of readdirSync(path.join(job, 'patches')).sort()) {
       for (const m of mutations(statSync(path.join(job, 'patches', file)).size, 91 + file.length, { flips: 4 })) {
@@ -425,14 +666,24 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
         m.apply(path.join(dir, 'patches', file));
         const out = `${dir}-out`;
         cases.push({
-          label: `TRIDENT ${file} ${m.name}`, type: 'h5/patches', file, damage: m.damage, at: m.at,
-          strict: m.damage !== 'flip', names: new RegExp(`${escape(file)}|${escape(dir)}`),
+          label: `TRIDENT ${file} ${m.name}`,
+          type: 'h5/patches',
+          file,
+          damage: m.damage,
+          at: m.at,
+          strict: m.damage !== 'flip',
+          names: new RegExp(`${escape(file)}|${escape(dir)}`),
           run: { kind: 'cli', args: ['tile', '--slides', slides, '--out', out, '--tile', '128', '--coords-from', dir] },
           same: () => {
             const rows = slideRows(out);
             if (!rows) return false;
-            return rows.every((row) => row[2] === 'failed' ||
-              (existsSync(path.join(out, 'tiles', `${row[0]}.csv`)) && readFileSync(path.join(out, 'tiles', `${row[0]}.csv`), 'utf8') === readFileSync(path.join(refCoords, 'tiles', `${row[0]}.csv`), 'utf8')));
+            return rows.every(
+              (row) =>
+                row[2] === 'failed' ||
+                (existsSync(path.join(out, 'tiles', `${row[0]}.csv`)) &&
+                  readFileSync(path.join(out, 'tiles', `${row[0]}.csv`), 'utf8') ===
+                    readFileSync(path.join(refCoords, 'tiles', `${row[0]}.csv`), 'utf8')),
+            );
           },
         });
       }
@@ -446,13 +697,35 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
       const dir = fresh('tiled');
       cpSync(tiled, dir, { recursive: true });
       m.apply(path.join(dir, file));
-      const command = file === 'tiling.json'
-        ? ['tile', '--slides', slides, '--out', dir, '--tile', '128']
-        : ['distill', '--teacher', TEACHER, '--student', STUDENT, '--slides', dir, '--out', `${dir}-run`, '--steps', '1', '--batch-size', '2', '--no-progress'];
+      const command =
+        file === 'tiling.json'
+          ? ['tile', '--slides', slides, '--out', dir, '--tile', '128']
+          : [
+              'distill',
+              '--teacher',
+              TEACHER,
+              '--student',
+              STUDENT,
+              '--slides',
+              dir,
+              '--out',
+              `${dir}-run`,
+              '--steps',
+              '1',
+              '--batch-size',
+              '2',
+              '--no-progress',
+            ];
       cases.push({
-        label: `tile output ${file} ${m.name} (${command[0]})`, type: `tiles/${file.startsWith('tiles/') ? '<slide>.csv' : file}`, file, damage: m.damage, at: m.at,
-        strict: false, names: new RegExp(`${escape(path.basename(file))}|${escape(dir)}`),
-        run: { kind: 'cli', args: command }, same: () => true,
+        label: `tile output ${file} ${m.name} (${command[0]})`,
+        type: `tiles/${file.startsWith('tiles/') ? '<slide>.csv' : file}`,
+        file,
+        damage: m.damage,
+        at: m.at,
+        strict: false,
+        names: new RegExp(`${escape(path.basename(file))}|${escape(dir)}`),
+        run: { kind: 'cli', args: command },
+        same: () => true,
       });
     }
   }
@@ -470,9 +743,32 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
       cases.push({
         // A cut YAML or JSON file can be a valid one with other values (batchSize gone: 32): the message is then
         // about those values, not the file.
-        label: `--config ${name} ${m.name}`, type: `config/${path.extname(name).slice(1)}`, file: name, damage: m.damage, at: m.at,
-        strict: false, names: new RegExp(`${escape(name)}|batch|tiles`),
-        run: { kind: 'cli', args: ['distill', '--config', path.join(dir, name), '--teacher', TEACHER, '--student', STUDENT, '--slides', 'synthetic:8', '--out', path.join(dir, 'run'), '--steps', '1', '--no-progress'] },
+        label: `--config ${name} ${m.name}`,
+        type: `config/${path.extname(name).slice(1)}`,
+        file: name,
+        damage: m.damage,
+        at: m.at,
+        strict: false,
+        names: new RegExp(`${escape(name)}|batch|tiles`),
+        run: {
+          kind: 'cli',
+          args: [
+            'distill',
+            '--config',
+            path.join(dir, name),
+            '--teacher',
+            TEACHER,
+            '--student',
+            STUDENT,
+            '--slides',
+            'synthetic:8',
+            '--out',
+            path.join(dir, 'run'),
+            '--steps',
+            '1',
+            '--no-progress',
+          ],
+        },
         same: () => true,
       });
     }
@@ -483,18 +779,31 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
   const sharp = (await import('sharp')).default;
   for (let i = 0; i < 4; i++) {
     const px = Buffer.alloc(40 * 40 * 3).map((_, j) => (j * (i + 3)) % 251);
-    await sharp(px, { raw: { width: 40, height: 40, channels: 3 } }).toFile(path.join(data, `img${i}.${i % 2 ? 'jpg' : 'png'}`));
+    await sharp(px, { raw: { width: 40, height: 40, channels: 3 } }).toFile(
+      path.join(data, `img${i}.${i % 2 ? 'jpg' : 'png'}`),
+    );
   }
-  writeFileSync(path.join(data, 'data.csv'), `path,label,split\n${[0, 1, 2, 3].map((i) => `img${i}.${i % 2 ? 'jpg' : 'png'},${i % 2 ? 'a' : 'b'},${i < 2 ? 'train' : 'test'}`).join('\n')}\n`);
+  writeFileSync(
+    path.join(data, 'data.csv'),
+    `path,label,split\n${[0, 1, 2, 3].map((i) => `img${i}.${i % 2 ? 'jpg' : 'png'},${i % 2 ? 'a' : 'b'},${i < 2 ? 'train' : 'test'}`).join('\n')}\n`,
+  );
   for (const file of ['data.csv', 'img0.png', 'img1.jpg']) {
     for (const m of mutations(statSync(path.join(data, file)).size, 81 + file.length, { flips: 3 })) {
       const dir = fresh('dataset');
       cpSync(data, dir, { recursive: true });
       m.apply(path.join(dir, file));
       cases.push({
-        label: `dataset ${file} ${m.name}`, type: file === 'data.csv' ? 'dataset/csv' : `image/${path.extname(file).slice(1)}`, file, damage: m.damage, at: m.at,
-        strict: false, names: new RegExp(`${escape(file)}|${escape(dir)}`),
-        run: { kind: 'cli', args: ['embed', '--model', STUDENT, '--input', path.join(dir, 'data.csv'), '--out', `${dir}-features`] },
+        label: `dataset ${file} ${m.name}`,
+        type: file === 'data.csv' ? 'dataset/csv' : `image/${path.extname(file).slice(1)}`,
+        file,
+        damage: m.damage,
+        at: m.at,
+        strict: false,
+        names: new RegExp(`${escape(file)}|${escape(dir)}`),
+        run: {
+          kind: 'cli',
+          args: ['embed', '--model', STUDENT, '--input', path.join(dir, 'data.csv'), '--out', `${dir}-features`],
+        },
         same: () => true,
       });
     }
@@ -505,9 +814,22 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
   const filter = process.env.G2L_FAULT_FILTER ? new RegExp(process.env.G2L_FAULT_FILTER) : null;
   if (filter) cases.splice(0, cases.length, ...cases.filter((c) => filter.test(c.label)));
   const started = Date.now();
-  const results = await runHarness(cases.map((c) => c.run), { env: ENV });
+  const results = await runHarness(
+    cases.map((c) => c.run),
+    { env: ENV },
+  );
   const seconds = (Date.now() - started) / 1000;
-  const tally = { cases: cases.length, crashes: 0, internal: 0, silentWrong: 0, unnamed: 0, wrongOutcome: 0, reported: 0, sameResult: 0, valuesChanged: 0 };
+  const tally = {
+    cases: cases.length,
+    crashes: 0,
+    internal: 0,
+    silentWrong: 0,
+    unnamed: 0,
+    wrongOutcome: 0,
+    reported: 0,
+    sameResult: 0,
+    valuesChanged: 0,
+  };
   const byType = new Map<string, number>();
   cases.forEach((c, i) => {
     const r = results[i];
@@ -543,12 +865,18 @@ t.test('fault injection: damaged inputs end in a message or a correct result, ne
       t.fail(`silent wrong result: ${what}`);
     } else tally.valuesChanged++;
   });
-  t.comment(`fault injection: ${JSON.stringify(tally)} in ${seconds.toFixed(0)} s; cases by file type: ${JSON.stringify(Object.fromEntries(byType))}`);
+  t.comment(
+    `fault injection: ${JSON.stringify(tally)} in ${seconds.toFixed(0)} s; cases by file type: ${JSON.stringify(Object.fromEntries(byType))}`,
+  );
   t.equal(tally.crashes, 0, 'no crash');
   t.equal(tally.internal, 0, 'no internal error');
   t.equal(tally.silentWrong, 0, 'no silent wrong result');
   if (!filter) t.ok(tally.cases >= 200, `${tally.cases} cases tried`);
-  if (process.env.G2L_FAULT_REPORT) writeFileSync(process.env.G2L_FAULT_REPORT, `${JSON.stringify({ ...tally, seconds, byType: Object.fromEntries(byType) }, null, 2)}\n`);
+  if (process.env.G2L_FAULT_REPORT)
+    writeFileSync(
+      process.env.G2L_FAULT_REPORT,
+      `${JSON.stringify({ ...tally, seconds, byType: Object.fromEntries(byType) }, null, 2)}\n`,
+    );
   if (!t.passing()) t.comment(`inputs kept in ${root}`);
   else rmSync(root, { recursive: true, force: true });
 });

@@ -30,7 +30,14 @@ t.before(async () => {
 });
 
 /** Every dataset and attribute of the .h5 files of a folder, read with h5py. */
-async function readH5(folder: string): Promise<Record<string, { features: number[][]; coords: number[][]; attrs: Record<string, unknown>; fileAttrs: Record<string, unknown> }>> {
+async function readH5(
+  folder: string,
+): Promise<
+  Record<
+    string,
+    { features: number[][]; coords: number[][]; attrs: Record<string, unknown>; fileAttrs: Record<string, unknown> }
+  >
+> {
   const script = `
 import h5py, json, os, sys
 out = {}
@@ -55,7 +62,7 @@ const statusOf = (out: string) => {
   return new Map(table.rows.map((r) => [r[0], { status: r[1], tiles: Number(r[2]), error: r[5] }]));
 };
 
-t.test('20 slides: 19 extracted in TRIDENT\'s layout, the damaged one a failed row', async (t) => {
+t.test("20 slides: 19 extracted in TRIDENT's layout, the damaged one a failed row", async (t) => {
   const out = path.join(dir, 'features');
   const r = await runCli(['embed', '--slides', manifest, '--model', MODEL, '--out', out, '--batch-size', '8']);
   t.equal(r.code, 1, `exit 1 when a slide failed: ${r.stderr}`);
@@ -67,7 +74,11 @@ t.test('20 slides: 19 extracted in TRIDENT\'s layout, the damaged one a failed r
   t.ok((status.get(damaged)?.error ?? '').length > 0, `the row says why: ${status.get(damaged)?.error}`);
   t.equal([...status.values()].filter((s) => s.status === 'ok').length, 19);
   t.notOk(existsSync(path.join(out, `${damaged}.h5`)), 'no file for the failed slide');
-  t.same(readdirSync(out).filter((f) => f.includes('.tmp')), [], 'no temporary file left');
+  t.same(
+    readdirSync(out).filter((f) => f.includes('.tmp')),
+    [],
+    'no temporary file left',
+  );
 
   const h5 = await readH5(out);
   const sampler = await TileSampler.open(manifest, { batchSize: 1 });
@@ -79,10 +90,18 @@ t.test('20 slides: 19 extracted in TRIDENT\'s layout, the damaged one a failed r
       if (slide.name === damaged) continue;
       const got = h5[slide.name];
       const refs = Array.from(slide.tiles, (k) => sampler.tiles[k]);
-      t.same(got.coords, refs.map((r) => [r.x, r.y]), `${slide.name}: coords are the manifest's, in its order`);
+      t.same(
+        got.coords,
+        refs.map((r) => [r.x, r.y]),
+        `${slide.name}: coords are the manifest's, in its order`,
+      );
       t.equal(got.features.length, refs.length);
       t.equal(got.attrs.patch_size, 256);
-      t.equal(got.attrs.patch_size_level0, Math.round((256 * 0.5) / slide.mpp!), `${slide.name}: patch_size_level0 at ${slide.mpp} um/px`);
+      t.equal(
+        got.attrs.patch_size_level0,
+        Math.round((256 * 0.5) / slide.mpp!),
+        `${slide.name}: patch_size_level0 at ${slide.mpp} um/px`,
+      );
       t.equal(got.attrs.target_magnification, 20);
       t.equal(got.fileAttrs.dims, enc.info.dims);
       // The same tiles read one by one, each embedded alone.
@@ -111,10 +130,17 @@ t.test('a run killed halfway and run again gives the same files', async (t) => {
   const straight = path.join(dir, 'straight');
   const killed = path.join(dir, 'killed');
   await runCli(['embed', '--slides', manifest, '--model', MODEL, '--out', straight, '--batch-size', '4']);
-  const child = spawn(process.execPath, [BIN, 'embed', '--slides', manifest, '--model', MODEL, '--out', killed, '--batch-size', '4'], { cwd: ROOT, env: childEnv(), stdio: 'ignore' });
+  const child = spawn(
+    process.execPath,
+    [BIN, 'embed', '--slides', manifest, '--model', MODEL, '--out', killed, '--batch-size', '4'],
+    { cwd: ROOT, env: childEnv(), stdio: 'ignore' },
+  );
   const exited = new Promise((resolve) => child.on('exit', resolve));
   const deadline = Date.now() + 120_000;
-  const done = () => (existsSync(path.join(killed, '.status')) ? readdirSync(path.join(killed, '.status')).filter((f) => f.endsWith('.json')).length : 0);
+  const done = () =>
+    existsSync(path.join(killed, '.status'))
+      ? readdirSync(path.join(killed, '.status')).filter((f) => f.endsWith('.json')).length
+      : 0;
   while (done() < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   child.kill('SIGKILL');
   await exited;
@@ -122,17 +148,37 @@ t.test('a run killed halfway and run again gives the same files', async (t) => {
   t.ok(partial >= 4 && partial < 19, `killed with ${partial} of 19 slides written`);
   const r = await runCli(['embed', '--slides', manifest, '--model', MODEL, '--out', killed, '--batch-size', '4']);
   t.match(r.stdout, new RegExp(`extracted ${19 - partial} slides`), 'the rerun extracts only the rest');
-  t.same(readdirSync(killed).filter((f) => f.includes('.tmp')), [], 'no temporary file left');
+  t.same(
+    readdirSync(killed).filter((f) => f.includes('.tmp')),
+    [],
+    'no temporary file left',
+  );
   t.same(await readH5(killed), await readH5(straight), 'the same datasets and attributes as a run straight through');
 });
 
 t.test('--nproc 2 splits the slides between two workers: the same files', async (t) => {
   const one = path.join(dir, 'straight');
   const two = path.join(dir, 'two');
-  const r = await runCli(['embed', '--slides', manifest, '--model', MODEL, '--out', two, '--batch-size', '4', '--nproc', '2']);
+  const r = await runCli([
+    'embed',
+    '--slides',
+    manifest,
+    '--model',
+    MODEL,
+    '--out',
+    two,
+    '--batch-size',
+    '4',
+    '--nproc',
+    '2',
+  ]);
   t.equal(r.code, 1, 'a worker saw the damaged slide: exit 1');
   const status = statusOf(two);
-  t.equal([...status.values()].filter((s) => s.status === 'ok').length, 19, 'slides.csv has every slide, from both workers');
+  t.equal(
+    [...status.values()].filter((s) => s.status === 'ok').length,
+    19,
+    'slides.csv has every slide, from both workers',
+  );
   t.same(await readH5(two), await readH5(one));
 });
 
@@ -140,8 +186,11 @@ t.test('--format npy writes a feature set per slide', async (t) => {
   const out = path.join(dir, 'npy');
   const r = await runCli(['embed', '--slides', manifest, '--model', MODEL, '--out', out, '--format', 'npy']);
   t.equal(r.code, 1);
-  const slide = readdirSync(slides).map((f) => f.replace(/\.(svs|tiff)$/, '')).find((n) => n !== damaged)!;
-  for (const f of ['features.npy', 'meta.csv', 'coords.csv']) t.ok(existsSync(path.join(out, slide, f)), `${slide}/${f}`);
+  const slide = readdirSync(slides)
+    .map((f) => f.replace(/\.(svs|tiff)$/, ''))
+    .find((n) => n !== damaged)!;
+  for (const f of ['features.npy', 'meta.csv', 'coords.csv'])
+    t.ok(existsSync(path.join(out, slide, f)), `${slide}/${f}`);
   const meta = parseCsv(readFileSync(path.join(out, slide, 'meta.csv'), 'utf8'));
   t.same(meta.header, ['id', 'slide']);
 });
@@ -150,7 +199,17 @@ t.test('bad input: one message', async (t) => {
   const r = await runCli(['embed', '--slides', slides, '--model', MODEL, '--out', path.join(dir, 'x')]);
   t.equal(r.code, 2);
   t.match(r.stderr, /not a tile manifest folder/);
-  const both = await runCli(['embed', '--slides', manifest, '--input', 'a.npy', '--model', MODEL, '--out', path.join(dir, 'y')]);
+  const both = await runCli([
+    'embed',
+    '--slides',
+    manifest,
+    '--input',
+    'a.npy',
+    '--model',
+    MODEL,
+    '--out',
+    path.join(dir, 'y'),
+  ]);
   t.equal(both.code, 2);
   t.match(both.stderr, /--input or --slides, not both/);
 });

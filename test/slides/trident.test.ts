@@ -42,11 +42,20 @@ t.test('TRIDENT coordinates give the same tiles as our manifest (x, y, level, re
     t.ok(want.length > 0, `${row[0]}: ${want.length} tiles`);
     t.same(tilesOf(theirs, row[0]), want, `${row[0]}: the same tiles`);
     // In the file's order (reversed by the fixture script), not re-derived from a grid.
-    const first = parseCsv(readFileSync(path.join(theirs, 'tiles', `${row[0]}.csv`), 'utf8')).rows[0].slice(0, 2).join(',');
-    const last = parseCsv(readFileSync(path.join(ours, 'tiles', `${row[0]}.csv`), 'utf8')).rows.at(-1)!.slice(0, 2).join(',');
+    const first = parseCsv(readFileSync(path.join(theirs, 'tiles', `${row[0]}.csv`), 'utf8'))
+      .rows[0].slice(0, 2)
+      .join(',');
+    const last = parseCsv(readFileSync(path.join(ours, 'tiles', `${row[0]}.csv`), 'utf8'))
+      .rows.at(-1)!
+      .slice(0, 2)
+      .join(',');
     t.equal(first, last, `${row[0]}: rows in the file's order`);
   }
-  t.equal(JSON.parse(readFileSync(path.join(theirs, 'tiling.json'), 'utf8')).coordsFrom, path.resolve(job), 'tiling.json records the source');
+  t.equal(
+    JSON.parse(readFileSync(path.join(theirs, 'tiling.json'), 'utf8')).coordsFrom,
+    path.resolve(job),
+    'tiling.json records the source',
+  );
 });
 
 t.test('coordinates of another resolution, or a missing file: a failed slide that says what to change', async (t) => {

@@ -17,7 +17,17 @@
 // --strict fails on TypeScript errors (by default they are printed and the files emitted anyway). The pack also
 // follows every import of the compiled tests and fails if one reaches a package that is neither built into Node nor
 // stubbed here, since it would not load on the host.
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { isBuiltin } from 'node:module';
 import path from 'node:path';
@@ -36,7 +46,7 @@ export const CUDA_TESTS = [
   'test/distill/distiller.test.ts',
   'test/distill/loss.test.ts',
   'test/parallel/world-of-one.test.ts',
-  'test/distill/attention.test.ts',  // last: three child processes; the others first if the checks' time runs out
+  'test/distill/attention.test.ts', // last: three child processes; the others first if the checks' time runs out
 ];
 
 /** Packages replaced by stubs: name -> source file under tools/gpu-host/. */
@@ -51,7 +61,13 @@ const { values: opt, positionals } = parseArgs({
   },
 });
 if (opt.help) {
-  process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//')).map((l) => l.slice(3)).join('\n') + '\n');
+  process.stdout.write(
+    readFileSync(fileURLToPath(import.meta.url), 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('//'))
+      .map((l) => l.slice(3))
+      .join('\n') + '\n',
+  );
   process.exit(0);
 }
 
@@ -59,7 +75,8 @@ const OUT = path.resolve(REPO, opt.out);
 const tests = (positionals.length ? positionals : CUDA_TESTS).map((f) => {
   const abs = path.resolve(REPO, f);
   const rel = path.relative(REPO, abs);
-  if (rel.startsWith('..') || !rel.endsWith('.ts') || !existsSync(abs)) throw new Error(`gpu-pack: ${f} is not a .ts file in the repository`);
+  if (rel.startsWith('..') || !rel.endsWith('.ts') || !existsSync(abs))
+    throw new Error(`gpu-pack: ${f} is not a .ts file in the repository`);
   return rel;
 });
 
@@ -75,9 +92,11 @@ function walk(dir, keep, acc = []) {
 }
 
 // --- a clean output folder, never one that is not ours ---------------------------------------------------------------
-if (path.relative(REPO, OUT).startsWith('..') || OUT === REPO) throw new Error(`gpu-pack: --out must be a folder inside the repository (${OUT})`);
+if (path.relative(REPO, OUT).startsWith('..') || OUT === REPO)
+  throw new Error(`gpu-pack: --out must be a folder inside the repository (${OUT})`);
 if (existsSync(OUT)) {
-  if (readdirSync(OUT).length && !existsSync(path.join(OUT, MARKER))) throw new Error(`gpu-pack: ${OUT} exists and was not written by gpu-pack; remove it first`);
+  if (readdirSync(OUT).length && !existsSync(path.join(OUT, MARKER)))
+    throw new Error(`gpu-pack: ${OUT} exists and was not written by gpu-pack; remove it first`);
   rmSync(OUT, { recursive: true, force: true });
 }
 mkdirSync(OUT, { recursive: true });
@@ -136,7 +155,17 @@ for (const f of compiled) if (!existsSync(path.join(OUT, f))) throw new Error(`g
 const pkg = JSON.parse(readFileSync(path.join(REPO, 'package.json'), 'utf8'));
 writeFileSync(
   path.join(OUT, 'package.json'),
-  JSON.stringify({ name: pkg.name, version: pkg.version, private: true, type: 'module', description: 'the CUDA-path tests compiled by tools/gpu-host/pack.mjs' }, null, 2) + '\n',
+  JSON.stringify(
+    {
+      name: pkg.name,
+      version: pkg.version,
+      private: true,
+      type: 'module',
+      description: 'the CUDA-path tests compiled by tools/gpu-host/pack.mjs',
+    },
+    null,
+    2,
+  ) + '\n',
 );
 for (const [name, file] of Object.entries(STUBS)) {
   const dir = path.join(OUT, 'node_modules', name);
@@ -144,7 +173,11 @@ for (const [name, file] of Object.entries(STUBS)) {
   copyFileSync(path.join(SRC, file), path.join(dir, 'index.js'));
   writeFileSync(
     path.join(dir, 'package.json'),
-    JSON.stringify({ name, version: '0.0.0-g2l-gpu-stub', type: 'module', main: './index.js', exports: { '.': './index.js' } }, null, 2) + '\n',
+    JSON.stringify(
+      { name, version: '0.0.0-g2l-gpu-stub', type: 'module', main: './index.js', exports: { '.': './index.js' } },
+      null,
+      2,
+    ) + '\n',
   );
 }
 copyFileSync(path.join(SRC, 'run-one.mjs'), path.join(OUT, 'run-one.mjs'));
@@ -155,7 +188,8 @@ for (const sh of ['run.sh', 'link.sh', 'setup-root.sh']) {
 writeFileSync(path.join(OUT, 'tests.txt'), compiled.join('\n') + '\n');
 
 // --- every module the tests can load, and the packages they need ----------------------------------------------------
-const IMPORT_RE = /(?:^|[\s;})])(?:import|export)\s*(?:[\w$*{}\s,]+?\s*from\s*)?['"]([^'"]+)['"]|\bimport\(\s*['"]([^'"]+)['"]\s*\)|new URL\(\s*['"](\.[^'"]+\.js)['"]\s*,\s*import\.meta\.url/gm;
+const IMPORT_RE =
+  /(?:^|[\s;})])(?:import|export)\s*(?:[\w$*{}\s,]+?\s*from\s*)?['"]([^'"]+)['"]|\bimport\(\s*['"]([^'"]+)['"]\s*\)|new URL\(\s*['"](\.[^'"]+\.js)['"]\s*,\s*import\.meta\.url/gm;
 
 /** Follows relative imports (static, dynamic with a literal, worker URLs) from `entries`; returns the bare packages. */
 function reach(entries) {
@@ -190,10 +224,15 @@ function reach(entries) {
 
 const r = reach(compiled.map((f) => path.join(OUT, f)));
 const unstubbed = [...r.packages].filter(([name]) => !(name in STUBS));
-log(`${compiled.length} test files, ${r.modules} modules reachable from them; packages: ${[...r.packages.keys()].map((n) => (n in STUBS ? `${n} (stub)` : n)).join(', ') || 'none'}`);
-if (r.missing.length) throw new Error(`gpu-pack: imports that do not resolve in ${opt.out}:\n  ${r.missing.join('\n  ')}`);
+log(
+  `${compiled.length} test files, ${r.modules} modules reachable from them; packages: ${[...r.packages.keys()].map((n) => (n in STUBS ? `${n} (stub)` : n)).join(', ') || 'none'}`,
+);
+if (r.missing.length)
+  throw new Error(`gpu-pack: imports that do not resolve in ${opt.out}:\n  ${r.missing.join('\n  ')}`);
 if (unstubbed.length) {
-  throw new Error(`gpu-pack: the tests reach packages that do not travel to the GPU host: ${unstubbed.map(([n, by]) => `${n} (imported by ${by})`).join(', ')}`);
+  throw new Error(
+    `gpu-pack: the tests reach packages that do not travel to the GPU host: ${unstubbed.map(([n, by]) => `${n} (imported by ${by})`).join(', ')}`,
+  );
 }
 
 // The GPU host's scripts import ../dist/...: the same modules as .gpu/tests/lib/ (setup-root.sh links dist there).
@@ -205,12 +244,16 @@ for (const script of ['gpu.mjs', 'gpu-check.mjs', 'fp8-gpu-check.mjs']) {
   const b = reach(entries);
   const needs = [...b.packages.keys()];
   const extra = needs.filter((n) => !(n in STUBS));
-  log(`benchmarks/${script}: its dist/ imports reach ${b.modules} modules; packages: ${needs.map((n) => (n in STUBS ? `${n} (stub)` : n)).join(', ') || 'none'}` +
-    (extra.length ? ` -- NOT available on the host: ${extra.join(', ')}` : ''));
+  log(
+    `benchmarks/${script}: its dist/ imports reach ${b.modules} modules; packages: ${needs.map((n) => (n in STUBS ? `${n} (stub)` : n)).join(', ') || 'none'}` +
+      (extra.length ? ` -- NOT available on the host: ${extra.join(', ')}` : ''),
+  );
 }
 
 // --- size -----------------------------------------------------------------------------------------------------------
 const files = walk(OUT, () => true);
 const bytes = files.reduce((s, f) => s + statSync(f).size, 0);
 log(`wrote ${path.relative(REPO, OUT)}/: ${files.length} files, ${(bytes / 1024).toFixed(0)} KiB`);
-log(`on the GPU host, from the repository root: NODE=<node> ${path.relative(REPO, OUT)}/run.sh   (G2L_ENGINE_PATH defaults to build-engine/Release/g2l_engine.node)`);
+log(
+  `on the GPU host, from the repository root: NODE=<node> ${path.relative(REPO, OUT)}/run.sh   (G2L_ENGINE_PATH defaults to build-engine/Release/g2l_engine.node)`,
+);

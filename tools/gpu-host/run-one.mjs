@@ -8,7 +8,10 @@ import 'tap';
 
 const KEY = Symbol.for('g2l-native.tap-shim');
 const shim = globalThis[KEY];
-if (!shim) throw new Error('run-one.mjs: the tap shim is not the `tap` this file resolves (expected node_modules/tap beside it)');
+if (!shim)
+  throw new Error(
+    'run-one.mjs: the tap shim is not the `tap` this file resolves (expected node_modules/tap beside it)',
+  );
 const file = process.argv[2];
 if (!file) {
   process.stderr.write('usage: node run-one.mjs <compiled test file>\n');

@@ -21,7 +21,9 @@ const SHIM_FILE = new URL(import.meta.url).pathname;
 
 class Unsupported extends Error {
   constructor(what) {
-    super(`tap shim: ${what} is not supported (the GPU-host shim implements only what the CUDA-path tests use; extend tools/gpu-host/tap-shim.mjs)`);
+    super(
+      `tap shim: ${what} is not supported (the GPU-host shim implements only what the CUDA-path tests use; extend tools/gpu-host/tap-shim.mjs)`,
+    );
     this.name = 'TapShimUnsupported';
   }
 }
@@ -43,7 +45,9 @@ const show = (v) => inspect(v, { depth: 4, maxArrayLength: 12, maxStringLength: 
 
 /** The first stack frame outside this file: where the assertion was called. */
 function callSite(err = new Error()) {
-  const lines = String(err.stack ?? '').split('\n').slice(1);
+  const lines = String(err.stack ?? '')
+    .split('\n')
+    .slice(1);
   const frame = lines.find((l) => !l.includes(SHIM_FILE) && !l.includes('node:internal'));
   return frame ? frame.trim().replace(/^at /, '') : undefined;
 }
@@ -70,7 +74,8 @@ const isArrayLike = (v) => Array.isArray(v) || (ArrayBuffer.isView(v) && !(v ins
 
 /** tap's t.same: deep equivalence, loose (==) on primitives; arrays/typed arrays element-wise; the same own keys. */
 function same(a, b, seen = new Map()) {
-  if (a === b || (a == b && (a === null || typeof a !== 'object') && (b === null || typeof b !== 'object'))) return true;
+  if (a === b || (a == b && (a === null || typeof a !== 'object') && (b === null || typeof b !== 'object')))
+    return true;
   if (typeof a === 'number' && typeof b === 'number') return Number.isNaN(a) && Number.isNaN(b);
   if (a === null || b === null || typeof a !== 'object' || typeof b !== 'object') return false;
   if (seen.get(a) === b) return true;
@@ -80,7 +85,8 @@ function same(a, b, seen = new Map()) {
     for (let i = 0; i < a.length; i++) if (!same(a[i], b[i], seen)) return false;
     return true;
   }
-  if (a instanceof Date || b instanceof Date) return a instanceof Date && b instanceof Date && a.getTime() === b.getTime();
+  if (a instanceof Date || b instanceof Date)
+    return a instanceof Date && b instanceof Date && a.getTime() === b.getTime();
   if (a instanceof RegExp || b instanceof RegExp) return String(a) === String(b);
   if (a instanceof Map || b instanceof Map || a instanceof Set || b instanceof Set) {
     if (a.constructor !== b.constructor || a.size !== b.size) return false;
@@ -151,7 +157,8 @@ function typeOk(obj, klass) {
 // --- the test objects ----------------------------------------------------------------------------------------------
 
 /** Normalises (message, extra) like tap: a string message, else the default. */
-const msgOf = (msg, dflt) => (typeof msg === 'string' && msg ? msg : msg === undefined || typeof msg === 'object' ? dflt : String(msg));
+const msgOf = (msg, dflt) =>
+  typeof msg === 'string' && msg ? msg : msg === undefined || typeof msg === 'object' ? dflt : String(msg);
 
 /** tap's normalizeThrowsArgs: (wanted, message, extra) where a string `wanted` is the message. */
 function throwsArgs(dflt, wanted, message) {
@@ -201,7 +208,10 @@ class Test {
   #afterEnd(ok, msg) {
     state.n++;
     state.failed++;
-    out(0, `not ok ${state.n} - assertion after the end of subtest "${this.#name}": ${msg} (${ok ? 'passed' : 'failed'})`);
+    out(
+      0,
+      `not ok ${state.n} - assertion after the end of subtest "${this.#name}": ${msg} (${ok ? 'passed' : 'failed'})`,
+    );
     diagnostics(0, { at: callSite() });
     return false;
   }
@@ -277,7 +287,10 @@ class Test {
       () => this.#point(false, m, { at, wanted: w ?? 'a rejection', found: 'resolved' }),
       (er) => {
         if (!w) return this.#point(true, m) && (er || true);
-        return this.#point(match(w instanceof RegExp ? er?.message : er, w), m, { at, found: er, pattern: w }) && (er || true);
+        return (
+          this.#point(match(w instanceof RegExp ? er?.message : er, w), m, { at, found: er, pattern: w }) &&
+          (er || true)
+        );
       },
     );
     this.#pending.add(done);
@@ -306,8 +319,10 @@ class Test {
       return Promise.resolve(false);
     }
     const run = async () => {
-      if (a.opts.skip) return this.#point(true, a.name + (typeof a.opts.skip === 'string' ? ` (${a.opts.skip})` : ''), {}, 'SKIP');
-      if (a.opts.todo) return this.#point(true, a.name + (typeof a.opts.todo === 'string' ? ` (${a.opts.todo})` : ''), {}, 'TODO');
+      if (a.opts.skip)
+        return this.#point(true, a.name + (typeof a.opts.skip === 'string' ? ` (${a.opts.skip})` : ''), {}, 'SKIP');
+      if (a.opts.todo)
+        return this.#point(true, a.name + (typeof a.opts.todo === 'string' ? ` (${a.opts.todo})` : ''), {}, 'TODO');
       out(this.#depth, `# Subtest: ${a.name}`);
       const child = makeTest(a.name, this.#depth + 1);
       return child[RUN](a.fn).then((failures) => {
@@ -377,8 +392,25 @@ function parseTestArgs(name, opts, fn, isSkip) {
 
 /** Every property of t that the shim does not implement throws when read. */
 const ALLOWED = new Set([
-  'name', 'pass', 'fail', 'ok', 'notOk', 'equal', 'not', 'same', 'notSame', 'match', 'notMatch', 'type', 'throws',
-  'doesNotThrow', 'rejects', 'comment', 'teardown', 'skip', 'test',
+  'name',
+  'pass',
+  'fail',
+  'ok',
+  'notOk',
+  'equal',
+  'not',
+  'same',
+  'notSame',
+  'match',
+  'notMatch',
+  'type',
+  'throws',
+  'doesNotThrow',
+  'rejects',
+  'comment',
+  'teardown',
+  'skip',
+  'test',
 ]);
 const proxies = new WeakMap();
 function proxyOf(test) {
@@ -411,7 +443,10 @@ const root = makeTest('TAP', 0);
 
 function summary() {
   const pendingNote = state.n === 0 ? ' (no assertion ran)' : '';
-  out(0, `# ${state.file}: ${state.passed} passed, ${state.failed} failed, ${state.skipped} skipped${state.todo ? `, ${state.todo} todo` : ''}${pendingNote}`);
+  out(
+    0,
+    `# ${state.file}: ${state.passed} passed, ${state.failed} failed, ${state.skipped} skipped${state.todo ? `, ${state.todo} todo` : ''}${pendingNote}`,
+  );
   return state.failed > 0 || (state.passed === 0 && state.skipped === 0) ? 1 : 0;
 }
 
@@ -431,7 +466,10 @@ process.on('beforeExit', () => {
   if (state.finished) return;
   if (state.driven) {
     // run-one.mjs awaits the import and then finish(): an empty event loop before that means a promise never settles.
-    root[FATAL](new Error('the event loop drained with the file or a test still pending (a promise that never settles)'), 'did not finish');
+    root[FATAL](
+      new Error('the event loop drained with the file or a test still pending (a promise that never settles)'),
+      'did not finish',
+    );
     state.finished = true;
     process.exitCode = summary();
     return;
@@ -441,7 +479,11 @@ process.on('beforeExit', () => {
   root[SETTLE]().then(() => (settled = true));
   setImmediate(() => {
     if (state.finished) return;
-    if (!settled) root[FATAL](new Error('the event loop drained with a test still pending (a promise that never settles)'), 'did not finish');
+    if (!settled)
+      root[FATAL](
+        new Error('the event loop drained with a test still pending (a promise that never settles)'),
+        'did not finish',
+      );
     state.finished = true;
     process.exitCode = summary();
   });

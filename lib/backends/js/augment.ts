@@ -28,7 +28,8 @@ export class Mt19937 {
     for (let i = 1; i < 624; i++) {
       const prev = this.state[i - 1] ^ (this.state[i - 1] >>> 30);
       // 1812433253 * prev + i, mod 2^32 (split to stay exact in float64)
-      this.state[i] = (((((prev & 0xffff0000) >>> 16) * 1812433253) << 16) + (prev & 0x0000ffff) * 1812433253 + i) >>> 0;
+      this.state[i] =
+        (((((prev & 0xffff0000) >>> 16) * 1812433253) << 16) + (prev & 0x0000ffff) * 1812433253 + i) >>> 0;
     }
   }
 
@@ -56,7 +57,10 @@ export class Mt19937 {
 }
 
 export function resolveAugmentConfig(config: AugmentConfig = {}): Required<AugmentConfig> {
-  const c = { ...DEFAULT_AUGMENT_CONFIG, ...Object.fromEntries(Object.entries(config).filter(([, v]) => v !== undefined)) };
+  const c = {
+    ...DEFAULT_AUGMENT_CONFIG,
+    ...Object.fromEntries(Object.entries(config).filter(([, v]) => v !== undefined)),
+  };
   for (const k of ['pHflip', 'pVflip', 'pJitter', 'pBlur'] as const) {
     if (!(c[k] >= 0 && c[k] <= 1)) throw new UserError(`augment: ${k} must be in [0, 1], got ${c[k]}`);
   }
@@ -64,16 +68,21 @@ export function resolveAugmentConfig(config: AugmentConfig = {}): Required<Augme
     throw new UserError('augment: brightness, contrast and saturation must be non-negative');
   }
   if (!(c.hue >= 0 && c.hue <= 0.5)) throw new UserError(`augment: hue must be in [0, 0.5], got ${c.hue}`);
-  if (!Number.isInteger(c.blurKernel) || c.blurKernel <= 0 || c.blurKernel % 2 === 0 || (c.blurKernel >> 1) >= c.crop) {
-    throw new UserError(`augment: blurKernel must be odd, positive and smaller than twice the crop, got ${c.blurKernel}`);
+  if (!Number.isInteger(c.blurKernel) || c.blurKernel <= 0 || c.blurKernel % 2 === 0 || c.blurKernel >> 1 >= c.crop) {
+    throw new UserError(
+      `augment: blurKernel must be odd, positive and smaller than twice the crop, got ${c.blurKernel}`,
+    );
   }
-  if (!(c.blurSigmaMin > 0 && c.blurSigmaMax >= c.blurSigmaMin)) throw new UserError('augment: blur sigma range must satisfy 0 < min <= max');
+  if (!(c.blurSigmaMin > 0 && c.blurSigmaMax >= c.blurSigmaMin))
+    throw new UserError('augment: blur sigma range must satisfy 0 < min <= max');
   return c;
 }
 
 function checkCrop(c: Required<AugmentConfig>, tileH: number, tileW: number): void {
   if (!Number.isInteger(c.crop) || c.crop <= 0 || c.crop > tileH || c.crop > tileW) {
-    throw new UserError(`augment: crop ${c.crop} does not fit tiles of ${tileH}x${tileW}: use a crop no larger than the tile`);
+    throw new UserError(
+      `augment: crop ${c.crop} does not fit tiles of ${tileH}x${tileW}: use a crop no larger than the tile`,
+    );
   }
 }
 
@@ -83,7 +92,13 @@ function roundHalfEven(x: number): number {
   return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
-export function sampleAugmentParams(batch: number, tileH: number, tileW: number, config: AugmentConfig, seed: number | bigint): Float32Tensor {
+export function sampleAugmentParams(
+  batch: number,
+  tileH: number,
+  tileW: number,
+  config: AugmentConfig,
+  seed: number | bigint,
+): Float32Tensor {
   const c = resolveAugmentConfig(config);
   checkCrop(c, tileH, tileW);
   const out = new Float32Array(batch * P.count);
@@ -145,13 +160,18 @@ function adjustContrastOrSaturation(x: Float64Array, n: number, f: number, perPi
 
 function adjustHue(x: Float64Array, n: number, f: number): void {
   for (let i = 0; i < n; i++) {
-    const r = x[i], g = x[n + i], b = x[2 * n + i];
-    const maxc = Math.max(r, g, b), minc = Math.min(r, g, b);
+    const r = x[i],
+      g = x[n + i],
+      b = x[2 * n + i];
+    const maxc = Math.max(r, g, b),
+      minc = Math.min(r, g, b);
     const eqc = maxc === minc;
     const range = maxc - minc;
     const s = range / (eqc ? 1 : maxc);
     const div = eqc ? 1 : range;
-    const rc = (maxc - r) / div, gc = (maxc - g) / div, bc = (maxc - b) / div;
+    const rc = (maxc - r) / div,
+      gc = (maxc - g) / div,
+      bc = (maxc - b) / div;
     let h = maxc === r ? bc - gc : maxc === g ? 2 + rc - bc : 4 + gc - rc;
     h = ((h / 6 + 1) % 1) + f;
     h -= Math.floor(h);
@@ -268,15 +288,26 @@ export function bfloat16BitsToFloat(h: number): number {
 function checkParams(p: Float32Array, batch: number, tileH: number, tileW: number, c: Required<AugmentConfig>): void {
   for (let b = 0; b < batch; b++) {
     const row = p.subarray(b * P.count, (b + 1) * P.count);
-    const cx = row[P.cropX], cy = row[P.cropY];
-    if (!Number.isInteger(cx) || !Number.isInteger(cy) || cx < 0 || cy < 0 || cx + c.crop > tileW || cy + c.crop > tileH) {
-      throw new UserError(`augmentBatch: params row ${b}: crop offset (${cx}, ${cy}) does not fit a ${c.crop} crop in ${tileH}x${tileW} tiles`);
+    const cx = row[P.cropX],
+      cy = row[P.cropY];
+    if (
+      !Number.isInteger(cx) ||
+      !Number.isInteger(cy) ||
+      cx < 0 ||
+      cy < 0 ||
+      cx + c.crop > tileW ||
+      cy + c.crop > tileH
+    ) {
+      throw new UserError(
+        `augmentBatch: params row ${b}: crop offset (${cx}, ${cy}) does not fit a ${c.crop} crop in ${tileH}x${tileW} tiles`,
+      );
     }
     const seen = new Set(Array.from(row.subarray(P.order0, P.order0 + 4)));
     if (seen.size !== 4 || ![0, 1, 2, 3].every((v) => seen.has(v))) {
       throw new UserError(`augmentBatch: params row ${b}: order is not a permutation of 0..3`);
     }
-    if (row[P.blur] !== 0 && !(row[P.sigma] > 0)) throw new UserError(`augmentBatch: params row ${b}: blur sigma must be positive`);
+    if (row[P.blur] !== 0 && !(row[P.sigma] > 0))
+      throw new UserError(`augmentBatch: params row ${b}: blur sigma must be positive`);
   }
 }
 
@@ -295,7 +326,9 @@ export function augmentBatch(
   const [batch, tileH, tileW] = tiles.shape;
   checkCrop(c, tileH, tileW);
   if (params.shape.length !== 2 || params.shape[0] !== batch || params.shape[1] !== P.count) {
-    throw new UserError(`augmentBatch: params must be (B,${P.count}) with B = ${batch}, got (${params.shape.join(',')})`);
+    throw new UserError(
+      `augmentBatch: params must be (B,${P.count}) with B = ${batch}, got (${params.shape.join(',')})`,
+    );
   }
   for (const nrm of [teacherNorm, studentNorm]) {
     if (nrm.mean.length !== 3 || nrm.std.length !== 3 || !nrm.std.every((s) => s > 0)) {
@@ -326,17 +359,27 @@ export function augmentBatch(
     if (row[P.jitter]) {
       for (let k = 0; k < 4; k++) {
         switch (row[P.order0 + k]) {
-          case 0: adjustBrightness(img, row[P.brightness]); break;
-          case 1: adjustContrastOrSaturation(img, n, row[P.contrast], false); break;
-          case 2: adjustContrastOrSaturation(img, n, row[P.saturation], true); break;
-          default: adjustHue(img, n, row[P.hue]);
+          case 0:
+            adjustBrightness(img, row[P.brightness]);
+            break;
+          case 1:
+            adjustContrastOrSaturation(img, n, row[P.contrast], false);
+            break;
+          case 2:
+            adjustContrastOrSaturation(img, n, row[P.saturation], true);
+            break;
+          default:
+            adjustHue(img, n, row[P.hue]);
         }
       }
     }
     if (row[P.blur]) gaussianBlur(img, size, c.blurKernel, row[P.sigma]);
     const base = b * 3 * n;
     for (let ch = 0; ch < 3; ch++) {
-      const tm = teacherNorm.mean[ch], ts = teacherNorm.std[ch], sm = studentNorm.mean[ch], ss = studentNorm.std[ch];
+      const tm = teacherNorm.mean[ch],
+        ts = teacherNorm.std[ch],
+        sm = studentNorm.mean[ch],
+        ss = studentNorm.std[ch];
       for (let i = 0; i < n; i++) {
         const v = img[ch * n + i];
         const t = (v - tm) / ts;
@@ -346,5 +389,8 @@ export function augmentBatch(
     }
   }
   const shape = [batch, 3, size, size];
-  return { teacher: { data: teacher, shape, dtype: teacherDtype }, student: { data: student, shape: [...shape], dtype: 'float32' } };
+  return {
+    teacher: { data: teacher, shape, dtype: teacherDtype },
+    student: { data: student, shape: [...shape], dtype: 'float32' },
+  };
 }

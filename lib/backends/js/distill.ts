@@ -20,7 +20,15 @@ import { augmentBatch, Mt19937, sampleAugmentParams } from './augment.js';
 import { logSumLossJs } from './loss.js';
 import { checkJsModelSize, JsModel, loadJsModel } from './model.js';
 import { CHECKSUM_KEY, readStoredTensors, type StoredTensor, writeSafetensors } from './safetensors.js';
-import { describeSpec, outDim, parameterCount, type Regularization, reportedDrop, resolveVitSpec, studentRegularization } from '../../models/spec.js';
+import {
+  describeSpec,
+  outDim,
+  parameterCount,
+  type Regularization,
+  reportedDrop,
+  resolveVitSpec,
+  studentRegularization,
+} from '../../models/spec.js';
 import type { VitDrop } from './vit.js';
 import { OPTIMIZER_DEFAULTS } from '../../defaults.js';
 import { definedOnly } from '../../util/objects.js';
@@ -46,13 +54,25 @@ function cosine(start: number, end: number, k: number, kMax: number): number {
 
 export function scheduleAt(c: Optim, step: number): { lr: number; weightDecay: number } {
   if (step < 0) step = 0;
-  const lr = step < c.warmupSteps
-    ? (c.lr * (step + 1)) / c.warmupSteps
-    : cosine(c.lr, c.finalLr, step - c.warmupSteps, c.totalSteps - c.warmupSteps);
+  const lr =
+    step < c.warmupSteps
+      ? (c.lr * (step + 1)) / c.warmupSteps
+      : cosine(c.lr, c.finalLr, step - c.warmupSteps, c.totalSteps - c.warmupSteps);
   return { lr, weightDecay: cosine(c.weightDecay, c.finalWeightDecay, step, c.totalSteps) };
 }
 
-const NO_DECAY = ['bias', 'norm', 'token', 'pos_embed', 'position_embeddings', 'ls1.', 'ls2.', 'layer_scale', 'gamma', 'lambda1'];
+const NO_DECAY = [
+  'bias',
+  'norm',
+  'token',
+  'pos_embed',
+  'position_embeddings',
+  'ls1.',
+  'ls2.',
+  'layer_scale',
+  'gamma',
+  'lambda1',
+];
 
 /** No weight decay on biases, norms, LayerScale, tokens and position embeddings (1-D tensors and by name). */
 export function takesWeightDecay(key: string, shape: number[]): boolean {
@@ -72,7 +92,8 @@ export function stepSeed(seed: number | bigint, step: number): bigint {
 /** libtorch's CPU uniform_(from, to) on float32: 24 low bits of each mt19937 draw, arithmetic in float32. */
 function torchUniform(n: number, from: number, to: number, rng: Mt19937): Float32Array {
   const out = new Float32Array(n);
-  const f = Math.fround(from), range = Math.fround(Math.fround(to) - f);
+  const f = Math.fround(from),
+    range = Math.fround(Math.fround(to) - f);
   for (let i = 0; i < n; i++) {
     const x = Math.fround((rng.next() & 0xffffff) * 2 ** -24);
     out[i] = Math.fround(Math.fround(x * range) + f);
@@ -80,7 +101,15 @@ function torchUniform(n: number, from: number, to: number, rng: Mt19937): Float3
   return out;
 }
 
-interface Slot { key: string; shape: number[]; param: Float32Array; grad: Float32Array; m: Float32Array; v: Float32Array; decay: boolean }
+interface Slot {
+  key: string;
+  shape: number[];
+  param: Float32Array;
+  grad: Float32Array;
+  m: Float32Array;
+  v: Float32Array;
+  decay: boolean;
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // The Distiller
@@ -96,10 +125,15 @@ export class JsDistiller {
   /** The student's training-only rates (its config.json's, then config.studentDrop). */
   readonly studentDrop: Regularization;
 
-  private constructor(readonly config: JsDistillerConfig, readonly teacher: JsModel, readonly student: JsModel) {
+  private constructor(
+    readonly config: JsDistillerConfig,
+    readonly teacher: JsModel,
+    readonly student: JsModel,
+  ) {
     this.studentDrop = studentRegularization(student.spec, config.studentDrop);
     this.optim = { ...OPTIM_DEFAULTS, ...definedOnly(config.optimizer ?? {}) } as Optim;
-    const ds = outDim(student.spec), dt = outDim(teacher.spec);  // pooled widths (2*D for cls+mean)
+    const ds = outDim(student.spec),
+      dt = outDim(teacher.spec); // pooled widths (2*D for cls+mean)
     const rng = new Mt19937(BigInt(config.seed ?? 0));
     const bound = 1 / Math.sqrt(ds);
     this.projectorWeight = torchUniform(dt * ds, -bound, bound, rng);
@@ -113,26 +147,45 @@ export class JsDistiller {
   }
 
   private addSlot(key: string, shape: number[], param: Float32Array): void {
-    this.slots.push({ key, shape, param, grad: new Float32Array(param.length), m: new Float32Array(param.length),
-      v: new Float32Array(param.length), decay: takesWeightDecay(key, shape) });
+    this.slots.push({
+      key,
+      shape,
+      param,
+      grad: new Float32Array(param.length),
+      m: new Float32Array(param.length),
+      v: new Float32Array(param.length),
+      decay: takesWeightDecay(key, shape),
+    });
   }
 
   /** Loads both models (strict about weights; refused over the js size limit unless config.force). */
   static async create(config: JsDistillerConfig): Promise<JsDistiller> {
     if ((config.device ?? 'cpu') !== 'cpu') {
-      throw new UserError(`the js backend runs on the CPU only, but device '${config.device}' was asked for: use --device cpu or --backend native`);
+      throw new UserError(
+        `the js backend runs on the CPU only, but device '${config.device}' was asked for: use --device cpu or --backend native`,
+      );
     }
     const td = config.teacherDtype ?? 'auto';
     if (td !== 'auto' && td !== 'float32') {
-      throw new UserError(`the js backend runs the teacher in float32 only, but teacherDtype '${td}' was asked for: use auto or float32, or --backend native`);
+      throw new UserError(
+        `the js backend runs the teacher in float32 only, but teacherDtype '${td}' was asked for: use auto or float32, or --backend native`,
+      );
     }
     if (config.teacherFp8) {
-      throw new UserError('the js backend has no FP8 teacher (teacherFp8): --teacher-fp8 needs the native engine on a CUDA GPU with FP8 tensor cores (compute capability 8.9+); drop the flag');
+      throw new UserError(
+        'the js backend has no FP8 teacher (teacherFp8): --teacher-fp8 needs the native engine on a CUDA GPU with FP8 tensor cores (compute capability 8.9+); drop the flag',
+      );
     }
     if ((config.accumulationSteps ?? 1) < 1) throw new UserError('accumulationSteps must be at least 1');
-    studentRegularization(resolveVitSpec(config.student, config.studentPreset ?? '', config.studentPool ?? ''), config.studentDrop);  // refusals first
+    studentRegularization(
+      resolveVitSpec(config.student, config.studentPreset ?? '', config.studentPool ?? ''),
+      config.studentDrop,
+    ); // refusals first
     // Before any weights are read: a step costs a teacher forward plus about three student forwards.
-    for (const [what, folder, preset, pool] of [['teacher', config.teacher, config.teacherPreset, config.teacherPool], ['student', config.student, config.studentPreset, config.studentPool]] as const) {
+    for (const [what, folder, preset, pool] of [
+      ['teacher', config.teacher, config.teacherPreset, config.teacherPool],
+      ['student', config.student, config.studentPreset, config.studentPool],
+    ] as const) {
       const spec = resolveVitSpec(folder, preset ?? '', pool ?? '');
       checkJsModelSize(spec, parameterCount(spec), config.force, what);
     }
@@ -164,7 +217,9 @@ export class JsDistiller {
     const [batch, H, W] = tiles.shape;
     const accum = this.config.accumulationSteps ?? 1;
     if (batch % accum !== 0 || batch / accum < 2) {
-      throw new UserError(`step: a batch of ${batch} tiles cannot be split into ${accum} micro-batches of at least 2 (BatchNorm needs 2 samples): change batchSize or accumulationSteps`);
+      throw new UserError(
+        `step: a batch of ${batch} tiles cannot be split into ${accum} micro-batches of at least 2 (BatchNorm needs 2 samples): change batchSize or accumulationSteps`,
+      );
     }
     const augment = this.config.augment ?? {};
     const params = sampleAugmentParams(batch, H, W, augment, stepSeed(this.config.seed ?? 0, this.stepIndex));
@@ -175,9 +230,11 @@ export class JsDistiller {
     for (const s of this.slots) s.grad.fill(0);
     const grads = new Map<string, Float32Array>();
     for (const s of this.slots) if (s.key.startsWith('student/')) grads.set(s.key.slice(8), s.grad);
-    const projW = this.slots[this.slots.length - 2].grad, projB = this.slots[this.slots.length - 1].grad;
+    const projW = this.slots[this.slots.length - 2].grad,
+      projB = this.slots[this.slots.length - 1].grad;
     const micro = batch / accum;
-    const Ds = outDim(this.student.spec), Dt = outDim(this.teacher.spec);
+    const Ds = outDim(this.student.spec),
+      Dt = outDim(this.teacher.spec);
     let lossSum = 0;
     // The student's dropout and drop path: uniform draws from mt19937(mix(mix(seed, step), rank 0)), in order over
     // the micro-batches, so a resumed run draws the same masks (the engine seeds its own generator the same way; the
@@ -193,11 +250,18 @@ export class JsDistiller {
       const sIn = views.student.data.subarray(m * micro * per, (m + 1) * micro * per);
       const zt = this.teacher.vit.forward(tIn, micro, crop, crop).embeddings;
       const { embeddings: zs, cache } = this.student.vit.forward(sIn, micro, crop, crop, true, drop);
-      const r = logSumLossJs({ data: zs, shape: [micro, Ds] }, { data: zt, shape: [micro, Dt] }, {
-        W: { data: this.projectorWeight, shape: [Dt, Ds] }, b: { data: this.projectorBias, shape: [Dt] },
-        alpha: this.config.loss?.alpha, reduction: this.config.loss?.reduction as 'batch' | 'sample' | undefined,
-        bnEps: this.config.loss?.bnEps, teacherBn: this.config.loss?.teacherBn,
-      });
+      const r = logSumLossJs(
+        { data: zs, shape: [micro, Ds] },
+        { data: zt, shape: [micro, Dt] },
+        {
+          W: { data: this.projectorWeight, shape: [Dt, Ds] },
+          b: { data: this.projectorBias, shape: [Dt] },
+          alpha: this.config.loss?.alpha,
+          reduction: this.config.loss?.reduction as 'batch' | 'sample' | undefined,
+          bnEps: this.config.loss?.bnEps,
+          teacherBn: this.config.loss?.teacherBn,
+        },
+      );
       const scale = 1 / accum;
       const dzs = new Float32Array(micro * Ds);
       for (let i = 0; i < dzs.length; i++) dzs[i] = r.grads.zs.data[i] * scale;
@@ -208,7 +272,14 @@ export class JsDistiller {
     }
     const gradNorm = this.adamw();
     const sched = scheduleAt(this.optim, this.stepIndex);
-    const result = { step: this.stepIndex, loss: lossSum / accum, lr: sched.lr, weightDecay: sched.weightDecay, gradNorm, deviceMemoryBytes: 0 };
+    const result = {
+      step: this.stepIndex,
+      loss: lossSum / accum,
+      lr: sched.lr,
+      weightDecay: sched.weightDecay,
+      gradNorm,
+      deviceMemoryBytes: 0,
+    };
     this.stepIndex += 1;
     return result;
   }
@@ -222,8 +293,10 @@ export class JsDistiller {
     const gradNorm = Math.sqrt(sq);
     const clip = c.clipGradNorm > 0 ? Math.min(1, c.clipGradNorm / (gradNorm + 1e-6)) : 1;
     this.updates += 1;
-    const bc1 = 1 - c.beta1 ** this.updates, bc2 = 1 - c.beta2 ** this.updates;
-    const stepSize = lr / bc1, sqrtBc2 = Math.sqrt(bc2);
+    const bc1 = 1 - c.beta1 ** this.updates,
+      bc2 = 1 - c.beta2 ** this.updates;
+    const stepSize = lr / bc1,
+      sqrtBc2 = Math.sqrt(bc2);
     for (const s of this.slots) {
       const decay = s.decay && wd !== 0 ? 1 - lr * wd : 1;
       const { param: p, grad: g, m, v } = s;
@@ -279,14 +352,17 @@ export class JsDistiller {
     const file = path.join(folder, STATE_FILE);
     if (!existsSync(file)) {
       if (existsSync(path.join(folder, LEGACY_STATE_FILE))) {
-        throw new UserError(`load: ${folder} holds ${LEGACY_STATE_FILE}: a checkpoint written by an earlier g2l-native (format state.pt), ` +
-          'which this version does not read; finish that run with the g2l-native version that wrote it, or start it again');
+        throw new UserError(
+          `load: ${folder} holds ${LEGACY_STATE_FILE}: a checkpoint written by an earlier g2l-native (format state.pt), ` +
+            'which this version does not read; finish that run with the g2l-native version that wrote it, or start it again',
+        );
       }
       throw new UserError(`load: cannot read ${file}: is this a checkpoint folder of a g2l-native run?`);
     }
     const advice = 'resume from an earlier checkpoints/step-N folder';
     const { tensors: state, metadata } = readStoredTensors(file, advice);
-    const damaged = (what: string) => new UserError(`load: ${file} ${what}: the checkpoint is damaged or from another run; ${advice}`);
+    const damaged = (what: string) =>
+      new UserError(`load: ${file} ${what}: the checkpoint is damaged or from another run; ${advice}`);
     const metaKeys = Object.keys(metadata).sort();
     if (metaKeys.join() !== [CHECKSUM_KEY, 'format'].sort().join() || metadata.format !== 'pt') {
       throw damaged(`does not have the __metadata__ g2l-native writes ({format: pt, ${CHECKSUM_KEY}})`);
@@ -296,21 +372,25 @@ export class JsDistiller {
       const t = state.get(key);
       if (!t) throw damaged(`has no '${key}' (is it from another model?)`);
       if (t.dtype !== dtype || t.shape.join(',') !== shape.join(',')) {
-        throw damaged(`has '${key}' as ${t.dtype} (${t.shape}) but the run needs ${dtype} (${shape}) (is it from another model?)`);
+        throw damaged(
+          `has '${key}' as ${t.dtype} (${t.shape}) but the run needs ${dtype} (${shape}) (is it from another model?)`,
+        );
       }
       unused.delete(key);
       return t;
     };
     // Everything is checked before anything is copied: a refused file leaves the state as it was.
     const copies: [Float32Array, Float32Array][] = [];
-    const take = (key: string, dst: Float32Array, shape: number[]) => copies.push([dst, get(key, 'float32', shape).data as Float32Array]);
+    const take = (key: string, dst: Float32Array, shape: number[]) =>
+      copies.push([dst, get(key, 'float32', shape).data as Float32Array]);
     const long = (key: string) => (get(key, 'int64', [1]).data as BigInt64Array)[0];
     for (const s of this.slots) {
       take(s.key, s.param, s.shape);
       take(`optimizer/exp_avg/${s.key}`, s.m, s.shape);
       take(`optimizer/exp_avg_sq/${s.key}`, s.v, s.shape);
     }
-    const updates = long('optimizer/updates'), step = long('step');
+    const updates = long('optimizer/updates'),
+      step = long('step');
     long('seed');
     if (unused.size) throw damaged(`holds '${[...unused].sort()[0]}', which this run does not have`);
     if (step < 0n || updates < 0n) throw damaged('has a negative step');
@@ -328,11 +408,21 @@ export class JsDistiller {
   }
 
   info() {
-    const t = this.teacher.spec, s = this.student.spec;
+    const t = this.teacher.spec,
+      s = this.student.spec;
     return {
-      studentDim: outDim(s), teacherDim: outDim(t), studentParams: this.student.vit.parameterCount(),
-      teacherParams: this.teacher.vit.parameterCount(), device: 'cpu', teacherModel: describeSpec(t), studentModel: describeSpec(s),
-      teacherMean: [...t.mean], teacherStd: [...t.std], studentMean: [...s.mean], studentStd: [...s.std], step: this.stepIndex,
+      studentDim: outDim(s),
+      teacherDim: outDim(t),
+      studentParams: this.student.vit.parameterCount(),
+      teacherParams: this.teacher.vit.parameterCount(),
+      device: 'cpu',
+      teacherModel: describeSpec(t),
+      studentModel: describeSpec(s),
+      teacherMean: [...t.mean],
+      teacherStd: [...t.std],
+      studentMean: [...s.mean],
+      studentStd: [...s.std],
+      step: this.stepIndex,
       studentDrop: reportedDrop(s, this.studentDrop),
     };
   }
@@ -358,13 +448,23 @@ const LEGACY_STATE_FILE = 'state.pt';
 // ---------------------------------------------------------------------------------------------------------------
 
 type DistillerInfo = ReturnType<JsDistiller['info']>;
-interface Reply { id: number; ok: boolean; message?: string; user?: boolean; value?: unknown; info?: DistillerInfo }
+interface Reply {
+  id: number;
+  ok: boolean;
+  message?: string;
+  user?: boolean;
+  value?: unknown;
+  info?: DistillerInfo;
+}
 
 export class JsDistillerWorker {
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
 
-  private constructor(private readonly worker: Worker, private lastInfo: DistillerInfo) {
+  private constructor(
+    private readonly worker: Worker,
+    private lastInfo: DistillerInfo,
+  ) {
     worker.on('message', (r: Reply) => {
       const p = this.pending.get(r.id);
       if (!p) return;
@@ -374,20 +474,30 @@ export class JsDistillerWorker {
       if (r.ok) p.resolve(r);
       else p.reject(r.user ? new UserError(r.message!) : new Error(r.message));
     });
-    worker.on('error', (e) => { for (const p of this.pending.values()) p.reject(e); this.pending.clear(); });
+    worker.on('error', (e) => {
+      for (const p of this.pending.values()) p.reject(e);
+      this.pending.clear();
+    });
   }
 
   static async create(config: JsDistillerConfig): Promise<JsDistillerWorker> {
     // Refusals before the worker starts: device, teacher dtype, folders and the size guard.
     if ((config.device ?? 'cpu') !== 'cpu') {
-      throw new UserError(`the js backend runs on the CPU only, but device '${config.device}' was asked for: use --device cpu or --backend native`);
+      throw new UserError(
+        `the js backend runs on the CPU only, but device '${config.device}' was asked for: use --device cpu or --backend native`,
+      );
     }
-    for (const [what, folder, preset, pool] of [['teacher', config.teacher, config.teacherPreset, config.teacherPool], ['student', config.student, config.studentPreset, config.studentPool]] as const) {
+    for (const [what, folder, preset, pool] of [
+      ['teacher', config.teacher, config.teacherPreset, config.teacherPool],
+      ['student', config.student, config.studentPreset, config.studentPool],
+    ] as const) {
       const spec = resolveVitSpec(folder, preset ?? '', pool ?? '');
       checkJsModelSize(spec, parameterCount(spec), config.force, what);
     }
     const here = import.meta.url;
-    const worker = new Worker(new URL(here.endsWith('.ts') ? './distill-worker.ts' : './distill-worker.js', here), { workerData: config });
+    const worker = new Worker(new URL(here.endsWith('.ts') ? './distill-worker.ts' : './distill-worker.js', here), {
+      workerData: config,
+    });
     const first = await new Promise<Reply>((resolve, reject) => {
       worker.once('error', reject);
       worker.once('message', resolve);
@@ -416,12 +526,19 @@ export class JsDistillerWorker {
   }
 
   async features(tiles: Uint8Tensor, which: 'student' | 'teacher'): Promise<Float32Tensor> {
-    return (await this.call('features', { tiles: { data: tiles.data, shape: tiles.shape }, which })).value as Float32Tensor;
+    return (await this.call('features', { tiles: { data: tiles.data, shape: tiles.shape }, which }))
+      .value as Float32Tensor;
   }
 
-  async save(folder: string): Promise<void> { await this.call('save', { folder }); }
-  async load(folder: string): Promise<void> { await this.call('load', { folder }); }
-  async exportStudent(folder: string): Promise<void> { await this.call('exportStudent', { folder }); }
+  async save(folder: string): Promise<void> {
+    await this.call('save', { folder });
+  }
+  async load(folder: string): Promise<void> {
+    await this.call('load', { folder });
+  }
+  async exportStudent(folder: string): Promise<void> {
+    await this.call('exportStudent', { folder });
+  }
 
   info(): DistillerInfo {
     return this.lastInfo;

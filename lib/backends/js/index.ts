@@ -6,7 +6,15 @@ import { UserError } from '../../errors.js';
 import type { Backend, BackendInfo, Float32Tensor, Uint8Tensor } from '../types.js';
 import type { AugmentConfig, AugmentedBatch, AugmentOptions, Normalization } from '../types.js';
 import { augmentBatch, sampleAugmentParams } from './augment.js';
-import type { FloatTensor, LogSumLossOptions, LogSumLossResult, MilBags, MilParams, MilTrainPlan, MilTrainResult } from '../types.js';
+import type {
+  FloatTensor,
+  LogSumLossOptions,
+  LogSumLossResult,
+  MilBags,
+  MilParams,
+  MilTrainPlan,
+  MilTrainResult,
+} from '../types.js';
 import { logSumLossJs } from './loss.js';
 import { abmilLossJs, abmilPredictJs, abmilTrainJs } from './mil.js';
 import type { EmbedInput, ModelDescription, ModelHandle, ModelInfo, ModelLoadOptions, ModelSource } from '../types.js';
@@ -39,7 +47,12 @@ export class JsBackend implements Backend {
     };
   }
 
-  async normalizeImages(images: Uint8Tensor, mean: readonly number[], std: readonly number[], device = 'cpu'): Promise<Float32Tensor> {
+  async normalizeImages(
+    images: Uint8Tensor,
+    mean: readonly number[],
+    std: readonly number[],
+    device = 'cpu',
+  ): Promise<Float32Tensor> {
     requireCpu(device);
     const [n, h, w, c] = images.shape;
     if (images.shape.length !== 4 || c !== 3) {
@@ -61,7 +74,13 @@ export class JsBackend implements Backend {
     return { data: out, shape: [n, 3, h, w] };
   }
 
-  async sampleAugmentParams(batch: number, tileH: number, tileW: number, config: AugmentConfig, seed: number | bigint): Promise<Float32Tensor> {
+  async sampleAugmentParams(
+    batch: number,
+    tileH: number,
+    tileW: number,
+    config: AugmentConfig,
+    seed: number | bigint,
+  ): Promise<Float32Tensor> {
     return sampleAugmentParams(batch, tileH, tileW, config, seed);
   }
 
@@ -74,7 +93,10 @@ export class JsBackend implements Backend {
     options: AugmentOptions = {},
   ): Promise<AugmentedBatch> {
     requireCpu(options.device ?? 'cpu');
-    const p = 'seed' in params ? sampleAugmentParams(tiles.shape[0], tiles.shape[1], tiles.shape[2], config, params.seed) : params;
+    const p =
+      'seed' in params
+        ? sampleAugmentParams(tiles.shape[0], tiles.shape[1], tiles.shape[2], config, params.seed)
+        : params;
     return augmentBatch(tiles, p, config, teacherNorm, studentNorm, options.teacherDtype ?? 'float16');
   }
 
@@ -84,7 +106,11 @@ export class JsBackend implements Backend {
 
   // Models: the pure-JS ViT (./vit.ts), refused over JS_MAX_PARAMETERS unless options.force (./model.ts).
   async describeModel(source: ModelSource): Promise<ModelDescription> {
-    const { dtype: _d, device: _v, ...desc } = describeJsModel(source.folder ?? '', source.preset ?? '', source.pool ?? '');
+    const {
+      dtype: _d,
+      device: _v,
+      ...desc
+    } = describeJsModel(source.folder ?? '', source.preset ?? '', source.pool ?? '');
     return desc;
   }
 
@@ -101,7 +127,13 @@ export class JsBackend implements Backend {
     return logSumLossJs(zs, zt, options);
   }
 
-  async abmilTrain(init: MilParams, train: MilBags, val: MilBags | null, plan: MilTrainPlan, device = 'cpu'): Promise<MilTrainResult> {
+  async abmilTrain(
+    init: MilParams,
+    train: MilBags,
+    val: MilBags | null,
+    plan: MilTrainPlan,
+    device = 'cpu',
+  ): Promise<MilTrainResult> {
     requireCpu(device);
     return abmilTrainJs(init, train, val, plan);
   }
@@ -117,17 +149,39 @@ export class JsBackend implements Backend {
   }
 
   // Evaluation: the WebAssembly SIMD search (worker threads for large searches) and probe (on this thread).
-  async cosineTopK(query: Float32Array, nq: number, base: Float32Array, nb: number, d: number, k: number, options: TopKOptions = {}): Promise<TopK> {
+  async cosineTopK(
+    query: Float32Array,
+    nq: number,
+    base: Float32Array,
+    nb: number,
+    d: number,
+    k: number,
+    options: TopKOptions = {},
+  ): Promise<TopK> {
     requireCpu(options.device ?? 'cpu');
     return cosineTopK(query, nq, base, nb, d, k, options);
   }
 
-  async fitLogistic(X: Float32Array, y: Int32Array, n: number, d: number, nClasses: number, options: LogisticOptions): Promise<LogisticModel> {
+  async fitLogistic(
+    X: Float32Array,
+    y: Int32Array,
+    n: number,
+    d: number,
+    nClasses: number,
+    options: LogisticOptions,
+  ): Promise<LogisticModel> {
     requireCpu(options.device ?? 'cpu');
     return fitLogistic(X, y, n, d, nClasses, options);
   }
 
-  async linearCka(x: Float32Array, dx: number, y: Float32Array, dy: number, n: number, device = 'cpu'): Promise<{ linear: number; debiased: number }> {
+  async linearCka(
+    x: Float32Array,
+    dx: number,
+    y: Float32Array,
+    dy: number,
+    n: number,
+    device = 'cpu',
+  ): Promise<{ linear: number; debiased: number }> {
     requireCpu(device);
     return linearCka(x, dx, y, dy, n);
   }
@@ -147,20 +201,32 @@ class JsModelHandle implements ModelHandle {
   private readonly pending = new Map<number, { resolve: (m: WorkerReply) => void; reject: (e: Error) => void }>();
   private disposed = false;
 
-  private constructor(private readonly worker: Worker, readonly info: ModelInfo) {
+  private constructor(
+    private readonly worker: Worker,
+    readonly info: ModelInfo,
+  ) {
     worker.on('message', (m: WorkerReply) => this.settle(m));
     worker.on('error', (e) => this.failAll(e));
     worker.on('exit', () => this.failAll(new Error('the js model worker exited')));
   }
 
-  static start(kind: 'load' | 'create', source: ModelSource, options: ModelLoadOptions & { seed?: number; force?: boolean }): Promise<JsModelHandle> {
+  static start(
+    kind: 'load' | 'create',
+    source: ModelSource,
+    options: ModelLoadOptions & { seed?: number; force?: boolean },
+  ): Promise<JsModelHandle> {
     // Refusals (device, dtype, config, size) here and now; the worker then reads the weights.
     preflightJsModel(source.folder ?? '', source.preset ?? '', { ...options, pool: source.pool });
     const here = import.meta.url;
     const file = new URL(here.endsWith('.ts') ? './model-worker.ts' : './model-worker.js', here);
     const worker = new Worker(file, {
-      workerData: { kind, folder: source.folder ?? '', preset: source.preset ?? '', seed: options.seed ?? 0,
-        options: { device: options.device, dtype: options.dtype, force: options.force, pool: source.pool } },
+      workerData: {
+        kind,
+        folder: source.folder ?? '',
+        preset: source.preset ?? '',
+        seed: options.seed ?? 0,
+        options: { device: options.device, dtype: options.dtype, force: options.force, pool: source.pool },
+      },
     });
     return new Promise((resolve, reject) => {
       const onError = (e: Error) => reject(e);
@@ -220,11 +286,21 @@ class JsModelHandle implements ModelHandle {
   }
 }
 
-interface WorkerReply { id: number; ok: boolean; message?: string; user?: boolean; info?: unknown; data?: Float32Array; shape?: number[] }
+interface WorkerReply {
+  id: number;
+  ok: boolean;
+  message?: string;
+  user?: boolean;
+  info?: unknown;
+  data?: Float32Array;
+  shape?: number[];
+}
 
 export function requireCpu(device: string): void {
   if (device !== 'cpu') {
-    throw new UserError(`the js backend runs on the CPU only, but device '${device}' was asked for: use --device cpu or --backend native`);
+    throw new UserError(
+      `the js backend runs on the CPU only, but device '${device}' was asked for: use --device cpu or --backend native`,
+    );
   }
 }
 

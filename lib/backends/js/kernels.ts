@@ -5,24 +5,68 @@
 
 /** C(M,N) (+)= A(M,K) B(N,K)^T (+ bias(N)). The one matmul; every linear layer forward and backward goes through it. */
 export function gemmNT(
-  A: Float32Array, B: Float32Array, M: number, N: number, K: number,
-  out: Float32Array, bias: Float32Array | null = null, accumulate = false,
+  A: Float32Array,
+  B: Float32Array,
+  M: number,
+  N: number,
+  K: number,
+  out: Float32Array,
+  bias: Float32Array | null = null,
+  accumulate = false,
 ): Float32Array {
   const M4 = M - (M % 4);
   const N4 = N - (N % 4);
   for (let i = 0; i < M4; i += 4) {
-    const a0 = i * K, a1 = a0 + K, a2 = a1 + K, a3 = a2 + K;
+    const a0 = i * K,
+      a1 = a0 + K,
+      a2 = a1 + K,
+      a3 = a2 + K;
     for (let j = 0; j < N4; j += 4) {
-      const b0 = j * K, b1 = b0 + K, b2 = b1 + K, b3 = b2 + K;
-      let c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
-      let c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+      const b0 = j * K,
+        b1 = b0 + K,
+        b2 = b1 + K,
+        b3 = b2 + K;
+      let c00 = 0,
+        c01 = 0,
+        c02 = 0,
+        c03 = 0,
+        c10 = 0,
+        c11 = 0,
+        c12 = 0,
+        c13 = 0;
+      let c20 = 0,
+        c21 = 0,
+        c22 = 0,
+        c23 = 0,
+        c30 = 0,
+        c31 = 0,
+        c32 = 0,
+        c33 = 0;
       for (let k = 0; k < K; k++) {
-        const x0 = A[a0 + k], x1 = A[a1 + k], x2 = A[a2 + k], x3 = A[a3 + k];
-        const y0 = B[b0 + k], y1 = B[b1 + k], y2 = B[b2 + k], y3 = B[b3 + k];
-        c00 += x0 * y0; c01 += x0 * y1; c02 += x0 * y2; c03 += x0 * y3;
-        c10 += x1 * y0; c11 += x1 * y1; c12 += x1 * y2; c13 += x1 * y3;
-        c20 += x2 * y0; c21 += x2 * y1; c22 += x2 * y2; c23 += x2 * y3;
-        c30 += x3 * y0; c31 += x3 * y1; c32 += x3 * y2; c33 += x3 * y3;
+        const x0 = A[a0 + k],
+          x1 = A[a1 + k],
+          x2 = A[a2 + k],
+          x3 = A[a3 + k];
+        const y0 = B[b0 + k],
+          y1 = B[b1 + k],
+          y2 = B[b2 + k],
+          y3 = B[b3 + k];
+        c00 += x0 * y0;
+        c01 += x0 * y1;
+        c02 += x0 * y2;
+        c03 += x0 * y3;
+        c10 += x1 * y0;
+        c11 += x1 * y1;
+        c12 += x1 * y2;
+        c13 += x1 * y3;
+        c20 += x2 * y0;
+        c21 += x2 * y1;
+        c22 += x2 * y2;
+        c23 += x2 * y3;
+        c30 += x3 * y0;
+        c31 += x3 * y1;
+        c32 += x3 * y2;
+        c33 += x3 * y3;
       }
       store4(out, i * N + j, c00, c01, c02, c03, bias, j, accumulate);
       store4(out, (i + 1) * N + j, c10, c11, c12, c13, bias, j, accumulate);
@@ -30,20 +74,45 @@ export function gemmNT(
       store4(out, (i + 3) * N + j, c30, c31, c32, c33, bias, j, accumulate);
     }
     for (let j = N4; j < N; j++) {
-      for (let r = 0; r < 4; r++) out[(i + r) * N + j] = finish(dot(A, (i + r) * K, B, j * K, K), out[(i + r) * N + j], bias, j, accumulate);
+      for (let r = 0; r < 4; r++)
+        out[(i + r) * N + j] = finish(dot(A, (i + r) * K, B, j * K, K), out[(i + r) * N + j], bias, j, accumulate);
     }
   }
   for (let i = M4; i < M; i++) {
-    for (let j = 0; j < N; j++) out[i * N + j] = finish(dot(A, i * K, B, j * K, K), out[i * N + j], bias, j, accumulate);
+    for (let j = 0; j < N; j++)
+      out[i * N + j] = finish(dot(A, i * K, B, j * K, K), out[i * N + j], bias, j, accumulate);
   }
   return out;
 }
 
-function store4(out: Float32Array, o: number, c0: number, c1: number, c2: number, c3: number,
-  bias: Float32Array | null, j: number, accumulate: boolean): void {
-  if (bias) { c0 += bias[j]; c1 += bias[j + 1]; c2 += bias[j + 2]; c3 += bias[j + 3]; }
-  if (accumulate) { out[o] += c0; out[o + 1] += c1; out[o + 2] += c2; out[o + 3] += c3; }
-  else { out[o] = c0; out[o + 1] = c1; out[o + 2] = c2; out[o + 3] = c3; }
+function store4(
+  out: Float32Array,
+  o: number,
+  c0: number,
+  c1: number,
+  c2: number,
+  c3: number,
+  bias: Float32Array | null,
+  j: number,
+  accumulate: boolean,
+): void {
+  if (bias) {
+    c0 += bias[j];
+    c1 += bias[j + 1];
+    c2 += bias[j + 2];
+    c3 += bias[j + 3];
+  }
+  if (accumulate) {
+    out[o] += c0;
+    out[o + 1] += c1;
+    out[o + 2] += c2;
+    out[o + 3] += c3;
+  } else {
+    out[o] = c0;
+    out[o + 1] = c1;
+    out[o + 2] = c2;
+    out[o + 3] = c3;
+  }
 }
 
 function finish(v: number, old: number, bias: Float32Array | null, j: number, accumulate: boolean): number {
@@ -74,7 +143,14 @@ export function transpose(x: Float32Array, R: number, C: number, out = new Float
 // Linear: y(M,N) = x(M,K) W(N,K)^T + b(N), PyTorch's weight layout
 // ---------------------------------------------------------------------------------------------------------------
 
-export function linearForward(x: Float32Array, W: Float32Array, b: Float32Array | null, M: number, K: number, N: number): Float32Array {
+export function linearForward(
+  x: Float32Array,
+  W: Float32Array,
+  b: Float32Array | null,
+  M: number,
+  K: number,
+  N: number,
+): Float32Array {
   return gemmNT(x, W, M, N, K, new Float32Array(M * N), b);
 }
 
@@ -83,8 +159,15 @@ export function linearForward(x: Float32Array, W: Float32Array, b: Float32Array 
  * `needDx` is false, for the first layer).
  */
 export function linearBackward(
-  dy: Float32Array, x: Float32Array, W: Float32Array, M: number, K: number, N: number,
-  dW: Float32Array | null, db: Float32Array | null, needDx = true,
+  dy: Float32Array,
+  x: Float32Array,
+  W: Float32Array,
+  M: number,
+  K: number,
+  N: number,
+  dW: Float32Array | null,
+  db: Float32Array | null,
+  needDx = true,
 ): Float32Array | null {
   if (db) {
     for (let i = 0; i < M; i++) for (let j = 0; j < N; j++) db[j] += dy[i * N + j];
@@ -103,10 +186,20 @@ export function linearBackward(
 // LayerNorm over the last dimension (biased variance, as torch.nn.LayerNorm)
 // ---------------------------------------------------------------------------------------------------------------
 
-export interface LayerNormCache { mean: Float32Array; rstd: Float32Array }
+export interface LayerNormCache {
+  mean: Float32Array;
+  rstd: Float32Array;
+}
 
-export function layerNormForward(x: Float32Array, w: Float32Array, b: Float32Array, rows: number, C: number, eps: number,
-  cache: LayerNormCache | null = null): Float32Array {
+export function layerNormForward(
+  x: Float32Array,
+  w: Float32Array,
+  b: Float32Array,
+  rows: number,
+  C: number,
+  eps: number,
+  cache: LayerNormCache | null = null,
+): Float32Array {
   const out = new Float32Array(rows * C);
   for (let r = 0; r < rows; r++) {
     const o = r * C;
@@ -114,23 +207,39 @@ export function layerNormForward(x: Float32Array, w: Float32Array, b: Float32Arr
     for (let c = 0; c < C; c++) m += x[o + c];
     m /= C;
     let v = 0;
-    for (let c = 0; c < C; c++) { const d = x[o + c] - m; v += d * d; }
+    for (let c = 0; c < C; c++) {
+      const d = x[o + c] - m;
+      v += d * d;
+    }
     v /= C;
     const s = 1 / Math.sqrt(v + eps);
     for (let c = 0; c < C; c++) out[o + c] = (x[o + c] - m) * s * w[c] + b[c];
-    if (cache) { cache.mean[r] = m; cache.rstd[r] = s; }
+    if (cache) {
+      cache.mean[r] = m;
+      cache.rstd[r] = s;
+    }
   }
   return out;
 }
 
 /** Returns dx; accumulates dw, db. */
-export function layerNormBackward(dy: Float32Array, x: Float32Array, w: Float32Array, cache: LayerNormCache, rows: number, C: number,
-  dw: Float32Array, db: Float32Array): Float32Array {
+export function layerNormBackward(
+  dy: Float32Array,
+  x: Float32Array,
+  w: Float32Array,
+  cache: LayerNormCache,
+  rows: number,
+  C: number,
+  dw: Float32Array,
+  db: Float32Array,
+): Float32Array {
   const dx = new Float32Array(rows * C);
   for (let r = 0; r < rows; r++) {
     const o = r * C;
-    const m = cache.mean[r], s = cache.rstd[r];
-    let sumG = 0, sumGX = 0;
+    const m = cache.mean[r],
+      s = cache.rstd[r];
+    let sumG = 0,
+      sumGX = 0;
     for (let c = 0; c < C; c++) {
       const xh = (x[o + c] - m) * s;
       const g = dy[o + c] * w[c];
@@ -158,14 +267,16 @@ export function erf(x: number): number {
   return x >= 0 ? 1 - erfccheb(x) : erfccheb(-x) - 1;
 }
 
-const ERF_COF = [-1.3026537197817094, 0.6419697923564902, 1.9476473204185836e-2, -9.561514786808631e-3,
-  -9.46595344482036e-4, 3.66839497852761e-4, 4.2523324806907e-5, -2.0278578112534e-5, -1.624290004647e-6,
-  1.303655835580e-6, 1.5626441722e-8, -8.5238095915e-8, 6.529054439e-9, 5.059343495e-9, -9.91364156e-10,
-  -2.27365122e-10, 9.6467911e-11, 2.394038e-12, -6.886027e-12, 8.94487e-13, 3.13092e-13, -1.12708e-13,
-  3.81e-16, 7.106e-15, -1.523e-15, -9.4e-17, 1.21e-16, -2.8e-17];
+const ERF_COF = [
+  -1.3026537197817094, 0.6419697923564902, 1.9476473204185836e-2, -9.561514786808631e-3, -9.46595344482036e-4,
+  3.66839497852761e-4, 4.2523324806907e-5, -2.0278578112534e-5, -1.624290004647e-6, 1.30365583558e-6, 1.5626441722e-8,
+  -8.5238095915e-8, 6.529054439e-9, 5.059343495e-9, -9.91364156e-10, -2.27365122e-10, 9.6467911e-11, 2.394038e-12,
+  -6.886027e-12, 8.94487e-13, 3.13092e-13, -1.12708e-13, 3.81e-16, 7.106e-15, -1.523e-15, -9.4e-17, 1.21e-16, -2.8e-17,
+];
 
 function erfccheb(z: number): number {
-  let d = 0, dd = 0;
+  let d = 0,
+    dd = 0;
   const t = 2 / (2 + z);
   const ty = 4 * t - 2;
   for (let j = ERF_COF.length - 1; j > 0; j--) {
@@ -229,22 +340,38 @@ export function swigluBackward(dy: Float32Array, h: Float32Array, rows: number, 
 // ---------------------------------------------------------------------------------------------------------------
 
 /** p: the probabilities before dropout; mask (with attention dropout): 0 or 1 / keep per probability, (B,NH,T,T). */
-export interface AttentionCache { q: Float32Array; k: Float32Array; v: Float32Array; p: Float32Array; mask?: Float32Array }
+export interface AttentionCache {
+  q: Float32Array;
+  k: Float32Array;
+  v: Float32Array;
+  p: Float32Array;
+  mask?: Float32Array;
+}
 
 /**
  * softmax(q k^T / sqrt(hs)) v per (batch, head); q, k, v and the probabilities kept in `cache` for backward. With
  * `dropout` (training): the probabilities multiplied by a mask, each kept with probability 1 - p and scaled by
  * 1 / (1 - p) (zero at p 1), as timm's attn_drop and transformers' attention dropout do; the mask goes in the cache.
  */
-export function attentionForward(qkv: Float32Array, B: number, T: number, C: number, NH: number, cache: AttentionCache | null,
-  dropout: { p: number; random: () => number } | null = null): Float32Array {
+export function attentionForward(
+  qkv: Float32Array,
+  B: number,
+  T: number,
+  C: number,
+  NH: number,
+  cache: AttentionCache | null,
+  dropout: { p: number; random: () => number } | null = null,
+): Float32Array {
   const drop = dropout && dropout.p > 0 ? dropout : null;
   if (drop && cache && !cache.mask) cache.mask = new Float32Array(B * NH * T * T);
   const hs = C / NH;
   const scale = 1 / Math.sqrt(hs);
   const out = new Float32Array(B * T * C);
-  const q = new Float32Array(T * hs), k = new Float32Array(T * hs), vT = new Float32Array(hs * T);
-  const s = new Float32Array(T * T), o = new Float32Array(T * hs);
+  const q = new Float32Array(T * hs),
+    k = new Float32Array(T * hs),
+    vT = new Float32Array(hs * T);
+  const s = new Float32Array(T * T),
+    o = new Float32Array(T * hs);
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < NH; h++) {
       for (let t = 0; t < T; t++) {
@@ -260,7 +387,8 @@ export function attentionForward(qkv: Float32Array, B: number, T: number, C: num
       const bh = b * NH + h;
       if (cache) cache.p.set(s, bh * T * T);
       if (drop) {
-        const keep = 1 - drop.p, kept = keep > 0 ? Math.fround(1 / keep) : 0;
+        const keep = 1 - drop.p,
+          kept = keep > 0 ? Math.fround(1 / keep) : 0;
         for (let j = 0; j < T * T; j++) {
           const m = drop.random() < keep ? kept : 0;
           s[j] *= m;
@@ -280,18 +408,35 @@ export function attentionForward(qkv: Float32Array, B: number, T: number, C: num
 }
 
 export function newAttentionCache(B: number, T: number, C: number, NH: number): AttentionCache {
-  return { q: new Float32Array(B * T * C), k: new Float32Array(B * T * C), v: new Float32Array(B * T * C), p: new Float32Array(B * NH * T * T) };
+  return {
+    q: new Float32Array(B * T * C),
+    k: new Float32Array(B * T * C),
+    v: new Float32Array(B * T * C),
+    p: new Float32Array(B * NH * T * T),
+  };
 }
 
 /** dout(B*T, C) -> dqkv(B*T, 3C). */
-export function attentionBackward(dout: Float32Array, cache: AttentionCache, B: number, T: number, C: number, NH: number): Float32Array {
+export function attentionBackward(
+  dout: Float32Array,
+  cache: AttentionCache,
+  B: number,
+  T: number,
+  C: number,
+  NH: number,
+): Float32Array {
   const hs = C / NH;
   const scale = 1 / Math.sqrt(hs);
   const dqkv = new Float32Array(B * T * 3 * C);
-  const dO = new Float32Array(T * hs), dOT = new Float32Array(hs * T);
-  const dP = new Float32Array(T * T), PT = new Float32Array(T * T);
-  const dV = new Float32Array(T * hs), dQ = new Float32Array(T * hs), dK = new Float32Array(T * hs);
-  const kT = new Float32Array(hs * T), qT = new Float32Array(hs * T);
+  const dO = new Float32Array(T * hs),
+    dOT = new Float32Array(hs * T);
+  const dP = new Float32Array(T * T),
+    PT = new Float32Array(T * T);
+  const dV = new Float32Array(T * hs),
+    dQ = new Float32Array(T * hs),
+    dK = new Float32Array(T * hs);
+  const kT = new Float32Array(hs * T),
+    qT = new Float32Array(hs * T);
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < NH; h++) {
       const bh = b * NH + h;
@@ -300,7 +445,8 @@ export function attentionBackward(dout: Float32Array, cache: AttentionCache, B: 
       const k = cache.k.subarray(bh * T * hs, (bh + 1) * T * hs);
       const v = cache.v.subarray(bh * T * hs, (bh + 1) * T * hs);
       const M = cache.mask ? cache.mask.subarray(bh * T * T, (bh + 1) * T * T) : null;
-      for (let t = 0; t < T; t++) dO.set(dout.subarray((b * T + t) * C + h * hs, (b * T + t) * C + h * hs + hs), t * hs);
+      for (let t = 0; t < T; t++)
+        dO.set(dout.subarray((b * T + t) * C + h * hs, (b * T + t) * C + h * hs + hs), t * hs);
       // dP' = dO v^T; dV = P'^T dO with P' = P * M (M: the dropout mask, 1 without dropout); dP = dP' * M
       gemmNT(dO, v, T, T, hs, dP);
       transpose(P, T, T, PT);
@@ -342,7 +488,11 @@ function softmaxRows(s: Float32Array, R: number, C: number): void {
     let m = -Infinity;
     for (let c = 0; c < C; c++) if (s[o + c] > m) m = s[o + c];
     let sum = 0;
-    for (let c = 0; c < C; c++) { const e = Math.exp(s[o + c] - m); s[o + c] = e; sum += e; }
+    for (let c = 0; c < C; c++) {
+      const e = Math.exp(s[o + c] - m);
+      s[o + c] = e;
+      sum += e;
+    }
     const inv = 1 / sum;
     for (let c = 0; c < C; c++) s[o + c] *= inv;
   }

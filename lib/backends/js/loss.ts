@@ -12,14 +12,21 @@ function like(template: FloatArray, values: Float64Array): FloatArray {
 }
 
 function dims(t: FloatTensor, rank: number, name: string): number[] {
-  if (t.shape.length !== rank) throw new UserError(`logSumLoss: ${name} must have ${rank} dimensions, got (${t.shape.join(',')})`);
+  if (t.shape.length !== rank)
+    throw new UserError(`logSumLoss: ${name} must have ${rank} dimensions, got (${t.shape.join(',')})`);
   const n = t.shape.reduce((a, b) => a * b, 1);
-  if (t.data.length !== n) throw new UserError(`logSumLoss: ${name}.data has ${t.data.length} values but its shape needs ${n}`);
+  if (t.data.length !== n)
+    throw new UserError(`logSumLoss: ${name}.data has ${t.data.length} values but its shape needs ${n}`);
   return t.shape;
 }
 
 // Per-column mean and 1/sqrt(biased variance + eps) of x (rows, cols): BatchNorm1d's training statistics.
-function columnStats(x: Float64Array | FloatArray, rows: number, cols: number, eps: number): { mean: Float64Array; rstd: Float64Array } {
+function columnStats(
+  x: Float64Array | FloatArray,
+  rows: number,
+  cols: number,
+  eps: number,
+): { mean: Float64Array; rstd: Float64Array } {
   const mean = new Float64Array(cols);
   const rstd = new Float64Array(cols);
   for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) mean[j] += x[i * cols + j];
@@ -49,7 +56,9 @@ export function logSumLossJs(zs: FloatTensor, zt: FloatTensor, options: LogSumLo
   const [Wr, Wc] = dims(W, 2, 'W');
   const [bn] = dims(b, 1, 'b');
   if (Bt !== B || Wr !== Dt || Wc !== Ds || bn !== Dt) {
-    throw new UserError(`logSumLoss: expected zs (B,Ds), zt (B,Dt), W (Dt,Ds), b (Dt), got zs (${zs.shape}), zt (${zt.shape}), W (${W.shape}), b (${b.shape})`);
+    throw new UserError(
+      `logSumLoss: expected zs (B,Ds), zt (B,Dt), W (Dt,Ds), b (Dt), got zs (${zs.shape}), zt (${zt.shape}), W (${W.shape}), b (${b.shape})`,
+    );
   }
   if (B < 2) throw new UserError(`logSumLoss: batch statistics need at least 2 samples, got a batch of ${B}`);
 
@@ -63,7 +72,9 @@ export function logSumLossJs(zs: FloatTensor, zt: FloatTensor, options: LogSumLo
     }
   }
   const sp = columnStats(p, B, Dt, eps);
-  const st = teacherBn ? columnStats(zt.data, B, Dt, eps) : { mean: new Float64Array(Dt), rstd: new Float64Array(Dt).fill(1) };
+  const st = teacherBn
+    ? columnStats(zt.data, B, Dt, eps)
+    : { mean: new Float64Array(Dt), rstd: new Float64Array(Dt).fill(1) };
   const f = new Float64Array(B * Dt); // f_s
   const diff = new Float64Array(B * Dt); // f_s - f_t
   const rowSum = new Float64Array(B);

@@ -5,12 +5,28 @@
 import { UserError } from '../../errors.js';
 import type { FloatTensor, MilBags, MilParams, MilTrainPlan, MilTrainResult } from '../types.js';
 
-const NAMES = ['fc.weight', 'fc.bias', 'attention_a.weight', 'attention_a.bias', 'attention_b.weight', 'attention_b.bias',
-  'attention_c.weight', 'attention_c.bias', 'classifier.weight', 'classifier.bias'] as const;
+const NAMES = [
+  'fc.weight',
+  'fc.bias',
+  'attention_a.weight',
+  'attention_a.bias',
+  'attention_b.weight',
+  'attention_b.bias',
+  'attention_c.weight',
+  'attention_c.bias',
+  'classifier.weight',
+  'classifier.bias',
+] as const;
 type Name = (typeof NAMES)[number];
 type P = Record<Name, Float64Array>;
 
-interface Dims { D: number; L: number; A: number; K: number; f64: boolean }
+interface Dims {
+  D: number;
+  L: number;
+  A: number;
+  K: number;
+  f64: boolean;
+}
 
 function unpack(params: MilParams): { p: P; dims: Dims; shapes: Record<Name, number[]> } {
   for (const n of NAMES) if (!params[n]) throw new UserError(`ABMIL: parameter ${n} is missing`);
@@ -18,12 +34,21 @@ function unpack(params: MilParams): { p: P; dims: Dims; shapes: Record<Name, num
   const A = params['attention_a.weight'].shape[0];
   const K = params['classifier.weight'].shape[0];
   const want: Record<Name, number[]> = {
-    'fc.weight': [L, D], 'fc.bias': [L], 'attention_a.weight': [A, L], 'attention_a.bias': [A], 'attention_b.weight': [A, L],
-    'attention_b.bias': [A], 'attention_c.weight': [1, A], 'attention_c.bias': [1], 'classifier.weight': [K, L], 'classifier.bias': [K],
+    'fc.weight': [L, D],
+    'fc.bias': [L],
+    'attention_a.weight': [A, L],
+    'attention_a.bias': [A],
+    'attention_b.weight': [A, L],
+    'attention_b.bias': [A],
+    'attention_c.weight': [1, A],
+    'attention_c.bias': [1],
+    'classifier.weight': [K, L],
+    'classifier.bias': [K],
   };
   const p = {} as P;
   for (const n of NAMES) {
-    if (params[n].shape.join(',') !== want[n].join(',')) throw new UserError(`ABMIL: parameter ${n} has shape [${params[n].shape}], expected [${want[n]}]`);
+    if (params[n].shape.join(',') !== want[n].join(','))
+      throw new UserError(`ABMIL: parameter ${n} has shape [${params[n].shape}], expected [${want[n]}]`);
     p[n] = Float64Array.from(params[n].data);
   }
   return { p, dims: { D, L, A, K, f64: params['fc.weight'].data instanceof Float64Array }, shapes: want };
@@ -31,23 +56,38 @@ function unpack(params: MilParams): { p: P; dims: Dims; shapes: Record<Name, num
 
 function pack(p: P, dims: Dims, shapes: Record<Name, number[]>): MilParams {
   const out: MilParams = {};
-  for (const n of NAMES) out[n] = { data: dims.f64 ? Float64Array.from(p[n]) : Float32Array.from(p[n]), shape: shapes[n] };
+  for (const n of NAMES)
+    out[n] = { data: dims.f64 ? Float64Array.from(p[n]) : Float32Array.from(p[n]), shape: shapes[n] };
   return out;
 }
 
 function checkBags(bags: MilBags, D: number): void {
   const { features, offsets } = bags;
   if (features.shape.length !== 2 || features.shape[1] !== D) throw new UserError(`ABMIL: features must be (N, ${D})`);
-  if (offsets.length < 2 || offsets[0] !== 0 || offsets.at(-1) !== features.shape[0]) throw new UserError('ABMIL: bag offsets must run from 0 to the number of feature rows');
-  for (let b = 1; b < offsets.length; b++) if (offsets[b] <= offsets[b - 1]) throw new UserError('ABMIL: every bag needs at least one tile');
+  if (offsets.length < 2 || offsets[0] !== 0 || offsets.at(-1) !== features.shape[0])
+    throw new UserError('ABMIL: bag offsets must run from 0 to the number of feature rows');
+  for (let b = 1; b < offsets.length; b++)
+    if (offsets[b] <= offsets[b - 1]) throw new UserError('ABMIL: every bag needs at least one tile');
 }
 
-interface BagCache { x0: number; n: number; h: Float64Array; a: Float64Array; g: Float64Array; alpha: Float64Array; z: Float64Array; logits: Float64Array }
+interface BagCache {
+  x0: number;
+  n: number;
+  h: Float64Array;
+  a: Float64Array;
+  g: Float64Array;
+  alpha: Float64Array;
+  z: Float64Array;
+  logits: Float64Array;
+}
 
 /** Forward of one bag (rows [x0, x0 + n) of x). */
 function forward(p: P, d: Dims, x: ArrayLike<number>, x0: number, n: number): BagCache {
   const { D, L, A, K } = d;
-  const h = new Float64Array(n * L), a = new Float64Array(n * A), g = new Float64Array(n * A), s = new Float64Array(n);
+  const h = new Float64Array(n * L),
+    a = new Float64Array(n * A),
+    g = new Float64Array(n * A),
+    s = new Float64Array(n);
   for (let i = 0; i < n; i++) {
     const xo = (x0 + i) * D;
     for (let l = 0; l < L; l++) {
@@ -57,7 +97,8 @@ function forward(p: P, d: Dims, x: ArrayLike<number>, x0: number, n: number): Ba
     }
     let si = p['attention_c.bias'][0];
     for (let k = 0; k < A; k++) {
-      let va = p['attention_a.bias'][k], vb = p['attention_b.bias'][k];
+      let va = p['attention_a.bias'][k],
+        vb = p['attention_b.bias'][k];
       for (let l = 0; l < L; l++) {
         va += p['attention_a.weight'][k * L + l] * h[i * L + l];
         vb += p['attention_b.weight'][k * L + l] * h[i * L + l];
@@ -98,7 +139,15 @@ function crossEntropy(logits: Float64Array, y: number): { loss: number; dlogits:
 }
 
 /** Accumulates scale * d(loss of the bag)/d(params) into grad. */
-function backward(p: P, d: Dims, x: ArrayLike<number>, c: BagCache, dlogits: Float64Array, scale: number, grad: P): void {
+function backward(
+  p: P,
+  d: Dims,
+  x: ArrayLike<number>,
+  c: BagCache,
+  dlogits: Float64Array,
+  scale: number,
+  grad: P,
+): void {
   const { D, L, A, K } = d;
   const { n, h, a, g, alpha, z } = c;
   const dz = new Float64Array(L);
@@ -121,7 +170,8 @@ function backward(p: P, d: Dims, x: ArrayLike<number>, c: BagCache, dlogits: Flo
     const ds = alpha[i] * (dalpha[i] - dot);
     grad['attention_c.bias'][0] += ds;
     for (let k = 0; k < A; k++) {
-      const ai = a[i * A + k], gi = g[i * A + k];
+      const ai = a[i * A + k],
+        gi = g[i * A + k];
       grad['attention_c.weight'][k] += ds * ai * gi;
       const dag = ds * p['attention_c.weight'][k];
       const dpa = dag * gi * (1 - ai * ai);
@@ -155,7 +205,8 @@ function meanLoss(p: P, d: Dims, bags: MilBags, which: number[] | null, grad: P 
   for (const b of list) {
     if (!(Number.isInteger(b) && b >= 0 && b < B)) throw new UserError(`ABMIL: the plan names bag ${b} of ${B}`);
     const y = bags.labels[b];
-    if (!(Number.isInteger(y) && y >= 0 && y < d.K)) throw new UserError(`ABMIL: label ${y} outside the ${d.K} classes`);
+    if (!(Number.isInteger(y) && y >= 0 && y < d.K))
+      throw new UserError(`ABMIL: label ${y} outside the ${d.K} classes`);
     const c = forward(p, d, bags.features.data, bags.offsets[b], bags.offsets[b + 1] - bags.offsets[b]);
     const { loss, dlogits } = crossEntropy(c.logits, y);
     total += loss;
@@ -194,26 +245,34 @@ export function abmilTrainJs(init: MilParams, train: MilBags, val: MilBags | nul
   if (hasVal) checkBags(val!, dims.D);
   const steps = plan.epochs.reduce((a, e) => a + e.length, 0);
   if (plan.lr.length !== steps) throw new UserError('ABMIL: the plan needs one learning rate per step');
-  const b1 = 0.9, b2 = 0.999, eps = 1e-8;
-  const m1 = zeros(p), m2 = zeros(p);
+  const b1 = 0.9,
+    b2 = 0.999,
+    eps = 1e-8;
+  const m1 = zeros(p),
+    m2 = zeros(p);
   const result: MilTrainResult = { params: {}, trainLoss: [], valLoss: [], bestEpoch: -1, epochsRun: 0 };
   let best: P | null = null;
   let bestVal = Infinity;
-  let since = 0, step = 0;
+  let since = 0,
+    step = 0;
   for (const epoch of plan.epochs) {
     let sum = 0;
     for (const bagsOfStep of epoch) {
       const grad = zeros(p);
       sum += meanLoss(p, dims, train, bagsOfStep, grad);
       const lr = plan.lr[step++];
-      const bc1 = 1 - b1 ** step, bc2 = 1 - b2 ** step;
+      const bc1 = 1 - b1 ** step,
+        bc2 = 1 - b2 ** step;
       for (const n of NAMES) {
-        const w = p[n], g = grad[n], m = m1[n], v = m2[n];
+        const w = p[n],
+          g = grad[n],
+          m = m1[n],
+          v = m2[n];
         for (let i = 0; i < w.length; i++) {
           w[i] *= 1 - lr * plan.weightDecay;
           m[i] = b1 * m[i] + (1 - b1) * g[i];
           v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
-          w[i] -= (lr / bc1) * m[i] / (Math.sqrt(v[i] / bc2) + eps);
+          w[i] -= ((lr / bc1) * m[i]) / (Math.sqrt(v[i] / bc2) + eps);
         }
       }
     }

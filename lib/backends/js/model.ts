@@ -8,7 +8,17 @@ import { writeDirAtomic } from '../../io/atomic.js';
 import type { Float32Tensor, Uint8Tensor } from '../types.js';
 import { Mt19937 } from './augment.js';
 import { writeSafetensors } from './safetensors.js';
-import { describeSpec, expectedShapes, exportJson, isBufferKey, outDim, parameterCount, resolveVitSpec, type ExportJson, type VitSpec } from '../../models/spec.js';
+import {
+  describeSpec,
+  expectedShapes,
+  exportJson,
+  isBufferKey,
+  outDim,
+  parameterCount,
+  resolveVitSpec,
+  type ExportJson,
+  type VitSpec,
+} from '../../models/spec.js';
 import { loadVit, resizeBicubic, Vit, type Weight } from './vit.js';
 import type { ModelDescription } from '../types.js';
 
@@ -55,8 +65,8 @@ export function checkJsModelSize(spec: VitSpec, parameters: number, force: boole
   const secondsPerImage = forwardFlops(spec, parameters) / (JS_GFLOPS * 1e9);
   throw new UserError(
     `the ${what} ${spec.folder || spec.preset} (${describeSpec(spec)}) has ${(parameters / 1e6).toFixed(1)} M parameters: the pure-JS backend ` +
-    `would need about ${secondsPerImage.toFixed(0)} s per image forward (hours for a dataset); build the native engine (npm run setup) and ` +
-    `use --backend native, or pass --force to run it on js anyway`,
+      `would need about ${secondsPerImage.toFixed(0)} s per image forward (hours for a dataset); build the native engine (npm run setup) and ` +
+      `use --backend native, or pass --force to run it on js anyway`,
   );
 }
 
@@ -66,7 +76,10 @@ export function checkJsModelSize(spec: VitSpec, parameters: number, force: boole
 
 export class JsModel {
   private disposed = false;
-  constructor(readonly vit: Vit, private readonly files: ExportJson) {}
+  constructor(
+    readonly vit: Vit,
+    private readonly files: ExportJson,
+  ) {}
 
   get spec(): VitSpec {
     return this.vit.spec;
@@ -91,7 +104,8 @@ export class JsModel {
     const D = outDim(s);
     if (images.data instanceof Uint8Array) {
       const [N, H, W, C] = images.shape;
-      if (images.shape.length !== 4 || C !== 3) throw new UserError(`embed: expected uint8 images (N,H,W,3), got (${images.shape.join(',')})`);
+      if (images.shape.length !== 4 || C !== 3)
+        throw new UserError(`embed: expected uint8 images (N,H,W,3), got (${images.shape.join(',')})`);
       const out = new Float32Array(N * D);
       for (let i = 0; i < N; i += batchSize) {
         const n = Math.min(batchSize, N - i);
@@ -101,11 +115,15 @@ export class JsModel {
       return { data: out, shape: [N, D] };
     }
     const [N, C, H, W] = images.shape;
-    if (images.shape.length !== 4 || C !== 3) throw new UserError(`embed: expected float32 images (N,3,H,W), got (${images.shape.join(',')})`);
+    if (images.shape.length !== 4 || C !== 3)
+      throw new UserError(`embed: expected float32 images (N,3,H,W), got (${images.shape.join(',')})`);
     const out = new Float32Array(N * D);
     for (let i = 0; i < N; i += batchSize) {
       const n = Math.min(batchSize, N - i);
-      out.set(this.vit.forward(images.data.subarray(i * 3 * H * W, (i + n) * 3 * H * W) as Float32Array, n, H, W).embeddings, i * D);
+      out.set(
+        this.vit.forward(images.data.subarray(i * 3 * H * W, (i + n) * 3 * H * W) as Float32Array, n, H, W).embeddings,
+        i * D,
+      );
     }
     return { data: out, shape: [N, D] };
   }
@@ -116,17 +134,22 @@ export class JsModel {
       await writeSafetensors(path.join(tmp, 'model.safetensors'), this.vit.weights);
       const { writeFile } = await import('node:fs/promises');
       await writeFile(path.join(tmp, 'config.json'), this.files.config);
-      if (this.files.preprocessor !== null) await writeFile(path.join(tmp, 'preprocessor_config.json'), this.files.preprocessor);
+      if (this.files.preprocessor !== null)
+        await writeFile(path.join(tmp, 'preprocessor_config.json'), this.files.preprocessor);
     });
   }
 }
 
 function checkCpuFp32(options: JsModelOptions): void {
   if ((options.device ?? 'cpu') !== 'cpu') {
-    throw new UserError(`the js backend runs on the CPU only, but device '${options.device}' was asked for: use --device cpu or --backend native`);
+    throw new UserError(
+      `the js backend runs on the CPU only, but device '${options.device}' was asked for: use --device cpu or --backend native`,
+    );
   }
   if (options.dtype && !['fp32', 'float32'].includes(options.dtype)) {
-    throw new UserError(`the js backend computes in fp32 only, but dtype '${options.dtype}' was asked for: use --dtype fp32 or --backend native`);
+    throw new UserError(
+      `the js backend computes in fp32 only, but dtype '${options.dtype}' was asked for: use --dtype fp32 or --backend native`,
+    );
   }
 }
 
@@ -150,7 +173,8 @@ export function createJsModel(folder: string, preset = '', seed = 0, options: Js
   const spec = preflightJsModel(folder, preset, options);
   const rng = new Mt19937(seed);
   const normal = (std: number) => {
-    const u1 = (rng.next() + 1) / 4294967297, u2 = rng.next() / 4294967296;
+    const u1 = (rng.next() + 1) / 4294967297,
+      u2 = rng.next() / 4294967296;
     return std * Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
   };
   const weights = new Map<string, Weight>();
@@ -160,7 +184,8 @@ export function createJsModel(folder: string, preset = '', seed = 0, options: Js
     if (leaf === 'gamma' || leaf === 'lambda1') data.fill(spec.initValues > 0 ? spec.initValues : 1);
     else if (key.includes('norm') && leaf === 'weight') data.fill(1);
     else if (leaf === 'bias' || key.includes('mask_token')) data.fill(0);
-    else if (key.includes('cls_token') || key.includes('reg')) for (let i = 0; i < data.length; i++) data[i] = normal(1e-6);
+    else if (key.includes('cls_token') || key.includes('reg'))
+      for (let i = 0; i < data.length; i++) data[i] = normal(1e-6);
     else for (let i = 0; i < data.length; i++) data[i] = normal(0.02);
     weights.set(key, { shape, data });
   }
@@ -175,14 +200,33 @@ export function describeJsModel(folder: string, preset = '', pool = ''): JsModel
 
 function infoOf(s: VitSpec, parameters: number, loaded: boolean): JsModelInfo {
   return {
-    family: s.family, layout: s.layout, preset: s.preset || null, folder: s.folder || null, mlp: s.mlp, dims: outDim(s), width: s.embedDim, pool: s.pool,
-    depth: s.depth, numHeads: s.numHeads, numRegisters: s.numRegisters, patchSize: s.patchSize, inputSize: s.inputSize,
-    parameters, mean: float32x3(s.mean), std: float32x3(s.std), dtype: loaded ? 'fp32' : null, device: loaded ? 'cpu' : null,
+    family: s.family,
+    layout: s.layout,
+    preset: s.preset || null,
+    folder: s.folder || null,
+    mlp: s.mlp,
+    dims: outDim(s),
+    width: s.embedDim,
+    pool: s.pool,
+    depth: s.depth,
+    numHeads: s.numHeads,
+    numRegisters: s.numRegisters,
+    patchSize: s.patchSize,
+    inputSize: s.inputSize,
+    parameters,
+    mean: float32x3(s.mean),
+    std: float32x3(s.std),
+    dtype: loaded ? 'fp32' : null,
+    device: loaded ? 'cpu' : null,
   };
 }
 
 /** mean/std as the float32 values images are normalised with (what the engine reports too). */
-const float32x3 = (v: readonly number[]): [number, number, number] => [Math.fround(v[0]), Math.fround(v[1]), Math.fround(v[2])];
+const float32x3 = (v: readonly number[]): [number, number, number] => [
+  Math.fround(v[0]),
+  Math.fround(v[1]),
+  Math.fround(v[2]),
+];
 
 /**
  * uint8 (n,H,W,3) -> float32 (n,3,S,S) at the model's input size S: resized with antialiased bicubic on [0,255]
@@ -191,16 +235,20 @@ const float32x3 = (v: readonly number[]): [number, number, number] => [Math.frou
 export function prepareImages(u8: Uint8Array, n: number, H: number, W: number, spec: VitSpec): Float32Array {
   const S = spec.inputSize;
   let x: Float32Array = new Float32Array(n * 3 * H * W);
-  for (let b = 0; b < n; b++) for (let c = 0; c < 3; c++) {
-    const o = (b * 3 + c) * H * W, src = b * H * W * 3 + c;
-    for (let p = 0; p < H * W; p++) x[o + p] = u8[src + p * 3];
-  }
+  for (let b = 0; b < n; b++)
+    for (let c = 0; c < 3; c++) {
+      const o = (b * 3 + c) * H * W,
+        src = b * H * W * 3 + c;
+      for (let p = 0; p < H * W; p++) x[o + p] = u8[src + p * 3];
+    }
   if (H !== S || W !== S) x = resizeBicubic(x, n, 3, H, W, S, S, true);
-  for (let b = 0; b < n; b++) for (let c = 0; c < 3; c++) {
-    const o = (b * 3 + c) * S * S;
-    const mean = Math.fround(spec.mean[c]), std = Math.fround(spec.std[c]);
-    for (let p = 0; p < S * S; p++) x[o + p] = (Math.fround(x[o + p] / 255) - mean) / std;
-  }
+  for (let b = 0; b < n; b++)
+    for (let c = 0; c < 3; c++) {
+      const o = (b * 3 + c) * S * S;
+      const mean = Math.fround(spec.mean[c]),
+        std = Math.fround(spec.std[c]);
+      for (let p = 0; p < S * S; p++) x[o + p] = (Math.fround(x[o + p] / 255) - mean) / std;
+    }
   return x;
 }
 

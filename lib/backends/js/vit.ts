@@ -8,25 +8,51 @@
 // weight-decay groups need no key mapping.
 import { UserError } from '../../errors.js';
 import {
-  attentionBackward, attentionForward, geluBackward, geluForward, layerNormBackward, layerNormForward, linearBackward,
-  linearForward, newAttentionCache, swigluBackward, swigluForward, type AttentionCache, type LayerNormCache,
+  attentionBackward,
+  attentionForward,
+  geluBackward,
+  geluForward,
+  layerNormBackward,
+  layerNormForward,
+  linearBackward,
+  linearForward,
+  newAttentionCache,
+  swigluBackward,
+  swigluForward,
+  type AttentionCache,
+  type LayerNormCache,
 } from './kernels.js';
 import { readModelWeights } from './safetensors.js';
-import { describeSpec, dropPathRate, expectedShapes, isBufferKey, resolveVitSpec, type Regularization, type VitSpec } from '../../models/spec.js';
+import {
+  describeSpec,
+  dropPathRate,
+  expectedShapes,
+  isBufferKey,
+  resolveVitSpec,
+  type Regularization,
+  type VitSpec,
+} from '../../models/spec.js';
 
-export interface Weight { shape: number[]; data: Float32Array }
+export interface Weight {
+  shape: number[];
+  data: Float32Array;
+}
 
 /**
  * Training randomness for one forward (the student in a distillation step): the rates (spec.ts Regularization) and
  * uniform draws in [0, 1). Dropout and drop path apply where timm / transformers apply them in training (see
  * native/engine/models/model.h Regularization); backward() multiplies by the same masks.
  */
-export interface VitDrop { rates: Regularization; random: () => number }
+export interface VitDrop {
+  rates: Regularization;
+  random: () => number;
+}
 
 /** n elements each kept with probability 1 - p, as 1 / (1 - p) (float32), else 0; null when p is 0. */
 function dropoutMask(n: number, p: number, random: () => number): Float32Array | null {
   if (!(p > 0)) return null;
-  const keep = 1 - p, kept = keep > 0 ? Math.fround(1 / keep) : 0;
+  const keep = 1 - p,
+    kept = keep > 0 ? Math.fround(1 / keep) : 0;
   const m = new Float32Array(n);
   for (let i = 0; i < n; i++) m[i] = random() < keep ? kept : 0;
   return m;
@@ -36,10 +62,18 @@ function dropoutMask(n: number, p: number, random: () => number): Float32Array |
  * The multiplier of a residual branch (B*T rows of D): a dropout mask of rate pDrop times the per-sample drop-path
  * scale of rate pPath (timm drop_path: bernoulli(keep) / keep per sample, zero at keep 0); null when both are 0.
  */
-function branchMask(B: number, T: number, D: number, pDrop: number, pPath: number, random: () => number): Float32Array | null {
+function branchMask(
+  B: number,
+  T: number,
+  D: number,
+  pDrop: number,
+  pPath: number,
+  random: () => number,
+): Float32Array | null {
   const m = dropoutMask(B * T * D, pDrop, random);
   if (!(pPath > 0)) return m;
-  const keep = 1 - pPath, kept = keep > 0 ? Math.fround(1 / keep) : 0;
+  const keep = 1 - pPath,
+    kept = keep > 0 ? Math.fround(1 / keep) : 0;
   const out = m ?? new Float32Array(B * T * D).fill(1);
   for (let b = 0; b < B; b++) {
     const s = random() < keep ? kept : 0;
@@ -53,7 +87,10 @@ function mulInto(x: Float32Array, m: Float32Array | null): void {
 }
 
 export class Vit {
-  constructor(readonly spec: VitSpec, readonly weights: Map<string, Weight>) {}
+  constructor(
+    readonly spec: VitSpec,
+    readonly weights: Map<string, Weight>,
+  ) {}
 
   /** Keys of the trainable tensors (all but the unused checkpoint entries), in checkpoint order. */
   trainableKeys(): string[] {
@@ -77,29 +114,44 @@ export class Vit {
     const s = hf ? `encoder.layer.${i}.` : `blocks.${i}.`;
     const sw = this.spec.mlp === 'swiglu_hf';
     return {
-      norm1: `${s}norm1`, norm2: `${s}norm2`,
+      norm1: `${s}norm1`,
+      norm2: `${s}norm2`,
       proj: hf ? `${s}attention.output.dense` : `${s}attn.proj`,
       ls1: hf ? `${s}layer_scale1.lambda1` : `${s}ls1.gamma`,
       ls2: hf ? `${s}layer_scale2.lambda1` : `${s}ls2.gamma`,
       fc1: hf ? `${s}mlp.${sw ? 'weights_in' : 'fc1'}` : `${s}mlp.fc1`,
       fc2: hf ? `${s}mlp.${sw ? 'weights_out' : 'fc2'}` : `${s}mlp.fc2`,
       qkv: `${s}attn.qkv`,
-      q: `${s}attention.attention.query`, k: `${s}attention.attention.key`, v: `${s}attention.attention.value`,
+      q: `${s}attention.attention.query`,
+      k: `${s}attention.attention.key`,
+      v: `${s}attention.attention.value`,
     };
   }
 
   private get prefixKeys() {
     const hf = this.spec.layout === 'hf';
     return hf
-      ? { cls: 'embeddings.cls_token', reg: 'embeddings.register_tokens', pos: 'embeddings.position_embeddings',
-        patch: 'embeddings.patch_embeddings.projection', norm: 'layernorm' }
-      : { cls: 'cls_token', reg: 'reg_token', pos: 'pos_embed', patch: 'patch_embed.proj', norm: this.spec.fcNorm ? 'fc_norm' : 'norm' };
+      ? {
+          cls: 'embeddings.cls_token',
+          reg: 'embeddings.register_tokens',
+          pos: 'embeddings.position_embeddings',
+          patch: 'embeddings.patch_embeddings.projection',
+          norm: 'layernorm',
+        }
+      : {
+          cls: 'cls_token',
+          reg: 'reg_token',
+          pos: 'pos_embed',
+          patch: 'patch_embed.proj',
+          norm: this.spec.fcNorm ? 'fc_norm' : 'norm',
+        };
   }
 
   /** The fused qkv weight (3D,D) and bias (3D) of block i: timm's own, or HF's query/key/value stacked. */
   private qkv(i: number): { W: Float32Array; b: Float32Array | null } {
     const k = this.keys(i);
-    if (this.spec.qkvFused) return { W: this.w(`${k.qkv}.weight`), b: this.spec.qkvBias ? this.w(`${k.qkv}.bias`) : null };
+    if (this.spec.qkvFused)
+      return { W: this.w(`${k.qkv}.weight`), b: this.spec.qkvBias ? this.w(`${k.qkv}.bias`) : null };
     const D = this.spec.embedDim;
     const W = new Float32Array(3 * D * D);
     const b = this.spec.qkvBias ? new Float32Array(3 * D) : null;
@@ -136,7 +188,7 @@ export class Vit {
     const out = new Float32Array((prefix + gh * gw) * D);
     out.set(stored.subarray(0, prefix * D));
     // grid (side,side,D) -> (gh,gw,D): out[y,x,:] = sum_{i,j} ry[y,i] rx[x,j] grid[i,j,:]
-    const tmp = new Float64Array(side * gw * D);  // rows resampled along x first
+    const tmp = new Float64Array(side * gw * D); // rows resampled along x first
     for (let i = 0; i < side; i++) {
       for (let x = 0; x < gw; x++) {
         const o = (i * gw + x) * D;
@@ -153,7 +205,8 @@ export class Vit {
         const c = ry[y * side + i];
         if (c === 0) continue;
         for (let x = 0; x < gw; x++) {
-          const o = (prefix + y * gw + x) * D, t = (i * gw + x) * D;
+          const o = (prefix + y * gw + x) * D,
+            t = (i * gw + x) * D;
           for (let d = 0; d < D; d++) out[o + d] += c * tmp[t + d];
         }
       }
@@ -165,13 +218,24 @@ export class Vit {
    * images float32 (B,3,H,W), normalised -> the pooled embedding (B, D or 2D for cls+mean). With `train`, keeps what
    * backward() needs; with `train` and `drop`, applies the training-only dropout and drop path (VitDrop).
    */
-  forward(images: Float32Array, B: number, H: number, W: number, train = false, drop: VitDrop | null = null): { embeddings: Float32Array; cache: VitCache | null } {
+  forward(
+    images: Float32Array,
+    B: number,
+    H: number,
+    W: number,
+    train = false,
+    drop: VitDrop | null = null,
+  ): { embeddings: Float32Array; cache: VitCache | null } {
     const s = this.spec;
     const dr = train && drop ? drop : null;
     const hf = s.layout === 'hf';
-    const D = s.embedDim, P = s.patchSize, NH = s.numHeads;
+    const D = s.embedDim,
+      P = s.patchSize,
+      NH = s.numHeads;
     if (H < P || W < P) throw new UserError(`ViT: images of ${H}x${W} px are smaller than one ${P} px patch`);
-    const gh = Math.floor(H / P), gw = Math.floor(W / P), N = gh * gw;
+    const gh = Math.floor(H / P),
+      gw = Math.floor(W / P),
+      N = gh * gw;
     const R = s.numRegisters;
     const T = 1 + R + N;
     const pk = this.prefixKeys;
@@ -190,16 +254,20 @@ export class Vit {
         for (let d = 0; d < D; d++) x[xb + d] = cls[d] + pos[d];
         if (reg) x.set(reg, xb + D);
         for (let n = 0; n < N; n++) {
-          const o = xb + (1 + R + n) * D, pp = (b * N + n) * D, po = (1 + n) * D;
+          const o = xb + (1 + R + n) * D,
+            pp = (b * N + n) * D,
+            po = (1 + n) * D;
           for (let d = 0; d < D; d++) x[o + d] = patches[pp + d] + pos[po + d];
         }
       } else {
         x.set(cls, xb);
         if (reg) x.set(reg, xb + D);
-        const prefix = this.posPrefix();  // 0 (no_embed_class) or 1 + R
+        const prefix = this.posPrefix(); // 0 (no_embed_class) or 1 + R
         if (prefix) for (let t = 0; t < 1 + R; t++) for (let d = 0; d < D; d++) x[xb + t * D + d] += pos[t * D + d];
         for (let n = 0; n < N; n++) {
-          const o = xb + (1 + R + n) * D, pp = (b * N + n) * D, po = (prefix + n) * D;
+          const o = xb + (1 + R + n) * D,
+            pp = (b * N + n) * D,
+            po = (prefix + n) * D;
           for (let d = 0; d < D; d++) x[o + d] = patches[pp + d] + pos[po + d];
         }
       }
@@ -228,7 +296,8 @@ export class Vit {
       mulInto(a, aMask);
       const mid = new Float32Array(rows * D);
       const ls1 = s.layerScale ? this.w(k.ls1) : null;
-      for (let r = 0; r < rows; r++) for (let d = 0; d < D; d++) mid[r * D + d] = h[r * D + d] + (ls1 ? a[r * D + d] * ls1[d] : a[r * D + d]);
+      for (let r = 0; r < rows; r++)
+        for (let d = 0; d < D; d++) mid[r * D + d] = h[r * D + d] + (ls1 ? a[r * D + d] * ls1[d] : a[r * D + d]);
       const c2: LayerNormCache = { mean: new Float32Array(rows), rstd: new Float32Array(rows) };
       const n2 = layerNormForward(mid, this.w(`${k.norm2}.weight`), this.w(`${k.norm2}.bias`), rows, D, s.normEps, c2);
       const f1 = linearForward(n2, this.w(`${k.fc1}.weight`), this.w(`${k.fc1}.bias`), rows, D, mlpIn);
@@ -241,7 +310,8 @@ export class Vit {
       mulInto(m, mMask);
       const out = new Float32Array(rows * D);
       const ls2 = s.layerScale ? this.w(k.ls2) : null;
-      for (let r = 0; r < rows; r++) for (let d = 0; d < D; d++) out[r * D + d] = mid[r * D + d] + (ls2 ? m[r * D + d] * ls2[d] : m[r * D + d]);
+      for (let r = 0; r < rows; r++)
+        for (let d = 0; d < D; d++) out[r * D + d] = mid[r * D + d] + (ls2 ? m[r * D + d] * ls2[d] : m[r * D + d]);
       if (train) blocks.push({ x: h, n1, c1, qkvW, att, ac: ac!, a, mid, n2, c2, f1, g, m, aMask, gMask, mMask });
       h = out;
     }
@@ -253,12 +323,16 @@ export class Vit {
       // src (B, rowsPerImage, D) -> (B, outD): row `first` of each image is its class token, its last N its patches.
       const out = new Float32Array(B * outD);
       for (let b = 0; b < B; b++) {
-        const o = b * outD, base = b * rowsPerImage * D;
+        const o = b * outD,
+          base = b * rowsPerImage * D;
         if (s.pool !== 'mean') out.set(src.subarray(base + first * D, base + first * D + D), o);
         if (s.pool !== 'cls') {
           const m = o + (s.pool === 'cls+mean' ? D : 0);
-          const p0 = rowsPerImage - N;  // patch rows are the last N of each image
-          for (let n = 0; n < N; n++) { const r = base + (p0 + n) * D; for (let d = 0; d < D; d++) out[m + d] += src[r + d]; }
+          const p0 = rowsPerImage - N; // patch rows are the last N of each image
+          for (let n = 0; n < N; n++) {
+            const r = base + (p0 + n) * D;
+            for (let d = 0; d < D; d++) out[m + d] += src[r + d];
+          }
           for (let d = 0; d < D; d++) out[m + d] /= N;
         }
       }
@@ -277,10 +351,19 @@ export class Vit {
       normRows = B * perImage;
     }
     const cf: LayerNormCache = { mean: new Float32Array(normRows), rstd: new Float32Array(normRows) };
-    if (s.fcNorm) emb = layerNormForward(normIn, this.w(`${pk.norm}.weight`), this.w(`${pk.norm}.bias`), B, D, s.normEps, cf);
+    if (s.fcNorm)
+      emb = layerNormForward(normIn, this.w(`${pk.norm}.weight`), this.w(`${pk.norm}.bias`), B, D, s.normEps, cf);
     else {
       const perImage = normRows / B;
-      const normed = layerNormForward(normIn, this.w(`${pk.norm}.weight`), this.w(`${pk.norm}.bias`), normRows, D, s.normEps, cf);
+      const normed = layerNormForward(
+        normIn,
+        this.w(`${pk.norm}.weight`),
+        this.w(`${pk.norm}.bias`),
+        normRows,
+        D,
+        s.normEps,
+        cf,
+      );
       emb = perImage === 1 ? normed : pooled(normed, perImage, 0);
     }
     // timm forward_head: head_drop (drop_rate) on the pooled features; transformers has none.
@@ -293,13 +376,19 @@ export class Vit {
   /** Accumulates into `grads` (checkpoint key -> gradient) the gradients of sum(dEmb * embeddings). */
   backward(cache: VitCache, dEmb: Float32Array, grads: Map<string, Float32Array>): void {
     const s = this.spec;
-    const D = s.embedDim, NH = s.numHeads, P = s.patchSize, R = s.numRegisters;
+    const D = s.embedDim,
+      NH = s.numHeads,
+      P = s.patchSize,
+      R = s.numRegisters;
     const { B, T, N } = cache;
     const rows = B * T;
     const pk = this.prefixKeys;
     const g = (key: string): Float32Array => {
       let t = grads.get(key);
-      if (!t) { t = new Float32Array(this.w(key).length); grads.set(key, t); }
+      if (!t) {
+        t = new Float32Array(this.w(key).length);
+        grads.set(key, t);
+      }
       return t;
     };
     if (cache.headMask) {
@@ -311,23 +400,33 @@ export class Vit {
     const outD = s.pool === 'cls+mean' ? 2 * D : D;
     const unpool = (dp: Float32Array, rowsPerImage: number, into: Float32Array): void => {
       for (let b = 0; b < B; b++) {
-        const o = b * outD, base = b * rowsPerImage * D;
+        const o = b * outD,
+          base = b * rowsPerImage * D;
         if (s.pool !== 'mean') for (let d = 0; d < D; d++) into[base + d] += dp[o + d];
         if (s.pool !== 'cls') {
-          const m = o + (s.pool === 'cls+mean' ? D : 0), p0 = rowsPerImage - N;
-          for (let n = 0; n < N; n++) { const r = base + (p0 + n) * D; for (let d = 0; d < D; d++) into[r + d] += dp[m + d] / N; }
+          const m = o + (s.pool === 'cls+mean' ? D : 0),
+            p0 = rowsPerImage - N;
+          for (let n = 0; n < N; n++) {
+            const r = base + (p0 + n) * D;
+            for (let d = 0; d < D; d++) into[r + d] += dp[m + d] / N;
+          }
         }
       }
     };
     let dx: Float32Array = new Float32Array(rows * D);
-    const nw = this.w(`${pk.norm}.weight`), gnw = g(`${pk.norm}.weight`), gnb = g(`${pk.norm}.bias`);
+    const nw = this.w(`${pk.norm}.weight`),
+      gnw = g(`${pk.norm}.weight`),
+      gnb = g(`${pk.norm}.bias`);
     if (s.fcNorm) {
       const dpool = layerNormBackward(dEmb, cache.normIn, nw, cache.cf, B, D, gnw, gnb);
       unpool(dpool, T, dx);
     } else {
       const perImage = cache.normRows / B;
       let dnormed = dEmb;
-      if (perImage !== 1) { dnormed = new Float32Array(cache.normRows * D); unpool(dEmb, perImage, dnormed); }
+      if (perImage !== 1) {
+        dnormed = new Float32Array(cache.normRows * D);
+        unpool(dEmb, perImage, dnormed);
+      }
       const dsel = layerNormBackward(dnormed, cache.normIn, nw, cache.cf, cache.normRows, D, gnw, gnb);
       for (let b = 0; b < B; b++) dx.set(dsel.subarray(b * perImage * D, (b + 1) * perImage * D), b * T * D);
     }
@@ -339,42 +438,107 @@ export class Vit {
       // out = mid + ls2 * m
       const dm = new Float32Array(rows * D);
       if (s.layerScale) {
-        const ls2 = this.w(k.ls2), dls2 = g(k.ls2);
-        for (let r = 0; r < rows; r++) for (let d = 0; d < D; d++) { dm[r * D + d] = dx[r * D + d] * ls2[d]; dls2[d] += dx[r * D + d] * c.m[r * D + d]; }
+        const ls2 = this.w(k.ls2),
+          dls2 = g(k.ls2);
+        for (let r = 0; r < rows; r++)
+          for (let d = 0; d < D; d++) {
+            dm[r * D + d] = dx[r * D + d] * ls2[d];
+            dls2[d] += dx[r * D + d] * c.m[r * D + d];
+          }
       } else dm.set(dx);
-      mulInto(dm, c.mMask);  // m = fc2(...) * mMask
-      const dg = linearBackward(dm, c.g, this.w(`${k.fc2}.weight`), rows, s.mlpHidden, D, g(`${k.fc2}.weight`), g(`${k.fc2}.bias`))!;
-      mulInto(dg, c.gMask);  // fc2's input = act(f1) * gMask
+      mulInto(dm, c.mMask); // m = fc2(...) * mMask
+      const dg = linearBackward(
+        dm,
+        c.g,
+        this.w(`${k.fc2}.weight`),
+        rows,
+        s.mlpHidden,
+        D,
+        g(`${k.fc2}.weight`),
+        g(`${k.fc2}.bias`),
+      )!;
+      mulInto(dg, c.gMask); // fc2's input = act(f1) * gMask
       const df1 = s.mlp === 'gelu' ? geluBackward(dg, c.f1) : swigluBackward(dg, c.f1, rows, s.mlpHidden);
-      const dn2 = linearBackward(df1, c.n2, this.w(`${k.fc1}.weight`), rows, D, mlpIn, g(`${k.fc1}.weight`), g(`${k.fc1}.bias`))!;
-      const dmid = layerNormBackward(dn2, c.mid, this.w(`${k.norm2}.weight`), c.c2, rows, D, g(`${k.norm2}.weight`), g(`${k.norm2}.bias`));
+      const dn2 = linearBackward(
+        df1,
+        c.n2,
+        this.w(`${k.fc1}.weight`),
+        rows,
+        D,
+        mlpIn,
+        g(`${k.fc1}.weight`),
+        g(`${k.fc1}.bias`),
+      )!;
+      const dmid = layerNormBackward(
+        dn2,
+        c.mid,
+        this.w(`${k.norm2}.weight`),
+        c.c2,
+        rows,
+        D,
+        g(`${k.norm2}.weight`),
+        g(`${k.norm2}.bias`),
+      );
       for (let j = 0; j < dmid.length; j++) dmid[j] += dx[j];
       // mid = x + ls1 * a
       const da = new Float32Array(rows * D);
       if (s.layerScale) {
-        const ls1 = this.w(k.ls1), dls1 = g(k.ls1);
-        for (let r = 0; r < rows; r++) for (let d = 0; d < D; d++) { da[r * D + d] = dmid[r * D + d] * ls1[d]; dls1[d] += dmid[r * D + d] * c.a[r * D + d]; }
+        const ls1 = this.w(k.ls1),
+          dls1 = g(k.ls1);
+        for (let r = 0; r < rows; r++)
+          for (let d = 0; d < D; d++) {
+            da[r * D + d] = dmid[r * D + d] * ls1[d];
+            dls1[d] += dmid[r * D + d] * c.a[r * D + d];
+          }
       } else da.set(dmid);
-      mulInto(da, c.aMask);  // a = proj(...) * aMask
-      const datt = linearBackward(da, c.att, this.w(`${k.proj}.weight`), rows, D, D, g(`${k.proj}.weight`), g(`${k.proj}.bias`))!;
+      mulInto(da, c.aMask); // a = proj(...) * aMask
+      const datt = linearBackward(
+        da,
+        c.att,
+        this.w(`${k.proj}.weight`),
+        rows,
+        D,
+        D,
+        g(`${k.proj}.weight`),
+        g(`${k.proj}.bias`),
+      )!;
       const dqkv = attentionBackward(datt, c.ac, B, T, D, NH);
       let dn1: Float32Array;
       if (s.qkvFused) {
-        dn1 = linearBackward(dqkv, c.n1, c.qkvW, rows, D, 3 * D, g(`${k.qkv}.weight`), s.qkvBias ? g(`${k.qkv}.bias`) : null)!;
+        dn1 = linearBackward(
+          dqkv,
+          c.n1,
+          c.qkvW,
+          rows,
+          D,
+          3 * D,
+          g(`${k.qkv}.weight`),
+          s.qkvBias ? g(`${k.qkv}.bias`) : null,
+        )!;
       } else {
-        const dW = new Float32Array(3 * D * D), db = new Float32Array(3 * D);
+        const dW = new Float32Array(3 * D * D),
+          db = new Float32Array(3 * D);
         dn1 = linearBackward(dqkv, c.n1, c.qkvW, rows, D, 3 * D, dW, db)!;
         [k.q, k.k, k.v].forEach((name, j) => {
           addInto(g(`${name}.weight`), dW.subarray(j * D * D, (j + 1) * D * D));
           if (s.qkvBias) addInto(g(`${name}.bias`), db.subarray(j * D, (j + 1) * D));
         });
       }
-      const dxi = layerNormBackward(dn1, c.x, this.w(`${k.norm1}.weight`), c.c1, rows, D, g(`${k.norm1}.weight`), g(`${k.norm1}.bias`));
+      const dxi = layerNormBackward(
+        dn1,
+        c.x,
+        this.w(`${k.norm1}.weight`),
+        c.c1,
+        rows,
+        D,
+        g(`${k.norm1}.weight`),
+        g(`${k.norm1}.bias`),
+      );
       for (let j = 0; j < dxi.length; j++) dxi[j] += dmid[j];
       dx = dxi;
     }
 
-    mulInto(dx, cache.embMask);  // the tokens after pos_drop / the embeddings dropout
+    mulInto(dx, cache.embMask); // the tokens after pos_drop / the embeddings dropout
     // Embeddings: class token, registers, position embedding and the patch projection.
     const prefix = this.posPrefix();
     const posRows = prefix + N;
@@ -393,7 +557,10 @@ export class Vit {
       }
       for (let n = 0; n < N; n++) {
         const o = xb + (1 + R + n) * D;
-        for (let d = 0; d < D; d++) { dpatch[(b * N + n) * D + d] = dx[o + d]; dpos[(prefix + n) * D + d] += dx[o + d]; }
+        for (let d = 0; d < D; d++) {
+          dpatch[(b * N + n) * D + d] = dx[o + d];
+          dpos[(prefix + n) * D + d] += dx[o + d];
+        }
       }
     }
     const dposStored = g(pk.pos);
@@ -404,39 +571,86 @@ export class Vit {
       for (let j = 0; j < prefix * D; j++) dposStored[j] += dpos[j];
       // transpose of the resampling: dgrid[i,j] = sum_{y,x} ry[y,i] rx[x,j] dout[y,x]
       const tmp = new Float64Array(side * gw * D);
-      for (let y = 0; y < gh; y++) for (let i = 0; i < side; i++) {
-        const cf = ry[y * side + i];
-        if (cf === 0) continue;
-        for (let x = 0; x < gw; x++) { const t = (i * gw + x) * D, o = (prefix + y * gw + x) * D; for (let d = 0; d < D; d++) tmp[t + d] += cf * dpos[o + d]; }
-      }
-      for (let i = 0; i < side; i++) for (let x = 0; x < gw; x++) for (let j = 0; j < side; j++) {
-        const cf = rx[x * side + j];
-        if (cf === 0) continue;
-        const t = (i * gw + x) * D, o = (prefix + i * side + j) * D;
-        for (let d = 0; d < D; d++) dposStored[o + d] += cf * tmp[t + d];
-      }
+      for (let y = 0; y < gh; y++)
+        for (let i = 0; i < side; i++) {
+          const cf = ry[y * side + i];
+          if (cf === 0) continue;
+          for (let x = 0; x < gw; x++) {
+            const t = (i * gw + x) * D,
+              o = (prefix + y * gw + x) * D;
+            for (let d = 0; d < D; d++) tmp[t + d] += cf * dpos[o + d];
+          }
+        }
+      for (let i = 0; i < side; i++)
+        for (let x = 0; x < gw; x++)
+          for (let j = 0; j < side; j++) {
+            const cf = rx[x * side + j];
+            if (cf === 0) continue;
+            const t = (i * gw + x) * D,
+              o = (prefix + i * side + j) * D;
+            for (let d = 0; d < D; d++) dposStored[o + d] += cf * tmp[t + d];
+          }
     }
-    linearBackward(dpatch, cache.cols, this.w(`${pk.patch}.weight`), B * N, 3 * P * P, D, g(`${pk.patch}.weight`), g(`${pk.patch}.bias`), false);
+    linearBackward(
+      dpatch,
+      cache.cols,
+      this.w(`${pk.patch}.weight`),
+      B * N,
+      3 * P * P,
+      D,
+      g(`${pk.patch}.weight`),
+      g(`${pk.patch}.bias`),
+      false,
+    );
   }
 }
 
 interface BlockCache {
-  x: Float32Array; n1: Float32Array; c1: LayerNormCache; qkvW: Float32Array; att: Float32Array; ac: AttentionCache;
-  a: Float32Array; mid: Float32Array; n2: Float32Array; c2: LayerNormCache; f1: Float32Array; g: Float32Array; m: Float32Array;
+  x: Float32Array;
+  n1: Float32Array;
+  c1: LayerNormCache;
+  qkvW: Float32Array;
+  att: Float32Array;
+  ac: AttentionCache;
+  a: Float32Array;
+  mid: Float32Array;
+  n2: Float32Array;
+  c2: LayerNormCache;
+  f1: Float32Array;
+  g: Float32Array;
+  m: Float32Array;
   /** Training-only multipliers (null when off): the attention branch (dropout x drop path), the MLP hidden
    *  activations (timm drop1), the MLP branch (timm drop2 x drop path). a, g, m above are after them. */
-  aMask: Float32Array | null; gMask: Float32Array | null; mMask: Float32Array | null;
+  aMask: Float32Array | null;
+  gMask: Float32Array | null;
+  mMask: Float32Array | null;
 }
 
-interface Resample { ry: Float64Array; rx: Float64Array; side: number; gh: number; gw: number; prefix: number }
+interface Resample {
+  ry: Float64Array;
+  rx: Float64Array;
+  side: number;
+  gh: number;
+  gw: number;
+  prefix: number;
+}
 
 export interface VitCache {
-  B: number; T: number; N: number; gh: number; gw: number; cols: Float32Array; resample: Resample | null;
+  B: number;
+  T: number;
+  N: number;
+  gh: number;
+  gw: number;
+  cols: Float32Array;
+  resample: Resample | null;
   blocks: BlockCache[];
   /** The final LayerNorm's input: the pooled vectors (fc_norm), or the token rows the pooling reads; its stats. */
-  normIn: Float32Array; normRows: number; cf: LayerNormCache;
+  normIn: Float32Array;
+  normRows: number;
+  cf: LayerNormCache;
   /** Training-only masks (null when off): the tokens after the position embedding, the output features. */
-  embMask: Float32Array | null; headMask: Float32Array | null;
+  embMask: Float32Array | null;
+  headMask: Float32Array | null;
 }
 
 function addInto(dst: Float32Array, src: Float32Array): void {
@@ -447,13 +661,16 @@ function addInto(dst: Float32Array, src: Float32Array): void {
 function im2col(x: Float32Array, B: number, H: number, W: number, P: number, gh: number, gw: number): Float32Array {
   const K = 3 * P * P;
   const out = new Float32Array(B * gh * gw * K);
-  for (let b = 0; b < B; b++) for (let py = 0; py < gh; py++) for (let px = 0; px < gw; px++) {
-    let o = ((b * gh + py) * gw + px) * K;
-    for (let c = 0; c < 3; c++) for (let ky = 0; ky < P; ky++) {
-      const row = ((b * 3 + c) * H + py * P + ky) * W + px * P;
-      for (let kx = 0; kx < P; kx++) out[o++] = x[row + kx];
-    }
-  }
+  for (let b = 0; b < B; b++)
+    for (let py = 0; py < gh; py++)
+      for (let px = 0; px < gw; px++) {
+        let o = ((b * gh + py) * gw + px) * K;
+        for (let c = 0; c < 3; c++)
+          for (let ky = 0; ky < P; ky++) {
+            const row = ((b * 3 + c) * H + py * P + ky) * W + px * P;
+            for (let kx = 0; kx < P; kx++) out[o++] = x[row + kx];
+          }
+      }
   return out;
 }
 
@@ -513,24 +730,42 @@ function aaFilter(x: number): number {
 }
 
 /** (N,C,H,W) float -> (N,C,outH,outW) bicubic (see bicubicMatrix). */
-export function resizeBicubic(x: Float32Array, N: number, C: number, H: number, W: number, outH: number, outW: number, antialias: boolean): Float32Array {
-  const ry = bicubicMatrix(H, outH, antialias), rx = bicubicMatrix(W, outW, antialias);
+export function resizeBicubic(
+  x: Float32Array,
+  N: number,
+  C: number,
+  H: number,
+  W: number,
+  outH: number,
+  outW: number,
+  antialias: boolean,
+): Float32Array {
+  const ry = bicubicMatrix(H, outH, antialias),
+    rx = bicubicMatrix(W, outW, antialias);
   const out = new Float32Array(N * C * outH * outW);
   const tmp = new Float64Array(H * outW);
   for (let p = 0; p < N * C; p++) {
     const src = p * H * W;
     tmp.fill(0);
-    for (let i = 0; i < H; i++) for (let ox = 0; ox < outW; ox++) {
-      let acc = 0;
-      for (let j = 0; j < W; j++) { const c = rx[ox * W + j]; if (c !== 0) acc += c * x[src + i * W + j]; }
-      tmp[i * outW + ox] = acc;
-    }
+    for (let i = 0; i < H; i++)
+      for (let ox = 0; ox < outW; ox++) {
+        let acc = 0;
+        for (let j = 0; j < W; j++) {
+          const c = rx[ox * W + j];
+          if (c !== 0) acc += c * x[src + i * W + j];
+        }
+        tmp[i * outW + ox] = acc;
+      }
     const dst = p * outH * outW;
-    for (let oy = 0; oy < outH; oy++) for (let ox = 0; ox < outW; ox++) {
-      let acc = 0;
-      for (let i = 0; i < H; i++) { const c = ry[oy * H + i]; if (c !== 0) acc += c * tmp[i * outW + ox]; }
-      out[dst + oy * outW + ox] = acc;
-    }
+    for (let oy = 0; oy < outH; oy++)
+      for (let ox = 0; ox < outW; ox++) {
+        let acc = 0;
+        for (let i = 0; i < H; i++) {
+          const c = ry[oy * H + i];
+          if (c !== 0) acc += c * tmp[i * outW + ox];
+        }
+        out[dst + oy * outW + ox] = acc;
+      }
   }
   return out;
 }
@@ -545,22 +780,35 @@ export function resizeBicubic(x: Float32Array, N: number, C: number, H: number, 
  */
 export function loadVit(folder: string, preset = '', pool = ''): Vit {
   const spec = resolveVitSpec(folder, preset, pool);
-  if (!folder) throw new UserError(`preset '${preset}' has no weights: pass preset:${preset}:<folder> with the model's safetensors`);
+  if (!folder)
+    throw new UserError(
+      `preset '${preset}' has no weights: pass preset:${preset}:<folder> with the model's safetensors`,
+    );
   return new Vit(spec, checkWeights(spec, readModelWeights(folder), folder));
 }
 
-export function checkWeights(spec: VitSpec, stored: Map<string, { shape: number[]; data: Float32Array }>, where: string): Map<string, Weight> {
+export function checkWeights(
+  spec: VitSpec,
+  stored: Map<string, { shape: number[]; data: Float32Array }>,
+  where: string,
+): Map<string, Weight> {
   const expected = expectedShapes(spec);
-  const missing: string[] = [], unexpected: string[] = [], misshaped: string[] = [];
+  const missing: string[] = [],
+    unexpected: string[] = [],
+    misshaped: string[] = [];
   for (const [k, shape] of expected) {
     const t = stored.get(k);
     if (!t) missing.push(k);
-    else if (t.shape.join(',') !== shape.join(',')) misshaped.push(`${k} (${t.shape.join(',')}) expected (${shape.join(',')})`);
+    else if (t.shape.join(',') !== shape.join(','))
+      misshaped.push(`${k} (${t.shape.join(',')}) expected (${shape.join(',')})`);
   }
   for (const k of stored.keys()) if (!expected.has(k)) unexpected.push(k);
   if (missing.length || unexpected.length || misshaped.length) {
-    const list = (name: string, xs: string[]) => (xs.length ? ` ${name} ${xs.length}: ${xs.slice(0, 8).join(', ')}${xs.length > 8 ? ', ...' : ''};` : '');
-    throw new UserError(`the weights in ${where} do not match ${describeSpec(spec)}:${list('missing', missing)}${list('unexpected', unexpected)}${list('mis-shaped', misshaped)} check that config.json belongs to these weights`);
+    const list = (name: string, xs: string[]) =>
+      xs.length ? ` ${name} ${xs.length}: ${xs.slice(0, 8).join(', ')}${xs.length > 8 ? ', ...' : ''};` : '';
+    throw new UserError(
+      `the weights in ${where} do not match ${describeSpec(spec)}:${list('missing', missing)}${list('unexpected', unexpected)}${list('mis-shaped', misshaped)} check that config.json belongs to these weights`,
+    );
   }
   const out = new Map<string, Weight>();
   for (const k of expected.keys()) out.set(k, { shape: stored.get(k)!.shape, data: stored.get(k)!.data });

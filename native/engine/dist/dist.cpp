@@ -2,8 +2,8 @@
 // backward-overlapped gradient all-reduce (see dist.h for the design).
 //
 // ProcessGroupGloo.hpp needs USE_C10D_GLOO and includes gloo headers that pip's libtorch does not ship: the ones in
-// native/engine/third_party/gloo/ declare what it names (README.md there). ProcessGroupNCCL.hpp needs USE_C10D_NCCL and nccl.h,
-// which CMakeLists.txt finds in the nvidia-nccl wheel beside torch (G2L_WITH_NCCL).
+// native/engine/third_party/gloo/ declare what it names (README.md there). ProcessGroupNCCL.hpp needs USE_C10D_NCCL and
+// nccl.h, which CMakeLists.txt finds in the nvidia-nccl wheel beside torch (G2L_WITH_NCCL).
 #define USE_C10D_GLOO 1
 #if defined(G2L_WITH_CUDA) && defined(G2L_WITH_NCCL)
 #define USE_C10D_NCCL 1
@@ -142,7 +142,8 @@ std::shared_ptr<DistContext> DistContext::create(const DistConfig& config) {
           size_t end = names.find(',', start);
           if (end == std::string::npos) end = names.size();
           if (end > start) {
-            options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(names.substr(start, end - start)));
+            options->devices.push_back(
+                c10d::ProcessGroupGloo::createDeviceForInterface(names.substr(start, end - start)));
           }
           start = end + 1;
         }
@@ -159,8 +160,9 @@ std::shared_ptr<DistContext> DistContext::create(const DistConfig& config) {
       options->timeout = timeout;
       ctx->backend_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(ctx->store_, config.rank, config.world_size, options);
 #else
-      throw Error("data parallelism: this engine was built without NCCL (a CPU build, or nccl.h was not found at build "
-                  "time); rebuild on a CUDA host with the nvidia-nccl package beside torch, or use the gloo backend");
+      throw Error(
+          "data parallelism: this engine was built without NCCL (a CPU build, or nccl.h was not found at build "
+          "time); rebuild on a CUDA host with the nvidia-nccl package beside torch, or use the gloo backend");
 #endif
     }
     return ctx;

@@ -1,12 +1,12 @@
 // Data parallelism over c10d (engine-internal API; the public surface is g2l/dist.h).
 //
 // DistContext owns the c10d TCPStore and one backend: ProcessGroupNCCL for CUDA devices (CUDA builds with NCCL),
-// ProcessGroupGloo for the CPU (compiled into libtorch_cpu; see native/engine/third_party/gloo/README.md for how its header is
-// made to compile). GradientSync averages or sums gradients across ranks the way DDP does: parameters are packed into
-// ~25 MB flat buckets in reverse registration order (the order backward produces them), each parameter's .grad() is
-// a view into its bucket, and a post hook on each parameter's gradient accumulator launches a bucket's all-reduce as
-// soon as all of its gradients are in, while backward goes on. Buckets launch strictly in order, so every rank issues
-// the same collectives in the same order whatever order its hooks fire in.
+// ProcessGroupGloo for the CPU (compiled into libtorch_cpu; see native/engine/third_party/gloo/README.md for how its
+// header is made to compile). GradientSync averages or sums gradients across ranks the way DDP does: parameters are
+// packed into ~25 MB flat buckets in reverse registration order (the order backward produces them), each parameter's
+// .grad() is a view into its bucket, and a post hook on each parameter's gradient accumulator launches a bucket's
+// all-reduce as soon as all of its gradients are in, while backward goes on. Buckets launch strictly in order, so every
+// rank issues the same collectives in the same order whatever order its hooks fire in.
 //
 // Usage (one training step):
 //   auto dist = DistContext::create(cfg);                                // rendezvous
@@ -119,18 +119,18 @@ class GradientSync {
   std::shared_ptr<DistContext> dist_;
   Reduction reduction_;
   std::vector<at::Tensor> params_;
-  std::vector<at::Tensor> views_;        // views_[i]: params_[i]'s gradient inside its bucket, shaped like the param
+  std::vector<at::Tensor> views_;  // views_[i]: params_[i]'s gradient inside its bucket, shaped like the param
   std::vector<size_t> bucket_of_;
   std::vector<bool> ready_;
   std::vector<Bucket> buckets_;
   size_t next_launch_ = 0;
   int64_t launched_during_backward_ = 0;
   int64_t last_launched_during_backward_ = 0;
-  bool trace_ = false;                   // G2L_DIST_TRACE=1: one line a step on stderr about the overlap
+  bool trace_ = false;  // G2L_DIST_TRACE=1: one line a step on stderr about the overlap
   bool enabled_ = true;
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;  // keeps the hooked accumulators alive
-  std::shared_ptr<bool> alive_;          // the hooks outlive nothing: they check it before touching `this`
-  std::mutex mutex_;                     // hooks run on autograd's device threads
+  std::shared_ptr<bool> alive_;  // the hooks outlive nothing: they check it before touching `this`
+  std::mutex mutex_;             // hooks run on autograd's device threads
 };
 
 }  // namespace g2l

@@ -18,7 +18,7 @@ namespace g2l {
 
 namespace {
 
-constexpr int64_t kF32Margin = 16;            // f32 candidates kept beyond k, rescored in float64
+constexpr int64_t kF32Margin = 16;                  // f32 candidates kept beyond k, rescored in float64
 constexpr int64_t kTileBytes = int64_t{128} << 20;  // one tile's f32 similarities
 
 at::Tensor matrix_f32(const HostTensor& t, const char* what) {
@@ -88,7 +88,9 @@ CosineTopKResult cosine_topk(const HostTensor& query, const HostTensor& base, co
     at::NoGradGuard no_grad;
     at::Tensor Q = matrix_f32(query, "query"), B = matrix_f32(base, "base");
     const int64_t nq = Q.size(0), nb = B.size(0), d = Q.size(1);
-    if (B.size(1) != d) throw Error("query and base have different feature counts (" + std::to_string(d) + " and " + std::to_string(B.size(1)) + ")");
+    if (B.size(1) != d)
+      throw Error("query and base have different feature counts (" + std::to_string(d) + " and " +
+                  std::to_string(B.size(1)) + ")");
     if (o.k < 1) throw Error("k must be at least 1, got " + std::to_string(o.k));
     if (nb < 1) throw Error("the base has no rows");
     const bool grouped = o.query_group.data != nullptr || o.base_group.data != nullptr;
@@ -164,7 +166,9 @@ CosineTopKResult cosine_topk(const HostTensor& query, const HostTensor& base, co
           const double den = qnorm[i] * bnorm[j];
           r.emplace_back(den > 0 ? dot64(qx + i * d, bx + j * d, d) / den : 0.0, j);
         }
-        std::sort(r.begin(), r.end(), [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
+        std::sort(r.begin(), r.end(), [](const auto& a, const auto& b) {
+          return a.first != b.first ? a.first > b.first : a.second < b.second;
+        });
         const int64_t m = std::min<int64_t>(k, static_cast<int64_t>(r.size()));
         for (int64_t t = 0; t < m; ++t) {
           oi[i * k + t] = r[t].second;
@@ -433,7 +437,8 @@ LogisticResult fit_logistic(const HostTensor& Xh, const HostTensor& yh, int64_t 
     Vec mu(d, 0.0);
     {
       at::Tensor s = at::zeros({d}, at::kDouble);
-      for (int64_t r0 = 0; r0 < n; r0 += 4096) s.add_(X.narrow(0, r0, std::min<int64_t>(4096, n - r0)).to(at::kDouble).sum(0));
+      for (int64_t r0 = 0; r0 < n; r0 += 4096)
+        s.add_(X.narrow(0, r0, std::min<int64_t>(4096, n - r0)).to(at::kDouble).sum(0));
       for (int64_t j = 0; j < d; ++j) mu[j] = s[j].item<double>() / n;
     }
     double ss = 0;
@@ -498,11 +503,14 @@ LinearCka linear_cka(const HostTensor& xh, const HostTensor& yh, const std::stri
     at::NoGradGuard no_grad;
     at::Tensor X = matrix_f32(xh, "x"), Y = matrix_f32(yh, "y");
     const int64_t n = X.size(0);
-    if (Y.size(0) != n) throw Error("x and y must have the same rows (" + std::to_string(n) + " and " + std::to_string(Y.size(0)) + ")");
+    if (Y.size(0) != n)
+      throw Error("x and y must have the same rows (" + std::to_string(n) + " and " + std::to_string(Y.size(0)) + ")");
     const at::Device dev = parse_device(device);
     const int64_t dx = X.size(1), dy = Y.size(1), blk = 4096;
     auto f64 = at::TensorOptions().dtype(at::kDouble).device(dev);
-    auto block = [&](const at::Tensor& t, int64_t r0) { return t.narrow(0, r0, std::min(blk, n - r0)).to(dev, at::kDouble); };
+    auto block = [&](const at::Tensor& t, int64_t r0) {
+      return t.narrow(0, r0, std::min(blk, n - r0)).to(dev, at::kDouble);
+    };
     at::Tensor mx = at::zeros({dx}, f64), my = at::zeros({dy}, f64);
     for (int64_t r0 = 0; r0 < n; r0 += blk) {
       mx.add_(block(X, r0).sum(0));
@@ -520,16 +528,19 @@ LinearCka linear_cka(const HostTensor& xh, const HostTensor& yh, const std::stri
       at::Tensor rx = xc.square().sum(1), ry = yc.square().sum(1);
       sq.add_(at::stack({rx.sum(), ry.sum(), (rx * ry).sum(), rx.square().sum(), ry.square().sum()}));
     }
-    const double xty = gxy.square().sum().item<double>(), xtx = gxx.square().sum().item<double>(), yty = gyy.square().sum().item<double>();
+    const double xty = gxy.square().sum().item<double>(), xtx = gxx.square().sum().item<double>(),
+                 yty = gyy.square().sum().item<double>();
     at::Tensor s = sq.cpu();
-    const double sx = s[0].item<double>(), sy = s[1].item<double>(), rxy = s[2].item<double>(), rxx = s[3].item<double>(), ryy = s[4].item<double>();
+    const double sx = s[0].item<double>(), sy = s[1].item<double>(), rxy = s[2].item<double>(),
+                 rxx = s[3].item<double>(), ryy = s[4].item<double>();
     const double nn = static_cast<double>(n);
     auto unbiased = [&](double dot_sim, double row_dot, double nx, double ny) {
       return dot_sim - (nn / (nn - 2)) * row_dot + (nx * ny) / ((nn - 1) * (nn - 2));
     };
     LinearCka out;
     out.linear = xty / (std::sqrt(xtx) * std::sqrt(yty));
-    out.debiased = unbiased(xty, rxy, sx, sy) / (std::sqrt(unbiased(xtx, rxx, sx, sx)) * std::sqrt(unbiased(yty, ryy, sy, sy)));
+    out.debiased =
+        unbiased(xty, rxy, sx, sy) / (std::sqrt(unbiased(xtx, rxx, sx, sx)) * std::sqrt(unbiased(yty, ryy, sy, sy)));
     return out;
   });
 }
@@ -551,7 +562,9 @@ at::Tensor centred_rbf(const at::Tensor& x32, const at::Device& dev) {
   if (total % 2 == 1) {
     sigma2 = std::get<0>(flat.kthvalue((total + 1) / 2)).item<double>();
   } else {
-    sigma2 = (std::get<0>(flat.kthvalue(total / 2)).item<double>() + std::get<0>(flat.kthvalue(total / 2 + 1)).item<double>()) / 2;
+    sigma2 = (std::get<0>(flat.kthvalue(total / 2)).item<double>() +
+              std::get<0>(flat.kthvalue(total / 2 + 1)).item<double>()) /
+             2;
   }
   at::Tensor K = d2.div_(-2 * sigma2).exp_();
   at::Tensor row = K.mean(1);
@@ -568,7 +581,8 @@ double rbf_cka(const HostTensor& xh, const HostTensor& yh, const std::string& de
     if (Y.size(0) != X.size(0)) throw Error("x and y must have the same rows");
     const at::Device dev = parse_device(device);
     at::Tensor kx = centred_rbf(X, dev), ky = centred_rbf(Y, dev);
-    const double xy = (kx * ky).sum().item<double>(), xx = kx.square().sum().item<double>(), yy = ky.square().sum().item<double>();
+    const double xy = (kx * ky).sum().item<double>(), xx = kx.square().sum().item<double>(),
+                 yy = ky.square().sum().item<double>();
     return xy / (std::sqrt(xx) * std::sqrt(yy));
   });
 }

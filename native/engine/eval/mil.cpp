@@ -12,9 +12,9 @@ namespace g2l {
 
 namespace {
 
-const char* kNames[] = {"fc.weight", "fc.bias", "attention_a.weight", "attention_a.bias", "attention_b.weight",
-                        "attention_b.bias", "attention_c.weight", "attention_c.bias", "classifier.weight",
-                        "classifier.bias"};
+const char* kNames[] = {"fc.weight",          "fc.bias",          "attention_a.weight", "attention_a.bias",
+                        "attention_b.weight", "attention_b.bias", "attention_c.weight", "attention_c.bias",
+                        "classifier.weight",  "classifier.bias"};
 
 struct Model {
   std::map<std::string, at::Tensor> p;
@@ -36,8 +36,8 @@ Model to_model(const MilParams& params, const std::string& device, bool trainabl
   const int64_t L = m.p["fc.weight"].size(0), A = m.p["attention_a.weight"].size(0);
   auto expect = [&](const char* name, std::vector<int64_t> shape) {
     if (m.p[name].sizes().vec() != shape) {
-      throw Error(std::string("ABMIL: parameter ") + name + " has shape " + c10::str(m.p[name].sizes()) + ", expected " +
-                  c10::str(at::IntArrayRef(shape)));
+      throw Error(std::string("ABMIL: parameter ") + name + " has shape " + c10::str(m.p[name].sizes()) +
+                  ", expected " + c10::str(at::IntArrayRef(shape)));
     }
   };
   expect("fc.bias", {L});
@@ -46,7 +46,8 @@ Model to_model(const MilParams& params, const std::string& device, bool trainabl
   expect("attention_b.bias", {A});
   expect("attention_c.weight", {1, A});
   expect("attention_c.bias", {1});
-  if (m.p["classifier.weight"].dim() != 2 || m.p["classifier.weight"].size(1) != L) throw Error("ABMIL: classifier.weight must be (K, L)");
+  if (m.p["classifier.weight"].dim() != 2 || m.p["classifier.weight"].size(1) != L)
+    throw Error("ABMIL: classifier.weight must be (K, L)");
   expect("classifier.bias", {m.p["classifier.weight"].size(0)});
   for (auto& [name, t] : m.p) {
     if (t.scalar_type() != m.dtype) throw Error("ABMIL: every parameter must have the same dtype");
@@ -96,7 +97,8 @@ at::Tensor mean_loss(const Model& m, const at::Tensor& x, const Bags& bags, cons
   for (int64_t b : *list) {
     if (b < 0 || b >= B) throw Error("ABMIL: the plan names bag " + std::to_string(b) + " of " + std::to_string(B));
     const int64_t y = bags.labels[b];
-    if (y < 0 || y >= K) throw Error("ABMIL: label " + std::to_string(y) + " outside the " + std::to_string(K) + " classes");
+    if (y < 0 || y >= K)
+      throw Error("ABMIL: label " + std::to_string(y) + " outside the " + std::to_string(K) + " classes");
     at::Tensor logits = forward_bag(m, x, bags.offsets[b], bags.offsets[b + 1]);
     total = total - at::log_softmax(logits, 0)[y];
   }
@@ -129,7 +131,8 @@ HostTensor abmil_predict(const MilParams& params, const Bags& bags, const std::s
     c10::InferenceMode guard;
     at::Tensor x = bag_features(m, bags);
     std::vector<at::Tensor> rows;
-    for (size_t b = 0; b + 1 < bags.offsets.size(); ++b) rows.push_back(at::softmax(forward_bag(m, x, bags.offsets[b], bags.offsets[b + 1]), 0));
+    for (size_t b = 0; b + 1 < bags.offsets.size(); ++b)
+      rows.push_back(at::softmax(forward_bag(m, x, bags.offsets[b], bags.offsets[b + 1]), 0));
     return to_host(at::stack(rows).to(at::kCPU).contiguous());
   });
 }
@@ -163,7 +166,8 @@ MilTrainResult abmil_train(const MilParams& init, const Bags& train, const Bags&
         loss.backward();
         sum += loss.item<double>();
         const double lr = plan.lr[step++];
-        const double bc1 = 1.0 - std::pow(b1, static_cast<double>(step)), bc2 = 1.0 - std::pow(b2, static_cast<double>(step));
+        const double bc1 = 1.0 - std::pow(b1, static_cast<double>(step)),
+                     bc2 = 1.0 - std::pow(b2, static_cast<double>(step));
         at::NoGradGuard no_grad;
         for (auto& [name, t] : m.p) {
           at::Tensor g = t.grad();

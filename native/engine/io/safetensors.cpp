@@ -29,7 +29,7 @@ namespace g2l {
 
 static const std::map<std::string, std::pair<at::ScalarType, size_t>>& stored_dtypes() {
   static const std::map<std::string, std::pair<at::ScalarType, size_t>> m = {
-      {"F64", {at::kDouble, 8}}, {"F32", {at::kFloat, 4}}, {"F16", {at::kHalf, 2}}, {"BF16", {at::kBFloat16, 2}},
+      {"F64", {at::kDouble, 8}}, {"F32", {at::kFloat, 4}}, {"F16", {at::kHalf, 2}},  {"BF16", {at::kBFloat16, 2}},
       {"I64", {at::kLong, 8}},   {"I32", {at::kInt, 4}},   {"I16", {at::kShort, 2}}, {"I8", {at::kChar, 1}},
       {"U8", {at::kByte, 1}},    {"BOOL", {at::kBool, 1}},
   };
@@ -63,7 +63,6 @@ const std::array<std::array<uint32_t, 256>, 8>& crc_tables() {
   }();
   return tables;
 }
-
 
 std::string crc_hex(uint32_t crc) {
   char buf[9];
@@ -105,7 +104,7 @@ uint32_t crc32_update(uint32_t crc, const unsigned char* p, size_t n) {
 SafetensorsFile::SafetensorsFile(const std::string& path, const std::string& advice) : path_(path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw Error("cannot open " + path + ": " + std::strerror(errno));
-  struct stat st {};
+  struct stat st{};
   if (::fstat(fd, &st) != 0) {
     ::close(fd);
     throw Error("cannot stat " + path + ": " + std::strerror(errno));
@@ -128,7 +127,9 @@ SafetensorsFile::SafetensorsFile(const std::string& path, const std::string& adv
   }
   try {
     const auto* bytes = static_cast<const uint8_t*>(map_);
-    auto damaged = [&](const std::string& what) { return Error(path + ": " + what + ": the file is damaged; " + advice); };
+    auto damaged = [&](const std::string& what) {
+      return Error(path + ": " + what + ": the file is damaged; " + advice);
+    };
     uint64_t header_len = 0;
     for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | bytes[i];
     if (header_len > 100u * 1024 * 1024) {
@@ -174,7 +175,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path, const std::string& adv
         uint64_t n = 0;
         if (!as_count(d, n)) throw damaged("tensor '" + key + "' has a bad shape");
         e.shape.push_back(static_cast<int64_t>(n));
-        if (n != 0 && bytes_needed > (uint64_t{1} << 62) / n) throw damaged("tensor '" + key + "' has an impossible shape");
+        if (n != 0 && bytes_needed > (uint64_t{1} << 62) / n)
+          throw damaged("tensor '" + key + "' has an impossible shape");
         bytes_needed *= n;
       }
       uint64_t begin = 0, end = 0;
@@ -182,8 +184,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path, const std::string& adv
         throw damaged("tensor '" + key + "' has bad data_offsets");
       }
       if (end - begin != bytes_needed) {
-        throw damaged("tensor '" + key + "' spans " + std::to_string(end - begin) + " bytes but its shape and dtype need " +
-                      std::to_string(bytes_needed));
+        throw damaged("tensor '" + key + "' spans " + std::to_string(end - begin) +
+                      " bytes but its shape and dtype need " + std::to_string(bytes_needed));
       }
       e.file_begin = data_start + begin;
       e.file_end = data_start + end;
@@ -205,9 +207,10 @@ SafetensorsFile::SafetensorsFile(const std::string& path, const std::string& adv
           break;
         }
       }
-      throw Error(path + " is truncated: the file ends at byte " + std::to_string(size_) + " but its header says the data runs to byte " +
-                  std::to_string(needed_end) + " (tensor '" + first_cut->key + "' needs bytes " +
-                  std::to_string(first_cut->file_begin) + " to " + std::to_string(first_cut->file_end) + "): " + advice);
+      throw Error(path + " is truncated: the file ends at byte " + std::to_string(size_) +
+                  " but its header says the data runs to byte " + std::to_string(needed_end) + " (tensor '" +
+                  first_cut->key + "' needs bytes " + std::to_string(first_cut->file_begin) + " to " +
+                  std::to_string(first_cut->file_end) + "): " + advice);
     }
     uint64_t at = data_start;
     for (const SafetensorsEntry* e : order) {
@@ -226,7 +229,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path, const std::string& adv
     if (sum != metadata_.end()) {
       const std::string actual = crc_hex(crc32_update(0, bytes + data_start, data_len));
       if (sum->second != actual) {
-        throw damaged("its data does not match the CRC-32 in its header (" + sum->second + ", computed " + actual + ")");
+        throw damaged("its data does not match the CRC-32 in its header (" + sum->second + ", computed " + actual +
+                      ")");
       }
     }
   } catch (...) {
@@ -275,14 +279,16 @@ WeightFiles WeightFiles::open(const std::string& folder) {
       if (it == shards.end()) {
         fs::path shard = dir / file.as_string();
         if (!fs::exists(shard)) {
-          throw Error(index.string() + " lists shard " + file.as_string() + ", which is not in " + folder + ": download it");
+          throw Error(index.string() + " lists shard " + file.as_string() + ", which is not in " + folder +
+                      ": download it");
         }
         it = shards.emplace(file.as_string(), std::make_shared<SafetensorsFile>(shard.string())).first;
         w.files_.push_back(it->second);
       }
       auto e = it->second->entries().find(key);
       if (e == it->second->entries().end()) {
-        throw Error(index.string() + " places '" + key + "' in " + file.as_string() + ", which does not hold it: the index and shards disagree");
+        throw Error(index.string() + " places '" + key + "' in " + file.as_string() +
+                    ", which does not hold it: the index and shards disagree");
       }
       w.entries_[key] = {&e->second, it->second.get()};
     }
@@ -309,7 +315,8 @@ WeightFiles WeightFiles::open(const std::string& folder) {
   } else if (fs::exists(bin_index)) {
     json::Value idx = json::parse_file(bin_index.string());
     const json::Value* map = idx.find("weight_map");
-    if (!map || !map->is_object()) throw Error(bin_index.string() + " has no \"weight_map\" object: the index is damaged");
+    if (!map || !map->is_object())
+      throw Error(bin_index.string() + " has no \"weight_map\" object: the index is damaged");
     std::map<std::string, std::set<std::string>> shards;  // shard -> the keys the index places in it
     for (const auto& [key, file] : map->members()) {
       if (!file.is_string()) throw Error(bin_index.string() + ": weight_map['" + key + "'] is not a file name");
@@ -317,16 +324,19 @@ WeightFiles WeightFiles::open(const std::string& folder) {
     }
     for (const auto& [file, keys] : shards) {
       fs::path shard = dir / file;
-      if (!fs::exists(shard)) throw Error(bin_index.string() + " lists shard " + file + ", which is not in " + folder + ": download it");
+      if (!fs::exists(shard))
+        throw Error(bin_index.string() + " lists shard " + file + ", which is not in " + folder + ": download it");
       add_bin(shard.string(), [&keys = keys](const std::string& k) { return keys.count(k) > 0; });
       for (const auto& k : keys) {
         if (!w.bin_entries_.count(k)) {
-          throw Error(bin_index.string() + " places '" + k + "' in " + file + ", which does not hold it: the index and shards disagree");
+          throw Error(bin_index.string() + " places '" + k + "' in " + file +
+                      ", which does not hold it: the index and shards disagree");
         }
       }
     }
   } else {
-    throw Error("no weights in " + folder + ": expected model.safetensors, model.safetensors.index.json, pytorch_model.bin or "
+    throw Error("no weights in " + folder +
+                ": expected model.safetensors, model.safetensors.index.json, pytorch_model.bin or "
                 "pytorch_model.bin.index.json");
   }
   for (const auto& [k, e] : w.bin_entries_) w.entries_[k] = {&e, nullptr};
@@ -355,7 +365,8 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
   std::map<std::string, std::string> meta_strings = metadata;
   if (checksum) {
     uint32_t crc = 0;
-    for (const at::Tensor& h : host) crc = crc32_update(crc, static_cast<const unsigned char*>(h.data_ptr()), h.nbytes());
+    for (const at::Tensor& h : host)
+      crc = crc32_update(crc, static_cast<const unsigned char*>(h.data_ptr()), h.nbytes());
     meta_strings[kSafetensorsChecksumKey] = crc_hex(crc);
   }
   json::Value header = json::Value::object();

@@ -32,13 +32,10 @@ uint64_t u64(const char* p) {
   return v;
 }
 
-
 }  // namespace
 
 ArchiveRecord check_torch_archive(const char* data, size_t size, const std::string& path, const std::string& remedy) {
-  auto damaged = [&](const std::string& what) {
-    return Error(path + " is damaged (" + what + "): " + remedy);
-  };
+  auto damaged = [&](const std::string& what) { return Error(path + " is damaged (" + what + "): " + remedy); };
   // [offset, offset + length) inside the file, without overflow.
   auto inside = [&](uint64_t offset, uint64_t length) { return offset <= size && length <= size - offset; };
 
@@ -61,29 +58,34 @@ ArchiveRecord check_torch_archive(const char* data, size_t size, const std::stri
   if (count == 0xffff || dir_size == 0xffffffffu || dir_offset == 0xffffffffu) {
     if (eocd < 20 || u32(end - 20) != 0x07064b50u) throw damaged("no zip64 locator before the directory's end record");
     const uint64_t z64 = u64(end - 20 + 8);
-    if (!inside(z64, 56) || u32(data + z64) != 0x06064b50u) throw damaged("the zip64 end record is outside the file or broken");
+    if (!inside(z64, 56) || u32(data + z64) != 0x06064b50u)
+      throw damaged("the zip64 end record is outside the file or broken");
     count = u64(data + z64 + 32);
     dir_size = u64(data + z64 + 40);
     dir_offset = u64(data + z64 + 48);
     dir_limit = z64;
   }
   if (dir_offset > dir_limit || dir_size > dir_limit - dir_offset) {
-    throw damaged("its directory at byte " + std::to_string(dir_offset) + " runs past byte " + std::to_string(dir_limit));
+    throw damaged("its directory at byte " + std::to_string(dir_offset) + " runs past byte " +
+                  std::to_string(dir_limit));
   }
-  if (count > dir_size / 46) throw damaged("its directory lists " + std::to_string(count) + " records, more than fit in it");
+  if (count > dir_size / 46)
+    throw damaged("its directory lists " + std::to_string(count) + " records, more than fit in it");
 
   bool has_pickle = false;
   ArchiveRecord pickle;
   uint64_t p = dir_offset;
   const uint64_t dir_end = dir_offset + dir_size;
   for (uint64_t i = 0; i < count; ++i) {
-    if (p + 46 > dir_end || u32(data + p) != 0x02014b50u) throw damaged("directory entry " + std::to_string(i) + " is broken");
+    if (p + 46 > dir_end || u32(data + p) != 0x02014b50u)
+      throw damaged("directory entry " + std::to_string(i) + " is broken");
     const char* h = data + p;
     const uint16_t method = u16(h + 10);
     const uint32_t crc = u32(h + 16);
     uint64_t packed = u32(h + 20), stored = u32(h + 24), local = u32(h + 42);
     const uint64_t name_len = u16(h + 28), extra_len = u16(h + 30), comment_len = u16(h + 32);
-    if (p + 46 + name_len + extra_len + comment_len > dir_end) throw damaged("directory entry " + std::to_string(i) + " runs past the directory");
+    if (p + 46 + name_len + extra_len + comment_len > dir_end)
+      throw damaged("directory entry " + std::to_string(i) + " runs past the directory");
     const std::string name(h + 46, name_len);
     // zip64 extra field: the sizes and offset that do not fit 32 bits, in this order.
     const char* x = h + 46 + name_len;
@@ -104,11 +106,14 @@ ArchiveRecord check_torch_archive(const char* data, size_t size, const std::stri
       }
       e += 4 + len;
     }
-    if (method != 0 || packed != stored) throw damaged("record " + name + " is compressed; checkpoints are stored uncompressed");
-    if (!inside(local, 30) || u32(data + local) != 0x04034b50u) throw damaged("record " + name + " has no local header at byte " + std::to_string(local));
+    if (method != 0 || packed != stored)
+      throw damaged("record " + name + " is compressed; checkpoints are stored uncompressed");
+    if (!inside(local, 30) || u32(data + local) != 0x04034b50u)
+      throw damaged("record " + name + " has no local header at byte " + std::to_string(local));
     const uint64_t start = local + 30 + u16(data + local + 26) + u16(data + local + 28);
     if (start > dir_offset || stored > dir_offset - start) {
-      throw damaged("record " + name + " runs from byte " + std::to_string(start) + " past the data's end at byte " + std::to_string(dir_offset));
+      throw damaged("record " + name + " runs from byte " + std::to_string(start) + " past the data's end at byte " +
+                    std::to_string(dir_offset));
     }
     if (crc32_update(0, reinterpret_cast<const unsigned char*>(data + start), stored) != crc) {
       throw damaged("record " + name + " does not match its CRC-32");
@@ -125,12 +130,14 @@ ArchiveRecord check_torch_archive(const char* data, size_t size, const std::stri
 
 void check_pickle_globals(const char* data, size_t size, const std::string& path) {
   auto refuse = [&](const std::string& what) {
-    return Error(path + ": " + what + "; refused without running anything (a weights file needs only "
+    return Error(path + ": " + what +
+                 "; refused without running anything (a weights file needs only "
                  "torch._utils._rebuild_tensor_v2, torch.*Storage and collections.OrderedDict): use the model's "
                  "safetensors, or convert the file with code you trust");
   };
   auto damaged = [&](size_t at) {
-    return Error(path + " is damaged (its pickle ends inside the opcode at byte " + std::to_string(at) + "): download it again");
+    return Error(path + " is damaged (its pickle ends inside the opcode at byte " + std::to_string(at) +
+                 "): download it again");
   };
   auto allowed = [](const std::string& module, const std::string& name) {
     if (module == "collections" && name == "OrderedDict") return true;
@@ -138,7 +145,8 @@ void check_pickle_globals(const char* data, size_t size, const std::string& path
     // torch.FloatStorage, torch.HalfStorage, torch.BFloat16Storage, ...: names of storage types, as a persistent id
     // carries them; never called.
     return module == "torch" && name.size() > 7 && name.compare(name.size() - 7, 7, "Storage") == 0 &&
-           name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") == std::string::npos;
+           name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") ==
+               std::string::npos;
   };
   const auto* b = reinterpret_cast<const unsigned char*>(data);
   size_t p = 0;
@@ -166,9 +174,35 @@ void check_pickle_globals(const char* data, size_t size, const std::string& path
     bool keeps_strings = false;
     switch (op) {
       // no argument
-      case '(': case ')': case ']': case '}': case 'N': case 0x88: case 0x89: case 't': case 0x85: case 0x86:
-      case 0x87: case 'R': case 'b': case 's': case 'u': case 'a': case 'e': case 'l': case 'd': case '0': case '1':
-      case '2': case 'Q': case 0x81: case 0x92: case 0x90: case 0x91: case 0x97: case 0x98:
+      case '(':
+      case ')':
+      case ']':
+      case '}':
+      case 'N':
+      case 0x88:
+      case 0x89:
+      case 't':
+      case 0x85:
+      case 0x86:
+      case 0x87:
+      case 'R':
+      case 'b':
+      case 's':
+      case 'u':
+      case 'a':
+      case 'e':
+      case 'l':
+      case 'd':
+      case '0':
+      case '1':
+      case '2':
+      case 'Q':
+      case 0x81:
+      case 0x92:
+      case 0x90:
+      case 0x91:
+      case 0x97:
+      case 0x98:
         break;
       case 0x94:  // MEMOIZE
         keeps_strings = true;
@@ -176,15 +210,53 @@ void check_pickle_globals(const char* data, size_t size, const std::string& path
       case '.':  // STOP
         return;
       // fixed-size arguments
-      case 0x80: case 'K': case 'q': case 'h': need(1, at); p += 1; keeps_strings = op == 'q' || op == 0x80; break;
-      case 'M': need(2, at); p += 2; break;
-      case 'J': case 'r': case 'j': need(4, at); p += 4; keeps_strings = op == 'r'; break;
-      case 'G': need(8, at); p += 8; break;
-      case 0x95: need(8, at); p += 8; keeps_strings = true; break;  // FRAME
+      case 0x80:
+      case 'K':
+      case 'q':
+      case 'h':
+        need(1, at);
+        p += 1;
+        keeps_strings = op == 'q' || op == 0x80;
+        break;
+      case 'M':
+        need(2, at);
+        p += 2;
+        break;
+      case 'J':
+      case 'r':
+      case 'j':
+        need(4, at);
+        p += 4;
+        keeps_strings = op == 'r';
+        break;
+      case 'G':
+        need(8, at);
+        p += 8;
+        break;
+      case 0x95:
+        need(8, at);
+        p += 8;
+        keeps_strings = true;
+        break;  // FRAME
       // length-prefixed arguments
-      case 0x8a: { need(1, at); const size_t n = b[p]; p += 1; need(n, at); p += n; break; }  // LONG1
-      case 'C': { need(1, at); const size_t n = b[p]; p += 1; need(n, at); p += n; break; }   // SHORT_BINBYTES
-      case 'U': case 0x8c: {  // SHORT_BINSTRING, SHORT_BINUNICODE
+      case 0x8a: {
+        need(1, at);
+        const size_t n = b[p];
+        p += 1;
+        need(n, at);
+        p += n;
+        break;
+      }  // LONG1
+      case 'C': {
+        need(1, at);
+        const size_t n = b[p];
+        p += 1;
+        need(n, at);
+        p += n;
+        break;
+      }  // SHORT_BINBYTES
+      case 'U':
+      case 0x8c: {  // SHORT_BINSTRING, SHORT_BINUNICODE
         need(1, at);
         const size_t n = b[p];
         p += 1;
@@ -194,7 +266,10 @@ void check_pickle_globals(const char* data, size_t size, const std::string& path
         keeps_strings = true;
         break;
       }
-      case 'T': case 'X': case 'B': case 0x8b: {  // BINSTRING, BINUNICODE, BINBYTES, LONG4
+      case 'T':
+      case 'X':
+      case 'B':
+      case 0x8b: {  // BINSTRING, BINUNICODE, BINBYTES, LONG4
         need(4, at);
         uint32_t n;
         std::memcpy(&n, data + p, 4);
@@ -204,7 +279,9 @@ void check_pickle_globals(const char* data, size_t size, const std::string& path
         p += n;
         break;
       }
-      case 0x8d: case 0x8e: case 0x96: {  // BINUNICODE8, BINBYTES8, BYTEARRAY8
+      case 0x8d:
+      case 0x8e:
+      case 0x96: {  // BINUNICODE8, BINBYTES8, BYTEARRAY8
         need(8, at);
         uint64_t n;
         std::memcpy(&n, data + p, 8);
@@ -215,7 +292,14 @@ void check_pickle_globals(const char* data, size_t size, const std::string& path
         break;
       }
       // newline-terminated arguments
-      case 'I': case 'L': case 'F': case 'S': case 'V': case 'P': case 'g': case 'p':
+      case 'I':
+      case 'L':
+      case 'F':
+      case 'S':
+      case 'V':
+      case 'P':
+      case 'g':
+      case 'p':
         line(at);
         keeps_strings = op == 'p';
         break;
@@ -233,11 +317,13 @@ void check_pickle_globals(const char* data, size_t size, const std::string& path
         throw refuse("its pickle instantiates a class (INST " + line(at) + ")");
       case 'o':
         throw refuse("its pickle instantiates a class (OBJ)");
-      case 0x82: case 0x83: case 0x84:
+      case 0x82:
+      case 0x83:
+      case 0x84:
         throw refuse("its pickle uses the copyreg extension registry");
       default:
-        throw refuse("its pickle has opcode 0x" + c10::str(std::hex, static_cast<int>(op)) + " at byte " + std::to_string(at) +
-                     ", which a tensor state dict never has");
+        throw refuse("its pickle has opcode 0x" + c10::str(std::hex, static_cast<int>(op)) + " at byte " +
+                     std::to_string(at) + ", which a tensor state dict never has");
     }
     if (!keeps_strings) strings = 0;
   }

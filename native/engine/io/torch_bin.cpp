@@ -15,10 +15,12 @@ namespace g2l {
 
 std::vector<std::pair<std::string, at::Tensor>> read_torch_bin(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in || !std::filesystem::is_regular_file(path)) throw Error("cannot read " + path + ": check that it exists and is readable");
+  if (!in || !std::filesystem::is_regular_file(path))
+    throw Error("cannot read " + path + ": check that it exists and is readable");
   std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (bytes.size() < 4 || std::memcmp(bytes.data(), "PK\x03\x04", 4) != 0) {
-    throw Error(path + " is not a zip checkpoint (torch.save before PyTorch 1.6 wrote another format, which is not read): "
+    throw Error(path +
+                " is not a zip checkpoint (torch.save before PyTorch 1.6 wrote another format, which is not read): "
                 "use the model's safetensors, or re-save the state dict with a current torch.save");
   }
   const ArchiveRecord pkl = check_torch_archive(bytes.data(), bytes.size(), path, "download it again");

@@ -31,10 +31,14 @@ using torch::autograd::variable_list;
 // The kernel's dtype code, or -1 for dtypes it does not cover.
 int kernel_dtype(at::ScalarType t) {
   switch (t) {
-    case at::kFloat: return cuda::kElemF32;
-    case at::kHalf: return cuda::kElemF16;
-    case at::kBFloat16: return cuda::kElemBF16;
-    default: return -1;
+    case at::kFloat:
+      return cuda::kElemF32;
+    case at::kHalf:
+      return cuda::kElemF16;
+    case at::kBFloat16:
+      return cuda::kElemBF16;
+    default:
+      return -1;
   }
 }
 
@@ -315,12 +319,11 @@ bool residual_layer_norm_fused(at::Tensor& x, const at::Tensor& y, const at::Ten
   } else {
     out.h = at::empty_like(x);
   }
-  cuda::residual_layer_norm(x.data_ptr(), y.data_ptr(), gamma.defined() ? gamma.data_ptr() : nullptr, w.data_ptr(),
-                            b.data_ptr(), kernel_dtype(t), rows, d, static_cast<float>(eps),
-                            fp8 ? nullptr : out.h.data_ptr(),
-                            fp8 ? static_cast<uint8_t*>(out.q.codes.data_ptr()) : nullptr,
-                            fp8 ? out.q.scales.data_ptr<float>() : nullptr, static_cast<float>(kFp8MinAmax),
-                            stream_of(x));
+  cuda::residual_layer_norm(
+      x.data_ptr(), y.data_ptr(), gamma.defined() ? gamma.data_ptr() : nullptr, w.data_ptr(), b.data_ptr(),
+      kernel_dtype(t), rows, d, static_cast<float>(eps), fp8 ? nullptr : out.h.data_ptr(),
+      fp8 ? static_cast<uint8_t*>(out.q.codes.data_ptr()) : nullptr, fp8 ? out.q.scales.data_ptr<float>() : nullptr,
+      static_cast<float>(kFp8MinAmax), stream_of(x));
   return true;
 #else
   (void)x, (void)y, (void)gamma, (void)w, (void)b, (void)eps, (void)want_fp8;

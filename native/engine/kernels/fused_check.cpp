@@ -31,9 +31,9 @@ using Op3 = std::function<at::Tensor(const at::Tensor&, const at::Tensor&, const
 
 // fused and reference on their own leaf copies of the same three inputs, each backward with g: records
 // "<name>.<result>" for the results and "<name>.<grads[i]>" for the gradients of input i.
-void compare_with_grads(Pairs& out, const std::string& name, const char* result, const std::array<const char*, 3>& grads,
-                        const std::array<at::Tensor, 3>& inputs, const at::Tensor& g, const Op3& fused,
-                        const Op3& reference) {
+void compare_with_grads(Pairs& out, const std::string& name, const char* result,
+                        const std::array<const char*, 3>& grads, const std::array<at::Tensor, 3>& inputs,
+                        const at::Tensor& g, const Op3& fused, const Op3& reference) {
   std::array<at::Tensor, 3> a, b;
   for (size_t i = 0; i < 3; ++i) {
     a[i] = inputs[i].clone().requires_grad_();
@@ -74,24 +74,26 @@ std::vector<std::pair<std::string, double>> fused_norm_check(const std::string& 
     std::array<at::Tensor, 3> ln_in{randn({rows, d}, 2.0, 0.5, at::kFloat), randn({d}, 0.2, 1.0, at::kFloat),
                                     randn({d}, 0.1, 0.0, at::kFloat)};
     at::Tensor ln_g = randn({rows, d}, 1.0, 0.0, half);
-    compare_with_grads(out, "layer_norm", "y", {"dx", "dw", "db"}, ln_in, ln_g,
-                       [&](const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-                         return detail::layer_norm_cast(x, w, b, eps, half);
-                       },
-                       [&](const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-                         return at::layer_norm(x, {d}, w, b, eps).to(half);
-                       });
+    compare_with_grads(
+        out, "layer_norm", "y", {"dx", "dw", "db"}, ln_in, ln_g,
+        [&](const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+          return detail::layer_norm_cast(x, w, b, eps, half);
+        },
+        [&](const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+          return at::layer_norm(x, {d}, w, b, eps).to(half);
+        });
     // 2. The student's LayerScale residual x + gamma * y with y in the 16-bit dtype.
     std::array<at::Tensor, 3> ls_in{randn({rows, d}, 1.0, 0.0, at::kFloat), randn({rows, d}, 1.0, 0.0, half),
                                     randn({d}, 0.3, 0.5, at::kFloat)};
     at::Tensor ls_g = randn({rows, d}, 1.0, 0.0, at::kFloat);
-    compare_with_grads(out, "layer_scale", "out", {"dx", "dy", "dgamma"}, ls_in, ls_g,
-                       [](const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma) {
-                         return detail::layer_scale_add_fused(x, y, gamma);
-                       },
-                       [](const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma) {
-                         return at::addcmul(x, y.to(at::kFloat), gamma);
-                       });
+    compare_with_grads(
+        out, "layer_scale", "out", {"dx", "dy", "dgamma"}, ls_in, ls_g,
+        [](const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma) {
+          return detail::layer_scale_add_fused(x, y, gamma);
+        },
+        [](const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma) {
+          return at::addcmul(x, y.to(at::kFloat), gamma);
+        });
     // 3. The frozen teacher's residual + LayerNorm in the 16-bit dtype (fused on CUDA only), with and without
     //    LayerScale, and (bfloat16) with FP8 rows for the next products.
     c10::InferenceMode inference;
@@ -101,7 +103,10 @@ std::vector<std::pair<std::string, double>> fused_norm_check(const std::string& 
       at::Tensor gamma = with_gamma ? randn({d}, 0.3, 0.5, half) : at::Tensor();
       at::Tensor w = randn({d}, 0.2, 1.0, half), b = randn({d}, 0.1, 0.0, half);
       at::Tensor x0 = x.clone();
-      if (with_gamma) x0.addcmul_(y, gamma); else x0.add_(y);
+      if (with_gamma)
+        x0.addcmul_(y, gamma);
+      else
+        x0.add_(y);
       at::Tensor h0 = at::layer_norm(x0, {d}, w, b, eps);
       at::Tensor x1 = x.clone();
       NormOutput r;
@@ -115,8 +120,7 @@ std::vector<std::pair<std::string, double>> fused_norm_check(const std::string& 
       const Fp8Rows q0 = quantize_rows_fp8(h0, "aten");
       const at::Tensor differ = q.q.codes.view(at::kByte).ne(q0.codes.view(at::kByte));
       out.emplace_back(name + ".fp8_codes_differing", differ.to(at::kDouble).mean().item<double>());
-      out.emplace_back(name + ".fp8_scales",
-                       ((q.q.scales - q0.scales).abs() / q0.scales).max().item<double>());
+      out.emplace_back(name + ".fp8_scales", ((q.q.scales - q0.scales).abs() / q0.scales).max().item<double>());
       out.emplace_back(name + ".fp8_x", rel(x2, x0));
     }
     return out;

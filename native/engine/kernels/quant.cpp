@@ -85,7 +85,8 @@ Fp8Rows quantize_rows_fp8(const at::Tensor& x, const std::string& mode) {
                   std::string(c10::toString(x.scalar_type())) + " on " + x.device().str() + ": use mode aten");
     }
 #else
-    if (mode == "cuda") throw Error("FP8 quantisation: the fused kernel needs a CUDA build of the engine: use mode aten");
+    if (mode == "cuda")
+      throw Error("FP8 quantisation: the fused kernel needs a CUDA build of the engine: use mode aten");
 #endif
   }
   return quantize_rows_aten(x);
@@ -137,7 +138,8 @@ Fp8Linear Fp8Linear::from_weight(const at::Tensor& weight, const at::Tensor& bia
 
 at::Tensor Fp8Linear::forward(const at::Tensor& x) const {
   const int64_t k = codes_.size(1);
-  if (x.size(-1) != k) throw Error("FP8 linear: input has " + std::to_string(x.size(-1)) + " features, the layer " + std::to_string(k));
+  if (x.size(-1) != k)
+    throw Error("FP8 linear: input has " + std::to_string(x.size(-1)) + " features, the layer " + std::to_string(k));
   at::Tensor x2 = x.reshape({-1, k});
   if (!x2.is_contiguous()) x2 = x2.contiguous();
   // The emulation quantises with at:: ops (what the CPU tests compare), the device path with the fused kernel
@@ -200,7 +202,9 @@ HostTensor fp8_linear(const HostTensor& x, const HostTensor& weight, const HostT
     at::Device dev = parse_device(device);
     if (!emulate) {
       const std::string why = fp8_unsupported_reason(dev);
-      if (!why.empty()) throw Error("fp8Linear: " + why + ": _scaled_mm needs a CUDA GPU with FP8 tensor cores (compute capability 8.9+); pass emulate");
+      if (!why.empty())
+        throw Error("fp8Linear: " + why +
+                    ": _scaled_mm needs a CUDA GPU with FP8 tensor cores (compute capability 8.9+); pass emulate");
     }
     c10::InferenceMode inference;
     auto bf16 = [&](const HostTensor& t) { return view_as_aten(t).to(dev).to(at::kBFloat16); };

@@ -95,10 +95,10 @@ class Fp8Linear {
   int64_t bytes() const;
 
  private:
-  at::Tensor codes_;       // (N,K) float8_e4m3fn
-  at::Tensor scales_;      // (1,N) float32: _scaled_mm's scale_b layout
-  at::Tensor bias_;        // (N) bf16 (CUDA) or float32 (emulation), or undefined
-  at::Tensor dequantized_; // (N,K) float32, emulation only
+  at::Tensor codes_;        // (N,K) float8_e4m3fn
+  at::Tensor scales_;       // (1,N) float32: _scaled_mm's scale_b layout
+  at::Tensor bias_;         // (N) bf16 (CUDA) or float32 (emulation), or undefined
+  at::Tensor dequantized_;  // (N,K) float32, emulation only
   Fp8Options options_;
 };
 

@@ -52,7 +52,8 @@ void check_keys(const VisionTransformerImpl& shapes, const WeightFiles& files) {
     if (it == files.entries().end()) {
       missing.push_back(key);
     } else if (at::IntArrayRef(it->second.first->shape) != t.sizes()) {
-      misshaped.push_back(key + " (file " + shape_str(it->second.first->shape) + ", model " + shape_str(t.sizes()) + ")");
+      misshaped.push_back(key + " (file " + shape_str(it->second.first->shape) + ", model " + shape_str(t.sizes()) +
+                          ")");
     }
   }
   for (const auto& [key, e] : files.entries()) {
@@ -64,8 +65,10 @@ void check_keys(const VisionTransformerImpl& shapes, const WeightFiles& files) {
   msg << "the weights in " << files.describe() << " do not match " << spec.describe() << ": ";
   std::vector<std::string> parts;
   if (!missing.empty()) parts.push_back(std::to_string(missing.size()) + " missing (" + join_limited(missing) + ")");
-  if (!unexpected.empty()) parts.push_back(std::to_string(unexpected.size()) + " unexpected (" + join_limited(unexpected) + ")");
-  if (!misshaped.empty()) parts.push_back(std::to_string(misshaped.size()) + " mis-shaped (" + join_limited(misshaped) + ")");
+  if (!unexpected.empty())
+    parts.push_back(std::to_string(unexpected.size()) + " unexpected (" + join_limited(unexpected) + ")");
+  if (!misshaped.empty())
+    parts.push_back(std::to_string(misshaped.size()) + " mis-shaped (" + join_limited(misshaped) + ")");
   for (size_t i = 0; i < parts.size(); ++i) msg << (i ? "; " : "") << parts[i];
   msg << ". Check that config.json (or the preset";
   if (!spec.preset.empty()) msg << " '" << spec.preset << "'";
@@ -82,10 +85,14 @@ at::ScalarType parse_dtype(const std::string& s) {
 
 std::string dtype_label(at::ScalarType t) {
   switch (t) {
-    case at::kFloat: return "fp32";
-    case at::kHalf: return "fp16";
-    case at::kBFloat16: return "bf16";
-    default: return c10::toString(t);
+    case at::kFloat:
+      return "fp32";
+    case at::kHalf:
+      return "fp16";
+    case at::kBFloat16:
+      return "bf16";
+    default:
+      return c10::toString(t);
   }
 }
 
@@ -154,13 +161,13 @@ void check_spec(const ModelSpec& s) {
     throw Error(where + ": " + key + " '" + v + "' is not one of " + list);
   };
   one_of("layout", s.layout, {"timm", "hf"});
-  one_of("mlp", s.mlp, s.layout == "hf" ? std::initializer_list<const char*>{"gelu", "swiglu_hf"}
-                                        : std::initializer_list<const char*>{"gelu", "swiglu_packed"});
+  one_of("mlp", s.mlp,
+         s.layout == "hf" ? std::initializer_list<const char*>{"gelu", "swiglu_hf"}
+                          : std::initializer_list<const char*>{"gelu", "swiglu_packed"});
   one_of("pool", s.pool, {"cls", "mean", "cls+mean"});
-  const std::pair<const char*, int64_t> positive[] = {{"img_size", s.img_size},   {"input_size", s.input_size},
-                                                      {"patch_size", s.patch_size}, {"embed_dim", s.embed_dim},
-                                                      {"depth", s.depth},         {"num_heads", s.num_heads},
-                                                      {"mlp_hidden", s.mlp_hidden}};
+  const std::pair<const char*, int64_t> positive[] = {
+      {"img_size", s.img_size}, {"input_size", s.input_size}, {"patch_size", s.patch_size}, {"embed_dim", s.embed_dim},
+      {"depth", s.depth},       {"num_heads", s.num_heads},   {"mlp_hidden", s.mlp_hidden}};
   for (const auto& [key, v] : positive) {
     if (v <= 0) throw Error(where + ": " + key + " must be positive, got " + std::to_string(v));
   }
@@ -173,7 +180,8 @@ void check_spec(const ModelSpec& s) {
     throw Error(where + ": image size " + std::to_string(s.img_size) + " is not a multiple of patch size " +
                 std::to_string(s.patch_size));
   }
-  if (s.pool == "cls+mean" && s.fc_norm) throw Error(where + ": cls+mean pooling on a model with fc_norm is not defined");
+  if (s.pool == "cls+mean" && s.fc_norm)
+    throw Error(where + ": cls+mean pooling on a model with fc_norm is not defined");
   for (float v : s.std) {
     if (!(v > 0)) throw Error(where + ": std must be positive");
   }
@@ -191,7 +199,8 @@ LoadedModel load_model(const ModelSpec& spec, at::Device device, at::ScalarType 
   return with_torch_errors([&] {
     check_spec(spec);
     if (spec.folder.empty()) {
-      throw Error("preset '" + spec.preset + "' names an architecture but no weights: pass preset:" + spec.preset + ":<folder>");
+      throw Error("preset '" + spec.preset + "' names an architecture but no weights: pass preset:" + spec.preset +
+                  ":<folder>");
     }
     WeightFiles files = WeightFiles::open(spec.folder);
     // Shapes first, on the meta device: a mismatch fails before a byte is allocated or copied.
@@ -218,9 +227,10 @@ LoadedModel create_model(const ModelSpec& spec, at::Device device, at::ScalarTyp
 void export_model(const LoadedModel& model, const std::string& folder) {
   auto vit = std::dynamic_pointer_cast<VisionTransformerImpl>(model.module);
   if (vit && vit->prepared_frozen()) {
-    throw Error("a model prepared for frozen inference cannot be exported: its LayerScale is folded into its weights in "
-                "place, so they no longer match its checkpoint layout; export the model as loaded from " +
-                (model.spec.folder.empty() ? std::string("its folder") : model.spec.folder) + " instead");
+    throw Error(
+        "a model prepared for frozen inference cannot be exported: its LayerScale is folded into its weights in "
+        "place, so they no longer match its checkpoint layout; export the model as loaded from " +
+        (model.spec.folder.empty() ? std::string("its folder") : model.spec.folder) + " instead");
   }
   with_torch_errors([&] {
     fs::path target = fs::absolute(fs::path(folder));
@@ -331,7 +341,8 @@ HostTensor Model::embed(const HostTensor& images) const {
       if (images.shape[0] == 0) return to_host(at::empty({0, spec.out_dim()}, at::kFloat));
       x = x.to(impl_->device);
     } else {
-      throw Error(std::string("embed: images must be uint8 (N,H,W,3) or float32 (N,3,H,W), got ") + dtype_name(images.dtype));
+      throw Error(std::string("embed: images must be uint8 (N,H,W,3) or float32 (N,3,H,W), got ") +
+                  dtype_name(images.dtype));
     }
     return to_host(impl_->model.forward(x.to(impl_->dtype)).to(at::kFloat));
   });

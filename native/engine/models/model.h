@@ -30,7 +30,7 @@ class VisionTransformerImpl;
 
 struct LoadedModel {
   ModelSpec spec;
-  std::shared_ptr<torch::nn::Module> module;            // a VisionTransformerImpl
+  std::shared_ptr<torch::nn::Module> module;             // a VisionTransformerImpl
   std::function<at::Tensor(const at::Tensor&)> forward;  // (B,3,H,W) -> (B,D)
   /**
    * Checkpoint key -> tensor, in the folder's own layout (used by export and by weight-decay grouping). The

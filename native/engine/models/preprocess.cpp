@@ -24,8 +24,8 @@ at::Tensor normalize_images(const at::Tensor& images, const std::array<float, 3>
 #ifdef G2L_WITH_CUDA
   if (x.is_cuda()) {
     at::Tensor out = at::empty({x.size(0), 3, x.size(1), x.size(2)}, x.options().dtype(at::kFloat));
-    cuda::normalize_u8_nhwc_to_f32_nchw(x.data_ptr<uint8_t>(), out.data_ptr<float>(), x.size(0), x.size(1),
-                                        x.size(2), mean[0], mean[1], mean[2], std[0], std[1], std[2],
+    cuda::normalize_u8_nhwc_to_f32_nchw(x.data_ptr<uint8_t>(), out.data_ptr<float>(), x.size(0), x.size(1), x.size(2),
+                                        mean[0], mean[1], mean[2], std[0], std[1], std[2],
                                         c10::cuda::getCurrentCUDAStream().stream());
     return out;
   }

@@ -181,7 +181,8 @@ namespace {
 // below this row RMS a good share of the folded elements would lose bits that the unfolded product keeps.
 constexpr double kHalfFoldMinRowRms = 1.0 / 1024;
 
-/** w (N,K), bias (N) <- w * g[:,None], bias * g, computed in float32; false (nothing changed) when fp16 would lose it. */
+/** w (N,K), bias (N) <- w * g[:,None], bias * g, computed in float32; false (nothing changed) when fp16 would lose it.
+ */
 bool fold_scale(at::Tensor& w, at::Tensor& bias, const at::Tensor& g) {
   at::Tensor gf = g.to(at::kFloat);
   at::Tensor wf = w.to(at::kFloat) * gf.unsqueeze(1);
@@ -198,8 +199,8 @@ FrozenReport VisionTransformerImpl::prepare_frozen(const FrozenOptions& options)
   at::NoGradGuard no_grad;
   FrozenReport report;
   for (Block& b : blocks_) {
-    for (auto [g, live, w, bias] : {std::tie(b.ls1, b.ls1_live, b.proj_w, b.proj_b),
-                                    std::tie(b.ls2, b.ls2_live, b.fc2_w, b.fc2_b)}) {
+    for (auto [g, live, w, bias] :
+         {std::tie(b.ls1, b.ls1_live, b.proj_w, b.proj_b), std::tie(b.ls2, b.ls2_live, b.fc2_w, b.fc2_b)}) {
       if (!g.defined()) continue;
       report.layer_scales += 1;
       if (options.fold_layer_scale && fold_scale(w, bias, g)) {
@@ -272,7 +273,8 @@ double VisionTransformerImpl::drop_path_rate(size_t i) const {
   if (spec_.layout == "hf") return spec_.drop.drop_path;  // Dinov2Layer: one DropPath(config.drop_path_rate) each
   if (spec_.drop.drop_path <= 0) return 0.0;
   // timm calculate_drop_path_rates: [x.item() for x in torch.linspace(0, rate, depth)] (float32 values).
-  return at::linspace(0.0, spec_.drop.drop_path, spec_.depth, at::TensorOptions().dtype(at::kFloat))[static_cast<int64_t>(i)]
+  return at::linspace(0.0, spec_.drop.drop_path, spec_.depth,
+                      at::TensorOptions().dtype(at::kFloat))[static_cast<int64_t>(i)]
       .item<double>();
 }
 
@@ -365,7 +367,8 @@ at::Tensor VisionTransformerImpl::attention(const Block& b, const NormOutput& x)
   }
   o = o.transpose(1, 2).reshape({bsz, t, d});
   // timm Attention.proj_drop (proj_drop_rate); transformers Dinov2SelfOutput.dropout (hidden_dropout_prob).
-  return dropout(linear(o, b.proj_w, b.proj_b, b.proj8), spec_.layout == "hf" ? spec_.drop.hidden_drop : spec_.drop.proj_drop);
+  return dropout(linear(o, b.proj_w, b.proj_b, b.proj8),
+                 spec_.layout == "hf" ? spec_.drop.hidden_drop : spec_.drop.proj_drop);
 }
 
 at::Tensor VisionTransformerImpl::mlp(const Block& b, const NormOutput& x) const {
@@ -388,7 +391,8 @@ at::Tensor VisionTransformerImpl::forward_tokens(const at::Tensor& images) {
   TORCH_CHECK(images.size(2) >= spec_.patch_size && images.size(3) >= spec_.patch_size, "ViT: images of ",
               images.size(2), "x", images.size(3), " px are smaller than one ", spec_.patch_size, " px patch");
   const int64_t bsz = images.size(0), h = images.size(2), w = images.size(3);
-  at::Tensor x = at::conv2d(images.to(patch_w_.scalar_type()), patch_w_, patch_b_, {spec_.patch_size, spec_.patch_size});
+  at::Tensor x =
+      at::conv2d(images.to(patch_w_.scalar_type()), patch_w_, patch_b_, {spec_.patch_size, spec_.patch_size});
   const int64_t gh = x.size(2), gw = x.size(3);
   x = x.flatten(2).transpose(1, 2);  // (B,N,D)
   at::Tensor pos = position_embedding(gh, gw, h, w);

@@ -109,12 +109,12 @@ class VisionTransformerImpl : public torch::nn::Module {
  private:
   struct Block {
     at::Tensor norm1_w, norm1_b;
-    at::Tensor qkv_w, qkv_b;                 // fused (3D,D), timm
+    at::Tensor qkv_w, qkv_b;                  // fused (3D,D), timm
     at::Tensor q_w, q_b, k_w, k_b, v_w, v_b;  // separate (D,D), HF
     at::Tensor proj_w, proj_b;
-    at::Tensor ls1, ls2;                     // (D) LayerScale, when present
+    at::Tensor ls1, ls2;  // (D) LayerScale, when present
     at::Tensor norm2_w, norm2_b;
-    at::Tensor fc1_w, fc1_b, fc2_w, fc2_b;   // MLP in (hidden or 2*hidden, D), out (D, hidden)
+    at::Tensor fc1_w, fc1_b, fc2_w, fc2_b;  // MLP in (hidden or 2*hidden, D), out (D, hidden)
     // prepare_frozen(): the LayerScale vectors forward still applies (undefined once folded) and the FP8 copies.
     at::Tensor ls1_live, ls2_live;
     Fp8Linear qkv8, q8, k8, v8, proj8, fc18, fc28;
@@ -146,12 +146,13 @@ class VisionTransformerImpl : public torch::nn::Module {
   std::vector<std::pair<std::string, at::Tensor>> weights_;         // checkpoint order of registration
   at::Tensor patch_w_, patch_b_, cls_, reg_, pos_, norm_w_, norm_b_;
   std::vector<Block> blocks_;
-  KernelOptions kernels_;  // set_kernels()
-  bool frozen_ = false;    // prepare_frozen() ran: LayerScale folded, residual adds in place
+  KernelOptions kernels_;   // set_kernels()
+  bool frozen_ = false;     // prepare_frozen() ran: LayerScale folded, residual adds in place
   bool fp8_ready_ = false;  // FP8 copies exist
   bool fp8_on_ = false;     // forward uses them
   mutable std::atomic<int> attention_ran_{-1};
-  std::optional<at::Generator> drop_gen_;  // set by a DropScope: training randomness on the model's device  // at::SDPBackend of the last attention, -1 before the first
+  std::optional<at::Generator> drop_gen_;  // set by a DropScope: training randomness on the model's device  //
+                                           // at::SDPBackend of the last attention, -1 before the first
 };
 
 TORCH_MODULE(VisionTransformer);

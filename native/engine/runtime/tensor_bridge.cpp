@@ -7,24 +7,36 @@ namespace g2l {
 
 size_t dtype_size(DType dtype) {
   switch (dtype) {
-    case DType::F32: return 4;
-    case DType::F64: return 8;
-    case DType::F16: return 2;
-    case DType::BF16: return 2;
-    case DType::U8: return 1;
-    case DType::I64: return 8;
+    case DType::F32:
+      return 4;
+    case DType::F64:
+      return 8;
+    case DType::F16:
+      return 2;
+    case DType::BF16:
+      return 2;
+    case DType::U8:
+      return 1;
+    case DType::I64:
+      return 8;
   }
   throw Error("dtype_size: unknown dtype " + std::to_string(static_cast<int>(dtype)));
 }
 
 const char* dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::F32: return "float32";
-    case DType::F64: return "float64";
-    case DType::F16: return "float16";
-    case DType::BF16: return "bfloat16";
-    case DType::U8: return "uint8";
-    case DType::I64: return "int64";
+    case DType::F32:
+      return "float32";
+    case DType::F64:
+      return "float64";
+    case DType::F16:
+      return "float16";
+    case DType::BF16:
+      return "bfloat16";
+    case DType::U8:
+      return "uint8";
+    case DType::I64:
+      return "int64";
   }
   return "unknown";
 }
@@ -45,25 +57,38 @@ HostTensor HostTensor::borrow(DType dtype, std::vector<int64_t> shape, void* dat
 
 at::ScalarType to_scalar_type(DType dtype) {
   switch (dtype) {
-    case DType::F32: return at::kFloat;
-    case DType::F64: return at::kDouble;
-    case DType::F16: return at::kHalf;
-    case DType::BF16: return at::kBFloat16;
-    case DType::U8: return at::kByte;
-    case DType::I64: return at::kLong;
+    case DType::F32:
+      return at::kFloat;
+    case DType::F64:
+      return at::kDouble;
+    case DType::F16:
+      return at::kHalf;
+    case DType::BF16:
+      return at::kBFloat16;
+    case DType::U8:
+      return at::kByte;
+    case DType::I64:
+      return at::kLong;
   }
   throw Error("to_scalar_type: unknown dtype");
 }
 
 DType from_scalar_type(at::ScalarType type) {
   switch (type) {
-    case at::kFloat: return DType::F32;
-    case at::kDouble: return DType::F64;
-    case at::kHalf: return DType::F16;
-    case at::kBFloat16: return DType::BF16;
-    case at::kByte: return DType::U8;
-    case at::kLong: return DType::I64;
-    default: throw Error(std::string("engine returned an unsupported dtype: ") + c10::toString(type));
+    case at::kFloat:
+      return DType::F32;
+    case at::kDouble:
+      return DType::F64;
+    case at::kHalf:
+      return DType::F16;
+    case at::kBFloat16:
+      return DType::BF16;
+    case at::kByte:
+      return DType::U8;
+    case at::kLong:
+      return DType::I64;
+    default:
+      throw Error(std::string("engine returned an unsupported dtype: ") + c10::toString(type));
   }
 }
 
@@ -95,8 +120,7 @@ at::Device parse_device(const std::string& device) {
   }
   if (d.is_cuda()) {
     if (!at::hasCUDA()) {
-      throw Error("device '" + device + "' asked for, but " +
-                  std::string("this engine has no CUDA device available") +
+      throw Error("device '" + device + "' asked for, but " + std::string("this engine has no CUDA device available") +
                   ": use --device cpu, or build the engine with CUDA on a GPU machine (npm run setup)");
     }
     int64_t count = static_cast<int64_t>(at::getNumGPUs());

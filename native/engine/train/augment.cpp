@@ -37,7 +37,8 @@ namespace {
 
 void check_config(const AugmentConfig& c, int64_t tile_h, int64_t tile_w) {
   auto prob = [](double p, const char* name) {
-    if (!(p >= 0.0 && p <= 1.0)) throw Error(std::string("augment: ") + name + " must be in [0, 1], got " + std::to_string(p));
+    if (!(p >= 0.0 && p <= 1.0))
+      throw Error(std::string("augment: ") + name + " must be in [0, 1], got " + std::to_string(p));
   };
   if (c.crop <= 0 || c.crop > tile_h || c.crop > tile_w) {
     throw Error("augment: crop " + std::to_string(c.crop) + " does not fit tiles of " + std::to_string(tile_h) + "x" +
@@ -63,8 +64,8 @@ void check_config(const AugmentConfig& c, int64_t tile_h, int64_t tile_w) {
 /** Checks every row of params (CPU float32, contiguous) against the tile size and the config. */
 void check_params(const at::Tensor& p, int64_t batch, int64_t tile_h, int64_t tile_w, const AugmentConfig& config) {
   if (p.dim() != 2 || p.size(0) != batch || p.size(1) != kAugmentParamCount) {
-    throw Error("augment_batch: params must be (B," + std::to_string(kAugmentParamCount) + ") with B = " +
-                std::to_string(batch) + ", got " + c10::str(p.sizes()));
+    throw Error("augment_batch: params must be (B," + std::to_string(kAugmentParamCount) +
+                ") with B = " + std::to_string(batch) + ", got " + c10::str(p.sizes()));
   }
   auto a = p.accessor<float, 2>();
   for (int64_t b = 0; b < batch; ++b) {
@@ -78,10 +79,12 @@ void check_params(const at::Tensor& p, int64_t batch, int64_t tile_h, int64_t ti
     int seen = 0;
     for (int k = 0; k < 4; ++k) {
       float o = a[b][kOrder0 + k];
-      if (o != 0 && o != 1 && o != 2 && o != 3) throw Error("augment_batch: params row " + std::to_string(b) + ": bad order slot");
+      if (o != 0 && o != 1 && o != 2 && o != 3)
+        throw Error("augment_batch: params row " + std::to_string(b) + ": bad order slot");
       seen |= 1 << static_cast<int>(o);
     }
-    if (seen != 15) throw Error("augment_batch: params row " + std::to_string(b) + ": order is not a permutation of 0..3");
+    if (seen != 15)
+      throw Error("augment_batch: params row " + std::to_string(b) + ": order is not a permutation of 0..3");
     if (a[b][kBlur] != 0 && !(a[b][kSigma] > 0)) {
       throw Error("augment_batch: params row " + std::to_string(b) + ": blur sigma must be positive");
     }
@@ -179,10 +182,18 @@ at::Tensor augment_one(const at::Tensor& tile, const float* p, const AugmentConf
   if (p[kJitter] != 0) {
     for (int k = 0; k < 4; ++k) {
       switch (static_cast<int>(p[kOrder0 + k])) {
-        case 0: x = adjust_brightness(x, p[kBrightness]); break;
-        case 1: x = adjust_contrast(x, p[kContrast]); break;
-        case 2: x = adjust_saturation(x, p[kSaturation]); break;
-        case 3: x = adjust_hue(x, p[kHue]); break;
+        case 0:
+          x = adjust_brightness(x, p[kBrightness]);
+          break;
+        case 1:
+          x = adjust_contrast(x, p[kContrast]);
+          break;
+        case 2:
+          x = adjust_saturation(x, p[kSaturation]);
+          break;
+        case 3:
+          x = adjust_hue(x, p[kHue]);
+          break;
       }
     }
   }
@@ -252,8 +263,7 @@ at::Tensor sample_augment_params(int64_t batch, int64_t tile_h, int64_t tile_w, 
 // ---------------------------------------------------------------------------------------------------------------
 
 AugmentedBatch augment_batch(const at::Tensor& tiles, const at::Tensor& params, const AugmentConfig& config,
-                             const Normalization& teacher, const Normalization& student,
-                             at::ScalarType teacher_dtype) {
+                             const Normalization& teacher, const Normalization& student, at::ScalarType teacher_dtype) {
   if (tiles.dim() != 4 || tiles.size(3) != 3 || tiles.scalar_type() != at::kByte) {
     throw Error("augment_batch: expected uint8 tiles of shape (B,H,W,3), got " +
                 std::string(c10::toString(tiles.scalar_type())) + " " + c10::str(tiles.sizes()));
@@ -273,14 +283,19 @@ AugmentedBatch augment_batch(const at::Tensor& tiles, const at::Tensor& params, 
 #ifdef G2L_WITH_CUDA
   if (x.is_cuda()) {
     auto opts = x.options();
-    AugmentedBatch out{at::empty({batch, 3, c, c}, opts.dtype(teacher_dtype)), at::empty({batch, 3, c, c}, opts.dtype(at::kFloat))};
+    AugmentedBatch out{at::empty({batch, 3, c, c}, opts.dtype(teacher_dtype)),
+                       at::empty({batch, 3, c, c}, opts.dtype(at::kFloat))};
     if (batch == 0) return out;
     bool any_blur = p.select(1, kBlur).ne(0).any().item<bool>();
     at::Tensor workspace = any_blur ? at::empty({batch, 3, c, c}, opts.dtype(at::kFloat)) : at::Tensor();
     at::Tensor p_dev = p.to(x.device(), /*non_blocking=*/false);
-    cuda::AugmentNorm tn{{teacher.mean[0], teacher.mean[1], teacher.mean[2]}, {teacher.std[0], teacher.std[1], teacher.std[2]}};
-    cuda::AugmentNorm sn{{student.mean[0], student.mean[1], student.mean[2]}, {student.std[0], student.std[1], student.std[2]}};
-    int dtype_code = teacher_dtype == at::kHalf ? cuda::kAugmentF16 : teacher_dtype == at::kBFloat16 ? cuda::kAugmentBF16 : cuda::kAugmentF32;
+    cuda::AugmentNorm tn{{teacher.mean[0], teacher.mean[1], teacher.mean[2]},
+                         {teacher.std[0], teacher.std[1], teacher.std[2]}};
+    cuda::AugmentNorm sn{{student.mean[0], student.mean[1], student.mean[2]},
+                         {student.std[0], student.std[1], student.std[2]}};
+    int dtype_code = teacher_dtype == at::kHalf       ? cuda::kAugmentF16
+                     : teacher_dtype == at::kBFloat16 ? cuda::kAugmentBF16
+                                                      : cuda::kAugmentF32;
     cuda::augment_tiles(x.data_ptr<uint8_t>(), batch, tile_h, tile_w, p_dev.data_ptr<float>(), c, config.blur_kernel,
                         any_blur ? workspace.data_ptr<float>() : nullptr, out.teacher.data_ptr(), dtype_code,
                         out.student.data_ptr<float>(), tn, sn, c10::cuda::getCurrentCUDAStream().stream());
@@ -328,12 +343,15 @@ HostAugmentedBatch augment_batch(const HostTensor& tiles, const HostTensor& para
                                  const Normalization& teacher, const Normalization& student, DType teacher_dtype,
                                  const std::string& device) {
   return with_torch_errors([&] {
-    if (tiles.dtype != DType::U8) throw Error(std::string("augment_batch: tiles must be uint8, got ") + dtype_name(tiles.dtype));
-    if (params.dtype != DType::F32) throw Error(std::string("augment_batch: params must be float32, got ") + dtype_name(params.dtype));
+    if (tiles.dtype != DType::U8)
+      throw Error(std::string("augment_batch: tiles must be uint8, got ") + dtype_name(tiles.dtype));
+    if (params.dtype != DType::F32)
+      throw Error(std::string("augment_batch: params must be float32, got ") + dtype_name(params.dtype));
     at::Device dev = parse_device(device);
     at::Tensor x = view_as_aten(tiles);
     if (!dev.is_cpu()) x = x.to(dev);
-    AugmentedBatch out = augment_batch(x, view_as_aten(params), config, teacher, student, to_scalar_type(teacher_dtype));
+    AugmentedBatch out =
+        augment_batch(x, view_as_aten(params), config, teacher, student, to_scalar_type(teacher_dtype));
     return HostAugmentedBatch{to_host(out.teacher), to_host(out.student)};
   });
 }

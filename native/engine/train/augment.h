@@ -36,7 +36,6 @@ struct AugmentedBatch {
 
 /** tiles: uint8 (B,H,W,3) on the target device; params from sample_augment_params. */
 AugmentedBatch augment_batch(const at::Tensor& tiles, const at::Tensor& params, const AugmentConfig& config,
-                             const Normalization& teacher, const Normalization& student,
-                             at::ScalarType teacher_dtype);
+                             const Normalization& teacher, const Normalization& student, at::ScalarType teacher_dtype);
 
 }  // namespace g2l

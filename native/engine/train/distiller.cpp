@@ -52,7 +52,8 @@ constexpr const char* kStateFile = "state.safetensors";
 constexpr const char* kLegacyStateFile = "state.pt";
 // The FP8 teacher is accepted only while its features keep this cosine with the bf16 teacher's (issue 8).
 constexpr double kFp8MinCosine = 0.999;
-constexpr const char* kFp8Needs = "--teacher-fp8 needs a CUDA GPU with FP8 tensor cores (compute capability 8.9+); drop the flag";
+constexpr const char* kFp8Needs =
+    "--teacher-fp8 needs a CUDA GPU with FP8 tensor cores (compute capability 8.9+); drop the flag";
 
 at::ScalarType teacher_dtype_for(const std::string& name, const at::Device& device) {
   if (name == "auto") return device.is_cuda() ? at::kHalf : at::kFloat;
@@ -135,8 +136,7 @@ class UploadGuard {
 
 class DistillerImpl final : public Distiller {
  public:
-  explicit DistillerImpl(const DistillerConfig& config)
-      : config_(config), device_(parse_device(config.device)) {
+  explicit DistillerImpl(const DistillerConfig& config) : config_(config), device_(parse_device(config.device)) {
     if (config_.accumulation_steps < 1) throw Error("accumulationSteps must be at least 1");
     loss_options_.alpha = config_.loss.alpha;
     loss_options_.reduction = parse_loss_reduction(config_.loss.reduction);
@@ -206,7 +206,7 @@ class DistillerImpl final : public Distiller {
 
   StepResult step(const HostTensor& tiles, bool stop_requested) override {
     return with_torch_errors([&] {
-      StepTimer timer(device_);  // G2L_STEP_TIMING=1: one line of phase times per step on stderr
+      StepTimer timer(device_);                 // G2L_STEP_TIMING=1: one line of phase times per step on stderr
       StepProfiler profile(device_, calls_++);  // G2L_PROFILE: one step's kernels (step_profile.h)
       check_tiles(tiles, "step");
       const int64_t batch = tiles.shape[0], accum = config_.accumulation_steps;
@@ -264,7 +264,8 @@ class DistillerImpl final : public Distiller {
       // all-reduce beside the step's other collectives.
       const bool local_loss = config_.dist && config_.loss.sync == "local";
       at::Tensor loss = loss_sum / static_cast<double>(accum);
-      at::Tensor shared = at::stack({at::full({}, stop_requested ? 1.0 : 0.0, loss.options()), local_loss ? loss : at::zeros_like(loss)});
+      at::Tensor shared = at::stack(
+          {at::full({}, stop_requested ? 1.0 : 0.0, loss.options()), local_loss ? loss : at::zeros_like(loss)});
       if (config_.dist) config_.dist->all_reduce_sum_({shared});
       if (local_loss) loss = shared[1] / static_cast<double>(config_.dist->world_size());
       // The one host synchronisation of the step: loss, gradient norm and the stop requests together.
@@ -356,8 +357,9 @@ class DistillerImpl final : public Distiller {
         if (it == file.entries().end()) throw damaged("has no '" + key + "' (is it from another model?)");
         const SafetensorsEntry& e = it->second;
         if (e.dtype != dtype || c10::IntArrayRef(e.shape) != shape) {
-          throw damaged("has '" + key + "' as " + e.dtype_name + " " + c10::str(c10::IntArrayRef(e.shape)) + " but the run needs " +
-                        safetensors_dtype_name(dtype) + " " + c10::str(shape) + " (is it from another model?)");
+          throw damaged("has '" + key + "' as " + e.dtype_name + " " + c10::str(c10::IntArrayRef(e.shape)) +
+                        " but the run needs " + safetensors_dtype_name(dtype) + " " + c10::str(shape) +
+                        " (is it from another model?)");
         }
         unused.erase(key);
         return file.view(e);
@@ -371,7 +373,8 @@ class DistillerImpl final : public Distiller {
       take("projector.weight", projector_weight_);
       take("projector.bias", projector_bias_);
       std::map<std::string, at::Tensor> opt_state;
-      for (const auto& [key, t] : optimizer_->state_dict()) opt_state[key] = get("optimizer/" + key, t.scalar_type(), t.sizes());
+      for (const auto& [key, t] : optimizer_->state_dict())
+        opt_state[key] = get("optimizer/" + key, t.scalar_type(), t.sizes());
       const int64_t step = get("step", at::kLong, {1}).item<int64_t>();
       get("seed", at::kLong, {1});
       if (!unused.empty()) throw damaged("holds '" + *unused.begin() + "', which this run does not have");
@@ -422,8 +425,11 @@ class DistillerImpl final : public Distiller {
     if (student_.spec.layout == "hf") {
       i.student_drop = {{"drop_path", r.drop_path}, {"attn_drop", r.attn_drop}, {"hidden_drop", r.hidden_drop}};
     } else {
-      i.student_drop = {{"drop_path", r.drop_path}, {"attn_drop", r.attn_drop}, {"proj_drop", r.proj_drop},
-                        {"pos_drop", r.pos_drop}, {"head_drop", r.head_drop}};
+      i.student_drop = {{"drop_path", r.drop_path},
+                        {"attn_drop", r.attn_drop},
+                        {"proj_drop", r.proj_drop},
+                        {"pos_drop", r.pos_drop},
+                        {"head_drop", r.head_drop}};
     }
     i.teacher_fp8_min_cosine = fp8_min_cosine_;
     return i;
@@ -513,11 +519,12 @@ class DistillerImpl final : public Distiller {
   LogSumLossOptions loss_options_;
   LoadedModel teacher_, student_;
   std::shared_ptr<VisionTransformerImpl> teacher_vit_;
-  std::shared_ptr<VisionTransformerImpl> student_vit_;  // student_.module, for its training randomness  // teacher_.module, for its frozen-inference switches
+  std::shared_ptr<VisionTransformerImpl> student_vit_;  // student_.module, for its training randomness  //
+                                                        // teacher_.module, for its frozen-inference switches
   FrozenReport frozen_;
   bool fp8_emulated_ = false;
   Fp8LayerSet fp8_layers_;
-  bool fp8_checked_ = false;                              // the FP8 acceptance check passed
+  bool fp8_checked_ = false;  // the FP8 acceptance check passed
   double fp8_min_cosine_ = std::numeric_limits<double>::quiet_NaN();
   at::Tensor projector_weight_, projector_bias_;
   std::unique_ptr<AdamW> optimizer_;

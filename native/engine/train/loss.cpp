@@ -78,7 +78,7 @@ GlobalForward global_forward(const at::Tensor& p, const at::Tensor& t, double al
   }
   g.rstd_p = (sq_p / g.count + eps).rsqrt();
   at::Tensor diff = (p - g.mean_p) * g.rstd_p - (t - g.mean_t) * g.rstd_t;  // (B,D) f_s - f_t
-  g.row_sum = abs_pow(diff, alpha).sum(1);                                 // (B)
+  g.row_sum = abs_pow(diff, alpha).sum(1);                                  // (B)
   g.total = (sample ? g.row_sum.log().sum() : g.row_sum.sum()).reshape({1});
   cross.sum_({g.total});
   g.loss = sample ? (g.total / g.count).reshape({}) : g.total.log().reshape({});
@@ -102,8 +102,8 @@ at::Tensor global_backward(const at::Tensor& p, const at::Tensor& t, double alph
 class LogSumLossFunction : public torch::autograd::Function<LogSumLossFunction> {
  public:
   // projected, teacher: (B,D) -> () ; saves both inputs, both sides' statistics and the per-row power sums.
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& projected, const at::Tensor& teacher,
-                            double alpha, int64_t reduction, double eps, bool teacher_bn,
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& projected, const at::Tensor& teacher, double alpha,
+                            int64_t reduction, double eps, bool teacher_bn,
                             const c10::intrusive_ptr<CrossRankSum>& cross_rank) {
     at::Tensor p = projected.contiguous();
     at::Tensor t = teacher.contiguous();
@@ -129,9 +129,9 @@ class LogSumLossFunction : public torch::autograd::Function<LogSumLossFunction> 
       row_sum = at::empty({b}, opts);
       loss = at::empty({}, opts);
       cuda::log_sum_loss_forward(p.data_ptr<float>(), t.data_ptr<float>(), b, d, static_cast<float>(alpha),
-                                 static_cast<float>(eps), teacher_bn ? 1 : 0, sample ? 1 : 0,
-                                 mean_p.data_ptr<float>(), rstd_p.data_ptr<float>(), mean_t.data_ptr<float>(),
-                                 rstd_t.data_ptr<float>(), row_sum.data_ptr<float>(), loss.data_ptr<float>(),
+                                 static_cast<float>(eps), teacher_bn ? 1 : 0, sample ? 1 : 0, mean_p.data_ptr<float>(),
+                                 rstd_p.data_ptr<float>(), mean_t.data_ptr<float>(), rstd_t.data_ptr<float>(),
+                                 row_sum.data_ptr<float>(), loss.data_ptr<float>(),
                                  c10::cuda::getCurrentCUDAStream().stream());
     } else
 #endif
@@ -144,7 +144,7 @@ class LogSumLossFunction : public torch::autograd::Function<LogSumLossFunction> 
         rstd_t = at::ones({d}, t.options());
       }
       at::Tensor diff = (p - mean_p) * rstd_p - (t - mean_t) * rstd_t;  // (B,D) f_s - f_t
-      row_sum = abs_pow(diff, alpha).sum(1);                             // (B)
+      row_sum = abs_pow(diff, alpha).sum(1);                            // (B)
       loss = sample ? row_sum.log().mean() : row_sum.sum().log();
     }
     ctx->save_for_backward({p, t, mean_p, rstd_p, mean_t, rstd_t, row_sum});
@@ -215,17 +215,16 @@ at::Tensor log_sum_loss(const at::Tensor& projected, const at::Tensor& teacher, 
   check_pair(projected, teacher);
   if (!(options.alpha >= 1.0)) throw Error("log_sum_loss: alpha must be >= 1, got " + std::to_string(options.alpha));
   if (!(options.bn_eps >= 0.0)) throw Error("log_sum_loss: bnEps must be >= 0");
-  return LogSumLossFunction::apply(projected, teacher.detach(), options.alpha,
-                                   static_cast<int64_t>(options.reduction), options.bn_eps, options.teacher_bn,
-                                   options.cross_rank);
+  return LogSumLossFunction::apply(projected, teacher.detach(), options.alpha, static_cast<int64_t>(options.reduction),
+                                   options.bn_eps, options.teacher_bn, options.cross_rank);
 }
 
 at::Tensor log_sum_loss(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& weight,
                         const at::Tensor& bias, const LogSumLossOptions& options) {
   if (student.dim() != 2 || weight.dim() != 2 || weight.size(1) != student.size(1) || bias.dim() != 1 ||
       bias.size(0) != weight.size(0)) {
-    throw Error("log_sum_loss: expected zs (B,Ds), W (Dt,Ds), b (Dt), got zs " + c10::str(student.sizes()) +
-                ", W " + c10::str(weight.sizes()) + ", b " + c10::str(bias.sizes()));
+    throw Error("log_sum_loss: expected zs (B,Ds), W (Dt,Ds), b (Dt), got zs " + c10::str(student.sizes()) + ", W " +
+                c10::str(weight.sizes()) + ", b " + c10::str(bias.sizes()));
   }
   return log_sum_loss(at::linear(student, weight, bias), teacher, options);
 }

@@ -25,10 +25,10 @@ namespace g2l {
 enum class LossReduction { Batch, Sample };
 
 struct LogSumLossOptions {
-  double alpha = 4.0;       // the exponent of |f_s - f_t| (Miles & Mikolajczyk use 4)
+  double alpha = 4.0;  // the exponent of |f_s - f_t| (Miles & Mikolajczyk use 4)
   LossReduction reduction = LossReduction::Batch;
-  double bn_eps = 1e-4;     // BatchNorm1d eps of both sides
-  bool teacher_bn = true;   // normalise the teacher features too
+  double bn_eps = 1e-4;    // BatchNorm1d eps of both sides
+  bool teacher_bn = true;  // normalise the teacher features too
   // Data parallelism (dist.h): when set, the BN statistics, the power sum and the batch size are summed across ranks,
   // so each rank gets the global loss and dL/dp for its own rows (the ranks' parameter gradients then add up to the
   // global gradient). Null: this process's batch is the whole batch, computed exactly as without it.

@@ -35,8 +35,8 @@ bool takes_weight_decay(const std::string& key, const std::vector<int64_t>& shap
   // 1-D tensors are biases, norm scales and LayerScale gammas in every supported layout; the rest by name (timm
   // cls_token/reg_token/pos_embed, HF embeddings.cls_token/register_tokens/position_embeddings, layer_scale).
   if (shape.size() <= 1) return false;
-  static const char* kNoDecay[] = {"bias", "norm", "token", "pos_embed", "position_embeddings", "ls1.", "ls2.",
-                                   "layer_scale", "gamma", "lambda1"};
+  static const char* kNoDecay[] = {"bias", "norm", "token",       "pos_embed", "position_embeddings",
+                                   "ls1.", "ls2.", "layer_scale", "gamma",     "lambda1"};
   for (const char* pattern : kNoDecay) {
     if (key.find(pattern) != std::string::npos) return false;
   }

@@ -23,12 +23,12 @@ namespace g2l {
 struct DistConfig {
   int rank = 0;
   int world_size = 1;
-  int local_rank = 0;                 // the process's index on its node: its GPU is cuda:<local_rank>
+  int local_rank = 0;  // the process's index on its node: its GPU is cuda:<local_rank>
   std::string master_addr = "127.0.0.1";
-  int master_port = 29500;            // torchrun's default
-  std::string backend = "auto";       // "auto": nccl for CUDA devices, gloo for the CPU; or "nccl" | "gloo"
-  std::string device = "cpu";         // this rank's device: "cpu", "cuda:N"
-  int64_t timeout_ms = 30 * 60 * 1000;  // rendezvous and collectives; a rank that stops answering ends the others
+  int master_port = 29500;                  // torchrun's default
+  std::string backend = "auto";             // "auto": nccl for CUDA devices, gloo for the CPU; or "nccl" | "gloo"
+  std::string device = "cpu";               // this rank's device: "cpu", "cuda:N"
+  int64_t timeout_ms = 30 * 60 * 1000;      // rendezvous and collectives; a rank that stops answering ends the others
   int64_t bucket_bytes = 25 * 1024 * 1024;  // gradient bucket size (DDP's default)
 };
 

@@ -39,7 +39,8 @@ struct LossOptions {
   double bn_eps = 1e-4;
   bool teacher_bn = true;
   // Data parallelism only: "global" takes the BatchNorm statistics and the log-sum over the rows of all ranks (N ranks
-  // x B equal 1 process x N.B); "local" computes them per rank, as ordinary DDP does, and averages the ranks' gradients.
+  // x B equal 1 process x N.B); "local" computes them per rank, as ordinary DDP does, and averages the ranks'
+  // gradients.
   std::string sync = "global";
 };
 
@@ -62,17 +63,17 @@ LossResult log_sum_loss_with_grads(const HostTensor& zs, const HostTensor& zt, c
 // ---------------------------------------------------------------------------------------------------------------
 
 struct OptimizerConfig {
-  double lr = 1e-4;               // peak learning rate (after warm-up)
-  double final_lr = 0.0;          // at the last planned step
+  double lr = 1e-4;       // peak learning rate (after warm-up)
+  double final_lr = 0.0;  // at the last planned step
   double weight_decay = 0.05;
   double final_weight_decay = 0.0;
-  int64_t warmup_steps = 0;       // linear warm-up of the learning rate: lr (s+1)/warmup_steps at step s
-  int64_t total_steps = 1;        // the planned steps: the cosines (torch's CosineAnnealingLR, T_max = the steps
-                                  // after warm-up) run from their start values to the final ones
+  int64_t warmup_steps = 0;  // linear warm-up of the learning rate: lr (s+1)/warmup_steps at step s
+  int64_t total_steps = 1;   // the planned steps: the cosines (torch's CosineAnnealingLR, T_max = the steps
+                             // after warm-up) run from their start values to the final ones
   double beta1 = 0.9;
   double beta2 = 0.999;
   double eps = 1e-8;
-  double clip_grad_norm = 0.0;    // 0: no clipping; else the total L2 norm is clipped to this value
+  double clip_grad_norm = 0.0;  // 0: no clipping; else the total L2 norm is clipped to this value
 };
 
 /** The values of the schedules at a step (0-based). */
@@ -104,13 +105,13 @@ OptimizerTrace run_optimizer(const std::vector<std::string>& names, const std::v
 // ---------------------------------------------------------------------------------------------------------------
 
 struct DistillerConfig {
-  ModelSpec teacher;                  // resolved by lib/models/spec.ts (folder, preset, pooling)
-  ModelSpec student;                  // its drop: the student's training-only rates (config.json's, then studentDrop)
-  std::string device = "cpu";         // "cpu", "cuda", "cuda:1"
-  uint64_t seed = 0;                  // projector initialisation and the per-step augmentation draws
-  std::string teacher_dtype = "auto"; // "auto" (float16 on CUDA, float32 on the CPU), "float16", "bfloat16", "float32"
-  bool autocast = true;               // student forward in bfloat16 autocast on CUDA (fp32 master weights)
-  int64_t accumulation_steps = 1;     // split each batch into this many micro-batches (BN statistics per micro-batch)
+  ModelSpec teacher;                   // resolved by lib/models/spec.ts (folder, preset, pooling)
+  ModelSpec student;                   // its drop: the student's training-only rates (config.json's, then studentDrop)
+  std::string device = "cpu";          // "cpu", "cuda", "cuda:1"
+  uint64_t seed = 0;                   // projector initialisation and the per-step augmentation draws
+  std::string teacher_dtype = "auto";  // "auto" (float16 on CUDA, float32 on the CPU), "float16", "bfloat16", "float32"
+  bool autocast = true;                // student forward in bfloat16 autocast on CUDA (fp32 master weights)
+  int64_t accumulation_steps = 1;      // split each batch into this many micro-batches (BN statistics per micro-batch)
   // FP8 (E4M3) matrix products in the teacher (issue 8): its Linear weights quantised per output row, its activations
   // per token, multiplied by _scaled_mm; the rest of the teacher in bfloat16 (teacher_dtype auto or bfloat16). Needs
   // a CUDA GPU of compute capability 8.9+ (refused elsewhere).
@@ -138,12 +139,12 @@ struct DistillerConfig {
 };
 
 struct StepResult {
-  int64_t step = 0;                   // 0-based index of the step just taken
-  double loss = 0.0;                  // mean over micro-batches; NaN/Inf are returned as they are
+  int64_t step = 0;   // 0-based index of the step just taken
+  double loss = 0.0;  // mean over micro-batches; NaN/Inf are returned as they are
   double lr = 0.0;
   double weight_decay = 0.0;
-  double grad_norm = 0.0;             // total L2 norm of student + projector gradients, before clipping
-  int64_t device_memory_bytes = 0;    // peak CUDA memory allocated so far (0 on the CPU)
+  double grad_norm = 0.0;           // total L2 norm of student + projector gradients, before clipping
+  int64_t device_memory_bytes = 0;  // peak CUDA memory allocated so far (0 on the CPU)
   // Whether any rank asked to stop with this step (step(tiles, stop_requested)); the same on every rank of a world,
   // so all ranks stop after the same step (an interrupt reaches the ranks at different moments).
   bool stop = false;
@@ -155,7 +156,7 @@ struct DistillerInfo {
   int64_t student_params = 0;
   int64_t teacher_params = 0;
   std::string device;
-  std::string teacher_model;          // one-line description of each model
+  std::string teacher_model;  // one-line description of each model
   std::string student_model;
   // The student's effective training-only rates (config.json, then studentDrop): keys drop_path, attn_drop,
   // proj_drop, pos_drop, head_drop, hidden_drop (the ones of its library).
@@ -165,7 +166,7 @@ struct DistillerInfo {
   int64_t teacher_layer_scales_folded = 0;  // of teacher_layer_scales
   int64_t teacher_layer_scales = 0;
   bool teacher_fp8 = false;
-  int64_t teacher_fp8_layers = 0;           // Linear layers with FP8 weights, of teacher_linear_layers
+  int64_t teacher_fp8_layers = 0;  // Linear layers with FP8 weights, of teacher_linear_layers
   int64_t teacher_linear_layers = 0;
   bool teacher_fp8_emulated = false;  // teacher_fp8_emulate (test hook): quantise -> dequantise -> float32
   // Smallest cosine between FP8 and bf16 teacher features over the first teacher batch; NaN until that batch ran.
@@ -203,7 +204,8 @@ class Distiller {
   /** Embeddings of centre-cropped tiles, no augmentation: (B,D) float32 of the student or the teacher. */
   virtual HostTensor features(const HostTensor& tiles, bool teacher) = 0;
 
-  /** Writes student, projector, optimiser moments and the step into `folder` (state.safetensors); the caller renames. */
+  /** Writes student, projector, optimiser moments and the step into `folder` (state.safetensors); the caller renames.
+   */
   virtual void save(const std::string& folder) = 0;
   /** Restores what save() wrote; the models and config must be those of the run that saved it. */
   virtual void load(const std::string& folder) = 0;
@@ -240,11 +242,12 @@ HostTensor fp8_linear(const HostTensor& x, const HostTensor& weight, const HostT
                       bool emulate, bool fast_accum = false);
 
 /**
- * The fused LayerNorm / LayerScale / residual + LayerNorm paths (native/engine/kernels/fused.h, kernels.fused_norm) against the
- * unfused ops they replace, on random (rows, d) inputs from `seed` on `device`, `dtype` ("bfloat16" or "float16") the
- * 16-bit side; forward and backward. Returns (name, value) pairs: relative errors (norm of the difference over norm
- * of the reference) and, for FP8 rows (bfloat16), the fraction of differing codes and the largest relative scale
- * difference. On the CPU the autograd Functions run their at:: bodies and the residual (CUDA only) is left out.
+ * The fused LayerNorm / LayerScale / residual + LayerNorm paths (native/engine/kernels/fused.h, kernels.fused_norm)
+ * against the unfused ops they replace, on random (rows, d) inputs from `seed` on `device`, `dtype` ("bfloat16" or
+ * "float16") the 16-bit side; forward and backward. Returns (name, value) pairs: relative errors (norm of the
+ * difference over norm of the reference) and, for FP8 rows (bfloat16), the fraction of differing codes and the largest
+ * relative scale difference. On the CPU the autograd Functions run their at:: bodies and the residual (CUDA only) is
+ * left out.
  */
 std::vector<std::pair<std::string, double>> fused_norm_check(const std::string& device, int64_t rows, int64_t d,
                                                              const std::string& dtype, uint64_t seed);

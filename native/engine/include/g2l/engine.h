@@ -58,13 +58,13 @@ struct DeviceInfo {
 struct RuntimeInfo {
   std::string engine_version;
   std::string libtorch_version;
-  bool cuda_built = false;                // the engine was compiled with its CUDA kernels
+  bool cuda_built = false;                      // the engine was compiled with its CUDA kernels
   std::vector<std::string> cuda_architectures;  // e.g. {"80", "90"}
-  bool cuda_available = false;            // a CUDA device can be used now
-  std::string cuda_runtime_version;       // of libtorch's CUDA, when built with it
+  bool cuda_available = false;                  // a CUDA device can be used now
+  std::string cuda_runtime_version;             // of libtorch's CUDA, when built with it
   std::vector<DeviceInfo> devices;
   int cpu_threads = 0;
-  std::string parallel_info;              // libtorch's own summary of its thread pools
+  std::string parallel_info;  // libtorch's own summary of its thread pools
 };
 
 RuntimeInfo runtime_info();

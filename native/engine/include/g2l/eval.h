@@ -66,16 +66,19 @@ struct LogisticResult {
 };
 
 /** X F32 [n, d]; y class per row (F64 or I64, integral, in [0, n_classes)). */
-LogisticResult fit_logistic(const HostTensor& X, const HostTensor& y, int64_t n_classes, const LogisticOptions& options);
+LogisticResult fit_logistic(const HostTensor& X, const HostTensor& y, int64_t n_classes,
+                            const LogisticOptions& options);
 
-/** Linear CKA and its debiased form (Kornblith et al. 2019; lib/eval/cka.ts linearCka): x F32 [n, dx], y F32 [n, dy]. */
+/** Linear CKA and its debiased form (Kornblith et al. 2019; lib/eval/cka.ts linearCka): x F32 [n, dx], y F32 [n, dy].
+ */
 struct LinearCka {
   double linear = 0.0;
   double debiased = 0.0;
 };
 LinearCka linear_cka(const HostTensor& x, const HostTensor& y, const std::string& device);
 
-/** RBF CKA with σ² the median squared distance over all n² pairs (lib/eval/cka.ts rbfCka); N x N float64 on `device`. */
+/** RBF CKA with σ² the median squared distance over all n² pairs (lib/eval/cka.ts rbfCka); N x N float64 on `device`.
+ */
 double rbf_cka(const HostTensor& x, const HostTensor& y, const std::string& device);
 
 /**

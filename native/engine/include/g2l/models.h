@@ -23,14 +23,14 @@ namespace g2l {
 
 /** What a model is, as reported to users (Encoder.info). */
 struct ModelInfo {
-  std::string family;   // "vit_giant_patch14_reg4_dinov2", "dinov2_with_registers", ...
-  std::string layout;   // "timm" or "hf"
-  std::string preset;   // "" when none applied
+  std::string family;  // "vit_giant_patch14_reg4_dinov2", "dinov2_with_registers", ...
+  std::string layout;  // "timm" or "hf"
+  std::string preset;  // "" when none applied
   std::string folder;
-  std::string mlp;      // "gelu", "swiglu_packed", "swiglu_hf"
-  int64_t dims = 0;     // embedding width (2 * width for cls+mean pooling)
-  int64_t width = 0;    // the transformer's token width D
-  std::string pool;     // "cls", "mean", "cls+mean"
+  std::string mlp;    // "gelu", "swiglu_packed", "swiglu_hf"
+  int64_t dims = 0;   // embedding width (2 * width for cls+mean pooling)
+  int64_t width = 0;  // the transformer's token width D
+  std::string pool;   // "cls", "mean", "cls+mean"
   int64_t depth = 0;
   int64_t num_heads = 0;
   int64_t num_registers = 0;
@@ -39,8 +39,8 @@ struct ModelInfo {
   int64_t parameters = 0;
   std::array<float, 3> mean{};
   std::array<float, 3> std{};
-  std::string dtype;    // "fp32", "fp16", "bf16" (empty for describe())
-  std::string device;   // "cpu", "cuda:0" (empty for describe())
+  std::string dtype;   // "fp32", "fp16", "bf16" (empty for describe())
+  std::string device;  // "cpu", "cuda:0" (empty for describe())
 };
 
 /**
@@ -73,28 +73,28 @@ struct Regularization {
  * and hands the engine this plain description, which the engine checks for consistency (check_spec) and builds.
  */
 struct ModelSpec {
-  std::string family;   // e.g. "vit_giant_patch14_reg4_dinov2", "dinov2_with_registers"
-  std::string layout;   // "timm" or "hf": the key names and config.json format of the folder
-  std::string preset;   // the preset applied ("" when none), e.g. "uni2-h"
-  std::string folder;   // where the weights are ("" for an architecture alone: random weights)
-  int64_t img_size = 224;           // the size the position embeddings were trained at (their grid * patch)
-  int64_t input_size = 224;         // the size images are resized to before embedding (preprocessing)
+  std::string family;        // e.g. "vit_giant_patch14_reg4_dinov2", "dinov2_with_registers"
+  std::string layout;        // "timm" or "hf": the key names and config.json format of the folder
+  std::string preset;        // the preset applied ("" when none), e.g. "uni2-h"
+  std::string folder;        // where the weights are ("" for an architecture alone: random weights)
+  int64_t img_size = 224;    // the size the position embeddings were trained at (their grid * patch)
+  int64_t input_size = 224;  // the size images are resized to before embedding (preprocessing)
   int64_t patch_size = 14;
   int64_t embed_dim = 768;
   int64_t depth = 12;
   int64_t num_heads = 12;
   int64_t num_registers = 0;
-  int64_t mlp_hidden = 3072;        // hidden width of the MLP (SwiGLU: width of each half)
-  std::string mlp = "gelu";         // "gelu", "swiglu_packed" (timm fc1 -> silu(x1)*x2), "swiglu_hf" (weights_in/out)
-  double init_values = 0.0;         // LayerScale initial value (random models), when layer_scale
+  int64_t mlp_hidden = 3072;  // hidden width of the MLP (SwiGLU: width of each half)
+  std::string mlp = "gelu";   // "gelu", "swiglu_packed" (timm fc1 -> silu(x1)*x2), "swiglu_hf" (weights_in/out)
+  double init_values = 0.0;   // LayerScale initial value (random models), when layer_scale
   bool layer_scale = false;
-  bool no_embed_class = false;      // timm: pos_embed covers the patches only
-  bool qkv_fused = true;            // timm fused qkv; HF separate query/key/value
+  bool no_embed_class = false;  // timm: pos_embed covers the patches only
+  bool qkv_fused = true;        // timm fused qkv; HF separate query/key/value
   bool qkv_bias = true;
   double norm_eps = 1e-6;
-  bool pos_antialias = true;        // resample position embeddings with antialiased bicubic (timm, HF with registers)
-  bool mask_token = false;          // HF: embeddings.mask_token is in the checkpoint (unused at inference)
-  int64_t num_classes = 0;          // timm: a classifier head in the checkpoint (kept, unused: embeddings are pre-logits)
+  bool pos_antialias = true;  // resample position embeddings with antialiased bicubic (timm, HF with registers)
+  bool mask_token = false;    // HF: embeddings.mask_token is in the checkpoint (unused at inference)
+  int64_t num_classes = 0;    // timm: a classifier head in the checkpoint (kept, unused: embeddings are pre-logits)
   // Pooling of the final tokens into the embedding: "cls" the class token, "mean" the mean of the patch tokens (class
   // and register tokens excluded), "cls+mean" both concatenated (2*D, Virchow2 / TRIDENT).
   std::string pool = "cls";
@@ -103,9 +103,9 @@ struct ModelSpec {
   bool fc_norm = false;
   std::array<float, 3> mean{0.485f, 0.456f, 0.406f};
   std::array<float, 3> std{0.229f, 0.224f, 0.225f};
-  Regularization drop;              // training-only dropout / drop path (see Regularization)
-  std::string config_json;          // config.json as export writes it (the folder's, with what reloading needs)
-  std::string preprocessor_json;    // preprocessor_config.json as export writes it (transformers layout; "" for timm)
+  Regularization drop;            // training-only dropout / drop path (see Regularization)
+  std::string config_json;        // config.json as export writes it (the folder's, with what reloading needs)
+  std::string preprocessor_json;  // preprocessor_config.json as export writes it (transformers layout; "" for timm)
 
   /** Width of the embedding: D, or 2*D for cls+mean. */
   int64_t out_dim() const { return pool == "cls+mean" ? 2 * embed_dim : embed_dim; }

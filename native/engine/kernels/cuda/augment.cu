@@ -75,9 +75,12 @@ __device__ float3 adjust_hue(float3 x, float f) {
   float div = eqc ? 1.f : range;
   float rc = (maxc - x.x) / div, gc = (maxc - x.y) / div, bc = (maxc - x.z) / div;
   float h;
-  if (maxc == x.x) h = bc - gc;
-  else if (maxc == x.y) h = 2.f + rc - bc;
-  else h = 4.f + gc - rc;
+  if (maxc == x.x)
+    h = bc - gc;
+  else if (maxc == x.y)
+    h = 2.f + rc - bc;
+  else
+    h = 4.f + gc - rc;
   h = fmodf(h * (1.f / 6.f) + 1.f, 1.f);
   h += f;
   h -= floorf(h);  // Python-style remainder by 1
@@ -92,12 +95,18 @@ __device__ float3 adjust_hue(float3 x, float f) {
   float t = clamp01((sxf + (1.f - s)) * v);
   float p = clamp01((1.f - s) * v);
   switch (sector) {
-    case 0: return make_float3(v, t, p);
-    case 1: return make_float3(q, v, p);
-    case 2: return make_float3(p, v, t);
-    case 3: return make_float3(p, q, v);
-    case 4: return make_float3(t, p, v);
-    default: return make_float3(v, p, q);
+    case 0:
+      return make_float3(v, t, p);
+    case 1:
+      return make_float3(q, v, p);
+    case 2:
+      return make_float3(p, v, t);
+    case 3:
+      return make_float3(p, q, v);
+    case 4:
+      return make_float3(t, p, v);
+    default:
+      return make_float3(v, p, q);
   }
 }
 
@@ -105,15 +114,24 @@ __device__ float3 adjust_hue(float3 x, float f) {
 __device__ float3 jitter(float3 x, const SampleParams& P, float mean, int steps) {
   for (int k = 0; k < steps; ++k) {
     switch (P.order[k]) {
-      case 0: x = make_float3(clamp01(x.x * P.brightness), clamp01(x.y * P.brightness), clamp01(x.z * P.brightness)); break;
-      case 1: x = blend(x, make_float3(mean, mean, mean), P.contrast); break;
-      case 2: { float g = gray(x); x = blend(x, make_float3(g, g, g), P.saturation); break; }
-      default: x = adjust_hue(x, P.hue); break;
+      case 0:
+        x = make_float3(clamp01(x.x * P.brightness), clamp01(x.y * P.brightness), clamp01(x.z * P.brightness));
+        break;
+      case 1:
+        x = blend(x, make_float3(mean, mean, mean), P.contrast);
+        break;
+      case 2: {
+        float g = gray(x);
+        x = blend(x, make_float3(g, g, g), P.saturation);
+        break;
+      }
+      default:
+        x = adjust_hue(x, P.hue);
+        break;
     }
   }
   return x;
 }
-
 
 __device__ __forceinline__ int reflect(int i, int n) { return i < 0 ? -i : (i >= n ? 2 * n - 2 - i : i); }
 
@@ -135,11 +153,10 @@ __device__ float block_sum(float v, float* scratch) {
 
 // tiles (B,H,W,3) u8, params (B,15) -> teacher (B,3,C,C) T, student (B,3,C,C) f32; grid B, block kThreads
 template <typename T>
-__global__ void __launch_bounds__(kThreads) augment_kernel(const uint8_t* __restrict__ tiles, int64_t tile_h,
-                                                          int64_t tile_w, const float* __restrict__ params, int crop,
-                                                          int blur_kernel, float* __restrict__ workspace,
-                                                          T* __restrict__ teacher, float* __restrict__ student,
-                                                          AugmentNorm tn, AugmentNorm sn) {
+__global__ void __launch_bounds__(kThreads)
+    augment_kernel(const uint8_t* __restrict__ tiles, int64_t tile_h, int64_t tile_w, const float* __restrict__ params,
+                   int crop, int blur_kernel, float* __restrict__ workspace, T* __restrict__ teacher,
+                   float* __restrict__ student, AugmentNorm tn, AugmentNorm sn) {
   __shared__ float s_scratch[32];
   __shared__ float s_weights[kMaxBlurKernel];
   const int64_t b = blockIdx.x;
@@ -234,16 +251,18 @@ void augment_tiles(const uint8_t* tiles, int64_t batch, int64_t tile_h, int64_t 
   switch (teacher_dtype) {
     case kAugmentF16:
       augment_kernel<Half><<<grid, block, 0, stream>>>(tiles, tile_h, tile_w, params, c, k, workspace,
-                                                         static_cast<Half*>(teacher), student, teacher_norm, student_norm);
+                                                       static_cast<Half*>(teacher), student, teacher_norm,
+                                                       student_norm);
       break;
     case kAugmentBF16:
       augment_kernel<BFloat16><<<grid, block, 0, stream>>>(tiles, tile_h, tile_w, params, c, k, workspace,
-                                                                static_cast<BFloat16*>(teacher), student,
-                                                                teacher_norm, student_norm);
+                                                           static_cast<BFloat16*>(teacher), student, teacher_norm,
+                                                           student_norm);
       break;
     default:
       augment_kernel<float><<<grid, block, 0, stream>>>(tiles, tile_h, tile_w, params, c, k, workspace,
-                                                        static_cast<float*>(teacher), student, teacher_norm, student_norm);
+                                                        static_cast<float*>(teacher), student, teacher_norm,
+                                                        student_norm);
   }
   check_launch("augment_tiles");
 }

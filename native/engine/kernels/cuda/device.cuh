@@ -36,14 +36,20 @@ __device__ __forceinline__ float to_float(Half v) {
 }
 __device__ __forceinline__ float to_float(BFloat16 v) { return __uint_as_float(static_cast<uint32_t>(v.bits) << 16); }
 
-template <typename T> __device__ __forceinline__ T from_float(float v);
-template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <> __device__ __forceinline__ Half from_float<Half>(float v) {
+template <typename T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ float from_float<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ Half from_float<Half>(float v) {
   uint16_t h;
   asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
   return Half{h};
 }
-template <> __device__ __forceinline__ BFloat16 from_float<BFloat16>(float v) {
+template <>
+__device__ __forceinline__ BFloat16 from_float<BFloat16>(float v) {
 #if __CUDA_ARCH__ >= 800
   uint16_t h;
   asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
@@ -57,7 +63,8 @@ template <> __device__ __forceinline__ BFloat16 from_float<BFloat16>(float v) {
 #endif
 }
 
-// ---- FP8 (E4M3) codes, as c10::Float8_e4m3fn rounds (quant.cu, norm.cu; the scheme is native/engine/kernels/quant.h) ----
+// ---- FP8 (E4M3) codes, as c10::Float8_e4m3fn rounds (quant.cu, norm.cu; the scheme is native/engine/kernels/quant.h)
+// ----
 
 /** Largest finite float8_e4m3fn. */
 constexpr float kE4M3Max = 448.f;

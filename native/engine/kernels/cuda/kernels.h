@@ -12,9 +12,8 @@ namespace g2l::cuda {
  * images (N,H,W,3) uint8 -> out (N,3,H,W) float32: out = (x/255 - mean[c]) / std[c].
  * One thread per output pixel; reads the three channels of a pixel together.
  */
-void normalize_u8_nhwc_to_f32_nchw(const uint8_t* images, float* out, int64_t n, int64_t h, int64_t w,
-                                   float mean0, float mean1, float mean2, float std0, float std1, float std2,
-                                   cudaStream_t stream);
+void normalize_u8_nhwc_to_f32_nchw(const uint8_t* images, float* out, int64_t n, int64_t h, int64_t w, float mean0,
+                                   float mean1, float mean2, float std0, float std1, float std2, cudaStream_t stream);
 
 }  // namespace g2l::cuda
 
@@ -28,18 +27,17 @@ namespace g2l::cuda {
  * row_sum (B) of |f_s - f_t|^alpha, and the scalar loss (1). teacher_bn = 0 leaves t unnormalised (mean 0, rstd 1).
  * sample_reduction = 0: loss = log(sum_i row_sum_i); 1: loss = mean_i log(row_sum_i).
  */
-void log_sum_loss_forward(const float* p, const float* t, int64_t b, int64_t d, float alpha, float eps,
-                          int teacher_bn, int sample_reduction, float* mean_p, float* rstd_p, float* mean_t,
-                          float* rstd_t, float* row_sum, float* loss, cudaStream_t stream);
+void log_sum_loss_forward(const float* p, const float* t, int64_t b, int64_t d, float alpha, float eps, int teacher_bn,
+                          int sample_reduction, float* mean_p, float* rstd_p, float* mean_t, float* rstd_t,
+                          float* row_sum, float* loss, cudaStream_t stream);
 
 /**
  * Backward to the projector output: grad_p (B,D) = dL/dp * grad_loss[0], from the forward's saved statistics and
  * row sums (the BN backward with batch statistics is folded in).
  */
-void log_sum_loss_backward(const float* p, const float* t, int64_t b, int64_t d, float alpha,
-                           int sample_reduction, const float* mean_p, const float* rstd_p, const float* mean_t,
-                           const float* rstd_t, const float* row_sum, const float* grad_loss, float* grad_p,
-                           cudaStream_t stream);
+void log_sum_loss_backward(const float* p, const float* t, int64_t b, int64_t d, float alpha, int sample_reduction,
+                           const float* mean_p, const float* rstd_p, const float* mean_t, const float* rstd_t,
+                           const float* row_sum, const float* grad_loss, float* grad_p, cudaStream_t stream);
 
 }  // namespace g2l::cuda
 
@@ -138,8 +136,8 @@ void layer_scale_add_backward(const float* g, const void* y, int y_dtype, const 
  * (rows) given instead (bfloat16 only), the FP8 codes and row scales of the bfloat16 LayerNorm result (quant.h's
  * scheme, quantize_rows_bf16_to_fp8's numbers).
  */
-void residual_layer_norm(void* x, const void* y, const void* gamma, const void* w, const void* b, int dtype, int64_t rows,
-                         int64_t d, float eps, void* out, uint8_t* codes, float* scales, float min_amax,
+void residual_layer_norm(void* x, const void* y, const void* gamma, const void* w, const void* b, int dtype,
+                         int64_t rows, int64_t d, float eps, void* out, uint8_t* codes, float* scales, float min_amax,
                          cudaStream_t stream);
 
 }  // namespace g2l::cuda

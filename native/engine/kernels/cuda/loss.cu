@@ -129,8 +129,7 @@ __global__ void backward_kernel(const float* __restrict__ p, const float* __rest
                                 float alpha, int sample_reduction, const float* __restrict__ mean_p,
                                 const float* __restrict__ rstd_p, const float* __restrict__ mean_t,
                                 const float* __restrict__ rstd_t, const float* __restrict__ row_sum,
-                                const float* __restrict__ grad_loss,
-                                float* __restrict__ grad_p) {
+                                const float* __restrict__ grad_loss, float* __restrict__ grad_p) {
   int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (j >= d) return;
   const float mp = mean_p[j], rp = rstd_p[j], mt = mean_t[j], rt = rstd_t[j];
@@ -163,27 +162,26 @@ __global__ void backward_kernel(const float* __restrict__ p, const float* __rest
 
 }  // namespace
 
-void log_sum_loss_forward(const float* p, const float* t, int64_t b, int64_t d, float alpha, float eps,
-                          int teacher_bn, int sample_reduction, float* mean_p, float* rstd_p, float* mean_t,
-                          float* rstd_t, float* row_sum, float* loss, cudaStream_t stream) {
+void log_sum_loss_forward(const float* p, const float* t, int64_t b, int64_t d, float alpha, float eps, int teacher_bn,
+                          int sample_reduction, float* mean_p, float* rstd_p, float* mean_t, float* rstd_t,
+                          float* row_sum, float* loss, cudaStream_t stream) {
   if (b <= 0 || d <= 0) throw std::runtime_error("log_sum_loss_forward: empty input");
   constexpr int kColThreads = 128;
   column_stats_kernel<<<static_cast<unsigned>((d + kColThreads - 1) / kColThreads), kColThreads, 0, stream>>>(
       p, t, b, d, eps, teacher_bn, mean_p, rstd_p, mean_t, rstd_t);
   check_launch("log_sum_loss_forward (column statistics)");
   constexpr int kRowThreads = 256;
-  row_power_sums_kernel<kRowThreads><<<static_cast<unsigned>(b), kRowThreads, 0, stream>>>(
-      p, t, d, alpha, mean_p, rstd_p, mean_t, rstd_t, row_sum);
+  row_power_sums_kernel<kRowThreads>
+      <<<static_cast<unsigned>(b), kRowThreads, 0, stream>>>(p, t, d, alpha, mean_p, rstd_p, mean_t, rstd_t, row_sum);
   check_launch("log_sum_loss_forward (row sums)");
   constexpr int kLossThreads = 256;
   finish_loss_kernel<kLossThreads><<<1, kLossThreads, 0, stream>>>(row_sum, b, sample_reduction, loss);
   check_launch("log_sum_loss_forward (loss)");
 }
 
-void log_sum_loss_backward(const float* p, const float* t, int64_t b, int64_t d, float alpha,
-                           int sample_reduction, const float* mean_p, const float* rstd_p, const float* mean_t,
-                           const float* rstd_t, const float* row_sum, const float* grad_loss, float* grad_p,
-                           cudaStream_t stream) {
+void log_sum_loss_backward(const float* p, const float* t, int64_t b, int64_t d, float alpha, int sample_reduction,
+                           const float* mean_p, const float* rstd_p, const float* mean_t, const float* rstd_t,
+                           const float* row_sum, const float* grad_loss, float* grad_p, cudaStream_t stream) {
   if (b <= 0 || d <= 0) throw std::runtime_error("log_sum_loss_backward: empty input");
   constexpr int kColThreads = 128;
   backward_kernel<<<static_cast<unsigned>((d + kColThreads - 1) / kColThreads), kColThreads, 0, stream>>>(

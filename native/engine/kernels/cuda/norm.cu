@@ -102,12 +102,10 @@ __device__ __forceinline__ void normalize4(float (&v)[4], float mu, float rs, co
 }
 
 template <typename T, int NV>
-__global__ void __launch_bounds__(kThreads) layer_norm_forward_kernel(const float* __restrict__ x,
-                                                                      const float* __restrict__ w,
-                                                                      const float* __restrict__ b, T* __restrict__ y,
-                                                                      float* __restrict__ mean,
-                                                                      float* __restrict__ rstd, int64_t rows, int d,
-                                                                      float eps) {
+__global__ void __launch_bounds__(kThreads)
+    layer_norm_forward_kernel(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b,
+                              T* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, int64_t rows,
+                              int d, float eps) {
   const int lane = threadIdx.x % kWarp;
   const int d4 = d / 4;
   const float inv_d = 1.f / static_cast<float>(d);
@@ -146,10 +144,10 @@ __global__ void __launch_bounds__(kThreads) layer_norm_forward_kernel(const floa
 
 // Grid: exactly partial_blocks blocks (a block without rows writes zero partials). Dynamic shared memory: 2 d floats.
 template <typename T, int NV>
-__global__ void __launch_bounds__(kThreads) layer_norm_backward_kernel(
-    const T* __restrict__ dy, const float* __restrict__ x, const float* __restrict__ mean,
-    const float* __restrict__ rstd, const float* __restrict__ w, float* __restrict__ dx, float* __restrict__ dw_partial,
-    float* __restrict__ db_partial, int64_t rows, int d) {
+__global__ void __launch_bounds__(kThreads)
+    layer_norm_backward_kernel(const T* __restrict__ dy, const float* __restrict__ x, const float* __restrict__ mean,
+                               const float* __restrict__ rstd, const float* __restrict__ w, float* __restrict__ dx,
+                               float* __restrict__ dw_partial, float* __restrict__ db_partial, int64_t rows, int d) {
   extern __shared__ float smem[];  // [0, d): weight gradient, [d, 2d): bias gradient
   const int lane = threadIdx.x % kWarp;
   const int warp = threadIdx.x / kWarp;
@@ -290,10 +288,11 @@ __global__ void layer_scale_add_backward_kernel(const float* __restrict__ g, con
 // codes and scale (quant.h's scheme, quant.cu's rounding) instead of the result itself.
 
 template <typename T, int NV, bool kGamma, bool kFp8>
-__global__ void __launch_bounds__(kThreads) residual_layer_norm_kernel(
-    T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ gamma, const T* __restrict__ w,
-    const T* __restrict__ b, T* __restrict__ out, uint8_t* __restrict__ codes, float* __restrict__ scales,
-    int64_t rows, int d, float eps, float min_amax) {
+__global__ void __launch_bounds__(kThreads)
+    residual_layer_norm_kernel(T* __restrict__ x, const T* __restrict__ y, const T* __restrict__ gamma,
+                               const T* __restrict__ w, const T* __restrict__ b, T* __restrict__ out,
+                               uint8_t* __restrict__ codes, float* __restrict__ scales, int64_t rows, int d, float eps,
+                               float min_amax) {
   const int lane = threadIdx.x % kWarp;
   const int d4 = d / 4;
   const float inv_d = 1.f / static_cast<float>(d);
@@ -399,23 +398,37 @@ using Chunks = std::integral_constant<int, N>;
 template <typename F>
 void with_chunks(int64_t d, F&& f) {
   const int64_t need = (d / 4 + kWarp - 1) / kWarp;
-  if (need <= 1) f(Chunks<1>{});
-  else if (need <= 2) f(Chunks<2>{});
-  else if (need <= 4) f(Chunks<4>{});
-  else if (need <= 6) f(Chunks<6>{});
-  else if (need <= 8) f(Chunks<8>{});
-  else if (need <= 12) f(Chunks<12>{});
-  else f(Chunks<16>{});
+  if (need <= 1)
+    f(Chunks<1>{});
+  else if (need <= 2)
+    f(Chunks<2>{});
+  else if (need <= 4)
+    f(Chunks<4>{});
+  else if (need <= 6)
+    f(Chunks<6>{});
+  else if (need <= 8)
+    f(Chunks<8>{});
+  else if (need <= 12)
+    f(Chunks<12>{});
+  else
+    f(Chunks<16>{});
 }
 
 // Calls f(T{}) with T the element type of the dtype code.
 template <typename F>
 void with_dtype(const char* what, int dtype, F&& f) {
   switch (dtype) {
-    case kElemF32: f(float{}); break;
-    case kElemF16: f(Half{}); break;
-    case kElemBF16: f(BFloat16{}); break;
-    default: throw std::runtime_error(std::string(what) + ": unsupported dtype code " + std::to_string(dtype));
+    case kElemF32:
+      f(float{});
+      break;
+    case kElemF16:
+      f(Half{});
+      break;
+    case kElemBF16:
+      f(BFloat16{});
+      break;
+    default:
+      throw std::runtime_error(std::string(what) + ": unsupported dtype code " + std::to_string(dtype));
   }
 }
 
@@ -431,8 +444,8 @@ void layer_norm_forward(const float* x, const float* w, const float* b, int64_t 
     using T = decltype(tag);
     with_chunks(d, [&](auto chunks) {
       constexpr int NV = decltype(chunks)::value;
-      layer_norm_forward_kernel<T, NV><<<blocks, kThreads, 0, stream>>>(x, w, b, static_cast<T*>(y), mean, rstd, rows,
-                                                                        static_cast<int>(d), eps);
+      layer_norm_forward_kernel<T, NV>
+          <<<blocks, kThreads, 0, stream>>>(x, w, b, static_cast<T*>(y), mean, rstd, rows, static_cast<int>(d), eps);
     });
   });
   check_launch("layer_norm_forward");
@@ -443,7 +456,8 @@ void layer_norm_backward(const void* dy, int dy_dtype, const float* x, const flo
                          int64_t partial_blocks, cudaStream_t stream) {
   check_shape("layer_norm_backward", rows, d);
   check_aligned("layer_norm_backward", {dy, x, w, dx, dw_partial, db_partial});
-  if (partial_blocks < 1 || partial_blocks > kMaxBlocks) throw std::runtime_error("layer_norm_backward: bad partial_blocks");
+  if (partial_blocks < 1 || partial_blocks > kMaxBlocks)
+    throw std::runtime_error("layer_norm_backward: bad partial_blocks");
   const size_t smem = static_cast<size_t>(2 * d) * sizeof(float);
   with_dtype("layer_norm_backward", dy_dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -496,8 +510,8 @@ void layer_scale_add_backward(const float* g, const void* y, int y_dtype, const 
   check_launch("layer_scale_add_backward");
 }
 
-void residual_layer_norm(void* x, const void* y, const void* gamma, const void* w, const void* b, int dtype, int64_t rows,
-                         int64_t d, float eps, void* out, uint8_t* codes, float* scales, float min_amax,
+void residual_layer_norm(void* x, const void* y, const void* gamma, const void* w, const void* b, int dtype,
+                         int64_t rows, int64_t d, float eps, void* out, uint8_t* codes, float* scales, float min_amax,
                          cudaStream_t stream) {
   check_shape("residual_layer_norm", rows, d);
   check_aligned("residual_layer_norm", {x, y, w, b});
@@ -518,17 +532,20 @@ void residual_layer_norm(void* x, const void* y, const void* gamma, const void* 
       with_chunks(d, [&](auto chunks) {
         constexpr int NV = decltype(chunks)::value;
         auto launch = [&](auto kernel) {
-          kernel<<<blocks, kThreads, 0, stream>>>(static_cast<T*>(x), static_cast<const T*>(y),
-                                                  static_cast<const T*>(gamma), static_cast<const T*>(w),
-                                                  static_cast<const T*>(b), static_cast<T*>(out), codes, scales, rows,
-                                                  static_cast<int>(d), eps, min_amax);
+          kernel<<<blocks, kThreads, 0, stream>>>(
+              static_cast<T*>(x), static_cast<const T*>(y), static_cast<const T*>(gamma), static_cast<const T*>(w),
+              static_cast<const T*>(b), static_cast<T*>(out), codes, scales, rows, static_cast<int>(d), eps, min_amax);
         };
         if (gamma != nullptr) {
-          if (fp8) launch(residual_layer_norm_kernel<T, NV, true, true>);
-          else launch(residual_layer_norm_kernel<T, NV, true, false>);
+          if (fp8)
+            launch(residual_layer_norm_kernel<T, NV, true, true>);
+          else
+            launch(residual_layer_norm_kernel<T, NV, true, false>);
         } else {
-          if (fp8) launch(residual_layer_norm_kernel<T, NV, false, true>);
-          else launch(residual_layer_norm_kernel<T, NV, false, false>);
+          if (fp8)
+            launch(residual_layer_norm_kernel<T, NV, false, true>);
+          else
+            launch(residual_layer_norm_kernel<T, NV, false, false>);
         }
       });
     }

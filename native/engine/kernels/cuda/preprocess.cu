@@ -11,8 +11,8 @@ namespace g2l::cuda {
 
 namespace {
 
-__global__ void normalize_kernel(const uint8_t* __restrict__ images, float* __restrict__ out, int64_t n,
-                                 int64_t hw, float3 scale, float3 shift) {
+__global__ void normalize_kernel(const uint8_t* __restrict__ images, float* __restrict__ out, int64_t n, int64_t hw,
+                                 float3 scale, float3 shift) {
   // out[b, c, p] = images[b, p, c] * scale[c] + shift[c]   with scale = 1/(255 std), shift = -mean/std
   int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n * hw) return;
@@ -27,9 +27,8 @@ __global__ void normalize_kernel(const uint8_t* __restrict__ images, float* __re
 
 }  // namespace
 
-void normalize_u8_nhwc_to_f32_nchw(const uint8_t* images, float* out, int64_t n, int64_t h, int64_t w,
-                                   float mean0, float mean1, float mean2, float std0, float std1, float std2,
-                                   cudaStream_t stream) {
+void normalize_u8_nhwc_to_f32_nchw(const uint8_t* images, float* out, int64_t n, int64_t h, int64_t w, float mean0,
+                                   float mean1, float mean2, float std0, float std1, float std2, cudaStream_t stream) {
   const int64_t total = n * h * w;
   if (total == 0) return;
   const int threads = 256;

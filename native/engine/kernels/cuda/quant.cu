@@ -93,8 +93,8 @@ __global__ void quantize_rows_kernel(const uint16_t* __restrict__ x, int64_t col
 void quantize_rows_bf16_to_fp8(const uint16_t* x, int64_t rows, int64_t cols, uint8_t* codes, float* scales,
                                float min_amax, cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return;
-  const bool vec = cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
-                   reinterpret_cast<uintptr_t>(codes) % 8 == 0;
+  const bool vec =
+      cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(codes) % 8 == 0;
   const int64_t items = vec ? cols / 8 : cols;
   int threads = static_cast<int>(((items + 31) / 32) * 32);
   if (threads > kMaxThreads) threads = kMaxThreads;

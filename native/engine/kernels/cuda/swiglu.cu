@@ -111,8 +111,8 @@ void launch_forward(const void* h, void* out, int64_t rows, int64_t hidden, cuda
   const T* hp = static_cast<const T*>(h);
   T* op = static_cast<T*>(out);
   if (rows * 2 * hidden <= int64_t{0xffffffff}) {
-    swiglu_forward_kernel<T, V, uint32_t><<<blocks_for(work), kThreads, 0, stream>>>(
-        hp, op, static_cast<uint32_t>(rows), static_cast<uint32_t>(hidden));
+    swiglu_forward_kernel<T, V, uint32_t>
+        <<<blocks_for(work), kThreads, 0, stream>>>(hp, op, static_cast<uint32_t>(rows), static_cast<uint32_t>(hidden));
   } else {
     swiglu_forward_kernel<T, V, int64_t><<<blocks_for(work), kThreads, 0, stream>>>(hp, op, rows, hidden);
   }
@@ -145,8 +145,7 @@ void dispatch_forward(const void* h, void* out, int64_t rows, int64_t hidden, cu
 }
 
 template <typename T>
-void dispatch_backward(const void* h, const void* g, void* grad_h, int64_t rows, int64_t hidden,
-                       cudaStream_t stream) {
+void dispatch_backward(const void* h, const void* g, void* grad_h, int64_t rows, int64_t hidden, cudaStream_t stream) {
   constexpr int kVec = static_cast<int>(16 / sizeof(T));
   if (hidden % kVec == 0 && aligned16(h) && aligned16(g) && aligned16(grad_h)) {
     launch_backward<T, kVec>(h, g, grad_h, rows, hidden, stream);
@@ -161,10 +160,17 @@ void swiglu_forward(const void* h, void* out, int64_t rows, int64_t hidden, int 
   if (rows < 0 || hidden < 0) throw std::runtime_error("swiglu_forward: negative size");
   if (rows == 0 || hidden == 0) return;
   switch (dtype) {
-    case kElemF32: dispatch_forward<float>(h, out, rows, hidden, stream); break;
-    case kElemF16: dispatch_forward<Half>(h, out, rows, hidden, stream); break;
-    case kElemBF16: dispatch_forward<BFloat16>(h, out, rows, hidden, stream); break;
-    default: throw std::runtime_error("swiglu_forward: unsupported dtype code " + std::to_string(dtype));
+    case kElemF32:
+      dispatch_forward<float>(h, out, rows, hidden, stream);
+      break;
+    case kElemF16:
+      dispatch_forward<Half>(h, out, rows, hidden, stream);
+      break;
+    case kElemBF16:
+      dispatch_forward<BFloat16>(h, out, rows, hidden, stream);
+      break;
+    default:
+      throw std::runtime_error("swiglu_forward: unsupported dtype code " + std::to_string(dtype));
   }
 }
 
@@ -173,10 +179,17 @@ void swiglu_backward(const void* h, const void* grad_out, void* grad_h, int64_t 
   if (rows < 0 || hidden < 0) throw std::runtime_error("swiglu_backward: negative size");
   if (rows == 0 || hidden == 0) return;
   switch (dtype) {
-    case kElemF32: dispatch_backward<float>(h, grad_out, grad_h, rows, hidden, stream); break;
-    case kElemF16: dispatch_backward<Half>(h, grad_out, grad_h, rows, hidden, stream); break;
-    case kElemBF16: dispatch_backward<BFloat16>(h, grad_out, grad_h, rows, hidden, stream); break;
-    default: throw std::runtime_error("swiglu_backward: unsupported dtype code " + std::to_string(dtype));
+    case kElemF32:
+      dispatch_backward<float>(h, grad_out, grad_h, rows, hidden, stream);
+      break;
+    case kElemF16:
+      dispatch_backward<Half>(h, grad_out, grad_h, rows, hidden, stream);
+      break;
+    case kElemBF16:
+      dispatch_backward<BFloat16>(h, grad_out, grad_h, rows, hidden, stream);
+      break;
+    default:
+      throw std::runtime_error("swiglu_backward: unsupported dtype code " + std::to_string(dtype));
   }
 }
 
