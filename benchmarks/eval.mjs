@@ -4,7 +4,7 @@
 // (WebAssembly SIMD) for the probe (and for kNN with --js-knn: about 140 s on 2 cores).
 //
 // The kNN goal is stated against a bound measured in the same run: the rate of one large libtorch f32 matrix product
-// (the engine's evalMatmulRate: [4096, d] x [16384, d]^T on the same device, best of 3 after a warm-up) turns the
+// (the engine's test entry evalMatmulRate, g2l/testing.h: [4096, d] x [16384, d]^T on the same device, best of 3 after a warm-up) turns the
 // search's nTest x nTrain x d multiply-adds into the seconds they need at that rate; kNN's time over that is the
 // ratio to the bound (goal: at most 1.5). The probe's goal is a speed-up over the js backend's fit of the same data
 // (goal: at least 3x). The load average is recorded before and after: other processes on the machine slow either side.
@@ -21,6 +21,8 @@ import { predictProba, argmaxRows } from '../dist/eval/logistic.js';
 import { accuracy, balancedAccuracy, rocAuc, mulberry32 } from '../dist/eval/metrics.js';
 import { JsBackend, NativeBackend, loadEngineAddon } from '../dist/backends/index.js';
 import { writeFileAtomic } from '../dist/io/atomic.js';
+import * as nativeModule from '../dist/backends/native.js';
+import { loadEngineTesting } from './lib/common.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -102,7 +104,7 @@ async function timed(fn) {
 const macs = nTest * nTrain * d;
 const rows = [];
 // The bound: one large f32 product's rate on the device.
-const rate = await addon.evalMatmulRate(4096, 16384, d, device, 3);
+const rate = await loadEngineTesting(nativeModule).evalMatmulRate(4096, 16384, d, device, 3);
 const boundS = macs / rate;
 rows.push({
   stage: `bound: one f32 matmul [4096,${d}]x[16384,${d}]^T, ${device}`,

@@ -18,7 +18,8 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { loadEngineAddon } from '../dist/backends/index.js';
+import * as nativeModule from '../dist/backends/native.js';
+import { loadEngineTesting } from './lib/common.mjs';
 import { Distiller } from '../dist/distill/distiller.js';
 import { syntheticTile } from '../dist/distill/tiles.js';
 
@@ -31,7 +32,7 @@ const { values: opt } = parseArgs({
     models: { type: 'string', default: '/tmp/g2l-fp8-models' },
   },
 });
-const addon = loadEngineAddon();
+const testing = loadEngineTesting(nativeModule);
 
 let n = 0;
 let failed = 0;
@@ -89,8 +90,8 @@ for (const [rows, cols, seed] of [
   const x = matrix(rows, cols, seed);
   if (rows > 8) x.data.fill(0, 3 * cols, 4 * cols); // an all-zero row
   try {
-    const k = await addon.fp8QuantizeRows(x, { device: opt.device, mode: 'cuda' });
-    const a = await addon.fp8QuantizeRows(x, { device: opt.device, mode: 'aten' });
+    const k = await testing.fp8QuantizeRows(x, { device: opt.device, mode: 'cuda' });
+    const a = await testing.fp8QuantizeRows(x, { device: opt.device, mode: 'aten' });
     let codeDiff = 0,
       scaleDiff = 0;
     for (let i = 0; i < k.codes.data.length; i++) if (k.codes.data[i] !== a.codes.data[i]) codeDiff += 1;
@@ -117,8 +118,8 @@ for (const [m, k, nOut] of [
   const b = matrix(1, nOut, 13, () => 0.1);
   b.shape = [nOut];
   try {
-    const fast = await addon.fp8Linear(x, w, b, { device: opt.device });
-    const emu = await addon.fp8Linear(x, w, b, { device: opt.device, emulate: true });
+    const fast = await testing.fp8Linear(x, w, b, { device: opt.device });
+    const emu = await testing.fp8Linear(x, w, b, { device: opt.device, emulate: true });
     const cos = Math.min(...cosines(fast.data, emu.data, nOut));
     const rel = relNorm(fast.data, emu.data);
     ok(
@@ -151,8 +152,8 @@ for (const [m, k, nOut] of [
     b = matrix(1, 1536, 13, () => 0.1);
   b.shape = [1536];
   try {
-    const fast = await addon.fp8Linear(x, w, b, { device: opt.device, fastAccum: true });
-    const emu = await addon.fp8Linear(x, w, b, { device: opt.device, emulate: true });
+    const fast = await testing.fp8Linear(x, w, b, { device: opt.device, fastAccum: true });
+    const emu = await testing.fp8Linear(x, w, b, { device: opt.device, emulate: true });
     ok(
       Math.min(...cosines(fast.data, emu.data, 1536)) > 0.999,
       `fastAccum: _scaled_mm vs emulation rel. norm ${relNorm(fast.data, emu.data).toExponential(2)}`,

@@ -493,6 +493,8 @@ function stepEngine() {
       `--CDG2L_CUDA_ARCHITECTURES=${archs}`,
       `--CDNODE_ADDON_API_DIR=${headers.addonApi}`,
       '--CDCMAKE_BUILD_TYPE=Release',
+      // g2l_engine_testing.node (native/addon/testing.cpp) serves the repository's tests and benchmarks only.
+      `--CDG2L_TESTING=${packageMode ? 'OFF' : 'ON'}`,
     ];
     run('engine', process.execPath, [
       path.join(cmakeJsDir, 'bin', 'cmake-js'),
@@ -509,6 +511,10 @@ function stepEngine() {
     result = `built ${addon}`;
   }
   if (!existsSync(addon)) throw new SetupError(`engine: the build finished but ${addon} is missing`);
+  const testing = path.join(engineBuild, 'Release', 'g2l_engine_testing.node');
+  if (!packageMode && !existsSync(testing)) {
+    throw new SetupError(`engine: the build finished but ${testing} (the tests' module) is missing`);
+  }
   const cache = readFileSync(path.join(engineBuild, 'CMakeCache.txt'), 'utf8');
   const withCuda = /G2L_ENGINE_CUDA:INTERNAL=ON/.test(cache);
   if (packageMode && result !== 'up to date') {

@@ -2,11 +2,24 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import os from 'node:os';
+import { createRequire } from 'node:module';
 import { createInterface } from 'node:readline';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/**
+ * The engine's test and measurement entries (native/engine/include/g2l/testing.h: evalMatmulRate, fp8Linear, ...),
+ * the module g2l_engine_testing.node the repository's set-up builds beside the production addon (the typed loader of
+ * the tests is test/helpers/engine-testing.ts). `native` is dist/backends/native.js.
+ */
+export function loadEngineTesting(native) {
+  native.loadEngineAddon(); // first: it sets up OpenMP
+  const file = path.join(path.dirname(native.enginePath()), 'g2l_engine_testing.node');
+  if (!existsSync(file)) throw new Error(`${file} does not exist: run npm run setup in the repository`);
+  return createRequire(import.meta.url)(file);
+}
 
 /** Deterministic tissue-like uint8 tiles (B,S,S,3). */
 export function makeTiles(B, S, seed) {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { PACKAGE_ROOT, SETUP_COMMAND, nativeBuildRoots } from '../version.js';
 import type { Backend, BackendInfo, Float32Tensor, Uint8Tensor } from './types.js';
 import type { AugmentConfig, AugmentedBatch, AugmentOptions, Normalization, TeacherDtype } from './types.js';
-import type { FloatTensor, LogSumLossOptions, LogSumLossResult, StudentDrop } from './types.js';
+import type { FloatTensor, LogSumLossOptions, LogSumLossResult } from './types.js';
 import type { NativeDistillerConstructor } from '../distill/native-types.js';
 import type {
   EmbedInput,
@@ -25,14 +25,7 @@ import type {
 } from './types.js';
 import type { Float64Tensor, LogisticModel, LogisticOptions, Tensor, TopK, TopKOptions } from './types.js';
 import { UserError } from '../errors.js';
-import {
-  nativeModelSpec,
-  resolveVitSpec,
-  studentRegularization,
-  type NativeModelSpec,
-  type Regularization,
-  type VitSpec,
-} from '../models/spec.js';
+import { nativeModelSpec, resolveVitSpec, type NativeModelSpec } from '../models/spec.js';
 import { exitAtOnceWhileBusy, type ExitIfBusy } from '../util/exit.js';
 
 /** The functions the addon exports (native/addon). */
@@ -72,15 +65,6 @@ export interface EngineAddon extends ExitIfBusy {
   ): Promise<AugmentedBatch>;
   allocTileBuffer(bytes: number, pinned: boolean): Uint8Array;
   // Distillation (native/addon/distill.cpp)
-  /** The engine's own C++ defaults, for the test that holds them equal to lib/defaults.ts. */
-  methodDefaults(): {
-    optimizer: Record<string, number>;
-    loss: { alpha: number; reduction: string; bnEps: number; teacherBn: boolean; sync: string };
-    augment: Record<string, number | boolean>;
-    /** g2l::KernelOptions and DistillerConfig::teacher_fp8_layers. */
-    kernels: Record<string, number | boolean | string>;
-    teacherFp8Layers: string[];
-  };
   logSumLoss(
     zs: FloatTensor,
     zt: FloatTensor,
@@ -105,26 +89,8 @@ export interface EngineAddon extends ExitIfBusy {
   describeModel(spec: NativeModelSpec): Promise<NativeModelInfo>;
   modelInfo(handle: NativeModelRef): NativeModelInfo;
   modelEmbed(handle: NativeModelRef, images: EmbedInput): Promise<Float32Tensor>;
-  /** A training-mode forward (dropout and drop path as in a distillation step; native/engine Model::embed_train). */
-  modelEmbedTrain(
-    handle: NativeModelRef,
-    images: Float32Tensor,
-    seed: number,
-    drop: Regularization,
-  ): Promise<Float32Tensor>;
   modelExport(handle: NativeModelRef, folder: string): Promise<void>;
   modelDispose(handle: NativeModelRef): Promise<void>;
-  runOptimizer(
-    names: string[],
-    params: Float32Tensor[],
-    gradsPerStep: Float32Tensor[][],
-    config: object,
-  ): Promise<{
-    params: Float32Tensor[][];
-    lr: number[];
-    weightDecay: number[];
-    gradNorm: number[];
-  }>;
   Distiller: NativeDistillerConstructor;
   // Evaluation (native/addon/eval.cpp); groups and labels as Float64Array of integers
   evalCosineTopK(
@@ -154,8 +120,6 @@ export interface EngineAddon extends ExitIfBusy {
   }>;
   evalLinearCka(x: Float32Tensor, y: Float32Tensor, device: string): Promise<{ linear: number; debiased: number }>;
   evalRbfCka(x: Float32Tensor, y: Float32Tensor, device: string): Promise<number>;
-  /** Multiply-adds per second of one f32 product [m,k]·[n,k]ᵀ on `device`, best of `reps` (benchmarks/eval.mjs). */
-  evalMatmulRate(m: number, n: number, k: number, device: string, reps: number): Promise<number>;
 }
 
 /** An engine model (an N-API External); only the addon reads it. */
@@ -463,7 +427,7 @@ export class NativeBackend implements Backend {
     const ref = await userErrors(
       this.addon.loadModel(nativeModelSpec(spec), options.device ?? 'cpu', options.dtype ?? 'fp32'),
     );
-    return new NativeModel(this.addon, ref, spec);
+    return new NativeModel(this.addon, ref);
   }
 
   async createModel(source: ModelSource, options: ModelLoadOptions & { seed?: number } = {}): Promise<ModelHandle> {
@@ -476,7 +440,7 @@ export class NativeBackend implements Backend {
         options.seed ?? 0,
       ),
     );
-    return new NativeModel(this.addon, ref, spec);
+    return new NativeModel(this.addon, ref);
   }
 }
 
@@ -496,7 +460,6 @@ export class NativeModel implements ModelHandle {
   constructor(
     private readonly addon: EngineAddon,
     ref: NativeModelRef,
-    private readonly spec: VitSpec,
   ) {
     this.ref = ref;
     this.info = addon.modelInfo(ref) as ModelInfo;
@@ -509,15 +472,6 @@ export class NativeModel implements ModelHandle {
 
   embed(images: EmbedInput): Promise<Float32Tensor> {
     return this.addon.modelEmbed(this.handle('embed'), images);
-  }
-
-  /**
-   * float32 (N,3,H,W) normalised -> (N,D) in training mode: the student's dropout and drop path at its config.json's
-   * rates replaced by `drop`, masks from `seed` (for tests and diagnostics; embed() never drops).
-   */
-  async embedTrain(images: Float32Tensor, seed: number, drop: StudentDrop = {}): Promise<Float32Tensor> {
-    const rates = studentRegularization(this.spec, drop);
-    return userErrors(this.addon.modelEmbedTrain(this.handle('embedTrain'), images, seed, rates));
   }
 
   exportTo(folder: string): Promise<void> {

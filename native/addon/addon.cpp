@@ -61,7 +61,6 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_models(env, exports);
   register_distill(env, exports);
   register_augment(env, exports);
-  register_dist(env, exports);
   register_mil(env, exports);
   register_eval(env, exports);
   return exports;

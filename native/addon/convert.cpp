@@ -229,4 +229,88 @@ ModelSpec model_spec_from_js(const Napi::Value& value, const std::string& what) 
   return s;
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Positional arguments
+// ---------------------------------------------------------------------------------------------------------------
+
+int64_t int_arg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (info.Length() <= i || !info[i].IsNumber())
+    throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a number");
+  return info[i].As<Napi::Number>().Int64Value();
+}
+
+std::string device_at(const Napi::CallbackInfo& info, size_t i) {
+  return info.Length() > i && !info[i].IsUndefined() ? string_from_js(info[i], "device") : "cpu";
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Distillation options: a missing or undefined key keeps the engine's default; a wrong type is a TypeError naming it.
+// ---------------------------------------------------------------------------------------------------------------
+
+Napi::Object object_arg(const Napi::Value& v, const std::string& what) {
+  if (v.IsUndefined()) return Napi::Object::New(v.Env());
+  if (!v.IsObject()) throw Napi::TypeError::New(v.Env(), what + " must be an object");
+  return v.As<Napi::Object>();
+}
+
+LossOptions loss_options_from_js(const Napi::Object& o) {
+  LossOptions opts;
+  read_number(o, "alpha", opts.alpha, "loss");
+  read_string(o, "reduction", opts.reduction, "loss");
+  read_number(o, "bnEps", opts.bn_eps, "loss");
+  read_bool(o, "teacherBn", opts.teacher_bn, "loss");
+  read_string(o, "sync", opts.sync, "loss");
+  return opts;
+}
+
+OptimizerConfig optimizer_config_from_js(const Napi::Object& o) {
+  OptimizerConfig c;
+  read_number(o, "lr", c.lr, "optimizer");
+  read_number(o, "finalLr", c.final_lr, "optimizer");
+  read_number(o, "weightDecay", c.weight_decay, "optimizer");
+  read_number(o, "finalWeightDecay", c.final_weight_decay, "optimizer");
+  read_int(o, "warmupSteps", c.warmup_steps, "optimizer");
+  read_int(o, "totalSteps", c.total_steps, "optimizer");
+  read_number(o, "beta1", c.beta1, "optimizer");
+  read_number(o, "beta2", c.beta2, "optimizer");
+  read_number(o, "eps", c.eps, "optimizer");
+  read_number(o, "clipGradNorm", c.clip_grad_norm, "optimizer");
+  return c;
+}
+
+// { packQkv, fusedNorm, fusedSwiglu, fusedAdamw, sdpa, fp8Quant, fp8FastAccum } -> KernelOptions (g2l/kernels.h);
+// the engine validates the string choices.
+KernelOptions kernel_options_from_js(const Napi::Object& o) {
+  KernelOptions k;
+  read_bool(o, "packQkv", k.packed_qkv, "kernels");
+  read_bool(o, "fusedNorm", k.fused_norm, "kernels");
+  read_bool(o, "fusedSwiglu", k.fused_swiglu, "kernels");
+  read_string(o, "fusedAdamw", k.fused_adamw, "kernels");
+  read_string(o, "sdpa", k.sdpa, "kernels");
+  read_string(o, "fp8Quant", k.fp8_quant, "kernels");
+  read_bool(o, "fp8FastAccum", k.fp8_fast_accum, "kernels");
+  return k;
+}
+
+Napi::Object kernel_options_to_js(Napi::Env env, const KernelOptions& k) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("packQkv", k.packed_qkv);
+  o.Set("fusedNorm", k.fused_norm);
+  o.Set("fusedSwiglu", k.fused_swiglu);
+  o.Set("fusedAdamw", k.fused_adamw);
+  o.Set("sdpa", k.sdpa);
+  o.Set("fp8Quant", k.fp8_quant);
+  o.Set("fp8FastAccum", k.fp8_fast_accum);
+  return o;
+}
+
+std::vector<std::string> strings_from_js(const Napi::Value& v, const std::string& what) {
+  if (!v.IsArray()) throw Napi::TypeError::New(v.Env(), what + " must be an array of strings");
+  Napi::Array a = v.As<Napi::Array>();
+  std::vector<std::string> out;
+  for (uint32_t i = 0; i < a.Length(); ++i)
+    out.push_back(string_from_js(a.Get(i), what + "[" + std::to_string(i) + "]"));
+  return out;
+}
+
 }  // namespace g2l::addon

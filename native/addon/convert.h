@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "g2l/augment.h"
+#include "g2l/distill.h"
 #include "g2l/engine.h"
 #include "g2l/models.h"
 
@@ -44,5 +45,20 @@ Regularization regularization_from_js(const Napi::Object& o, const std::string& 
 /** A resolved model spec (lib/models/spec.ts NativeModelSpec: VitSpec + configJson + preprocessorJson), every field
  *  required. */
 ModelSpec model_spec_from_js(const Napi::Value& value, const std::string& what);
+
+// Positional arguments: an integer (TypeError naming `what` otherwise); the device string, "cpu" when absent.
+int64_t int_arg(const Napi::CallbackInfo& info, size_t i, const char* what);
+std::string device_at(const Napi::CallbackInfo& info, size_t i);
+
+/** An options object: undefined reads as {}, anything else but an object is a TypeError naming `what`. */
+Napi::Object object_arg(const Napi::Value& v, const std::string& what);
+std::vector<std::string> strings_from_js(const Napi::Value& v, const std::string& what);
+
+// The distillation options (lib/distill/native-types.ts); unset keys keep the engine's values.
+LossOptions loss_options_from_js(const Napi::Object& o);
+OptimizerConfig optimizer_config_from_js(const Napi::Object& o);
+/** { packQkv, fusedNorm, fusedSwiglu, fusedAdamw, sdpa, fp8Quant, fp8FastAccum } <-> KernelOptions (g2l/kernels.h). */
+KernelOptions kernel_options_from_js(const Napi::Object& o);
+Napi::Object kernel_options_to_js(Napi::Env env, const KernelOptions& k);
 
 }  // namespace g2l::addon

@@ -1,5 +1,5 @@
-// Data parallelism in the addon: reading a DistConfig from JS (for Distiller.create's `dist` key) and the dist
-// functions registered in dist.cpp. Converts only; the engine does the work (g2l/dist.h).
+// Data parallelism in the addon: reading a DistConfig from JS (for Distiller.create's `dist` key). Converts only; the
+// engine does the work (g2l/dist.h).
 #pragma once
 
 #include <napi.h>

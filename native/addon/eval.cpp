@@ -6,7 +6,6 @@
 //       -> Promise<{ W, b, iterations, converged, gradMax, loss }>
 //   evalLinearCka(x, y, device) -> Promise<{ linear, debiased }>
 //   evalRbfCka(x, y, device)    -> Promise<number>
-//   evalMatmulRate(m, n, k, device, reps) -> Promise<number>   multiply-adds per second (benchmarks)
 // Tensors are { data, shape }; pass the same object as query and base to search a set against itself. Groups and
 // labels are Float64Array or BigInt64Array of integers.
 #include <napi.h>
@@ -24,12 +23,6 @@ Napi::Object options_arg(const Napi::CallbackInfo& info, size_t i, const char* w
   if (info.Length() <= i || !info[i].IsObject())
     throw Napi::TypeError::New(info.Env(), std::string(what) + " must be an options object");
   return info[i].As<Napi::Object>();
-}
-
-int64_t int_arg(const Napi::CallbackInfo& info, size_t i, const char* what) {
-  if (info.Length() <= i || !info[i].IsNumber())
-    throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a number");
-  return info[i].As<Napi::Number>().Int64Value();
 }
 
 Napi::Value CosineTopK(const Napi::CallbackInfo& info) {
@@ -86,10 +79,6 @@ Napi::Value FitLogistic(const Napi::CallbackInfo& info) {
       {info[0], info[1]});
 }
 
-std::string device_at(const Napi::CallbackInfo& info, size_t i) {
-  return info.Length() > i && !info[i].IsUndefined() ? string_from_js(info[i], "device") : "cpu";
-}
-
 Napi::Value LinearCkaJs(const Napi::CallbackInfo& info) {
   HostTensor x = tensor_from_js(info[0], "x"), y = tensor_from_js(info[1], "y");
   const std::string device = device_at(info, 2);
@@ -112,15 +101,6 @@ Napi::Value RbfCkaJs(const Napi::CallbackInfo& info) {
       [](Napi::Env e, double& r) -> Napi::Value { return Napi::Number::New(e, r); }, {info[0], info[1]});
 }
 
-Napi::Value MatmulRate(const Napi::CallbackInfo& info) {
-  const int64_t m = int_arg(info, 0, "m"), n = int_arg(info, 1, "n"), k = int_arg(info, 2, "k");
-  const std::string device = device_at(info, 3);
-  const int64_t reps = info.Length() > 4 && !info[4].IsUndefined() ? int_arg(info, 4, "reps") : 3;
-  return run_async<double>(
-      info.Env(), [=] { return matmul_rate(m, n, k, device, reps); },
-      [](Napi::Env e, double& r) -> Napi::Value { return Napi::Number::New(e, r); });
-}
-
 }  // namespace
 
 void register_eval(Napi::Env env, Napi::Object exports) {
@@ -128,7 +108,6 @@ void register_eval(Napi::Env env, Napi::Object exports) {
   exports.Set("evalFitLogistic", Napi::Function::New(env, FitLogistic, "evalFitLogistic"));
   exports.Set("evalLinearCka", Napi::Function::New(env, LinearCkaJs, "evalLinearCka"));
   exports.Set("evalRbfCka", Napi::Function::New(env, RbfCkaJs, "evalRbfCka"));
-  exports.Set("evalMatmulRate", Napi::Function::New(env, MatmulRate, "evalMatmulRate"));
 }
 
 }  // namespace g2l::addon

@@ -9,7 +9,6 @@ namespace g2l::addon {
 void register_models(Napi::Env env, Napi::Object exports);   // models.cpp: load, embed, dispose
 void register_distill(Napi::Env env, Napi::Object exports);  // distill.cpp: logSumLoss, Distiller
 void register_augment(Napi::Env env, Napi::Object exports);  // augment.cpp: the fused tile augmentation
-void register_dist(Napi::Env env, Napi::Object exports);     // dist.cpp: data parallelism (all-reduce timing)
 void register_mil(Napi::Env env, Napi::Object exports);      // mil.cpp: ABMIL for slide-level tasks
 void register_eval(Napi::Env env, Napi::Object exports);     // eval.cpp: kNN search and the linear probe
 

@@ -117,24 +117,6 @@ Napi::Value ModelEmbedJs(const Napi::CallbackInfo& info) {
       [](Napi::Env env, HostTensor& out) -> Napi::Value { return tensor_to_js(env, out); }, {info[1]});
 }
 
-// modelEmbedTrain(handle, images float32 (N,3,H,W), seed, drop { dropPath, attnDrop, ... }) -> (N,D): a
-// training-mode forward (Model::embed_train) at the rates given (resolved in lib/models/spec.ts), for tests of the
-// dropout and drop path.
-Napi::Value ModelEmbedTrainJs(const Napi::CallbackInfo& info) {
-  ModelRef model = handle_from_js(info[0]);
-  HostTensor images = tensor_from_js(info[1], "images");
-  const double seed = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : 0;
-  if (!(seed >= 0)) throw Napi::RangeError::New(info.Env(), "modelEmbedTrain: seed must be a non-negative number");
-  if (info.Length() <= 3 || !info[3].IsObject()) {
-    throw Napi::TypeError::New(info.Env(),
-                               "modelEmbedTrain: drop must be the resolved rates { dropPath, attnDrop, ... }");
-  }
-  const Regularization drop = regularization_from_js(info[3].As<Napi::Object>(), "drop");
-  return run_async<HostTensor>(
-      info.Env(), [=] { return model->embed_train(images, static_cast<uint64_t>(seed), drop); },
-      [](Napi::Env env, HostTensor& out) -> Napi::Value { return tensor_to_js(env, out); }, {info[1]});
-}
-
 Napi::Value ModelExportJs(const Napi::CallbackInfo& info) {
   ModelRef model = handle_from_js(info[0]);
   std::string folder = string_from_js(info[1], "folder");
@@ -167,7 +149,6 @@ void register_models(Napi::Env env, Napi::Object exports) {
   exports.Set("describeModel", Napi::Function::New(env, DescribeModelJs, "describeModel"));
   exports.Set("modelInfo", Napi::Function::New(env, ModelInfoJs, "modelInfo"));
   exports.Set("modelEmbed", Napi::Function::New(env, ModelEmbedJs, "modelEmbed"));
-  exports.Set("modelEmbedTrain", Napi::Function::New(env, ModelEmbedTrainJs, "modelEmbedTrain"));
   exports.Set("modelExport", Napi::Function::New(env, ModelExportJs, "modelExport"));
   exports.Set("modelDispose", Napi::Function::New(env, ModelDisposeJs, "modelDispose"));
 }

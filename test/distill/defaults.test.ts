@@ -2,7 +2,7 @@
 // theirs from it, the native engine receives every value resolved, and the engine's own C++ defaults (for C++
 // callers: g2l/distill.h, g2l/augment.h) are held equal to it here.
 import t from 'tap';
-import { loadEngineAddon } from '../../lib/backends/index.js';
+import { loadEngineTesting } from '../helpers/engine-testing.js';
 import { DEFAULT_AUGMENT_CONFIG } from '../../lib/backends/types.js';
 import {
   AUGMENT_DEFAULTS,
@@ -17,7 +17,7 @@ import { RUN_DEFAULTS } from '../../lib/distill/config.js';
 import { DISTILL_DEFAULTS, toBackendConfig } from '../../lib/distill/distiller.js';
 
 t.test("the engine's C++ defaults equal lib/defaults.ts", async (t) => {
-  const engine = loadEngineAddon().methodDefaults();
+  const engine = loadEngineTesting().methodDefaults();
   t.same(engine.optimizer, OPTIMIZER_DEFAULTS, 'AdamW and schedules (g2l::OptimizerConfig)');
   t.same(engine.loss, LOSS_DEFAULTS, 'log-sum loss and BatchNorm (g2l::LossOptions)');
   t.same(engine.augment, AUGMENT_DEFAULTS, 'augmentation (g2l::AugmentConfig)');

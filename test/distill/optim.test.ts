@@ -4,7 +4,7 @@ import t from 'tap';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadEngineAddon } from '../../lib/backends/index.js';
+import { loadEngineTesting } from '../helpers/engine-testing.js';
 
 const FIXTURES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'distill');
 
@@ -36,7 +36,7 @@ for (const [name, fused] of [
     `AdamW "${name}" (fusedAdamw ${fused}: ${fused === 'on' ? 'fused kernel' : 'foreach'}) matches torch.optim.AdamW to 1e-6`,
     async (t) => {
       const fx: AdamwFixture = JSON.parse(readFileSync(path.join(FIXTURES, `adamw-${name}.json`), 'utf8'));
-      const addon = loadEngineAddon();
+      const addon = loadEngineTesting();
       const params = fx.initial.map((d, i) => ({ data: Float32Array.from(d), shape: fx.shapes[i] }));
       const grads = fx.grads.map((step) => step.map((d, i) => ({ data: Float32Array.from(d), shape: fx.shapes[i] })));
       const r = await addon.runOptimizer(fx.names, params, grads, { ...fx.config, fusedAdamw: fused });
@@ -65,13 +65,13 @@ for (const [name, fused] of [
 t.test('fusedAdamw takes auto, on or off', async (t) => {
   const zero = () => ({ data: new Float32Array(4), shape: [2, 2] });
   await t.rejects(
-    loadEngineAddon().runOptimizer(['w.weight'], [zero()], [[zero()]], { totalSteps: 1, fusedAdamw: '1' }),
+    loadEngineTesting().runOptimizer(['w.weight'], [zero()], [[zero()]], { totalSteps: 1, fusedAdamw: '1' }),
     /fusedAdamw must be auto, on or off, got '1'/,
   );
 });
 
 t.test('the schedule reaches its final values and the warm-up is linear', async (t) => {
-  const addon = loadEngineAddon();
+  const addon = loadEngineTesting();
   const shape = [2, 2];
   const steps = 10;
   const zero = () => ({ data: new Float32Array(4), shape });

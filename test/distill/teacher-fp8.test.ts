@@ -7,6 +7,7 @@ import path from 'node:path';
 import { Distiller, type DistillerConfig } from '../../lib/distill/distiller.js';
 import { toEngineConfig } from '../../lib/distill/native-types.js';
 import { NativeBackend, loadEngineAddon } from '../../lib/backends/index.js';
+import { loadEngineTesting } from '../helpers/engine-testing.js';
 import { resolveConfig, readConfigFile, upgradeSavedConfig } from '../../lib/distill/config.js';
 import { runDistill } from '../../lib/distill/run.js';
 import { syntheticTile } from '../../lib/distill/tiles.js';
@@ -21,14 +22,7 @@ interface T2 {
   data: Float32Array;
   shape: number[];
 }
-interface Fp8Addon {
-  fp8QuantizeRows(
-    x: T2,
-    o: { device?: string; mode?: string },
-  ): Promise<{ codes: { data: Uint8Array; shape: number[] }; scales: T2; dequantized: T2 }>;
-  fp8Linear(x: T2, w: T2, b: T2, o: { device?: string; emulate?: boolean }): Promise<T2>;
-}
-const addon = loadEngineAddon() as unknown as Fp8Addon;
+const addon = loadEngineTesting();
 
 /** A deterministic normal-ish matrix with rows of very different scales (activations span decades). */
 function matrix(rows: number, cols: number, seed: number, rowScale = (r: number) => 10 ** ((r % 7) - 3)): T2 {

@@ -1,5 +1,6 @@
 // The student's training-only dropout and drop path on the native engine (native/engine/models/vit.cpp, model.h
-// Regularization), through Model::embed_train (the forward a distillation step runs for the student):
+// Regularization), through the test entry embed_train (g2l/testing.h; the forward a distillation step runs for the
+// student):
 //   - under the same masks as timm / transformers: one rate at 1 (deterministic masks) against the train-mode outputs
 //     the libraries computed (tools/make_drop_fixtures.py -> test/fixtures/models/drop.json), rates given as
 //     overrides and read from a config.json;
@@ -11,10 +12,10 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:f
 import os from 'node:os';
 import path from 'node:path';
 import t, { type Test } from 'tap';
-import type { NativeModel } from '../../lib/backends/native.js';
 import type { Float32Tensor, StudentDrop } from '../../lib/backends/types.js';
 import { loadJsModel } from '../../lib/backends/js/model.js';
 import { caseInput, FIXTURES, modelFolder, nativeBackend, relativeError } from './helpers.js';
+import { embedTrain } from '../helpers/engine-testing.js';
 
 const TOLERANCE = 1e-4;
 const backend = nativeBackend();
@@ -24,8 +25,20 @@ const drop = JSON.parse(readFileSync(path.join(FIXTURES, 'drop.json'), 'utf8')) 
 };
 const input = caseInput(drop.input) as Float32Tensor;
 
-async function load(folder: string): Promise<NativeModel> {
-  return (await backend.loadModel({ folder }, { device: 'cpu', dtype: 'fp32' })) as NativeModel;
+interface DropModel {
+  embed(images: Float32Tensor): Promise<Float32Tensor>;
+  /** The test module's training-mode forward of the same folder (test/helpers/engine-testing.ts). */
+  embedTrain(images: Float32Tensor, seed: number, drop: StudentDrop): Promise<Float32Tensor>;
+  dispose(): Promise<void>;
+}
+
+async function load(folder: string): Promise<DropModel> {
+  const model = await backend.loadModel({ folder }, { device: 'cpu', dtype: 'fp32' });
+  return {
+    embed: (images) => model.embed(images),
+    embedTrain: (images, seed, rates) => embedTrain(folder, images, seed, rates),
+    dispose: () => model.dispose(),
+  };
 }
 
 function tmp(t: Test): string {

@@ -5,17 +5,9 @@
 // 1536, 2048), a tiny one (32) and row counts that leave partial blocks.
 import t, { type Test } from 'tap';
 import { NativeBackend, loadEngineAddon } from '../../lib/backends/index.js';
+import { loadEngineTesting } from '../helpers/engine-testing.js';
 
-interface CheckAddon {
-  fusedNormCheck(o: {
-    device?: string;
-    rows?: number;
-    d?: number;
-    dtype?: string;
-    seed?: number;
-  }): Promise<Record<string, number>>;
-}
-const addon = loadEngineAddon() as unknown as CheckAddon;
+const addon = loadEngineTesting();
 
 // Bounds, relative (norm of the difference over norm of the reference). Results rounded to 16 bits may differ by one
 // unit in the last place where the two float32 computations straddle a rounding boundary (bfloat16: 2^-8 relative);

@@ -3,7 +3,7 @@
 import t from 'tap';
 import path from 'node:path';
 import { getBackend } from '../../lib/backends/index.js';
-import { allReduceTiming, HIBOU_L_GRADIENT_BYTES, worldOfOneLosses } from '../../lib/parallel/check.js';
+import { allReduceTiming, HIBOU_L_GRADIENT_BYTES, worldOfOneLosses } from '../helpers/world-of-one.js';
 import { ROOT } from '../helpers/cli.js';
 
 const TEACHER = path.join(ROOT, 'test/fixtures/models/timm_giant_reg4_swiglu');

@@ -271,32 +271,6 @@ DistInfo dist_info(const DistContext& context) {
   return info;
 }
 
-AllReduceTiming time_all_reduce(DistContext& context, int64_t bytes, int repeats) {
-  if (bytes < 4 || repeats < 1) throw Error("time_all_reduce: need bytes >= 4 and repeats >= 1");
-  return with_torch_errors([&] {
-    at::Tensor flat = at::ones({bytes / 4}, at::TensorOptions().dtype(at::kFloat).device(context.device()));
-    auto sync = [&] {
-      if (flat.is_cuda()) flat.sum().item<float>();  // the all-reduce is queued on the device: wait for it
-    };
-    context.all_reduce_sum_({flat});  // warm-up: connects the communicators
-    sync();
-    std::vector<double> ms;
-    for (int i = 0; i < repeats; ++i) {
-      auto t0 = std::chrono::steady_clock::now();
-      context.all_reduce_sum_({flat});
-      sync();
-      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-    }
-    std::sort(ms.begin(), ms.end());
-    AllReduceTiming t;
-    t.bytes = (bytes / 4) * 4;
-    t.median_ms = ms[ms.size() / 2];
-    const double n = context.world_size();
-    t.bus_gbps = t.median_ms > 0 ? 2.0 * (n - 1.0) / std::max(n, 1.0) * t.bytes / (t.median_ms * 1e6) : 0.0;
-    return t;
-  });
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // GradientSync
 // ---------------------------------------------------------------------------------------------------------------

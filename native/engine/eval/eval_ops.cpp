@@ -587,24 +587,4 @@ double rbf_cka(const HostTensor& xh, const HostTensor& yh, const std::string& de
   });
 }
 
-double matmul_rate(int64_t m, int64_t n, int64_t k, const std::string& device, int64_t reps) {
-  return with_torch_errors([&] {
-    at::NoGradGuard no_grad;
-    const at::Device dev = parse_device(device);
-    at::Tensor A = at::randn({m, k}, at::TensorOptions().dtype(at::kFloat).device(dev));
-    at::Tensor B = at::randn({n, k}, at::TensorOptions().dtype(at::kFloat).device(dev));
-    at::Tensor Cm = at::empty({m, n}, A.options());
-    at::mm_out(Cm, A, B.t());
-    (void)Cm[0][0].item<float>();  // warm-up, and a device sync
-    double best = std::numeric_limits<double>::infinity();
-    for (int64_t r = 0; r < std::max<int64_t>(1, reps); ++r) {
-      const auto t0 = std::chrono::steady_clock::now();
-      at::mm_out(Cm, A, B.t());
-      (void)Cm[m - 1][n - 1].item<float>();
-      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
-    return static_cast<double>(m) * n * k / best;
-  });
-}
-
 }  // namespace g2l

@@ -177,43 +177,4 @@ int64_t Fp8Linear::bytes() const {
   return n;
 }
 
-// ---------------------------------------------------------------------------------------------------------------
-// Test entries (g2l/distill.h)
-// ---------------------------------------------------------------------------------------------------------------
-Fp8QuantResult fp8_quantize_rows(const HostTensor& x, const std::string& device, const std::string& mode) {
-  return with_torch_errors([&] {
-    if (x.dtype != DType::F32 || x.shape.size() != 2) throw Error("fp8QuantizeRows: x must be float32 (rows, cols)");
-    at::Tensor t = view_as_aten(x).to(parse_device(device)).to(at::kBFloat16);
-    Fp8Rows q = quantize_rows_fp8(t, mode);
-    Fp8QuantResult r;
-    r.codes = to_host(q.codes.view(at::kByte).to(at::kCPU));
-    r.scales = to_host(q.scales.view({-1}).to(at::kCPU));
-    r.dequantized = to_host(dequantize_rows_fp8(q).to(at::kCPU));
-    return r;
-  });
-}
-
-HostTensor fp8_linear(const HostTensor& x, const HostTensor& weight, const HostTensor& bias, const std::string& device,
-                      bool emulate, bool fast_accum) {
-  return with_torch_errors([&] {
-    for (const HostTensor* t : {&x, &weight, &bias}) {
-      if (t->dtype != DType::F32) throw Error("fp8Linear: x, weight and bias must be float32");
-    }
-    at::Device dev = parse_device(device);
-    if (!emulate) {
-      const std::string why = fp8_unsupported_reason(dev);
-      if (!why.empty())
-        throw Error("fp8Linear: " + why +
-                    ": _scaled_mm needs a CUDA GPU with FP8 tensor cores (compute capability 8.9+); pass emulate");
-    }
-    c10::InferenceMode inference;
-    auto bf16 = [&](const HostTensor& t) { return view_as_aten(t).to(dev).to(at::kBFloat16); };
-    Fp8Options options;
-    options.emulate = emulate;
-    options.fast_accum = fast_accum;
-    Fp8Linear f = Fp8Linear::from_weight(bf16(weight), bf16(bias), options);
-    return to_host(f.forward(bf16(x)).to(at::kCPU, at::kFloat).contiguous());
-  });
-}
-
 }  // namespace g2l

@@ -263,12 +263,6 @@ void export_model(const LoadedModel& model, const std::string& folder) {
 // ---------------------------------------------------------------------------------------------------------------
 // The handle of g2l/models.h
 // ---------------------------------------------------------------------------------------------------------------
-struct Model::Impl {
-  LoadedModel model;
-  at::Device device{at::kCPU};
-  at::ScalarType dtype = at::kFloat;
-};
-
 Model::Model(std::unique_ptr<Impl> impl, ModelInfo info) : impl_(std::move(impl)), info_(std::move(info)) {}
 Model::~Model() = default;
 
@@ -345,33 +339,6 @@ HostTensor Model::embed(const HostTensor& images) const {
                   dtype_name(images.dtype));
     }
     return to_host(impl_->model.forward(x.to(impl_->dtype)).to(at::kFloat));
-  });
-}
-
-HostTensor Model::embed_train(const HostTensor& images, uint64_t seed, const Regularization& drop) const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return with_torch_errors([&] {
-    if (!impl_) throw Error("embed_train: the model has been disposed");
-    if (images.dtype != DType::F32 || images.shape.size() != 4 || images.shape[1] != 3) {
-      throw Error("embed_train: images must be float32 (N,3,H,W), normalised, got " + shape_str(images.shape));
-    }
-    auto vit = std::dynamic_pointer_cast<VisionTransformerImpl>(impl_->model.module);
-    if (!vit) throw Error("internal: the model is not a VisionTransformer");
-    const Regularization saved = vit->spec().drop;
-    const Regularization& rates = drop;
-    at::NoGradGuard no_grad;
-    at::Tensor x = view_as_aten(images).to(impl_->device).to(impl_->dtype);
-    vit->set_regularization(rates);
-    at::Tensor z;
-    try {
-      VisionTransformerImpl::DropScope scope(*vit, seed);
-      z = impl_->model.forward(x);
-    } catch (...) {
-      vit->set_regularization(saved);
-      throw;
-    }
-    vit->set_regularization(saved);
-    return to_host(z.to(at::kFloat).contiguous());
   });
 }
 

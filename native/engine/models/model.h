@@ -59,4 +59,11 @@ LoadedModel create_model(const ModelSpec& spec, at::Device device, at::ScalarTyp
  */
 void export_model(const LoadedModel& model, const std::string& folder);
 
+/** What the handle of g2l/models.h holds (model.cpp; the test entry embed_train of testing/entries.cpp reads it). */
+struct Model::Impl {
+  LoadedModel model;
+  at::Device device{at::kCPU};
+  at::ScalarType dtype = at::kFloat;
+};
+
 }  // namespace g2l

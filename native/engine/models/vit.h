@@ -93,7 +93,7 @@ class VisionTransformerImpl : public torch::nn::Module {
    private:
     VisionTransformerImpl& model_;
   };
-  /** Replaces the training-only rates (Model::embed_train). */
+  /** Replaces the training-only rates (embed_train, g2l/testing.h). */
   void set_regularization(const Regularization& drop) { spec_.drop = drop; }
 
   /**

@@ -167,43 +167,4 @@ void AdamW::load_state_dict(const std::map<std::string, at::Tensor>& state) {
   updates_ = it->second.item<int64_t>();
 }
 
-// ---------------------------------------------------------------------------------------------------------------
-// HostTensor entry point
-// ---------------------------------------------------------------------------------------------------------------
-
-OptimizerTrace run_optimizer(const std::vector<std::string>& names, const std::vector<HostTensor>& params,
-                             const std::vector<std::vector<HostTensor>>& grads, const OptimizerConfig& config,
-                             const std::string& fused_adamw) {
-  return with_torch_errors([&] {
-    if (names.size() != params.size()) throw Error("run_optimizer: names and params differ in length");
-    std::vector<std::pair<std::string, at::Tensor>> named;
-    for (size_t i = 0; i < params.size(); ++i) {
-      if (params[i].dtype != DType::F32) throw Error("run_optimizer: parameter '" + names[i] + "' must be float32");
-      named.emplace_back(names[i], view_as_aten(params[i]).clone().requires_grad_(true));
-    }
-    AdamW opt(named, config, fused_adamw);
-    OptimizerTrace trace;
-    for (size_t s = 0; s < grads.size(); ++s) {
-      if (grads[s].size() != params.size()) {
-        throw Error("run_optimizer: step " + std::to_string(s) + " has " + std::to_string(grads[s].size()) +
-                    " gradients for " + std::to_string(params.size()) + " parameters");
-      }
-      for (size_t i = 0; i < params.size(); ++i) {
-        at::Tensor g = view_as_aten(grads[s][i]).to(at::kFloat);
-        if (g.sizes() != named[i].second.sizes()) {
-          throw Error("run_optimizer: gradient of '" + names[i] + "' at step " + std::to_string(s) + " has shape " +
-                      c10::str(g.sizes()) + ", expected " + c10::str(named[i].second.sizes()));
-        }
-        named[i].second.mutable_grad() = g.clone();
-      }
-      trace.schedule.push_back(schedule_at(config, static_cast<int64_t>(s)));
-      trace.grad_norm.push_back(opt.step(static_cast<int64_t>(s)).item<double>());
-      std::vector<HostTensor> after;
-      for (auto& [key, p] : named) after.push_back(to_host(p.detach().clone()));
-      trace.params.push_back(std::move(after));
-    }
-    return trace;
-  });
-}
-
 }  // namespace g2l

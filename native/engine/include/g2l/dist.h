@@ -58,12 +58,4 @@ struct DistInfo {
 };
 DistInfo dist_info(const DistContext& context);
 
-/** What a collective costs here: the median wall time of `repeats` all-reduces of `bytes` float32 bytes. */
-struct AllReduceTiming {
-  int64_t bytes = 0;
-  double median_ms = 0.0;
-  double bus_gbps = 0.0;  // NCCL's "bus bandwidth": 2 (N-1)/N bytes / time
-};
-AllReduceTiming time_all_reduce(DistContext& context, int64_t bytes, int repeats);
-
 }  // namespace g2l

@@ -86,20 +86,6 @@ ScheduleValues schedule_at(const OptimizerConfig& config, int64_t step);
 /** Whether a checkpoint key takes weight decay: not biases, norms, LayerScale, tokens or position embeddings. */
 bool takes_weight_decay(const std::string& key, const std::vector<int64_t>& shape);
 
-struct OptimizerTrace {
-  std::vector<std::vector<HostTensor>> params;  // after each step, in the order given
-  std::vector<ScheduleValues> schedule;         // used at each step
-  std::vector<double> grad_norm;                // before clipping
-};
-
-/**
- * Runs the engine's AdamW on float32 parameters named by checkpoint keys, with grads[step][i] as the gradient of
- * parameter i at each step: the reference the tests hold against torch.optim.AdamW. fused_adamw: KernelOptions's.
- */
-OptimizerTrace run_optimizer(const std::vector<std::string>& names, const std::vector<HostTensor>& params,
-                             const std::vector<std::vector<HostTensor>>& grads, const OptimizerConfig& config,
-                             const std::string& fused_adamw = "auto");
-
 // ---------------------------------------------------------------------------------------------------------------
 // The Distiller: frozen teacher, trained student + projector, one step per batch of tiles
 // ---------------------------------------------------------------------------------------------------------------
@@ -215,41 +201,5 @@ class Distiller {
   virtual int64_t steps_taken() const = 0;
   virtual DistillerInfo info() const = 0;
 };
-
-// ---------------------------------------------------------------------------------------------------------------
-// FP8 test entries (the teacher's FP8 products, native/engine/kernels/quant.h): numerics checks on any device
-// ---------------------------------------------------------------------------------------------------------------
-
-struct Fp8QuantResult {
-  HostTensor codes;        // (M,K) uint8: the float8_e4m3fn bits
-  HostTensor scales;       // (M) float32
-  HostTensor dequantized;  // (M,K) float32: codes * scales
-};
-
-/**
- * x float32 (M,K), rounded to bfloat16 on `device` (what the teacher's activations are), then quantised per row.
- * mode "aten" (at:: ops), "cuda" (the fused kernel: a CUDA device in a CUDA build) or "auto" (as the teacher does).
- */
-Fp8QuantResult fp8_quantize_rows(const HostTensor& x, const std::string& device, const std::string& mode);
-
-/**
- * One FP8 Linear as the teacher runs it: x (M,K), weight (N,K), bias (N) float32 rounded to bfloat16 on `device`,
- * weight quantised per output row -> (M,N) float32. emulate: quantise -> dequantise -> float32 matmul (any device);
- * else _scaled_mm (CUDA, compute capability 8.9+; refused elsewhere), with use_fast_accum when fast_accum
- * (KernelOptions::fp8_fast_accum). N and K multiples of 16.
- */
-HostTensor fp8_linear(const HostTensor& x, const HostTensor& weight, const HostTensor& bias, const std::string& device,
-                      bool emulate, bool fast_accum = false);
-
-/**
- * The fused LayerNorm / LayerScale / residual + LayerNorm paths (native/engine/kernels/fused.h, kernels.fused_norm)
- * against the unfused ops they replace, on random (rows, d) inputs from `seed` on `device`, `dtype` ("bfloat16" or
- * "float16") the 16-bit side; forward and backward. Returns (name, value) pairs: relative errors (norm of the
- * difference over norm of the reference) and, for FP8 rows (bfloat16), the fraction of differing codes and the largest
- * relative scale difference. On the CPU the autograd Functions run their at:: bodies and the residual (CUDA only) is
- * left out.
- */
-std::vector<std::pair<std::string, double>> fused_norm_check(const std::string& device, int64_t rows, int64_t d,
-                                                             const std::string& dtype, uint64_t seed);
 
 }  // namespace g2l

@@ -81,10 +81,4 @@ LinearCka linear_cka(const HostTensor& x, const HostTensor& y, const std::string
  */
 double rbf_cka(const HostTensor& x, const HostTensor& y, const std::string& device);
 
-/**
- * The rate of one large f32 matrix product C[m, n] = A[m, k] · B[n, k]ᵀ on `device` (the peak-rate bound of the
- * kNN search's products): the best of `reps` timed products after one warm-up, in multiply-adds per second.
- */
-double matmul_rate(int64_t m, int64_t n, int64_t k, const std::string& device, int64_t reps);
-
 }  // namespace g2l

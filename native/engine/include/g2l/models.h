@@ -141,13 +141,6 @@ class Model {
    */
   HostTensor embed(const HostTensor& images) const;
 
-  /**
-   * A training-mode forward as the Distiller runs the student: float32 (N,3,H,W) normalised images, dropout and drop
-   * path at the rates `drop`, masks from a generator seeded with `seed` on the model's device. For tests and
-   * diagnostics; embed() never drops.
-   */
-  HostTensor embed_train(const HostTensor& images, uint64_t seed, const Regularization& drop) const;
-
   /** Writes the model in its folder's layout (config.json + model.safetensors) to `folder`, atomically. */
   void export_to(const std::string& folder) const;
 
@@ -158,6 +151,8 @@ class Model {
   Model(std::unique_ptr<Impl> impl, ModelInfo info);
 
  private:
+  // The test entry g2l/testing.h embed_train runs the student's training-mode forward on the model.
+  friend HostTensor embed_train(const Model&, const HostTensor&, uint64_t, const Regularization&);
   std::unique_ptr<Impl> impl_;
   ModelInfo info_;
   mutable std::mutex mutex_;  // one forward at a time per model; release waits for it

@@ -12,6 +12,7 @@
 #include "kernels/fused.h"
 #include "g2l/distill.h"
 #include "g2l/engine.h"
+#include "g2l/testing.h"
 #include "kernels/quant.h"
 #include "runtime/tensor_bridge.h"
 
