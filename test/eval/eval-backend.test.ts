@@ -102,6 +102,39 @@ t.test('native probe: runs off the event loop and matches the js fit', { skip },
   t.ok(Math.abs(m.loss - j.loss) <= 1e-9 * Math.abs(j.loss), `objective/N ${m.loss} vs js ${j.loss}`);
 });
 
+// The CPU pass (native/engine/eval/logistic_pass.cpp) works on groups of 8 classes, 8 features and 16 rows: each
+// remainder, more than one group, and the binary model, against the js fit of the same objective.
+t.test('native probe: feature, class and row remainders of the CPU pass match the js fit', { skip }, async (t) => {
+  const native = new NativeBackend(loadEngineAddon()),
+    js = new JsBackend();
+  for (const [n, d, K] of [
+    [203, 13, 2],
+    [517, 37, 11],
+    [64, 8, 8],
+    [7, 3, 3],
+    [1000, 70, 17],
+  ]) {
+    const rand = mulberry32(n + d + K);
+    const y = Int32Array.from({ length: n }, (_, i) => (i < K ? i : Math.floor(rand() * K)));
+    const X = Float32Array.from(
+      { length: n * d },
+      (_, i) => rand() - 0.5 + 0.4 * ((i % d) % K === y[Math.floor(i / d)] ? 1 : 0),
+    );
+    const m = await native.fitLogistic(X, y, n, d, K, { C: 0.5 });
+    const j = await js.fitLogistic(X, y, n, d, K, { C: 0.5 });
+    const what = `n ${n}, d ${d}, ${K} classes`;
+    t.ok(Math.abs(m.loss - j.loss) <= 1e-9 * Math.abs(j.loss), `${what}: objective/N ${m.loss} vs js ${j.loss}`);
+    t.equal(m.iterations, j.iterations, `${what}: ${m.iterations} iterations, as js`);
+    let maxW = 0,
+      errW = 0;
+    for (let i = 0; i < m.W.length; i++) {
+      maxW = Math.max(maxW, Math.abs(j.W[i]));
+      errW = Math.max(errW, Math.abs(m.W[i] - j.W[i]));
+    }
+    t.ok(errW <= 1e-6 * maxW, `${what}: weights within ${(errW / maxW).toExponential(1)} of js`);
+  }
+});
+
 t.test('native evaluation refuses bad input with a clear message', { skip }, async (t) => {
   const native = new NativeBackend(loadEngineAddon());
   const X = new Float32Array(8 * 3).fill(1);

@@ -12,6 +12,7 @@
 #include <numeric>
 #include <vector>
 
+#include "eval/logistic_pass.h"
 #include "runtime/tensor_bridge.h"
 
 namespace g2l {
@@ -335,13 +336,14 @@ LbfgsResult lbfgs(FG&& fg, Vec& x, double gtol, int64_t max_iter, Measure&& meas
   return LbfgsResult{f, gmax, it, gmax <= gtol};
 }
 
-// Rows per block of the CPU pass (converted to float64, then both products): with a handful of classes both
-// products are thin (K columns), and a short block spends its time in the dozen ATen calls around them rather than in
-// the products (the probe of benchmarks/eval.mjs, 80k x 1536, 8 classes, 2 threads: 20.7 s at 256 rows, 14.6 at
-// 1024, 13.7 at 2048, 14.3 at 4096). Also measured there and not kept: the float64 copy of X held for the whole fit
-// (17 s: the pass then streams twice the bytes), a fused float32-in-float64 pass written by hand with vector lanes
-// over the classes (14.6 s: bound by the per-value conversion and broadcast).
-constexpr int64_t kRowBlock = 2048;
+// The CPU pass is eval/logistic_pass.cpp (each float32 row read from cache per use, float64 arithmetic, vectors over
+// the features). Measured on the probe of benchmarks/eval.mjs (8 classes, 1536 features, 2 threads): half the CPU time
+// per iteration of the pass it replaced (40k rows: 0.088 against 0.178 CPU-seconds per iteration, same iterations
+// and objective to 15 digits), which converted row blocks of X to float64 and called addmm twice (80k rows: 20.7 s
+// at 256 rows a block, 13.7 at 2048). Also measured and not kept: a float64 copy of X held for the whole fit (17 s:
+// twice the bytes streamed), a hand-written pass with vector lanes over the classes (14.6 s: one conversion and
+// broadcast per value).
+constexpr int64_t kRowsPerTask = 2048;
 
 /** Objective / N and its gradient at theta = [W (K*D), b (K)] in the original parametrisation. */
 class LogisticObjective {
@@ -361,29 +363,25 @@ class LogisticObjective {
     at::Tensor G, gb;
     double loss = 0;
     if (dev_.is_cpu()) {
-      const int64_t blocks = (n + kRowBlock - 1) / kRowBlock;
-      const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), blocks));
-      at::Tensor accG = at::zeros({chunks, K, d}, at::kDouble), accB = at::zeros({chunks, K}, at::kDouble);
-      std::vector<double> accL(chunks, 0.0);
-      const at::Tensor Wt = W.t();
-      at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-        for (int64_t c = c0; c < c1; ++c) {
-          at::Tensor g = accG[c], gbc = accB[c];
-          for (int64_t blk = c * blocks / chunks; blk < (c + 1) * blocks / chunks; ++blk) {
-            const int64_t r0 = blk * kRowBlock, rows = std::min(kRowBlock, n - r0);
-            at::Tensor Xb = X32_.narrow(0, r0, rows).to(at::kDouble);
-            at::Tensor yb = y_.narrow(0, r0, rows).unsqueeze(1);
-            at::Tensor Z = at::addmm(b, Xb, Wt);
-            at::Tensor lse = Z.logsumexp(1, /*keepdim=*/true);
-            accL[c] += (lse - Z.gather(1, yb)).sum().item<double>();
-            at::Tensor R = Z.sub_(lse).exp_();
-            R.scatter_add_(1, yb, at::full({rows, 1}, -1.0, at::kDouble));
-            g.addmm_(R.t(), Xb);
-            gbc.add_(R.sum(0));
-          }
+      // W padded with zero rows to whole groups of 8 classes; one G per task, summed after.
+      const int64_t K8 = (K + 7) / 8 * 8;
+      at::Tensor Wp = at::zeros({K8, d}, at::kDouble);
+      Wp.narrow(0, 0, K).copy_(W);
+      const int64_t tasks =
+          std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), (n + kRowsPerTask - 1) / kRowsPerTask));
+      at::Tensor accG = at::zeros({tasks, K8, d}, at::kDouble), accB = at::zeros({tasks, K}, at::kDouble);
+      std::vector<double> accL(tasks, 0.0);
+      const float* X = X32_.data_ptr<float>();
+      const int64_t* yp = y_.data_ptr<int64_t>();
+      const double* Wpp = Wp.data_ptr<double>();
+      const double* bp = b.data_ptr<double>();
+      at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          accL[t] = logistic_pass(X, yp, t * n / tasks, (t + 1) * n / tasks, d, K, K8, Wpp, bp,
+                                  accG[t].data_ptr<double>(), accB[t].data_ptr<double>());
         }
       });
-      G = accG.sum(0);
+      G = accG.sum(0).narrow(0, 0, K);
       gb = accB.sum(0);
       for (double l : accL) loss += l;
     } else {
