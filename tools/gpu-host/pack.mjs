@@ -48,6 +48,8 @@ export const CUDA_TESTS = [
   'test/distill/distiller.test.ts',
   'test/distill/loss.test.ts',
   'test/parallel/world-of-one.test.ts',
+  'test/distill/teacher-fp8-cuda.test.ts',
+  'test/distill/fused-paths.test.ts',
   'test/distill/attention.test.ts', // last: three child processes; the others first if the checks' time runs out
 ];
 
@@ -271,8 +273,8 @@ if (unstubbed.length) {
   );
 }
 
-// The GPU host's scripts import ../dist/...: the same modules as .gpu/tests/lib/ (setup-root.sh links dist there).
-for (const script of ['gpu.mjs', 'gpu-check.mjs', 'fp8-gpu-check.mjs']) {
+// The GPU host's benchmark imports ../dist/...: the same modules as .gpu/tests/lib/ (setup-root.sh links dist there).
+for (const script of ['gpu.mjs']) {
   const file = path.join(REPO, 'benchmarks', script);
   if (!existsSync(file)) continue;
   const imports = readFileSync(file, 'utf8').matchAll(/from\s*['"]\.\.\/dist\/([^'"]+)['"]/g);
