@@ -3,7 +3,7 @@
 // models carry their own preference (attend() sets libtorch's process-wide order to it before each CUDA attention),
 // so the settings run one after the other in this process. On the CPU libtorch makes its own choice whatever the
 // preference, so there the numbers must not move at all; on CUDA (a GPU host: this file is in
-// tools/gpu-host/pack.mjs's CUDA_TESTS, and benchmarks/gpu-check.mjs compares the backends at the real models' widths)
+// tools/gpu-host/pack.mjs's CUDA_TESTS, and test/distill/fused-paths.test.ts compares the backends at the real models' widths)
 // the preferred backend must be what ran, within bf16 rounding of the other.
 import t from 'tap';
 import path from 'node:path';
@@ -118,7 +118,7 @@ t.test('CUDA: sdpa flash and cudnn run those backends, within bf16 rounding of e
   const info = await new NativeBackend(loadEngineAddon()).info();
   if (!info.cudaAvailable) {
     t.skip(
-      'no CUDA device here: the SDPA backends are compared on a GPU host (tools/gpu-host/pack.mjs, benchmarks/gpu-check.mjs)',
+      'no CUDA device here: the SDPA backends are compared on a GPU host (tools/gpu-host/pack.mjs; at the real widths test/distill/fused-paths.test.ts)',
       () => {},
     );
     return;
@@ -133,7 +133,7 @@ t.test('CUDA: sdpa flash and cudnn run those backends, within bf16 rounding of e
   );
   t.same(flash.ran, ['flash_attention', 'flash_attention'], `sdpa flash: ${flash.ran.join(', ')}`);
   t.same(cudnn.ran, ['cudnn_attention', 'cudnn_attention'], `sdpa cudnn: ${cudnn.ran.join(', ')}`);
-  // Same bounds as benchmarks/gpu-check.mjs: bf16 autocast rounds at ~4e-3 relative per operation.
+  // Same bounds as test/distill/fused-paths.test.ts: bf16 autocast rounds at ~4e-3 relative per operation.
   t.ok(
     relNorm(cudnn.teacher, flash.teacher) < 2e-2,
     `teacher features ${relNorm(cudnn.teacher, flash.teacher).toExponential(2)}`,

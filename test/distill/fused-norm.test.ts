@@ -1,6 +1,6 @@
 // kernels.fusedNorm (native/engine/kernels/fused.h, g2l/kernels.h): the student's block LayerNorms and LayerScale residuals through the fused
 // autograd Functions. On CUDA under autocast they run the kernels of native/engine/kernels/cuda/norm.cu (checked against the
-// unfused ops on a GPU host by benchmarks/gpu-check.mjs); on the CPU the same Functions run with at:: bodies, which is
+// unfused ops on a GPU host by test/distill/fused-paths.test.ts); on the CPU the same Functions run with at:: bodies, which is
 // what this test checks: forward values, every gradient (LayerNorm weight and bias, LayerScale gamma, the residual
 // stream) and hence the training steps must match the unfused ops. Each Distiller's models hold their own choice, so
 // both sides run in this process.

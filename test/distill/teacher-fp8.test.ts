@@ -1,13 +1,15 @@
 // The FP8 teacher (issue 8, part 2) on the CPU: the quantisation numerics, the emulated FP8 products (the
 // teacherFp8Emulate test hook, DistillerConfig.testing: quantise -> dequantise -> float32 matmul, what _scaled_mm
-// computes up to accumulation order), the refusals and the configuration (teacherFp8Layers). The _scaled_mm path and the fused CUDA quantisation kernel run on a GPU host
-// only (the last test here, skipped without CUDA compute capability 8.9+).
+// computes up to accumulation order), the refusals and the configuration (teacherFp8Layers). The _scaled_mm path, the
+// fused CUDA quantisation kernel and the Distiller's real FP8 teacher run on a GPU host:
+// test/distill/teacher-fp8-cuda.test.ts (skipped without CUDA compute capability 8.9+).
 import t from 'tap';
 import path from 'node:path';
 import { Distiller, type DistillerConfig } from '../../lib/distill/distiller.js';
 import { toEngineConfig } from '../../lib/distill/native-types.js';
-import { NativeBackend, loadEngineAddon } from '../../lib/backends/index.js';
+import { loadEngineAddon } from '../../lib/backends/index.js';
 import { loadEngineTesting } from '../helpers/engine-testing.js';
+import { cosines, matrix } from '../helpers/fp8.js';
 import { resolveConfig, readConfigFile, upgradeSavedConfig } from '../../lib/distill/config.js';
 import { runDistill } from '../../lib/distill/run.js';
 import { syntheticTile } from '../../lib/distill/tiles.js';
@@ -18,22 +20,7 @@ import os from 'node:os';
 
 const FIXTURES = path.join(ROOT, 'test/fixtures/models');
 
-interface T2 {
-  data: Float32Array;
-  shape: number[];
-}
 const addon = loadEngineTesting();
-
-/** A deterministic normal-ish matrix with rows of very different scales (activations span decades). */
-function matrix(rows: number, cols: number, seed: number, rowScale = (r: number) => 10 ** ((r % 7) - 3)): T2 {
-  let s = seed >>> 0;
-  const rnd = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32;
-  const data = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c++) data[r * cols + c] = (rnd() + rnd() + rnd() - 1.5) * 2 * rowScale(r);
-  }
-  return { data, shape: [rows, cols] };
-}
 
 /** bf16 rounding (nearest even) of a float32, as the engine rounds inputs before quantising. */
 function bf16(v: number): number {
@@ -125,22 +112,6 @@ function tiles(b: number, seed: number) {
   const data = new Uint8Array(b * n);
   for (let i = 0; i < b; i++) syntheticTile(seed * 1000 + i, 256, data, i * n);
   return { data, shape: [b, 256, 256, 3] };
-}
-
-function cosines(a: Float32Array, b: Float32Array, dim: number): number[] {
-  const out: number[] = [];
-  for (let r = 0; r < a.length / dim; r++) {
-    let ab = 0;
-    let aa = 0;
-    let bb = 0;
-    for (let i = r * dim; i < (r + 1) * dim; i++) {
-      ab += a[i] * b[i];
-      aa += a[i] * a[i];
-      bb += b[i] * b[i];
-    }
-    out.push(ab / Math.sqrt(aa * bb));
-  }
-  return out;
 }
 
 const base: DistillerConfig = {
@@ -337,30 +308,3 @@ t.test(
     t.notOk('testing' in saved || 'teacherFp8Emulate' in saved, 'the test hook is not part of the run configuration');
   },
 );
-
-t.test('GPU: _scaled_mm and the fused quantisation kernel', async (t) => {
-  const info = await new NativeBackend(loadEngineAddon()).info();
-  const cc = Number(info.devices[0]?.computeCapability ?? '0');
-  if (!info.cudaAvailable || !(cc >= 8.9)) {
-    t.skip('needs a CUDA GPU of compute capability 8.9+: runs on the GPU host', () => {});
-    return;
-  }
-  const x = matrix(300, 1536, 11);
-  const kernel = await addon.fp8QuantizeRows(x, { device: 'cuda', mode: 'cuda' });
-  const aten = await addon.fp8QuantizeRows(x, { device: 'cuda', mode: 'aten' });
-  t.ok(
-    kernel.scales.data.every((v, i) => v === aten.scales.data[i]),
-    'kernel scales = at:: scales',
-  );
-  t.ok(
-    kernel.dequantized.data.every((v, i) => v === aten.dequantized.data[i]),
-    'kernel codes = at:: codes',
-  );
-  const w = matrix(512, 1536, 12, () => 0.02);
-  const b = matrix(1, 512, 13, () => 0.1);
-  b.shape = [512];
-  const fast = await addon.fp8Linear(x, w, b, { device: 'cuda' });
-  const emulated = await addon.fp8Linear(x, w, b, { device: 'cuda', emulate: true });
-  const cos = cosines(fast.data, emulated.data, 512);
-  t.ok(Math.min(...cos) > 0.9999, `_scaled_mm vs emulation: min row cosine ${Math.min(...cos)}`);
-});

@@ -5,6 +5,8 @@
 // paths work, and adds what they need instead of node_modules:
 //   node_modules/tap    tools/gpu-host/tap-shim.mjs: the part of tap's API the tests use; anything else throws
 //   node_modules/sharp  tools/gpu-host/sharp-stub.mjs: importable, throws when used (the tests decode no image)
+//   node_modules/zod, node_modules/js-yaml (and what they depend on)   copied from node_modules: pure JavaScript that
+//                       lib/ imports (the run configuration's schema and files); their JavaScript files only
 //   package.json        name, version and "type": "module" (lib/version.ts reads PACKAGE_ROOT/package.json)
 //   run-one.mjs         runs one compiled test file under the shim: TAP-like lines, a summary line, exit 1 on failure
 //   run.sh              runs the files of tests.txt (or those named), one log each, then every file's summary
@@ -46,11 +48,17 @@ export const CUDA_TESTS = [
   'test/distill/distiller.test.ts',
   'test/distill/loss.test.ts',
   'test/parallel/world-of-one.test.ts',
+  'test/distill/teacher-fp8-cuda.test.ts',
+  'test/distill/fused-paths.test.ts',
   'test/distill/attention.test.ts', // last: three child processes; the others first if the checks' time runs out
 ];
 
 /** Packages replaced by stubs: name -> source file under tools/gpu-host/. */
 const STUBS = { tap: 'tap-shim.mjs', sharp: 'sharp-stub.mjs' };
+/** Pure-JavaScript packages lib/ imports, copied from node_modules with the packages they depend on. */
+const VENDORED = ['zod', 'js-yaml'];
+const travels = (name) => name in STUBS || VENDORED.includes(name);
+const described = (name) => (name in STUBS ? `${name} (stub)` : VENDORED.includes(name) ? `${name} (copied)` : name);
 
 const { values: opt, positionals } = parseArgs({
   allowPositionals: true,
@@ -146,7 +154,7 @@ if (all.length) {
 const outside = program
   .getSourceFiles()
   .map((s) => path.relative(REPO, s.fileName))
-  .filter((f) => !f.startsWith('node_modules') && !f.startsWith('lib/') && !f.startsWith('test/'));
+  .filter((f) => !f.split(path.sep).includes('node_modules') && !f.startsWith('lib/') && !f.startsWith('test/'));
 if (outside.length) throw new Error(`gpu-pack: the tests import files outside lib/ and test/: ${outside.join(', ')}`);
 const compiled = tests.map((f) => f.replace(/\.ts$/, '.js'));
 for (const f of compiled) if (!existsSync(path.join(OUT, f))) throw new Error(`gpu-pack: ${f} was not emitted`);
@@ -180,6 +188,36 @@ for (const [name, file] of Object.entries(STUBS)) {
     ) + '\n',
   );
 }
+/** Copies package `name` (found from `from`, as Node resolves it) and its dependencies into OUT/node_modules; returns
+ *  the names copied. JavaScript and JSON only: no type declarations, source maps or TypeScript sources. */
+function vendor(name, from = REPO, done = new Set()) {
+  if (done.has(name)) return done;
+  let dir = from;
+  let pkgDir;
+  for (;;) {
+    const candidate = path.join(dir, 'node_modules', name);
+    if (existsSync(path.join(candidate, 'package.json'))) {
+      pkgDir = candidate;
+      break;
+    }
+    if (dir === REPO || path.dirname(dir) === dir) throw new Error(`gpu-pack: ${name} is not installed (npm install)`);
+    dir = path.dirname(dir);
+  }
+  done.add(name);
+  const keep = (f) =>
+    !f.split(path.sep).includes('node_modules') && !/\.(ts|cts|mts|map)$/.test(f) && !/\.md$/i.test(f);
+  for (const f of walk(pkgDir, (p) => keep(path.relative(pkgDir, p)))) {
+    const to = path.join(OUT, 'node_modules', name, path.relative(pkgDir, f));
+    mkdirSync(path.dirname(to), { recursive: true });
+    copyFileSync(f, to);
+  }
+  const deps = JSON.parse(readFileSync(path.join(pkgDir, 'package.json'), 'utf8')).dependencies ?? {};
+  for (const dep of Object.keys(deps)) vendor(dep, pkgDir, done);
+  return done;
+}
+const vendored = new Set();
+for (const name of VENDORED) vendor(name, REPO, vendored);
+log(`copied from node_modules: ${[...vendored].join(', ')}`);
 copyFileSync(path.join(SRC, 'run-one.mjs'), path.join(OUT, 'run-one.mjs'));
 for (const sh of ['run.sh', 'link.sh', 'setup-root.sh']) {
   copyFileSync(path.join(SRC, sh), path.join(OUT, sh));
@@ -223,9 +261,9 @@ function reach(entries) {
 }
 
 const r = reach(compiled.map((f) => path.join(OUT, f)));
-const unstubbed = [...r.packages].filter(([name]) => !(name in STUBS));
+const unstubbed = [...r.packages].filter(([name]) => !travels(name));
 log(
-  `${compiled.length} test files, ${r.modules} modules reachable from them; packages: ${[...r.packages.keys()].map((n) => (n in STUBS ? `${n} (stub)` : n)).join(', ') || 'none'}`,
+  `${compiled.length} test files, ${r.modules} modules reachable from them; packages: ${[...r.packages.keys()].map(described).join(', ') || 'none'}`,
 );
 if (r.missing.length)
   throw new Error(`gpu-pack: imports that do not resolve in ${opt.out}:\n  ${r.missing.join('\n  ')}`);
@@ -235,17 +273,17 @@ if (unstubbed.length) {
   );
 }
 
-// The GPU host's scripts import ../dist/...: the same modules as .gpu/tests/lib/ (setup-root.sh links dist there).
-for (const script of ['gpu.mjs', 'gpu-check.mjs', 'fp8-gpu-check.mjs']) {
+// The GPU host's benchmark imports ../dist/...: the same modules as .gpu/tests/lib/ (setup-root.sh links dist there).
+for (const script of ['gpu.mjs']) {
   const file = path.join(REPO, 'benchmarks', script);
   if (!existsSync(file)) continue;
   const imports = readFileSync(file, 'utf8').matchAll(/from\s*['"]\.\.\/dist\/([^'"]+)['"]/g);
   const entries = [...imports].map((m) => path.join(OUT, 'lib', m[1])).filter((f) => existsSync(f));
   const b = reach(entries);
   const needs = [...b.packages.keys()];
-  const extra = needs.filter((n) => !(n in STUBS));
+  const extra = needs.filter((n) => !travels(n));
   log(
-    `benchmarks/${script}: its dist/ imports reach ${b.modules} modules; packages: ${needs.map((n) => (n in STUBS ? `${n} (stub)` : n)).join(', ') || 'none'}` +
+    `benchmarks/${script}: its dist/ imports reach ${b.modules} modules; packages: ${needs.map(described).join(', ') || 'none'}` +
       (extra.length ? ` -- NOT available on the host: ${extra.join(', ')}` : ''),
   );
 }
