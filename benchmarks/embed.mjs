@@ -21,9 +21,30 @@ import { parseArgs } from 'node:util';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.join(HERE, '..');
+/** @type {typeof import('../dist/models/encoder.js')} */
 const { Encoder } = await import(path.join(ROOT, 'dist', 'models', 'encoder.js'));
+/** @type {typeof import('../dist/backends/index.js')} */
 const { chooseBackend } = await import(path.join(ROOT, 'dist', 'backends', 'index.js'));
+/** @type {typeof import('../dist/io/atomic.js')} */
 const { writeFileAtomic } = await import(path.join(ROOT, 'dist', 'io', 'atomic.js'));
+
+/**
+ * The JSON line of the PyTorch measurement (REFERENCE below), or why it failed.
+ * @typedef {{ library: string, torch: string, seconds: number, imgPerS: number, threads: number, error?: undefined }} ReferenceRun
+ * @typedef {{ error: string, imgPerS?: undefined, library?: undefined }} ReferenceFailure
+ */
+/**
+ * @typedef {object} EmbedRow
+ * @property {string} model
+ * @property {string} family
+ * @property {number} parameters
+ * @property {number} dims
+ * @property {number} engineImgPerS
+ * @property {number} engineSeconds
+ * @property {number} createSeconds
+ * @property {ReferenceRun | ReferenceFailure} [reference]
+ * @property {number} [ratio]
+ */
 
 const { values } = parseArgs({
   options: {
@@ -42,13 +63,17 @@ const gpu = values.device !== 'cpu';
 const batch = Number(values.batch ?? (gpu ? 256 : 2));
 const warmup = Number(values.warmup ?? (gpu ? 3 : 1));
 const iters = Number(values.iters ?? (gpu ? 10 : 2));
-const dtype = values.dtype ?? (gpu ? 'bf16' : 'fp32');
+// The flag as given (typed as what it should be): Encoder checks it (normalizeDtype) and refuses an unknown one.
+const dtype = /** @type {import('../dist/backends/types.js').ModelDtype} */ (values.dtype ?? (gpu ? 'bf16' : 'fp32'));
 const models = values.models
   .split(',')
   .map((s) => s.trim())
   .filter(Boolean);
 
-// Random but image-like input: the same bytes for the engine and the reference.
+/**
+ * Random but image-like input: the same bytes for the engine and the reference.
+ * @param {number} n
+ */
 function tiles(n) {
   const data = new Uint8Array(n * 224 * 224 * 3);
   let s = 12345;
@@ -59,6 +84,7 @@ function tiles(n) {
   return { data, shape: [n, 224, 224, 3] };
 }
 
+/** @param {string} preset */
 async function engineRun(preset) {
   const t0 = performance.now();
   const backend = chooseBackend({ backend: 'native' }).backend;
@@ -120,6 +146,10 @@ with torch.inference_mode():
 print(json.dumps({'library': lib, 'torch': torch.__version__, 'seconds': sec, 'imgPerS': batch * iters / sec, 'threads': torch.get_num_threads()}))
 `;
 
+/**
+ * @param {string} preset
+ * @returns {ReferenceRun | ReferenceFailure}
+ */
 function referenceRun(preset) {
   if (!existsSync(values.python)) return { error: `no Python at ${values.python} (npm run setup installs the .venv)` };
   const r = spawnSync(
@@ -131,14 +161,16 @@ function referenceRun(preset) {
     },
   );
   if (r.status !== 0) return { error: (r.stderr || '').trim().split('\n').slice(-3).join(' ') };
-  return JSON.parse(r.stdout.trim().split('\n').pop());
+  return JSON.parse(r.stdout.trim().split('\n').pop() ?? '');
 }
 
 const backendInfo = await chooseBackend({ backend: 'native' }).backend.info();
+/** @type {EmbedRow[]} */
 const rows = [];
 for (const preset of models) {
   process.stderr.write(`${preset}: engine...\n`);
   const e = await engineRun(preset);
+  /** @type {EmbedRow} */
   const row = {
     model: preset,
     family: e.info.family,
@@ -176,6 +208,10 @@ const result = {
 };
 await writeFileAtomic(values.out, `${JSON.stringify(result, null, 2)}\n`);
 
+/**
+ * @param {number | undefined} v
+ * @param {number} [d]
+ */
 const fmt = (v, d = 2) => (v === undefined ? '-' : v.toFixed(d));
 const lines = [
   `embed throughput, ${result.deviceName}, ${dtype}, batch ${batch}, ${iters} iterations after ${warmup} warm-up`,

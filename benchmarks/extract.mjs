@@ -27,14 +27,18 @@ const opts = {
   arch: arg('arch', 'vit_small_patch14_reg4_dinov2'),
   out: arg('out', path.join(HERE, 'results', 'extract.json')),
 };
+/** @type {Record<string, { embed_dim: number, depth: number, num_heads: number }>} */
 const ARCH = {
   vit_small_patch14_reg4_dinov2: { embed_dim: 384, depth: 12, num_heads: 6 },
   vit_base_patch14_reg4_dinov2: { embed_dim: 768, depth: 12, num_heads: 12 },
   vit_large_patch14_reg4_dinov2: { embed_dim: 1024, depth: 24, num_heads: 16 },
 };
 
+/** @type {typeof import('../dist/slides/synthetic.js')} */
 const { makeSyntheticSlides } = await import(path.join(DIST, 'slides', 'synthetic.js'));
+/** @type {typeof import('../dist/slides/tile-run.js')} */
 const { runTiling } = await import(path.join(DIST, 'slides', 'tile-run.js'));
+/** @type {typeof import('../dist/backends/index.js')} */
 const { getBackend } = await import(path.join(DIST, 'backends', 'index.js'));
 
 const work = mkdtempSync(path.join(os.tmpdir(), 'g2l-extract-bench-'));
@@ -94,6 +98,7 @@ try {
     if (r.status !== 0) throw new Error(`embed --slides failed: ${r.stderr}`);
     const m = /\((\d+) tiles, \d+-d\) to .* in ([\d.]+) s/.exec(r.stdout);
     rmSync(out, { recursive: true, force: true });
+    if (!m) throw new Error(`embed --slides printed no '(N tiles, D-d) to ... in S s' line: ${r.stdout}`);
     return Number(m[1]) / Number(m[2]);
   };
   const torch = () => {
@@ -103,7 +108,9 @@ try {
       { env, encoding: 'utf8' },
     );
     if (r.status !== 0) throw new Error(`trident_loop.py failed: ${r.stderr}`);
-    return JSON.parse(r.stdout.trim().split('\n').pop()).tilesPerSecond;
+    /** @type {{ tilesPerSecond: number }} trident_loop.py's JSON line */
+    const line = JSON.parse(r.stdout.trim().split('\n').pop() ?? '');
+    return line.tilesPerSecond;
   };
   ours(); // warm: page cache, compiled kernels
   const pairs = [];
@@ -112,6 +119,7 @@ try {
     const b = torch();
     pairs.push({ native: a, pytorch: b, ratio: a / b });
   }
+  /** @param {number[]} xs */
   const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
   const result = {
     date: new Date().toISOString(),

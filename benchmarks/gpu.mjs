@@ -51,6 +51,77 @@ import { writeFileAtomic } from '../dist/io/atomic.js';
 import { writeNpy } from '../dist/io/npy.js';
 import { findPython, fmt, makeTiles, median, ratio, ROOT, runReference, timeRuns } from './lib/common.mjs';
 
+/** @typedef {import('../dist/distill/distiller.js').DistillerConfig} DistillerConfig */
+/** @typedef {import('../dist/backends/types.js').ModelDtype} ModelDtype */
+/**
+ * What runChild hands a child (--child-config) and what the child prints (its last stdout line).
+ * @typedef {{ teacher: string, student: string }} ChildModels
+ * @typedef {ChildModels & { variant: string, embed: boolean }} VariantChildConfig
+ * @typedef {ChildModels & { steps: number, batch: number, pool: number[], init: string, kernels?: DistillerConfig['kernels'] }} CurveChildConfig
+ * @typedef {object} VariantRun one engine variant's measurements (variantChild)
+ * @property {string} variant
+ * @property {number[]} times_s
+ * @property {number} img_s
+ * @property {number} best_img_s
+ * @property {number} peak_memory_gib
+ * @property {number} final_loss
+ * @property {number | null} [fp8_min_cosine]
+ * @property {{ sdpa?: string, teacher?: string | null, student?: string | null }} attention
+ * @property {number[]} [embed_times_s]
+ * @property {number} [embed_img_s]
+ * @typedef {{ name: string, calls: number, total_ms: number, share: number }} ProfileRow
+ * @typedef {object} VariantExtras what the parent adds to a variant's line in gpu-latest.json
+ * @property {string} [error] the child failed: its exit and last stderr lines (and nothing else but what follows)
+ * @property {Record<string, number>} [phases_ms] medians of the engine's G2L_STEP_TIMING phases
+ * @property {ProfileRow[]} [profile_top]
+ * @property {number} [mfu_datasheet]
+ * @property {number} [mfu_measured_matmul]
+ * @property {number | null} [vs_eager]
+ * @property {number | null} [vs_compile]
+ * @typedef {Partial<VariantRun> & VariantExtras} VariantEntry
+ * @typedef {({ losses: number[], error?: undefined } | { error: string, losses?: undefined }) & { phases_ms?: Record<string, number> }} CurveLine
+ */
+/**
+ * @typedef {object} CurveComparison
+ * @property {number[]} engine
+ * @property {number[]} reference
+ * @property {{ engine: number, reference: number }} first_loss
+ * @property {number} median_rel_diff
+ * @property {number} max_rel_diff
+ * @property {{ engine: number, reference: number }} last20_mean
+ * @property {{ engine: number, reference: number }} drop
+ * @typedef {Omit<CurveComparison, 'engine' | 'reference'>} CurveAgreement
+ * @typedef {object} CurveExtras
+ * @property {number} [steps]
+ * @property {number} [batch]
+ * @property {string} [layerScale]
+ * @property {boolean} [referenceTf32]
+ * @property {{ losses: number[], vs_reference: CurveAgreement, vs_unfused_engine: CurveAgreement }} [fused_norm]
+ */
+/**
+ * What benchmarks/results/gpu-latest.json holds.
+ * @typedef {object} GpuResult
+ * @property {string} date
+ * @property {string} command
+ * @property {{ gpu: string[], cpu: string | undefined, cores: number, node: string, libtorch: string | null, cuda: string | null, torch?: string }} machine
+ * @property {Record<string, string | number>} setup
+ * @property {object} distill
+ * @property {number | null} [distill.pytorch_eager_img_s]
+ * @property {number | null} [distill.pytorch_compile_img_s]
+ * @property {number | null} [distill.pytorch_eager_best_img_s]
+ * @property {number | null} [distill.pytorch_compile_best_img_s]
+ * @property {number | null} [distill.pytorch_eager_peak_memory_gib]
+ * @property {number | null} [distill.pytorch_compile_peak_memory_gib]
+ * @property {number | null} [distill.native_img_s]
+ * @property {string | null} [distill.native_variant]
+ * @property {Record<string, VariantEntry>} variants
+ * @property {{ native_img_s?: number | null, pytorch_eager_img_s?: number | null, native_vs_eager?: number | null }} embed
+ * @property {(CurveComparison & CurveExtras) | null} curve
+ * @property {Partial<Record<'native_embed' | 'pytorch_eager_embed' | 'pytorch_eager_distill' | 'pytorch_compile_distill', number[]>>} times_s
+ * @property {string[]} notes
+ * @property {Record<string, boolean | null>} [goals]
+ */
+
 const { values: opt } = parseArgs({
   options: {
     batch: { type: 'string', default: '128' },
@@ -86,6 +157,7 @@ const BATCH = Number(opt.batch),
 const CURVE_STEPS = Number(opt['curve-steps']),
   CURVE_BATCH = Number(opt['curve-batch']);
 const skip = new Set(opt.skip.split(',').filter(Boolean));
+/** @param {string} m */
 const log = (m) => process.stderr.write(`bench:gpu: ${new Date().toISOString().slice(11, 19)} ${m}\n`);
 // The same step in PyTorch on one H200, batch 128, as the GPU host's README gave them on 2026-11-29 (this run
 // re-measures them); G2L's FLOPs per image (teacher forward + student forward and backward, 224 px), and the dense
@@ -94,6 +166,7 @@ const HOST = { eager: 328, compile: 408 };
 const TFLOP_PER_IMAGE = 1.1,
   DATASHEET_TFLOPS = 989,
   MEASURED_TFLOPS = 800;
+/** @type {Record<string, Partial<DistillerConfig>>} */
 const VARIANTS = {
   default: {},
   unfused: { kernels: { fusedSwiglu: false } },
@@ -124,15 +197,25 @@ if (opt.device.startsWith('cuda') && !info.cudaAvailable) {
 const cuda = opt.device.startsWith('cuda');
 
 if (opt.child) {
+  /** @type {VariantChildConfig | CurveChildConfig} what runChild passed */
   const c = JSON.parse(opt['child-config']);
+  const line =
+    opt.child === 'curve'
+      ? await curveChild(/** @type {CurveChildConfig} */ (c))
+      : await variantChild(/** @type {VariantChildConfig} */ (c));
   // writeSync: console.log to a pipe is asynchronous, and process.exit would cut a long line short.
-  writeSync(1, `${JSON.stringify(opt.child === 'curve' ? await curveChild(c) : await variantChild(c))}\n`);
+  writeSync(1, `${JSON.stringify(line)}\n`);
   process.exit(0);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Children
 // ---------------------------------------------------------------------------------------------------------------
+/**
+ * @param {ChildModels} c
+ * @param {Partial<DistillerConfig> & { totalSteps: number }} extra
+ * @returns {DistillerConfig}
+ */
 function distillerConfig(c, extra) {
   return {
     teacher: c.teacher,
@@ -146,15 +229,19 @@ function distillerConfig(c, extra) {
   };
 }
 
-/** One engine variant: the step at batch BATCH (and, for the default, the teacher's embedding throughput). */
+/**
+ * One engine variant: the step at batch BATCH (and, for the default, the teacher's embedding throughput).
+ * @param {VariantChildConfig} c
+ */
 async function variantChild(c) {
+  /** @type {Partial<VariantRun>} */
   const out = { variant: c.variant };
   const d = await Distiller.create(distillerConfig(c, { totalSteps: WARMUP + RUNS, ...VARIANTS[c.variant] }));
   // The batch in the Distiller's tile buffer (page-locked on CUDA), as `distill` feeds it: the upload is asynchronous.
   const host = makeTiles(BATCH, 256, 1);
   const tiles = { data: d.allocateTileBuffer(host.data.length), shape: host.shape };
   tiles.data.set(host.data);
-  let last = null;
+  let last = /** @type {import('../dist/distill/distiller.js').StepResult | null} */ (null);
   const t = await timeRuns(
     async () => {
       last = await d.step(tiles);
@@ -162,6 +249,7 @@ async function variantChild(c) {
     WARMUP,
     RUNS,
   );
+  if (!last) throw new Error(`no step ran (--warmup ${WARMUP}, --runs ${RUNS})`);
   out.times_s = t;
   out.img_s = BATCH / median(t);
   out.best_img_s = BATCH / Math.min(...t);
@@ -186,7 +274,10 @@ async function variantChild(c) {
   return out;
 }
 
-/** The engine's loss curve: c.steps steps on the pool's batches in turn, no augmentation; saves its initial state. */
+/**
+ * The engine's loss curve: c.steps steps on the pool's batches in turn, no augmentation; saves its initial state.
+ * @param {CurveChildConfig} c
+ */
 async function curveChild(c) {
   const pool = c.pool.map((seed) => makeTiles(c.batch, 256, seed));
   const d = await Distiller.create(
@@ -202,6 +293,27 @@ async function curveChild(c) {
   return { losses };
 }
 
+/**
+ * @overload
+ * @param {'variant'} kind
+ * @param {VariantChildConfig} config
+ * @param {Record<string, string>} [env]
+ * @returns {VariantEntry}
+ */
+/**
+ * @overload
+ * @param {'curve'} kind
+ * @param {CurveChildConfig} config
+ * @param {Record<string, string>} [env]
+ * @returns {CurveLine}
+ */
+/**
+ * One child of this script (--child kind): its JSON line with the engine's step phases, or { error }.
+ * @param {'variant' | 'curve'} kind
+ * @param {VariantChildConfig | CurveChildConfig} config
+ * @param {Record<string, string>} [env]
+ * @returns {VariantEntry | CurveLine}
+ */
 function runChild(kind, config, env = {}) {
   const r = spawnSync(
     process.execPath,
@@ -237,8 +349,13 @@ function runChild(kind, config, env = {}) {
   return parsed;
 }
 
-/** Median per phase of the engine's G2L_STEP_TIMING lines (native/engine/train/step_timer.h), warm-up steps left out. */
+/**
+ * Median per phase of the engine's G2L_STEP_TIMING lines (native/engine/train/step_timer.h), warm-up steps left out.
+ * @param {string} stderr
+ * @returns {Record<string, number> | null}
+ */
 function stepPhases(stderr) {
+  /** @type {Record<string, number | string>[]} `key=value` fields: numbers but for device */
   const rows = [];
   for (const line of stderr.split('\n')) {
     if (!line.startsWith('g2l-step-timing ')) continue;
@@ -249,11 +366,11 @@ function stepPhases(stderr) {
         .map((kv) => kv.split('='))
         .map(([k, v]) => [k, Number.isNaN(Number(v)) ? v : Number(v)]),
     );
-    if (row.step >= WARMUP) rows.push(row);
+    if (Number(row.step) >= WARMUP) rows.push(row);
   }
   if (rows.length === 0) return null;
   const keys = Object.keys(rows[0]).filter((k) => k !== 'step' && k !== 'device');
-  return Object.fromEntries(keys.map((k) => [k, +median(rows.map((r) => r[k])).toFixed(2)]));
+  return Object.fromEntries(keys.map((k) => [k, +median(rows.map((r) => /** @type {number} */ (r[k]))).toFixed(2)]));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -268,10 +385,10 @@ if (!teacherDir || !studentDir) {
   // Random real-size models, written once as hub folders (teacher in fp16: 2.3 GB; student fp32: 1.2 GB).
   teacherDir = path.join(modelsDir, 'h-optimus-0');
   studentDir = path.join(modelsDir, 'hibou-l');
-  for (const [preset, dir, dtype] of [
+  for (const [preset, dir, dtype] of /** @type {const} */ ([
     ['h-optimus-0', teacherDir, 'fp16'],
     ['hibou-l', studentDir, 'fp32'],
-  ]) {
+  ])) {
     if (existsSync(path.join(dir, 'config.json'))) continue;
     log(`writing a random ${preset} (${dtype}) to ${dir}`);
     const m = await backend.createModel({ preset }, { device: opt.device, dtype, seed: 0 });
@@ -280,6 +397,7 @@ if (!teacherDir || !studentDir) {
   }
 }
 
+/** @type {GpuResult} */
 const result = {
   date: new Date().toISOString(),
   command: 'npm run bench:gpu',
@@ -370,6 +488,7 @@ const py = findPython(opt.python);
 if (!py) result.notes.push('no python with torch, timm, transformers and safetensors: PyTorch references skipped');
 const resultsDir = path.dirname(opt.out);
 
+/** @param {'eager' | 'compile'} mode */
 async function reference(mode) {
   if (!py || skip.has(mode)) return;
   log(`PyTorch ${mode}: batch ${BATCH}, ${WARMUP} + ${RUNS} steps`);
@@ -398,7 +517,7 @@ async function reference(mode) {
     ],
     mode === 'compile' ? compileTimeoutS() * 1000 : undefined,
   );
-  if (ref.error) {
+  if (ref.error !== undefined) {
     result.notes.push(`PyTorch ${mode} failed: ${ref.error}`);
     log(`PyTorch ${mode} failed: ${ref.error}`);
     return;
@@ -475,7 +594,7 @@ if (!skip.has('curve') && py && !skip.has('eager')) {
         ...(cuda ? ['--gpu'] : []),
         ...(opt['curve-reference-tf32'] ? ['--tf32'] : []),
       ]);
-  if (mine.error || ref.error) {
+  if (mine.error !== undefined || ref.error !== undefined) {
     result.notes.push(`loss curves failed: ${mine.error ?? ref.error}`);
   } else {
     result.curve = compareCurves(mine.losses, JSON.parse(readFileSync(lossesFile, 'utf8')));
@@ -496,7 +615,7 @@ if (!skip.has('curve') && py && !skip.has('eager')) {
         init: `${init}-norm`,
         kernels: { fusedNorm: true },
       });
-      if (fused.error) {
+      if (fused.error !== undefined) {
         result.notes.push(`fused-norm loss curve failed: ${fused.error}`);
       } else {
         const { engine: _e, reference: _r, ...vsReference } = compareCurves(fused.losses, result.curve.reference);
@@ -518,13 +637,20 @@ if (opt.deadline && compileTimeoutS() < 60) {
   await reference('compile');
 }
 
-/** `src`'s architecture with random weights and every LayerScale at `value`, written to `dst` (once). */
+/**
+ * `src`'s architecture with random weights and every LayerScale at `value`, written to `dst` (once).
+ * @param {string} src
+ * @param {string} dst
+ * @param {ModelDtype} dtype
+ * @param {number} value
+ */
 async function withLayerScale(src, dst, dtype, value) {
   if (existsSync(path.join(dst, 'config.json'))) return dst;
   const spec = `${dst}.config`;
   mkdirSync(spec, { recursive: true });
   for (const name of ['config.json', 'preprocessor_config.json']) {
     if (!existsSync(path.join(src, name))) continue;
+    /** @type {{ model_args?: Record<string, unknown>, layerscale_value?: number }} a hub config file, in part */
     const c = JSON.parse(readFileSync(path.join(src, name), 'utf8'));
     if (c.model_args && 'init_values' in c.model_args) c.model_args.init_values = value; // timm
     if ('layerscale_value' in c) c.layerscale_value = value; // transformers
@@ -540,9 +666,18 @@ async function withLayerScale(src, dst, dtype, value) {
   return dst;
 }
 
-/** Per-step agreement of two loss curves, and of their trends (means of 20-step windows). */
+/**
+ * Per-step agreement of two loss curves, and of their trends (means of 20-step windows).
+ * @param {number[]} a
+ * @param {number[]} b
+ * @returns {CurveComparison}
+ */
 function compareCurves(a, b) {
   const rel = a.map((x, i) => Math.abs(x - b[i]) / Math.max(Math.abs(b[i]), 1e-12));
+  /**
+   * @param {number[]} xs
+   * @param {number} from
+   */
   const win = (xs, from) => xs.slice(from, from + 20).reduce((s, x) => s + x, 0) / Math.min(20, xs.length - from);
   const n = a.length;
   const last = Math.max(0, n - 20);
@@ -560,6 +695,7 @@ function compareCurves(a, b) {
 // ---------------------------------------------------------------------------------------------------------------
 // Outputs
 // ---------------------------------------------------------------------------------------------------------------
+/** @param {number[] | undefined} xs */
 const best = (xs) => (xs ? BATCH / Math.min(...xs) : null);
 result.distill.pytorch_eager_best_img_s = best(result.times_s.pytorch_eager_distill);
 result.distill.pytorch_compile_best_img_s = best(result.times_s.pytorch_compile_distill);
@@ -570,8 +706,10 @@ for (const v of Object.values(result.variants)) {
   v.vs_eager = ratio(v.img_s, result.distill.pytorch_eager_img_s);
   v.vs_compile = ratio(v.img_s, result.distill.pytorch_compile_img_s ?? null);
 }
+/** @type {(v: VariantEntry) => v is VariantEntry & { img_s: number }} */
+const measured = (v) => !!v.img_s;
 const fastest = Object.values(result.variants)
-  .filter((v) => v.img_s)
+  .filter(measured)
   .sort((x, y) => y.img_s - x.img_s)[0];
 result.distill.native_img_s = fastest?.img_s ?? null;
 result.distill.native_variant = fastest?.variant ?? null;
@@ -598,7 +736,7 @@ for (const v of Object.values(result.variants)) {
     continue;
   }
   console.log(
-    `| native ${v.variant}${v.fp8_min_cosine !== undefined ? ` (cos ${v.fp8_min_cosine.toFixed(5)})` : ''} | ${fmt(v.img_s)} | ${fmt(v.best_img_s)} | ${v.peak_memory_gib} | ${v.mfu_datasheet} / ${v.mfu_measured_matmul} | ${v.vs_eager ?? 'n/a'} | ${v.vs_compile ?? 'n/a'} |`,
+    `| native ${v.variant}${v.fp8_min_cosine != null ? ` (cos ${v.fp8_min_cosine.toFixed(5)})` : ''} | ${fmt(v.img_s)} | ${fmt(v.best_img_s)} | ${v.peak_memory_gib} | ${v.mfu_datasheet} / ${v.mfu_measured_matmul} | ${v.vs_eager ?? 'n/a'} | ${v.vs_compile ?? 'n/a'} |`,
   );
 }
 console.log(

@@ -31,11 +31,19 @@ const opts = {
   out: arg('out', path.join(HERE, 'results', 'pipeline-scale.json')),
 };
 
+/** @typedef {import('../dist/backends/types.js').Uint8Tensor} Uint8Tensor */
+
+/** @type {typeof import('../dist/slides/synthetic.js')} */
 const { makeSyntheticSlides } = await import(path.join(DIST, 'slides', 'synthetic.js'));
+/** @type {typeof import('../dist/slides/tile-run.js')} */
 const { runTiling } = await import(path.join(DIST, 'slides', 'tile-run.js'));
+/** @type {typeof import('../dist/distill/tiles.js')} */
 const { openTileSource } = await import(path.join(DIST, 'distill', 'tiles.js'));
+/** @type {typeof import('../dist/data/sampler.js')} */
 const { TileSampler } = await import(path.join(DIST, 'data', 'sampler.js'));
+/** @type {typeof import('../dist/slides/reader.js')} */
 const { openSlide } = await import(path.join(DIST, 'slides', 'reader.js'));
+/** @type {typeof import('../dist/slides/addon.js')} */
 const { openslideAddon } = await import(path.join(DIST, 'slides', 'addon.js'));
 
 const work = mkdtempSync(path.join(os.tmpdir(), 'g2l-pipeline-scale-'));
@@ -73,14 +81,22 @@ try {
   if (!addon) throw new Error('OpenSlide is not available: the benchmark measures its decodes');
   // Three disjoint sets of 256 tiles, each read once through freshly opened slides (no OpenSlide tile-cache hits).
   const sampler = await TileSampler.open(manifest, { seed: 9, batchSize: 256 });
+  /** @param {number} set */
   const one = async (set) => {
     const probe = sampler.batchAt(0, set);
+    /** @type {Map<string, import('../dist/slides/reader.js').Slide>} */
     const open = new Map();
     for (const t of probe) if (!open.has(t.path)) open.set(t.path, await openSlide(t.path));
+    /** @param {string} file */
+    const handleOf = (file) => {
+      const h = open.get(file)?.openslideHandle;
+      if (!h) throw new Error(`${file} was not opened through OpenSlide`);
+      return h;
+    };
     const out = new Uint8Array(probe.length * 256 * 256 * 3);
     const start = performance.now();
     await addon.readTilesInto(
-      probe.map((t) => open.get(t.path).openslideHandle),
+      probe.map((t) => handleOf(t.path)),
       probe.map((t) => t.x),
       probe.map((t) => t.y),
       probe.map((t) => t.level),
@@ -99,10 +115,14 @@ try {
 
   // ---- the pipeline distill uses ------------------------------------------------------------------------------------
   const source = await openTileSource(manifest, { seed: 1, tileSizePx: 256, maxOpenSlides: opts.maxOpen });
+  /** @type {number[]} */
   const rss = [];
+  /** @type {Promise<Uint8Tensor> | null} the batch being read */
   let next = source.batch(0, opts.batch);
   let timedFrom = 0;
   for (let step = 0; step < opts.steps; step++) {
+    if (!next) throw new Error(`no batch in flight at step ${step}`);
+    /** @type {Uint8Tensor} */
     const b = await next;
     if (b.shape[0] !== opts.batch) throw new Error('short batch');
     next = step + 1 < opts.steps ? source.batch(step + 1, opts.batch) : null;
@@ -116,6 +136,7 @@ try {
   opts.maxOpen = stats.maxOpenSlides;
   const load = os.loadavg();
   const tenth = Math.max(1, Math.floor(rss.length / 10));
+  /** @param {number[]} a */
   const mean = (a) => a.reduce((x, y) => x + y, 0) / a.length;
   const result = {
     date: new Date().toISOString(),

@@ -17,10 +17,29 @@ import { arg } from './cli-args.mjs';
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const DIST = path.join(HERE, '..', 'dist');
 
+/**
+ * The options every child gets; what each mode prints (its one JSON line).
+ * @typedef {{ slides: number, batches: number, batch: number, device: string }} PipelineOptions
+ * @typedef {{ slides: number, tiles: number, tileCommandSeconds: number }} PrepareResult
+ * @typedef {{ tilesPerSecond: number }} BatchesResult
+ * @typedef {Record<string, number>} AugmentResult `<backend>[-<device>]AugmentationsPerSecond`
+ */
+
+/**
+ * @param {string} mode prepare, batches or augment
+ * @param {string} workDir
+ * @param {number} workers
+ * @param {PipelineOptions} opts
+ * @returns {Promise<PrepareResult | BatchesResult | AugmentResult>}
+ */
 async function child(mode, workDir, workers, opts) {
+  /** @type {typeof import('../dist/slides/synthetic.js')} */
   const { makeSyntheticSlides } = await import(path.join(DIST, 'slides', 'synthetic.js'));
+  /** @type {typeof import('../dist/slides/tile-run.js')} */
   const { runTiling } = await import(path.join(DIST, 'slides', 'tile-run.js'));
+  /** @type {typeof import('../dist/data/sampler.js')} */
   const { TileSampler } = await import(path.join(DIST, 'data', 'sampler.js'));
+  /** @type {typeof import('../dist/data/batches.js')} */
   const { TileBatchLoader } = await import(path.join(DIST, 'data', 'batches.js'));
   if (mode === 'prepare') {
     await makeSyntheticSlides(path.join(workDir, 'slides'), { count: opts.slides, width: 8192, height: 6144, seed: 5 });
@@ -53,16 +72,21 @@ async function child(mode, workDir, workers, opts) {
     return { tilesPerSecond: tiles / ((performance.now() - t0) / 1000) };
   }
   if (mode === 'augment') {
+    /** @type {typeof import('../dist/backends/index.js')} */
     const { loadEngineAddon, NativeBackend, JsBackend } = await import(path.join(DIST, 'backends', 'index.js'));
+    /** @type {typeof import('../dist/backends/types.js')} */
     const { NORMALIZATIONS } = await import(path.join(DIST, 'backends', 'types.js'));
     const B = opts.batch;
     const tiles = { data: new Uint8Array(B * 256 * 256 * 3), shape: [B, 256, 256, 3] };
     for (let i = 0; i < tiles.data.length; i++) tiles.data[i] = (i * 2654435761) >>> 24;
+    /** @type {AugmentResult} */
     const out = {};
+    /** @type {[string, import('../dist/backends/types.js').AugmentBackend][]} */
     const backends = [['native', new NativeBackend(loadEngineAddon())]];
     if (workers === 1) backends.push(['js', new JsBackend()]);
     for (const [name, backend] of backends) {
       const device = name === 'native' ? opts.device : 'cpu';
+      /** @param {number} seed */
       const run = (seed) =>
         backend.augmentBatch(tiles, { seed }, {}, NORMALIZATIONS.hOptimus0, NORMALIZATIONS.hibou, {
           teacherDtype: 'float16',
@@ -82,6 +106,7 @@ async function child(mode, workDir, workers, opts) {
 
 async function main() {
   if (process.env.G2L_PIPELINE_CHILD) {
+    /** @type {{ mode: string, workDir: string, workers: number, opts: PipelineOptions }} what run() below passes */
     const { mode, workDir, workers, opts } = JSON.parse(process.env.G2L_PIPELINE_CHILD);
     process.stdout.write(`${JSON.stringify(await child(mode, workDir, workers, opts))}\n`);
     return;
@@ -101,6 +126,11 @@ async function main() {
     device: arg('device', 'cpu'),
   };
   const workDir = mkdtempSync(path.join(os.tmpdir(), 'g2l-pipeline-'));
+  /**
+   * One child's JSON line.
+   * @param {string} mode
+   * @param {number} workers
+   */
   const run = (mode, workers) => {
     const env = {
       ...process.env,
@@ -118,16 +148,20 @@ async function main() {
       maxBuffer: 1 << 24,
     });
     if (r.status !== 0) throw new Error(`${mode} with ${workers} workers failed:\n${r.stderr}`);
-    return JSON.parse(r.stdout.trim().split('\n').pop());
+    return JSON.parse(r.stdout.trim().split('\n').pop() ?? '');
   };
   try {
+    /** @type {PrepareResult} */
     const prep = run('prepare', Math.min(4, os.availableParallelism()));
     console.log(
       `${prep.slides} synthetic slides (8192x6144, SVS at 0.25 and TIFF at 0.5 um/px), ${prep.tiles} tissue tiles at 0.5 um/px; tile command ${prep.tileCommandSeconds.toFixed(1)} s`,
     );
+    /** @type {({ workers: number } & BatchesResult & AugmentResult)[]} */
     const rows = [];
     for (const w of workerCounts) {
+      /** @type {BatchesResult} */
       const b = run('batches', w);
+      /** @type {AugmentResult} */
       const a = run('augment', w);
       rows.push({ workers: w, ...b, ...a });
     }

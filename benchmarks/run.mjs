@@ -37,6 +37,52 @@ import {
   timeRuns,
 } from './lib/common.mjs';
 
+/**
+ * What benchmarks/results/latest.json holds.
+ * @typedef {{ times_s: number[], median_s: number, img_s: number, best_img_s: number, best_over_median: number }} SideSummary
+ * @typedef {{ median: number, min: number, max: number, q1: number, q3: number, pairs: number[] }} PairRatios
+ * @typedef {object} OpResult one operation: its sides' summaries and the ratios between them
+ * @property {string} label
+ * @property {number} images
+ * @property {SideSummary} [native]
+ * @property {SideSummary} [pytorch]
+ * @property {SideSummary} [js]
+ * @property {PairRatios} [native_vs_pytorch]
+ * @property {number} [native_vs_js]
+ * @typedef {object} ModelSummary
+ * @property {string} family
+ * @property {number} dims
+ * @property {number} depth
+ * @property {number} heads
+ * @property {number} registers
+ * @property {string} mlp
+ * @property {number} parameters
+ * @typedef {object} Machine
+ * @property {string} cpu
+ * @property {number} cores
+ * @property {number} memoryGiB
+ * @property {string} os
+ * @property {string} node
+ * @property {Record<'OMP_NUM_THREADS' | 'OMP_WAIT_POLICY' | 'GOMP_SPINCOUNT', string | null>} env
+ * @property {number} [jsThreads]
+ * @property {string | null} [libtorch]
+ * @property {number} [nativeThreads]
+ * @property {string} [engineOpenMp]
+ * @property {string} [torch]
+ * @property {number} [pytorchThreads]
+ * @property {number} [processThreads]
+ * @typedef {object} BenchResult
+ * @property {string} date
+ * @property {string} command
+ * @property {Machine} machine
+ * @property {{ start: number[] } & Record<string, number[]>} loadAverage start, afterJs, before_<op>, end
+ * @property {Record<string, number | string>} setup
+ * @property {Record<string, ModelSummary>} models teacher, student
+ * @property {Record<string, OpResult>} ops distill, distill-noaug, embed
+ * @property {string[]} notes
+ * @property {Record<string, boolean | null>} [goals]
+ */
+
 const { values: opt } = parseArgs({
   options: {
     runs: { type: 'string', default: '9' },
@@ -52,12 +98,12 @@ const RUNS = Number(opt.runs),
   JS_RUNS = Number(opt['js-runs']),
   BATCH = Number(opt.batch),
   EMBED_BATCH = Number(opt['embed-batch']);
-for (const [name, v] of [
+for (const [name, v] of /** @type {const} */ ([
   ['--runs', RUNS],
   ['--js-runs', JS_RUNS],
   ['--batch', BATCH],
   ['--embed-batch', EMBED_BATCH],
-]) {
+])) {
   if (!Number.isInteger(v) || v < 1) {
     process.stderr.write(`bench: ${name} must be a positive integer\n`);
     process.exit(2);
@@ -67,6 +113,7 @@ const WARMUP = 2,
   TILE = 256,
   CROP = 224;
 const skip = new Set(opt.skip.split(',').filter(Boolean));
+/** @param {string} m */
 const log = (m) => process.stderr.write(`bench: ${m}\n`);
 
 // Nothing here sets OpenMP's environment: PyTorch runs with the user's settings (libgomp's defaults when unset), the
@@ -92,7 +139,9 @@ const OPS = {
   'distill-noaug': { label: 'distill step, no augmentation', images: BATCH },
   embed: { label: 'embed', images: EMBED_BATCH },
 };
+/** @param {string} k */
 const env = (k) => process.env[k] ?? null;
+/** @type {BenchResult} */
 const result = {
   date: new Date().toISOString(),
   command: 'npm run bench',
@@ -124,7 +173,12 @@ const result = {
   notes: [],
 };
 
-/** { times_s, median_s, img_s, best_img_s, best_over_median } of one side's times. */
+/**
+ * { times_s, median_s, img_s, best_img_s, best_over_median } of one side's times.
+ * @param {number[]} times
+ * @param {number} n
+ * @returns {SideSummary}
+ */
 function summarize(times, n) {
   const med = median(times),
     best = Math.min(...times);
@@ -137,9 +191,15 @@ function summarize(times, n) {
   };
 }
 
-/** The per-pair ratios native / PyTorch (PyTorch's time over the engine's) with their spread. */
+/**
+ * The per-pair ratios native / PyTorch (PyTorch's time over the engine's) with their spread.
+ * @param {number[]} nativeTimes
+ * @param {number[]} refTimes
+ * @returns {PairRatios}
+ */
 function pairRatios(nativeTimes, refTimes) {
   const r = nativeTimes.map((t, i) => refTimes[i] / t);
+  /** @param {number} x */
   const round = (x) => +x.toFixed(3);
   return {
     median: round(median(r)),
@@ -182,7 +242,10 @@ if (!skip.has('js')) {
 // ---------------------------------------------------------------------------------------------------------------
 // native and PyTorch, interleaved
 // ---------------------------------------------------------------------------------------------------------------
-/** op -> () => Promise: one engine run. */
+/**
+ * op -> () => Promise: one engine run.
+ * @type {Record<string, () => Promise<unknown>>}
+ */
 const native = {};
 if (!skip.has('native')) {
   const { backend, fallbackReason } = chooseBackend({ fallback: true, warn: () => {} });
@@ -211,6 +274,7 @@ if (!skip.has('native')) {
   }
 }
 
+/** @type {Awaited<ReturnType<typeof startReference>> | null} */
 let ref = null;
 if (!skip.has('pytorch')) {
   const py = findPython(opt.python);
@@ -242,35 +306,40 @@ if (!skip.has('pytorch')) {
       result.machine.torch = ref.info.torch;
       result.machine.pytorchThreads = ref.info.threads;
     } catch (e) {
-      result.notes.push(`PyTorch reference failed (${e.message})`);
-      log(`PyTorch reference failed: ${e.message}`);
+      result.notes.push(`PyTorch reference failed (${/** @type {Error} */ (e).message})`);
+      log(`PyTorch reference failed: ${/** @type {Error} */ (e).message}`);
     }
   }
 }
 
+/** @param {() => Promise<unknown>} fn */
 const elapsed = async (fn) => {
   const t0 = performance.now();
   await fn();
   return (performance.now() - t0) / 1000;
 };
 for (const [op, o] of Object.entries(OPS)) {
-  const sides = [native[op] && ['native', native[op]], ref && ['pytorch', () => ref.time(op)]].filter(Boolean);
+  // [side, one run]: the engine's runs resolve when done, PyTorch's to the seconds its child measured.
+  const sides = /** @type {['native' | 'pytorch', () => Promise<unknown>][]} filter(Boolean): the sides that run */ (
+    [native[op] && ['native', native[op]], ref && ['pytorch', () => ref.time(op)]].filter(Boolean)
+  );
   if (!sides.length) continue;
   log(
     `${o.label}: ${WARMUP} warm-up + ${RUNS} ${sides.length === 2 ? 'interleaved pairs' : `runs (${sides[0][0]} only)`}, batch ${o.images}`,
   );
   result.loadAverage[`before_${op}`] = loadAverage();
+  /** @type {Record<string, number[]>} */
   const times = Object.fromEntries(sides.map(([name]) => [name, []]));
   try {
     for (let i = 0; i < WARMUP; i++) for (const [, run] of sides) await run();
     for (let i = 0; i < RUNS; i++) {
       for (const [name, run] of i % 2 ? [...sides].reverse() : sides) {
-        times[name].push(name === 'pytorch' ? await run() : await elapsed(run));
+        times[name].push(name === 'pytorch' ? /** @type {number} */ (await run()) : await elapsed(run));
       }
     }
   } catch (e) {
-    result.notes.push(`${o.label}: ${e.message}`);
-    log(`${o.label} failed: ${e.message}`);
+    result.notes.push(`${o.label}: ${/** @type {Error} */ (e).message}`);
+    log(`${o.label} failed: ${/** @type {Error} */ (e).message}`);
     continue;
   }
   for (const [name] of sides) result.ops[op][name] = summarize(times[name], o.images);
@@ -292,6 +361,10 @@ const ops = result.ops;
 for (const op of ['distill', 'embed']) {
   if (ops[op].native && ops[op].js) ops[op].native_vs_js = +(ops[op].native.img_s / ops[op].js.img_s).toFixed(1);
 }
+/**
+ * @param {number | null | undefined} x
+ * @param {number} min
+ */
 const goal = (x, min) => (x === undefined || x === null ? null : x >= min);
 result.goals = {
   'distill native >= 1.1x PyTorch (median of pairs)': goal(ops.distill.native_vs_pytorch?.median, 1.1),

@@ -7,12 +7,44 @@ import { createInterface } from 'node:readline';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+/** @typedef {import('../../dist/backends/types.js').Uint8Tensor} Uint8Tensor */
+/** @typedef {import('../../test/helpers/engine-testing.js').EngineTestingAddon} EngineTestingAddon */
+
+/**
+ * The JSON line tools/reference_step.py prints (one-shot mode): what it ran on, and the timings of the --mode asked.
+ * @typedef {object} ReferenceResult
+ * @property {string} torch
+ * @property {string} device
+ * @property {number} threads
+ * @property {number} batch
+ * @property {number} embed_batch
+ * @property {boolean} compile
+ * @property {string} python
+ * @property {string} [gpu]
+ * @property {number[]} [step_times_s]
+ * @property {number} [distill_img_s]
+ * @property {number} [final_loss]
+ * @property {number} [peak_memory_gib]
+ * @property {number[]} [embed_times_s]
+ * @property {number} [embed_img_s]
+ * @property {undefined} [error]
+ */
+/** @typedef {{ error: string }} ReferenceFailure */
+
+/**
+ * tools/reference_step.py --serve: its first line (`ready` and what it runs on) and its answer to a request.
+ * @typedef {Omit<ReferenceResult, 'error'> & { ready: true }} ReferenceInfo
+ * @typedef {{ op: string, s: number, error?: string }} ReferenceAnswer
+ */
+
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /**
  * The engine's test and measurement entries (native/engine/include/g2l/testing.h: evalMatmulRate, fp8Linear, ...),
  * the module g2l_engine_testing.node the repository's set-up builds beside the production addon (the typed loader of
  * the tests is test/helpers/engine-testing.ts). `native` is dist/backends/native.js.
+ * @param {typeof import('../../dist/backends/native.js')} native
+ * @returns {EngineTestingAddon}
  */
 export function loadEngineTesting(native) {
   native.loadEngineAddon(); // first: it sets up OpenMP
@@ -21,7 +53,13 @@ export function loadEngineTesting(native) {
   return createRequire(import.meta.url)(file);
 }
 
-/** Deterministic tissue-like uint8 tiles (B,S,S,3). */
+/**
+ * Deterministic tissue-like uint8 tiles (B,S,S,3).
+ * @param {number} B
+ * @param {number} S
+ * @param {number} seed
+ * @returns {Uint8Tensor}
+ */
 export function makeTiles(B, S, seed) {
   const data = new Uint8Array(B * S * S * 3);
   let h = seed >>> 0;
@@ -36,13 +74,19 @@ export function makeTiles(B, S, seed) {
   return { data, shape: [B, S, S, 3] };
 }
 
+/** @param {readonly number[]} xs */
 export const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   const n = s.length;
   return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 };
 
-/** Seconds of each of `runs` calls of `fn` after `warmup` untimed ones (each call awaited: it ends on the host). */
+/**
+ * Seconds of each of `runs` calls of `fn` after `warmup` untimed ones (each call awaited: it ends on the host).
+ * @param {() => unknown} fn
+ * @param {number} warmup
+ * @param {number} runs
+ */
 export async function timeRuns(fn, warmup, runs) {
   for (let i = 0; i < warmup; i++) await fn();
   const times = [];
@@ -54,10 +98,16 @@ export async function timeRuns(fn, warmup, runs) {
   return times;
 }
 
-/** A python with torch, timm, transformers and safetensors: --python, G2L_PYTHON, the .venv, python3; else null. */
+/**
+ * A python with torch, timm, transformers and safetensors: --python, G2L_PYTHON, the .venv, python3; else null.
+ * @param {string | undefined} explicit
+ * @returns {string | null}
+ */
 export function findPython(explicit) {
+  /** @type {(p: string | undefined) => p is string} */
+  const given = (p) => !!p;
   for (const py of [explicit, process.env.G2L_PYTHON, path.join(ROOT, '.venv', 'bin', 'python'), 'python3'].filter(
-    Boolean,
+    given,
   )) {
     if (py.includes('/') && !existsSync(py)) continue;
     const r = spawnSync(py, ['-c', 'import torch, timm, transformers, safetensors'], { encoding: 'utf8' });
@@ -66,7 +116,13 @@ export function findPython(explicit) {
   return null;
 }
 
-/** Runs tools/reference_step.py with `args`; returns its JSON line, or { error }. */
+/**
+ * Runs tools/reference_step.py with `args`; returns its JSON line, or { error }.
+ * @param {string} python
+ * @param {string[]} args
+ * @param {number} [timeoutMs]
+ * @returns {ReferenceResult | ReferenceFailure}
+ */
 export function runReference(python, args, timeoutMs = 20 * 60 * 1000) {
   const r = spawnSync(python, [path.join(ROOT, 'tools', 'reference_step.py'), ...args], {
     encoding: 'utf8',
@@ -86,6 +142,10 @@ export function runReference(python, args, timeoutMs = 20 * 60 * 1000) {
  * tools/reference_step.py --serve as a long-lived child: `time(op)` asks it to run `op` (distill, distill-noaug,
  * embed) once and resolves to the seconds it measured, so that its steps can be interleaved with the engine's.
  * Resolves once the models are loaded, to { info, time, close }; rejects with the child's last stderr lines.
+ * @param {string} python
+ * @param {string[]} args
+ * @param {number} [timeoutMs]
+ * @returns {Promise<{ info: ReferenceInfo, time: (op: string) => Promise<number>, close: () => Promise<void> }>}
  */
 export function startReference(python, args, timeoutMs = 10 * 60 * 1000) {
   const child = spawn(python, [path.join(ROOT, 'tools', 'reference_step.py'), '--serve', ...args], {
@@ -96,11 +156,14 @@ export function startReference(python, args, timeoutMs = 10 * 60 * 1000) {
     stderr = (stderr + d).slice(-4000);
   });
   const lines = createInterface({ input: child.stdout });
+  /** @type {{ resolve: (msg: ReferenceAnswer | ReferenceInfo) => void, reject: (e: Error) => void }[]} */
   const waiting = [];
+  /** @type {Error | null} */
   let failed = null;
+  /** @param {string} why */
   const fail = (why) => {
     failed ??= new Error(`${why}: ${stderr.trim().split('\n').slice(-3).join(' | ')}`);
-    while (waiting.length) waiting.shift().reject(failed);
+    for (const w of waiting.splice(0)) w.reject(failed);
   };
   lines.on('line', (line) => {
     if (!line.startsWith('{')) return; // a library's chatter on stdout
@@ -112,6 +175,7 @@ export function startReference(python, args, timeoutMs = 10 * 60 * 1000) {
   });
   child.on('exit', (code, signal) => fail(`reference exited (${signal ?? code})`));
   child.on('error', (e) => fail(`reference did not start (${e.message})`));
+  /** @returns {Promise<ReferenceAnswer | ReferenceInfo>} */
   const next = () =>
     new Promise((resolve, reject) => {
       if (failed) return reject(failed);
@@ -131,22 +195,28 @@ export function startReference(python, args, timeoutMs = 10 * 60 * 1000) {
       });
     });
   return next().then((info) => ({
-    info,
+    info: /** @type {ReferenceInfo} */ (info),
     time: async (op) => {
       const answer = next();
       child.stdin.write(`${op}\n`);
-      return (await answer).s;
+      return /** @type {ReferenceAnswer} */ (await answer).s;
     },
     close: () =>
-      new Promise((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.stdin.end('quit\n');
-      }),
+      /** @type {Promise<void>} */ (
+        new Promise((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
+          child.once('exit', () => resolve());
+          child.stdin.end('quit\n');
+        })
+      ),
   }));
 }
 
-/** Quantile q of xs (linear interpolation between order statistics, numpy's default). */
+/**
+ * Quantile q of xs (linear interpolation between order statistics, numpy's default).
+ * @param {readonly number[]} xs
+ * @param {number} q
+ */
 export function quantile(xs, q) {
   const s = [...xs].sort((a, b) => a - b);
   const at = (s.length - 1) * q,
@@ -158,5 +228,10 @@ export function quantile(xs, q) {
 /** The 1-, 5- and 15-minute load averages, rounded. */
 export const loadAverage = () => os.loadavg().map((x) => +x.toFixed(2));
 
+/** @param {number | null | undefined} x */
 export const fmt = (x) => (x === null || x === undefined ? 'n/a' : x >= 10 ? x.toFixed(1) : x.toFixed(2));
+/**
+ * @param {number | null | undefined} a
+ * @param {number | null | undefined} b
+ */
 export const ratio = (a, b) => (a && b ? +(a / b).toFixed(2) : null);

@@ -4,12 +4,42 @@
 // node benchmarks/lib/foundation-choice.mjs [B,T,C,heads,hidden]   (default 8,197,128,4,512)
 // (tfjs-core with tfjs-backend-cpu alone registers no gradients under Node: the union package is needed.)
 import * as K from '../../dist/backends/js/kernels.js';
+
+// @tensorflow/tfjs is not installed (nor typed) here: the little of its API this file calls, as it calls it.
+/**
+ * @typedef {{ dataSync(): Float32Array }} TfTensor
+ * @typedef {TfTensor | number} TfOperand
+ * @typedef {object} Tf
+ * @property {(name: string) => Promise<boolean>} setBackend
+ * @property {(values: Float32Array, shape?: number[]) => TfTensor} tensor
+ * @property {(initial: TfTensor, trainable: boolean, name: string) => TfTensor} variable
+ * @property {(x: TfTensor, axis: number, keepDims: boolean) => { mean: TfTensor, variance: TfTensor }} moments
+ * @property {(a: TfOperand, b: TfOperand) => TfTensor} add
+ * @property {(a: TfOperand, b: TfOperand) => TfTensor} sub
+ * @property {(a: TfOperand, b: TfOperand) => TfTensor} mul
+ * @property {(x: TfTensor) => TfTensor} rsqrt
+ * @property {(x: TfTensor) => TfTensor} erf
+ * @property {(x: TfTensor) => TfTensor} softmax
+ * @property {(x: TfTensor) => TfTensor} sum
+ * @property {(a: TfTensor, b: TfTensor, transposeA?: boolean, transposeB?: boolean) => TfTensor} matMul
+ * @property {(x: TfTensor, shape: number[]) => TfTensor} reshape
+ * @property {(x: TfTensor, perm: number[]) => TfTensor} transpose
+ * @property {(x: TfTensor) => TfTensor[]} unstack
+ * @property {<R>(fn: () => R) => R} tidy
+ * @property {(f: () => TfTensor) => { value: TfTensor, grads: Record<string, TfTensor> }} variableGrads
+ */
+
 const [B, T, C, NH, HID] = (process.argv[2] ?? '8,197,128,4,512').split(',').map(Number);
+/**
+ * @param {number} n
+ * @param {number} [s]
+ */
 const rnd = (n, s = 0.1) => {
   const a = new Float32Array(n);
   for (let i = 0; i < n; i++) a[i] = (Math.random() * 2 - 1) * s;
   return a;
 };
+/** @param {number} n */
 const ones = (n) => new Float32Array(n).fill(1);
 const W = {
   ln1w: ones(C),
@@ -27,6 +57,15 @@ const W = {
 };
 const x = rnd(B * T * C, 1);
 const R = B * T;
+/**
+ * linearBackward's dx: it returns one unless asked not to (needDx false), which this file never does.
+ * @param {Float32Array | null} dx
+ */
+const needDx = (dx) => {
+  if (!dx) throw new Error('linearBackward returned no dx');
+  return dx;
+};
+/** @returns {[Float32Array, Record<string, Float32Array>]} the block's output and its weights' gradients */
 function own() {
   const c1 = { mean: new Float32Array(R), rstd: new Float32Array(R) },
     c2 = { mean: new Float32Array(R), rstd: new Float32Array(R) };
@@ -46,19 +85,20 @@ function own() {
   // backward of sum(y * 1)
   const G = Object.fromEntries(Object.entries(W).map(([k, v]) => [k, new Float32Array(v.length)]));
   const dy = ones(R * C);
-  const dg = K.linearBackward(dy, g, W.fc2W, R, HID, C, G.fc2W, G.fc2B);
+  const dg = needDx(K.linearBackward(dy, g, W.fc2W, R, HID, C, G.fc2W, G.fc2B));
   const df1 = K.geluBackward(dg, f1);
-  const dh2 = K.linearBackward(df1, h2, W.fc1W, R, C, HID, G.fc1W, G.fc1B);
+  const dh2 = needDx(K.linearBackward(df1, h2, W.fc1W, R, C, HID, G.fc1W, G.fc1B));
   const dx1 = K.layerNormBackward(dh2, x1, W.ln2w, c2, R, C, G.ln2w, G.ln2b);
   for (let i = 0; i < dx1.length; i++) dx1[i] += dy[i];
-  const da = K.linearBackward(dx1, a, W.projW, R, C, C, G.projW, G.projB);
+  const da = needDx(K.linearBackward(dx1, a, W.projW, R, C, C, G.projW, G.projB));
   const dqkv = K.attentionBackward(da, ac, B, T, C, NH);
-  const dh1 = K.linearBackward(dqkv, h1, W.qkvW, R, C, 3 * C, G.qkvW, G.qkvB);
+  const dh1 = needDx(K.linearBackward(dqkv, h1, W.qkvW, R, C, 3 * C, G.qkvW, G.qkvB));
   const dx = K.layerNormBackward(dh1, x, W.ln1w, c1, R, C, G.ln1w, G.ln1b);
   for (let i = 0; i < dx.length; i++) dx[i] += dx1[i];
   return [y, G];
 }
 const req = (await import('node:module')).createRequire(new URL('../../package.json', import.meta.url));
+/** @type {Tf} */
 let tf;
 try {
   tf = req('@tensorflow/tfjs');
@@ -69,10 +109,22 @@ try {
 await tf.setBackend('cpu');
 const V = Object.fromEntries(Object.entries(W).map(([k, v]) => [k, tf.variable(tf.tensor(v), true, k)]));
 const xt = tf.tensor(x, [R, C]);
+/**
+ * @param {TfTensor} h
+ * @param {TfTensor} w
+ * @param {TfTensor} b
+ */
 function ln(h, w, b) {
   const { mean, variance } = tf.moments(h, -1, true);
   return tf.add(tf.mul(tf.mul(tf.sub(h, mean), tf.rsqrt(tf.add(variance, 1e-6))), w), b);
 }
+/**
+ * @param {TfTensor} h
+ * @param {TfTensor} Wt
+ * @param {TfTensor} b
+ * @param {number} n
+ * @param {number} k
+ */
 function lin(h, Wt, b, n, k) {
   return tf.add(tf.matMul(h, tf.reshape(Wt, [n, k]), false, true), b);
 }
@@ -87,12 +139,17 @@ function block() {
   const g = tf.mul(tf.mul(f1, 0.5), tf.add(tf.erf(tf.mul(f1, Math.SQRT1_2)), 1));
   return tf.sum(tf.add(x1, lin(g, V.fc2W, V.fc2B, C, HID)));
 }
+/** @returns {[Float32Array, Record<string, Float32Array>]} the block's output and its weights' gradients */
 function tfjs() {
   return tf.tidy(() => {
     const { value, grads } = tf.variableGrads(block);
     return [value.dataSync(), Object.fromEntries(Object.entries(grads).map(([k, v]) => [k, v.dataSync()]))];
   });
 }
+/**
+ * @param {() => unknown} f
+ * @param {number} [n]
+ */
 function time(f, n = 3) {
   f();
   const ts = [];

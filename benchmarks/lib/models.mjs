@@ -37,14 +37,20 @@ export const BENCH_MODELS = {
 
 const HIBOU_NORM = { image_mean: [0.7068, 0.5755, 0.722], image_std: [0.195, 0.2316, 0.1816] };
 
-/** Writes (or rewrites) teacher/ and student/ under `root` with random weights from `seed`; returns their folders. */
+/**
+ * Writes (or rewrites) teacher/ and student/ under `root` with random weights from `seed`; returns their folders.
+ * @param {string} root
+ * @param {number} [seed]
+ * @returns {Promise<{ teacher: string, student: string }>}
+ */
 export async function writeBenchModels(root, seed = 0) {
-  const out = {};
-  for (const [name, config] of Object.entries(BENCH_MODELS)) {
+  const out = { teacher: '', student: '' };
+  for (const name of /** @type {const} */ (['teacher', 'student'])) {
+    const config = BENCH_MODELS[name];
     const dir = path.join(root, name);
     mkdirSync(dir, { recursive: true });
     writeFileSync(path.join(dir, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
-    if (config.model_type) {
+    if ('model_type' in config) {
       writeFileSync(
         path.join(dir, 'preprocessor_config.json'),
         `${JSON.stringify(
