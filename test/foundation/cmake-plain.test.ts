@@ -42,7 +42,7 @@ t.test(
     t.match(configure.stdout, /g2l-native: CPU engine/);
     const build = spawnSync(
       'cmake',
-      ['--build', dir, '--target', 'CMakeFiles/g2l_addon.dir/native/addon/convert.cpp.o'],
+      ['--build', dir, '--target', 'CMakeFiles/g2l_addon_objects.dir/native/addon/convert.cpp.o'],
       { encoding: 'utf8' },
     );
     t.equal(
