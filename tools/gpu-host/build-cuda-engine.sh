@@ -2,8 +2,8 @@
 # Builds the CUDA engine on a machine without a GPU or a CUDA toolkit, from the .venv's pip packages, for the GPU
 # host's prebuilt slot (tools/gpu-host/host.sh uses .gpu/prebuilt/g2l_engine.node when it loads there):
 #
-#   bash tools/gpu-host/build-cuda-engine.sh [ARCH]     (default 90: the H200)  ->  build-cuda/Release/g2l_engine.node,
-#                                                                          copied to .gpu/prebuilt/
+#   bash tools/gpu-host/build-cuda-engine.sh [ARCH]     (default 90: the H200)  ->  build-cuda/Release/g2l_engine.node
+#                                                        and g2l_engine_testing.node, copied to .gpu/prebuilt/
 #
 # It assembles a toolkit folder, build-cuda/toolkit: links into the .venv's nvidia/cu13 (nvcc, headers, the CUDA
 # libraries torch 2.11.0+cu130 ships) and a libcuda.so stub that only satisfies CMake's FindCUDAToolkit (the real
@@ -53,5 +53,6 @@ cmake -S "$ROOT" -B "$OUT" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CXX_FLAGS="-isystem $CCCL/nvidia/cu13/include/cccl" > "$OUT/configure.log"
 cmake --build "$OUT" --parallel "$(nproc)"
 mkdir -p "$ROOT/.gpu/prebuilt"
-cp "$OUT/Release/g2l_engine.node" "$ROOT/.gpu/prebuilt/g2l_engine.node"
-echo "build-cuda-engine: .gpu/prebuilt/g2l_engine.node (sm_$ARCH)"
+# The production addon and, beside it where the tests look, the test module (g2l/testing.h entries).
+cp "$OUT/Release/g2l_engine.node" "$OUT/Release/g2l_engine_testing.node" "$ROOT/.gpu/prebuilt/"
+echo "build-cuda-engine: .gpu/prebuilt/g2l_engine.node and g2l_engine_testing.node (sm_$ARCH)"
