@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "eval/logistic_pass.h"
+#include "runtime/parallel.h"
 #include "runtime/tensor_bridge.h"
 
 namespace g2l {
@@ -45,7 +46,7 @@ at::Tensor codes_i64(const HostTensor& t, int64_t n, const char* what) {
 /** float64 L2 norms of the rows (sequential sums, as lib/eval/topk.ts rowNorms). */
 std::vector<double> row_norms(const float* x, int64_t n, int64_t d) {
   std::vector<double> out(n);
-  at::parallel_for(0, n, 256, [&](int64_t i0, int64_t i1) {
+  parallel_chunks(0, n, 256, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       const float* r = x + i * d;
       double s = 0;
@@ -60,7 +61,7 @@ std::vector<double> row_norms(const float* x, int64_t n, int64_t d) {
 at::Tensor normalised(const float* x, const std::vector<double>& norms, int64_t n, int64_t d) {
   at::Tensor out = at::empty({n, d}, at::kFloat);
   float* o = out.data_ptr<float>();
-  at::parallel_for(0, n, 256, [&](int64_t i0, int64_t i1) {
+  parallel_chunks(0, n, 256, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) {
       const double inv = norms[i] > 0 ? 1.0 / norms[i] : 0.0;
       for (int64_t j = 0; j < d; ++j) o[i * d + j] = static_cast<float>(x[i * d + j] * inv);
@@ -156,7 +157,7 @@ CosineTopKResult cosine_topk(const HostTensor& query, const HostTensor& base, co
     const int64_t* ci = cand_i.data_ptr<int64_t>();
     int64_t* oi = idx.data_ptr<int64_t>();
     double* os = sim.data_ptr<double>();
-    at::parallel_for(0, nq, 64, [&](int64_t i0, int64_t i1) {
+    parallel_chunks(0, nq, 64, [&](int64_t i0, int64_t i1) {
       std::vector<std::pair<double, int64_t>> r;
       r.reserve(kk);
       for (int64_t i = i0; i < i1; ++i) {
@@ -375,7 +376,7 @@ class LogisticObjective {
       const int64_t* yp = y_.data_ptr<int64_t>();
       const double* Wpp = Wp.data_ptr<double>();
       const double* bp = b.data_ptr<double>();
-      at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+      parallel_chunks(0, tasks, 1, [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) {
           accL[t] = logistic_pass(X, yp, t * n / tasks, (t + 1) * n / tasks, d, K, K8, Wpp, bp,
                                   accG[t].data_ptr<double>(), accB[t].data_ptr<double>());

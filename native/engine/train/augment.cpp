@@ -25,6 +25,7 @@
 #include "kernels/cuda/kernels.h"
 #endif
 
+#include "runtime/parallel.h"
 #include "runtime/tensor_bridge.h"
 
 namespace g2l {
@@ -307,8 +308,8 @@ AugmentedBatch augment_batch(const at::Tensor& tiles, const at::Tensor& params, 
   AugmentedBatch out{at::empty({batch, 3, c, c}, at::TensorOptions().dtype(teacher_dtype)),
                      at::empty({batch, 3, c, c}, at::TensorOptions().dtype(at::kFloat))};
   const float* prow = p.data_ptr<float>();
-  // One sample per task: inside parallel_for libtorch runs each op single-threaded, which suits small images.
-  at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
+  // Samples split over the intra-op threads; inside, libtorch runs each op single-threaded (small images).
+  parallel_chunks(0, batch, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       at::Tensor img = augment_one(x[b], prow + b * kAugmentParamCount, config);
       out.teacher[b].copy_(normalize_chw(img, teacher));
