@@ -1,6 +1,6 @@
 // g2l_engine_testing.node: the engine's test and measurement entries (g2l/testing.h) for the tests and benchmarks,
 // apart from the production addon (addon.cpp), which exports none of them. Loaded by test/helpers/engine-testing.ts
-// and benchmarks/lib/engine-testing.mjs from beside the production addon; built with G2L_TESTING (on in a
+// and benchmarks/lib/common.mjs (loadEngineTesting) from beside the production addon; built with G2L_TESTING (on in a
 // repository set-up, off in an installed package). Converts and schedules like the other addon files.
 //
 //   methodDefaults()                                       the engine's own defaults (test/distill/defaults.test.ts)

@@ -50,7 +50,7 @@ export const CUDA_TESTS = [
   'test/parallel/world-of-one.test.ts',
   'test/distill/teacher-fp8-cuda.test.ts',
   'test/distill/fused-paths.test.ts',
-  'test/distill/attention.test.ts', // last: three child processes; the others first if the checks' time runs out
+  'test/distill/attention.test.ts', // last: the others first if the checks' time runs out
 ];
 
 /** Packages replaced by stubs: name -> source file under tools/gpu-host/. */
